@@ -1,0 +1,5 @@
+export * from "./errors.ts";
+export * from "./ids.ts";
+export * from "./registry.ts";
+export * from "./status.ts";
+export * from "./workspaces.ts";

@@ -1,0 +1,4 @@
+export * from "./errors.ts";
+export * from "./naming.ts";
+export * from "./provisioner.ts";
+export * from "./tiers.ts";

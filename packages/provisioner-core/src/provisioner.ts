@@ -1,0 +1,87 @@
+import type { Tier } from "@molecule/contracts";
+
+/** Everything a backend needs to create or recreate one workspace. */
+export interface WorkspaceSpec {
+  workspaceId: string;
+  orgId: string;
+  /** Names this platform installation; every created resource carries it so strays can be found. */
+  deployment: string;
+  runtime: string;
+  tier: Tier;
+  /** Injected as environment before the process starts: WORKSPACE_ID, PLATFORM_URL, WORKSPACE_BOOT_TOKEN, secrets. */
+  env: Record<string, string>;
+  /** Names of `env` entries whose values are secret: never logged, never put in labels or metadata. */
+  secretKeys: readonly string[];
+  metadata: Record<string, unknown>;
+}
+
+/**
+ * What a backend returns about the resources it made, stored on the workspace row as JSON and handed back to
+ * every later call, so a retry reuses what exists. Backends keep their own ids here.
+ */
+export type Handle = { backend: string } & Record<string, unknown>;
+
+/** Identifies a workspace's resources even when no handle was stored (a provision that died early). */
+export interface WorkspaceRef {
+  workspaceId: string;
+  orgId: string;
+  handle: Handle | null;
+}
+
+export type RuntimeState = "running" | "starting" | "stopped" | "suspended" | "missing" | "unknown";
+
+export interface RuntimeStatus {
+  state: RuntimeState;
+  /** Why, in words a person can act on (exit code, backend state, the transient error). */
+  detail?: string;
+}
+
+export interface ManagedResource {
+  kind: string;
+  id: string;
+  workspaceId: string | null;
+  orgId: string | null;
+  state?: string;
+}
+
+export interface Capabilities {
+  suspend: boolean;
+  /** Largest memory (MB) a suspendable workspace may have, where the backend limits it. */
+  suspendMaxMemoryMb?: number;
+}
+
+/** Reports a finished sub-step (volume created, image pulled, …) so operations can show progress. */
+export type StepReporter = (name: string, detail?: string) => void;
+
+export interface ProvisionContext {
+  step?: StepReporter;
+  signal?: AbortSignal;
+}
+
+export interface SuspendResult {
+  /** false when the backend stopped the workspace instead (no suspend, or the tier is too large). */
+  suspended: boolean;
+  reason?: string;
+}
+
+/**
+ * One interface for every backend. Every method is idempotent: calling it again after a crash or a retryable
+ * error converges on the same end state and never creates a second resource.
+ */
+export interface Provisioner {
+  readonly name: string;
+  capabilities(): Capabilities;
+  /** Creates (or adopts) the workspace's resources and starts it. Returns the handle to store. */
+  provision(spec: WorkspaceSpec, handle: Handle | null, ctx?: ProvisionContext): Promise<Handle>;
+  /** Starts or resumes a stopped/suspended workspace; recreates what is missing from the spec. */
+  start(spec: WorkspaceSpec, handle: Handle | null, ctx?: ProvisionContext): Promise<Handle>;
+  stop(ref: WorkspaceRef, ctx?: ProvisionContext): Promise<void>;
+  /** Suspends where the backend can; otherwise stops and says so. */
+  suspend(ref: WorkspaceRef, ctx?: ProvisionContext): Promise<SuspendResult>;
+  /** Removes everything the workspace owns. Already gone is success. */
+  destroy(ref: WorkspaceRef, ctx?: ProvisionContext): Promise<void>;
+  /** A transient error is reported as `unknown`, never as `missing`. */
+  status(ref: WorkspaceRef): Promise<RuntimeStatus>;
+  /** Every resource this deployment owns, for reconciling strays. */
+  listManaged(): Promise<ManagedResource[]>;
+}

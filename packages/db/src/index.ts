@@ -1,0 +1,3 @@
+export { createDatabase, type Database, type DatabaseOptions, type Db, type Schema } from "./client.ts";
+export { listMigrations } from "./migrate.ts";
+export * from "./schema/index.ts";

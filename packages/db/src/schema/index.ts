@@ -1,0 +1,3 @@
+export * from "./credentials.ts";
+export * from "./operations.ts";
+export * from "./workspaces.ts";

@@ -1,0 +1,71 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createDatabase, type Database, listMigrations } from "@molecule/db";
+import postgres from "postgres";
+
+/** The server tests run on: real PostgreSQL, the machine's own by default. */
+export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+function urlFor(database: string): string {
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+/** A migrated template, named after the migrations' content so a schema change makes a new one. */
+export function templateName(): string {
+  const hash = createHash("sha256");
+  for (const migration of listMigrations()) hash.update(migration.name).update(migration.sql);
+  return `molecule_tpl_${hash.digest("hex").slice(0, 12)}`;
+}
+
+export async function ensureTemplate(): Promise<void> {
+  const name = templateName();
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    const existing = await admin`SELECT 1 FROM pg_database WHERE datname = ${name}`;
+    if (existing.length > 0) return;
+    const building = `${name}_build_${randomBytes(3).toString("hex")}`;
+    await admin.unsafe(`CREATE DATABASE ${building}`);
+    const database = await createDatabase({ url: urlFor(building), maxConnections: 1 });
+    await database.migrate();
+    await database.close();
+    try {
+      await admin.unsafe(`ALTER DATABASE ${building} RENAME TO ${name}`);
+    } catch {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${building}`); // another run built it first
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+export interface TestDatabase extends Database {
+  url: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh, migrated database for one test file: `CREATE DATABASE … TEMPLATE` takes milliseconds. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `molecule_t_${randomBytes(6).toString("hex")}`;
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE ${templateName()}`);
+  } finally {
+    await admin.end();
+  }
+  const url = urlFor(name);
+  const database = await createDatabase({ url, maxConnections: 5 });
+  return {
+    ...database,
+    url,
+    async drop() {
+      await database.close();
+      const cleanup = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+      try {
+        await cleanup.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await cleanup.end();
+      }
+    },
+  };
+}

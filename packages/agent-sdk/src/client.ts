@@ -1,0 +1,247 @@
+/**
+ * The platform's registry and secrets API as seen from a workspace agent: register (boot token → auth token),
+ * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); no dependencies.
+ */
+
+/** The subset of `fetch` this client uses; the global fetch satisfies it. */
+export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+
+/** An A2A agent card. The platform knows `name`, `description`, `version` and `skills`; other fields pass through. */
+export interface AgentCard {
+  name?: string;
+  description?: string;
+  version?: string;
+  url?: string;
+  skills?: unknown[];
+  [field: string]: unknown;
+}
+
+export interface RegisterResult {
+  authToken: string;
+  workspaceId: string;
+}
+
+export type HeartbeatStatus = "ok" | "degraded";
+
+export interface HeartbeatBody {
+  status?: HeartbeatStatus;
+  detail?: string;
+}
+
+export interface HeartbeatResult {
+  ok: true;
+  /** The workspace status the platform holds after this heartbeat (e.g. "online"). */
+  status: string;
+}
+
+/**
+ * Any failed call. `status` is the HTTP status, or null when no response arrived. `code` is the platform's error
+ * code when it sent the error envelope, else one of `network_error`, `timeout`, `aborted`, `invalid_response`,
+ * `http_<status>`. `retryable` is true for network failures, timeouts, 429 and 5xx.
+ */
+export class PlatformError extends Error {
+  readonly status: number | null;
+  readonly code: string;
+  readonly requestId: string | undefined;
+  readonly retryable: boolean;
+
+  constructor(init: {
+    status: number | null;
+    code: string;
+    message: string;
+    requestId?: string;
+    cause?: unknown;
+  }) {
+    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = "PlatformError";
+    this.status = init.status;
+    this.code = init.code;
+    this.requestId = init.requestId;
+    this.retryable =
+      init.status === null
+        ? init.code === "network_error" || init.code === "timeout"
+        : init.status === 429 || init.status >= 500;
+  }
+
+  /** The credential used was rejected (401). */
+  get unauthorized(): boolean {
+    return this.status === 401;
+  }
+
+  /** The workspace no longer exists on the platform (404 or 410). */
+  get workspaceGone(): boolean {
+    return this.status === 404 || this.status === 410;
+  }
+}
+
+export interface PlatformClientOptions {
+  platformUrl: string;
+  workspaceId: string;
+  fetch?: FetchLike;
+  /** Per-request timeout. Default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export class PlatformClient {
+  readonly platformUrl: string;
+  readonly workspaceId: string;
+  readonly #fetch: FetchLike;
+  readonly #timeoutMs: number;
+
+  constructor(options: PlatformClientOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.platformUrl);
+    } catch {
+      throw new TypeError(`platformUrl is not a valid URL: ${JSON.stringify(options.platformUrl)}`);
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new TypeError(`platformUrl must be http(s): ${JSON.stringify(options.platformUrl)}`);
+    }
+    if (!options.workspaceId) throw new TypeError("workspaceId is required");
+    this.platformUrl = url.href.replace(/\/+$/, "");
+    this.workspaceId = options.workspaceId;
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  /** Exchanges the one-time boot token for the workspace's auth token. A spent boot token answers 401. */
+  async register(
+    bootToken: string,
+    registration: { url: string | null; agentCard: AgentCard },
+    options: CallOptions = {},
+  ): Promise<RegisterResult> {
+    const body = await this.#call("POST", "/registry/register", bootToken, options.signal, {
+      id: this.workspaceId,
+      url: registration.url,
+      agent_card: registration.agentCard,
+    });
+    const authToken = field(body, "auth_token");
+    const workspaceId = field(body, "workspace_id");
+    if (typeof authToken !== "string" || authToken === "" || typeof workspaceId !== "string") {
+      throw invalidResponse("register", 200);
+    }
+    return { authToken, workspaceId };
+  }
+
+  async heartbeat(
+    authToken: string,
+    body: HeartbeatBody = {},
+    options: CallOptions = {},
+  ): Promise<HeartbeatResult> {
+    const res = await this.#call("POST", "/registry/heartbeat", authToken, options.signal, {
+      workspace_id: this.workspaceId,
+      ...(body.status === undefined ? {} : { status: body.status }),
+      ...(body.detail === undefined ? {} : { detail: body.detail }),
+    });
+    const status = field(res, "status");
+    if (field(res, "ok") !== true || typeof status !== "string") throw invalidResponse("heartbeat", 200);
+    return { ok: true, status };
+  }
+
+  /** The workspace's decrypted secret values. Never log the result. */
+  async pullSecrets(authToken: string, options: CallOptions = {}): Promise<Record<string, string>> {
+    const path = `/workspaces/${encodeURIComponent(this.workspaceId)}/secrets/values`;
+    const res = await this.#call("GET", path, authToken, options.signal);
+    const secrets = field(res, "secrets");
+    if (secrets === null || typeof secrets !== "object" || Array.isArray(secrets)) {
+      throw invalidResponse("secrets", 200);
+    }
+    const out: Record<string, string> = {};
+    for (const [key, value] of Object.entries(secrets)) {
+      // Never put the value in an error message.
+      if (typeof value !== "string") throw invalidResponse("secrets", 200);
+      out[key] = value;
+    }
+    return out;
+  }
+
+  async #call(
+    method: "GET" | "POST",
+    path: string,
+    token: string,
+    signal: AbortSignal | undefined,
+    body?: unknown,
+  ): Promise<unknown> {
+    if (signal?.aborted) throw aborted();
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+
+    let response: Response;
+    let text: string;
+    try {
+      response = await this.#fetch(`${this.platformUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+      });
+      text = await response.text();
+    } catch (err) {
+      if (signal?.aborted) throw aborted();
+      if (timeout.aborted) {
+        throw new PlatformError({
+          status: null,
+          code: "timeout",
+          message: `${method} ${path}: no response within ${this.#timeoutMs} ms`,
+        });
+      }
+      throw new PlatformError({
+        status: null,
+        code: "network_error",
+        message: `${method} ${path}: ${describeNetworkError(err)}`,
+        cause: err,
+      });
+    }
+
+    let parsed: unknown;
+    try {
+      parsed = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (!response.ok) {
+      const envelope = field(parsed, "error");
+      const code = field(envelope, "code");
+      const message = field(envelope, "message");
+      const requestId = field(envelope, "requestId");
+      throw new PlatformError({
+        status: response.status,
+        code: typeof code === "string" ? code : `http_${response.status}`,
+        message: `${method} ${path} answered ${response.status}${typeof message === "string" ? `: ${message}` : ""}`,
+        requestId: typeof requestId === "string" ? requestId : undefined,
+      });
+    }
+    if (parsed === undefined) throw invalidResponse(path, response.status);
+    return parsed;
+  }
+}
+
+function field(value: unknown, key: string): unknown {
+  return value !== null && typeof value === "object" ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+function invalidResponse(what: string, status: number): PlatformError {
+  return new PlatformError({
+    status,
+    code: "invalid_response",
+    message: `${what}: unexpected response body`,
+  });
+}
+
+function aborted(): PlatformError {
+  return new PlatformError({ status: null, code: "aborted", message: "request aborted" });
+}
+
+function describeNetworkError(err: unknown): string {
+  const cause = field(err, "cause");
+  const code = field(cause, "code");
+  if (typeof code === "string") return code;
+  return err instanceof Error ? err.message : "request failed";
+}

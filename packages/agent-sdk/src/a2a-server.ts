@@ -1,0 +1,304 @@
+/**
+ * A tiny A2A server on node:http: JSON-RPC 2.0 `message/send` on `POST /` and `POST /a2a`, the agent card on
+ * `GET /.well-known/agent-card.json`, and `GET /health`. Handler failures answer a generic JSON-RPC error; the
+ * handler's own error text is logged, never sent.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { AgentCard } from "./client.ts";
+import { errorFields, type Logger, silentLogger } from "./log.ts";
+
+export type TextPart = { kind: "text"; text: string; metadata?: Record<string, unknown> };
+/** Other part kinds (file, data) pass through untouched. */
+export type OtherPart = { kind: string; [field: string]: unknown };
+export type Part = TextPart | OtherPart;
+
+export interface A2AMessage {
+  kind?: "message";
+  role: "user" | "agent";
+  parts: Part[];
+  messageId: string;
+  contextId?: string;
+  taskId?: string;
+  metadata?: Record<string, unknown>;
+}
+
+/** What a handler returns: at least the parts; the server fills kind, role, messageId and contextId. */
+export interface AgentReply {
+  parts: Part[];
+  messageId?: string;
+  contextId?: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface MessageContext {
+  /** Aborted when the client disconnects or the server closes. */
+  signal: AbortSignal;
+  /** The JSON-RPC request id. */
+  requestId: string | number | null;
+}
+
+export type MessageHandler = (message: A2AMessage, context: MessageContext) => Promise<AgentReply>;
+
+export const JSONRPC_ERRORS = {
+  parseError: -32700,
+  invalidRequest: -32600,
+  methodNotFound: -32601,
+  invalidParams: -32602,
+  internalError: -32603,
+} as const;
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+export interface A2AServerOptions {
+  card: AgentCard | (() => AgentCard);
+  onMessage: MessageHandler;
+  /** Requests with a larger body answer 413. Default 1 MiB. */
+  maxBodyBytes?: number;
+  log?: Logger;
+}
+
+type JsonRpcId = string | number | null;
+
+/** Builds the server without listening; see `startA2AServer`. */
+export function createA2AServer(options: A2AServerOptions): Server {
+  const log = options.log ?? silentLogger;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const card = typeof options.card === "function" ? options.card : () => options.card as AgentCard;
+  const closing = new AbortController();
+
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    if (
+      req.method === "GET" &&
+      (path === "/.well-known/agent-card.json" || path === "/.well-known/agent.json")
+    ) {
+      return sendJson(res, 200, card());
+    }
+    if (req.method === "GET" && path === "/health") return sendJson(res, 200, { ok: true });
+    if (path === "/" || path === "/a2a") {
+      if (req.method !== "POST") {
+        res.setHeader("allow", "POST");
+        return sendJson(res, 405, rpcError(null, JSONRPC_ERRORS.invalidRequest, "use POST for JSON-RPC"));
+      }
+      handleRpc(req, res, { ...options, maxBodyBytes, log, closing: closing.signal }).catch(
+        (err: unknown) => {
+          log("error", "a2a_request_failed", errorFields(err));
+          if (!res.headersSent)
+            sendJson(res, 500, rpcError(null, JSONRPC_ERRORS.internalError, "internal error"));
+          else res.destroy();
+        },
+      );
+      return;
+    }
+    sendJson(res, 404, { error: { code: "not_found", message: "no such route" } });
+  });
+  server.requestTimeout = 60_000;
+  server.headersTimeout = 15_000;
+  server.on("close", () => closing.abort());
+  return server;
+}
+
+export interface StartedA2AServer {
+  server: Server;
+  /** The port actually bound (useful with port 0). */
+  port: number;
+  host: string;
+  /** Stops accepting, lets in-flight requests finish, then drops what remains after `graceMs` (default 5 s). */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startA2AServer(
+  options: A2AServerOptions & { port: number; host: string },
+): Promise<StartedA2AServer> {
+  const server = createA2AServer(options);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    server,
+    port,
+    host: options.host,
+    close: (graceMs = 5_000) =>
+      new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
+        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+interface RpcContext extends A2AServerOptions {
+  maxBodyBytes: number;
+  log: Logger;
+  closing: AbortSignal;
+}
+
+async function handleRpc(req: IncomingMessage, res: ServerResponse, ctx: RpcContext): Promise<void> {
+  const declared = Number(req.headers["content-length"]);
+  const body =
+    Number.isFinite(declared) && declared > ctx.maxBodyBytes ? null : await readBody(req, ctx.maxBodyBytes);
+  if (body === null) return tooLarge(req, res, ctx.maxBodyBytes);
+
+  let payload: unknown;
+  try {
+    payload = JSON.parse(body.toString("utf8"));
+  } catch {
+    return sendJson(
+      res,
+      200,
+      rpcError(null, JSONRPC_ERRORS.parseError, "parse error: body is not valid JSON"),
+    );
+  }
+  if (Array.isArray(payload)) {
+    return sendJson(
+      res,
+      200,
+      rpcError(null, JSONRPC_ERRORS.invalidRequest, "batch requests are not supported"),
+    );
+  }
+  const request = asRecord(payload);
+  const rawId = request?.id;
+  const idValid =
+    rawId === undefined || rawId === null || typeof rawId === "string" || typeof rawId === "number";
+  const id: JsonRpcId = idValid && rawId !== undefined ? (rawId as JsonRpcId) : null;
+  if (!request || request.jsonrpc !== "2.0" || typeof request.method !== "string" || !idValid) {
+    return sendJson(res, 200, rpcError(id, JSONRPC_ERRORS.invalidRequest, "invalid JSON-RPC 2.0 request"));
+  }
+  const isNotification = rawId === undefined;
+
+  if (request.method !== "message/send") {
+    return sendJson(
+      res,
+      200,
+      rpcError(id, JSONRPC_ERRORS.methodNotFound, `method not found: ${request.method}`),
+    );
+  }
+  const checked = parseSendParams(request.params);
+  if (typeof checked === "string") {
+    return sendJson(res, 200, rpcError(id, JSONRPC_ERRORS.invalidParams, `invalid params: ${checked}`));
+  }
+
+  const disconnected = new AbortController();
+  res.on("close", () => {
+    if (!res.writableFinished) disconnected.abort();
+  });
+  const signal = AbortSignal.any([disconnected.signal, ctx.closing]);
+  let reply: AgentReply;
+  try {
+    reply = await ctx.onMessage(checked, { signal, requestId: id });
+    if (!reply || !Array.isArray(reply.parts)) throw new TypeError("handler returned no parts");
+  } catch (err) {
+    ctx.log("error", "a2a_handler_failed", { method: request.method, ...errorFields(err) });
+    return sendJson(res, 200, rpcError(id, JSONRPC_ERRORS.internalError, "internal error"));
+  }
+  if (isNotification) {
+    res.writeHead(204).end();
+    return;
+  }
+  const result = {
+    kind: "message" as const,
+    role: "agent" as const,
+    parts: reply.parts,
+    messageId: reply.messageId ?? randomUUID(),
+    ...((reply.contextId ?? checked.contextId) ? { contextId: reply.contextId ?? checked.contextId } : {}),
+    ...(checked.taskId ? { taskId: checked.taskId } : {}),
+    ...(reply.metadata ? { metadata: reply.metadata } : {}),
+  };
+  sendJson(res, 200, { jsonrpc: "2.0", id, result });
+}
+
+/** The validated message, or a string saying what is wrong. */
+function parseSendParams(params: unknown): A2AMessage | string {
+  const message = asRecord(asRecord(params)?.message);
+  if (!message) return "params.message must be an object";
+  if (message.role !== "user" && message.role !== "agent") return 'message.role must be "user" or "agent"';
+  if (typeof message.messageId !== "string" || message.messageId === "") {
+    return "message.messageId must be a non-empty string";
+  }
+  if (!Array.isArray(message.parts) || message.parts.length === 0)
+    return "message.parts must be a non-empty array";
+  for (const [i, part] of message.parts.entries()) {
+    const p = asRecord(part);
+    if (!p || typeof p.kind !== "string") return `message.parts[${i}].kind must be a string`;
+    if (p.kind === "text" && typeof p.text !== "string") return `message.parts[${i}].text must be a string`;
+  }
+  for (const key of ["contextId", "taskId"] as const) {
+    if (message[key] !== undefined && typeof message[key] !== "string")
+      return `message.${key} must be a string`;
+  }
+  return message as unknown as A2AMessage;
+}
+
+/** All text parts of a message joined with newlines. */
+export function messageText(message: Pick<A2AMessage, "parts">): string {
+  return message.parts
+    .filter((p): p is TextPart => p.kind === "text" && typeof (p as TextPart).text === "string")
+    .map((p) => p.text)
+    .join("\n");
+}
+
+/** The whole body, or null as soon as it exceeds `max` bytes (the rest is then discarded as it arrives). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    req.on("data", (chunk: Buffer) => {
+      if (settled) return;
+      size += chunk.length;
+      if (size > max) {
+        settled = true;
+        chunks.length = 0;
+        resolve(null);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => {
+      if (!settled) resolve(Buffer.concat(chunks));
+      settled = true;
+    });
+    req.on("error", (err) => {
+      if (!settled) reject(err);
+      settled = true;
+    });
+  });
+}
+
+function tooLarge(req: IncomingMessage, res: ServerResponse, max: number): void {
+  // Answer now and close the connection; what the client still sends is drained, never buffered, for a short while.
+  req.resume();
+  const drainLimit = setTimeout(() => req.socket.destroy(), 2_000);
+  drainLimit.unref();
+  req.once("end", () => clearTimeout(drainLimit));
+  res.setHeader("connection", "close");
+  sendJson(res, 413, rpcError(null, JSONRPC_ERRORS.invalidRequest, `request body exceeds ${max} bytes`));
+}
+
+function rpcError(id: JsonRpcId, code: number, message: string) {
+  return { jsonrpc: "2.0" as const, id, error: { code, message } };
+}
+
+function asRecord(value: unknown): Record<string, unknown> | null {
+  return value !== null && typeof value === "object" && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : null;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -3,7 +3,8 @@ import { createDatabase, type Database, listMigrations } from "@molecule/db";
 import postgres from "postgres";
 
 /** The server tests run on: real PostgreSQL, the machine's own by default. */
-export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+export const ADMIN_DATABASE_URL =
+  process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 
 function urlFor(database: string): string {
   const url = new URL(ADMIN_DATABASE_URL);

@@ -1,0 +1,65 @@
+import { randomBytes } from "node:crypto";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { identify } from "./http/auth.ts";
+import { errorResponse, handleError } from "./http/errors.ts";
+import type { AppEnv } from "./http/types.ts";
+import { operationRoutes } from "./routes/operations.ts";
+import { registryRoutes } from "./routes/registry.ts";
+import { workspaceRoutes } from "./routes/workspaces.ts";
+import type { PlatformDeps } from "./services/deps.ts";
+import { RegistryService } from "./services/registry.ts";
+import { SecretService } from "./services/secrets.ts";
+import { WorkspaceService } from "./services/workspaces.ts";
+
+export interface AppHooks {
+  /** Called when a request queued an operation, so the runner starts it at once. */
+  onOperationQueued?: () => void;
+}
+
+export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
+  const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
+  const secrets = new SecretService(deps);
+  const registry = new RegistryService(deps);
+
+  const app = new Hono<AppEnv>();
+
+  app.use("*", async (c, next) => {
+    const requestId = `req_${randomBytes(8).toString("hex")}`;
+    const started = performance.now();
+    c.set("requestId", requestId);
+    c.set("logger", deps.logger.child({ requestId }));
+    c.header("x-request-id", requestId);
+    await next();
+    deps.logger.info(
+      {
+        requestId,
+        method: c.req.method,
+        route: c.req.routePath,
+        status: c.res.status,
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
+      },
+      "request",
+    );
+  });
+
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.settings.maxBodyBytes,
+      onError: (c) =>
+        errorResponse(c as never, "payload_too_large", `body exceeds ${deps.settings.maxBodyBytes} bytes`),
+    }),
+  );
+
+  app.get("/health", (c) => c.json({ ok: true }));
+
+  app.use("*", identify(deps));
+  app.route("/workspaces", workspaceRoutes(workspaces, secrets));
+  app.route("/operations", operationRoutes(workspaces));
+  app.route("/registry", registryRoutes(registry));
+
+  app.notFound((c) => errorResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+  app.onError(handleError);
+  return app;
+}

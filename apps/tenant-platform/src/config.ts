@@ -1,0 +1,115 @@
+import { z } from "zod";
+
+const csv = z.string().transform((value) =>
+  value
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean),
+);
+
+const EnvSchema = z.object({
+  MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default("0.0.0.0"),
+  PLATFORM_URL: z.string().url().optional(),
+  MOLECULE_DATA_DIR: z.string().default("./.data"),
+  DATABASE_URL: z.string().url().optional(),
+  ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters").optional(),
+  SECRETS_ENCRYPTION_KEY: z.string().optional(),
+  SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
+  SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
+  MOLECULE_ORG_ID: z.string().default(""),
+  MOLECULE_DEPLOYMENT: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes")
+    .default("local"),
+  CONTAINER_BACKEND: z.string().optional(),
+  ALLOWED_RUNTIMES: csv.default(["echo"]),
+  WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
+  WORKSPACE_IMAGE_TAG: z.string().default("latest"),
+  WORKSPACE_NETWORK: z.string().default("bridge"),
+  IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
+  HEARTBEAT_STALE_AFTER: z.coerce.number().positive().default(90),
+  STATUS_SWEEP_INTERVAL: z.coerce.number().positive().default(15),
+  OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
+  OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
+  MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(256 * 1024),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  FLY_API_TOKEN: z.string().optional(),
+  FLY_WORKSPACE_APP: z.string().optional(),
+  FLY_REGION: z.string().default("ord"),
+  FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
+  CP_PROVISION_URL: z.string().url().optional(),
+});
+
+export type TenantConfig = ReturnType<typeof shape>;
+
+function shape(env: z.infer<typeof EnvSchema>) {
+  return {
+    environment: env.MOLECULE_ENV,
+    http: {
+      port: env.PORT,
+      host: env.HOST,
+      maxBodyBytes: env.MAX_BODY_BYTES,
+      /** How workspaces reach this platform; defaults to loopback on PORT, right for host networking. */
+      publicUrl: env.PLATFORM_URL ?? `http://127.0.0.1:${env.PORT}`,
+    },
+    data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
+    auth: { adminToken: env.ADMIN_TOKEN },
+    secrets: {
+      key: env.SECRETS_ENCRYPTION_KEY,
+      keyVersion: env.SECRETS_ENCRYPTION_KEY_VERSION,
+      oldKeys: env.SECRETS_ENCRYPTION_OLD_KEYS,
+    },
+    org: { id: env.MOLECULE_ORG_ID || "org_local", saas: env.MOLECULE_ORG_ID !== "" },
+    deployment: env.MOLECULE_DEPLOYMENT,
+    backend: {
+      requested: env.CONTAINER_BACKEND,
+      orgIdSet: env.MOLECULE_ORG_ID !== "",
+      flyApiToken: env.FLY_API_TOKEN,
+      flyApp: env.FLY_WORKSPACE_APP,
+      flyRegion: env.FLY_REGION,
+      flyBaseUrl: env.FLY_API_BASE_URL,
+      cpProvisionUrl: env.CP_PROVISION_URL,
+    },
+    workspaces: {
+      allowedRuntimes: env.ALLOWED_RUNTIMES,
+      imagePrefix: env.WORKSPACE_IMAGE_PREFIX,
+      imageTag: env.WORKSPACE_IMAGE_TAG,
+      network: env.WORKSPACE_NETWORK,
+      pullTimeoutMs: env.IMAGE_PULL_TIMEOUT_SECONDS * 1000,
+    },
+    liveness: {
+      staleAfterMs: env.HEARTBEAT_STALE_AFTER * 1000,
+      sweepIntervalMs: env.STATUS_SWEEP_INTERVAL * 1000,
+    },
+    operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
+    logLevel: env.LOG_LEVEL,
+  };
+}
+
+export class ConfigError extends Error {}
+
+/** Reads the environment once; a bad value stops start-up with one line naming the variable. */
+export function loadConfig(env: Record<string, string | undefined>): TenantConfig {
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ""),
+  );
+  const parsed = EnvSchema.safeParse({ ...cleaned, MOLECULE_ORG_ID: env.MOLECULE_ORG_ID ?? "" });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  const config = shape(parsed.data);
+  if (config.environment === "production" && !config.auth.adminToken) {
+    throw new ConfigError("ADMIN_TOKEN is required when MOLECULE_ENV=production");
+  }
+  if (config.environment === "production" && !config.secrets.key) {
+    throw new ConfigError("SECRETS_ENCRYPTION_KEY is required when MOLECULE_ENV=production");
+  }
+  return config;
+}

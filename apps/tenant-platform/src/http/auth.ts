@@ -1,0 +1,51 @@
+import { DomainError } from "@molecule/contracts";
+import { workspaceTokens } from "@molecule/db";
+import { and, eq } from "drizzle-orm";
+import type { MiddlewareHandler } from "hono";
+import { hashToken, secretsEqual } from "../services/crypto.ts";
+import type { PlatformDeps } from "../services/deps.ts";
+import type { AppEnv, Caller } from "./types.ts";
+
+export function bearerToken(header: string | undefined): string | null {
+  const match = header?.match(/^Bearer\s+(\S+)\s*$/i);
+  return match?.[1] ?? null;
+}
+
+/** Who is calling: the admin, a workspace (by its bearer token), or nobody. Never fails open. */
+export async function resolveCaller(deps: PlatformDeps, token: string | null): Promise<Caller | null> {
+  if (!token) return null;
+  if (deps.settings.adminToken && secretsEqual(token, deps.settings.adminToken)) return { kind: "admin" };
+  const [row] = await deps.db
+    .select({ workspaceId: workspaceTokens.workspaceId })
+    .from(workspaceTokens)
+    .where(and(eq(workspaceTokens.tokenHash, hashToken(token)), eq(workspaceTokens.kind, "auth")));
+  return row ? { kind: "workspace", workspaceId: row.workspaceId } : null;
+}
+
+export function identify(deps: PlatformDeps): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    c.set("caller", await resolveCaller(deps, bearerToken(c.req.header("authorization"))));
+    await next();
+  };
+}
+
+export function requireAdmin(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const caller = c.get("caller");
+    if (!caller) throw new DomainError("unauthorized", "an admin bearer token is required");
+    if (caller.kind !== "admin") throw new DomainError("forbidden", "this route needs the admin token");
+    await next();
+  };
+}
+
+/** The admin, or the workspace named in the path with its own token. */
+export function requireWorkspaceOrAdmin(param = "id"): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const caller = c.get("caller");
+    if (!caller) throw new DomainError("unauthorized", "a bearer token is required");
+    if (caller.kind === "workspace" && caller.workspaceId !== c.req.param(param)) {
+      throw new DomainError("forbidden", "a workspace token only reaches its own workspace");
+    }
+    await next();
+  };
+}

@@ -1,0 +1,111 @@
+import { LIVE_STATUSES } from "@molecule/contracts";
+import { operations, workspaces } from "@molecule/db";
+import { and, eq, inArray, isNotNull, lt, notExists, sql } from "drizzle-orm";
+import type { PlatformDeps } from "./deps.ts";
+import { transitionWorkspace } from "./transitions.ts";
+
+/**
+ * Notices workspaces that went quiet: heartbeats older than the stale threshold move `online` to `offline`,
+ * and a process the backend reports gone (container exited or removed) is marked `offline` with the reason.
+ */
+export class LivenessSweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> | null = null;
+
+  constructor(
+    private readonly deps: PlatformDeps,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.sweeping) return;
+      this.sweeping = this.sweep()
+        .catch((error: unknown) => this.deps.logger.error({ err: error }, "status sweep failed"))
+        .finally(() => {
+          this.sweeping = null;
+        });
+    }, this.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.sweeping;
+  }
+
+  async sweep(): Promise<void> {
+    await this.markStale();
+    await this.checkBackend();
+  }
+
+  async markStale(): Promise<number> {
+    const { db, clock, settings } = this.deps;
+    const cutoff = new Date(clock.now().getTime() - settings.staleAfterMs);
+    const stale = await db
+      .update(workspaces)
+      .set({
+        status: "offline",
+        statusReason: `no heartbeat for over ${Math.round(settings.staleAfterMs / 1000)} s`,
+        updatedAt: new Date(),
+      })
+      .where(
+        and(
+          eq(workspaces.orgId, settings.orgId),
+          inArray(workspaces.status, ["online", "degraded"]),
+          isNotNull(workspaces.lastHeartbeatAt),
+          lt(workspaces.lastHeartbeatAt, cutoff),
+        ),
+      )
+      .returning({ id: workspaces.id });
+    for (const row of stale)
+      this.deps.logger.info({ workspaceId: row.id }, "workspace went offline: heartbeats stopped");
+    return stale.length;
+  }
+
+  /** Asks the backend about every workspace that should be running and has no operation under way. */
+  async checkBackend(): Promise<void> {
+    const { db, provisioner, settings } = this.deps;
+    const rows = await db
+      .select()
+      .from(workspaces)
+      .where(
+        and(
+          eq(workspaces.orgId, settings.orgId),
+          inArray(workspaces.status, [...LIVE_STATUSES]),
+          notExists(
+            db
+              .select({ one: sql`1` })
+              .from(operations)
+              .where(
+                and(
+                  eq(operations.workspaceId, workspaces.id),
+                  inArray(operations.status, ["pending", "running"]),
+                ),
+              ),
+          ),
+        ),
+      );
+    for (const row of rows) {
+      const status = await provisioner.status({
+        workspaceId: row.id,
+        orgId: row.orgId,
+        handle: row.handle ?? null,
+      });
+      if (status.state !== "stopped" && status.state !== "missing") continue;
+      const reason =
+        status.state === "missing"
+          ? "the workspace's container is gone"
+          : `the workspace process exited${status.detail ? ` (${status.detail})` : ""}`;
+      if (row.status === "offline") {
+        if (row.statusReason !== reason) {
+          await db.update(workspaces).set({ statusReason: reason }).where(eq(workspaces.id, row.id));
+        }
+        continue;
+      }
+      if (await transitionWorkspace(this.deps, row.id, "offline", { from: [row.status], reason })) {
+        this.deps.logger.warn({ workspaceId: row.id, reason }, "workspace went offline");
+      }
+    }
+  }
+}

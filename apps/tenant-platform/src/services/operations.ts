@@ -1,0 +1,409 @@
+import type { WorkspaceStatus } from "@molecule/contracts";
+import {
+  type OperationRow,
+  type OperationStep,
+  operations,
+  type WorkspaceRow,
+  workspaceSecrets,
+  workspaces,
+  workspaceTokens,
+} from "@molecule/db";
+import {
+  type Handle,
+  isRetryable,
+  ProvisionerError,
+  type WorkspaceRef,
+  type WorkspaceSpec,
+} from "@molecule/provisioner-core";
+import { and, asc, eq, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/pg-core";
+import type { PlatformDeps } from "./deps.ts";
+import { transitionWorkspace } from "./transitions.ts";
+
+const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+const MAX_CONCURRENT_OPERATIONS = 8;
+
+class OperationSuperseded extends Error {}
+
+/**
+ * Runs durable operations: claims one row at a time with `FOR UPDATE SKIP LOCKED`, holds it under a lease it
+ * keeps renewing, records each step as it finishes. A process killed mid-operation leaves a lease that expires;
+ * whoever claims the row next runs it again, and every backend call is idempotent, so it converges.
+ */
+export class OperationRunner {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private wakeRequested = false;
+  private stopped = true;
+
+  constructor(
+    private readonly deps: PlatformDeps,
+    private readonly instanceId: string,
+    private readonly pollIntervalMs = 500,
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Called when a request queued an operation, so it starts now rather than at the next poll. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.wakeRequested = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+    await Promise.allSettled([...this.executing]);
+  }
+
+  /** Runs claimable operations until none is left; returns how many ran. Tests call it directly. */
+  async drain(): Promise<number> {
+    let count = 0;
+    for (;;) {
+      const claimed = await this.claim();
+      if (!claimed) return count;
+      await this.execute(claimed);
+      count++;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.running = this.loop().finally(() => {
+        this.running = null;
+        const again = this.wakeRequested;
+        this.wakeRequested = false;
+        this.schedule(again ? 0 : this.pollIntervalMs);
+      });
+    }, delayMs);
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (!this.stopped) {
+        const claimed = await this.claim();
+        if (!claimed) return;
+        // Different workspaces' operations run side by side; one slow pull does not hold up the rest.
+        const execution = this.execute(claimed).finally(() => {
+          this.executing.delete(execution);
+          this.wake();
+        });
+        this.executing.add(execution);
+        if (this.executing.size >= MAX_CONCURRENT_OPERATIONS) return;
+      }
+    } catch (error) {
+      this.deps.logger.error({ err: error }, "operation loop failed; retrying at the next poll");
+    }
+  }
+
+  private readonly inFlight = new Set<string>();
+  private readonly executing = new Set<Promise<void>>();
+
+  async claim(): Promise<OperationRow | null> {
+    const { db, settings } = this.deps;
+    const earlier = alias(operations, "earlier");
+    return db.transaction(async (tx) => {
+      const now = new Date();
+      const [candidate] = await tx
+        .select({ id: operations.id })
+        .from(operations)
+        .where(
+          and(
+            or(
+              and(eq(operations.status, "pending"), lte(operations.runAfter, now)),
+              and(eq(operations.status, "running"), lt(operations.lockedUntil, now)),
+            ),
+            // One operation per workspace at a time, in the order they were asked for.
+            notExists(
+              tx
+                .select({ one: sql`1` })
+                .from(earlier)
+                .where(
+                  and(
+                    eq(earlier.workspaceId, operations.workspaceId),
+                    ne(earlier.id, operations.id),
+                    inArray(earlier.status, ["pending", "running"]),
+                    or(
+                      lt(earlier.createdAt, operations.createdAt),
+                      and(eq(earlier.status, "running"), sql`${earlier.lockedUntil} >= ${now}`),
+                    ),
+                  ),
+                ),
+            ),
+          ),
+        )
+        .orderBy(asc(operations.createdAt))
+        .limit(1)
+        .for("update", { skipLocked: true });
+      if (!candidate || this.inFlight.has(candidate.id)) return null;
+      const [claimed] = await tx
+        .update(operations)
+        .set({
+          status: "running",
+          lockedBy: this.instanceId,
+          lockedUntil: new Date(now.getTime() + settings.operationLeaseMs),
+          attempts: sql`${operations.attempts} + 1`,
+          updatedAt: now,
+        })
+        .where(eq(operations.id, candidate.id))
+        .returning();
+      if (claimed) this.inFlight.add(claimed.id);
+      return claimed ?? null;
+    });
+  }
+
+  async execute(operation: OperationRow): Promise<void> {
+    const { db, logger, settings } = this.deps;
+    const log = logger.child({
+      operationId: operation.id,
+      workspaceId: operation.workspaceId,
+      kind: operation.kind,
+    });
+    const renew = setInterval(
+      () => {
+        db.update(operations)
+          .set({ lockedUntil: new Date(Date.now() + settings.operationLeaseMs) })
+          .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)))
+          .catch((error: unknown) => log.warn({ err: error }, "lease renewal failed"));
+      },
+      Math.max(250, Math.floor(settings.operationLeaseMs / 3)),
+    );
+    const recorder = new StepRecorder(this.deps, operation.id);
+    try {
+      await this.perform(operation, recorder);
+      await recorder.flush();
+      await this.finish(operation, { status: "succeeded", error: null });
+      log.info({ attempts: operation.attempts }, "operation succeeded");
+    } catch (error) {
+      await recorder.flush().catch(() => {});
+      await this.fail(operation, error, log);
+    } finally {
+      clearInterval(renew);
+      this.inFlight.delete(operation.id);
+    }
+  }
+
+  private async perform(operation: OperationRow, recorder: StepRecorder): Promise<void> {
+    const workspace = await this.workspace(operation.workspaceId);
+    if (operation.kind !== "destroy" && (workspace.status === "removing" || workspace.status === "removed")) {
+      throw new OperationSuperseded("the workspace is being deleted");
+    }
+    const { provisioner } = this.deps;
+    const step = recorder.reporter();
+    switch (operation.kind) {
+      case "provision": {
+        const spec = await this.spec(workspace, operation);
+        const handle = await provisioner.provision(spec, workspace.handle, {
+          step: (name, detail) => {
+            step(name, detail);
+          },
+        });
+        await this.saveHandle(workspace.id, handle);
+        await transitionWorkspace(this.deps, workspace.id, "awaiting_agent", { from: ["provisioning"] });
+        return;
+      }
+      case "start": {
+        const spec = await this.spec(workspace, operation);
+        const handle = await provisioner.start(spec, workspace.handle, { step });
+        await this.saveHandle(workspace.id, handle);
+        await this.markStarted(workspace.id);
+        return;
+      }
+      case "stop": {
+        await provisioner.stop(this.ref(workspace), { step });
+        await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
+        return;
+      }
+      case "suspend": {
+        const result = await provisioner.suspend(this.ref(workspace), { step });
+        if (!result.suspended) step("stopped_instead", result.reason);
+        const to: WorkspaceStatus = result.suspended ? "suspended" : "stopped";
+        await transitionWorkspace(this.deps, workspace.id, to, { from: ["stopping"], reason: result.reason });
+        return;
+      }
+      case "restart": {
+        await provisioner.stop(this.ref(workspace), { step });
+        await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
+        await transitionWorkspace(this.deps, workspace.id, "provisioning", { from: ["stopped"] });
+        const spec = await this.spec(workspace, operation);
+        const handle = await provisioner.start(spec, workspace.handle, { step });
+        await this.saveHandle(workspace.id, handle);
+        await this.markStarted(workspace.id);
+        return;
+      }
+      case "destroy": {
+        await provisioner.destroy(this.ref(workspace), { step });
+        await this.deps.db.transaction(async (tx) => {
+          await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
+          await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));
+          await tx
+            .update(workspaces)
+            .set({ status: "removed", statusReason: null, handle: null, url: null, updatedAt: new Date() })
+            .where(eq(workspaces.id, workspace.id));
+        });
+        step("records_removed");
+        return;
+      }
+    }
+  }
+
+  private async markStarted(workspaceId: string): Promise<void> {
+    await this.deps.db
+      .update(workspaces)
+      .set({ needsRestart: false, lastHeartbeatAt: null })
+      .where(eq(workspaces.id, workspaceId));
+    await transitionWorkspace(this.deps, workspaceId, "awaiting_agent", { from: ["provisioning"] });
+  }
+
+  private async fail(operation: OperationRow, error: unknown, log: PlatformDeps["logger"]): Promise<void> {
+    const { settings } = this.deps;
+    if (error instanceof OperationSuperseded) {
+      await this.finish(operation, {
+        status: "failed",
+        error: { code: "superseded", message: error.message },
+      });
+      return;
+    }
+    const code = error instanceof ProvisionerError ? error.code : "internal";
+    const message =
+      error instanceof ProvisionerError
+        ? error.message
+        : "unexpected error; see the platform log for details";
+    if (isRetryable(error) && operation.attempts < settings.operationMaxAttempts) {
+      const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (operation.attempts - 1));
+      log.warn(
+        { err: error, attempts: operation.attempts, retryInMs: delay },
+        "operation failed; will retry",
+      );
+      await this.deps.db
+        .update(operations)
+        .set({
+          status: "pending",
+          lockedBy: null,
+          lockedUntil: null,
+          runAfter: new Date(Date.now() + delay),
+          error: { code, message },
+          updatedAt: new Date(),
+        })
+        .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)));
+      return;
+    }
+    log.error({ err: error, attempts: operation.attempts }, "operation failed");
+    await this.finish(operation, { status: "failed", error: { code, message } });
+    await transitionWorkspace(this.deps, operation.workspaceId, "failed", { reason: message });
+  }
+
+  private async finish(
+    operation: OperationRow,
+    outcome: { status: "succeeded" | "failed"; error: { code: string; message: string } | null },
+  ): Promise<void> {
+    const now = new Date();
+    await this.deps.db
+      .update(operations)
+      .set({
+        status: outcome.status,
+        error: outcome.error,
+        lockedBy: null,
+        lockedUntil: null,
+        updatedAt: now,
+        finishedAt: now,
+      })
+      .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)));
+  }
+
+  private async workspace(id: string): Promise<WorkspaceRow> {
+    const [row] = await this.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
+    if (!row) throw new Error(`workspace ${id} of an operation does not exist`);
+    return row;
+  }
+
+  private ref(workspace: WorkspaceRow): WorkspaceRef {
+    return { workspaceId: workspace.id, orgId: workspace.orgId, handle: workspace.handle ?? null };
+  }
+
+  private async saveHandle(workspaceId: string, handle: Handle): Promise<void> {
+    await this.deps.db
+      .update(workspaces)
+      .set({ handle, updatedAt: new Date() })
+      .where(eq(workspaces.id, workspaceId));
+  }
+
+  /** The full spec, secrets opened and the operation's boot token unsealed, built fresh for every attempt. */
+  private async spec(workspace: WorkspaceRow, operation: OperationRow): Promise<WorkspaceSpec> {
+    const { db, sealer, settings } = this.deps;
+    const secrets = await db
+      .select()
+      .from(workspaceSecrets)
+      .where(eq(workspaceSecrets.workspaceId, workspace.id));
+    const env: Record<string, string> = {};
+    for (const secret of secrets) {
+      env[secret.key] = sealer.open(secret.sealed, secret.keyVersion, `${workspace.id}:${secret.key}`);
+    }
+    env.WORKSPACE_ID = workspace.id;
+    env.PLATFORM_URL = settings.publicUrl;
+    if (operation.sealedInput) {
+      env.WORKSPACE_BOOT_TOKEN = sealer.open(
+        operation.sealedInput,
+        sealer.currentVersion,
+        `op:${operation.id}`,
+      );
+    }
+    return {
+      workspaceId: workspace.id,
+      orgId: workspace.orgId,
+      deployment: settings.deployment,
+      runtime: workspace.runtime,
+      tier: workspace.tier as WorkspaceSpec["tier"],
+      env,
+      secretKeys: [...secrets.map((secret) => secret.key), "WORKSPACE_BOOT_TOKEN"],
+      metadata: workspace.metadata,
+    };
+  }
+}
+
+/** Appends finished steps to the operation row in order, each with its duration. */
+class StepRecorder {
+  private last = Date.now();
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly deps: PlatformDeps,
+    private readonly operationId: string,
+  ) {}
+
+  reporter(): (name: string, detail?: string) => void {
+    return (name, detail) => {
+      const now = Date.now();
+      const step: OperationStep = {
+        name,
+        startedAt: new Date(this.last).toISOString(),
+        durationMs: now - this.last,
+        ...(detail ? { detail } : {}),
+      };
+      this.last = now;
+      this.chain = this.chain.then(() =>
+        this.deps.db
+          .update(operations)
+          .set({ steps: sql`${operations.steps} || ${JSON.stringify([step])}::jsonb`, updatedAt: new Date() })
+          .where(eq(operations.id, this.operationId)),
+      );
+    };
+  }
+
+  flush(): Promise<unknown> {
+    return this.chain;
+  }
+}

@@ -1,5 +1,6 @@
+export * from "./docker/index.ts";
 export * from "./errors.ts";
 export * from "./naming.ts";
 export * from "./provisioner.ts";
-export * from "./tiers.ts";
 export * from "./select.ts";
+export * from "./tiers.ts";

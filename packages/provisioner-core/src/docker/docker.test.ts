@@ -1,0 +1,328 @@
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { createIdGenerator } from "@molecule/contracts";
+import Dockerode from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describeProvisioner } from "../conformance.ts";
+import { ProvisionerError } from "../errors.ts";
+import { LABELS, resourceName } from "../naming.ts";
+import type { Provisioner, WorkspaceSpec } from "../provisioner.ts";
+import { tierLimits } from "../tiers.ts";
+import { createDockerProvisioner, type DockerHandle, type DockerLogger } from "./provisioner.ts";
+import { ensureTestImage, removeDeployment, type TestImage } from "./test-support.ts";
+
+const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
+const docker = new Dockerode();
+const deployment = `test-${randomBytes(4).toString("hex")}`;
+const ids = createIdGenerator();
+let imagePromise: Promise<TestImage> | undefined;
+const testImage = () => {
+  imagePromise ??= ensureTestImage(docker, repoRoot);
+  return imagePromise;
+};
+
+function makeSpecFor(image: TestImage) {
+  return (overrides: Partial<WorkspaceSpec> = {}): WorkspaceSpec => {
+    const workspaceId = overrides.workspaceId ?? ids.next("ws");
+    return {
+      workspaceId,
+      orgId: ids.next("org"),
+      deployment,
+      runtime: image.runtime,
+      tier: 2,
+      env: {
+        WORKSPACE_ID: workspaceId,
+        PLATFORM_URL: "http://127.0.0.1:9",
+        WORKSPACE_BOOT_TOKEN: `boot-${randomBytes(8).toString("hex")}`,
+        AGENT_PORT: "0",
+      },
+      secretKeys: [],
+      metadata: {},
+      ...overrides,
+    };
+  };
+}
+
+function recordingLogger() {
+  const lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> = [];
+  const at =
+    (level: string) =>
+    (fields: Record<string, unknown>, message: string): void => {
+      lines.push({ level, fields, message });
+    };
+  const logger: DockerLogger = { info: at("info"), warn: at("warn"), error: at("error") };
+  return { logger, lines };
+}
+
+/** Docker with `createContainer` failing once when armed: a provision that dies after making the volume. */
+function faultyDocker(real: Dockerode) {
+  let armed = false;
+  const proxy = new Proxy(real, {
+    get(target, prop) {
+      if (prop === "createContainer" && armed) {
+        armed = false;
+        return async () => {
+          throw Object.assign(new Error("injected create failure"), { statusCode: 500 });
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const arm = (): void => {
+    armed = true;
+  };
+  return { docker: proxy, arm };
+}
+
+afterAll(async () => {
+  await removeDeployment(docker, deployment);
+});
+
+describeProvisioner("docker", async () => {
+  const image = await testImage();
+  const faulty = faultyDocker(docker);
+  return {
+    provisioner: createDockerProvisioner({
+      docker: faulty.docker,
+      deployment,
+      imagePrefix: image.imagePrefix,
+      imageTag: image.imageTag,
+      network: "host",
+      pullTimeoutMs: 15_000,
+    }),
+    makeSpec: makeSpecFor(image),
+    faults: { failNextProvisionPartway: faulty.arm },
+    runningTimeoutMs: 20_000,
+  };
+});
+
+function tarOf(name: string, content: string): Buffer {
+  const dir = execFileSync("mktemp", ["-d"]).toString().trim();
+  execFileSync("sh", ["-c", 'printf "%s" "$2" > "$1/$0"', name, dir, content]);
+  const tar = execFileSync("tar", ["-C", dir, "-cf", "-", name]);
+  execFileSync("rm", ["-rf", dir]);
+  return tar;
+}
+
+async function readFileFrom(container: Dockerode.Container, path: string): Promise<string> {
+  const stream = await container.getArchive({ path });
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return execFileSync("tar", ["-xOf", "-"], { input: Buffer.concat(chunks) }).toString();
+}
+
+describe("docker backend specifics", () => {
+  let image: TestImage;
+  let provisioner: Provisioner;
+  let makeSpec: (overrides?: Partial<WorkspaceSpec>) => WorkspaceSpec;
+  const log = recordingLogger();
+
+  beforeAll(async () => {
+    image = await testImage();
+    makeSpec = makeSpecFor(image);
+    provisioner = createDockerProvisioner({
+      docker,
+      deployment,
+      imagePrefix: image.imagePrefix,
+      imageTag: image.imageTag,
+      network: "host",
+      pullTimeoutMs: 15_000,
+      logger: log.logger,
+    });
+  });
+
+  it("creates the container with tier limits, labels, env, no privileges and no docker socket", async () => {
+    const secret = `s3cr3t-${randomBytes(6).toString("hex")}`;
+    const spec = makeSpec({ tier: 3, secretKeys: ["API_KEY"] });
+    spec.env.API_KEY = secret;
+    const handle = (await provisioner.provision(spec, null)) as DockerHandle;
+    const info = await docker.getContainer(resourceName(spec.workspaceId)).inspect();
+    expect(info.Id).toBe(handle.containerId);
+    expect(info.Name).toBe(`/${resourceName(spec.workspaceId)}`);
+    expect(info.Config.Image).toBe(`${image.imagePrefix}${image.runtime}:${image.imageTag}`);
+    expect(info.Config.Labels).toEqual({
+      [LABELS.managed]: "true",
+      [LABELS.workspaceId]: spec.workspaceId,
+      [LABELS.orgId]: spec.orgId,
+      [LABELS.deployment]: deployment,
+    });
+    expect(JSON.stringify(info.Config.Labels)).not.toContain(secret);
+    expect(JSON.stringify(info.Config.Labels)).not.toContain(spec.env.WORKSPACE_BOOT_TOKEN);
+    for (const [key, value] of Object.entries(spec.env)) expect(info.Config.Env).toContain(`${key}=${value}`);
+
+    const limits = tierLimits(3);
+    const ncpu = ((await docker.info()) as { NCPU: number }).NCPU;
+    const host = info.HostConfig;
+    expect(host.Memory).toBe(limits.memoryMb * 1024 * 1024);
+    expect(host.NanoCpus).toBe(Math.min(limits.cpus, ncpu) * 1e9);
+    expect(host.PidsLimit).toBe(limits.pidsLimit);
+    expect(host.Privileged).toBe(false);
+    expect(host.CapDrop).toEqual(["ALL"]);
+    expect(host.CapAdd ?? []).toEqual([]);
+    expect(host.SecurityOpt).toEqual(["no-new-privileges"]);
+    expect(host.NetworkMode).toBe("host");
+    expect(host.PidMode ?? "").toBe("");
+    expect(host.IpcMode).toBe("private");
+    expect(Object.keys(host.PortBindings ?? {})).toEqual([]);
+    expect(host.Binds ?? []).toEqual([]);
+    expect(info.Mounts).toHaveLength(1);
+    expect(info.Mounts[0]).toMatchObject({
+      Type: "volume",
+      Name: handle.volumeName,
+      Destination: "/workspace",
+    });
+    expect(JSON.stringify(info.Mounts)).not.toContain("docker.sock");
+
+    const volume = await docker.getVolume(handle.volumeName).inspect();
+    expect(volume.Labels).toMatchObject({
+      [LABELS.workspaceId]: spec.workspaceId,
+      [LABELS.deployment]: deployment,
+    });
+
+    const logged = JSON.stringify(log.lines);
+    expect(logged).toContain("docker: creating container");
+    expect(logged).toContain("API_KEY=[redacted]");
+    expect(logged).toContain("WORKSPACE_BOOT_TOKEN=[redacted]");
+    expect(logged).not.toContain(secret);
+    expect(logged).not.toContain(spec.env.WORKSPACE_BOOT_TOKEN);
+    expect(logged).toContain(`WORKSPACE_ID=${spec.workspaceId}`);
+    await provisioner.destroy({ ...spec, handle });
+  });
+
+  it("keeps volume data across stop/start and across a lost container", async () => {
+    const spec = makeSpec();
+    const handle = (await provisioner.provision(spec, null)) as DockerHandle;
+    const marker = `data-${randomBytes(6).toString("hex")}`;
+    await docker
+      .getContainer(handle.containerId)
+      .putArchive(tarOf("marker.txt", marker), { path: "/workspace" });
+
+    await provisioner.stop({ ...spec, handle });
+    expect((await provisioner.status({ ...spec, handle })).state).toBe("stopped");
+    const restarted = (await provisioner.start(spec, handle)) as DockerHandle;
+    expect(restarted.containerId).toBe(handle.containerId);
+    expect((await provisioner.status({ ...spec, handle })).state).toBe("running");
+    expect(await readFileFrom(docker.getContainer(restarted.containerId), "/workspace/marker.txt")).toBe(
+      marker,
+    );
+
+    // the container disappears behind our back: start recreates it on the same volume
+    await docker.getContainer(handle.containerId).remove({ force: true });
+    expect((await provisioner.status({ ...spec, handle })).state).toBe("missing");
+    const recreated = (await provisioner.start(spec, handle)) as DockerHandle;
+    expect(recreated.containerId).not.toBe(handle.containerId);
+    expect(recreated.volumeName).toBe(handle.volumeName);
+    expect((await provisioner.status({ ...spec, handle: recreated })).state).toBe("running");
+    expect(await readFileFrom(docker.getContainer(recreated.containerId), "/workspace/marker.txt")).toBe(
+      marker,
+    );
+    await provisioner.destroy({ ...spec, handle: recreated });
+    await expect(docker.getVolume(handle.volumeName).inspect()).rejects.toMatchObject({ statusCode: 404 });
+  });
+
+  it("reports a container whose process died as stopped with its exit code", async () => {
+    const spec = makeSpec();
+    const handle = (await provisioner.provision(spec, null)) as DockerHandle;
+    await docker.getContainer(handle.containerId).kill({ signal: "SIGKILL" });
+    const status = await provisioner.status({ ...spec, handle });
+    expect(status.state).toBe("stopped");
+    expect(status.detail).toMatch(/exited with code 137/);
+    await provisioner.destroy({ ...spec, handle });
+  });
+
+  it("fails fast with image_unavailable for a missing image and creates nothing", async () => {
+    const spec = makeSpec({ runtime: "doesnotexist" });
+    const started = Date.now();
+    const error = await provisioner.provision(spec, null).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ProvisionerError);
+    expect(error).toMatchObject({ code: "image_unavailable", retryable: false });
+    expect((error as Error).message).toContain(`${image.imagePrefix}doesnotexist:${image.imageTag}`);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    const mine = (await provisioner.listManaged()).filter((r) => r.workspaceId === spec.workspaceId);
+    expect(mine).toEqual([]);
+  });
+
+  it("bounds a pull by pullTimeoutMs", async () => {
+    const slow = createDockerProvisioner({
+      docker,
+      deployment,
+      imagePrefix: "molecule-test/never-",
+      imageTag: "latest",
+      network: "host",
+      pullTimeoutMs: 1,
+    });
+    const started = Date.now();
+    await expect(slow.provision(makeSpec({ runtime: "there" }), null)).rejects.toMatchObject({
+      code: "image_unavailable",
+    });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("refuses to adopt a container of the same name that belongs to another deployment", async () => {
+    const spec = makeSpec();
+    const name = resourceName(spec.workspaceId);
+    const foreign = await docker.createContainer({
+      name,
+      Image: `${image.imagePrefix}${image.runtime}:${image.imageTag}`,
+      Labels: { [LABELS.deployment]: `${deployment}-other`, [LABELS.workspaceId]: spec.workspaceId },
+    });
+    try {
+      await expect(provisioner.provision(spec, null)).rejects.toMatchObject({ code: "conflict" });
+      await expect(provisioner.destroy({ ...spec, handle: null })).rejects.toMatchObject({
+        code: "conflict",
+      });
+      expect((await foreign.inspect()).Id).toBeTruthy();
+      expect((await provisioner.status({ ...spec, handle: null })).state).toBe("unknown");
+    } finally {
+      await foreign.remove({ force: true });
+    }
+  });
+
+  it("rejects a spec of another deployment", async () => {
+    await expect(provisioner.provision(makeSpec({ deployment: "elsewhere" }), null)).rejects.toMatchObject({
+      code: "invalid_spec",
+    });
+  });
+
+  it("lists only this deployment's resources", async () => {
+    const spec = makeSpec();
+    const handle = (await provisioner.provision(spec, null)) as DockerHandle;
+    const other = createDockerProvisioner({
+      docker,
+      deployment: `${deployment}-x`,
+      imagePrefix: image.imagePrefix,
+      imageTag: image.imageTag,
+      network: "host",
+    });
+    const listed = await provisioner.listManaged();
+    expect(listed).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ kind: "container", id: handle.containerId, workspaceId: spec.workspaceId }),
+        expect.objectContaining({ kind: "volume", id: handle.volumeName, orgId: spec.orgId }),
+      ]),
+    );
+    expect((await other.listManaged()).filter((r) => r.workspaceId === spec.workspaceId)).toEqual([]);
+    await provisioner.destroy({ ...spec, handle });
+  });
+
+  it("maps an unreachable engine to retryable backend_unavailable, and status to unknown", async () => {
+    const broken = createDockerProvisioner({
+      docker: new Dockerode({ socketPath: "/nonexistent/docker.sock" }),
+      deployment,
+      imagePrefix: image.imagePrefix,
+      imageTag: image.imageTag,
+      network: "host",
+    });
+    const spec = makeSpec();
+    await expect(broken.provision(spec, null)).rejects.toMatchObject({
+      code: "backend_unavailable",
+      retryable: true,
+    });
+    await expect(broken.listManaged()).rejects.toMatchObject({ code: "backend_unavailable" });
+    const status = await broken.status({ ...spec, handle: null });
+    expect(status.state).toBe("unknown");
+    expect(status.detail).toMatch(/unreachable/);
+  });
+});

@@ -15,7 +15,7 @@ import {
   type WorkspaceRef,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
-import { and, asc, eq, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
+import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
@@ -138,7 +138,7 @@ export class OperationRunner {
                     inArray(earlier.status, ["pending", "running"]),
                     or(
                       lt(earlier.createdAt, operations.createdAt),
-                      and(eq(earlier.status, "running"), sql`${earlier.lockedUntil} >= ${now}`),
+                      and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
                     ),
                   ),
                 ),

@@ -1,0 +1,104 @@
+import { Writable } from "node:stream";
+import { createIdGenerator } from "@molecule/contracts";
+import type { Provisioner } from "@molecule/provisioner-core";
+import { createApp } from "@molecule/tenant-platform";
+import { Sealer } from "@molecule/tenant-platform/crypto";
+import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
+import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
+import { OperationRunner } from "@molecule/tenant-platform/operations";
+import pino from "pino";
+import { createTestDatabase, type TestDatabase } from "./pg.ts";
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
+export const SECRETS_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/** A clock tests can move forward. */
+export class TestClock implements Clock {
+  private offsetMs = 0;
+  now(): Date {
+    return new Date(Date.now() + this.offsetMs);
+  }
+  advance(ms: number): void {
+    this.offsetMs += ms;
+  }
+}
+
+export interface TestPlatform {
+  app: ReturnType<typeof createApp>;
+  deps: PlatformDeps;
+  database: TestDatabase;
+  runner: OperationRunner;
+  sweeper: LivenessSweeper;
+  clock: TestClock;
+  /** Every log line the platform wrote, for checking that no secret leaks into logs. */
+  logs: string[];
+  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
+  call(method: string, path: string, options?: { token?: string | null; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+/** The tenant platform in process, on a fresh real PostgreSQL database, with the given backend. */
+export async function createTestPlatform(
+  provisioner: Provisioner,
+  settings: Partial<PlatformSettings> = {},
+): Promise<TestPlatform> {
+  const database = await createTestDatabase();
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logs.push(String(chunk));
+      done();
+    },
+  });
+  const clock = new TestClock();
+  const deps: PlatformDeps = {
+    db: database.db,
+    provisioner,
+    sealer: Sealer.fromConfig(SECRETS_KEY, 1, ""),
+    clock,
+    ids: createIdGenerator(),
+    logger: pino({ level: "debug" }, sink),
+    settings: {
+      orgId: "org_test",
+      deployment: "test",
+      adminToken: ADMIN_TOKEN,
+      publicUrl: "http://127.0.0.1:9",
+      allowedRuntimes: ["echo", "doesnotexist"],
+      maxBodyBytes: 64 * 1024,
+      staleAfterMs: 90_000,
+      operationLeaseMs: 5_000,
+      operationMaxAttempts: 3,
+      ...settings,
+    },
+  };
+  const runner = new OperationRunner(deps, "test-runner");
+  const sweeper = new LivenessSweeper(deps, 60_000);
+  const app = createApp(deps);
+  return {
+    app,
+    deps,
+    database,
+    runner,
+    sweeper,
+    clock,
+    logs,
+    async call(method, path, options = {}) {
+      const headers: Record<string, string> = { ...options.headers };
+      const token = options.token === undefined ? ADMIN_TOKEN : options.token;
+      if (token) headers.authorization = `Bearer ${token}`;
+      let body: string | undefined;
+      if (options.body !== undefined) {
+        body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+        headers["content-type"] ??= "application/json";
+      }
+      const response = await app.request(path, { method, headers, body });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
+    },
+    async close() {
+      await runner.stop();
+      await sweeper.stop();
+      await database.drop();
+    },
+  };
+}

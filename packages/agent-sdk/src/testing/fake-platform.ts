@@ -73,11 +73,12 @@ export class FakePlatform {
     return this.#get(id);
   }
 
-  async start(): Promise<string> {
+  /** Listens on 127.0.0.1 (port 0 picks a free one). */
+  async start(port = 0): Promise<string> {
     const server = createServer((req, res) => {
       this.#handle(req, res).catch(() => send(res, 500, this.#error("internal", "fake platform failed")));
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
     this.#server = server;
     this.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     return this.url;

@@ -1,0 +1,181 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { messageText } from "./a2a-server.ts";
+import { type AgentReadyInfo, type RunAgentOptions, runAgent } from "./agent.ts";
+import { CredentialsError } from "./credentials.ts";
+import { FakePlatform } from "./testing/fake-platform.ts";
+
+const platform = new FakePlatform();
+beforeAll(() => platform.start());
+afterAll(() => platform.stop());
+
+let stateDir = "";
+beforeEach(async () => {
+  stateDir = await mkdtemp(join(tmpdir(), "agent-sdk-agent-"));
+});
+afterEach(() => rm(stateDir, { recursive: true, force: true }));
+
+function start(overrides: Partial<RunAgentOptions> & { workspaceId: string }) {
+  const controller = new AbortController();
+  const lines: string[] = [];
+  let resolveReady: (info: AgentReadyInfo) => void = () => {};
+  const ready = new Promise<AgentReadyInfo>((resolve) => {
+    resolveReady = resolve;
+  });
+  const done = runAgent({
+    platformUrl: platform.url,
+    stateDir,
+    port: 0,
+    host: "127.0.0.1",
+    card: { name: "echo-test" },
+    onMessage: async (message, ctx) => ({
+      parts: [
+        { kind: "text", text: `echo: ${messageText(message)} (${Object.keys(ctx.secrets).join(",")})` },
+      ],
+    }),
+    heartbeatIntervalMs: 50,
+    retry: { baseMs: 20, maxMs: 100 },
+    heartbeatBackoff: { baseMs: 20, maxMs: 100 },
+    signal: controller.signal,
+    log: (level, event, fields) => lines.push(JSON.stringify({ level, event, ...fields })),
+    onReady: (info) => resolveReady(info),
+    ...overrides,
+  });
+  return { controller, done, ready, lines };
+}
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function send(url: string, text: string) {
+  const res = await fetch(url, {
+    method: "POST",
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "message/send",
+      params: { message: { role: "user", parts: [{ kind: "text", text }], messageId: "m" } },
+    }),
+  });
+  return (await res.json()) as { result: { parts: { text: string }[] } };
+}
+
+describe("runAgent", () => {
+  it("registers its real URL, pulls secrets, serves messages, heartbeats, and stops on abort", async () => {
+    const boot = platform.addWorkspace("ws_run", { API_KEY: "sk-secret-value" });
+    const agent = start({ workspaceId: "ws_run", bootToken: boot });
+    const info = await agent.ready;
+    expect(info.credentialSource).toBe("registered");
+    expect(info.port).toBeGreaterThan(0);
+    expect(info.url).toBe(`http://127.0.0.1:${info.port}`);
+    expect(info.secrets).toEqual({ API_KEY: "sk-secret-value" });
+    const ws = platform.workspace("ws_run");
+    expect(ws.url).toBe(info.url);
+    expect(ws.agentCard).toMatchObject({ name: "echo-test", url: info.url });
+
+    const reply = await send(`http://127.0.0.1:${info.port}/`, "hello");
+    expect(reply.result.parts[0]?.text).toBe("echo: hello (API_KEY)");
+    const card = await (await fetch(`http://127.0.0.1:${info.port}/.well-known/agent-card.json`)).json();
+    expect(card).toMatchObject({ name: "echo-test", url: info.url, capabilities: { streaming: false } });
+
+    await until(() => ws.heartbeats.length >= 3);
+    expect(ws.status).toBe("online");
+    agent.controller.abort();
+    expect(await agent.done).toEqual({ reason: "signal" });
+    await expect(fetch(`http://127.0.0.1:${info.port}/health`)).rejects.toThrow();
+
+    const log = agent.lines.join("\n");
+    expect(log).not.toContain(ws.authToken ?? "missing");
+    expect(log).not.toContain(boot);
+    expect(log).not.toContain("sk-secret-value");
+  });
+
+  it("re-uses the stored token after a restart with the spent boot token", async () => {
+    const boot = platform.addWorkspace("ws_restart_run");
+    const first = start({ workspaceId: "ws_restart_run", bootToken: boot });
+    await first.ready;
+    first.controller.abort();
+    await first.done;
+
+    const second = start({ workspaceId: "ws_restart_run", bootToken: boot });
+    expect((await second.ready).credentialSource).toBe("stored");
+    const beats = platform.workspace("ws_restart_run").heartbeats.length;
+    await until(() => platform.workspace("ws_restart_run").heartbeats.length > beats);
+    second.controller.abort();
+    await second.done;
+    expect(platform.workspace("ws_restart_run").registrations).toBe(1);
+  });
+
+  it("waits for a platform that starts after the agent", async () => {
+    const late = new FakePlatform();
+    const port = await freePort();
+    const boot = late.addWorkspace("ws_late");
+    const agent = start({ workspaceId: "ws_late", bootToken: boot, platformUrl: `http://127.0.0.1:${port}` });
+    await until(() => agent.lines.filter((l) => l.includes("register_retry")).length >= 2);
+    await late.start(port);
+    try {
+      await agent.ready;
+      expect(late.workspace("ws_late").registrations).toBe(1);
+      agent.controller.abort();
+      expect(await agent.done).toEqual({ reason: "signal" });
+    } finally {
+      await late.stop();
+    }
+  });
+
+  it("stops with removed when the workspace is deleted", async () => {
+    const boot = platform.addWorkspace("ws_removed_run");
+    const agent = start({ workspaceId: "ws_removed_run", bootToken: boot });
+    const info = await agent.ready;
+    platform.remove("ws_removed_run");
+    expect(await agent.done).toEqual({ reason: "removed" });
+    await expect(fetch(`http://127.0.0.1:${info.port}/health`)).rejects.toThrow();
+  });
+
+  it("fails with a CredentialsError when the token is revoked and the boot token is spent", async () => {
+    const boot = platform.addWorkspace("ws_revoked_run");
+    const agent = start({ workspaceId: "ws_revoked_run", bootToken: boot });
+    await agent.ready;
+    platform.revokeAuthToken("ws_revoked_run");
+    const err = await agent.done.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CredentialsError);
+    expect(agent.lines.some((l) => l.includes("agent_failed"))).toBe(true);
+  });
+
+  it("ends cleanly when aborted while still waiting for the platform", async () => {
+    const agent = start({ workspaceId: "ws_never", bootToken: "boot", platformUrl: "http://127.0.0.1:9" });
+    await until(() => agent.lines.some((l) => l.includes("register_retry")));
+    agent.controller.abort();
+    expect(await agent.done).toEqual({ reason: "signal" });
+  });
+
+  it("rejects when the port is taken", async () => {
+    const taken = await freePort(true);
+    try {
+      const agent = start({ workspaceId: "ws_port", bootToken: "b", port: taken.port });
+      await expect(agent.done).rejects.toMatchObject({ code: "EADDRINUSE" });
+    } finally {
+      taken.close();
+    }
+  });
+});
+
+function freePort(): Promise<number>;
+function freePort(keep: true): Promise<{ port: number; close: () => void }>;
+async function freePort(keep?: boolean): Promise<number | { port: number; close: () => void }> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const address = srv.address();
+  const port = typeof address === "object" && address ? address.port : 0;
+  if (keep) return { port, close: () => srv.close() };
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}

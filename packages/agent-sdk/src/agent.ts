@@ -1,0 +1,181 @@
+/**
+ * `runAgent`: everything a workspace agent needs beside its own logic. It starts the A2A server, obtains an auth
+ * token (explicit, stored, or by registering with the boot token — retried while the platform is not up yet),
+ * pulls the workspace's secrets once, heartbeats until stopped, and shuts down cleanly when `signal` aborts.
+ */
+import { type A2AMessage, type AgentReply, type MessageContext, startA2AServer } from "./a2a-server.ts";
+import { backoffDelay, sleep as realSleep, type Sleep } from "./backoff.ts";
+import {
+  type AgentCard,
+  type FetchLike,
+  type HeartbeatBody,
+  PlatformClient,
+  PlatformError,
+} from "./client.ts";
+import {
+  CredentialManager,
+  type CredentialSource,
+  CredentialStore,
+  CredentialsError,
+} from "./credentials.ts";
+import { runHeartbeatLoop } from "./heartbeat.ts";
+import { errorFields, type Logger, silentLogger } from "./log.ts";
+
+export interface AgentMessageContext extends MessageContext {
+  /** The workspace's secrets; empty until they have been pulled (start-up). */
+  secrets: Readonly<Record<string, string>>;
+}
+
+export type AgentMessageHandler = (message: A2AMessage, context: AgentMessageContext) => Promise<AgentReply>;
+
+export interface RunAgentOptions {
+  platformUrl: string;
+  workspaceId: string;
+  /** One-time token from provisioning; needed unless an auth token is given or stored. */
+  bootToken?: string;
+  /** An auth token obtained elsewhere; used before the stored one. */
+  authToken?: string;
+  /** Where the auth token is persisted (see `defaultStateDir`); null keeps it in memory only. */
+  stateDir: string | null;
+  /** 0 picks a free port; the registered URL then carries the real one. */
+  port: number;
+  host: string;
+  /** The URL the platform reaches the agent at. Default `http://127.0.0.1:<real port>`; null registers no URL. */
+  publicUrl?: string | null;
+  card: AgentCard;
+  onMessage: AgentMessageHandler;
+  heartbeatIntervalMs?: number;
+  /** What each heartbeat reports. */
+  health?: () => HeartbeatBody | Promise<HeartbeatBody>;
+  signal: AbortSignal;
+  log?: Logger;
+  fetch?: FetchLike;
+  maxBodyBytes?: number;
+  /** Backoff for register and secrets retries (default 500 ms → 30 s) and for failed heartbeats (1 s → 60 s). */
+  retry?: { baseMs: number; maxMs: number };
+  heartbeatBackoff?: { baseMs: number; maxMs: number };
+  sleep?: Sleep;
+  /** Called once the server listens (before credentials). */
+  onListening?: (info: { port: number; url: string | null }) => void;
+  /** Called once credentials and secrets are in hand and the heartbeat loop runs. */
+  onReady?: (info: AgentReadyInfo) => void;
+}
+
+export interface AgentReadyInfo {
+  port: number;
+  url: string | null;
+  credentialSource: CredentialSource;
+  secrets: Readonly<Record<string, string>>;
+}
+
+export type AgentStop = { reason: "signal" } | { reason: "removed" };
+
+/**
+ * Runs the agent until `signal` aborts (resolves `{reason: "signal"}`) or the platform says the workspace is gone
+ * (`{reason: "removed"}`). Rejects with `CredentialsError` when no valid token can be had (a person must act), or
+ * with the error that stopped the server from listening.
+ */
+export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
+  const { signal } = options;
+  const log = options.log ?? silentLogger;
+  const sleep = options.sleep ?? realSleep;
+  const retry = options.retry ?? { baseMs: 500, maxMs: 30_000 };
+  let secrets: Readonly<Record<string, string>> = Object.freeze({});
+  let publicUrl: string | null = null;
+
+  const card = (): AgentCard => ({
+    protocolVersion: "0.3.0",
+    capabilities: { streaming: false, pushNotifications: false },
+    defaultInputModes: ["text/plain"],
+    defaultOutputModes: ["text/plain"],
+    skills: [],
+    ...options.card,
+    name: options.card.name ?? options.workspaceId,
+    ...((options.card.url ?? publicUrl) ? { url: options.card.url ?? publicUrl ?? undefined } : {}),
+  });
+
+  const server = await startA2AServer({
+    host: options.host,
+    port: options.port,
+    maxBodyBytes: options.maxBodyBytes,
+    card,
+    log,
+    onMessage: (message, context) => options.onMessage(message, { ...context, secrets }),
+  });
+  publicUrl = options.publicUrl === undefined ? `http://127.0.0.1:${server.port}` : options.publicUrl;
+  log("info", "a2a_listening", { host: options.host, port: server.port, url: publicUrl });
+  options.onListening?.({ port: server.port, url: publicUrl });
+
+  try {
+    const client = new PlatformClient({
+      platformUrl: options.platformUrl,
+      workspaceId: options.workspaceId,
+      fetch: options.fetch,
+    });
+    const credentials = new CredentialManager({
+      client,
+      store: options.stateDir === null ? null : new CredentialStore(options.stateDir),
+      bootToken: options.bootToken,
+      authToken: options.authToken,
+      registration: () => ({ url: publicUrl, agentCard: card() }),
+      retry,
+      sleep,
+      log,
+    });
+
+    await credentials.acquire(signal);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        secrets = Object.freeze(
+          await credentials.withToken(signal, (token) => client.pullSecrets(token, { signal })),
+        );
+        // Names are not secret, but the count says enough.
+        log("info", "secrets_loaded", { count: Object.keys(secrets).length });
+        break;
+      } catch (err) {
+        signal.throwIfAborted();
+        if (err instanceof PlatformError && err.workspaceGone) {
+          log("warn", "workspace_removed", { status: err.status });
+          return { reason: "removed" };
+        }
+        if (!(err instanceof PlatformError) || !err.retryable) throw err;
+        const delayMs = backoffDelay(attempt, retry);
+        log("warn", "secrets_retry", { attempt, delayMs, ...errorFields(err) });
+        await sleep(delayMs, signal);
+      }
+    }
+
+    const heartbeat = runHeartbeatLoop({
+      client,
+      token: () => credentials.token ?? "",
+      onUnauthorized: (s) => credentials.renew(s),
+      health: options.health,
+      signal,
+      intervalMs: options.heartbeatIntervalMs,
+      backoff: options.heartbeatBackoff,
+      sleep,
+      log,
+    });
+    const source = credentials.source ?? "registered";
+    log("info", "agent_ready", { port: server.port, url: publicUrl, credentials: source });
+    options.onReady?.({ port: server.port, url: publicUrl, credentialSource: source, secrets });
+
+    const stop = await heartbeat;
+    if (stop.reason === "unauthorized") {
+      throw stop.error instanceof CredentialsError
+        ? stop.error
+        : new CredentialsError("token_rejected", "the platform rejected the auth token", {
+            cause: stop.error,
+          });
+    }
+    return stop.reason === "removed" ? { reason: "removed" } : { reason: "signal" };
+  } catch (err) {
+    if (signal.aborted) return { reason: "signal" };
+    log("error", "agent_failed", errorFields(err));
+    throw err;
+  } finally {
+    log("info", "agent_stopping", {});
+    await server.close();
+    log("info", "agent_stopped", {});
+  }
+}

@@ -1,0 +1,63 @@
+export {
+  type A2AMessage,
+  type A2AServerOptions,
+  type AgentReply,
+  createA2AServer,
+  DEFAULT_MAX_BODY_BYTES,
+  JSONRPC_ERRORS,
+  type MessageContext,
+  type MessageHandler,
+  messageText,
+  type Part,
+  type StartedA2AServer,
+  startA2AServer,
+  type TextPart,
+} from "./a2a-server.ts";
+export {
+  type AgentMessageContext,
+  type AgentMessageHandler,
+  type AgentReadyInfo,
+  type AgentStop,
+  type RunAgentOptions,
+  runAgent,
+} from "./agent.ts";
+export { type BackoffOptions, backoffDelay, type Sleep, sleep } from "./backoff.ts";
+export {
+  type AgentCard,
+  type CallOptions,
+  type FetchLike,
+  type HeartbeatBody,
+  type HeartbeatResult,
+  type HeartbeatStatus,
+  PlatformClient,
+  type PlatformClientOptions,
+  PlatformError,
+  type RegisterResult,
+} from "./client.ts";
+export {
+  CredentialManager,
+  type CredentialManagerOptions,
+  type CredentialSource,
+  CredentialStore,
+  CredentialsError,
+  type CredentialsErrorCode,
+  DEFAULT_STATE_DIR,
+  defaultStateDir,
+  type StoredCredentials,
+} from "./credentials.ts";
+export { ConfigError, type EchoConfig, loadEchoConfig } from "./echo-config.ts";
+export {
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  type HeartbeatLoopOptions,
+  type HeartbeatStop,
+  runHeartbeatLoop,
+} from "./heartbeat.ts";
+export {
+  createJsonLogger,
+  type JsonLoggerOptions,
+  type LogFields,
+  type Logger,
+  type LogLevel,
+  redact,
+  silentLogger,
+} from "./log.ts";

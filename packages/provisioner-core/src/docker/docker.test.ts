@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { createIdGenerator } from "@molecule/contracts";
 import Dockerode from "dockerode";
@@ -239,25 +240,48 @@ describe("docker backend specifics", () => {
     expect(error).toBeInstanceOf(ProvisionerError);
     expect(error).toMatchObject({ code: "image_unavailable", retryable: false });
     expect((error as Error).message).toContain(`${image.imagePrefix}doesnotexist:${image.imageTag}`);
+    expect((error as Error).message).toMatch(/could not be pulled: \S/);
     expect(Date.now() - started).toBeLessThan(20_000);
     const mine = (await provisioner.listManaged()).filter((r) => r.workspaceId === spec.workspaceId);
     expect(mine).toEqual([]);
   });
 
-  it("bounds a pull by pullTimeoutMs", async () => {
+  it("bounds a pull that never finishes by pullTimeoutMs, and by the caller's signal", async () => {
+    // an engine whose pull stream never ends (a registry that accepts the connection and goes silent)
+    const silentPull = new Proxy(docker, {
+      get(target, prop) {
+        if (prop === "pull") return async () => new PassThrough();
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
     const slow = createDockerProvisioner({
-      docker,
+      docker: silentPull,
       deployment,
       imagePrefix: "molecule-test/never-",
       imageTag: "latest",
       network: "host",
-      pullTimeoutMs: 1,
+      pullTimeoutMs: 300,
     });
-    const started = Date.now();
-    await expect(slow.provision(makeSpec({ runtime: "there" }), null)).rejects.toMatchObject({
-      code: "image_unavailable",
+    let started = Date.now();
+    const error = await slow.provision(makeSpec({ runtime: "there" }), null).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "image_unavailable", retryable: false });
+    expect((error as Error).message).toMatch(/molecule-test\/never-there:latest.*timed out/);
+    expect(Date.now() - started).toBeLessThan(3_000);
+
+    const patient = createDockerProvisioner({
+      docker: silentPull,
+      deployment,
+      imagePrefix: "molecule-test/never-",
+      imageTag: "latest",
+      network: "host",
+      pullTimeoutMs: 60_000,
     });
-    expect(Date.now() - started).toBeLessThan(5_000);
+    started = Date.now();
+    await expect(
+      patient.provision(makeSpec({ runtime: "there" }), null, { signal: AbortSignal.timeout(200) }),
+    ).rejects.toMatchObject({ code: "timeout", retryable: true });
+    expect(Date.now() - started).toBeLessThan(3_000);
   });
 
   it("refuses to adopt a container of the same name that belongs to another deployment", async () => {

@@ -181,6 +181,11 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       work.catch(() => {});
       const reason = dockerReason(error);
       log.warn({ image, reason }, "docker: image pull failed");
+      if (signal?.aborted) {
+        throw new ProvisionerError("timeout", `pull of image ${image} was aborted by the caller`, true, {
+          image,
+        });
+      }
       throw new ProvisionerError(
         "image_unavailable",
         `image ${image} is not present on the docker engine and could not be pulled: ${reason}`,

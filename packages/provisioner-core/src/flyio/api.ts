@@ -1,0 +1,234 @@
+import { type Dispatcher, request, errors as undiciErrors } from "undici";
+import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
+
+/** Bounds for retrying 429, 5xx and dropped connections. */
+export interface FlyRetryOptions {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** No retry is started once this much time has passed since the first attempt. */
+  maxElapsedMs: number;
+}
+
+export interface FlyLogger {
+  warn(fields: Record<string, unknown>, message: string): void;
+  debug?(fields: Record<string, unknown>, message: string): void;
+}
+
+export interface FlyApiOptions {
+  apiToken: string;
+  baseUrl: string;
+  retry: FlyRetryOptions;
+  requestTimeoutMs: number;
+  dispatcher?: Dispatcher;
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+  random: () => number;
+  logger?: FlyLogger;
+}
+
+export interface FlyCall {
+  /** OpenAPI operationId, used in errors and logs. */
+  op: string;
+  method: "GET" | "POST" | "DELETE";
+  path: string;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+  nonce?: string;
+  /** false for non-idempotent creates: the caller looks for the resource before trying again. */
+  retry?: boolean;
+  /** Statuses returned to the caller instead of thrown (404 for "already gone", 408 for waits). */
+  accept?: readonly number[];
+  timeoutMs?: number;
+}
+
+export interface FlyReply<T = unknown> {
+  status: number;
+  body: T;
+  requestId: string | undefined;
+}
+
+/** Tracks attempts and elapsed time; answers how long to wait before the next attempt, or null to give up. */
+export class Backoff {
+  private attempt = 0;
+  private readonly started: number;
+
+  constructor(
+    private readonly policy: FlyRetryOptions,
+    private readonly now: () => number,
+    private readonly random: () => number,
+  ) {
+    this.started = now();
+  }
+
+  get attempts(): number {
+    return this.attempt;
+  }
+
+  /** Call after a failed attempt. */
+  next(retryAfterMs?: number): number | null {
+    this.attempt += 1;
+    if (this.attempt >= this.policy.maxAttempts) return null;
+    const cap = Math.min(this.policy.maxDelayMs, this.policy.baseDelayMs * 2 ** (this.attempt - 1));
+    const delay = retryAfterMs ?? Math.round(cap / 2 + (this.random() * cap) / 2);
+    if (this.now() - this.started + delay > this.policy.maxElapsedMs) return null;
+    return delay;
+  }
+}
+
+/** Parses Retry-After (delta seconds or an HTTP date) into milliseconds. */
+export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  const raw = Array.isArray(value) ? value[0] : value;
+  if (!raw) return undefined;
+  if (/^\d+(\.\d+)?$/.test(raw.trim())) return Math.round(Number(raw) * 1000);
+  const date = Date.parse(raw);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+interface FlyErrorBody {
+  error?: string;
+  message?: string;
+  status?: string;
+}
+
+function errorText(body: unknown): string {
+  if (body && typeof body === "object") {
+    const b = body as FlyErrorBody;
+    if (typeof b.error === "string") return b.error;
+    if (typeof b.message === "string") return b.message;
+  }
+  return typeof body === "string" && body !== "" ? body.slice(0, 500) : "no error message";
+}
+
+/** Maps a Fly answer to a ProvisionerError that says what failed, why, and the fly-request-id to quote to Fly. */
+export function flyError(call: Pick<FlyCall, "op">, reply: FlyReply): ProvisionerError {
+  const text = errorText(reply.body);
+  const flyStatus =
+    reply.body && typeof reply.body === "object" ? (reply.body as FlyErrorBody).status : undefined;
+  let code: ProvisionerErrorCode = "backend_error";
+  let retryable = false;
+  if (flyStatus === "insufficient_capacity") {
+    code = "capacity";
+    retryable = true;
+  } else if (reply.status === 400 && /image|manifest|registry/i.test(text)) code = "image_unavailable";
+  else if (reply.status === 400) code = "invalid_spec";
+  else if (reply.status === 404) code = "not_found";
+  else if (reply.status === 408) [code, retryable] = ["timeout", true];
+  else if (reply.status === 409) [code, retryable] = ["conflict", true];
+  else if (reply.status === 412 || reply.status === 422) code = "conflict";
+  else if (reply.status === 429) [code, retryable] = ["rate_limited", true];
+  else if (reply.status >= 500) [code, retryable] = ["backend_unavailable", true];
+  const hint =
+    reply.status === 401 || reply.status === 403 ? " (check FLY_API_TOKEN and FLY_WORKSPACE_APP)" : "";
+  return new ProvisionerError(
+    code,
+    `Fly ${call.op} failed with HTTP ${reply.status}: ${text}${hint} (fly-request-id ${reply.requestId ?? "none"})`,
+    retryable,
+    {
+      operation: call.op,
+      httpStatus: reply.status,
+      flyStatus,
+      flyRequestId: reply.requestId,
+      transient: reply.status === 429 || reply.status >= 500,
+    },
+  );
+}
+
+const CONNECTION_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+]);
+
+function isConnectionError(error: unknown): boolean {
+  if (error instanceof undiciErrors.UndiciError) return true;
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === "string" && (CONNECTION_CODES.has(code) || code.startsWith("UND_ERR"));
+}
+
+/** The Machines API over undici: bearer auth, JSON, bounded retries with jitter that honour Retry-After. */
+export class FlyApi {
+  constructor(private readonly options: FlyApiOptions) {}
+
+  backoff(): Backoff {
+    return new Backoff(this.options.retry, this.options.now, this.options.random);
+  }
+
+  async call<T = unknown>(call: FlyCall): Promise<FlyReply<T>> {
+    const backoff = this.backoff();
+    for (;;) {
+      let failure: ProvisionerError;
+      let retryAfterMs: number | undefined;
+      try {
+        const reply = await this.once(call);
+        if (reply.status < 300 || call.accept?.includes(reply.status)) return reply as FlyReply<T>;
+        failure = flyError(call, reply);
+        if (!failure.details.transient) throw failure;
+        retryAfterMs = (reply as FlyReply & { retryAfterMs?: number }).retryAfterMs;
+      } catch (error) {
+        if (error instanceof ProvisionerError) throw error;
+        if (!isConnectionError(error)) throw error;
+        const message = error instanceof Error ? error.message : String(error);
+        failure = new ProvisionerError(
+          "backend_unavailable",
+          `Fly ${call.op} failed: connection error (${message}); the request may have been applied`,
+          true,
+          { operation: call.op, transient: true, connection: true },
+        );
+      }
+      const delay = call.retry === false ? null : backoff.next(retryAfterMs);
+      if (delay === null) {
+        if (call.retry !== false && backoff.attempts > 1) {
+          failure.message = `${failure.message}; gave up after ${backoff.attempts} attempts`;
+        }
+        throw failure;
+      }
+      this.options.logger?.warn(
+        { operation: call.op, attempt: backoff.attempts, delayMs: delay, error: failure.message },
+        "fly request failed; retrying",
+      );
+      await this.options.sleep(delay);
+    }
+  }
+
+  private async once(call: FlyCall): Promise<FlyReply & { retryAfterMs?: number }> {
+    const url = new URL(`/v1${call.path}`, this.options.baseUrl);
+    for (const [key, value] of Object.entries(call.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, value);
+    }
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${this.options.apiToken}`,
+      accept: "application/json",
+    };
+    if (call.body !== undefined) headers["content-type"] = "application/json";
+    if (call.nonce) headers["fly-machine-lease-nonce"] = call.nonce;
+    const timeout = call.timeoutMs ?? this.options.requestTimeoutMs;
+    const res = await request(url, {
+      method: call.method,
+      headers,
+      body: call.body === undefined ? undefined : JSON.stringify(call.body),
+      dispatcher: this.options.dispatcher,
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+    });
+    const text = await res.body.text();
+    let body: unknown = text;
+    if (text !== "") {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+    }
+    const requestId = res.headers["fly-request-id"];
+    return {
+      status: res.statusCode,
+      body,
+      requestId: Array.isArray(requestId) ? requestId[0] : requestId,
+      retryAfterMs: parseRetryAfter(res.headers["retry-after"], this.options.now()),
+    };
+  }
+}

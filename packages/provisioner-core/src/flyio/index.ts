@@ -1,0 +1,2 @@
+export { Backoff, type FlyLogger, type FlyRetryOptions, flyError, parseRetryAfter } from "./api.ts";
+export * from "./provisioner.ts";

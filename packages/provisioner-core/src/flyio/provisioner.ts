@@ -1,0 +1,747 @@
+import { createHash, randomUUID } from "node:crypto";
+import type { Dispatcher } from "undici";
+import { ProvisionerError } from "../errors.ts";
+import { LABELS, resourceName } from "../naming.ts";
+import type {
+  Capabilities,
+  Handle,
+  ManagedResource,
+  ProvisionContext,
+  Provisioner,
+  RuntimeStatus,
+  SuspendResult,
+  WorkspaceRef,
+  WorkspaceSpec,
+} from "../provisioner.ts";
+import { TIER_LIMITS } from "../tiers.ts";
+import { FlyApi, type FlyLogger, type FlyRetryOptions, flyError } from "./api.ts";
+
+export interface FlyProvisionerOptions {
+  /** FLY_API_TOKEN */
+  apiToken: string;
+  /** FLY_WORKSPACE_APP: the Fly app that holds the workspace machines and volumes. */
+  app: string;
+  /** FLY_REGION (default ord) */
+  region: string;
+  /** FLY_FALLBACK_REGIONS: tried in order when a region answers insufficient_capacity. */
+  fallbackRegions?: readonly string[];
+  /** FLY_API_BASE_URL (default https://api.machines.dev); point it at the emulator in tests. */
+  baseUrl?: string;
+  /** Names this installation; machines carry it in metadata and listManaged filters on it. */
+  deployment: string;
+  /** Image is `${imagePrefix}${runtime}:${imageTag}`. */
+  imagePrefix: string;
+  imageTag: string;
+  /** FLY_WAIT_DEADLINE_SECONDS × 1000: how long to wait for a machine to reach a state (default 5 min). */
+  waitDeadlineMs?: number;
+  retry?: Partial<FlyRetryOptions>;
+  /** Per request, excluding the /wait long poll (default 30 s). */
+  requestTimeoutMs?: number;
+  leaseTtlSeconds?: number;
+  /** How long to keep trying when another holder has the machine's lease (409) (default 30 s). */
+  leaseWaitMs?: number;
+  dispatcher?: Dispatcher;
+  clock?: { now(): number };
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+  logger?: FlyLogger;
+}
+
+export const DEFAULT_FLY_RETRY: FlyRetryOptions = {
+  maxAttempts: 6,
+  baseDelayMs: 250,
+  maxDelayMs: 10_000,
+  maxElapsedMs: 60_000,
+};
+
+/** Where the runtime's init script writes MOLECULE_CONFIG_B64 once the volume is mounted. */
+export const FLY_CONFIG_ENV = "MOLECULE_CONFIG_B64";
+export const FLY_CONFIG_PATH = "/workspace/.molecule/config.json";
+export const FLY_MOUNT_PATH = "/workspace";
+export const FLY_SUSPEND_MAX_MEMORY_MB = 2048;
+
+interface FlyMachine {
+  id: string;
+  name?: string;
+  state?: string;
+  region?: string;
+  instance_id?: string;
+  config?: {
+    guest?: { memory_mb?: number };
+    metadata?: Record<string, string>;
+    mounts?: { volume?: string }[];
+  };
+}
+
+interface FlyVolume {
+  id: string;
+  name?: string;
+  state?: string;
+  region?: string;
+  attached_machine_id?: string | null;
+}
+
+export interface FlyHandle extends Handle {
+  backend: "flyio";
+  app: string;
+  region: string;
+  machineId?: string;
+  machineName: string;
+  volumeId?: string;
+  volumeName: string;
+}
+
+const GONE_VOLUME_STATES = new Set(["destroyed", "destroying", "pending_destroy", "scheduling_destroy"]);
+const WORKSPACE_ID = /^ws_[0-9a-z]{26}$/;
+
+/**
+ * Fly volume names allow at most 30 lower-case letters, digits and underscores. A platform workspace id
+ * (`ws_` + 26) fits as is; longer ids keep a prefix and a hash so the name stays deterministic.
+ */
+export function flyVolumeName(workspaceId: string): string {
+  const base = workspaceId.toLowerCase().replace(/[^a-z0-9_]/g, "_");
+  if (base.length <= 30) return base;
+  return `${base.slice(0, 21)}_${createHash("sha256").update(workspaceId).digest("hex").slice(0, 8)}`;
+}
+
+function regionOf(spec: WorkspaceSpec): string | undefined {
+  const region = spec.metadata.region;
+  return typeof region === "string" && region !== "" ? region : undefined;
+}
+
+function unique(values: (string | undefined)[]): string[] {
+  return [...new Set(values.filter((v): v is string => !!v))];
+}
+
+function handleString(handle: Handle | null, key: string): string | undefined {
+  const value = handle?.[key];
+  return typeof value === "string" && value !== "" ? value : undefined;
+}
+
+export class FlyProvisioner implements Provisioner {
+  readonly name = "flyio";
+  private readonly api: FlyApi;
+  private readonly now: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly appPath: string;
+
+  constructor(private readonly options: FlyProvisionerOptions) {
+    if (!options.apiToken)
+      throw new ProvisionerError("invalid_spec", "flyio: apiToken (FLY_API_TOKEN) is required", false);
+    if (!options.app)
+      throw new ProvisionerError("invalid_spec", "flyio: app (FLY_WORKSPACE_APP) is required", false);
+    this.now = options.clock ? () => (options.clock as { now(): number }).now() : Date.now;
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.appPath = `/apps/${encodeURIComponent(options.app)}`;
+    this.api = new FlyApi({
+      apiToken: options.apiToken,
+      baseUrl: options.baseUrl ?? "https://api.machines.dev",
+      retry: { ...DEFAULT_FLY_RETRY, ...options.retry },
+      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      dispatcher: options.dispatcher,
+      now: this.now,
+      sleep: this.sleep,
+      random: options.random ?? Math.random,
+      logger: options.logger,
+    });
+  }
+
+  capabilities(): Capabilities {
+    return { suspend: true, suspendMaxMemoryMb: FLY_SUSPEND_MAX_MEMORY_MB };
+  }
+
+  provision(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
+    return this.locked(spec.workspaceId, () => this.doProvision(spec, handle, ctx));
+  }
+
+  start(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
+    return this.locked(spec.workspaceId, async () => {
+      const machine = await this.findMachine(spec.workspaceId, handle);
+      if (!machine) return this.doProvision(spec, handle, ctx);
+      await this.bringUp(machine, ctx);
+      return this.handleFor(
+        spec.workspaceId,
+        machine,
+        await this.findVolume(spec.workspaceId, handle, machine),
+      );
+    });
+  }
+
+  stop(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+    return this.locked(ref.workspaceId, async () => {
+      const machine = await this.findMachine(ref.workspaceId, ref.handle);
+      if (!machine) {
+        ctx.step?.("machine_missing", "nothing to stop");
+        return;
+      }
+      await this.stopMachine(machine, ctx);
+    });
+  }
+
+  suspend(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<SuspendResult> {
+    return this.locked(ref.workspaceId, async () => {
+      const machine = await this.findMachine(ref.workspaceId, ref.handle);
+      if (!machine) {
+        throw new ProvisionerError("not_found", `no Fly machine for workspace ${ref.workspaceId}`, false);
+      }
+      const memory = machine.config?.guest?.memory_mb ?? 0;
+      if (memory > FLY_SUSPEND_MAX_MEMORY_MB) {
+        await this.stopMachine(machine, ctx);
+        return {
+          suspended: false,
+          reason: `memory ${memory} MB is above Fly's ${FLY_SUSPEND_MAX_MEMORY_MB} MB suspend limit; stopped instead`,
+        };
+      }
+      if (machine.state === "suspended") return { suspended: true };
+      if (machine.state === "stopped") return { suspended: false, reason: "the machine is already stopped" };
+      if (machine.state !== "started") await this.waitFor(machine.id, "started");
+      try {
+        await this.withLease(machine.id, "suspend", async (nonce) => {
+          const reply = await this.api.call({
+            op: "Machines_suspend",
+            method: "POST",
+            path: `${this.appPath}/machines/${machine.id}/suspend`,
+            nonce,
+            accept: [412],
+          });
+          if (reply.status === 412) await this.expectState(machine.id, ["suspending", "suspended"], reply);
+        });
+      } catch (error) {
+        // Fly refuses some machines (swap, large memory): fall back to a stop and say why.
+        if (error instanceof ProvisionerError && error.details.httpStatus === 400) {
+          await this.stopMachine(machine, ctx);
+          return { suspended: false, reason: `Fly refused to suspend: ${error.message}; stopped instead` };
+        }
+        throw error;
+      }
+      await this.waitFor(machine.id, "suspended");
+      ctx.step?.("machine_suspended", `machine_id=${machine.id}`);
+      return { suspended: true };
+    });
+  }
+
+  destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+    return this.locked(ref.workspaceId, async () => {
+      const machines = await this.findMachines(ref.workspaceId, ref.handle);
+      for (const machine of machines) {
+        const gone = await this.withLease(machine.id, "destroy", async (nonce) => {
+          const reply = await this.api.call({
+            op: "Machines_delete",
+            method: "DELETE",
+            path: `${this.appPath}/machines/${machine.id}`,
+            query: { force: "true" },
+            nonce,
+            accept: [404],
+          });
+          return reply.status === 404;
+        });
+        if (gone !== "missing" && !gone) await this.waitFor(machine.id, "destroyed");
+        ctx.step?.("machine_destroyed", `machine_id=${machine.id}`);
+      }
+      for (const volume of await this.findVolumes(ref.workspaceId, ref.handle)) {
+        await this.deleteVolume(volume);
+        ctx.step?.("volume_destroyed", `volume_id=${volume.id}`);
+      }
+    });
+  }
+
+  async status(ref: WorkspaceRef): Promise<RuntimeStatus> {
+    let machine: FlyMachine | null;
+    try {
+      machine = await this.findMachine(ref.workspaceId, ref.handle);
+    } catch (error) {
+      return { state: "unknown", detail: error instanceof Error ? error.message : String(error) };
+    }
+    if (!machine) return { state: "missing" };
+    const state = machine.state ?? "unknown";
+    const detail = `fly state ${state}`;
+    switch (state) {
+      case "started":
+        return { state: "running", detail };
+      case "created":
+      case "starting":
+      case "restarting":
+      case "updating":
+      case "replacing":
+        return { state: "starting", detail };
+      case "stopped":
+      case "stopping":
+      case "failed":
+        return { state: "stopped", detail };
+      case "suspended":
+      case "suspending":
+        return { state: "suspended", detail };
+      case "destroying":
+      case "destroyed":
+        return { state: "missing", detail };
+      default:
+        return { state: "unknown", detail };
+    }
+  }
+
+  async listManaged(): Promise<ManagedResource[]> {
+    const machines = (
+      await this.api.call<FlyMachine[]>({
+        op: "Machines_list",
+        method: "GET",
+        path: `${this.appPath}/machines`,
+        query: { [`metadata.${LABELS.deployment}`]: this.options.deployment },
+      })
+    ).body;
+    const byId = new Map(machines.map((m) => [m.id, m]));
+    const out: ManagedResource[] = machines
+      .filter((m) => m.state !== "destroyed")
+      .map((m) => ({
+        kind: "fly_machine",
+        id: m.id,
+        workspaceId: m.config?.metadata?.[LABELS.workspaceId] ?? null,
+        orgId: m.config?.metadata?.[LABELS.orgId] ?? null,
+        state: m.state,
+      }));
+    for (const volume of await this.listVolumes()) {
+      const owner = volume.attached_machine_id ? byId.get(volume.attached_machine_id) : undefined;
+      // Volumes carry no metadata: ours are attached to our machines, or unattached with a workspace-id name.
+      if (volume.attached_machine_id && !owner) continue;
+      const fromName = volume.name && WORKSPACE_ID.test(volume.name) ? volume.name : null;
+      if (!owner && !fromName) continue;
+      out.push({
+        kind: "fly_volume",
+        id: volume.id,
+        workspaceId: owner?.config?.metadata?.[LABELS.workspaceId] ?? fromName,
+        orgId: owner?.config?.metadata?.[LABELS.orgId] ?? null,
+        state: volume.state,
+      });
+    }
+    return out;
+  }
+
+  // ---- provisioning --------------------------------------------------------------------------------------------
+
+  private async doProvision(
+    spec: WorkspaceSpec,
+    handle: Handle | null,
+    ctx: ProvisionContext,
+  ): Promise<Handle> {
+    const existing = await this.findMachine(spec.workspaceId, handle);
+    if (existing) {
+      ctx.step?.("machine_found", `machine_id=${existing.id} region=${existing.region ?? ""}`);
+      await this.bringUp(existing, ctx);
+      return this.handleFor(
+        spec.workspaceId,
+        existing,
+        await this.findVolume(spec.workspaceId, handle, existing),
+      );
+    }
+    let volume = await this.findVolume(spec.workspaceId, handle);
+    const preferred = regionOf(spec) ?? this.options.region;
+    const regions = unique([volume?.region, preferred, ...(this.options.fallbackRegions ?? [])]);
+    let machine: FlyMachine | null = null;
+    for (const [index, region] of regions.entries()) {
+      const last = index === regions.length - 1;
+      try {
+        if (volume && volume.region !== region) {
+          await this.deleteVolume(volume);
+          ctx.step?.("volume_released", `volume_id=${volume.id} region=${volume.region ?? ""}`);
+          volume = null;
+        }
+        if (!volume) {
+          volume = await this.createVolume(spec, region);
+          ctx.step?.("volume_created", `volume_id=${volume.id} region=${volume.region ?? region}`);
+        }
+        machine = await this.createMachine(spec, region, volume);
+        ctx.step?.("machine_created", `machine_id=${machine.id} region=${machine.region ?? region}`);
+        break;
+      } catch (error) {
+        if (!(error instanceof ProvisionerError && error.code === "capacity") || last) throw error;
+        ctx.step?.("region_full", `region=${region}: ${error.message}`);
+        this.options.logger?.warn(
+          { region, workspaceId: spec.workspaceId },
+          "fly region at capacity; next region",
+        );
+      }
+    }
+    if (!machine || !volume) throw new ProvisionerError("capacity", "no region to try", true);
+    await this.waitFor(machine.id, "started");
+    ctx.step?.("machine_started", `machine_id=${machine.id}`);
+    return this.handleFor(spec.workspaceId, machine, volume);
+  }
+
+  private machineConfig(spec: WorkspaceSpec, volume: FlyVolume): Record<string, unknown> {
+    const limits = TIER_LIMITS[spec.tier];
+    const config = {
+      workspaceId: spec.workspaceId,
+      orgId: spec.orgId,
+      deployment: spec.deployment,
+      runtime: spec.runtime,
+      tier: spec.tier,
+      metadata: spec.metadata,
+    };
+    return {
+      image: `${this.options.imagePrefix}${spec.runtime}:${this.options.imageTag}`,
+      guest: { cpu_kind: limits.cpuKind, cpus: limits.cpus, memory_mb: limits.memoryMb },
+      env: {
+        ...spec.env,
+        [FLY_CONFIG_ENV]: Buffer.from(JSON.stringify(config)).toString("base64"),
+        MOLECULE_CONFIG_PATH: FLY_CONFIG_PATH,
+      },
+      mounts: [{ volume: volume.id, path: FLY_MOUNT_PATH }],
+      metadata: {
+        [LABELS.managed]: "true",
+        [LABELS.workspaceId]: spec.workspaceId,
+        [LABELS.orgId]: spec.orgId,
+        [LABELS.deployment]: spec.deployment,
+      },
+      restart: { policy: "on-failure", max_retries: 3 },
+      auto_destroy: false,
+    };
+  }
+
+  /** Creates the volume; after a failed or dropped attempt, looks for it by name before trying again. */
+  private async createVolume(spec: WorkspaceSpec, region: string): Promise<FlyVolume> {
+    const backoff = this.api.backoff();
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) {
+        const found = await this.findVolume(spec.workspaceId, null);
+        if (found) return found;
+      }
+      try {
+        const reply = await this.api.call<FlyVolume>({
+          op: "Volumes_create",
+          method: "POST",
+          path: `${this.appPath}/volumes`,
+          body: {
+            name: flyVolumeName(spec.workspaceId),
+            region,
+            size_gb: TIER_LIMITS[spec.tier].volumeGb,
+            encrypted: true,
+          },
+          retry: false,
+        });
+        return reply.body;
+      } catch (error) {
+        await this.pauseOrThrow(backoff, error);
+      }
+    }
+  }
+
+  /** Creates the machine; a retry or a 422 (name taken) first looks it up by its workspace metadata. */
+  private async createMachine(spec: WorkspaceSpec, region: string, volume: FlyVolume): Promise<FlyMachine> {
+    const backoff = this.api.backoff();
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) {
+        const found = await this.findMachine(spec.workspaceId, null);
+        if (found) return found;
+      }
+      try {
+        const reply = await this.api.call<FlyMachine>({
+          op: "Machines_create",
+          method: "POST",
+          path: `${this.appPath}/machines`,
+          body: { name: resourceName(spec.workspaceId), region, config: this.machineConfig(spec, volume) },
+          retry: false,
+        });
+        return reply.body;
+      } catch (error) {
+        if (error instanceof ProvisionerError && error.details.httpStatus === 422) {
+          const found = await this.findMachine(spec.workspaceId, null);
+          if (found) return found;
+        }
+        await this.pauseOrThrow(backoff, error);
+      }
+    }
+  }
+
+  private async pauseOrThrow(backoff: ReturnType<FlyApi["backoff"]>, error: unknown): Promise<void> {
+    if (!(error instanceof ProvisionerError) || error.details.transient !== true) throw error;
+    const delay = backoff.next();
+    if (delay === null) throw error;
+    await this.sleep(delay);
+  }
+
+  // ---- lifecycle helpers ---------------------------------------------------------------------------------------
+
+  private async bringUp(machine: FlyMachine, ctx: ProvisionContext): Promise<void> {
+    if (machine.state === "stopped" || machine.state === "suspended" || machine.state === "created") {
+      await this.withLease(machine.id, "start", async (nonce) => {
+        const reply = await this.api.call({
+          op: "Machines_start",
+          method: "POST",
+          path: `${this.appPath}/machines/${machine.id}/start`,
+          nonce,
+          accept: [412],
+        });
+        if (reply.status === 412) await this.expectState(machine.id, ["starting", "started"], reply);
+      });
+    } else if (machine.state === "stopping" || machine.state === "suspending") {
+      await this.waitFor(machine.id, machine.state === "stopping" ? "stopped" : "suspended");
+      await this.bringUp({ ...machine, state: machine.state === "stopping" ? "stopped" : "suspended" }, ctx);
+      return;
+    }
+    await this.waitFor(machine.id, "started");
+    ctx.step?.("machine_started", `machine_id=${machine.id}`);
+  }
+
+  private async stopMachine(machine: FlyMachine, ctx: ProvisionContext): Promise<void> {
+    if (machine.state === "stopped") return;
+    if (machine.state !== "stopping") {
+      await this.withLease(machine.id, "stop", async (nonce) => {
+        const reply = await this.api.call({
+          op: "Machines_stop",
+          method: "POST",
+          path: `${this.appPath}/machines/${machine.id}/stop`,
+          body: {},
+          nonce,
+          accept: [412],
+        });
+        if (reply.status === 412) await this.expectState(machine.id, ["stopping", "stopped"], reply);
+      });
+    }
+    await this.waitFor(machine.id, "stopped");
+    ctx.step?.("machine_stopped", `machine_id=${machine.id}`);
+  }
+
+  /** After a 412 (wrong state, often our own retried request already applied): accept it if the state is right. */
+  private async expectState(machineId: string, states: string[], reply: { body: unknown }): Promise<void> {
+    const machine = await this.getMachine(machineId);
+    if (machine?.state && states.includes(machine.state)) return;
+    throw new ProvisionerError(
+      "conflict",
+      `Fly machine ${machineId} is ${machine?.state ?? "gone"}: ${JSON.stringify(reply.body)}`,
+      false,
+      { machineId, state: machine?.state },
+    );
+  }
+
+  /**
+   * Runs `fn` holding the machine's lease. A 409 means someone else holds it: wait within `leaseWaitMs`.
+   * If our own acquire was applied but its answer was lost, the retry sees 409; the lease's description
+   * (unique per attempt) identifies it as ours and its nonce is adopted. Returns "missing" when the machine is gone.
+   */
+  private async withLease<T>(machineId: string, purpose: string, fn: (nonce: string) => Promise<T>) {
+    const path = `${this.appPath}/machines/${machineId}/lease`;
+    const description = `molecule ${purpose} ${randomUUID()}`;
+    const deadline = this.now() + (this.options.leaseWaitMs ?? 30_000);
+    let nonce: string | undefined;
+    let wait = 50;
+    while (!nonce) {
+      const reply = await this.api.call<LeaseBody>({
+        op: "Machines_create_lease",
+        method: "POST",
+        path,
+        body: { ttl: this.options.leaseTtlSeconds ?? 60, description },
+        accept: [404, 409],
+      });
+      if (reply.status === 404) return "missing" as const;
+      if (reply.status !== 409) {
+        nonce = leaseData(reply.body)?.nonce;
+        if (!nonce) throw new ProvisionerError("backend_error", `Fly lease answer without a nonce`, true);
+        break;
+      }
+      const held = await this.api.call<LeaseBody>({
+        op: "Machines_show_lease",
+        method: "GET",
+        path,
+        accept: [404],
+      });
+      const data = held.status === 200 ? leaseData(held.body) : undefined;
+      if (data?.description === description && data.nonce) {
+        nonce = data.nonce;
+        break;
+      }
+      if (this.now() + wait > deadline) {
+        throw new ProvisionerError(
+          "conflict",
+          `Fly machine ${machineId} is leased by ${data?.owner ?? "someone else"} (${data?.description ?? "no description"}); gave up waiting`,
+          true,
+          { machineId, flyRequestId: reply.requestId },
+        );
+      }
+      await this.sleep(wait);
+      wait = Math.min(wait * 2, 2_000);
+    }
+    try {
+      return await fn(nonce);
+    } finally {
+      try {
+        await this.api.call({
+          op: "Machines_release_lease",
+          method: "DELETE",
+          path,
+          nonce,
+          accept: [404, 409],
+        });
+      } catch (error) {
+        // The lease expires after its TTL anyway; a failed release only delays the next holder.
+        this.options.logger?.warn({ machineId, error: String(error) }, "fly lease release failed");
+      }
+    }
+  }
+
+  /** Long-polls /wait (60 s per call at most, 408 means keep waiting) until the state or the deadline. */
+  private async waitFor(machineId: string, state: "started" | "stopped" | "suspended" | "destroyed") {
+    const deadline = this.now() + (this.options.waitDeadlineMs ?? 300_000);
+    for (;;) {
+      const remaining = deadline - this.now();
+      const timeout = Math.max(1, Math.min(60, Math.ceil(remaining / 1000)));
+      const reply = await this.api.call<{ state?: string }>({
+        op: "Machines_wait",
+        method: "GET",
+        path: `${this.appPath}/machines/${machineId}/wait`,
+        query: { state, timeout: String(timeout) },
+        accept: [404, 408],
+        timeoutMs: timeout * 1000 + (this.options.requestTimeoutMs ?? 30_000),
+      });
+      if (reply.status === 200) return;
+      if (reply.status === 404) {
+        if (state === "destroyed") return;
+        throw new ProvisionerError(
+          "not_found",
+          `Fly machine ${machineId} disappeared while waiting for ${state}`,
+          false,
+        );
+      }
+      if (this.now() >= deadline) {
+        const machine = await this.getMachine(machineId).catch(() => null);
+        throw new ProvisionerError(
+          "timeout",
+          `Fly machine ${machineId} did not reach ${state} within ${this.options.waitDeadlineMs ?? 300_000} ms (now ${machine?.state ?? "unknown"})`,
+          true,
+          { machineId, state: machine?.state, flyRequestId: reply.requestId },
+        );
+      }
+    }
+  }
+
+  private async deleteVolume(volume: FlyVolume): Promise<void> {
+    const deadline = this.now() + (this.options.waitDeadlineMs ?? 300_000);
+    let wait = 20;
+    for (;;) {
+      const reply = await this.api.call({
+        op: "Volume_delete",
+        method: "DELETE",
+        path: `${this.appPath}/volumes/${volume.id}`,
+        accept: [404, 412],
+      });
+      if (reply.status !== 412) return;
+      // Still attached: the machine is being destroyed. Give flyd a moment.
+      if (this.now() + wait > deadline) throw flyError({ op: "Volume_delete" }, reply);
+      await this.sleep(wait);
+      wait = Math.min(wait * 2, 1_000);
+    }
+  }
+
+  // ---- lookups -------------------------------------------------------------------------------------------------
+
+  private async getMachine(machineId: string): Promise<FlyMachine | null> {
+    const reply = await this.api.call<FlyMachine>({
+      op: "Machines_show",
+      method: "GET",
+      path: `${this.appPath}/machines/${machineId}`,
+      accept: [404],
+    });
+    if (reply.status === 404 || reply.body.state === "destroyed") return null;
+    return reply.body;
+  }
+
+  /** Every live machine of the workspace: the handle's id, then the metadata filter (which also finds strays). */
+  private async findMachines(workspaceId: string, handle: Handle | null): Promise<FlyMachine[]> {
+    const found = new Map<string, FlyMachine>();
+    const id = handleString(handle, "machineId");
+    if (id) {
+      const machine = await this.getMachine(id);
+      if (machine && machine.config?.metadata?.[LABELS.workspaceId] === workspaceId)
+        found.set(machine.id, machine);
+    }
+    const reply = await this.api.call<FlyMachine[]>({
+      op: "Machines_list",
+      method: "GET",
+      path: `${this.appPath}/machines`,
+      query: { [`metadata.${LABELS.workspaceId}`]: workspaceId },
+    });
+    for (const machine of reply.body) {
+      if (machine.state !== "destroyed" && machine.state !== "destroying" && !found.has(machine.id)) {
+        found.set(machine.id, machine);
+      }
+    }
+    return [...found.values()];
+  }
+
+  private async findMachine(workspaceId: string, handle: Handle | null): Promise<FlyMachine | null> {
+    const id = handleString(handle, "machineId");
+    if (id) {
+      const machine = await this.getMachine(id);
+      if (machine && machine.config?.metadata?.[LABELS.workspaceId] === workspaceId) return machine;
+    }
+    const machines = await this.findMachines(workspaceId, null);
+    const name = resourceName(workspaceId);
+    return machines.find((m) => m.name === name) ?? machines[0] ?? null;
+  }
+
+  private async listVolumes(): Promise<FlyVolume[]> {
+    const reply = await this.api.call<FlyVolume[]>({
+      op: "Volumes_list",
+      method: "GET",
+      path: `${this.appPath}/volumes`,
+    });
+    return reply.body.filter((v) => !GONE_VOLUME_STATES.has(v.state ?? ""));
+  }
+
+  private async findVolumes(workspaceId: string, handle: Handle | null): Promise<FlyVolume[]> {
+    const name = flyVolumeName(workspaceId);
+    const id = handleString(handle, "volumeId");
+    return (await this.listVolumes()).filter((v) => v.name === name || v.id === id);
+  }
+
+  private async findVolume(
+    workspaceId: string,
+    handle: Handle | null,
+    machine?: FlyMachine,
+  ): Promise<FlyVolume | null> {
+    const volumes = await this.findVolumes(workspaceId, handle);
+    const mounted = machine?.config?.mounts?.[0]?.volume;
+    return volumes.find((v) => v.id === mounted) ?? volumes[0] ?? null;
+  }
+
+  private handleFor(workspaceId: string, machine: FlyMachine, volume: FlyVolume | null): FlyHandle {
+    return {
+      backend: "flyio",
+      app: this.options.app,
+      region: machine.region ?? volume?.region ?? this.options.region,
+      machineId: machine.id,
+      machineName: machine.name ?? resourceName(workspaceId),
+      volumeId: volume?.id ?? machine.config?.mounts?.[0]?.volume,
+      volumeName: flyVolumeName(workspaceId),
+    };
+  }
+
+  /** Serialises operations on one workspace inside this process (Fly volume names are not unique). */
+  private locked<T>(workspaceId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(workspaceId) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(workspaceId, tail);
+    void tail.then(() => {
+      if (this.locks.get(workspaceId) === tail) this.locks.delete(workspaceId);
+    });
+    return next;
+  }
+}
+
+interface LeaseData {
+  nonce?: string;
+  owner?: string;
+  description?: string;
+  expires_at?: number;
+}
+type LeaseBody = { data?: LeaseData } & LeaseData;
+
+/** Fly answers `{status, data: {nonce, …}}`; the OpenAPI document describes the lease flat. Accept both. */
+function leaseData(body: LeaseBody | undefined): LeaseData | undefined {
+  if (!body || typeof body !== "object") return undefined;
+  return body.data ?? body;
+}
+
+export function createFlyProvisioner(options: FlyProvisionerOptions): FlyProvisioner {
+  return new FlyProvisioner(options);
+}

@@ -6,6 +6,7 @@ import { Sealer } from "@molecule/tenant-platform/crypto";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
+import { type ServerType, serve } from "@hono/node-server";
 import pino from "pino";
 import { createTestDatabase, type TestDatabase } from "./pg.ts";
 
@@ -34,6 +35,8 @@ export interface TestPlatform {
   logs: string[];
   // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
   call(method: string, path: string, options?: { token?: string | null; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  /** Serves the app on 127.0.0.1 (a free port), points PLATFORM_URL at it and starts the loops. */
+  listen(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -41,6 +44,7 @@ export interface TestPlatform {
 export async function createTestPlatform(
   provisioner: Provisioner,
   settings: Partial<PlatformSettings> = {},
+  options: { sweepIntervalMs?: number } = {},
 ): Promise<TestPlatform> {
   const database = await createTestDatabase();
   const logs: string[] = [];
@@ -68,12 +72,14 @@ export async function createTestPlatform(
       staleAfterMs: 90_000,
       operationLeaseMs: 5_000,
       operationMaxAttempts: 3,
+      workspaceEnv: {},
       ...settings,
     },
   };
-  const runner = new OperationRunner(deps, "test-runner");
-  const sweeper = new LivenessSweeper(deps, 60_000);
-  const app = createApp(deps);
+  const runner = new OperationRunner(deps, "test-runner", 100);
+  let server: ServerType | undefined;
+  const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000);
+  const app = createApp(deps, { onOperationQueued: () => runner.wake() });
   return {
     app,
     deps,
@@ -95,7 +101,19 @@ export async function createTestPlatform(
       const text = await response.text();
       return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
     },
+    async listen() {
+      const url = await new Promise<string>((resolve) => {
+        server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) =>
+          resolve(`http://127.0.0.1:${info.port}`),
+        );
+      });
+      deps.settings.publicUrl = url;
+      runner.start();
+      sweeper.start();
+      return url;
+    },
     async close() {
+      if (server) await new Promise((resolve) => server?.close(resolve));
       await runner.stop();
       await sweeper.stop();
       await database.drop();

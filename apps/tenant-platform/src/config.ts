@@ -82,6 +82,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
       imageTag: env.WORKSPACE_IMAGE_TAG,
       network: env.WORKSPACE_NETWORK,
       pullTimeoutMs: env.IMAGE_PULL_TIMEOUT_SECONDS * 1000,
+      /** Agents sharing the host's network cannot all listen on one port: each picks a free one. */
+      env: env.WORKSPACE_NETWORK === "host" ? { AGENT_PORT: "0" } : ({} as Record<string, string>),
     },
     liveness: {
       staleAfterMs: env.HEARTBEAT_STALE_AFTER * 1000,

@@ -75,6 +75,7 @@ async function main(): Promise<void> {
       staleAfterMs: config.liveness.staleAfterMs,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
+      workspaceEnv: config.workspaces.env,
     },
   };
   const runner = new OperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);

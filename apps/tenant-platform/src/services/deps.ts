@@ -31,4 +31,6 @@ export interface PlatformSettings {
   staleAfterMs: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;
+  /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
+  workspaceEnv: Record<string, string>;
 }

@@ -348,7 +348,7 @@ export class OperationRunner {
       .select()
       .from(workspaceSecrets)
       .where(eq(workspaceSecrets.workspaceId, workspace.id));
-    const env: Record<string, string> = {};
+    const env: Record<string, string> = { ...settings.workspaceEnv };
     for (const secret of secrets) {
       env[secret.key] = sealer.open(secret.sealed, secret.keyVersion, `${workspace.id}:${secret.key}`);
     }

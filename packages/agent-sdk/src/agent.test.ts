@@ -105,13 +105,31 @@ describe("runAgent", () => {
     first.controller.abort();
     await first.done;
 
+    const firstPort = (await first.ready).port;
     const second = start({ workspaceId: "ws_restart_run", bootToken: boot });
-    expect((await second.ready).credentialSource).toBe("stored");
+    const secondInfo = await second.ready;
+    expect(secondInfo.credentialSource).toBe("stored");
+    // Back on the same port, so the URL registered the first time still reaches it.
+    expect(secondInfo.port).toBe(firstPort);
+    expect(platform.workspace("ws_restart_run").url).toBe(secondInfo.url);
     const beats = platform.workspace("ws_restart_run").heartbeats.length;
     await until(() => platform.workspace("ws_restart_run").heartbeats.length > beats);
     second.controller.abort();
     await second.done;
     expect(platform.workspace("ws_restart_run").registrations).toBe(1);
+
+    // When that port is taken, it still starts, on another one.
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(firstPort, "127.0.0.1", resolve));
+    try {
+      const third = start({ workspaceId: "ws_restart_run" });
+      expect((await third.ready).port).not.toBe(firstPort);
+      expect(third.lines.some((l) => l.includes("previous_port_taken"))).toBe(true);
+      third.controller.abort();
+      await third.done;
+    } finally {
+      blocker.close();
+    }
   });
 
   it("waits for a platform that starts after the agent", async () => {

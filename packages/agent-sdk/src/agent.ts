@@ -3,7 +3,13 @@
  * token (explicit, stored, or by registering with the boot token — retried while the platform is not up yet),
  * pulls the workspace's secrets once, heartbeats until stopped, and shuts down cleanly when `signal` aborts.
  */
-import { type A2AMessage, type AgentReply, type MessageContext, startA2AServer } from "./a2a-server.ts";
+import {
+  type A2AMessage,
+  type AgentReply,
+  type MessageContext,
+  type StartedA2AServer,
+  startA2AServer,
+} from "./a2a-server.ts";
 import { backoffDelay, sleep as realSleep, type Sleep } from "./backoff.ts";
 import {
   type AgentCard,
@@ -37,7 +43,10 @@ export interface RunAgentOptions {
   authToken?: string;
   /** Where the auth token is persisted (see `defaultStateDir`); null keeps it in memory only. */
   stateDir: string | null;
-  /** 0 picks a free port; the registered URL then carries the real one. */
+  /**
+   * 0 picks a free port (the one remembered in `stateDir` from the last run when it is still free, since the
+   * registered URL cannot change without a new boot token); the registered URL carries the real port.
+   */
   port: number;
   host: string;
   /** The URL the platform reaches the agent at. Default `http://127.0.0.1:<real port>`; null registers no URL. */
@@ -94,14 +103,30 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     ...((options.card.url ?? publicUrl) ? { url: options.card.url ?? publicUrl ?? undefined } : {}),
   });
 
-  const server = await startA2AServer({
+  const store = options.stateDir === null ? null : new CredentialStore(options.stateDir);
+  const serverOptions = {
     host: options.host,
-    port: options.port,
     maxBodyBytes: options.maxBodyBytes,
     card,
     log,
-    onMessage: (message, context) => options.onMessage(message, { ...context, secrets }),
-  });
+    onMessage: (message: A2AMessage, context: MessageContext) =>
+      options.onMessage(message, { ...context, secrets }),
+  };
+  // With port 0, come back on the port used last time: the registered URL only changes by registering again.
+  const previousPort = options.port === 0 && store ? await store.loadPort(options.workspaceId) : null;
+  let server: StartedA2AServer;
+  try {
+    server = await startA2AServer({ ...serverOptions, port: previousPort ?? options.port });
+  } catch (err) {
+    if (previousPort === null || (err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+    log("warn", "previous_port_taken", { port: previousPort });
+    server = await startA2AServer({ ...serverOptions, port: 0 });
+  }
+  if (options.port === 0 && store && server.port !== previousPort) {
+    await store.savePort(options.workspaceId, server.port).catch((err: unknown) => {
+      log("warn", "port_not_persisted", errorFields(err));
+    });
+  }
   publicUrl = options.publicUrl === undefined ? `http://127.0.0.1:${server.port}` : options.publicUrl;
   log("info", "a2a_listening", { host: options.host, port: server.port, url: publicUrl });
   options.onListening?.({ port: server.port, url: publicUrl });
@@ -114,7 +139,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     });
     const credentials = new CredentialManager({
       client,
-      store: options.stateDir === null ? null : new CredentialStore(options.stateDir),
+      store,
       bootToken: options.bootToken,
       authToken: options.authToken,
       registration: () => ({ url: publicUrl, agentCard: card() }),
@@ -157,7 +182,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       log,
     });
     const source = credentials.source ?? "registered";
-    log("info", "agent_ready", { port: server.port, url: publicUrl, credentials: source });
+    log("info", "agent_ready", { port: server.port, url: publicUrl, authSource: source });
     options.onReady?.({ port: server.port, url: publicUrl, credentialSource: source, secrets });
 
     const stop = await heartbeat;

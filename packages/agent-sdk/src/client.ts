@@ -243,5 +243,7 @@ function describeNetworkError(err: unknown): string {
   const cause = field(err, "cause");
   const code = field(cause, "code");
   if (typeof code === "string") return code;
+  const causeMessage = field(cause, "message");
+  if (typeof causeMessage === "string" && causeMessage !== "") return causeMessage;
   return err instanceof Error ? err.message : "request failed";
 }

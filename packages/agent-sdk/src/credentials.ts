@@ -68,13 +68,35 @@ export class CredentialStore {
 
   /** Writes to a temporary file (0600) in the same directory, fsyncs it, then renames it over the old one. */
   async save(credentials: Omit<StoredCredentials, "savedAt">): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const file = this.fileFor(credentials.workspaceId);
-    const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     const record: StoredCredentials = { ...credentials, savedAt: new Date().toISOString() };
+    await this.#writeAtomic(this.fileFor(credentials.workspaceId), `${JSON.stringify(record)}\n`);
+  }
+
+  /**
+   * The port the agent listened on last time it was given port 0, so that a restarted agent (whose registered URL
+   * cannot change without a new boot token) comes back on the same URL when it can.
+   */
+  async loadPort(workspaceId: string): Promise<number | null> {
+    try {
+      const port = Number(
+        (await readFile(this.fileFor(workspaceId).replace(/\.json$/, ".port"), "utf8")).trim(),
+      );
+      return Number.isInteger(port) && port > 0 && port < 65_536 ? port : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async savePort(workspaceId: string, port: number): Promise<void> {
+    await this.#writeAtomic(this.fileFor(workspaceId).replace(/\.json$/, ".port"), `${port}\n`);
+  }
+
+  async #writeAtomic(file: string, content: string): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
     const handle = await open(tmp, "wx", 0o600);
     try {
-      await handle.writeFile(`${JSON.stringify(record)}\n`, "utf8");
+      await handle.writeFile(content, "utf8");
       await handle.chmod(0o600); // in case a umask or an odd filesystem widened it
       await handle.sync();
     } catch (err) {
@@ -92,6 +114,7 @@ export class CredentialStore {
     await chmod(file, 0o600);
   }
 
+  /** Forgets the token (the remembered port stays). */
   async clear(workspaceId: string): Promise<void> {
     await rm(this.fileFor(workspaceId), { force: true });
   }

@@ -43,7 +43,7 @@ async function main(): Promise<number> {
     workspaceId: config.workspaceId,
     platformUrl: config.platformUrl,
     port: config.port,
-    hasBootToken: config.bootToken !== undefined,
+    registration: config.bootToken === undefined ? "no boot token given" : "boot token given",
   });
   try {
     const stop = await runAgent({

@@ -240,6 +240,11 @@ export class FlyEmulator {
     this.faults.push({ ...fault, remaining: fault.times ?? 1 });
   }
 
+  /** Armed faults not yet consumed by a matching request. */
+  pendingFaults(): number {
+    return this.faults.reduce((sum, f) => sum + f.remaining, 0);
+  }
+
   clearFaults(): void {
     this.faults.length = 0;
   }

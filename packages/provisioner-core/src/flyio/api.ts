@@ -101,7 +101,10 @@ function errorText(body: unknown): string {
 }
 
 /** Maps a Fly answer to a ProvisionerError that says what failed, why, and the fly-request-id to quote to Fly. */
-export function flyError(call: Pick<FlyCall, "op">, reply: FlyReply): ProvisionerError {
+export function flyError(
+  call: Pick<FlyCall, "op">,
+  reply: FlyReply & { retryAfterMs?: number },
+): ProvisionerError {
   const text = errorText(reply.body);
   const flyStatus =
     reply.body && typeof reply.body === "object" ? (reply.body as FlyErrorBody).status : undefined;
@@ -130,6 +133,7 @@ export function flyError(call: Pick<FlyCall, "op">, reply: FlyReply): Provisione
       flyStatus,
       flyRequestId: reply.requestId,
       transient: reply.status === 429 || reply.status >= 500,
+      retryAfterMs: reply.retryAfterMs,
     },
   );
 }
@@ -167,7 +171,7 @@ export class FlyApi {
         if (reply.status < 300 || call.accept?.includes(reply.status)) return reply as FlyReply<T>;
         failure = flyError(call, reply);
         if (!failure.details.transient) throw failure;
-        retryAfterMs = (reply as FlyReply & { retryAfterMs?: number }).retryAfterMs;
+        retryAfterMs = reply.retryAfterMs;
       } catch (error) {
         if (error instanceof ProvisionerError) throw error;
         if (!isConnectionError(error)) throw error;

@@ -454,7 +454,8 @@ export class FlyProvisioner implements Provisioner {
 
   private async pauseOrThrow(backoff: ReturnType<FlyApi["backoff"]>, error: unknown): Promise<void> {
     if (!(error instanceof ProvisionerError) || error.details.transient !== true) throw error;
-    const delay = backoff.next();
+    const retryAfter = error.details.retryAfterMs;
+    const delay = backoff.next(typeof retryAfter === "number" ? retryAfter : undefined);
     if (delay === null) throw error;
     await this.sleep(delay);
   }

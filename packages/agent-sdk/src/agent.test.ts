@@ -125,6 +125,7 @@ describe("runAgent", () => {
       const third = start({ workspaceId: "ws_restart_run" });
       expect((await third.ready).port).not.toBe(firstPort);
       expect(third.lines.some((l) => l.includes("previous_port_taken"))).toBe(true);
+      expect(third.lines.some((l) => l.includes("registered_url_stale"))).toBe(true);
       third.controller.abort();
       await third.done;
     } finally {

@@ -115,11 +115,13 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
   // With port 0, come back on the port used last time: the registered URL only changes by registering again.
   const previousPort = options.port === 0 && store ? await store.loadPort(options.workspaceId) : null;
   let server: StartedA2AServer;
+  let portMoved = false;
   try {
     server = await startA2AServer({ ...serverOptions, port: previousPort ?? options.port });
   } catch (err) {
     if (previousPort === null || (err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
     log("warn", "previous_port_taken", { port: previousPort });
+    portMoved = true;
     server = await startA2AServer({ ...serverOptions, port: 0 });
   }
   if (options.port === 0 && store && server.port !== previousPort) {
@@ -149,6 +151,10 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     });
 
     await credentials.acquire(signal);
+    if (portMoved && credentials.source !== "registered") {
+      // Only a new registration (new boot token) can tell the platform the new URL.
+      log("warn", "registered_url_stale", { url: publicUrl });
+    }
     for (let attempt = 1; ; attempt++) {
       try {
         secrets = Object.freeze(

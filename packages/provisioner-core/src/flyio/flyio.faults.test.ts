@@ -352,3 +352,27 @@ describe("machine shape, status and listing", () => {
     }
   });
 });
+
+describe("a volume create that lands after its answer was lost", () => {
+  it("a later provision removes the late twin; listManaged shows it meanwhile; destroy removes all", async () => {
+    const other = await startFlyHarness({ provisioner: { requestTimeoutMs: 40 } });
+    try {
+      other.emulator.inject({ operation: "Volumes_create", kind: "slow", delayMs: 60 });
+      const spec = other.makeSpec();
+      await other.provisioner.provision(spec, null);
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      // The slow create has landed by now (unless the first provision already swept it).
+      const twins = other.emulator.volumes(TEST_APP).length;
+      expect(twins).toBeGreaterThanOrEqual(1);
+      const managed = await other.provisioner.listManaged();
+      expect(managed.filter((r) => r.kind === "fly_volume")).toHaveLength(twins);
+      await other.provisioner.provision(spec, null);
+      expect(other.emulator.volumes(TEST_APP)).toHaveLength(1);
+      expect(other.emulator.volumes(TEST_APP)[0]?.attachedMachineId).toBeTruthy();
+      await other.provisioner.destroy(ref(spec));
+      expect(other.emulator.volumes(TEST_APP)).toHaveLength(0);
+    } finally {
+      await other.close();
+    }
+  });
+});

@@ -327,16 +327,22 @@ export class FlyProvisioner implements Provisioner {
     if (existing) {
       ctx.step?.("machine_found", `machine_id=${existing.id} region=${existing.region ?? ""}`);
       await this.bringUp(existing, ctx);
-      return this.handleFor(
-        spec.workspaceId,
-        existing,
-        await this.findVolume(spec.workspaceId, handle, existing),
-      );
+      const mounted = existing.config?.mounts?.[0]?.volume;
+      const volumes = await this.findVolumes(spec.workspaceId, handle);
+      for (const twin of volumes) {
+        // A volume create whose answer was lost may have landed later (Fly volume names are not unique).
+        if (mounted && twin.id !== mounted && !twin.attached_machine_id) {
+          await this.deleteVolume(twin);
+          ctx.step?.("volume_twin_removed", `volume_id=${twin.id}`);
+        }
+      }
+      return this.handleFor(spec.workspaceId, existing, volumes.find((v) => v.id === mounted) ?? null);
     }
     let volume = await this.findVolume(spec.workspaceId, handle);
     const preferred = regionOf(spec) ?? this.options.region;
     const regions = unique([volume?.region, preferred, ...(this.options.fallbackRegions ?? [])]);
     let machine: FlyMachine | null = null;
+    let uncertainVolumeCreate = false;
     for (const [index, region] of regions.entries()) {
       const last = index === regions.length - 1;
       try {
@@ -346,7 +352,9 @@ export class FlyProvisioner implements Provisioner {
           volume = null;
         }
         if (!volume) {
-          volume = await this.createVolume(spec, region);
+          const created = await this.createVolume(spec, region);
+          volume = created.volume;
+          uncertainVolumeCreate ||= created.uncertain;
           ctx.step?.("volume_created", `volume_id=${volume.id} region=${volume.region ?? region}`);
         }
         machine = await this.createMachine(spec, region, volume);
@@ -362,6 +370,12 @@ export class FlyProvisioner implements Provisioner {
       }
     }
     if (!machine || !volume) throw new ProvisionerError("capacity", "no region to try", true);
+    if (uncertainVolumeCreate) {
+      // Fly volume names are not unique: a create whose answer was lost may still land. Remove such twins.
+      for (const twin of await this.findVolumes(spec.workspaceId, null)) {
+        if (twin.id !== volume.id && !twin.attached_machine_id) await this.deleteVolume(twin);
+      }
+    }
     await this.waitFor(machine.id, "started");
     ctx.step?.("machine_started", `machine_id=${machine.id}`);
     return this.handleFor(spec.workspaceId, machine, volume);
@@ -398,12 +412,16 @@ export class FlyProvisioner implements Provisioner {
   }
 
   /** Creates the volume; after a failed or dropped attempt, looks for it by name before trying again. */
-  private async createVolume(spec: WorkspaceSpec, region: string): Promise<FlyVolume> {
+  private async createVolume(
+    spec: WorkspaceSpec,
+    region: string,
+  ): Promise<{ volume: FlyVolume; uncertain: boolean }> {
     const backoff = this.api.backoff();
     for (let attempt = 1; ; attempt++) {
+      const uncertain = attempt > 1;
       if (attempt > 1) {
         const found = await this.findVolume(spec.workspaceId, null);
-        if (found) return found;
+        if (found) return { volume: found, uncertain };
       }
       try {
         const reply = await this.api.call<FlyVolume>({
@@ -418,7 +436,7 @@ export class FlyProvisioner implements Provisioner {
           },
           retry: false,
         });
-        return reply.body;
+        return { volume: reply.body, uncertain };
       } catch (error) {
         await this.pauseOrThrow(backoff, error);
       }

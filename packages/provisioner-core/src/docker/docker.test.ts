@@ -143,7 +143,12 @@ describe("docker backend specifics", () => {
     expect(info.Id).toBe(handle.containerId);
     expect(info.Name).toBe(`/${resourceName(spec.workspaceId)}`);
     expect(info.Config.Image).toBe(`${image.imagePrefix}${image.runtime}:${image.imageTag}`);
-    expect(info.Config.Labels).toEqual({
+    // the container's labels are the image's own plus exactly ours
+    const imageLabels = (await docker.getImage(info.Config.Image).inspect()).Config.Labels ?? {};
+    const added = Object.fromEntries(
+      Object.entries(info.Config.Labels).filter(([key]) => !(key in imageLabels)),
+    );
+    expect(added).toEqual({
       [LABELS.managed]: "true",
       [LABELS.workspaceId]: spec.workspaceId,
       [LABELS.orgId]: spec.orgId,
@@ -190,6 +195,35 @@ describe("docker backend specifics", () => {
     expect(logged).not.toContain(spec.env.WORKSPACE_BOOT_TOKEN);
     expect(logged).toContain(`WORKSPACE_ID=${spec.workspaceId}`);
     await provisioner.destroy({ ...spec, handle });
+  });
+
+  it("reports its steps in order and adopts on a second provision", async () => {
+    const spec = makeSpec();
+    const steps: string[] = [];
+    const first = await provisioner.provision(spec, null, { step: (name) => steps.push(name) });
+    expect(steps).toEqual(["image_ready", "volume_ready", "container_created", "container_started"]);
+    const details: Array<string | undefined> = [];
+    const second = await provisioner.provision(spec, first, {
+      step: (_name, detail) => details.push(detail),
+    });
+    expect(second).toEqual(first);
+    expect(details[2]).toBe(`adopted ${(first as DockerHandle).containerId}`);
+    await provisioner.destroy({ ...spec, handle: first });
+  });
+
+  it("converges under heavy concurrency: 8 provisions, then stops and destroys racing", async () => {
+    const spec = makeSpec();
+    const handles = await Promise.all(Array.from({ length: 8 }, () => provisioner.provision(spec, null)));
+    expect(new Set(handles.map((h) => (h as DockerHandle).containerId)).size).toBe(1);
+    const filters = { label: [`${LABELS.workspaceId}=${spec.workspaceId}`] };
+    expect(await docker.listContainers({ all: true, filters })).toHaveLength(1);
+    expect((await docker.listVolumes({ filters })).Volumes).toHaveLength(1);
+    const ref = { ...spec, handle: null };
+    await Promise.all([provisioner.stop(ref), provisioner.stop(ref), provisioner.suspend(ref)]);
+    expect((await provisioner.status(ref)).state).toBe("stopped");
+    await Promise.all([provisioner.destroy(ref), provisioner.destroy(ref), provisioner.destroy(ref)]);
+    expect(await docker.listContainers({ all: true, filters })).toHaveLength(0);
+    expect((await docker.listVolumes({ filters })).Volumes ?? []).toHaveLength(0);
   });
 
   it("keeps volume data across stop/start and across a lost container", async () => {

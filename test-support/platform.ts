@@ -1,4 +1,5 @@
 import { Writable } from "node:stream";
+import { type ServerType, serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { createApp } from "@molecule/tenant-platform";
@@ -6,7 +7,6 @@ import { Sealer } from "@molecule/tenant-platform/crypto";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
-import { type ServerType, serve } from "@hono/node-server";
 import pino from "pino";
 import { createTestDatabase, type TestDatabase } from "./pg.ts";
 
@@ -34,7 +34,11 @@ export interface TestPlatform {
   /** Every log line the platform wrote, for checking that no secret leaks into logs. */
   logs: string[];
   // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
-  call(method: string, path: string, options?: { token?: string | null; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  call(
+    method: string,
+    path: string,
+    options?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
+  ): Promise<{ status: number; body: any; headers: Headers }>;
   /** Serves the app on 127.0.0.1 (a free port), points PLATFORM_URL at it and starts the loops. */
   listen(): Promise<string>;
   close(): Promise<void>;

@@ -120,6 +120,19 @@ describe("a workspace on the real Docker engine, end to end", () => {
     // The agent found its bearer token on the workspace volume: the volume's data survived stop/start.
     expect(await authTokenHashes(id)).toEqual(tokensBefore);
 
+    // A secret change marks the workspace; a restart rebuilds the container with it, keeping the volume.
+    const put = await platform.call("PUT", `/workspaces/${id}/secrets/E2E_SECRET`, {
+      body: { value: "rotated" },
+    });
+    expect(put.body.needsRestart).toBe(true);
+    expect((await platform.call("POST", `/workspaces/${id}/restart`)).status).toBe(202);
+    const restarted = await statusBecomes(id, "online");
+    expect(restarted.needsRestart).toBe(false);
+    const rebuilt = await docker.getContainer(resourceName(id)).inspect();
+    expect(rebuilt.Id).not.toBe(container.Id);
+    expect(rebuilt.Config.Env).toContain("E2E_SECRET=rotated");
+    expect(await authTokenHashes(id)).toEqual(tokensBefore);
+
     expect((await platform.call("DELETE", `/workspaces/${id}`)).status).toBe(202);
     await statusBecomes(id, "removed");
     await expect(docker.getContainer(resourceName(id)).inspect()).rejects.toMatchObject({ statusCode: 404 });

@@ -12,15 +12,17 @@ let otherBootToken: string;
 beforeAll(async () => {
   fake = createFakeProvisioner();
   platform = await createTestPlatform(fake);
-  const one = await platform.call("POST", "/workspaces", { body: { name: "one", runtime: "echo", secrets: { K: "v" } } });
+  const one = await platform.call("POST", "/workspaces", {
+    body: { name: "one", runtime: "echo", secrets: { K: "v" } },
+  });
   const two = await platform.call("POST", "/workspaces", { body: { name: "two", runtime: "echo" } });
   await platform.runner.drain();
   workspaceId = one.body.workspace.id;
   otherId = two.body.workspace.id;
   const boot = fake.inspect(workspaceId)?.instance?.env.WORKSPACE_BOOT_TOKEN;
   otherBootToken = fake.inspect(otherId)?.instance?.env.WORKSPACE_BOOT_TOKEN ?? "";
-  authToken = (await platform.call("POST", "/registry/register", { token: boot, body: { id: workspaceId } })).body
-    .auth_token;
+  authToken = (await platform.call("POST", "/registry/register", { token: boot, body: { id: workspaceId } }))
+    .body.auth_token;
 });
 afterAll(() => platform.close());
 
@@ -50,7 +52,9 @@ describe("admin routes", () => {
     const raw = await platform.app.request("/workspaces", { headers: { authorization: "Basic abc" } });
     expect(raw.status).toBe(401);
     expect(fake.inspect(workspaceId)?.instance?.state).toBe("running");
-    const secrets = await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, { token: authToken });
+    const secrets = await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, {
+      token: authToken,
+    });
     expect(secrets.body.secrets).toEqual({ K: "v" });
   });
 
@@ -70,20 +74,32 @@ describe("admin routes", () => {
 
 describe("workspace credentials", () => {
   it("secret values go only to the workspace's own token", async () => {
-    expect((await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, { token: authToken })).status).toBe(200);
-    expect((await platform.call("GET", `/workspaces/${otherId}/secrets/values`, { token: authToken })).status).toBe(403);
+    expect(
+      (await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, { token: authToken })).status,
+    ).toBe(200);
+    expect(
+      (await platform.call("GET", `/workspaces/${otherId}/secrets/values`, { token: authToken })).status,
+    ).toBe(403);
     expect((await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`)).status).toBe(403);
-    expect((await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, { token: null })).status).toBe(401);
+    expect(
+      (await platform.call("GET", `/workspaces/${workspaceId}/secrets/values`, { token: null })).status,
+    ).toBe(401);
   });
 
   it("a workspace cannot heartbeat for another", async () => {
-    const response = await platform.call("POST", "/registry/heartbeat", { token: authToken, body: { workspace_id: otherId } });
+    const response = await platform.call("POST", "/registry/heartbeat", {
+      token: authToken,
+      body: { workspace_id: otherId },
+    });
     expect(response.status).toBe(403);
     expect((await platform.call("GET", `/workspaces/${otherId}`)).body.status).toBe("awaiting_agent");
   });
 
   it("a boot token registers only its own workspace, once", async () => {
-    const wrong = await platform.call("POST", "/registry/register", { token: otherBootToken, body: { id: workspaceId } });
+    const wrong = await platform.call("POST", "/registry/register", {
+      token: otherBootToken,
+      body: { id: workspaceId },
+    });
     expect(wrong.status).toBe(401);
     const noToken = await platform.call("POST", "/registry/register", { token: null, body: { id: otherId } });
     expect(noToken.status).toBe(401);
@@ -97,7 +113,10 @@ describe("workspace credentials", () => {
   it("registering again revokes the earlier bearer token", async () => {
     const admin = await platform.call("POST", "/registry/register", { body: { id: workspaceId } });
     expect(admin.status).toBe(200);
-    const old = await platform.call("POST", "/registry/heartbeat", { token: authToken, body: { workspace_id: workspaceId } });
+    const old = await platform.call("POST", "/registry/heartbeat", {
+      token: authToken,
+      body: { workspace_id: workspaceId },
+    });
     expect(old.status).toBe(401);
     const fresh = await platform.call("POST", "/registry/heartbeat", {
       token: admin.body.auth_token,

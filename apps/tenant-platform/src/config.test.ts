@@ -12,7 +12,11 @@ describe("loadConfig", () => {
   });
 
   it("coerces and splits", () => {
-    const config = loadConfig({ PORT: "9000", ALLOWED_RUNTIMES: "echo, claude ,", HEARTBEAT_STALE_AFTER: "5" });
+    const config = loadConfig({
+      PORT: "9000",
+      ALLOWED_RUNTIMES: "echo, claude ,",
+      HEARTBEAT_STALE_AFTER: "5",
+    });
     expect(config.http.port).toBe(9000);
     expect(config.workspaces.allowedRuntimes).toEqual(["echo", "claude"]);
     expect(config.liveness.staleAfterMs).toBe(5_000);

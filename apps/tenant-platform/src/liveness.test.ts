@@ -16,8 +16,8 @@ async function onlineWorkspace(name: string) {
   await platform.runner.drain();
   const id: string = created.body.workspace.id;
   const boot = fake.inspect(id)?.instance?.env.WORKSPACE_BOOT_TOKEN;
-  const token: string = (await platform.call("POST", "/registry/register", { token: boot, body: { id } })).body
-    .auth_token;
+  const token: string = (await platform.call("POST", "/registry/register", { token: boot, body: { id } }))
+    .body.auth_token;
   const heartbeat = () => platform.call("POST", "/registry/heartbeat", { token, body: { workspace_id: id } });
   await heartbeat();
   return { id, heartbeat };

@@ -20,7 +20,11 @@ async function rowCounts() {
   return { workspaces: await count("workspaces"), backend: fake.workspaces().length };
 }
 
-function expectEnvelope(response: { status: number; body: any; headers: Headers }, status: number, code: string) {
+function expectEnvelope(
+  response: { status: number; body: any; headers: Headers },
+  status: number,
+  code: string,
+) {
   expect(response.status).toBe(status);
   expect(response.body.error.code).toBe(code);
   expect(typeof response.body.error.message).toBe("string");
@@ -62,7 +66,12 @@ describe("bad input changes nothing and answers 400 with the envelope", () => {
   it("refuses an oversized body with 413", async () => {
     const before = await rowCounts();
     const response = await platform.call("POST", "/workspaces", {
-      body: { name: "a", runtime: "echo", metadata: { big: "x".repeat(1000) }, secrets: { A: "y".repeat(70_000) } },
+      body: {
+        name: "a",
+        runtime: "echo",
+        metadata: { big: "x".repeat(1000) },
+        secrets: { A: "y".repeat(70_000) },
+      },
     });
     expectEnvelope(response, 413, "payload_too_large");
     expect(await rowCounts()).toEqual(before);
@@ -80,9 +89,17 @@ describe("bad input changes nothing and answers 400 with the envelope", () => {
     expectEnvelope(await platform.call("GET", "/workspaces/not-an-id"), 400, "bad_request");
     expectEnvelope(await platform.call("POST", "/workspaces/ws_x'; drop/stop"), 400, "bad_request");
     expectEnvelope(await platform.call("GET", "/workspaces/ws_0000000000aaaaaaaaaaaaaaaa"), 404, "not_found");
-    expectEnvelope(await platform.call("DELETE", "/workspaces/ws_0000000000aaaaaaaaaaaaaaaa"), 404, "not_found");
+    expectEnvelope(
+      await platform.call("DELETE", "/workspaces/ws_0000000000aaaaaaaaaaaaaaaa"),
+      404,
+      "not_found",
+    );
     expectEnvelope(await platform.call("GET", "/operations/op_0000000000aaaaaaaaaaaaaaaa"), 404, "not_found");
-    expectEnvelope(await platform.call("GET", "/operations/ws_0000000000aaaaaaaaaaaaaaaa"), 400, "bad_request");
+    expectEnvelope(
+      await platform.call("GET", "/operations/ws_0000000000aaaaaaaaaaaaaaaa"),
+      400,
+      "bad_request",
+    );
     expectEnvelope(await platform.call("GET", "/nowhere"), 404, "not_found");
   });
 
@@ -112,13 +129,19 @@ describe("illegal transitions and conflicts are 409", () => {
     await platform.call("DELETE", `/workspaces/${id}`);
     await platform.runner.drain();
     expectEnvelope(await platform.call("POST", `/workspaces/${id}/start`), 409, "invalid_transition");
-    expectEnvelope(await platform.call("PUT", `/workspaces/${id}/secrets/A`, { body: { value: "x" } }), 409, "invalid_transition");
+    expectEnvelope(
+      await platform.call("PUT", `/workspaces/${id}/secrets/A`, { body: { value: "x" } }),
+      409,
+      "invalid_transition",
+    );
   });
 });
 
 describe("backend failures end operations clearly", () => {
   it("a missing image fails the operation with the reason and marks the workspace failed", async () => {
-    const created = await platform.call("POST", "/workspaces", { body: { name: "img", runtime: "doesnotexist" } });
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "img", runtime: "doesnotexist" },
+    });
     expect(created.status).toBe(202);
     await platform.runner.drain();
     const operation = await platform.call("GET", `/operations/${created.body.operation.id}`);
@@ -131,7 +154,9 @@ describe("backend failures end operations clearly", () => {
     // A failed workspace can still be deleted.
     await platform.call("DELETE", `/workspaces/${created.body.workspace.id}`);
     await platform.runner.drain();
-    expect((await platform.call("GET", `/workspaces/${created.body.workspace.id}`)).body.status).toBe("removed");
+    expect((await platform.call("GET", `/workspaces/${created.body.workspace.id}`)).body.status).toBe(
+      "removed",
+    );
   });
 
   it("a retryable failure is retried and the operation still succeeds", async () => {

@@ -12,7 +12,9 @@ beforeAll(async () => {
 afterAll(() => platform.close());
 
 async function createOnline(name: string, secrets: Record<string, string> = {}) {
-  const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo", tier: 2, secrets } });
+  const created = await platform.call("POST", "/workspaces", {
+    body: { name, runtime: "echo", tier: 2, secrets },
+  });
   expect(created.status).toBe(202);
   await platform.runner.drain();
   const id: string = created.body.workspace.id;
@@ -23,7 +25,10 @@ async function createOnline(name: string, secrets: Record<string, string> = {}) 
   });
   expect(registered.status).toBe(200);
   const authToken: string = registered.body.auth_token;
-  const beat = await platform.call("POST", "/registry/heartbeat", { token: authToken, body: { workspace_id: id } });
+  const beat = await platform.call("POST", "/registry/heartbeat", {
+    token: authToken,
+    body: { workspace_id: id },
+  });
   expect(beat.status).toBe(200);
   return { id, bootToken, authToken, created };
 }
@@ -31,10 +36,21 @@ async function createOnline(name: string, secrets: Record<string, string> = {}) 
 describe("workspace lifecycle through the API", () => {
   it("creates a workspace in the background and answers 202 with the operation", async () => {
     const created = await platform.call("POST", "/workspaces", {
-      body: { name: "alpha", runtime: "echo", tier: 3, secrets: { API_KEY: "s3cr3t-value" }, metadata: { team: "a" } },
+      body: {
+        name: "alpha",
+        runtime: "echo",
+        tier: 3,
+        secrets: { API_KEY: "s3cr3t-value" },
+        metadata: { team: "a" },
+      },
     });
     expect(created.status).toBe(202);
-    expect(created.body.workspace).toMatchObject({ name: "alpha", status: "provisioning", tier: 3, backend: "fake" });
+    expect(created.body.workspace).toMatchObject({
+      name: "alpha",
+      status: "provisioning",
+      tier: 3,
+      backend: "fake",
+    });
     expect(created.body.workspace.id).toMatch(/^ws_/);
     expect(created.body.operation).toMatchObject({ kind: "provision", status: "pending" });
     expect(JSON.stringify(created.body)).not.toContain("s3cr3t-value");
@@ -124,7 +140,10 @@ describe("workspace lifecycle through the API", () => {
     expect(after.body.status).toBe("removed");
     const list = await platform.call("GET", "/workspaces");
     expect(list.body.workspaces.map((w: { id: string }) => w.id)).not.toContain(id);
-    const beat = await platform.call("POST", "/registry/heartbeat", { token: authToken, body: { workspace_id: id } });
+    const beat = await platform.call("POST", "/registry/heartbeat", {
+      token: authToken,
+      body: { workspace_id: id },
+    });
     expect(beat.status).toBe(401);
     // Deleting again is not an error: it answers with the delete that already ran.
     const again = await platform.call("DELETE", `/workspaces/${id}`);

@@ -265,6 +265,8 @@ export function createFakeProvisioner(opts: FakeProvisionerOptions = {}): FakePr
 
     async start(spec, _handle, ctx) {
       await enter("start", ctx?.signal);
+      const existing = state.get(spec.workspaceId);
+      if (ctx?.recreate && existing) existing.instance = null;
       return converge(spec, ctx);
     },
 

@@ -56,6 +56,11 @@ export type StepReporter = (name: string, detail?: string) => void;
 export interface ProvisionContext {
   step?: StepReporter;
   signal?: AbortSignal;
+  /**
+   * `start` only: rebuild the process from this spec (new environment, e.g. changed secrets) instead of resuming
+   * the old one. The volume and its data are kept.
+   */
+  recreate?: boolean;
 }
 
 export interface SuspendResult {

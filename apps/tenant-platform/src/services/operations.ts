@@ -217,7 +217,11 @@ export class OperationRunner {
       }
       case "start": {
         const spec = await this.spec(workspace, operation);
-        const handle = await provisioner.start(spec, workspace.handle, { step });
+        // Changed secrets reach the process only through a new one built from the current spec.
+        const handle = await provisioner.start(spec, workspace.handle, {
+          step,
+          recreate: workspace.needsRestart,
+        });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;
@@ -239,7 +243,8 @@ export class OperationRunner {
         await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
         await transitionWorkspace(this.deps, workspace.id, "provisioning", { from: ["stopped"] });
         const spec = await this.spec(workspace, operation);
-        const handle = await provisioner.start(spec, workspace.handle, { step });
+        // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
+        const handle = await provisioner.start(spec, workspace.handle, { step, recreate: true });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;

@@ -426,7 +426,14 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     provision: (spec, _handle, ctx) => converge(spec, ctx),
 
     // A missing container is recreated from the spec; the volume (and its data) is kept.
-    start: (spec, _handle, ctx) => converge(spec, ctx),
+    async start(spec, _handle, ctx) {
+      if (ctx?.recreate) {
+        const { containerIds } = await findResources(spec.workspaceId);
+        for (const id of containerIds) await removeContainer(id);
+        ctx.step?.("container_removed", "recreating from the current spec");
+      }
+      return converge(spec, ctx);
+    },
 
     async stop(ref, ctx) {
       checkSignal(ctx?.signal, "stop");

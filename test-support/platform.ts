@@ -24,6 +24,14 @@ export class TestClock implements Clock {
   }
 }
 
+/** A response as tests read it: the JSON body is checked field by field, so it is left untyped. */
+export interface TestResponse {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
+  body: any;
+  headers: Headers;
+}
+
 export interface TestPlatform {
   app: ReturnType<typeof createApp>;
   deps: PlatformDeps;
@@ -33,12 +41,11 @@ export interface TestPlatform {
   clock: TestClock;
   /** Every log line the platform wrote, for checking that no secret leaks into logs. */
   logs: string[];
-  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
   call(
     method: string,
     path: string,
     options?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
-  ): Promise<{ status: number; body: any; headers: Headers }>;
+  ): Promise<TestResponse>;
   /** Serves the app on 127.0.0.1 (a free port), points PLATFORM_URL at it and starts the loops. */
   listen(): Promise<string>;
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 import { ProvisionerError } from "@molecule/provisioner-core";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { createTestPlatform, type TestPlatform, type TestResponse } from "../../../test-support/platform.ts";
 
 let platform: TestPlatform;
 let fake: FakeProvisioner;
@@ -20,11 +20,7 @@ async function rowCounts() {
   return { workspaces: await count("workspaces"), backend: fake.workspaces().length };
 }
 
-function expectEnvelope(
-  response: { status: number; body: any; headers: Headers },
-  status: number,
-  code: string,
-) {
+function expectEnvelope(response: TestResponse, status: number, code: string) {
   expect(response.status).toBe(status);
   expect(response.body.error.code).toBe(code);
   expect(typeof response.body.error.message).toBe("string");

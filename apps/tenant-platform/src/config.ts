@@ -43,6 +43,8 @@ const EnvSchema = z.object({
   FLY_WORKSPACE_APP: z.string().optional(),
   FLY_REGION: z.string().default("ord"),
   FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
+  FLY_FALLBACK_REGIONS: csv.default([]),
+  FLY_WAIT_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
   CP_PROVISION_URL: z.string().url().optional(),
 });
 
@@ -74,6 +76,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
       flyApp: env.FLY_WORKSPACE_APP,
       flyRegion: env.FLY_REGION,
       flyBaseUrl: env.FLY_API_BASE_URL,
+      flyFallbackRegions: env.FLY_FALLBACK_REGIONS,
+      flyWaitDeadlineMs: env.FLY_WAIT_DEADLINE_SECONDS * 1000,
       cpProvisionUrl: env.CP_PROVISION_URL,
     },
     workspaces: {

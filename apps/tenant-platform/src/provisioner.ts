@@ -1,4 +1,9 @@
-import { createDockerProvisioner, type Provisioner, selectBackend } from "@molecule/provisioner-core";
+import {
+  createDockerProvisioner,
+  createFlyProvisioner,
+  type Provisioner,
+  selectBackend,
+} from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 import type { TenantConfig } from "./config.ts";
 
@@ -23,7 +28,18 @@ export function buildProvisioner(config: TenantConfig, logger: Logger): Provisio
         logger: logger.child({ component: "docker" }),
       });
     case "flyio":
-      throw new Error("CONTAINER_BACKEND=flyio is not wired into this build yet");
+      return createFlyProvisioner({
+        apiToken: selection.flyApiToken,
+        app: selection.flyWorkspaceApp,
+        region: selection.flyRegion,
+        fallbackRegions: config.backend.flyFallbackRegions,
+        baseUrl: config.backend.flyBaseUrl,
+        waitDeadlineMs: config.backend.flyWaitDeadlineMs,
+        deployment: config.deployment,
+        imagePrefix: config.workspaces.imagePrefix,
+        imageTag: config.workspaces.imageTag,
+        logger: logger.child({ component: "flyio" }),
+      });
     case "controlplane":
       throw new Error(
         "CONTAINER_BACKEND=controlplane (or MOLECULE_ORG_ID set) needs the control plane, which this build does not include yet",

@@ -3,13 +3,12 @@
  * official OpenAPI document. Kept out of the package's exports; tests and the benchmark import it by path.
  */
 
-// Relative until provisioner-core lists @molecule/fly-emulator as a devDependency (not this change's path).
 import {
   type FlyEmulator,
   type FlyEmulatorOptions,
   OpenApiValidator,
   startFlyEmulator,
-} from "../../../fly-emulator/src/index.ts";
+} from "@molecule/fly-emulator";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { createFlyProvisioner, type FlyProvisioner, type FlyProvisionerOptions } from "./provisioner.ts";
 

@@ -57,8 +57,15 @@ function shape(env: z.infer<typeof EnvSchema>) {
       port: env.PORT,
       host: env.HOST,
       maxBodyBytes: env.MAX_BODY_BYTES,
-      /** How workspaces reach this platform; defaults to loopback on PORT, right for host networking. */
-      publicUrl: env.PLATFORM_URL ?? `http://127.0.0.1:${env.PORT}`,
+      /**
+       * How workspaces reach this platform. Default: loopback on PORT for host networking, else the Docker host as
+       * seen from a bridge network (the docker backend maps host.docker.internal to the host gateway).
+       */
+      publicUrl:
+        env.PLATFORM_URL ??
+        (env.WORKSPACE_NETWORK === "host"
+          ? `http://127.0.0.1:${env.PORT}`
+          : `http://host.docker.internal:${env.PORT}`),
     },
     data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
     auth: { adminToken: env.ADMIN_TOKEN },

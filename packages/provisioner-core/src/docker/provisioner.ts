@@ -245,6 +245,8 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
         SecurityOpt: ["no-new-privileges"],
         IpcMode: "private",
         NetworkMode: opts.network,
+        // On a bridge network the platform on the host is reachable as host.docker.internal (Docker ≥ 20.10).
+        ...(opts.network === "host" ? {} : { ExtraHosts: ["host.docker.internal:host-gateway"] }),
         Mounts: [{ Type: "volume", Source: volume, Target: WORKSPACE_MOUNT, ReadOnly: false }],
         RestartPolicy: { Name: "no" },
         // docker-init as PID 1: signals reach the agent (stop is prompt) and zombies are reaped.

@@ -1,5 +1,4 @@
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import { ensureTemplate } from "./pg.ts";
 
 function dockerAvailable(): boolean {
@@ -24,6 +23,5 @@ export default async function setup(): Promise<void> {
   if (!dockerAvailable()) {
     throw new Error("A running Docker engine is required for the tests: `docker info` failed");
   }
-  if (existsSync("infra/build-workspace-image.sh"))
-    execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: "inherit", timeout: 300_000 });
+  execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: "inherit", timeout: 300_000 });
 }

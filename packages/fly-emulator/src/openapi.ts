@@ -94,9 +94,14 @@ export function machinesOpenApiPath(start: string = dirname(fileURLToPath(import
   let dir = resolve(start);
   for (;;) {
     if (existsSync(join(dir, "pnpm-workspace.yaml"))) {
-      const file = resolve(dir, "..", "shared", "fly", "machines-openapi.json");
-      if (!existsSync(file)) throw new Error(`Fly Machines OpenAPI document not found at ${file}`);
-      return file;
+      // The shared reference copy wins when it sits beside the repository; the vendored snapshot (same document,
+      // Apache-2.0) keeps a plain clone self-contained.
+      const shared = resolve(dir, "..", "shared", "fly", "machines-openapi.json");
+      if (existsSync(shared)) return shared;
+      const vendored = resolve(dir, "packages", "fly-emulator", "openapi", "machines-openapi.json");
+      if (!existsSync(vendored))
+        throw new Error(`Fly Machines OpenAPI document not found at ${shared} or ${vendored}`);
+      return vendored;
     }
     const parent = dirname(dir);
     if (parent === dir)

@@ -62,6 +62,15 @@ describe("the tenant platform with CONTAINER_BACKEND=flyio, against the Fly emul
     await platform.call("POST", `/workspaces/${id}/start`);
     await statusBecomes(id, "awaiting_agent");
 
+    // A changed secret reaches the machine on restart: it is rebuilt on the same volume.
+    await platform.call("PUT", `/workspaces/${id}/secrets/FLY_SIDE`, { body: { value: "rotated" } });
+    await platform.call("POST", `/workspaces/${id}/restart`);
+    await statusBecomes(id, "awaiting_agent");
+    const live = fly.emulator.machines(TEST_APP).filter((m) => m.state !== "destroyed");
+    expect(live).toHaveLength(1);
+    expect((live[0]?.config.env as Record<string, string>).FLY_SIDE).toBe("rotated");
+    expect(fly.emulator.volumes(TEST_APP)).toHaveLength(1);
+
     await platform.call("DELETE", `/workspaces/${id}`);
     await statusBecomes(id, "removed");
     expect(fly.emulator.machines(TEST_APP).filter((m) => m.state !== "destroyed")).toHaveLength(0);

@@ -157,7 +157,9 @@ export class FlyProvisioner implements Provisioner {
 
   start(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
     return this.locked(spec.workspaceId, async () => {
-      const machine = await this.findMachine(spec.workspaceId, handle);
+      // A machine's config is replaced whole on Fly; rebuilding it on the kept volume is the same end state.
+      if (ctx.recreate) await this.destroyMachines(spec.workspaceId, handle, ctx);
+      const machine = ctx.recreate ? null : await this.findMachine(spec.workspaceId, handle);
       if (!machine) return this.doProvision(spec, handle, ctx);
       await this.bringUp(machine, ctx);
       return this.handleFor(
@@ -223,27 +225,35 @@ export class FlyProvisioner implements Provisioner {
 
   destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
     return this.locked(ref.workspaceId, async () => {
-      const machines = await this.findMachines(ref.workspaceId, ref.handle);
-      for (const machine of machines) {
-        const gone = await this.withLease(machine.id, "destroy", async (nonce) => {
-          const reply = await this.api.call({
-            op: "Machines_delete",
-            method: "DELETE",
-            path: `${this.appPath}/machines/${machine.id}`,
-            query: { force: "true" },
-            nonce,
-            accept: [404],
-          });
-          return reply.status === 404;
-        });
-        if (gone !== "missing" && !gone) await this.waitFor(machine.id, "destroyed");
-        ctx.step?.("machine_destroyed", `machine_id=${machine.id}`);
-      }
+      await this.destroyMachines(ref.workspaceId, ref.handle, ctx);
       for (const volume of await this.findVolumes(ref.workspaceId, ref.handle)) {
         await this.deleteVolume(volume);
         ctx.step?.("volume_destroyed", `volume_id=${volume.id}`);
       }
     });
+  }
+
+  /** Destroys the workspace's machines (force), leaving its volume. */
+  private async destroyMachines(
+    workspaceId: string,
+    handle: Handle | null,
+    ctx: ProvisionContext,
+  ): Promise<void> {
+    for (const machine of await this.findMachines(workspaceId, handle)) {
+      const gone = await this.withLease(machine.id, "destroy", async (nonce) => {
+        const reply = await this.api.call({
+          op: "Machines_delete",
+          method: "DELETE",
+          path: `${this.appPath}/machines/${machine.id}`,
+          query: { force: "true" },
+          nonce,
+          accept: [404],
+        });
+        return reply.status === 404;
+      });
+      if (gone !== "missing" && !gone) await this.waitFor(machine.id, "destroyed");
+      ctx.step?.("machine_destroyed", `machine_id=${machine.id}`);
+    }
   }
 
   async status(ref: WorkspaceRef): Promise<RuntimeStatus> {

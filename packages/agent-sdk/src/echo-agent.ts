@@ -5,6 +5,7 @@
  */
 import { messageText } from "./a2a-server.ts";
 import { runAgent } from "./agent.ts";
+import { materializeBootConfig } from "./boot-config.ts";
 import { ConfigError, loadEchoConfig } from "./echo-config.ts";
 import { createJsonLogger, errorFields } from "./log.ts";
 
@@ -22,6 +23,9 @@ async function main(): Promise<number> {
     }
     throw err;
   }
+
+  const configPath = materializeBootConfig(process.env);
+  if (configPath) log("info", "config_written", { path: configPath });
 
   const controller = new AbortController();
   const onSignal = (name: NodeJS.Signals) => {

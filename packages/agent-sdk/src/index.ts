@@ -22,6 +22,7 @@ export {
   runAgent,
 } from "./agent.ts";
 export { type BackoffOptions, backoffDelay, type Sleep, sleep } from "./backoff.ts";
+export { materializeBootConfig } from "./boot-config.ts";
 export {
   type AgentCard,
   type CallOptions,

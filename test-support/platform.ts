@@ -8,6 +8,7 @@ import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-pla
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
 import pino from "pino";
+import { EventBus } from "../apps/tenant-platform/src/services/events.ts";
 import { createTestDatabase, type TestDatabase } from "./pg.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
@@ -73,6 +74,7 @@ export async function createTestPlatform(
     clock,
     ids: createIdGenerator(),
     logger: pino({ level: "debug" }, sink),
+    events: new EventBus(),
     settings: {
       orgId: "org_test",
       deployment: "test",
@@ -80,6 +82,9 @@ export async function createTestPlatform(
       publicUrl: "http://127.0.0.1:9",
       allowedRuntimes: ["echo", "doesnotexist"],
       maxBodyBytes: 64 * 1024,
+      a2aTimeoutMs: 10_000,
+      a2aMaxRequestBytes: 1024 * 1024,
+      a2aMaxResponseBytes: 4 * 1024 * 1024,
       staleAfterMs: 90_000,
       operationLeaseMs: 5_000,
       operationMaxAttempts: 3,
@@ -124,7 +129,12 @@ export async function createTestPlatform(
       return url;
     },
     async close() {
-      if (server) await new Promise((resolve) => server?.close(resolve));
+      deps.events.close();
+      if (server) {
+        const closed = new Promise((resolve) => server?.close(resolve));
+        if ("closeAllConnections" in server) server.closeAllConnections();
+        await closed;
+      }
       await runner.stop();
       await sweeper.stop();
       await database.drop();

@@ -4,9 +4,12 @@ import { bodyLimit } from "hono/body-limit";
 import { identify } from "./http/auth.ts";
 import { errorResponse, handleError } from "./http/errors.ts";
 import type { AppEnv } from "./http/types.ts";
+import { a2aRoutes } from "./routes/a2a.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
 import { registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
+import { A2AService } from "./services/a2a.ts";
 import type { PlatformDeps } from "./services/deps.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
@@ -43,6 +46,9 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
     );
   });
 
+  // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
+  app.route("/", a2aRoutes(deps, new A2AService(deps)));
+
   app.use(
     "*",
     bodyLimit({
@@ -55,6 +61,7 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.get("/health", (c) => c.json({ ok: true }));
 
   app.use("*", identify(deps));
+  app.route("/", eventRoutes(deps.events, workspaces));
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));

@@ -8,6 +8,7 @@ import { loadConfig } from "./config.ts";
 import { buildProvisioner } from "./provisioner.ts";
 import { Sealer } from "./services/crypto.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
+import { EventBus } from "./services/events.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
 
@@ -65,6 +66,7 @@ async function main(): Promise<void> {
     clock: systemClock,
     ids: createIdGenerator(),
     logger,
+    events: new EventBus(),
     settings: {
       orgId: config.org.id,
       deployment: config.deployment,
@@ -72,6 +74,9 @@ async function main(): Promise<void> {
       publicUrl: config.http.publicUrl,
       allowedRuntimes: config.workspaces.allowedRuntimes,
       maxBodyBytes: config.http.maxBodyBytes,
+      a2aTimeoutMs: config.a2a.timeoutMs,
+      a2aMaxRequestBytes: config.a2a.maxRequestBytes,
+      a2aMaxResponseBytes: config.a2a.maxResponseBytes,
       staleAfterMs: config.liveness.staleAfterMs,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
@@ -110,6 +115,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
     deadline.unref();
+    deps.events.close(); // ends open event streams, which would otherwise hold the server open
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await Promise.all([runner.stop(), sweeper.stop()]);
     await database.close();

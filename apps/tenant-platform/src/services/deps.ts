@@ -3,6 +3,7 @@ import type { Db } from "@molecule/db";
 import type { Provisioner } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 import type { Sealer } from "./crypto.ts";
+import type { EventBus } from "./events.ts";
 
 export interface Clock {
   now(): Date;
@@ -18,6 +19,8 @@ export interface PlatformDeps {
   clock: Clock;
   ids: IdGenerator;
   logger: Logger;
+  /** Status changes, operation steps, liveness and A2A deliveries, streamed at `GET /events`. */
+  events: EventBus;
   settings: PlatformSettings;
 }
 
@@ -28,6 +31,10 @@ export interface PlatformSettings {
   publicUrl: string;
   allowedRuntimes: readonly string[];
   maxBodyBytes: number;
+  /** A2A proxy: upstream timeout, and caps on the forwarded request and on the target's answer. */
+  a2aTimeoutMs: number;
+  a2aMaxRequestBytes: number;
+  a2aMaxResponseBytes: number;
   staleAfterMs: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;

@@ -42,13 +42,10 @@ export class LivenessSweeper {
   async markStale(): Promise<number> {
     const { db, clock, settings } = this.deps;
     const cutoff = new Date(clock.now().getTime() - settings.staleAfterMs);
+    const reason = `no heartbeat for over ${Math.round(settings.staleAfterMs / 1000)} s`;
     const stale = await db
       .update(workspaces)
-      .set({
-        status: "offline",
-        statusReason: `no heartbeat for over ${Math.round(settings.staleAfterMs / 1000)} s`,
-        updatedAt: new Date(),
-      })
+      .set({ status: "offline", statusReason: reason, updatedAt: new Date() })
       .where(
         and(
           eq(workspaces.orgId, settings.orgId),
@@ -57,9 +54,21 @@ export class LivenessSweeper {
           lt(workspaces.lastHeartbeatAt, cutoff),
         ),
       )
-      .returning({ id: workspaces.id });
-    for (const row of stale)
+      .returning({ id: workspaces.id, lastHeartbeatAt: workspaces.lastHeartbeatAt });
+    for (const row of stale) {
       this.deps.logger.info({ workspaceId: row.id }, "workspace went offline: heartbeats stopped");
+      const lastHeartbeatAt = row.lastHeartbeatAt?.toISOString() ?? null;
+      this.deps.events.publish({
+        type: "workspace.heartbeat_missed",
+        workspaceId: row.id,
+        data: { lastHeartbeatAt, staleAfterMs: settings.staleAfterMs },
+      });
+      this.deps.events.publish({
+        type: "workspace.status",
+        workspaceId: row.id,
+        data: { to: "offline", reason },
+      });
+    }
     return stale.length;
   }
 

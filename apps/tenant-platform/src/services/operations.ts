@@ -181,7 +181,7 @@ export class OperationRunner {
       },
       Math.max(250, Math.floor(settings.operationLeaseMs / 3)),
     );
-    const recorder = new StepRecorder(this.deps, operation.id);
+    const recorder = new StepRecorder(this.deps, operation);
     try {
       await this.perform(operation, recorder);
       await recorder.flush();
@@ -259,6 +259,11 @@ export class OperationRunner {
             .set({ status: "removed", statusReason: null, handle: null, url: null, updatedAt: new Date() })
             .where(eq(workspaces.id, workspace.id));
         });
+        this.deps.events.publish({
+          type: "workspace.status",
+          workspaceId: workspace.id,
+          data: { from: workspace.status, to: "removed", reason: null },
+        });
         step("records_removed");
         return;
       }
@@ -316,7 +321,7 @@ export class OperationRunner {
     outcome: { status: "succeeded" | "failed"; error: { code: string; message: string } | null },
   ): Promise<void> {
     const now = new Date();
-    await this.deps.db
+    const finished = await this.deps.db
       .update(operations)
       .set({
         status: outcome.status,
@@ -326,7 +331,19 @@ export class OperationRunner {
         updatedAt: now,
         finishedAt: now,
       })
-      .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)));
+      .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)))
+      .returning({ id: operations.id });
+    if (finished.length === 0) return;
+    this.deps.events.publish({
+      type: "operation.finished",
+      workspaceId: operation.workspaceId,
+      data: {
+        operationId: operation.id,
+        kind: operation.kind,
+        status: outcome.status,
+        ...(outcome.error ? { error: outcome.error } : {}),
+      },
+    });
   }
 
   private async workspace(id: string): Promise<WorkspaceRow> {
@@ -379,14 +396,14 @@ export class OperationRunner {
   }
 }
 
-/** Appends finished steps to the operation row in order, each with its duration. */
+/** Appends finished steps to the operation row in order, each with its duration, and publishes each one. */
 class StepRecorder {
   private last = Date.now();
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly deps: PlatformDeps,
-    private readonly operationId: string,
+    private readonly operation: Pick<OperationRow, "id" | "kind" | "workspaceId">,
   ) {}
 
   reporter(): (name: string, detail?: string) => void {
@@ -403,8 +420,19 @@ class StepRecorder {
         this.deps.db
           .update(operations)
           .set({ steps: sql`${operations.steps} || ${JSON.stringify([step])}::jsonb`, updatedAt: new Date() })
-          .where(eq(operations.id, this.operationId)),
+          .where(eq(operations.id, this.operation.id)),
       );
+      // Metadata only: the step's `detail` (backend text) stays on the operation row.
+      this.deps.events.publish({
+        type: "operation.step",
+        workspaceId: this.operation.workspaceId,
+        data: {
+          operationId: this.operation.id,
+          kind: this.operation.kind,
+          name,
+          durationMs: step.durationMs,
+        },
+      });
     };
   }
 

@@ -75,6 +75,11 @@ export class RegistryService {
     if (!workspace) throw new DomainError("not_found", `workspace ${body.workspace_id} not found`);
     if (GONE.has(workspace.status))
       throw new DomainError("not_found", `workspace ${body.workspace_id} was removed`);
+    this.deps.events.publish({
+      type: "workspace.heartbeat",
+      workspaceId: workspace.id,
+      data: { at: workspace.lastHeartbeatAt?.toISOString() ?? null, status: body.status ?? "ok" },
+    });
     const target = body.status === "degraded" ? "degraded" : "online";
     if (workspace.status !== target) {
       await transitionWorkspace(this.deps, workspace.id, target, {

@@ -1,24 +1,37 @@
 import { sourcesOf, type WorkspaceStatus } from "@molecule/contracts";
 import { workspaces } from "@molecule/db";
-import { and, eq, inArray } from "drizzle-orm";
+import { eq } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 
 /**
  * Moves a workspace to `to` only from a status the shared transition table allows (and, if given, only from
  * `from`). Returns whether it moved: a concurrent change (a delete, say) wins and this one becomes a no-op.
+ * A move is published as a `workspace.status` event once it is committed.
  */
 export async function transitionWorkspace(
-  deps: Pick<PlatformDeps, "db">,
+  deps: Pick<PlatformDeps, "db" | "events">,
   workspaceId: string,
   to: WorkspaceStatus,
   options: { from?: readonly WorkspaceStatus[]; reason?: string | null } = {},
 ): Promise<boolean> {
   const allowed = sourcesOf(to).filter((status) => !options.from || options.from.includes(status));
   if (allowed.length === 0) return false;
-  const moved = await deps.db
-    .update(workspaces)
-    .set({ status: to, statusReason: options.reason ?? null, updatedAt: new Date() })
-    .where(and(eq(workspaces.id, workspaceId), inArray(workspaces.status, allowed)))
-    .returning({ id: workspaces.id });
-  return moved.length > 0;
+  const reason = options.reason ?? null;
+  // The row is locked while it is read and moved, so `from` in the event is the status it really left.
+  const from = await deps.db.transaction(async (tx) => {
+    const [row] = await tx
+      .select({ status: workspaces.status })
+      .from(workspaces)
+      .where(eq(workspaces.id, workspaceId))
+      .for("update");
+    if (!row || !allowed.includes(row.status)) return null;
+    await tx
+      .update(workspaces)
+      .set({ status: to, statusReason: reason, updatedAt: new Date() })
+      .where(eq(workspaces.id, workspaceId));
+    return row.status;
+  });
+  if (from === null) return false;
+  deps.events.publish({ type: "workspace.status", workspaceId, data: { from, to, reason } });
+  return true;
 }

@@ -199,6 +199,11 @@ export class WorkspaceService {
       }
       throw error;
     }
+    this.deps.events.publish({
+      type: "workspace.status",
+      workspaceId,
+      data: { to: "provisioning", reason: null },
+    });
     this.onOperationQueued();
     return this.accepted(workspaceId, operationId);
   }
@@ -231,7 +236,7 @@ export class WorkspaceService {
           .where(and(eq(operations.workspaceId, workspaceId), eq(operations.kind, "destroy")))
           .orderBy(desc(operations.createdAt))
           .limit(1);
-        return { existingOperationId: current?.id ?? null };
+        return { existingOperationId: current?.id ?? null, moved: null };
       }
       if (!LIFECYCLE_SOURCES[kind].includes(row.status)) {
         throw new DomainError("invalid_transition", `cannot ${kind} a workspace that is ${row.status}`, {
@@ -271,9 +276,19 @@ export class WorkspaceService {
         requestHash: requestHash({}),
         sealedInput: bootToken ? sealer.seal(bootToken, `op:${operationId}`).sealed : null,
       });
-      return { existingOperationId: null };
+      return {
+        existingOperationId: null,
+        moved: row.status === entry ? null : { from: row.status, to: entry },
+      };
     });
     if (outcome.existingOperationId) return this.accepted(workspaceId, outcome.existingOperationId);
+    if (outcome.moved) {
+      this.deps.events.publish({
+        type: "workspace.status",
+        workspaceId,
+        data: { ...outcome.moved, reason: null },
+      });
+    }
     this.onOperationQueued();
     return this.accepted(workspaceId, operationId);
   }

@@ -38,6 +38,17 @@ const EnvSchema = z.object({
     .int()
     .positive()
     .default(256 * 1024),
+  A2A_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
+  A2A_MAX_REQUEST_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(1024 * 1024),
+  A2A_MAX_RESPONSE_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FLY_API_TOKEN: z.string().optional(),
   FLY_WORKSPACE_APP: z.string().optional(),
@@ -101,6 +112,11 @@ function shape(env: z.infer<typeof EnvSchema>) {
       sweepIntervalMs: env.STATUS_SWEEP_INTERVAL * 1000,
     },
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
+    a2a: {
+      timeoutMs: env.A2A_TIMEOUT_SECONDS * 1000,
+      maxRequestBytes: env.A2A_MAX_REQUEST_BYTES,
+      maxResponseBytes: env.A2A_MAX_RESPONSE_BYTES,
+    },
     logLevel: env.LOG_LEVEL,
   };
 }

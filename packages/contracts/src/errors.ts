@@ -13,6 +13,9 @@ export const ERROR_CODES = [
   "unsupported_media_type",
   "rate_limited",
   "backend_unavailable",
+  "upstream_unavailable",
+  "bad_gateway",
+  "gateway_timeout",
   "internal",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -1,3 +1,4 @@
+export * from "./a2a.ts";
 export * from "./errors.ts";
 export * from "./ids.ts";
 export * from "./registry.ts";

@@ -25,7 +25,12 @@ export function statusFor(code: ErrorCode): ContentfulStatusCode {
     case "rate_limited":
       return 429;
     case "backend_unavailable":
+    case "upstream_unavailable":
       return 503;
+    case "bad_gateway":
+      return 502;
+    case "gateway_timeout":
+      return 504;
     case "internal":
       return 500;
   }

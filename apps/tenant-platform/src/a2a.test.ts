@@ -1,0 +1,325 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
+import { workspaces } from "@molecule/db";
+import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { mayTalk } from "./services/a2a.ts";
+
+let platform: TestPlatform;
+let base: string;
+const agents: StartedA2AServer[] = [];
+const servers: Server[] = [];
+
+interface Ws {
+  id: string;
+  token: string;
+}
+let caller: Ws;
+let target: Ws;
+let streamer: Ws;
+let slow: Ws;
+let down: Ws;
+let stopped: Ws;
+let offline: Ws;
+
+/** Upstream SSE: the second event is written only once the test has read the first through the proxy. */
+let releaseSecond: () => void = () => undefined;
+let upstreamFinishedAt = 0;
+
+function send(text: string, id: string | number = 1, method = "message/send") {
+  return {
+    jsonrpc: "2.0",
+    id,
+    method,
+    params: { message: { role: "user", messageId: `m-${id}`, parts: [{ kind: "text", text }] } },
+  };
+}
+
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  servers.push(server);
+  return (server.address() as AddressInfo).port;
+}
+
+async function echoAgent(name: string): Promise<string> {
+  const agent = await startA2AServer({
+    host: "127.0.0.1",
+    port: 0,
+    card: { name, description: `${name} echoes`, skills: [] },
+    onMessage: async (message) => ({ parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] }),
+  });
+  agents.push(agent);
+  return `http://127.0.0.1:${agent.port}/`;
+}
+
+/** Creates a workspace (fake backend), registers it by hand with the admin token at `url`, heartbeats it online. */
+async function addWorkspace(name: string, url: string | null, card?: Record<string, unknown>): Promise<Ws> {
+  const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo" } });
+  expect(created.status).toBe(202);
+  await platform.runner.drain();
+  const id = created.body.workspace.id as string;
+  const registered = await platform.call("POST", "/registry/register", {
+    body: { id, url, ...(card ? { agent_card: card } : {}) },
+  });
+  expect(registered.status).toBe(200);
+  const token = registered.body.auth_token as string;
+  const beat = await platform.call("POST", "/registry/heartbeat", { token, body: { workspace_id: id } });
+  expect(beat.body.status).toBe("online");
+  return { id, token };
+}
+
+function a2a(id: string, body: unknown, token: string | null) {
+  return platform.call("POST", `/workspaces/${id}/a2a`, { token, body });
+}
+
+beforeAll(async () => {
+  platform = await createTestPlatform(createFakeProvisioner());
+
+  const sse = createServer((req, res) => {
+    req.resume();
+    if (req.url === "/slow") {
+      const timer = setTimeout(() => res.end("{}"), 3_000);
+      res.on("close", () => clearTimeout(timer));
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    res.write(
+      `data: ${JSON.stringify({ jsonrpc: "2.0", id: 7, result: { kind: "status-update", n: 1 } })}\n\n`,
+    );
+    const second = new Promise<void>((resolve) => {
+      releaseSecond = resolve;
+      setTimeout(resolve, 3_000).unref(); // never hang: a buffering proxy just makes the test fail
+    });
+    void second.then(() => {
+      res.write(
+        `data: ${JSON.stringify({ jsonrpc: "2.0", id: 7, result: { kind: "status-update", n: 2 } })}\n\n`,
+      );
+      upstreamFinishedAt = Date.now();
+      res.end();
+    });
+  });
+  const ssePort = await listen(sse);
+  const closed = createServer();
+  const closedPort = await listen(closed);
+  await new Promise((resolve) => closed.close(resolve));
+  servers.pop();
+
+  caller = await addWorkspace("caller", await echoAgent("caller"));
+  target = await addWorkspace("target", await echoAgent("target"), {
+    name: "target",
+    skills: [{ id: "echo" }],
+  });
+  streamer = await addWorkspace("streamer", `http://127.0.0.1:${ssePort}/`);
+  slow = await addWorkspace("slow", `http://127.0.0.1:${ssePort}/slow`);
+  down = await addWorkspace("down", `http://127.0.0.1:${closedPort}/`);
+  offline = await addWorkspace("offline", await echoAgent("offline"));
+  stopped = await addWorkspace("stopped", await echoAgent("stopped"));
+  expect((await platform.call("POST", `/workspaces/${stopped.id}/stop`)).status).toBe(202);
+  await platform.runner.drain();
+  expect((await platform.call("GET", `/workspaces/${stopped.id}`)).body.status).toBe("stopped");
+  base = await platform.listen(); // after the set-up, so the test drains operations rather than the runner
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all(agents.map((agent) => agent.close(100)));
+  for (const server of servers) server.closeAllConnections();
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  await platform.close();
+});
+
+describe("POST /workspaces/:id/a2a", () => {
+  it("forwards message/send from one workspace to another with the caller's own token", async () => {
+    const response = await a2a(target.id, send("hello", 42), caller.token);
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({
+      jsonrpc: "2.0",
+      id: 42,
+      result: { kind: "message", role: "agent" },
+    });
+    expect(response.body.result.parts[0].text).toBe("target: hello");
+    expect(platform.logs.join("")).not.toContain("hello");
+  });
+
+  it("lets the admin call, over real HTTP", async () => {
+    const response = await fetch(`${base}/workspaces/${target.id}/a2a`, {
+      method: "POST",
+      headers: {
+        authorization: "Bearer test-admin-token-0123456789abcdef",
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(send("from admin", "a-1")),
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { id: string; result: { parts: { text: string }[] } };
+    expect(body.id).toBe("a-1");
+    expect(body.result.parts[0]?.text).toBe("target: from admin");
+  });
+
+  it("passes message/stream through unbuffered: the first event arrives before the upstream finishes", async () => {
+    const response = await fetch(`${base}/workspaces/${streamer.id}/a2a`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${caller.token}`, "content-type": "application/json" },
+      body: JSON.stringify(send("stream please", 7, "message/stream")),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    const first = await reader.read();
+    const firstAt = Date.now();
+    expect(decoder.decode(first.value)).toContain('"n":1');
+    expect(upstreamFinishedAt).toBe(0);
+    releaseSecond();
+    let rest = "";
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      rest += decoder.decode(chunk.value, { stream: true });
+    }
+    expect(rest).toContain('"n":2');
+    expect(upstreamFinishedAt).toBeGreaterThanOrEqual(firstAt);
+  });
+
+  it("401 without a valid token", async () => {
+    for (const token of [null, "mwt_not-a-real-token"]) {
+      const response = await a2a(target.id, send("x"), token);
+      expect(response.status).toBe(401);
+      expect(response.body.error.code).toBe("unauthorized");
+    }
+  });
+
+  it("403 across organisations, and for a workspace calling itself", async () => {
+    const otherId = platform.deps.ids.next("ws");
+    await platform.database.db.insert(workspaces).values({
+      id: otherId,
+      orgId: "org_other",
+      name: "elsewhere",
+      runtime: "echo",
+      tier: 1,
+      backend: "fake",
+      status: "online",
+      url: "http://127.0.0.1:9/",
+    });
+    for (const token of [caller.token, "test-admin-token-0123456789abcdef"]) {
+      const response = await a2a(otherId, send("x"), token);
+      expect(response.status).toBe(403);
+      expect(response.body.error.code).toBe("forbidden");
+    }
+    expect(
+      (await platform.call("GET", `/registry/discover/${otherId}`, { token: caller.token })).status,
+    ).toBe(403);
+    expect((await a2a(caller.id, send("me"), caller.token)).status).toBe(403);
+  });
+
+  it("404 for an unknown target, 400 for a malformed id or envelope", async () => {
+    const unknown = await a2a(platform.deps.ids.next("ws"), send("x"), caller.token);
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe("not_found");
+    expect((await a2a("nope", send("x"), caller.token)).status).toBe(400);
+    for (const body of [
+      { ...send("x"), jsonrpc: "1.0" },
+      { ...send("x"), method: "admin/shutdown" },
+      { jsonrpc: "2.0", method: "message/send", params: {} },
+      [send("x")],
+      "not json",
+    ]) {
+      const response = await a2a(target.id, body, caller.token);
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.body.error.code).toBe("bad_request");
+    }
+  });
+
+  it("503 with Retry-After for a stopped or offline target", async () => {
+    const response = await a2a(stopped.id, send("x"), caller.token);
+    expect(response.status).toBe(503);
+    expect(response.body.error.code).toBe("upstream_unavailable");
+    expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+
+    await platform.database.db
+      .update(workspaces)
+      .set({ status: "offline" })
+      .where(eq(workspaces.id, offline.id));
+    const answer = await a2a(offline.id, send("x"), caller.token);
+    expect(answer.status).toBe(503);
+    expect(answer.headers.get("retry-after")).toBe("30");
+  });
+
+  it("413 for a request over A2A_MAX_REQUEST_BYTES", async () => {
+    const big = send("x".repeat(platform.deps.settings.a2aMaxRequestBytes + 1));
+    const response = await a2a(target.id, big, caller.token);
+    expect(response.status).toBe(413);
+    expect(response.body.error.code).toBe("payload_too_large");
+  });
+
+  it("502 when the target's URL does not answer (closed port)", async () => {
+    const response = await a2a(down.id, send("x"), caller.token);
+    expect(response.status).toBe(502);
+    expect(response.body.error.code).toBe("bad_gateway");
+  });
+
+  it("504 when the target is slower than A2A_TIMEOUT_SECONDS", async () => {
+    const saved = platform.deps.settings.a2aTimeoutMs;
+    platform.deps.settings.a2aTimeoutMs = 200;
+    try {
+      const started = Date.now();
+      const response = await a2a(slow.id, send("x"), caller.token);
+      expect(response.status).toBe(504);
+      expect(response.body.error.code).toBe("gateway_timeout");
+      expect(Date.now() - started).toBeLessThan(2_500);
+    } finally {
+      platform.deps.settings.a2aTimeoutMs = saved;
+    }
+  });
+
+  it("502 when the answer exceeds A2A_MAX_RESPONSE_BYTES", async () => {
+    const saved = platform.deps.settings.a2aMaxResponseBytes;
+    platform.deps.settings.a2aMaxResponseBytes = 64;
+    try {
+      const response = await a2a(target.id, send("y".repeat(200)), caller.token);
+      expect(response.status).toBe(502);
+      expect(response.body.error.code).toBe("bad_gateway");
+    } finally {
+      platform.deps.settings.a2aMaxResponseBytes = saved;
+    }
+  });
+});
+
+describe("GET /registry/discover/:id", () => {
+  it("gives an authorised caller the target's card and status", async () => {
+    const response = await platform.call("GET", `/registry/discover/${target.id}`, { token: caller.token });
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({
+      workspace_id: target.id,
+      status: "online",
+      reachable: true,
+      agent_card: { name: "target", skills: [{ id: "echo" }] },
+    });
+    const gone = await platform.call("GET", `/registry/discover/${stopped.id}`, { token: caller.token });
+    expect(gone.body).toMatchObject({ status: "stopped", reachable: false });
+    expect((await platform.call("GET", `/registry/discover/${target.id}`, { token: null })).status).toBe(401);
+    expect(
+      (
+        await platform.call("GET", `/registry/discover/${platform.deps.ids.next("ws")}`, {
+          token: caller.token,
+        })
+      ).status,
+    ).toBe(404);
+  });
+});
+
+describe("mayTalk", () => {
+  it("allows the same org, refuses other orgs and self-calls", () => {
+    const a = { kind: "workspace" as const, id: "ws_a", orgId: "org_1" };
+    const b = { kind: "workspace" as const, id: "ws_b", orgId: "org_1" };
+    const c = { kind: "workspace" as const, id: "ws_c", orgId: "org_2" };
+    expect(mayTalk(a, b).allowed).toBe(true);
+    expect(mayTalk(a, c)).toEqual({ allowed: false, rule: "same-org" });
+    expect(mayTalk(a, a)).toEqual({ allowed: false, rule: "no-self-call" });
+    expect(mayTalk({ kind: "admin", orgId: "org_1" }, b).allowed).toBe(true);
+    expect(mayTalk({ kind: "admin", orgId: "org_1" }, c).allowed).toBe(false);
+    expect(mayTalk(a, b, []).allowed).toBe(false);
+  });
+});

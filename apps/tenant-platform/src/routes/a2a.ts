@@ -1,0 +1,77 @@
+import { A2ARequest, DomainError, isId } from "@molecule/contracts";
+import { Hono, type MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { identify } from "../http/auth.ts";
+import { parseWith } from "../http/body.ts";
+import { errorResponse } from "../http/errors.ts";
+import type { AppEnv, Caller } from "../http/types.ts";
+import { type A2AService, RETRY_AFTER_SECONDS } from "../services/a2a.ts";
+import type { PlatformDeps } from "../services/deps.ts";
+
+function targetId(raw: string): string {
+  if (!isId("ws", raw)) throw new DomainError("bad_request", `"${raw.slice(0, 64)}" is not a workspace id`);
+  return raw;
+}
+
+function requireCaller(c: { get(key: "caller"): Caller | null }): Caller {
+  const caller = c.get("caller");
+  if (!caller) throw new DomainError("unauthorized", "a workspace or admin bearer token is required");
+  return caller;
+}
+
+/** Sets Retry-After on the 503 a stopped or offline target answers, then lets the error handler shape it. */
+const retryAfter: MiddlewareHandler<AppEnv> = async (c, next) => {
+  try {
+    await next();
+  } catch (err) {
+    if (err instanceof DomainError && err.code === "upstream_unavailable") {
+      c.header("retry-after", String(RETRY_AFTER_SECONDS));
+    }
+    throw err;
+  }
+  if (c.error instanceof DomainError && c.error.code === "upstream_unavailable") {
+    c.res.headers.set("retry-after", String(RETRY_AFTER_SECONDS));
+  }
+};
+
+/**
+ * `POST /workspaces/:id/a2a` (JSON-RPC A2A proxy) and `GET /registry/discover/:id`. Mounted before the global body
+ * limit: the proxy has its own (`A2A_MAX_REQUEST_BYTES`). No middleware here applies to other paths.
+ */
+export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
+  const app = new Hono<AppEnv>();
+  const limit = bodyLimit({
+    maxSize: deps.settings.a2aMaxRequestBytes,
+    onError: (c) =>
+      errorResponse(
+        c as never,
+        "payload_too_large",
+        `A2A request exceeds ${deps.settings.a2aMaxRequestBytes} bytes`,
+      ),
+  });
+
+  app.post("/workspaces/:id/a2a", retryAfter, limit, identify(deps), async (c) => {
+    const caller = requireCaller(c);
+    const id = targetId(c.req.param("id"));
+    const type = c.req.header("content-type");
+    if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
+      throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
+    }
+    const raw = await c.req.text();
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      throw new DomainError("bad_request", "body is not valid JSON");
+    }
+    const request = parseWith(A2ARequest, value, "JSON-RPC request");
+    return a2a.forward(caller, id, request, raw);
+  });
+
+  app.get("/registry/discover/:id", identify(deps), async (c) => {
+    const caller = requireCaller(c);
+    return c.json(await a2a.discover(caller, targetId(c.req.param("id"))));
+  });
+
+  return app;
+}

@@ -143,6 +143,16 @@ describe("POST /workspaces/:id/a2a", () => {
     expect(platform.logs.join("")).not.toContain("hello");
   });
 
+  it("announces each delivery on the event stream, metadata only", async () => {
+    const seen: { type: string; data: unknown }[] = [];
+    const subscription = platform.deps.events.subscribe({}, (event) => seen.push(event));
+    await a2a(target.id, send("secret words", 7), caller.token);
+    subscription.unsubscribe();
+    const delivery = seen.find((event) => event.type === "a2a.delivery");
+    expect(delivery?.data).toMatchObject({ caller: caller.id, method: "message/send", streamed: false });
+    expect(JSON.stringify(seen)).not.toContain("secret words");
+  });
+
   it("lets the admin call, over real HTTP", async () => {
     const response = await fetch(`${base}/workspaces/${target.id}/a2a`, {
       method: "POST",

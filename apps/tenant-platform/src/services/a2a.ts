@@ -128,6 +128,20 @@ export class A2AService {
       },
     });
 
+    // Metadata only: never the bodies.
+    const delivered = (bytes: number, streamed: boolean) =>
+      this.deps.events.publish({
+        type: "a2a.delivery",
+        workspaceId: targetId,
+        data: {
+          caller: caller.kind === "admin" ? "admin" : caller.workspaceId,
+          method: request.method,
+          durationMs: elapsed(started),
+          bytes,
+          streamed,
+        },
+      });
+
     const controller = new AbortController();
     let timedOut = false;
     let timer = setTimeout(() => {
@@ -195,6 +209,7 @@ export class A2AService {
           if (chunk.done) {
             clearTimeout(timer);
             log.info({ durationMs: elapsed(started), bytes: size }, "a2a stream done");
+            delivered(size, true);
             out.close();
             return;
           }
@@ -233,6 +248,7 @@ export class A2AService {
     }
     if (bytes === TOO_LARGE) throw tooLarge(targetId, limits.maxResponseBytes);
     log.info({ durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
+    delivered(bytes.byteLength, false);
     return new Response(bytes, { status: 200, headers: { "content-type": type } });
   }
 }

@@ -56,7 +56,7 @@ export interface TestPlatform {
 export async function createTestPlatform(
   provisioner: Provisioner,
   settings: Partial<PlatformSettings> = {},
-  options: { sweepIntervalMs?: number } = {},
+  options: { sweepIntervalMs?: number; resolveAgentHost?: PlatformDeps["resolveAgentHost"] } = {},
 ): Promise<TestPlatform> {
   const database = await createTestDatabase();
   const logs: string[] = [];
@@ -75,6 +75,7 @@ export async function createTestPlatform(
     ids: createIdGenerator(),
     logger: pino({ level: "debug" }, sink),
     events: new EventBus(),
+    ...(options.resolveAgentHost ? { resolveAgentHost: options.resolveAgentHost } : {}),
     settings: {
       orgId: "org_test",
       deployment: "test",
@@ -85,6 +86,9 @@ export async function createTestPlatform(
       a2aTimeoutMs: 10_000,
       a2aMaxRequestBytes: 1024 * 1024,
       a2aMaxResponseBytes: 4 * 1024 * 1024,
+      // Test agents listen on 127.0.0.1 over plain HTTP, as Docker-run workspaces do.
+      allowInsecureAgentUrls: true,
+      allowPrivateAgentUrls: true,
       staleAfterMs: 90_000,
       operationLeaseMs: 5_000,
       operationMaxAttempts: 3,

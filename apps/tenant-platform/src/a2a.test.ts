@@ -76,7 +76,11 @@ function a2a(id: string, body: unknown, token: string | null) {
 }
 
 beforeAll(async () => {
-  platform = await createTestPlatform(createFakeProvisioner());
+  // Its agents listen on 127.0.0.1 over plain HTTP: the platform must allow private and insecure agent URLs.
+  platform = await createTestPlatform(createFakeProvisioner(), {
+    allowInsecureAgentUrls: true,
+    allowPrivateAgentUrls: true,
+  });
 
   const sse = createServer((req, res) => {
     req.resume();

@@ -57,11 +57,22 @@ const EnvSchema = z.object({
   FLY_FALLBACK_REGIONS: csv.default([]),
   FLY_WAIT_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
   CP_PROVISION_URL: z.string().url().optional(),
+  ALLOW_INSECURE_AGENT_URLS: z.enum(["true", "false"]).optional(),
+  ALLOW_PRIVATE_AGENT_URLS: z.enum(["true", "false"]).optional(),
 });
 
 export type TenantConfig = ReturnType<typeof shape>;
 
 function shape(env: z.infer<typeof EnvSchema>) {
+  /**
+   * Workspaces the platform runs itself on Docker register `http://127.0.0.1:<port>` or bridge addresses, so with
+   * the docker backend (explicit, or the default when MOLECULE_ORG_ID is unset) both agent-URL relaxations default
+   * to true. Operators exposing the platform to remote agents should set both to false.
+   */
+  const dockerBackend =
+    (env.CONTAINER_BACKEND ?? (env.MOLECULE_ORG_ID ? "controlplane" : "docker")) === "docker";
+  const flag = (value: "true" | "false" | undefined) =>
+    value === undefined ? dockerBackend : value === "true";
   return {
     environment: env.MOLECULE_ENV,
     http: {
@@ -116,6 +127,10 @@ function shape(env: z.infer<typeof EnvSchema>) {
       timeoutMs: env.A2A_TIMEOUT_SECONDS * 1000,
       maxRequestBytes: env.A2A_MAX_REQUEST_BYTES,
       maxResponseBytes: env.A2A_MAX_RESPONSE_BYTES,
+    },
+    agentUrls: {
+      allowInsecure: flag(env.ALLOW_INSECURE_AGENT_URLS),
+      allowPrivate: flag(env.ALLOW_PRIVATE_AGENT_URLS),
     },
     logLevel: env.LOG_LEVEL,
   };

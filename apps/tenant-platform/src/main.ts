@@ -77,6 +77,8 @@ async function main(): Promise<void> {
       a2aTimeoutMs: config.a2a.timeoutMs,
       a2aMaxRequestBytes: config.a2a.maxRequestBytes,
       a2aMaxResponseBytes: config.a2a.maxResponseBytes,
+      allowInsecureAgentUrls: config.agentUrls.allowInsecure,
+      allowPrivateAgentUrls: config.agentUrls.allowPrivate,
       staleAfterMs: config.liveness.staleAfterMs,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,

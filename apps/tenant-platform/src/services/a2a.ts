@@ -6,7 +6,16 @@ import {
 } from "@molecule/contracts";
 import { type WorkspaceRow, workspaces } from "@molecule/db";
 import { eq } from "drizzle-orm";
+import type { Agent } from "undici";
+import { fetch as undiciFetch } from "undici";
 import type { Caller } from "../http/types.ts";
+import {
+  type AgentUrlPolicy,
+  createAgentDispatcher,
+  isPrivateAddressError,
+  isPrivateHost,
+  PRIVATE_ADDRESS_MESSAGE,
+} from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
@@ -62,7 +71,19 @@ export function a2aLimits(deps: PlatformDeps): A2ALimits {
 
 /** Forwards JSON-RPC A2A requests from an authorised caller to a target workspace's registered URL. */
 export class A2AService {
+  private dispatcher: { key: string; agent: Agent } | undefined;
+
   constructor(private readonly deps: PlatformDeps) {}
+
+  /** The connect-time guard for the current policy (settings can change in tests, so it is keyed on them). */
+  private agentFor(policy: AgentUrlPolicy): Agent {
+    const key = `${policy.allowInsecure}/${policy.allowPrivate}`;
+    if (this.dispatcher?.key !== key) {
+      void this.dispatcher?.agent.close().catch(() => undefined);
+      this.dispatcher = { key, agent: createAgentDispatcher(policy, this.deps.resolveAgentHost) };
+    }
+    return this.dispatcher.agent;
+  }
 
   /** The target row once the caller may reach it: 404 unknown or removed, 403 not allowed. */
   async authorise(caller: Caller, targetId: string): Promise<WorkspaceRow> {
@@ -117,6 +138,14 @@ export class A2AService {
         { status: target.status, retryAfterSeconds: RETRY_AFTER_SECONDS },
       );
     }
+    const policy: AgentUrlPolicy = {
+      allowInsecure: this.deps.settings.allowInsecureAgentUrls,
+      allowPrivate: this.deps.settings.allowPrivateAgentUrls,
+    };
+    // IP literals never reach the connect-time lookup, so a URL stored before the policy changed is checked here.
+    if (!policy.allowPrivate && isPrivateHost(new URL(target.url).hostname)) {
+      throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
+    }
     const limits = a2aLimits(this.deps);
     const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
@@ -158,7 +187,7 @@ export class A2AService {
 
     let upstream: Response;
     try {
-      upstream = await fetch(target.url, {
+      upstream = (await undiciFetch(target.url, {
         method: "POST",
         headers: {
           "content-type": "application/json",
@@ -168,9 +197,14 @@ export class A2AService {
         body: rawBody,
         redirect: "manual",
         signal: controller.signal,
-      });
+        dispatcher: this.agentFor(policy),
+      })) as unknown as Response;
     } catch (err) {
       clearTimeout(timer);
+      if (isPrivateAddressError(err)) {
+        log.warn({ durationMs: elapsed(started) }, "a2a upstream refused: private address");
+        throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
+      }
       log.warn({ durationMs: elapsed(started), timedOut, cause: causeCode(err) }, "a2a upstream failed");
       throw upstreamError(targetId, timedOut, limits.timeoutMs);
     }

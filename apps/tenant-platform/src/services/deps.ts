@@ -2,6 +2,7 @@ import type { IdGenerator } from "@molecule/contracts";
 import type { Db } from "@molecule/db";
 import type { Provisioner } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
+import type { Resolver } from "./agent-url-policy.ts";
 import type { Sealer } from "./crypto.ts";
 import type { EventBus } from "./events.ts";
 
@@ -22,6 +23,8 @@ export interface PlatformDeps {
   /** Status changes, operation steps, liveness and A2A deliveries, streamed at `GET /events`. */
   events: EventBus;
   settings: PlatformSettings;
+  /** How the A2A proxy resolves agent host names at connect time; tests inject one, default is the system DNS. */
+  resolveAgentHost?: Resolver;
 }
 
 export interface PlatformSettings {
@@ -35,6 +38,10 @@ export interface PlatformSettings {
   a2aTimeoutMs: number;
   a2aMaxRequestBytes: number;
   a2aMaxResponseBytes: number;
+  /** `ALLOW_INSECURE_AGENT_URLS`: plain http:// agent URLs, for loopback (and private addresses if allowed below). */
+  allowInsecureAgentUrls: boolean;
+  /** `ALLOW_PRIVATE_AGENT_URLS`: agent URLs on loopback, private, link-local or metadata addresses. */
+  allowPrivateAgentUrls: boolean;
   staleAfterMs: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;

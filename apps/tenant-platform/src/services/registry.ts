@@ -2,6 +2,7 @@ import { DomainError, type HeartbeatBody, type RegisterBody } from "@molecule/co
 import { workspaces, workspaceTokens } from "@molecule/db";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Caller } from "../http/types.ts";
+import { assertAgentUrl } from "./agent-url-policy.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
@@ -17,7 +18,13 @@ export class RegistryService {
    * workspace's bearer token. The boot token is spent in the same transaction; earlier bearer tokens are revoked.
    */
   async register(bearer: string | null, isAdmin: boolean, body: RegisterBody) {
-    const { db } = this.deps;
+    const { db, settings } = this.deps;
+    if (body.url) {
+      assertAgentUrl(body.url, {
+        allowInsecure: settings.allowInsecureAgentUrls,
+        allowPrivate: settings.allowPrivateAgentUrls,
+      });
+    }
     const authToken = mintToken("mwt");
     await db.transaction(async (tx) => {
       const [workspace] = await tx

@@ -179,16 +179,12 @@ export class WorkspaceService {
           return { workspaceId, key, sealed, keyVersion };
         });
         if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
-        await tx
-          .insert(workspaceTokens)
-          .values({ tokenHash: hashToken(bootToken), workspaceId, kind: "boot" });
-        await tx.insert(operations).values({
-          id: operationId,
+        await this.queueOperation(tx, {
+          operationId,
           workspaceId,
           kind: "provision",
-          idempotencyKey: this.scopedKey(idempotency),
-          requestHash: requestHash(body),
-          sealedInput: sealer.seal(bootToken, `op:${operationId}`).sealed,
+          idempotency,
+          bootToken,
         });
       });
     } catch (error) {
@@ -214,7 +210,7 @@ export class WorkspaceService {
     kind: LifecycleKind,
     idempotencyKey: string | undefined,
   ): Promise<AcceptedOperation> {
-    const { db, ids, sealer } = this.deps;
+    const { db, ids } = this.deps;
     const idempotency = { key: idempotencyKey, scope: `POST /workspaces/${workspaceId}/${kind}`, body: {} };
     const replayed = await this.replay(idempotency);
     if (replayed) return replayed;
@@ -263,19 +259,7 @@ export class WorkspaceService {
         .update(workspaces)
         .set({ status: entry, statusReason: null, updatedAt: new Date() })
         .where(eq(workspaces.id, workspaceId));
-      if (bootToken) {
-        await tx
-          .insert(workspaceTokens)
-          .values({ tokenHash: hashToken(bootToken), workspaceId, kind: "boot" });
-      }
-      await tx.insert(operations).values({
-        id: operationId,
-        workspaceId,
-        kind,
-        idempotencyKey: this.scopedKey(idempotency),
-        requestHash: requestHash({}),
-        sealedInput: bootToken ? sealer.seal(bootToken, `op:${operationId}`).sealed : null,
-      });
+      await this.queueOperation(tx, { operationId, workspaceId, kind, idempotency, bootToken });
       return {
         existingOperationId: null,
         moved: row.status === entry ? null : { from: row.status, to: entry },
@@ -291,6 +275,34 @@ export class WorkspaceService {
     }
     this.onOperationQueued();
     return this.accepted(workspaceId, operationId);
+  }
+
+  /**
+   * Writes the operation row (and the boot token it will inject, hashed; the plaintext sealed in the row so a retry
+   * after a crash injects the same one). Runs inside the caller's transaction.
+   */
+  private async queueOperation(
+    tx: Pick<PlatformDeps["db"], "insert">,
+    input: {
+      operationId: string;
+      workspaceId: string;
+      kind: OperationKind;
+      idempotency: IdempotencyInput;
+      bootToken: string | null;
+    },
+  ): Promise<void> {
+    const { operationId, workspaceId, kind, idempotency, bootToken } = input;
+    if (bootToken) {
+      await tx.insert(workspaceTokens).values({ tokenHash: hashToken(bootToken), workspaceId, kind: "boot" });
+    }
+    await tx.insert(operations).values({
+      id: operationId,
+      workspaceId,
+      kind,
+      idempotencyKey: this.scopedKey(idempotency),
+      requestHash: requestHash(idempotency.body),
+      sealedInput: bootToken ? this.deps.sealer.seal(bootToken, `op:${operationId}`).sealed : null,
+    });
   }
 
   private async accepted(workspaceId: string, operationId: string): Promise<AcceptedOperation> {

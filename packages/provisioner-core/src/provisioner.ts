@@ -61,6 +61,11 @@ export interface ProvisionContext {
    * the old one. The volume and its data are kept.
    */
   recreate?: boolean;
+  /**
+   * Identifies this call across retries (the caller's operation and attempt). Backends that call a remote API send
+   * it as their idempotency key; local backends ignore it.
+   */
+  idempotencyKey?: string;
 }
 
 export interface SuspendResult {

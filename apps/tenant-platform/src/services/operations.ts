@@ -203,13 +203,15 @@ export class OperationRunner {
     }
     const { provisioner } = this.deps;
     const step = recorder.reporter();
+    // Stable across retries of one attempt, new for the next attempt: backends that call a remote API (the control
+    // plane) send it as their idempotency key.
+    const callKey = (call: string) => `${operation.id}:${operation.attempts}:${call}`;
     switch (operation.kind) {
       case "provision": {
         const spec = await this.spec(workspace, operation);
         const handle = await provisioner.provision(spec, workspace.handle, {
-          step: (name, detail) => {
-            step(name, detail);
-          },
+          step,
+          idempotencyKey: callKey("provision"),
         });
         await this.saveHandle(workspace.id, handle);
         await transitionWorkspace(this.deps, workspace.id, "awaiting_agent", { from: ["provisioning"] });
@@ -221,36 +223,44 @@ export class OperationRunner {
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
           recreate: workspace.needsRestart,
+          idempotencyKey: callKey("start"),
         });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;
       }
       case "stop": {
-        await provisioner.stop(this.ref(workspace), { step });
+        await provisioner.stop(this.ref(workspace), { step, idempotencyKey: callKey("stop") });
         await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
         return;
       }
       case "suspend": {
-        const result = await provisioner.suspend(this.ref(workspace), { step });
+        const result = await provisioner.suspend(this.ref(workspace), {
+          step,
+          idempotencyKey: callKey("suspend"),
+        });
         if (!result.suspended) step("stopped_instead", result.reason);
         const to: WorkspaceStatus = result.suspended ? "suspended" : "stopped";
         await transitionWorkspace(this.deps, workspace.id, to, { from: ["stopping"], reason: result.reason });
         return;
       }
       case "restart": {
-        await provisioner.stop(this.ref(workspace), { step });
+        await provisioner.stop(this.ref(workspace), { step, idempotencyKey: callKey("stop") });
         await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
         await transitionWorkspace(this.deps, workspace.id, "provisioning", { from: ["stopped"] });
         const spec = await this.spec(workspace, operation);
         // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
-        const handle = await provisioner.start(spec, workspace.handle, { step, recreate: true });
+        const handle = await provisioner.start(spec, workspace.handle, {
+          step,
+          recreate: true,
+          idempotencyKey: callKey("start"),
+        });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;
       }
       case "destroy": {
-        await provisioner.destroy(this.ref(workspace), { step });
+        await provisioner.destroy(this.ref(workspace), { step, idempotencyKey: callKey("destroy") });
         await this.deps.db.transaction(async (tx) => {
           await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));

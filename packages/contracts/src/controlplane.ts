@@ -1,0 +1,150 @@
+/**
+ * The tenant ↔ control-plane wire format. Both sides import these schemas and the signing functions, so a change
+ * here is a change to the protocol. Tenant calls carry:
+ *
+ *   Authorization: Bearer <tenant credential>      (identifies the org; the control plane stores only its hash)
+ *   X-Molecule-Timestamp: <unix seconds>
+ *   X-Molecule-Nonce: <random, unique per request>
+ *   X-Molecule-Signature: v1=<hex HMAC-SHA256 of canonicalRequest(...) with the tenant's signing key>
+ *
+ * The tenant's signing key is derived from PROVISION_SHARED_SECRET and the org id (`deriveTenantSigningKey`), so a
+ * tenant holds a key that signs for its own org only and never the control plane's master secret.
+ */
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { z } from "zod";
+import { SecretKey } from "./workspaces.ts";
+
+export const CP_HEADERS = {
+  timestamp: "x-molecule-timestamp",
+  nonce: "x-molecule-nonce",
+  signature: "x-molecule-signature",
+} as const;
+
+/** Requests signed further than this from the control plane's clock are refused; nonces are kept this long. */
+export const SIGNATURE_WINDOW_SECONDS = 300;
+export const SIGNATURE_VERSION = "v1";
+
+export function sha256Hex(body: string | Uint8Array): string {
+  return createHash("sha256").update(body).digest("hex");
+}
+
+/** What is signed: method, path with query, timestamp, nonce and the SHA-256 of the exact body bytes. */
+export function canonicalRequest(input: {
+  method: string;
+  path: string;
+  timestamp: string;
+  nonce: string;
+  body: string | Uint8Array;
+}): string {
+  return [input.method.toUpperCase(), input.path, input.timestamp, input.nonce, sha256Hex(input.body)].join(
+    "\n",
+  );
+}
+
+export function deriveTenantSigningKey(sharedSecret: string, orgId: string): string {
+  return createHmac("sha256", sharedSecret).update(`molecule-tenant-signing:${orgId}`).digest("hex");
+}
+
+export function signRequest(key: string, input: Parameters<typeof canonicalRequest>[0]): string {
+  return `${SIGNATURE_VERSION}=${createHmac("sha256", key).update(canonicalRequest(input)).digest("hex")}`;
+}
+
+/** Constant-time comparison of a presented signature header against the expected one. */
+export function signatureMatches(
+  key: string,
+  presented: string,
+  input: Parameters<typeof canonicalRequest>[0],
+) {
+  const expected = Buffer.from(signRequest(key, input));
+  const actual = Buffer.from(presented);
+  return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+// ---- orgs (admin, CP_ADMIN_API_TOKEN) ----
+
+export const OrgSlug = z
+  .string()
+  .regex(
+    /^[a-z][a-z0-9-]{1,38}[a-z0-9]$/,
+    "slug must be 3-40 characters: lower-case letters, digits and dashes",
+  );
+
+export const CreateOrgBody = z.strictObject({
+  slug: OrgSlug,
+  name: z.string().trim().min(1).max(100),
+});
+export type CreateOrgBody = z.infer<typeof CreateOrgBody>;
+
+export const DeleteOrgBody = z.strictObject({ confirm: z.string() });
+
+export const ORG_STATUSES = ["provisioning", "ready", "failed", "deleting", "deleted"] as const;
+export const OrgStatus = z.enum(ORG_STATUSES);
+export type OrgStatus = z.infer<typeof OrgStatus>;
+
+export const TENANT_BOOT_STAGES = ["container_started", "migrated", "listening", "ready", "failed"] as const;
+export const TenantBootStage = z.enum(TENANT_BOOT_STAGES);
+
+export const BootEventBody = z.strictObject({
+  stage: TenantBootStage,
+  detail: z.string().max(1000).optional(),
+});
+export type BootEventBody = z.infer<typeof BootEventBody>;
+
+// ---- workspaces (tenant, signed) ----
+
+/** The workspace spec a tenant asks the control plane to run; mirrors provisioner-core's WorkspaceSpec. */
+export const CpWorkspaceSpec = z.strictObject({
+  workspace_id: z.string().min(1).max(64),
+  runtime: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
+  tier: z.union([z.literal(2), z.literal(3), z.literal(4)]),
+  env: z.record(SecretKey, z.string().max(64 * 1024)),
+  secret_keys: z.array(SecretKey).max(200),
+  metadata: z.record(z.string(), z.unknown()).default({}),
+});
+export type CpWorkspaceSpec = z.infer<typeof CpWorkspaceSpec>;
+
+/** provision and start carry the spec (start rebuilds from it when `recreate` is set or resources are missing). */
+export const CpProvisionBody = CpWorkspaceSpec;
+export const CpStartBody = z.strictObject({ spec: CpWorkspaceSpec, recreate: z.boolean().default(false) });
+export type CpStartBody = z.infer<typeof CpStartBody>;
+
+export const CP_OPERATION_KINDS = ["provision", "start", "stop", "suspend", "destroy"] as const;
+export const CpOperationKind = z.enum(CP_OPERATION_KINDS);
+export type CpOperationKind = z.infer<typeof CpOperationKind>;
+
+export const CpOperationView = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  kind: CpOperationKind,
+  status: z.enum(["pending", "running", "succeeded", "failed"]),
+  steps: z.array(z.object({ name: z.string(), detail: z.string().optional(), duration_ms: z.number() })),
+  /** suspend only: whether the backend suspended (false: it stopped instead, and why). */
+  result: z.object({ suspended: z.boolean().optional(), reason: z.string().optional() }).nullable(),
+  error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).nullable(),
+  created_at: z.string(),
+  finished_at: z.string().nullable(),
+});
+export type CpOperationView = z.infer<typeof CpOperationView>;
+
+/** Every mutating workspace call answers 202 with the operation; GET /cp/operations/:id is polled until it ends. */
+export const CpAccepted = z.object({ operation: CpOperationView });
+
+export const CpRuntimeStatus = z.object({
+  state: z.enum(["running", "starting", "stopped", "suspended", "missing", "unknown"]),
+  detail: z.string().optional(),
+});
+
+export const CpManagedWorkspace = z.object({
+  workspace_id: z.string(),
+  state: z.string(),
+});
+
+/** GET /cp/tenants/config: what a tenant needs at start-up. */
+export const TenantRuntimeConfig = z.object({
+  org_id: z.string(),
+  slug: z.string(),
+  workspace_backend: z.string(),
+  capabilities: z.object({ suspend: z.boolean(), suspendMaxMemoryMb: z.number().optional() }),
+  settings: z.record(z.string(), z.unknown()),
+});
+export type TenantRuntimeConfig = z.infer<typeof TenantRuntimeConfig>;

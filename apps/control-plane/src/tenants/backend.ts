@@ -1,0 +1,47 @@
+import type { ManagedResource, RuntimeStatus, StepReporter } from "@molecule/provisioner-core";
+
+/** What the control plane asks a tenant backend to run: one org's tenant platform. */
+export interface TenantSpec {
+  orgId: string;
+  slug: string;
+  /** Names this control-plane installation; every created resource carries it so strays can be found. */
+  deployment: string;
+  /**
+   * Environment for the tenant platform: MOLECULE_ORG_ID, CP_PROVISION_URL, CP_TENANT_TOKEN, PROVISION_SHARED_SECRET
+   * (the org's derived signing key), ADMIN_TOKEN, SECRETS_ENCRYPTION_KEY, MOLECULE_ENV. The backend adds what only it
+   * knows (PORT, PLATFORM_URL, data location).
+   */
+  env: Record<string, string>;
+  /** Names of `env` entries whose values are secret: never logged, labelled or returned. */
+  secretKeys: readonly string[];
+}
+
+export type TenantHandle = { backend: string } & Record<string, unknown>;
+
+export interface TenantRef {
+  orgId: string;
+  slug: string;
+  handle: TenantHandle | null;
+}
+
+export interface TenantInstance {
+  handle: TenantHandle;
+  /** Where the tenant platform answers HTTP, as the control plane and operators reach it. */
+  url: string;
+}
+
+/**
+ * Runs tenant platforms, one per org. Every method is idempotent: after a crash or a retryable error, calling it
+ * again converges on the same state and never makes a second tenant. Errors are provisioner-core's
+ * ProvisionerError (with `retryable`).
+ */
+export interface TenantBackend {
+  readonly name: string;
+  /** Creates (or adopts) the org's tenant and starts it; returns once it is started, not once it is ready. */
+  provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: { step?: StepReporter }): Promise<TenantInstance>;
+  /** Removes the tenant and everything it owns (container, volume). Already gone is success. */
+  destroy(ref: TenantRef): Promise<void>;
+  status(ref: TenantRef): Promise<RuntimeStatus>;
+  /** Every tenant resource this deployment owns, for reconciling strays. */
+  listManaged(): Promise<ManagedResource[]>;
+}

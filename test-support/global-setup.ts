@@ -12,7 +12,7 @@ function dockerAvailable(): boolean {
 
 /**
  * Runs once before all test files: checks the real peers tests rely on, migrates the template database and
- * builds the workspace image every container test shares. Under CI a missing peer is a failure, never a skip.
+ * builds the workspace and tenant platform images every container test shares. Under CI a missing peer is a failure, never a skip.
  */
 export default async function setup(): Promise<void> {
   try {
@@ -23,5 +23,8 @@ export default async function setup(): Promise<void> {
   if (!dockerAvailable()) {
     throw new Error("A running Docker engine is required for the tests: `docker info` failed");
   }
-  execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: "inherit", timeout: 300_000 });
+  // Both images are built once per run (an unchanged build is a hash check); sequentially, to spare the CPUs.
+  for (const script of ["infra/build-workspace-image.sh", "infra/build-tenant-image.sh"]) {
+    execFileSync("bash", [script], { stdio: "inherit", timeout: 300_000 });
+  }
 }

@@ -19,22 +19,63 @@ export const Metadata = z
   .record(z.string().max(64), z.union([z.string().max(1024), z.number(), z.boolean()]))
   .refine((value) => Object.keys(value).length <= 32, "at most 32 metadata keys");
 
-export const CreateWorkspaceBody = z.strictObject({
-  name: z.string().trim().min(1).max(100),
-  runtime: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "runtime must be a lower-case image name fragment"),
-  tier: Tier.default(2),
-  secrets: z
-    .record(SecretKey, SecretValue)
-    .refine((value) => Object.keys(value).length <= 100, "at most 100 secrets")
-    .refine(
-      (value) => !Object.keys(value).some((key) => (RESERVED_ENV_KEYS as readonly string[]).includes(key)),
-      `secret names ${RESERVED_ENV_KEYS.join(", ")} are reserved`,
-    )
-    .optional(),
-  metadata: Metadata.optional(),
-});
+/** The runtime name and backend label of a workspace whose agent runs elsewhere and only registers here. */
+export const EXTERNAL_RUNTIME = "external";
+
+/** True when a create body asks for an external workspace (`external: true`, or `runtime: "external"`). */
+export function isExternalCreate(body: {
+  external?: boolean | undefined;
+  runtime?: string | undefined;
+}): boolean {
+  return body.external === true || (body.external === undefined && body.runtime === EXTERNAL_RUNTIME);
+}
+
+export const CreateWorkspaceBody = z
+  .strictObject({
+    name: z.string().trim().min(1).max(100),
+    /** Required unless `external` is true; `"external"` alone means the same as `external: true`. */
+    runtime: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "runtime must be a lower-case image name fragment")
+      .optional(),
+    /** The agent runs outside the platform (a laptop, a CI runner, on-prem) and registers with a one-time token. */
+    external: z.boolean().optional(),
+    /** External workspaces only: where the agent will listen, checked against the agent URL policy. */
+    url: z.string().url().max(2048).optional(),
+    tier: Tier.default(2),
+    secrets: z
+      .record(SecretKey, SecretValue)
+      .refine((value) => Object.keys(value).length <= 100, "at most 100 secrets")
+      .refine(
+        (value) => !Object.keys(value).some((key) => (RESERVED_ENV_KEYS as readonly string[]).includes(key)),
+        `secret names ${RESERVED_ENV_KEYS.join(", ")} are reserved`,
+      )
+      .optional(),
+    metadata: Metadata.optional(),
+  })
+  .superRefine((body, ctx) => {
+    const external = isExternalCreate(body);
+    if (external && body.runtime !== undefined && body.runtime !== EXTERNAL_RUNTIME) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["runtime"],
+        message: "an external workspace has no runtime image",
+      });
+    }
+    if (!external && body.runtime === EXTERNAL_RUNTIME) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["external"],
+        message: 'runtime "external" needs external: true',
+      });
+    }
+    if (!external && body.runtime === undefined) {
+      ctx.addIssue({ code: "custom", path: ["runtime"], message: "runtime is required (or external: true)" });
+    }
+    if (!external && body.url !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["url"], message: "url is only for external workspaces" });
+    }
+  });
 export type CreateWorkspaceBody = z.infer<typeof CreateWorkspaceBody>;
 
 export const WorkspaceView = z.object({
@@ -79,5 +120,33 @@ export type OperationView = z.infer<typeof OperationView>;
 
 export const AcceptedOperation = z.object({ workspace: WorkspaceView, operation: OperationView });
 export type AcceptedOperation = z.infer<typeof AcceptedOperation>;
+
+/**
+ * What an external agent needs to connect, given once in the create response. `registration_token` is one-time:
+ * `POST /registry/register` spends it and answers the workspace's bearer token. A replay of the same create (same
+ * Idempotency-Key and body) answers the same token while it is unused, and `null` with `registration_token_status:
+ * "used"` after.
+ */
+export const ConnectionBundle = z.object({
+  workspace_id: z.string(),
+  platform_url: z.string(),
+  registration_token: z.string().nullable(),
+  registration_token_status: z.enum(["unused", "used"]),
+  register_url: z.string(),
+  heartbeat_url: z.string(),
+  secrets_url: z.string(),
+  /** Send a heartbeat at least this often; silence beyond `HEARTBEAT_STALE_AFTER` marks the workspace offline. */
+  heartbeat_interval_seconds: z.number(),
+  /** The agent URL given at creation, registered unless the agent sends its own. */
+  agent_url: z.string().nullable(),
+  /** Ready to paste; each embeds the token. Absent once the token is used. */
+  snippets: z
+    .object({ curl: z.string(), python: z.string(), typescript: z.string(), cli: z.string() })
+    .nullable(),
+});
+export type ConnectionBundle = z.infer<typeof ConnectionBundle>;
+
+export const CreatedWorkspace = AcceptedOperation.extend({ connection: ConnectionBundle.optional() });
+export type CreatedWorkspace = z.infer<typeof CreatedWorkspace>;
 
 export const PutSecretBody = z.strictObject({ value: SecretValue });

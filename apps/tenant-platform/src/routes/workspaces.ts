@@ -43,7 +43,7 @@ export function workspaceRoutes(workspaces: WorkspaceService, secrets: SecretSer
   app.post("/", async (c) => {
     const key = idempotencyKey(c.req.header("idempotency-key"));
     const body = await readJson(c, CreateWorkspaceBody);
-    return c.json(await workspaces.create(body, key), 202);
+    return c.json(await workspaces.create(body, key, new URL(c.req.url).origin), 202);
   });
 
   app.get("/", async (c) => {
@@ -63,7 +63,7 @@ export function workspaceRoutes(workspaces: WorkspaceService, secrets: SecretSer
     return c.json(await workspaces.requestLifecycle(workspaceId(c.req.param("id")), "destroy", key), 202);
   });
 
-  for (const kind of ["stop", "start", "restart"] as const satisfies LifecycleKind[]) {
+  for (const kind of ["stop", "start", "restart", "suspend"] as const satisfies LifecycleKind[]) {
     app.post(`/:id/${kind}`, async (c) => {
       const key = idempotencyKey(c.req.header("idempotency-key"));
       return c.json(await workspaces.requestLifecycle(workspaceId(c.req.param("id")), kind, key), 202);

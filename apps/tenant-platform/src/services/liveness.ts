@@ -1,6 +1,6 @@
-import { LIVE_STATUSES } from "@molecule/contracts";
+import { EXTERNAL_RUNTIME, LIVE_STATUSES } from "@molecule/contracts";
 import { operations, workspaces } from "@molecule/db";
-import { and, eq, inArray, isNotNull, lt, notExists, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, lt, ne, notExists, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
@@ -72,7 +72,10 @@ export class LivenessSweeper {
     return stale.length;
   }
 
-  /** Asks the backend about every workspace that should be running and has no operation under way. */
+  /**
+   * Asks the backend about every workspace that should be running and has no operation under way. External
+   * workspaces are not the backend's: only their heartbeats tell.
+   */
   async checkBackend(): Promise<void> {
     const { db, provisioner, settings } = this.deps;
     const rows = await db
@@ -82,6 +85,7 @@ export class LivenessSweeper {
         and(
           eq(workspaces.orgId, settings.orgId),
           inArray(workspaces.status, [...LIVE_STATUSES]),
+          ne(workspaces.runtime, EXTERNAL_RUNTIME),
           notExists(
             db
               .select({ one: sql`1` })

@@ -1,4 +1,4 @@
-import type { WorkspaceStatus } from "@molecule/contracts";
+import { EXTERNAL_RUNTIME, type WorkspaceStatus } from "@molecule/contracts";
 import {
   type OperationRow,
   type OperationStep,
@@ -260,7 +260,9 @@ export class OperationRunner {
         return;
       }
       case "destroy": {
-        await provisioner.destroy(this.ref(workspace), { step, idempotencyKey: callKey("destroy") });
+        // An external workspace's agent runs elsewhere: there is nothing of it on the backend to remove.
+        if (workspace.runtime === EXTERNAL_RUNTIME) step("external_agent_disconnected");
+        else await provisioner.destroy(this.ref(workspace), { step, idempotencyKey: callKey("destroy") });
         await this.deps.db.transaction(async (tx) => {
           await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));

@@ -1,5 +1,5 @@
-import { DomainError, type HeartbeatBody, type RegisterBody } from "@molecule/contracts";
-import { workspaces, workspaceTokens } from "@molecule/db";
+import { DomainError, EXTERNAL_RUNTIME, type HeartbeatBody, type RegisterBody } from "@molecule/contracts";
+import { type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Caller } from "../http/types.ts";
 import { assertAgentUrl } from "./agent-url-policy.ts";
@@ -8,6 +8,15 @@ import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 const GONE = new Set(["removing", "removed"]);
+
+/**
+ * The URL an agent registers replaces the old one; an external workspace whose agent sends none keeps the URL given
+ * when it was created (`url: null` clears it).
+ */
+function registeredUrl(workspace: WorkspaceRow, body: RegisterBody): string | null {
+  if (body.url !== undefined) return body.url;
+  return workspace.runtime === EXTERNAL_RUNTIME ? workspace.url : null;
+}
 
 /** Registration (boot token → bearer token) and liveness, as agents anywhere use them. */
 export class RegistryService {
@@ -61,7 +70,11 @@ export class RegistryService {
         .values({ tokenHash: hashToken(authToken), workspaceId: body.id, kind: "auth" });
       await tx
         .update(workspaces)
-        .set({ url: body.url ?? null, agentCard: body.agent_card ?? null, updatedAt: new Date() })
+        .set({
+          url: registeredUrl(workspace, body),
+          agentCard: body.agent_card ?? null,
+          updatedAt: new Date(),
+        })
         .where(eq(workspaces.id, body.id));
     });
     this.deps.logger.info({ workspaceId: body.id }, "agent registered");

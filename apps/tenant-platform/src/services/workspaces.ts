@@ -1,9 +1,12 @@
 import { createHash } from "node:crypto";
 import {
   type AcceptedOperation,
+  type CreatedWorkspace,
   type CreateWorkspaceBody,
   canTransition,
   DomainError,
+  EXTERNAL_RUNTIME,
+  isExternalCreate,
   OPERATION_ENTRY_STATUS,
   type OperationKind,
   type WorkspaceStatus,
@@ -11,13 +14,16 @@ import {
 } from "@molecule/contracts";
 import {
   type OperationRow,
+  type OperationStep,
   operations,
   type WorkspaceRow,
   workspaceSecrets,
   workspaces,
   workspaceTokens,
 } from "@molecule/db";
-import { and, desc, eq, inArray, ne } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, ne } from "drizzle-orm";
+import { assertAgentUrl } from "./agent-url-policy.ts";
+import { connectionBundle } from "./connection-bundle.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { toOperationView, toWorkspaceView } from "./views.ts";
@@ -125,6 +131,12 @@ export class WorkspaceService {
 
   /** Replays an earlier request with the same key, or refuses a different body under the same key. */
   private async replay(idempotency: IdempotencyInput): Promise<AcceptedOperation | null> {
+    return (await this.replayRow(idempotency))?.accepted ?? null;
+  }
+
+  private async replayRow(
+    idempotency: IdempotencyInput,
+  ): Promise<{ accepted: AcceptedOperation; operation: OperationRow } | null> {
     const scopedKey = this.scopedKey(idempotency);
     if (!scopedKey) return null;
     const [existing] = await this.deps.db
@@ -139,7 +151,10 @@ export class WorkspaceService {
       );
     }
     const workspace = await this.getRow(existing.workspaceId);
-    return { workspace: toWorkspaceView(workspace), operation: toOperationView(existing) };
+    return {
+      accepted: { workspace: toWorkspaceView(workspace), operation: toOperationView(existing) },
+      operation: existing,
+    };
   }
 
   private scopedKey(idempotency: IdempotencyInput): string | null {
@@ -147,9 +162,19 @@ export class WorkspaceService {
     return `${this.deps.settings.orgId}:${idempotency.scope}:${idempotency.key}`;
   }
 
-  async create(body: CreateWorkspaceBody, idempotencyKey: string | undefined): Promise<AcceptedOperation> {
+  /**
+   * Creates a workspace. An external one (`external: true`) is recorded as `awaiting_agent` with no backend call,
+   * and the answer carries its one-time connection bundle; `requestOrigin` is where the caller reached this
+   * platform, used for the bundle only when PLATFORM_URL is the Docker host alias remote agents cannot resolve.
+   */
+  async create(
+    body: CreateWorkspaceBody,
+    idempotencyKey: string | undefined,
+    requestOrigin?: string,
+  ): Promise<CreatedWorkspace> {
+    if (isExternalCreate(body)) return this.createExternal(body, idempotencyKey, requestOrigin);
     const { db, ids, sealer, settings, provisioner } = this.deps;
-    if (!settings.allowedRuntimes.includes(body.runtime)) {
+    if (body.runtime === undefined || !settings.allowedRuntimes.includes(body.runtime)) {
       throw new DomainError(
         "bad_request",
         `runtime "${body.runtime}" is not allowed; allowed runtimes: ${settings.allowedRuntimes.join(", ")}`,
@@ -168,7 +193,7 @@ export class WorkspaceService {
           id: workspaceId,
           orgId: settings.orgId,
           name: body.name,
-          runtime: body.runtime,
+          runtime: body.runtime ?? "",
           tier: body.tier,
           backend: provisioner.name,
           status: "provisioning",
@@ -225,6 +250,14 @@ export class WorkspaceService {
         .where(and(eq(workspaces.id, workspaceId), eq(workspaces.orgId, this.deps.settings.orgId)))
         .for("update");
       if (!row) throw new DomainError("not_found", `workspace ${workspaceId} not found`);
+      if (row.runtime === EXTERNAL_RUNTIME && kind !== "destroy") {
+        throw new DomainError(
+          "conflict",
+          `cannot ${kind} external workspace ${workspaceId}: its agent runs outside the platform; ` +
+            "stop or start it where it runs, or DELETE the workspace",
+          { runtime: EXTERNAL_RUNTIME },
+        );
+      }
       if (kind === "destroy" && (row.status === "removing" || row.status === "removed")) {
         const [current] = await tx
           .select()
@@ -289,9 +322,11 @@ export class WorkspaceService {
       kind: OperationKind;
       idempotency: IdempotencyInput;
       bootToken: string | null;
+      /** Recorded as already succeeded with these steps: there is nothing for the runner to do. */
+      finishedSteps?: OperationStep[];
     },
   ): Promise<void> {
-    const { operationId, workspaceId, kind, idempotency, bootToken } = input;
+    const { operationId, workspaceId, kind, idempotency, bootToken, finishedSteps } = input;
     if (bootToken) {
       await tx.insert(workspaceTokens).values({ tokenHash: hashToken(bootToken), workspaceId, kind: "boot" });
     }
@@ -302,6 +337,127 @@ export class WorkspaceService {
       idempotencyKey: this.scopedKey(idempotency),
       requestHash: requestHash(idempotency.body),
       sealedInput: bootToken ? this.deps.sealer.seal(bootToken, `op:${operationId}`).sealed : null,
+      ...(finishedSteps
+        ? { status: "succeeded" as const, steps: finishedSteps, finishedAt: new Date() }
+        : {}),
+    });
+  }
+
+  /**
+   * An external workspace: no backend call, no process to run. The one-time registration token is a boot token
+   * (stored hashed; its plaintext sealed in the operation row, so a replay of this create can answer it again
+   * while it is unused).
+   */
+  private async createExternal(
+    body: CreateWorkspaceBody,
+    idempotencyKey: string | undefined,
+    requestOrigin: string | undefined,
+  ): Promise<CreatedWorkspace> {
+    const { db, ids, sealer, settings } = this.deps;
+    if (body.url) {
+      assertAgentUrl(body.url, {
+        allowInsecure: settings.allowInsecureAgentUrls,
+        allowPrivate: settings.allowPrivateAgentUrls,
+      });
+    }
+    const idempotency = { key: idempotencyKey, scope: "POST /workspaces", body };
+    const replayed = await this.replayRow(idempotency);
+    if (replayed) return this.withConnection(replayed.accepted, replayed.operation, requestOrigin);
+
+    const workspaceId = ids.next("ws");
+    const operationId = ids.next("op");
+    const registrationToken = mintToken("mbt");
+    const now = new Date();
+    try {
+      await db.transaction(async (tx) => {
+        await tx.insert(workspaces).values({
+          id: workspaceId,
+          orgId: settings.orgId,
+          name: body.name,
+          runtime: EXTERNAL_RUNTIME,
+          tier: body.tier,
+          backend: EXTERNAL_RUNTIME,
+          status: "awaiting_agent",
+          url: body.url ?? null,
+          metadata: body.metadata ?? {},
+        });
+        const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
+          const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
+          return { workspaceId, key, sealed, keyVersion };
+        });
+        if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
+        await this.queueOperation(tx, {
+          operationId,
+          workspaceId,
+          kind: "provision",
+          idempotency,
+          bootToken: registrationToken,
+          finishedSteps: [
+            {
+              name: "registration_token_issued",
+              startedAt: now.toISOString(),
+              durationMs: 0,
+              detail: "external agent: nothing to provision",
+            },
+          ],
+        });
+      });
+    } catch (error) {
+      if (idempotencyKey && isUniqueViolation(error)) {
+        const winner = await this.replayRow(idempotency);
+        if (winner) return this.withConnection(winner.accepted, winner.operation, requestOrigin);
+      }
+      throw error;
+    }
+    this.deps.events.publish({
+      type: "workspace.status",
+      workspaceId,
+      data: { to: "awaiting_agent", reason: null },
+    });
+    this.deps.logger.info({ workspaceId }, "external workspace created; awaiting its agent");
+    const accepted = await this.accepted(workspaceId, operationId);
+    return { ...accepted, connection: this.bundle(accepted.workspace, registrationToken, requestOrigin) };
+  }
+
+  /** A replayed create: the same token while it is unused, none (and no snippets) once it was spent. */
+  private async withConnection(
+    accepted: AcceptedOperation,
+    operation: OperationRow,
+    requestOrigin: string | undefined,
+  ): Promise<CreatedWorkspace> {
+    if (accepted.workspace.runtime !== EXTERNAL_RUNTIME) return accepted;
+    let token: string | null = null;
+    if (operation.sealedInput) {
+      const sealed = this.deps.sealer.open(
+        operation.sealedInput,
+        this.deps.sealer.currentVersion,
+        `op:${operation.id}`,
+      );
+      const [unspent] = await this.deps.db
+        .select({ hash: workspaceTokens.tokenHash })
+        .from(workspaceTokens)
+        .where(
+          and(
+            eq(workspaceTokens.tokenHash, hashToken(sealed)),
+            eq(workspaceTokens.kind, "boot"),
+            isNull(workspaceTokens.spentAt),
+          ),
+        );
+      token = unspent ? sealed : null;
+    }
+    return { ...accepted, connection: this.bundle(accepted.workspace, token, requestOrigin) };
+  }
+
+  private bundle(workspace: WorkspaceView, token: string | null, requestOrigin: string | undefined) {
+    const { publicUrl, staleAfterMs } = this.deps.settings;
+    // Remote agents cannot resolve the Docker host alias; the address the caller used is the better guess.
+    const dockerAlias = /^https?:\/\/host\.docker\.internal[:/]/i.test(`${publicUrl}/`);
+    return connectionBundle({
+      workspaceId: workspace.id,
+      platformUrl: dockerAlias && requestOrigin ? requestOrigin : publicUrl,
+      registrationToken: token,
+      agentUrl: workspace.url,
+      staleAfterMs,
     });
   }
 

@@ -11,4 +11,6 @@ export const LABELS = {
   workspaceId: "molecule.workspace_id",
   orgId: "molecule.org_id",
   deployment: "molecule.deployment",
+  /** What the resource is, where one engine holds more than workspaces (the control plane's `tenant`). */
+  kind: "molecule.kind",
 } as const;

@@ -1,2 +1,3 @@
+export * from "./engine.ts";
 export * from "./errors.ts";
 export * from "./provisioner.ts";

@@ -18,14 +18,20 @@ import type {
   WorkspaceSpec,
 } from "../provisioner.ts";
 import { tierLimits } from "../tiers.ts";
-import { dockerReason, dockerStatusCode, toProvisionerError } from "./errors.ts";
+import {
+  containerRuntimeStatus,
+  type DockerLogger,
+  dockerCall,
+  ensureImage as ensureImageOn,
+  inspectContainer as inspectContainerOn,
+  noopDockerLogger,
+  removeContainer as removeContainerOn,
+  removeVolume as removeVolumeOn,
+  startContainer as startContainerOn,
+} from "./engine.ts";
+import { dockerStatusCode, toProvisionerError } from "./errors.ts";
 
-/** pino-compatible: fields first, then the message. */
-export interface DockerLogger {
-  info(fields: Record<string, unknown>, message: string): void;
-  warn(fields: Record<string, unknown>, message: string): void;
-  error(fields: Record<string, unknown>, message: string): void;
-}
+export type { DockerLogger } from "./engine.ts";
 
 export interface DockerProvisionerOptions {
   docker?: Dockerode;
@@ -59,8 +65,6 @@ export interface DockerHandle extends Handle {
 
 type Step = "image_ready" | "volume_ready" | "container_created" | "container_started";
 
-const noopLogger: DockerLogger = { info() {}, warn() {}, error() {} };
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Create options with secret env values replaced, safe to log. */
@@ -90,7 +94,7 @@ export function labelsFor(
 
 export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisioner {
   const docker = opts.docker ?? new Dockerode();
-  const log = opts.logger ?? noopLogger;
+  const log = opts.logger ?? noopDockerLogger;
   const pullTimeoutMs = opts.pullTimeoutMs ?? 120_000;
   const stopTimeout = opts.stopTimeoutSeconds ?? 10;
   const deploymentFilter = `${LABELS.deployment}=${opts.deployment}`;
@@ -106,16 +110,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     }
   }
 
-  /** Runs a docker call, mapping its failure; `ok` lists status codes that count as success (returns undefined). */
-  async function call<T>(op: string, fn: () => Promise<T>, ok: number[] = []): Promise<T | undefined> {
-    try {
-      return await fn();
-    } catch (error) {
-      const status = dockerStatusCode(error);
-      if (status !== undefined && ok.includes(status)) return undefined;
-      throw toProvisionerError(op, error);
-    }
-  }
+  const call = dockerCall;
 
   function ownedBy(labels: Record<string, string> | undefined, workspaceId: string): boolean {
     return labels?.[LABELS.workspaceId] === workspaceId && labels?.[LABELS.deployment] === opts.deployment;
@@ -147,64 +142,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     }
   }
 
-  async function inspectContainer(name: string): Promise<Dockerode.ContainerInspectInfo | undefined> {
-    return call("inspect container", () => docker.getContainer(name).inspect(), [404]);
-  }
+  const inspectContainer = (name: string) => inspectContainerOn(docker, name);
 
-  /** Pulls `image`, bounded by the pull timeout and the caller's signal; never hangs. */
-  async function pull(image: string, signal: AbortSignal | undefined): Promise<void> {
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let timer: NodeJS.Timeout | undefined;
-    let stream: NodeJS.ReadableStream | undefined;
-    const work = (async () => {
-      stream = (await docker.pull(image, { abortSignal: controller.signal })) as NodeJS.ReadableStream;
-      await new Promise<void>((resolve, reject) => {
-        docker.modem.followProgress(stream as NodeJS.ReadableStream, (error: Error | null) =>
-          error ? reject(error) : resolve(),
-        );
-      });
-    })();
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`pull timed out after ${Math.round(pullTimeoutMs / 1000)} s`)),
-        pullTimeoutMs,
-      );
-      controller.signal.addEventListener("abort", () => reject(new Error("pull aborted")), { once: true });
-    });
-    try {
-      await Promise.race([work, deadline]);
-    } catch (error) {
-      controller.abort();
-      (stream as { destroy?: () => void } | undefined)?.destroy?.();
-      work.catch(() => {});
-      const reason = dockerReason(error);
-      log.warn({ image, reason }, "docker: image pull failed");
-      if (signal?.aborted) {
-        throw new ProvisionerError("timeout", `pull of image ${image} was aborted by the caller`, true, {
-          image,
-        });
-      }
-      throw new ProvisionerError(
-        "image_unavailable",
-        `image ${image} is not present on the docker engine and could not be pulled: ${reason}`,
-        false,
-        { image },
-      );
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-    }
-  }
-
-  async function ensureImage(image: string, signal: AbortSignal | undefined): Promise<"present" | "pulled"> {
-    const found = await call("inspect image", () => docker.getImage(image).inspect(), [404]);
-    if (found) return "present";
-    log.info({ image }, "docker: pulling missing image");
-    await pull(image, signal);
-    return "pulled";
-  }
+  const ensureImage = (image: string, signal: AbortSignal | undefined) =>
+    ensureImageOn(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
 
   async function ensureVolume(spec: WorkspaceSpec): Promise<string> {
     const name = resourceName(spec.workspaceId);
@@ -288,16 +229,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
   }
 
-  async function startContainer(name: string): Promise<void> {
-    try {
-      await docker.getContainer(name).start();
-    } catch (error) {
-      if (dockerStatusCode(error) === 304) return; // already running
-      const info = await inspectContainer(name).catch(() => undefined);
-      if (info?.State.Running) return; // a concurrent start won
-      throw toProvisionerError("start container", error);
-    }
-  }
+  const startContainer = (name: string) => startContainerOn(docker, name);
 
   /** Image, volume, container, running: creates only what is missing. Shared by provision and start. */
   async function converge(spec: WorkspaceSpec, ctx: ProvisionContext | undefined): Promise<DockerHandle> {
@@ -374,49 +306,8 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     return { containerIds: [...containerIds], volumeNames: [...volumeNames] };
   }
 
-  async function removeContainer(id: string): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await docker.getContainer(id).remove({ force: true });
-        return;
-      } catch (error) {
-        const status = dockerStatusCode(error);
-        if (status === 404) return;
-        // 409: "removal already in progress" (a concurrent destroy): wait for it to finish.
-        if (status !== 409 || attempt >= 50) throw toProvisionerError("remove container", error);
-        await sleep(200);
-      }
-    }
-  }
-
-  async function removeVolume(name: string): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await docker.getVolume(name).remove();
-        return;
-      } catch (error) {
-        const status = dockerStatusCode(error);
-        if (status === 404) return;
-        // 409: still in use by a container being removed.
-        if (status !== 409 || attempt >= 50) {
-          const mapped = toProvisionerError("remove volume", error);
-          throw status === 409
-            ? new ProvisionerError("conflict", mapped.message, true, mapped.details)
-            : mapped;
-        }
-        await sleep(200);
-      }
-    }
-  }
-
-  function describeStopped(state: Dockerode.ContainerInspectInfo["State"]): string {
-    if (state.Status === "created") return "container created but never started";
-    const parts = [`exited with code ${state.ExitCode}`];
-    if (state.OOMKilled) parts.push("(out of memory)");
-    if (state.Error) parts.push(`: ${state.Error}`);
-    if (state.FinishedAt && !state.FinishedAt.startsWith("0001-")) parts.push(`at ${state.FinishedAt}`);
-    return parts.join(" ");
-  }
+  const removeContainer = (id: string) => removeContainerOn(docker, id);
+  const removeVolume = (name: string) => removeVolumeOn(docker, name);
 
   const capabilities: Capabilities = { suspend: false };
 
@@ -470,16 +361,13 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       if (!ownedBy(info.Config.Labels, ref.workspaceId)) {
         return { state: "unknown", detail: notOurs("container", name, info.Config.Labels).message };
       }
-      const state = info.State;
-      if (state.Restarting) return { state: "starting", detail: "restarting" };
-      if (state.Paused) return { state: "suspended", detail: "paused" };
-      if (state.Running) return { state: "running" };
-      if (state.Status === "removing") return { state: "stopped", detail: "being removed" };
-      return { state: "stopped", detail: describeStopped(state) };
+      return containerRuntimeStatus(info.State);
     },
 
     async listManaged(): Promise<ManagedResource[]> {
-      const filters = { label: [`${LABELS.managed}=true`, deploymentFilter] };
+      // Only workspace resources: other managed things of the deployment on this engine (the control plane's tenant
+      // containers) carry no workspace id.
+      const filters = { label: [`${LABELS.managed}=true`, deploymentFilter, LABELS.workspaceId] };
       const [containers, volumes] = await Promise.all([
         call("list containers", () => docker.listContainers({ all: true, filters })),
         call("list volumes", () => docker.listVolumes({ filters })),

@@ -1,3 +1,4 @@
+export * from "./controlplane/index.ts";
 export * from "./docker/index.ts";
 export * from "./errors.ts";
 export * from "./flyio/index.ts";

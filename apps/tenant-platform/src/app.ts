@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { canvasRoutes } from "./canvas/routes.ts";
 import { identify } from "./http/auth.ts";
 import { errorResponse, handleError } from "./http/errors.ts";
 import type { AppEnv } from "./http/types.ts";
@@ -59,6 +60,8 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   );
 
   app.get("/health", (c) => c.json({ ok: true }));
+  // The canvas page and its assets are public; it calls the API below with the admin token like any client.
+  app.route("/", canvasRoutes());
 
   app.use("*", identify(deps));
   app.route("/", eventRoutes(deps.events, workspaces));

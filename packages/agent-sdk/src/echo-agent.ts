@@ -3,9 +3,9 @@
  * (infra/build-workspace-image.sh). Configuration: see `loadEchoConfig`. Logs one JSON line per event; tokens and
  * secret values are never logged.
  */
-import { messageText } from "./a2a-server.ts";
 import { runAgent } from "./agent.ts";
 import { materializeBootConfig } from "./boot-config.ts";
+import { ECHO_CARD, echoReply } from "./echo.ts";
 import { ConfigError, loadEchoConfig } from "./echo-config.ts";
 import { createJsonLogger, errorFields } from "./log.ts";
 
@@ -58,13 +58,8 @@ async function main(): Promise<number> {
       port: config.port,
       host: config.host,
       publicUrl: config.publicUrl,
-      card: {
-        name: "echo",
-        description: "Reference workspace agent: answers every message with `echo: <text>`.",
-        version: "0.1.0",
-        skills: [{ id: "echo", name: "Echo", description: "Repeats the text it is sent.", tags: ["echo"] }],
-      },
-      onMessage: async (message) => ({ parts: [{ kind: "text", text: `echo: ${messageText(message)}` }] }),
+      card: ECHO_CARD,
+      onMessage: echoReply,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       signal: controller.signal,
       log,

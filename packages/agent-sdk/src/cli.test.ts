@@ -1,0 +1,292 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseCli, UsageError } from "./cli.ts";
+import { FakePlatform } from "./testing/fake-platform.ts";
+
+const entry = fileURLToPath(new URL("./cli.ts", import.meta.url));
+
+/** A loopback port nobody listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("parseCli", () => {
+  const env = {};
+  const parse = (argv: string[], extra: Partial<Parameters<typeof parseCli>[1]> = {}) =>
+    parseCli(argv, { env, home: "/home/someone", ...extra });
+
+  it("reads the run flags with their defaults", () => {
+    const command = parse([
+      "run",
+      "--platform",
+      "https://platform.example.com",
+      "--token",
+      "mbt_abc",
+      "--workspace",
+      "ws_01",
+      "--url",
+      "https://agent.example.com:8443/a2a",
+    ]);
+    expect(command).toEqual({
+      kind: "run",
+      options: {
+        platformUrl: "https://platform.example.com",
+        workspaceId: "ws_01",
+        token: "mbt_abc",
+        url: "https://agent.example.com:8443/a2a",
+        port: 8443,
+        host: "127.0.0.1",
+        stateDir: "/home/someone/.molecule/agent",
+        heartbeatIntervalMs: 30_000,
+      },
+    });
+  });
+
+  it("takes the platform, workspace and token from the environment, flags first", () => {
+    const command = parse(["run", "--url", "https://agent.example.com", "--port", "0", "--state-dir", "/s"], {
+      env: {
+        PLATFORM_URL: "http://127.0.0.1:8080",
+        WORKSPACE_ID: "ws_env",
+        WORKSPACE_BOOT_TOKEN: "mbt_env",
+        WORKSPACE_STATE_DIR: "/ignored",
+      },
+    });
+    expect(command).toMatchObject({
+      kind: "run",
+      options: {
+        platformUrl: "http://127.0.0.1:8080",
+        workspaceId: "ws_env",
+        token: "mbt_env",
+        port: 0,
+        stateDir: "/s",
+      },
+    });
+    // No port in the URL: 8000.
+    expect(
+      parse(["run", "--url", "https://agent.example.com"], {
+        env: { PLATFORM_URL: "http://p", WORKSPACE_ID: "ws_1" },
+      }),
+    ).toMatchObject({ options: { port: 8000, token: undefined } });
+  });
+
+  it("reads a connection bundle, or the whole create response, from --bundle", () => {
+    const connection = {
+      workspace_id: "ws_bundle",
+      platform_url: "http://127.0.0.1:9000",
+      registration_token: "mbt_bundle",
+    };
+    for (const text of [JSON.stringify(connection), JSON.stringify({ workspace: {}, connection })]) {
+      const command = parse(["run", "--bundle", "b.json", "--url", "http://127.0.0.1:7000"], {
+        readFile: () => text,
+      });
+      expect(command).toMatchObject({
+        options: {
+          workspaceId: "ws_bundle",
+          platformUrl: "http://127.0.0.1:9000",
+          token: "mbt_bundle",
+          port: 7000,
+        },
+      });
+    }
+    expect(() => parse(["run", "--bundle", "b.json", "--url", "http://x"], { readFile: () => "{" })).toThrow(
+      "--bundle b.json: not JSON",
+    );
+    expect(() => parse(["run", "--bundle", "b.json", "--url", "http://x"], { readFile: () => "{}" })).toThrow(
+      "no workspace_id",
+    );
+  });
+
+  it("answers help, and refuses bad usage with one line", () => {
+    expect(parse(["--help"])).toEqual({ kind: "help" });
+    expect(parse(["run", "-h"])).toEqual({ kind: "help" });
+    const cases: [string[], string][] = [
+      [[], "missing command"],
+      [["serve"], 'unknown command "serve"'],
+      [["run", "--nope"], "Unknown option '--nope'"],
+      [["run", "--url", "http://a", "--workspace", "ws_1"], "--platform is required"],
+      [["run", "--platform", "http://p", "--url", "http://a"], "--workspace is required"],
+      [["run", "--platform", "http://p", "--workspace", "ws_1"], "--url is required"],
+      [
+        ["run", "--platform", "ftp://p", "--workspace", "ws_1", "--url", "http://a"],
+        "--platform must be an http(s) URL",
+      ],
+      [["run", "--platform", "http://p", "--workspace", "ws 1", "--url", "http://a"], "--workspace must be"],
+      [
+        ["run", "--platform", "http://p", "--workspace", "ws_1", "--url", "http://a", "--port", "70000"],
+        "--port",
+      ],
+      [
+        [
+          "run",
+          "--platform",
+          "http://p",
+          "--workspace",
+          "ws_1",
+          "--url",
+          "http://a",
+          "--heartbeat-interval-ms",
+          "5",
+        ],
+        "--heartbeat-interval-ms must be an integer from 100",
+      ],
+      [["run", "extra"], 'unexpected argument "extra"'],
+    ];
+    for (const [argv, message] of cases) {
+      let error: unknown;
+      try {
+        parse(argv);
+      } catch (err) {
+        error = err;
+      }
+      expect(error, argv.join(" ")).toBeInstanceOf(UsageError);
+      expect((error as Error).message).toContain(message);
+      expect((error as Error).message).not.toContain("\n");
+    }
+  });
+});
+
+describe("molecule-agent process", () => {
+  const platform = new FakePlatform();
+  let stateDir = "";
+  beforeAll(async () => {
+    await platform.start();
+    stateDir = await mkdtemp(join(tmpdir(), "molecule-agent-cli-"));
+  });
+  afterAll(async () => {
+    await platform.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  function cli(args: string[]) {
+    const child = spawn(process.execPath, ["--import", "tsx", entry, ...args], {
+      env: { PATH: process.env.PATH ?? "", HOME: stateDir },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const out: string[] = [];
+    let err = "";
+    let buffer = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString();
+      const lines = buffer.split("\n");
+      buffer = lines.pop() ?? "";
+      out.push(...lines);
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    return { child, out, stderr: () => err, exited };
+  }
+
+  async function waitForEvent(out: string[], event: string, child: ChildProcess) {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const line = out.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === event);
+      if (line) return line;
+      if (Date.now() > deadline || child.exitCode !== null)
+        throw new Error(`no ${event} in:\n${out.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  const runArgs = (id: string, port: number, token?: string) => [
+    "run",
+    "--platform",
+    platform.url,
+    "--workspace",
+    id,
+    "--url",
+    `http://127.0.0.1:${port}`,
+    "--state-dir",
+    stateDir,
+    "--heartbeat-interval-ms",
+    "200",
+    ...(token ? ["--token", token] : []),
+  ];
+
+  it("registers, serves the echo agent, heartbeats, and restarts on its stored token after SIGTERM", async () => {
+    const token = platform.addWorkspace("ws_cli_proc", { MY_SECRET: "not-for-logs" });
+    const port = await freePort();
+    const first = cli(runArgs("ws_cli_proc", port, token));
+    try {
+      const ready = await waitForEvent(first.out, "agent_ready", first.child);
+      expect(ready).toMatchObject({ authSource: "registered", port, url: `http://127.0.0.1:${port}` });
+      expect(platform.workspace("ws_cli_proc").url).toBe(`http://127.0.0.1:${port}`);
+      const reply = await fetch(`http://127.0.0.1:${port}`, {
+        method: "POST",
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: "1",
+          method: "message/send",
+          params: { message: { role: "user", parts: [{ kind: "text", text: "hi" }], messageId: "m" } },
+        }),
+      });
+      expect(await reply.json()).toMatchObject({ result: { parts: [{ kind: "text", text: "echo: hi" }] } });
+      // The loop goes on beating at --heartbeat-interval-ms.
+      await until("three heartbeats", () => platform.workspace("ws_cli_proc").heartbeats.length >= 3);
+    } finally {
+      first.child.kill("SIGTERM");
+    }
+    expect(await first.exited).toBe(0);
+    const everything = first.out.join("\n") + first.stderr();
+    expect(everything).not.toContain(token);
+    expect(everything).not.toContain(platform.workspace("ws_cli_proc").authToken ?? "missing");
+    expect(everything).not.toContain("not-for-logs");
+
+    // Same state directory, no token: the stored bearer token is used, no second registration.
+    const second = cli(runArgs("ws_cli_proc", port));
+    try {
+      const ready = await waitForEvent(second.out, "agent_ready", second.child);
+      expect(ready).toMatchObject({ authSource: "stored", port });
+      expect(platform.workspace("ws_cli_proc").registrations).toBe(1);
+    } finally {
+      second.child.kill("SIGINT");
+    }
+    expect(await second.exited).toBe(0);
+  });
+
+  it("exits 1 with one line when it has no token and none is stored", async () => {
+    platform.addWorkspace("ws_cli_none");
+    const run = cli(runArgs("ws_cli_none", await freePort()));
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toMatch(/^molecule-agent: workspace ws_cli_none has no auth token .*\n$/);
+  });
+
+  it("exits 0 when the workspace is deleted", async () => {
+    const token = platform.addWorkspace("ws_cli_gone");
+    const run = cli(runArgs("ws_cli_gone", await freePort(), token));
+    await waitForEvent(run.out, "agent_ready", run.child);
+    platform.remove("ws_cli_gone");
+    expect(await run.exited).toBe(0);
+    expect(run.stderr()).toBe("molecule-agent: workspace ws_cli_gone was deleted\n");
+  });
+
+  it("prints usage for --help and exits 2 on a bad flag", async () => {
+    const help = cli(["--help"]);
+    expect(await help.exited).toBe(0);
+    expect(help.out.join("\n")).toContain("Usage: molecule-agent run");
+    const bad = cli(["run", "--frobnicate"]);
+    expect(await bad.exited).toBe(2);
+    expect(bad.stderr()).toBe("molecule-agent: Unknown option '--frobnicate' (see --help)\n");
+  });
+});

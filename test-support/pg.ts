@@ -1,5 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createDatabase, type Database, listMigrations } from "@molecule/db";
+import {
+  createDatabase,
+  type Database,
+  listMigrations,
+  type MigrationSet,
+  PLATFORM_MIGRATIONS,
+} from "@molecule/db";
 import postgres from "postgres";
 
 /** The server tests run on: real PostgreSQL, the machine's own by default. */
@@ -13,21 +19,22 @@ function urlFor(database: string): string {
 }
 
 /** A migrated template, named after the migrations' content so a schema change makes a new one. */
-export function templateName(): string {
+export function templateName(migrations: MigrationSet = PLATFORM_MIGRATIONS): string {
   const hash = createHash("sha256");
-  for (const migration of listMigrations()) hash.update(migration.name).update(migration.sql);
+  if (migrations !== PLATFORM_MIGRATIONS) hash.update(migrations.table);
+  for (const migration of listMigrations(migrations)) hash.update(migration.name).update(migration.sql);
   return `molecule_tpl_${hash.digest("hex").slice(0, 12)}`;
 }
 
-export async function ensureTemplate(): Promise<void> {
-  const name = templateName();
+export async function ensureTemplate(migrations: MigrationSet = PLATFORM_MIGRATIONS): Promise<void> {
+  const name = templateName(migrations);
   const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
   try {
     const existing = await admin`SELECT 1 FROM pg_database WHERE datname = ${name}`;
     if (existing.length > 0) return;
     const building = `${name}_build_${randomBytes(3).toString("hex")}`;
     await admin.unsafe(`CREATE DATABASE ${building}`);
-    const database = await createDatabase({ url: urlFor(building), maxConnections: 1 });
+    const database = await createDatabase({ url: urlFor(building), maxConnections: 1 }, migrations);
     await database.migrate();
     await database.close();
     try {
@@ -45,17 +52,22 @@ export interface TestDatabase extends Database {
   drop(): Promise<void>;
 }
 
-/** A fresh, migrated database for one test file: `CREATE DATABASE … TEMPLATE` takes milliseconds. */
-export async function createTestDatabase(): Promise<TestDatabase> {
+/**
+ * A fresh, migrated database for one test file: `CREATE DATABASE … TEMPLATE` takes milliseconds. `migrations`
+ * picks another service's schema (the control plane's); its template is built on first use.
+ */
+export async function createTestDatabase(options: { migrations?: MigrationSet } = {}): Promise<TestDatabase> {
+  const migrations = options.migrations ?? PLATFORM_MIGRATIONS;
+  if (migrations !== PLATFORM_MIGRATIONS) await ensureTemplate(migrations);
   const name = `molecule_t_${randomBytes(6).toString("hex")}`;
   const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
   try {
-    await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE ${templateName()}`);
+    await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE ${templateName(migrations)}`);
   } finally {
     await admin.end();
   }
   const url = urlFor(name);
-  const database = await createDatabase({ url, maxConnections: 5 });
+  const database = await createDatabase({ url, maxConnections: 5 }, migrations);
   return {
     ...database,
     url,

@@ -4,7 +4,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
-import { type MigrationRunner, runMigrations } from "./migrate.ts";
+import { type MigrationRunner, type MigrationSet, PLATFORM_MIGRATIONS, runMigrations } from "./migrate.ts";
 import * as schema from "./schema/index.ts";
 
 export type Schema = typeof schema;
@@ -20,8 +20,15 @@ export interface Database {
 
 export type DatabaseOptions = { url: string; maxConnections?: number } | { dataDir: string };
 
-/** PostgreSQL with `url`, else embedded PGlite in `dataDir` (use "memory://" for a throwaway one). */
-export async function createDatabase(options: DatabaseOptions): Promise<Database> {
+/**
+ * PostgreSQL with `url`, else embedded PGlite in `dataDir` (use "memory://" for a throwaway one). `migrations`
+ * defaults to this package's; another service's schema passes its own set (its tables are queried with the query
+ * builder, which works on any table whatever schema the client was built with).
+ */
+export async function createDatabase(
+  options: DatabaseOptions,
+  migrations: MigrationSet = PLATFORM_MIGRATIONS,
+): Promise<Database> {
   if ("url" in options) {
     const sql = postgres(options.url, {
       max: options.maxConnections ?? 10,
@@ -48,7 +55,7 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
     return {
       db: drizzlePostgres(sql, { schema }) as unknown as Db,
       driver: "postgres",
-      migrate: () => runMigrations(runner),
+      migrate: () => runMigrations(runner, migrations),
       close: () => sql.end({ timeout: 5 }),
     };
   }
@@ -64,7 +71,7 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
   return {
     db: drizzlePglite(client, { schema }) as unknown as Db,
     driver: "pglite",
-    migrate: () => runMigrations(runner),
+    migrate: () => runMigrations(runner, migrations),
     close: () => client.close(),
   };
 }

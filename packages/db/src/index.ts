@@ -1,3 +1,3 @@
 export { createDatabase, type Database, type DatabaseOptions, type Db, type Schema } from "./client.ts";
-export { listMigrations } from "./migrate.ts";
+export { listMigrations, type MigrationSet, PLATFORM_MIGRATIONS } from "./migrate.ts";
 export * from "./schema/index.ts";

@@ -1,0 +1,174 @@
+/**
+ * The control plane's tables (drizzle mirror of drizzle/*.sql, which is the source of truth). All names carry a
+ * `cp_` prefix so this schema can live beside a tenant's in one PostgreSQL server or database.
+ */
+import { ORG_STATUSES } from "@molecule/contracts";
+import {
+  bigserial,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
+
+const ts = (name: string) => timestamp(name, { withTimezone: true });
+
+export const ORG_OPERATION_KINDS = ["provision_tenant", "destroy_org"] as const;
+export const WORKSPACE_OPERATION_KINDS = ["provision", "start", "stop", "suspend", "destroy"] as const;
+export const CP_ALL_OPERATION_KINDS = [...ORG_OPERATION_KINDS, ...WORKSPACE_OPERATION_KINDS] as const;
+export type CpAnyOperationKind = (typeof CP_ALL_OPERATION_KINDS)[number];
+
+export const cpOrgStatus = pgEnum("cp_org_status", ORG_STATUSES);
+export const cpOperationKind = pgEnum("cp_operation_kind", CP_ALL_OPERATION_KINDS);
+export const cpOperationStatus = pgEnum("cp_operation_status", ["pending", "running", "succeeded", "failed"]);
+
+export type StoredHandle = { backend: string } & Record<string, unknown>;
+
+export const cpOrgs = pgTable(
+  "cp_orgs",
+  {
+    id: text("id").primaryKey(),
+    slug: text("slug").notNull(),
+    name: text("name").notNull(),
+    status: cpOrgStatus("status").notNull(),
+    tenantHandle: jsonb("tenant_handle").$type<StoredHandle | null>(),
+    tenantUrl: text("tenant_url"),
+    /** The tenant's environment (JSON), sealed: a retried provision after a crash uses the same values. */
+    tenantEnvSealed: text("tenant_env_sealed"),
+    tenantEnvKeyVersion: integer("tenant_env_key_version"),
+    createIdempotencyKey: text("create_idempotency_key"),
+    createRequestHash: text("create_request_hash"),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+    deletedAt: ts("deleted_at"),
+  },
+  (table) => [uniqueIndex("cp_orgs_create_key_idx").on(table.createIdempotencyKey)],
+);
+
+/** Only the SHA-256 hash of each tenant credential is stored. */
+export const cpTenantCredentials = pgTable(
+  "cp_tenant_credentials",
+  {
+    tokenHash: text("token_hash").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    createdAt: ts("created_at").notNull().defaultNow(),
+  },
+  (table) => [index("cp_tenant_credentials_org_idx").on(table.orgId)],
+);
+
+export const cpBootEvents = pgTable(
+  "cp_boot_events",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    stage: text("stage").notNull(),
+    detail: text("detail"),
+    at: ts("at").notNull().defaultNow(),
+  },
+  (table) => [index("cp_boot_events_org_idx").on(table.orgId, table.id)],
+);
+
+/** Workspaces the control plane runs on behalf of a tenant; the id is the tenant's own workspace id. */
+export const cpWorkspaces = pgTable(
+  "cp_workspaces",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    runtime: text("runtime").notNull(),
+    tier: integer("tier").notNull(),
+    /** What the control plane last made it: provisioning, running, stopped, suspended, destroyed, failed. */
+    state: text("state").notNull(),
+    handle: jsonb("handle").$type<StoredHandle | null>(),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+  },
+  (table) => [index("cp_workspaces_org_idx").on(table.orgId)],
+);
+
+export interface CpOperationStep {
+  name: string;
+  detail?: string;
+  startedAt: string;
+  durationMs: number;
+}
+
+export interface CpOperationError {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+export const cpOperations = pgTable(
+  "cp_operations",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    workspaceId: text("workspace_id"),
+    subject: text("subject").notNull(),
+    kind: cpOperationKind("kind").notNull(),
+    status: cpOperationStatus("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    steps: jsonb("steps").$type<CpOperationStep[]>().notNull().default([]),
+    result: jsonb("result").$type<{ suspended?: boolean; reason?: string } | null>(),
+    error: jsonb("error").$type<CpOperationError | null>(),
+    idempotencyKey: text("idempotency_key"),
+    requestHash: text("request_hash"),
+    /** Inputs that must survive a crash and are secret (a workspace spec with its env), sealed. */
+    sealedInput: text("sealed_input"),
+    sealedKeyVersion: integer("sealed_key_version"),
+    lockedBy: text("locked_by"),
+    lockedUntil: ts("locked_until"),
+    runAfter: ts("run_after").notNull().defaultNow(),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+    finishedAt: ts("finished_at"),
+  },
+  (table) => [
+    uniqueIndex("cp_operations_idempotency_idx").on(table.orgId, table.idempotencyKey),
+    index("cp_operations_claim_idx").on(table.status, table.runAfter),
+    index("cp_operations_subject_idx").on(table.subject, table.createdAt),
+  ],
+);
+
+/** Nonces of accepted signed requests, kept until the signature window has passed, so a replay is refused. */
+export const cpRequestNonces = pgTable(
+  "cp_request_nonces",
+  {
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    nonce: text("nonce").notNull(),
+    expiresAt: ts("expires_at").notNull(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.orgId, table.nonce] }),
+    index("cp_request_nonces_expiry_idx").on(table.expiresAt),
+  ],
+);
+
+export type CpOrgRow = typeof cpOrgs.$inferSelect;
+export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
+export type CpOperationRow = typeof cpOperations.$inferSelect;
+
+/** Every table, children first: the order a full cleanup deletes in. */
+export const CP_TABLES = [
+  cpRequestNonces,
+  cpOperations,
+  cpWorkspaces,
+  cpBootEvents,
+  cpTenantCredentials,
+  cpOrgs,
+] as const;

@@ -36,10 +36,9 @@ export function mountWorkspace(main, { store, api, id }) {
   let unmounted = false;
   let operationsTimer;
 
-  const actions = h(
-    "div",
-    { class: "actions", role: "group", "aria-label": "Workspace actions" },
-    Object.entries(ACTIONS).map(([action, spec]) =>
+  const buttons = Object.fromEntries(
+    Object.entries(ACTIONS).map(([action, spec]) => [
+      action,
       h(
         "button",
         {
@@ -49,7 +48,18 @@ export function mountWorkspace(main, { store, api, id }) {
         },
         spec.label,
       ),
-    ),
+    ]),
+  );
+  const remoteNote = h(
+    "p",
+    { class: "hint", hidden: true },
+    "The agent runs outside the platform: start, stop and restart it where it runs.",
+  );
+  const actions = h(
+    "div",
+    { class: "actions", role: "group", "aria-label": "Workspace actions" },
+    Object.values(buttons),
+    remoteNote,
   );
 
   main.replaceChildren(
@@ -130,6 +140,10 @@ export function mountWorkspace(main, { store, api, id }) {
         statusBadge(workspace, { "data-testid": "workspace-status" }),
       ),
     );
+    // An external workspace's process is not the platform's to start or stop; it can only be deleted here.
+    const remote = isRemote(workspace);
+    for (const action of ["stop", "start", "restart"]) buttons[action].hidden = remote;
+    remoteNote.hidden = !remote;
     const rows = [
       ["ID", h("code", {}, workspace.id)],
       ["Runtime", workspace.runtime],

@@ -38,7 +38,11 @@ export interface TenantInstance {
 export interface TenantBackend {
   readonly name: string;
   /** Creates (or adopts) the org's tenant and starts it; returns once it is started, not once it is ready. */
-  provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: { step?: StepReporter }): Promise<TenantInstance>;
+  provision(
+    spec: TenantSpec,
+    handle: TenantHandle | null,
+    ctx?: { step?: StepReporter },
+  ): Promise<TenantInstance>;
   /** Removes the tenant and everything it owns (container, volume). Already gone is success. */
   destroy(ref: TenantRef): Promise<void>;
   status(ref: TenantRef): Promise<RuntimeStatus>;

@@ -1,0 +1,123 @@
+import { z } from "zod";
+
+const Deployment = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes");
+
+function isKey(text: string): boolean {
+  if (/^[0-9a-f]{64}$/i.test(text)) return true;
+  return /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) && Buffer.from(text, "base64").length === 32;
+}
+
+const EnvSchema = z.object({
+  MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8090),
+  HOST: z.string().default("0.0.0.0"),
+  MOLECULE_DATA_DIR: z.string().default("./.data/control-plane"),
+  DATABASE_URL: z.string().url().optional(),
+  CP_ADMIN_API_TOKEN: z.string().min(16, "CP_ADMIN_API_TOKEN must be at least 16 characters").optional(),
+  PROVISION_SHARED_SECRET: z
+    .string({ error: "PROVISION_SHARED_SECRET is required" })
+    .min(32, "PROVISION_SHARED_SECRET must be at least 32 characters"),
+  CP_SECRETS_ENCRYPTION_KEY: z
+    .string({ error: "CP_SECRETS_ENCRYPTION_KEY is required" })
+    .refine(isKey, "CP_SECRETS_ENCRYPTION_KEY must be 32 bytes, as 64 hex characters or base64"),
+  CP_SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
+  CP_SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
+  CP_PUBLIC_URL: z.string().url().optional(),
+  MOLECULE_DEPLOYMENT: Deployment.default("local"),
+  CP_WORKSPACE_BACKEND: z.enum(["docker", "flyio"]).default("docker"),
+  CP_TENANT_BACKEND: z.enum(["docker"]).default("docker"),
+  TENANT_IMAGE: z.string().default("molecule/tenant-platform:latest"),
+  TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
+  WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
+  WORKSPACE_IMAGE_TAG: z.string().default("latest"),
+  WORKSPACE_NETWORK: z.string().default("bridge"),
+  IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
+  FLY_API_TOKEN: z.string().optional(),
+  FLY_WORKSPACE_APP: z.string().optional(),
+  FLY_REGION: z.string().default("ord"),
+  FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
+  OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
+  OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
+  MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(256 * 1024),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type ControlPlaneConfig = ReturnType<typeof shape>;
+
+function shape(env: z.infer<typeof EnvSchema>) {
+  return {
+    environment: env.MOLECULE_ENV,
+    http: {
+      port: env.PORT,
+      host: env.HOST,
+      maxBodyBytes: env.MAX_BODY_BYTES,
+      /**
+       * How tenants reach the control plane (injected as their CP_PROVISION_URL). Default: loopback for host-networked
+       * tenants, else the Docker host as seen from a bridge network.
+       */
+      publicUrl:
+        env.CP_PUBLIC_URL ??
+        (env.TENANT_NETWORK === "host"
+          ? `http://127.0.0.1:${env.PORT}`
+          : `http://host.docker.internal:${env.PORT}`),
+    },
+    data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
+    auth: { adminToken: env.CP_ADMIN_API_TOKEN ?? null, provisionSharedSecret: env.PROVISION_SHARED_SECRET },
+    secrets: {
+      key: env.CP_SECRETS_ENCRYPTION_KEY,
+      keyVersion: env.CP_SECRETS_ENCRYPTION_KEY_VERSION,
+      oldKeys: env.CP_SECRETS_ENCRYPTION_OLD_KEYS,
+    },
+    deployment: env.MOLECULE_DEPLOYMENT,
+    workspaceBackend: {
+      name: env.CP_WORKSPACE_BACKEND,
+      imagePrefix: env.WORKSPACE_IMAGE_PREFIX,
+      imageTag: env.WORKSPACE_IMAGE_TAG,
+      network: env.WORKSPACE_NETWORK,
+      pullTimeoutMs: env.IMAGE_PULL_TIMEOUT_SECONDS * 1000,
+      flyApiToken: env.FLY_API_TOKEN,
+      flyApp: env.FLY_WORKSPACE_APP,
+      flyRegion: env.FLY_REGION,
+      flyBaseUrl: env.FLY_API_BASE_URL,
+    },
+    tenantBackend: {
+      name: env.CP_TENANT_BACKEND,
+      image: env.TENANT_IMAGE,
+      network: env.TENANT_NETWORK,
+    },
+    operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
+    logLevel: env.LOG_LEVEL,
+  };
+}
+
+export class ConfigError extends Error {}
+
+/** Reads the environment once; a bad value stops start-up with one line naming the variable. */
+export function loadConfig(env: Record<string, string | undefined>): ControlPlaneConfig {
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ""),
+  );
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  const config = shape(parsed.data);
+  if (config.environment === "production" && !config.auth.adminToken) {
+    throw new ConfigError("CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=production");
+  }
+  const fly = config.workspaceBackend;
+  if (fly.name === "flyio" && !fly.flyApiToken) {
+    throw new ConfigError("FLY_API_TOKEN is required when CP_WORKSPACE_BACKEND=flyio");
+  }
+  if (fly.name === "flyio" && !fly.flyApp) {
+    throw new ConfigError("FLY_WORKSPACE_APP is required when CP_WORKSPACE_BACKEND=flyio");
+  }
+  return config;
+}

@@ -1,0 +1,17 @@
+import type { Logger } from "pino";
+
+/** A tenant whose signed request was verified. */
+export interface TenantCaller {
+  orgId: string;
+  slug: string;
+}
+
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    logger: Logger;
+    tenant: TenantCaller;
+    /** The exact body bytes the signature covered; JSON is parsed from these, never read twice. */
+    rawBody: Uint8Array;
+  };
+}

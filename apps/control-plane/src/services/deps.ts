@@ -1,0 +1,40 @@
+import type { IdGenerator } from "@molecule/contracts";
+import type { Db } from "@molecule/db";
+import type { Provisioner } from "@molecule/provisioner-core";
+import type { Sealer } from "@molecule/tenant-platform/crypto";
+import type { Logger } from "pino";
+import type { TenantBackend } from "../tenants/backend.ts";
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** What the services and routes are built from; `main()` wires real ones, tests wire real ones and fakes. */
+export interface ControlPlaneDeps {
+  db: Db;
+  /** Runs workspaces for every org (docker or flyio); the control plane alone holds its credentials. */
+  provisioner: Provisioner;
+  /** Runs one tenant platform per org. */
+  tenants: TenantBackend;
+  sealer: Sealer;
+  clock: Clock;
+  ids: IdGenerator;
+  logger: Logger;
+  settings: ControlPlaneSettings;
+}
+
+export interface ControlPlaneSettings {
+  /** CP_ADMIN_API_TOKEN; null disables the admin API (every admin call is refused). */
+  adminToken: string | null;
+  /** PROVISION_SHARED_SECRET: the master secret each org's signing key is derived from. Never leaves the CP. */
+  provisionSharedSecret: string;
+  /** CP_PUBLIC_URL: how tenants reach the control plane. */
+  publicUrl: string;
+  /** MOLECULE_DEPLOYMENT: labels every workspace and tenant this installation creates. */
+  deployment: string;
+  maxBodyBytes: number;
+  operationLeaseMs: number;
+  operationMaxAttempts: number;
+}

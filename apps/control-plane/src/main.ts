@@ -1,0 +1,120 @@
+import { serve } from "@hono/node-server";
+import { createIdGenerator } from "@molecule/contracts";
+import { createDatabase } from "@molecule/db";
+import { Sealer } from "@molecule/tenant-platform/crypto";
+import pino from "pino";
+import { createApp, createOperationRunner } from "./app.ts";
+import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
+import { loadConfig } from "./config.ts";
+import { CP_MIGRATIONS } from "./db/migrations.ts";
+import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
+
+const SHUTDOWN_DEADLINE_MS = 20_000;
+
+/** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
+export const REDACTED_PATHS = [
+  "req.headers.authorization",
+  "headers.authorization",
+  "*.token",
+  "*.credential",
+  "*.tenant_credential",
+  "*.tenant_admin_token",
+  "*.env",
+  "*.Env",
+  "Env",
+  "*.secrets",
+  "*.value",
+];
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    console.error(`molecule control plane: ${(error as Error).message}`);
+    process.exit(1);
+  }
+  const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } });
+
+  let provisioner: ControlPlaneDeps["provisioner"];
+  let tenants: ControlPlaneDeps["tenants"];
+  let sealer: Sealer;
+  try {
+    provisioner = buildWorkspaceProvisioner(config, logger);
+    tenants = buildTenantBackend(config, logger);
+    sealer = Sealer.fromConfig(config.secrets.key, config.secrets.keyVersion, config.secrets.oldKeys);
+  } catch (error) {
+    console.error(`molecule control plane: ${(error as Error).message}`);
+    process.exit(1);
+  }
+
+  const database = await createDatabase(
+    config.data.databaseUrl ? { url: config.data.databaseUrl } : { dataDir: `${config.data.dir}/pglite` },
+    CP_MIGRATIONS,
+  );
+  await database.migrate();
+
+  const deps: ControlPlaneDeps = {
+    db: database.db,
+    provisioner,
+    tenants,
+    sealer,
+    clock: systemClock,
+    ids: createIdGenerator(),
+    logger,
+    settings: {
+      adminToken: config.auth.adminToken,
+      provisionSharedSecret: config.auth.provisionSharedSecret,
+      publicUrl: config.http.publicUrl,
+      deployment: config.deployment,
+      maxBodyBytes: config.http.maxBodyBytes,
+      operationLeaseMs: config.operations.leaseMs,
+      operationMaxAttempts: config.operations.maxAttempts,
+    },
+  };
+  const runner = createOperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
+  const app = createApp(deps, { onOperationQueued: () => runner.wake() });
+
+  const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
+    const where = `http://${info.address === "0.0.0.0" ? "127.0.0.1" : info.address}:${info.port}`;
+    logger.info(
+      {
+        url: where,
+        workspaceBackend: provisioner.name,
+        tenantBackend: tenants.name,
+        database: database.driver,
+      },
+      "control plane listening",
+    );
+    console.log(
+      `\nMolecule control plane listening on ${where} (workspaces: ${provisioner.name}, tenants: ${tenants.name}, database: ${database.driver})`,
+    );
+    if (!config.auth.adminToken) {
+      console.log("CP_ADMIN_API_TOKEN is not set: the admin API (/cp/orgs) refuses every call.\n");
+    }
+  });
+  runner.start();
+
+  let shuttingDown = false;
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info({ signal }, "shutting down");
+    const deadline = setTimeout(() => {
+      logger.error("shutdown deadline passed; exiting");
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    deadline.unref();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await runner.stop();
+    await database.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+void main().catch((error: unknown) => {
+  console.error(`molecule control plane: start-up failed: ${(error as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,329 @@
+import { isRetryable, ProvisionerError, type StepReporter } from "@molecule/provisioner-core";
+import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/pg-core";
+import {
+  type CpOperationError,
+  type CpOperationRow,
+  type CpOperationStep,
+  cpOperations,
+} from "../db/schema.ts";
+import type { ControlPlaneDeps } from "./deps.ts";
+
+const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+const MAX_CONCURRENT_OPERATIONS = 8;
+
+/** The operation no longer applies (its org is being deleted): it ends as failed with code `superseded`. */
+export class OperationSuperseded extends Error {}
+
+/** Not a failure: the operation must wait for something else; it runs again after `delayMs` without using an attempt. */
+export class OperationDeferred extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface OperationOutcome {
+  result?: { suspended?: boolean; reason?: string };
+}
+
+/** Does the work of one operation kind; called again on every attempt, so it must be idempotent. */
+export type Perform = (
+  operation: CpOperationRow,
+  step: StepReporter,
+) => Promise<OperationOutcome | undefined>;
+
+/** What happens when an operation fails for good (marks the workspace or org failed). */
+export type OnFailed = (operation: CpOperationRow, error: CpOperationError) => Promise<void>;
+
+/**
+ * Runs durable operations: claims one row at a time with `FOR UPDATE SKIP LOCKED` (one operation per subject —
+ * a workspace, or an org — at a time, in the order asked), holds it under a lease it keeps renewing, records each
+ * step as it finishes, retries retryable backend errors with exponential backoff. A process killed mid-operation
+ * leaves a lease that expires; whoever claims the row next runs it again, and every backend call is idempotent.
+ */
+export class OperationRunner {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private wakeRequested = false;
+  private stopped = true;
+  private readonly inFlight = new Set<string>();
+  private readonly executing = new Set<Promise<void>>();
+
+  constructor(
+    private readonly deps: ControlPlaneDeps,
+    private readonly instanceId: string,
+    private readonly perform: Perform,
+    private readonly onFailed: OnFailed,
+    private readonly pollIntervalMs = 500,
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Called when a request queued an operation, so it starts now rather than at the next poll. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.wakeRequested = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+    await Promise.allSettled([...this.executing]);
+  }
+
+  /** Runs claimable operations one by one until none is left; returns how many ran. Tests call it directly. */
+  async drain(): Promise<number> {
+    let count = 0;
+    for (;;) {
+      const claimed = await this.claim();
+      if (!claimed) return count;
+      await this.execute(claimed);
+      count++;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.running = this.loop().finally(() => {
+        this.running = null;
+        const again = this.wakeRequested;
+        this.wakeRequested = false;
+        this.schedule(again ? 0 : this.pollIntervalMs);
+      });
+    }, delayMs);
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (!this.stopped) {
+        const claimed = await this.claim();
+        if (!claimed) return;
+        const execution = this.execute(claimed).finally(() => {
+          this.executing.delete(execution);
+          this.wake();
+        });
+        this.executing.add(execution);
+        if (this.executing.size >= MAX_CONCURRENT_OPERATIONS) return;
+      }
+    } catch (error) {
+      this.deps.logger.error({ err: error }, "operation loop failed; retrying at the next poll");
+    }
+  }
+
+  async claim(): Promise<CpOperationRow | null> {
+    const { db, settings, clock } = this.deps;
+    const earlier = alias(cpOperations, "earlier");
+    return db.transaction(async (tx) => {
+      const now = clock.now();
+      const [candidate] = await tx
+        .select({ id: cpOperations.id })
+        .from(cpOperations)
+        .where(
+          and(
+            or(
+              and(eq(cpOperations.status, "pending"), lte(cpOperations.runAfter, now)),
+              and(eq(cpOperations.status, "running"), lt(cpOperations.lockedUntil, now)),
+            ),
+            notExists(
+              tx
+                .select({ one: sql`1` })
+                .from(earlier)
+                .where(
+                  and(
+                    eq(earlier.subject, cpOperations.subject),
+                    ne(earlier.id, cpOperations.id),
+                    inArray(earlier.status, ["pending", "running"]),
+                    or(
+                      lt(earlier.createdAt, cpOperations.createdAt),
+                      and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
+                    ),
+                  ),
+                ),
+            ),
+          ),
+        )
+        .orderBy(asc(cpOperations.createdAt))
+        .limit(1)
+        .for("update", { skipLocked: true });
+      if (!candidate || this.inFlight.has(candidate.id)) return null;
+      const [claimed] = await tx
+        .update(cpOperations)
+        .set({
+          status: "running",
+          lockedBy: this.instanceId,
+          lockedUntil: new Date(now.getTime() + settings.operationLeaseMs),
+          attempts: sql`${cpOperations.attempts} + 1`,
+          updatedAt: now,
+        })
+        .where(eq(cpOperations.id, candidate.id))
+        .returning();
+      if (claimed) this.inFlight.add(claimed.id);
+      return claimed ?? null;
+    });
+  }
+
+  async execute(operation: CpOperationRow): Promise<void> {
+    const { db, logger, settings, clock } = this.deps;
+    const log = logger.child({
+      operationId: operation.id,
+      orgId: operation.orgId,
+      workspaceId: operation.workspaceId,
+      kind: operation.kind,
+    });
+    const renew = setInterval(
+      () => {
+        db.update(cpOperations)
+          .set({ lockedUntil: new Date(clock.now().getTime() + settings.operationLeaseMs) })
+          .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId)))
+          .catch((error: unknown) => log.warn({ err: error }, "lease renewal failed"));
+      },
+      Math.max(250, Math.floor(settings.operationLeaseMs / 3)),
+    );
+    const recorder = new StepRecorder(this.deps, operation.id);
+    try {
+      const outcome = await this.perform(operation, recorder.reporter());
+      await recorder.flush();
+      await this.finish(operation, { status: "succeeded", error: null, result: outcome?.result ?? null });
+      log.info({ attempts: operation.attempts }, "operation succeeded");
+    } catch (error) {
+      await recorder.flush().catch(() => {});
+      await this.fail(operation, error, log);
+    } finally {
+      clearInterval(renew);
+      this.inFlight.delete(operation.id);
+    }
+  }
+
+  private async fail(
+    operation: CpOperationRow,
+    error: unknown,
+    log: ControlPlaneDeps["logger"],
+  ): Promise<void> {
+    const now = this.deps.clock.now();
+    if (error instanceof OperationSuperseded) {
+      await this.finish(operation, {
+        status: "failed",
+        error: { code: "superseded", message: error.message, retryable: false },
+        result: null,
+      });
+      return;
+    }
+    if (error instanceof OperationDeferred) {
+      await this.reschedule(operation, new Date(now.getTime() + error.delayMs), null, true);
+      return;
+    }
+    const failure: CpOperationError =
+      error instanceof ProvisionerError
+        ? { code: error.code, message: error.message, retryable: error.retryable }
+        : { code: "internal", message: "unexpected error; see the control plane log", retryable: false };
+    if (isRetryable(error) && operation.attempts < this.deps.settings.operationMaxAttempts) {
+      const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (operation.attempts - 1));
+      log.warn(
+        { err: error, attempts: operation.attempts, retryInMs: delay },
+        "operation failed; will retry",
+      );
+      await this.reschedule(operation, new Date(now.getTime() + delay), failure, false);
+      return;
+    }
+    log.error({ err: error, attempts: operation.attempts }, "operation failed");
+    if (await this.finish(operation, { status: "failed", error: failure, result: null })) {
+      await this.onFailed(operation, failure);
+    }
+  }
+
+  private async reschedule(
+    operation: CpOperationRow,
+    runAfter: Date,
+    error: CpOperationError | null,
+    refundAttempt: boolean,
+  ): Promise<void> {
+    await this.deps.db
+      .update(cpOperations)
+      .set({
+        status: "pending",
+        lockedBy: null,
+        lockedUntil: null,
+        runAfter,
+        ...(error ? { error } : {}),
+        ...(refundAttempt ? { attempts: sql`${cpOperations.attempts} - 1` } : {}),
+        updatedAt: this.deps.clock.now(),
+      })
+      .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId)));
+  }
+
+  /** Ends the operation if this runner still holds it; false when it lost the lease (or the row is gone). */
+  private async finish(
+    operation: CpOperationRow,
+    outcome: {
+      status: "succeeded" | "failed";
+      error: CpOperationError | null;
+      result: CpOperationRow["result"];
+    },
+  ): Promise<boolean> {
+    const now = this.deps.clock.now();
+    const finished = await this.deps.db
+      .update(cpOperations)
+      .set({
+        status: outcome.status,
+        error: outcome.error,
+        result: outcome.result,
+        lockedBy: null,
+        lockedUntil: null,
+        updatedAt: now,
+        finishedAt: now,
+      })
+      .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId)))
+      .returning({ id: cpOperations.id });
+    return finished.length > 0;
+  }
+}
+
+/** Appends finished steps to the operation row in order, each with its duration. */
+class StepRecorder {
+  private last = Date.now();
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly deps: ControlPlaneDeps,
+    private readonly operationId: string,
+  ) {}
+
+  reporter(): StepReporter {
+    return (name, detail) => {
+      const now = Date.now();
+      const step: CpOperationStep = {
+        name,
+        startedAt: new Date(this.last).toISOString(),
+        durationMs: now - this.last,
+        ...(detail ? { detail } : {}),
+      };
+      this.last = now;
+      this.chain = this.chain.then(() =>
+        this.deps.db
+          .update(cpOperations)
+          .set({ steps: sql`${cpOperations.steps} || ${JSON.stringify([step])}::jsonb` })
+          .where(eq(cpOperations.id, this.operationId)),
+      );
+    };
+  }
+
+  flush(): Promise<unknown> {
+    return this.chain;
+  }
+}

@@ -1,0 +1,128 @@
+import type { CpWorkspaceSpec } from "@molecule/contracts";
+import type { Handle, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
+import { and, eq } from "drizzle-orm";
+import {
+  type CpOperationError,
+  type CpOperationRow,
+  type CpWorkspaceRow,
+  cpOrgs,
+  cpWorkspaces,
+} from "../db/schema.ts";
+import type { ControlPlaneDeps } from "./deps.ts";
+import { type OperationOutcome, OperationSuperseded } from "./runner.ts";
+import { openJson, operationInputAad } from "./sealing.ts";
+
+/** What a workspace operation keeps sealed in its row: the spec (with secret env) and the start flag. */
+export interface WorkspaceOperationInput {
+  spec: CpWorkspaceSpec;
+  recreate?: boolean;
+}
+
+/** Runs one workspace operation on the workspace backend with the stored handle. */
+export async function performWorkspaceOperation(
+  deps: ControlPlaneDeps,
+  operation: CpOperationRow,
+  step: StepReporter,
+): Promise<OperationOutcome | undefined> {
+  const workspaceId = operation.workspaceId ?? "";
+  const [row] = await deps.db
+    .select({ workspace: cpWorkspaces, orgStatus: cpOrgs.status })
+    .from(cpWorkspaces)
+    .innerJoin(cpOrgs, eq(cpOrgs.id, cpWorkspaces.orgId))
+    .where(and(eq(cpWorkspaces.id, workspaceId), eq(cpWorkspaces.orgId, operation.orgId)));
+  if (!row) throw new OperationSuperseded("the workspace no longer exists");
+  if (row.orgStatus === "deleting" || row.orgStatus === "deleted") {
+    throw new OperationSuperseded("the org is being deleted");
+  }
+  const workspace = row.workspace;
+  const { provisioner } = deps;
+  const idempotencyKey = `${operation.id}:${operation.attempts}`;
+  const ref: WorkspaceRef = { workspaceId, orgId: operation.orgId, handle: workspace.handle ?? null };
+
+  switch (operation.kind) {
+    case "provision": {
+      const input = openInput(deps, operation);
+      const handle = await provisioner.provision(toSpec(deps, operation, input.spec), workspace.handle, {
+        step,
+        idempotencyKey,
+      });
+      await save(deps, workspace, { handle, state: "running" });
+      return undefined;
+    }
+    case "start": {
+      const input = openInput(deps, operation);
+      const handle = await provisioner.start(toSpec(deps, operation, input.spec), workspace.handle, {
+        step,
+        idempotencyKey,
+        recreate: input.recreate ?? false,
+      });
+      await save(deps, workspace, { handle, state: "running" });
+      return undefined;
+    }
+    case "stop":
+      await provisioner.stop(ref, { step, idempotencyKey });
+      await save(deps, workspace, { state: "stopped" });
+      return undefined;
+    case "suspend": {
+      const result = await provisioner.suspend(ref, { step, idempotencyKey });
+      await save(deps, workspace, { state: result.suspended ? "suspended" : "stopped" });
+      return { result: { suspended: result.suspended, ...(result.reason ? { reason: result.reason } : {}) } };
+    }
+    case "destroy":
+      await provisioner.destroy(ref, { step, idempotencyKey });
+      await save(deps, workspace, { handle: null, state: "destroyed" });
+      return undefined;
+    default:
+      throw new Error(`not a workspace operation: ${operation.kind}`);
+  }
+}
+
+/** A provision or start that failed for good leaves the workspace `failed`. */
+export async function workspaceOperationFailed(
+  deps: ControlPlaneDeps,
+  operation: CpOperationRow,
+  _error: CpOperationError,
+): Promise<void> {
+  if (operation.kind !== "provision" && operation.kind !== "start") return;
+  await deps.db
+    .update(cpWorkspaces)
+    .set({ state: "failed", updatedAt: deps.clock.now() })
+    .where(and(eq(cpWorkspaces.id, operation.workspaceId ?? ""), eq(cpWorkspaces.orgId, operation.orgId)));
+}
+
+function openInput(deps: ControlPlaneDeps, operation: CpOperationRow): WorkspaceOperationInput {
+  if (!operation.sealedInput || operation.sealedKeyVersion === null) {
+    throw new Error(`operation ${operation.id} has no sealed input`);
+  }
+  return openJson(
+    deps.sealer,
+    operation.sealedInput,
+    operation.sealedKeyVersion,
+    operationInputAad(operation.id),
+  );
+}
+
+/** The backend's spec: the tenant's spec, for the caller's org, labelled with this installation's deployment. */
+function toSpec(deps: ControlPlaneDeps, operation: CpOperationRow, spec: CpWorkspaceSpec): WorkspaceSpec {
+  return {
+    workspaceId: spec.workspace_id,
+    orgId: operation.orgId,
+    deployment: deps.settings.deployment,
+    runtime: spec.runtime,
+    tier: spec.tier,
+    env: spec.env,
+    secretKeys: spec.secret_keys,
+    metadata: spec.metadata,
+  };
+}
+
+async function save(
+  deps: ControlPlaneDeps,
+  workspace: CpWorkspaceRow,
+  change: { handle?: Handle | null; state: string },
+): Promise<void> {
+  await deps.db
+    .update(cpWorkspaces)
+    .set({ ...change, updatedAt: deps.clock.now() })
+    .where(eq(cpWorkspaces.id, workspace.id));
+}

@@ -69,7 +69,9 @@ async function raw(path: string, token: string, body: string, contentType?: stri
     headers,
     body: new TextEncoder().encode(body),
   });
-  return { status: response.status, body: await response.json() };
+  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
+  const parsed: any = await response.json();
+  return { status: response.status, body: parsed };
 }
 
 describe("creating an external workspace", () => {

@@ -133,7 +133,10 @@ describe("config defaults", () => {
       allowInsecure: false,
       allowPrivate: false,
     });
-    expect(loadConfig({ MOLECULE_ORG_ID: "org_1" }).agentUrls).toEqual({
+    expect(
+      loadConfig({ MOLECULE_ORG_ID: "org_1", CP_TENANT_TOKEN: "cpt", PROVISION_SHARED_SECRET: "key" })
+        .agentUrls,
+    ).toEqual({
       allowInsecure: false,
       allowPrivate: false,
     });

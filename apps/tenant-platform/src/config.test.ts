@@ -1,5 +1,6 @@
+import { DEFAULT_CP_PROVISION_URL } from "@molecule/provisioner-core";
 import { describe, expect, it } from "vitest";
-import { loadConfig } from "./config.ts";
+import { CLOUD_CREDENTIAL_VARIABLES, loadConfig } from "./config.ts";
 
 describe("loadConfig", () => {
   it("has defaults a self-hoster can start with", () => {
@@ -35,6 +36,73 @@ describe("loadConfig", () => {
   });
 
   it("MOLECULE_ORG_ID turns on SaaS mode", () => {
-    expect(loadConfig({ MOLECULE_ORG_ID: "org_abc" }).org).toEqual({ id: "org_abc", saas: true });
+    const config = loadConfig({
+      MOLECULE_ORG_ID: "org_abc",
+      CP_TENANT_TOKEN: "cpt",
+      PROVISION_SHARED_SECRET: "key",
+    });
+    expect(config.org).toEqual({ id: "org_abc", saas: true });
+  });
+});
+
+describe("loadConfig in controlplane mode", () => {
+  const saas = {
+    MOLECULE_ORG_ID: "org_abc",
+    CP_TENANT_TOKEN: "cpt_tenant_credential",
+    PROVISION_SHARED_SECRET: "derived-org-signing-key",
+  };
+
+  it("takes the control plane's URL, credential and signing key, with the documented default URL", () => {
+    const config = loadConfig(saas);
+    expect(config.controlPlane).toEqual({
+      url: DEFAULT_CP_PROVISION_URL,
+      tenantToken: "cpt_tenant_credential",
+      signingKey: "derived-org-signing-key",
+      startupWaitMs: 60_000,
+    });
+    expect(DEFAULT_CP_PROVISION_URL).toBe("http://127.0.0.1:8090");
+    expect(
+      loadConfig({ ...saas, CP_PROVISION_URL: "http://cp.internal:9000", CP_STARTUP_WAIT_SECONDS: "5" })
+        .controlPlane,
+    ).toMatchObject({ url: "http://cp.internal:9000", startupWaitMs: 5_000 });
+  });
+
+  it("refuses to start without the credential or the signing key, naming the variable", () => {
+    expect(() => loadConfig({ ...saas, CP_TENANT_TOKEN: undefined })).toThrow(/^CP_TENANT_TOKEN is required/);
+    expect(() => loadConfig({ ...saas, CP_TENANT_TOKEN: "" })).toThrow(/^CP_TENANT_TOKEN is required/);
+    expect(() => loadConfig({ ...saas, PROVISION_SHARED_SECRET: undefined })).toThrow(
+      /^PROVISION_SHARED_SECRET is required/,
+    );
+    // explicit CONTAINER_BACKEND=controlplane without an org id is controlplane mode too
+    expect(() => loadConfig({ CONTAINER_BACKEND: "controlplane" })).toThrow(/^CP_TENANT_TOKEN is required/);
+  });
+
+  it("refuses to start while holding any cloud credential, naming each and never its value", () => {
+    for (const name of CLOUD_CREDENTIAL_VARIABLES) {
+      let message = "";
+      try {
+        loadConfig({ ...saas, [name]: "credential-value-123" });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).toMatch(/^a tenant in controlplane mode must not hold cloud credentials; remove /);
+      expect(message).toContain(name);
+      expect(message).not.toContain("credential-value-123");
+    }
+    expect(() => loadConfig({ ...saas, FLY_API_TOKEN: "fly", AWS_PROFILE: "prod" })).toThrow(
+      /remove FLY_API_TOKEN, AWS_PROFILE from its environment/,
+    );
+    // the refusal comes before the missing-credential check: the fix is to remove, not to add
+    expect(() => loadConfig({ MOLECULE_ORG_ID: "org_abc", AWS_ACCESS_KEY_ID: "AKIA" })).toThrow(
+      /must not hold cloud credentials/,
+    );
+  });
+
+  it("leaves the other backends alone", () => {
+    expect(() => loadConfig({ FLY_API_TOKEN: "fly", AWS_PROFILE: "dev" })).not.toThrow();
+    expect(() =>
+      loadConfig({ ...saas, CONTAINER_BACKEND: "flyio", FLY_API_TOKEN: "fly", FLY_WORKSPACE_APP: "app" }),
+    ).not.toThrow();
+    expect(loadConfig({}).controlPlane.tenantToken).toBeUndefined();
   });
 });

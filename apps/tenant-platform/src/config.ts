@@ -1,3 +1,4 @@
+import { DEFAULT_CP_PROVISION_URL } from "@molecule/provisioner-core";
 import { z } from "zod";
 
 const csv = z.string().transform((value) =>
@@ -57,11 +58,34 @@ const EnvSchema = z.object({
   FLY_FALLBACK_REGIONS: csv.default([]),
   FLY_WAIT_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
   CP_PROVISION_URL: z.string().url().optional(),
+  CP_TENANT_TOKEN: z.string().optional(),
+  PROVISION_SHARED_SECRET: z.string().optional(),
+  CP_STARTUP_WAIT_SECONDS: z.coerce.number().positive().default(60),
   ALLOW_INSECURE_AGENT_URLS: z.enum(["true", "false"]).optional(),
   ALLOW_PRIVATE_AGENT_URLS: z.enum(["true", "false"]).optional(),
 });
 
+/**
+ * Cloud credentials a tenant in controlplane mode must not hold: the control plane alone talks to Fly and AWS. The
+ * AWS names are every way the AWS SDKs find credentials in the environment.
+ */
+export const CLOUD_CREDENTIAL_VARIABLES = [
+  "FLY_API_TOKEN",
+  "AWS_ACCESS_KEY_ID",
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
+  "AWS_PROFILE",
+  "AWS_WEB_IDENTITY_TOKEN_FILE",
+  "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+] as const;
+
 export type TenantConfig = ReturnType<typeof shape>;
+
+/** The backend name per DESIGN.md's table (provisioner-core's selectBackend checks the rest when it builds it). */
+function backendName(env: z.infer<typeof EnvSchema>): string {
+  return env.CONTAINER_BACKEND ?? (env.MOLECULE_ORG_ID ? "controlplane" : "docker");
+}
 
 function shape(env: z.infer<typeof EnvSchema>) {
   /**
@@ -69,8 +93,7 @@ function shape(env: z.infer<typeof EnvSchema>) {
    * the docker backend (explicit, or the default when MOLECULE_ORG_ID is unset) both agent-URL relaxations default
    * to true. Operators exposing the platform to remote agents should set both to false.
    */
-  const dockerBackend =
-    (env.CONTAINER_BACKEND ?? (env.MOLECULE_ORG_ID ? "controlplane" : "docker")) === "docker";
+  const dockerBackend = backendName(env) === "docker";
   const flag = (value: "true" | "false" | undefined) =>
     value === undefined ? dockerBackend : value === "true";
   return {
@@ -109,6 +132,13 @@ function shape(env: z.infer<typeof EnvSchema>) {
       flyWaitDeadlineMs: env.FLY_WAIT_DEADLINE_SECONDS * 1000,
       cpProvisionUrl: env.CP_PROVISION_URL,
     },
+    /** The control plane, for the controlplane backend. The token and key never reach a log line. */
+    controlPlane: {
+      url: env.CP_PROVISION_URL ?? DEFAULT_CP_PROVISION_URL,
+      tenantToken: env.CP_TENANT_TOKEN,
+      signingKey: env.PROVISION_SHARED_SECRET,
+      startupWaitMs: env.CP_STARTUP_WAIT_SECONDS * 1000,
+    },
     workspaces: {
       allowedRuntimes: env.ALLOWED_RUNTIMES,
       imagePrefix: env.WORKSPACE_IMAGE_PREFIX,
@@ -138,6 +168,29 @@ function shape(env: z.infer<typeof EnvSchema>) {
 
 export class ConfigError extends Error {}
 
+/**
+ * A tenant in controlplane mode holds its control-plane credential and signing key, and no cloud credentials at
+ * all (DESIGN.md: "A SaaS tenant never does"). Names only: a value is never echoed.
+ */
+function checkControlPlaneMode(config: TenantConfig, env: Record<string, string | undefined>): void {
+  const held = CLOUD_CREDENTIAL_VARIABLES.filter((name) => (env[name] ?? "") !== "");
+  if (held.length > 0) {
+    throw new ConfigError(
+      `a tenant in controlplane mode must not hold cloud credentials; remove ${held.join(", ")} from its environment (the control plane alone holds Fly and AWS credentials)`,
+    );
+  }
+  if (!config.controlPlane.tenantToken) {
+    throw new ConfigError(
+      "CP_TENANT_TOKEN is required in controlplane mode (CONTAINER_BACKEND=controlplane, or MOLECULE_ORG_ID set)",
+    );
+  }
+  if (!config.controlPlane.signingKey) {
+    throw new ConfigError(
+      "PROVISION_SHARED_SECRET is required in controlplane mode (CONTAINER_BACKEND=controlplane, or MOLECULE_ORG_ID set)",
+    );
+  }
+}
+
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): TenantConfig {
   const cleaned = Object.fromEntries(
@@ -149,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined>): TenantConfi
     throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
   }
   const config = shape(parsed.data);
+  if (backendName(parsed.data) === "controlplane") checkControlPlaneMode(config, env);
   if (config.environment === "production" && !config.auth.adminToken) {
     throw new ConfigError("ADMIN_TOKEN is required when MOLECULE_ENV=production");
   }

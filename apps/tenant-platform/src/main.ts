@@ -1,11 +1,17 @@
 import { serve } from "@hono/node-server";
-import { createIdGenerator } from "@molecule/contracts";
+import { type BootEventBody, createIdGenerator, type TenantRuntimeConfig } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
-import pino from "pino";
+import {
+  type ControlPlaneClient,
+  ControlPlaneUnreachableError,
+  fetchTenantConfig,
+  postBootEvent,
+} from "@molecule/provisioner-core";
+import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
 import { makeAdminToken, makeSecretsKey, persistedSecret } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
-import { buildProvisioner } from "./provisioner.ts";
+import { buildControlPlaneClient, buildProvisioner, selectedBackend } from "./provisioner.ts";
 import { Sealer } from "./services/crypto.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
@@ -26,7 +32,45 @@ export const REDACTED_PATHS = [
   "*.env",
   "Env",
   "*.Env",
+  "*.tenantToken",
+  "*.signingKey",
+  "*.adminToken",
 ];
+
+/**
+ * Boot events tell the control plane how far start-up got. They are posted in order without holding start-up up,
+ * and a failure to post one is logged, never fatal.
+ */
+class BootReporter {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly client: ControlPlaneClient,
+    private readonly logger: Logger,
+    private readonly secrets: readonly string[],
+  ) {}
+
+  post(stage: BootEventBody["stage"], detail?: string): Promise<unknown> {
+    const event: BootEventBody = detail === undefined ? { stage } : { stage, detail: this.scrub(detail) };
+    this.queue = this.queue.then(() => postBootEvent(this.client, event, this.logger));
+    return this.queue;
+  }
+
+  /** A short reason with every configured secret value taken out. */
+  private scrub(text: string): string {
+    let out = text.split("\n")[0] ?? "";
+    for (const secret of this.secrets) if (secret) out = out.split(secret).join("[redacted]");
+    return out.slice(0, 500);
+  }
+}
+
+function databasePassword(url: string | undefined): string {
+  try {
+    return url ? decodeURIComponent(new URL(url).password) : "";
+  } catch {
+    return "";
+  }
+}
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -38,10 +82,72 @@ async function main(): Promise<void> {
   }
   const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } });
 
+  let selection: ReturnType<typeof selectedBackend>;
+  try {
+    selection = selectedBackend(config);
+  } catch (error) {
+    console.error(`molecule: ${(error as Error).message}`);
+    process.exit(1);
+  }
+
+  // controlplane mode: nothing starts until the control plane has said who this tenant is and what it may do
+  let runtime: TenantRuntimeConfig | undefined;
+  let boot: BootReporter | undefined;
+  if (selection.backend === "controlplane") {
+    const client = buildControlPlaneClient(config, logger);
+    const reporter = new BootReporter(client, logger, [
+      config.controlPlane.tenantToken ?? "",
+      config.controlPlane.signingKey ?? "",
+      config.auth.adminToken ?? "",
+      config.secrets.key ?? "",
+      config.data.databaseUrl ?? "",
+      databasePassword(config.data.databaseUrl),
+    ]);
+    try {
+      runtime = await fetchTenantConfig(client, { waitMs: config.controlPlane.startupWaitMs, logger });
+    } catch (error) {
+      const message = (error as Error).message;
+      if (error instanceof ControlPlaneUnreachableError && error.reachable)
+        await reporter.post("failed", message);
+      console.error(`molecule: ${message}`);
+      process.exit(1);
+    }
+    boot = reporter;
+    if (config.org.saas && runtime.org_id !== config.org.id) {
+      const message = `MOLECULE_ORG_ID is ${config.org.id} but the control plane's credential (CP_TENANT_TOKEN) is for ${runtime.org_id}`;
+      await boot.post("failed", message);
+      console.error(`molecule: ${message}`);
+      process.exit(1);
+    }
+    logger.info(
+      {
+        controlPlane: config.controlPlane.url,
+        orgId: runtime.org_id,
+        workspaceBackend: runtime.workspace_backend,
+      },
+      "control plane configuration received",
+    );
+  }
+
+  try {
+    await run(config, logger, runtime, boot);
+  } catch (error) {
+    await boot?.post("failed", `start-up failed: ${(error as Error).message}`);
+    throw error;
+  }
+}
+
+async function run(
+  config: ReturnType<typeof loadConfig>,
+  logger: Logger,
+  runtime: TenantRuntimeConfig | undefined,
+  boot: BootReporter | undefined,
+): Promise<void> {
   let provisioner: PlatformDeps["provisioner"];
   try {
-    provisioner = buildProvisioner(config, logger);
+    provisioner = buildProvisioner(config, logger, runtime);
   } catch (error) {
+    await boot?.post("failed", (error as Error).message);
     console.error(`molecule: ${(error as Error).message}`);
     process.exit(1);
   }
@@ -58,6 +164,7 @@ async function main(): Promise<void> {
     config.data.databaseUrl ? { url: config.data.databaseUrl } : { dataDir: `${config.data.dir}/pglite` },
   );
   await database.migrate();
+  void boot?.post("migrated");
 
   const deps: PlatformDeps = {
     db: database.db,
@@ -68,7 +175,8 @@ async function main(): Promise<void> {
     logger,
     events: new EventBus(),
     settings: {
-      orgId: config.org.id,
+      // in controlplane mode the control plane's word on the org is the one that counts
+      orgId: runtime?.org_id ?? config.org.id,
       deployment: config.deployment,
       adminToken: admin.value,
       publicUrl: config.http.publicUrl,
@@ -89,7 +197,14 @@ async function main(): Promise<void> {
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
   const app = createApp(deps, { onOperationQueued: () => runner.wake() });
 
+  let onListening: () => void = () => {};
+  let onServerError: (error: Error) => void = () => {};
+  const listening = new Promise<void>((resolve, reject) => {
+    onListening = resolve;
+    onServerError = reject;
+  });
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
+    onListening();
     const where = `http://${info.address === "0.0.0.0" ? "127.0.0.1" : info.address}:${info.port}`;
     logger.info(
       { url: where, backend: provisioner.name, database: database.driver, dataDir: config.data.dir },
@@ -104,8 +219,12 @@ async function main(): Promise<void> {
       );
     }
   });
+  server.once("error", (error) => onServerError(error));
+  await listening;
+  void boot?.post("listening");
   runner.start();
   sweeper.start();
+  void boot?.post("ready");
 
   let shuttingDown = false;
   const shutdown = async (signal: string) => {

@@ -1,4 +1,8 @@
+import type { TenantRuntimeConfig } from "@molecule/contracts";
 import {
+  type BackendSelection,
+  ControlPlaneClient,
+  createControlPlaneProvisioner,
   createDockerProvisioner,
   createFlyProvisioner,
   type Provisioner,
@@ -7,9 +11,9 @@ import {
 import type { Logger } from "pino";
 import type { TenantConfig } from "./config.ts";
 
-/** The one place the backend is chosen (DESIGN.md's table) and built from config. */
-export function buildProvisioner(config: TenantConfig, logger: Logger): Provisioner {
-  const selection = selectBackend({
+/** Which backend this configuration selects (DESIGN.md's table); throws BackendSelectionError on misconfiguration. */
+export function selectedBackend(config: TenantConfig): BackendSelection {
+  return selectBackend({
     CONTAINER_BACKEND: config.backend.requested,
     MOLECULE_ORG_ID: config.backend.orgIdSet ? config.org.id : undefined,
     FLY_API_TOKEN: config.backend.flyApiToken,
@@ -17,6 +21,35 @@ export function buildProvisioner(config: TenantConfig, logger: Logger): Provisio
     FLY_REGION: config.backend.flyRegion,
     CP_PROVISION_URL: config.backend.cpProvisionUrl,
   });
+}
+
+function controlPlaneCredentials(config: TenantConfig) {
+  const { tenantToken, signingKey, url } = config.controlPlane;
+  // loadConfig refuses controlplane mode without them; this guards a config built some other way
+  if (!tenantToken || !signingKey) {
+    throw new Error("controlplane mode needs CP_TENANT_TOKEN and PROVISION_SHARED_SECRET");
+  }
+  return { baseUrl: url, tenantToken, signingKey };
+}
+
+/** The signed client for the tenant's own calls to the control plane (its configuration, boot events). */
+export function buildControlPlaneClient(config: TenantConfig, logger: Logger): ControlPlaneClient {
+  return new ControlPlaneClient({
+    ...controlPlaneCredentials(config),
+    logger: logger.child({ component: "controlplane" }),
+  });
+}
+
+/**
+ * The one place the backend is built from config. The controlplane backend also needs what the control plane
+ * said at start-up (GET /cp/tenants/config): the org and its workspace backend's capabilities.
+ */
+export function buildProvisioner(
+  config: TenantConfig,
+  logger: Logger,
+  runtime?: TenantRuntimeConfig,
+): Provisioner {
+  const selection = selectedBackend(config);
   switch (selection.backend) {
     case "docker":
       return createDockerProvisioner({
@@ -41,8 +74,13 @@ export function buildProvisioner(config: TenantConfig, logger: Logger): Provisio
         logger: logger.child({ component: "flyio" }),
       });
     case "controlplane":
-      throw new Error(
-        "CONTAINER_BACKEND=controlplane (or MOLECULE_ORG_ID set) needs the control plane, which this build does not include yet",
-      );
+      if (!runtime)
+        throw new Error("the controlplane backend needs the tenant configuration from the control plane");
+      return createControlPlaneProvisioner({
+        ...controlPlaneCredentials(config),
+        orgId: runtime.org_id,
+        capabilities: runtime.capabilities,
+        logger: logger.child({ component: "controlplane" }),
+      });
   }
 }

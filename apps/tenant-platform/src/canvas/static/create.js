@@ -191,6 +191,7 @@ function showConnection(section, created) {
       h("a", { class: "button", href: "#/" }, "Done"),
     ),
   );
+  section.className = "page";
   section.replaceChildren(h("a", { class: "back", href: "#/" }, "← Workspaces"), panel);
 }
 

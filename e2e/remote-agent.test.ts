@@ -1,0 +1,222 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
+import {
+  freePort,
+  killAllPlatformProcesses,
+  type PlatformProcess,
+  REPO_ROOT,
+  startPlatformProcess,
+} from "../test-support/process.ts";
+import { waitFor } from "../test-support/wait.ts";
+
+const CLI = join(REPO_ROOT, "packages/agent-sdk/src/cli.ts");
+
+let database: TestDatabase;
+let platform: PlatformProcess;
+const agents = new Set<ChildProcess>();
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  platform = await startPlatformProcess({
+    env: {
+      DATABASE_URL: database.url,
+      // Agents here listen on plain http://127.0.0.1.
+      ALLOW_INSECURE_AGENT_URLS: "true",
+      ALLOW_PRIVATE_AGENT_URLS: "true",
+      HEARTBEAT_STALE_AFTER: "2",
+      STATUS_SWEEP_INTERVAL: "0.5",
+    },
+  });
+});
+
+afterAll(async () => {
+  for (const agent of agents) agent.kill("SIGKILL");
+  await killAllPlatformProcesses();
+  await database?.drop();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "molecule-remote-"));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Agent {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** `npx tsx packages/agent-sdk/src/cli.ts run …` as a separate process, the way a person runs it. */
+function startCli(args: string[]): Agent {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, "run", ...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: tempDir() },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  agents.add(child);
+  let output = "";
+  child.stdout?.on("data", (chunk) => {
+    output += chunk;
+  });
+  child.stderr?.on("data", (chunk) => {
+    output += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => {
+      agents.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  return { child, output: () => output, exited };
+}
+
+async function createExternal(name: string) {
+  const created = await platform.call("POST", "/workspaces", { name, external: true });
+  expect(created.status).toBe(202);
+  expect(created.body.workspace).toMatchObject({ status: "awaiting_agent", runtime: "external" });
+  return created.body as {
+    workspace: { id: string };
+    connection: { platform_url: string; registration_token: string; snippets: { curl: string } };
+  };
+}
+
+async function waitForStatus(id: string, status: string, agent?: Agent) {
+  try {
+    await waitFor(
+      `workspace ${id} ${status}`,
+      async () => {
+        const workspace = (await platform.call("GET", `/workspaces/${id}`)).body;
+        return workspace.status === status ? workspace : undefined;
+      },
+      30_000,
+      100,
+    );
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\nagent output:\n${agent?.output() ?? ""}`);
+  }
+}
+
+describe("a remote agent run with molecule-agent", () => {
+  let first: { id: string; port: number; stateDir: string; agent: Agent };
+
+  it("registers with the bundle's token and goes online, offline when killed, online again on restart", async () => {
+    const created = await createExternal("laptop");
+    const id = created.workspace.id;
+    expect(created.connection.platform_url).toBe(platform.url);
+    const port = await freePort();
+    const stateDir = tempDir();
+    const args = [
+      "--platform",
+      created.connection.platform_url,
+      "--workspace",
+      id,
+      "--url",
+      `http://127.0.0.1:${port}`,
+      "--state-dir",
+      stateDir,
+      "--heartbeat-interval-ms",
+      "300",
+    ];
+    const agent = startCli([...args, "--token", created.connection.registration_token]);
+    await waitForStatus(id, "online", agent);
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.url).toBe(`http://127.0.0.1:${port}`);
+
+    agent.child.kill("SIGKILL");
+    await agent.exited;
+    await waitForStatus(id, "offline");
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.statusReason).toContain("no heartbeat");
+
+    // Same state directory, no token: the stored bearer token carries on.
+    const again = startCli(args);
+    await waitForStatus(id, "online", again);
+    expect(again.output()).toContain('"authSource":"stored"');
+    first = { id, port, stateDir, agent: again };
+  });
+
+  it("carries an A2A message from one external workspace to another through the platform", async () => {
+    expect(first).toBeDefined();
+    const created = await createExternal("ci-runner");
+    const id = created.workspace.id;
+    const port = await freePort();
+    // This one is started from the saved connection bundle.
+    const bundle = join(tempDir(), "bundle.json");
+    writeFileSync(bundle, JSON.stringify(created));
+    const agent = startCli([
+      "--bundle",
+      bundle,
+      "--url",
+      `http://127.0.0.1:${port}`,
+      "--state-dir",
+      tempDir(),
+      "--heartbeat-interval-ms",
+      "300",
+    ]);
+    await waitForStatus(id, "online", agent);
+
+    // The first workspace calls with its own bearer token, as its agent keeps it.
+    const stored = JSON.parse(readFileSync(join(first.stateDir, `credentials-${first.id}.json`), "utf8"));
+    const response = await fetch(`${platform.url}/workspaces/${id}/a2a`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stored.authToken}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 7,
+        method: "message/send",
+        params: {
+          message: { role: "user", messageId: "m-7", parts: [{ kind: "text", text: "hello there" }] },
+        },
+      }),
+    });
+    expect(response.status).toBe(200);
+    const answer = await response.json();
+    expect(answer).toMatchObject({ jsonrpc: "2.0", id: 7, result: { role: "agent" } });
+    expect(answer.result.parts[0].text).toBe("echo: hello there");
+
+    agent.child.kill("SIGTERM");
+    expect((await agent.exited).code).toBe(0);
+  });
+
+  it("stops serving once its workspace is deleted, and a heartbeat never brings it back", async () => {
+    const deleted = await platform.call("DELETE", `/workspaces/${first.id}`);
+    expect(deleted.status).toBe(202);
+    const exit = await first.agent.exited;
+    expect(exit.signal).toBeNull();
+    await waitForStatus(first.id, "removed");
+    const operation = await platform.call("GET", `/operations/${deleted.body.operation.id}`);
+    expect(operation.body).toMatchObject({ status: "succeeded" });
+    const beat = await platform.call("POST", "/registry/heartbeat", { workspace_id: first.id });
+    expect(beat.status).toBe(404);
+    expect((await platform.call("GET", `/workspaces/${first.id}`)).body.status).toBe("removed");
+  });
+});
+
+describe("the connection bundle's curl snippet", () => {
+  it("registers a workspace when run as printed", async () => {
+    const created = await createExternal("shell");
+    const child = spawn("bash", ["-c", created.connection.snippets.curl], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+    });
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    expect(code, output).toBe(0);
+    expect(output).toContain('"status":"online"');
+    const workspace = (await platform.call("GET", `/workspaces/${created.workspace.id}`)).body;
+    expect(workspace.lastHeartbeatAt).not.toBeNull();
+    // Used once: the same token registers nothing again.
+    const again = spawn("bash", ["-c", created.connection.snippets.curl], { stdio: "ignore" });
+    expect(await new Promise((resolve) => again.once("exit", resolve))).not.toBe(0);
+  });
+});

@@ -29,6 +29,7 @@ import {
   envNumber,
   errorText,
   type LoadResult,
+  machine,
   num,
   runBench,
   seedWorkspaces,
@@ -177,6 +178,7 @@ function report(title: string, direct: LoadResult, proxied: LoadResult, withRps:
 }
 
 async function main(): Promise<void> {
+  const atStart = machine();
   platform = await startBenchPlatform();
   agent = await startA2AServer({
     host: "127.0.0.1",
@@ -247,6 +249,7 @@ async function main(): Promise<void> {
   );
   const [strDirect, strProxied] = await interleaved(STREAM_N, 20, 1, streamDirect, streamProxied);
 
+  console.log(`\nstart: ${atStart}\nend:   ${machine()}`);
   report(`a2a message/send, sequential, N=${N} per path`, seqDirect, seqProxied, false);
   report(`a2a message/send, ${CONCURRENCY} in flight, N=${N} per path`, conDirect, conProxied, true);
   report(

@@ -22,6 +22,7 @@ import {
   envNumber,
   errorText,
   type LoadResult,
+  machine,
   num,
   runBench,
   type SeededWorkspace,
@@ -102,6 +103,7 @@ async function measure(count: number): Promise<Row> {
 
 async function main(): Promise<void> {
   if (AGENTS.length === 0) throw new Error("BENCH_AGENTS lists no agent count");
+  const atStart = machine();
   const rows: Row[] = [];
   for (const count of AGENTS) {
     rows.push(await measure(count));
@@ -111,6 +113,7 @@ async function main(): Promise<void> {
     );
   }
 
+  console.log(`\nstart: ${atStart}\nend:   ${machine()}`);
   console.log(
     `\nheartbeats, one platform process on PostgreSQL, ${CONCURRENCY} in flight, ${DURATION_MS / 1000} s per kind per agent count (ms)`,
   );

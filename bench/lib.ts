@@ -4,6 +4,7 @@
  * loop, percentiles, and the bounded main wrapper. Not a bench itself.
  */
 import { rmSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
 import { createIdGenerator } from "@molecule/contracts";
 import { workspaces, workspaceTokens } from "@molecule/db";
 import { loadConfig } from "@molecule/tenant-platform/config";
@@ -195,6 +196,12 @@ export function errorText(errors: Map<string, number>): string {
 
 /** A number right-aligned in `width` with `digits` decimals. */
 export const num = (value: number, width = 8, digits = 2) => value.toFixed(digits).padStart(width);
+
+/** Where the figures were taken: node, CPUs, and the 1-minute load average (other work on the machine skews them). */
+export function machine(): string {
+  const cores = cpus();
+  return `node ${process.version}, ${cores.length} × ${cores[0]?.model.trim() ?? "cpu"}, load average ${loadavg()[0]?.toFixed(2)}`;
+}
 
 export function envNumber(name: string, fallback: number): number {
   const value = Number(process.env[name]);

@@ -37,6 +37,7 @@ let page: Page;
 const pageErrors: string[] = [];
 const consoleErrors: string[] = [];
 const requestedUrls: string[] = [];
+const eventStreamRequests: { lastEventId: string | undefined }[] = [];
 
 async function screenshot(name: string): Promise<string> {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -100,7 +101,12 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     page.on("console", (message) => {
       if (message.type() === "error") consoleErrors.push(message.text());
     });
-    page.on("request", (request) => requestedUrls.push(request.url()));
+    page.on("request", (request) => {
+      requestedUrls.push(request.url());
+      if (new URL(request.url()).pathname === "/events") {
+        eventStreamRequests.push({ lastEventId: request.headers()["last-event-id"] });
+      }
+    });
   });
 
   afterEach(async (test) => {
@@ -265,6 +271,36 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     await page.goto(`${baseUrl}/#/`);
     await row.waitFor();
     await screenshot("fleet");
+  });
+
+  it("reconnects the event stream with Last-Event-ID and shows what it missed; heartbeat ages tick", async () => {
+    await page.goto(`${baseUrl}/#/`);
+    const row = fleetRow("canvas-remote");
+    await textBecomes(row.getByRole("cell").last(), "never");
+    await textBecomes(page.getByTestId("stream-state"), "Live");
+    const streamRequests = eventStreamRequests.length;
+
+    // Every open stream ends (as when a proxy drops it); an event published before the page is back is only
+    // reachable by replay.
+    platform.deps.events.close();
+    const remoteId = (await row.getAttribute("data-workspace-id")) ?? "";
+    const beat = new Date(Date.now() - 5 * 60_000).toISOString();
+    const missed = platform.deps.events.publish({
+      type: "workspace.heartbeat",
+      workspaceId: remoteId,
+      data: { at: beat, status: "ok" },
+    });
+
+    await textBecomes(row.getByRole("cell").last(), /^5 min \d+ s ago$/);
+    expect(eventStreamRequests.length).toBeGreaterThan(streamRequests);
+    const resumedFrom = Number(eventStreamRequests.at(-1)?.lastEventId);
+    expect(resumedFrom).toBeGreaterThan(0);
+    expect(resumedFrom).toBeLessThan(missed.id);
+    await textBecomes(page.getByTestId("stream-state"), "Live");
+
+    // The age keeps moving without further events.
+    const first = await row.getByRole("cell").last().textContent();
+    await expect.poll(() => row.getByRole("cell").last().textContent(), { timeout: 10_000 }).not.toBe(first);
   });
 
   it("deletes a workspace only after the confirmation dialog", async () => {

@@ -307,6 +307,23 @@ describe("an external workspace's life", () => {
     expect((await platform.call("GET", `/workspaces/${id}/operations`)).body.operations).toHaveLength(1);
   });
 
+  it("leaves those requests to workspaces the platform runs (suspend included)", async () => {
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "runs-here", runtime: "echo" },
+    });
+    const id: string = created.body.workspace.id;
+    await waitFor("the provision to finish", async () =>
+      (await statusOf(id)).status === "awaiting_agent" ? true : undefined,
+    );
+    const suspended = await platform.call("POST", `/workspaces/${id}/suspend`);
+    expect(suspended.status).toBe(202);
+    expect(suspended.body.operation.kind).toBe("suspend");
+    await waitFor("the suspend to finish", async () =>
+      (await statusOf(id)).status === "suspended" ? true : undefined,
+    );
+    expect(fake.inspect(id)?.instance?.state).toBe("suspended");
+  });
+
   it("is deleted without a backend call; its tokens are revoked and a heartbeat never brings it back", async () => {
     const { id, token } = await connected({ secrets: { K: "v" } });
     expect((await heartbeat(token, id)).body.status).toBe("online");

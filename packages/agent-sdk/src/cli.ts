@@ -39,7 +39,8 @@ state directory, so a restart needs no new token. Stops cleanly on SIGTERM or SI
   --heartbeat-interval-ms N    time between heartbeats (default ${DEFAULT_HEARTBEAT_INTERVAL_MS})
   -h, --help                   this text
 
-Exit status: 0 stopped (signal, or the workspace was deleted), 1 failed, 2 bad usage.
+Exit status: 0 stopped (a signal, or the platform reports the workspace deleted), 1 failed (e.g. the
+token was refused or revoked: a deleted workspace's token is), 2 bad usage.
 `;
 
 export interface CliRunOptions {

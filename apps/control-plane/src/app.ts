@@ -75,15 +75,12 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
 
   app.get("/health", (c) => c.json({ ok: true }));
 
-  app.use("/cp/orgs", requireAdmin(deps));
+  // "/x/*" also matches "/x" itself, so each guard is registered once.
   app.use("/cp/orgs/*", requireAdmin(deps));
   app.route("/cp/orgs", orgRoutes(orgs));
 
   const tenant = requireTenant(deps);
-  for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) {
-    app.use(prefix, tenant);
-    app.use(`${prefix}/*`, tenant);
-  }
+  for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);
   app.route("/cp", tenantRoutes(workspaces, orgs));
 
   app.notFound((c) => errorResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`));

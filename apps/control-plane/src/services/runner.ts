@@ -151,6 +151,8 @@ export class OperationRunner {
                     inArray(earlier.status, ["pending", "running"]),
                     or(
                       lt(earlier.createdAt, cpOperations.createdAt),
+                      // Ids sort by time too: they order requests made in the same millisecond.
+                      and(eq(earlier.createdAt, cpOperations.createdAt), lt(earlier.id, cpOperations.id)),
                       and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
                     ),
                   ),
@@ -158,7 +160,7 @@ export class OperationRunner {
             ),
           ),
         )
-        .orderBy(asc(cpOperations.createdAt))
+        .orderBy(asc(cpOperations.createdAt), asc(cpOperations.id))
         .limit(1)
         .for("update", { skipLocked: true });
       if (!candidate || this.inFlight.has(candidate.id)) return null;

@@ -1,0 +1,192 @@
+/**
+ * Test wiring for the control plane: a fresh PostgreSQL database with the CP's migrations, the app with a fake
+ * workspace backend (or any Provisioner) and a fake tenant backend, a clock tests move by hand, and callers for
+ * the admin API and for signed tenant requests. Kept out of the package's exports; tests import it by path.
+ */
+import { randomBytes } from "node:crypto";
+import { CP_HEADERS, createIdGenerator, deriveTenantSigningKey, signRequest } from "@molecule/contracts";
+import type { Provisioner } from "@molecule/provisioner-core";
+import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { Sealer } from "@molecule/tenant-platform/crypto";
+import { getTableName } from "drizzle-orm";
+import pino from "pino";
+import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
+import { createApp, createOperationRunner } from "./app.ts";
+import { CP_MIGRATIONS } from "./db/migrations.ts";
+import { CP_TABLES, cpRequestNonces } from "./db/schema.ts";
+import type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
+import type { OperationRunner } from "./services/runner.ts";
+import { createFakeTenantBackend, type FakeTenantBackend } from "./tenants/fake.ts";
+
+export const ADMIN_TOKEN = "cp-admin-token-for-tests-0123456789";
+export const SHARED_SECRET = "provision-shared-secret-for-tests-0123456789abcdef";
+
+export interface ManualClock {
+  now(): Date;
+  advance(ms: number): void;
+}
+
+export function manualClock(start = Date.now()): ManualClock {
+  let current = start;
+  return { now: () => new Date(current), advance: (ms) => void (current += ms) };
+}
+
+export interface Reply {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: test replies are read field by field
+  body: any;
+  text: string;
+}
+
+export interface SignedCall {
+  /** Defaults: a fresh nonce, the clock's time, the org's key, JSON of `body`, a fresh Idempotency-Key on POST/DELETE. */
+  body?: unknown;
+  rawBody?: string;
+  credential?: string | null;
+  orgId?: string;
+  nonce?: string;
+  timestamp?: number;
+  signingKey?: string;
+  idempotencyKey?: string | null;
+  /** Sent instead of the body that was signed. */
+  sendBody?: string;
+  signature?: string;
+}
+
+export interface TenantIdentity {
+  orgId: string;
+  slug: string;
+  credential: string;
+}
+
+export interface TestControlPlane {
+  db: TestDatabase;
+  deps: ControlPlaneDeps;
+  app: ReturnType<typeof createApp>;
+  runner: OperationRunner;
+  tenants: FakeTenantBackend;
+  clock: ManualClock;
+  admin(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
+  tenant(identity: TenantIdentity, method: string, path: string, call?: SignedCall): Promise<Reply>;
+  /** Creates an org through the admin API and returns its tenant identity. */
+  createOrg(slug: string): Promise<TenantIdentity>;
+  /**
+   * Every row of every control-plane table, for "nothing changed" assertions. `exceptNonces` leaves out the nonce
+   * table: an authentic request is recorded there even when the route then refuses it.
+   */
+  snapshot(options?: { exceptNonces?: boolean }): Promise<string>;
+  rowCounts(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+async function reply(response: Response): Promise<Reply> {
+  const text = await response.text();
+  let body: unknown = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  return { status: response.status, body, text };
+}
+
+export async function createTestControlPlane(
+  options: { provisioner?: Provisioner; settings?: Partial<ControlPlaneSettings> } = {},
+): Promise<TestControlPlane> {
+  const db = await createTestDatabase({ migrations: CP_MIGRATIONS });
+  const clock = manualClock();
+  const tenants = createFakeTenantBackend();
+  const deps: ControlPlaneDeps = {
+    db: db.db,
+    provisioner: options.provisioner ?? createFakeProvisioner(),
+    tenants,
+    sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
+    clock,
+    ids: createIdGenerator(),
+    logger: pino({ level: "silent" }),
+    settings: {
+      adminToken: ADMIN_TOKEN,
+      provisionSharedSecret: SHARED_SECRET,
+      publicUrl: "http://127.0.0.1:8090",
+      deployment: "cp-test",
+      maxBodyBytes: 256 * 1024,
+      operationLeaseMs: 30_000,
+      operationMaxAttempts: 3,
+      ...options.settings,
+    },
+  };
+  const app = createApp(deps);
+  const runner = createOperationRunner(deps, `test-${randomBytes(3).toString("hex")}`);
+
+  const admin: TestControlPlane["admin"] = async (method, path, body, headers = {}) =>
+    reply(
+      await app.request(path, {
+        method,
+        headers: {
+          authorization: `Bearer ${ADMIN_TOKEN}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          ...headers,
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      }),
+    );
+
+  const tenant: TestControlPlane["tenant"] = async (identity, method, path, call = {}) => {
+    const raw = call.rawBody ?? (call.body === undefined ? "" : JSON.stringify(call.body));
+    const timestamp = String(call.timestamp ?? Math.floor(clock.now().getTime() / 1000));
+    const nonce = call.nonce ?? randomBytes(16).toString("hex");
+    const key = call.signingKey ?? deriveTenantSigningKey(SHARED_SECRET, call.orgId ?? identity.orgId);
+    const signature = call.signature ?? signRequest(key, { method, path, timestamp, nonce, body: raw });
+    const headers: Record<string, string> = {
+      [CP_HEADERS.timestamp]: timestamp,
+      [CP_HEADERS.nonce]: nonce,
+      [CP_HEADERS.signature]: signature,
+    };
+    const credential = call.credential === undefined ? identity.credential : call.credential;
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    const mutating = method === "POST" || method === "DELETE";
+    const idempotency =
+      call.idempotencyKey === undefined
+        ? mutating
+          ? `key-${randomBytes(8).toString("hex")}`
+          : null
+        : call.idempotencyKey;
+    if (idempotency) headers["idempotency-key"] = idempotency;
+    const sent = call.sendBody ?? raw;
+    if (sent) headers["content-type"] = "application/json";
+    return reply(await app.request(path, { method, headers, ...(sent ? { body: sent } : {}) }));
+  };
+
+  return {
+    db,
+    deps,
+    app,
+    runner,
+    tenants,
+    clock,
+    admin,
+    tenant,
+    async createOrg(slug) {
+      const created = await admin("POST", "/cp/orgs", { slug, name: `Org ${slug}` });
+      if (created.status !== 201) throw new Error(`create org ${slug}: ${created.status} ${created.text}`);
+      return { orgId: created.body.org.id, slug, credential: created.body.tenant_credential };
+    },
+    async snapshot(options = {}) {
+      const parts: unknown[] = [];
+      for (const table of CP_TABLES) {
+        if (options.exceptNonces && table === cpRequestNonces) continue;
+        parts.push(await db.db.select().from(table));
+      }
+      return JSON.stringify(parts);
+    },
+    async rowCounts() {
+      const counts: Record<string, number> = {};
+      for (const table of CP_TABLES) counts[getTableName(table)] = (await db.db.select().from(table)).length;
+      return counts;
+    },
+    async close() {
+      await runner.stop();
+      await db.drop();
+    },
+  };
+}

@@ -28,7 +28,12 @@ export interface ManualClock {
 
 export function manualClock(start = Date.now()): ManualClock {
   let current = start;
-  return { now: () => new Date(current), advance: (ms) => void (current += ms) };
+  return {
+    now: () => new Date(current),
+    advance(ms) {
+      current += ms;
+    },
+  };
 }
 
 export interface Reply {

@@ -1,9 +1,4 @@
-import {
-  type CpOperationKind,
-  type CpOperationView,
-  DomainError,
-  sha256Hex,
-} from "@molecule/contracts";
+import { type CpOperationKind, type CpOperationView, DomainError, sha256Hex } from "@molecule/contracts";
 import type { RuntimeStatus } from "@molecule/provisioner-core";
 import { and, asc, eq, inArray, ne } from "drizzle-orm";
 import { type CpOperationRow, type CpWorkspaceRow, cpOperations, cpWorkspaces } from "../db/schema.ts";

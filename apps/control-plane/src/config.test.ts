@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "./config.ts";
+
+const base = {
+  PROVISION_SHARED_SECRET: "s".repeat(32),
+  CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
+};
+
+describe("control plane config", () => {
+  it("has defaults: port 8090, docker backends, admin API off without a token", () => {
+    const config = loadConfig(base);
+    expect(config.http.port).toBe(8090);
+    expect(config.workspaceBackend.name).toBe("docker");
+    expect(config.tenantBackend).toEqual({
+      name: "docker",
+      image: "molecule/tenant-platform:latest",
+      network: "bridge",
+    });
+    expect(config.auth.adminToken).toBeNull();
+    expect(config.http.publicUrl).toBe("http://host.docker.internal:8090");
+    expect(loadConfig({ ...base, TENANT_NETWORK: "host" }).http.publicUrl).toBe("http://127.0.0.1:8090");
+    expect(loadConfig({ ...base, CP_PUBLIC_URL: "https://cp.example.com" }).http.publicUrl).toBe(
+      "https://cp.example.com",
+    );
+  });
+
+  it("stops with one line naming the variable", () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ CP_SECRETS_ENCRYPTION_KEY: base.CP_SECRETS_ENCRYPTION_KEY }, "PROVISION_SHARED_SECRET"],
+      [{ ...base, PROVISION_SHARED_SECRET: "short" }, "PROVISION_SHARED_SECRET must be at least 32"],
+      [{ PROVISION_SHARED_SECRET: base.PROVISION_SHARED_SECRET }, "CP_SECRETS_ENCRYPTION_KEY"],
+      [{ ...base, CP_SECRETS_ENCRYPTION_KEY: "not-a-key" }, "CP_SECRETS_ENCRYPTION_KEY must be 32 bytes"],
+      [{ ...base, CP_ADMIN_API_TOKEN: "short" }, "CP_ADMIN_API_TOKEN must be at least 16"],
+      [
+        { ...base, MOLECULE_ENV: "production" },
+        "CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=production",
+      ],
+      [{ ...base, CP_WORKSPACE_BACKEND: "flyio" }, "FLY_API_TOKEN is required"],
+      [{ ...base, CP_WORKSPACE_BACKEND: "flyio", FLY_API_TOKEN: "t" }, "FLY_WORKSPACE_APP is required"],
+      [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "CP_WORKSPACE_BACKEND"],
+      [{ ...base, TENANT_NETWORK: "overlay" }, "TENANT_NETWORK"],
+    ];
+    for (const [env, message] of cases) {
+      expect(() => loadConfig(env), message).toThrow(message);
+    }
+  });
+
+  it("accepts a production configuration", () => {
+    const config = loadConfig({
+      ...base,
+      MOLECULE_ENV: "production",
+      CP_ADMIN_API_TOKEN: "t".repeat(16),
+      CP_WORKSPACE_BACKEND: "flyio",
+      FLY_API_TOKEN: "fly",
+      FLY_WORKSPACE_APP: "ws-app",
+    });
+    expect(config.workspaceBackend).toMatchObject({ name: "flyio", flyApp: "ws-app", flyRegion: "ord" });
+  });
+});

@@ -1,0 +1,74 @@
+import { CpOperationView } from "@molecule/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type FlyHarness,
+  startFlyHarness,
+  TEST_APP,
+  TEST_DEPLOYMENT,
+} from "../../../packages/provisioner-core/src/flyio/testkit.ts";
+import { createTestControlPlane, type TenantIdentity, type TestControlPlane } from "./testing.ts";
+
+let fly: FlyHarness;
+let cp: TestControlPlane;
+let org: TenantIdentity;
+
+beforeAll(async () => {
+  fly = await startFlyHarness();
+  cp = await createTestControlPlane({
+    provisioner: fly.provisioner,
+    settings: { deployment: TEST_DEPLOYMENT },
+  });
+  org = await cp.createOrg("fly-org");
+  await cp.runner.drain();
+});
+afterAll(async () => {
+  await cp.close();
+  await fly.close();
+});
+
+const live = () => fly.emulator.machines(TEST_APP).filter((machine) => machine.state !== "destroyed");
+
+async function run(method: string, path: string, body?: unknown) {
+  const accepted = await cp.tenant(org, method, path, body === undefined ? {} : { body });
+  expect(accepted.status, `${method} ${path}: ${accepted.text}`).toBe(202);
+  await cp.runner.drain();
+  const shown = await cp.tenant(org, "GET", `/cp/operations/${accepted.body.operation.id}`);
+  const operation = CpOperationView.parse(shown.body);
+  expect(operation.status, JSON.stringify(operation.error)).toBe("succeeded");
+  return operation;
+}
+
+describe("the control plane with the flyio workspace backend, against the Fly emulator", () => {
+  it("provisions, stops, starts and destroys one workspace through the signed API", async () => {
+    const id = "ws_01jcpflyio000000000000001";
+    const spec = {
+      workspace_id: id,
+      runtime: "hermes",
+      tier: 2,
+      env: { WORKSPACE_ID: id, WORKSPACE_BOOT_TOKEN: "fly-boot-secret" },
+      secret_keys: ["WORKSPACE_BOOT_TOKEN"],
+      metadata: {},
+    };
+    const provision = await run("POST", "/cp/workspaces/provision", spec);
+    expect(provision.steps.length).toBeGreaterThan(0);
+    expect(live()).toHaveLength(1);
+    const machine = live()[0];
+    expect(JSON.stringify(machine?.config.metadata)).toContain(org.orgId);
+    expect((machine?.config.env as Record<string, string>).WORKSPACE_BOOT_TOKEN).toBe("fly-boot-secret");
+    expect(fly.emulator.volumes(TEST_APP)).toHaveLength(1);
+    expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("running");
+
+    await run("POST", `/cp/workspaces/${id}/stop`, {});
+    expect(fly.emulator.machines(TEST_APP).find((m) => m.id === machine?.id)?.state).toBe("stopped");
+    expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("stopped");
+
+    await run("POST", `/cp/workspaces/${id}/start`, { spec, recreate: false });
+    expect(fly.emulator.machines(TEST_APP).find((m) => m.id === machine?.id)?.state).toBe("started");
+
+    await run("DELETE", `/cp/workspaces/${id}`);
+    expect(live()).toHaveLength(0);
+    expect(fly.emulator.volumes(TEST_APP)).toHaveLength(0);
+    expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("missing");
+    expect(fly.emulator.violations).toEqual([]);
+  });
+});

@@ -143,7 +143,7 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     );
     const missing = await fetch(`${baseUrl}/canvas/secrets.js`);
     expect(missing.status).toBe(404);
-    expect((await missing.json()).error.code).toBe("not_found");
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("not_found");
     expect((await fetch(`${baseUrl}/workspaces`)).status).toBe(401);
     expect((await fetch(`${baseUrl}/events`)).status).toBe(401);
   });
@@ -153,14 +153,14 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     await page.getByLabel("Admin token").fill("not-the-admin-token");
     await page.getByRole("button", { name: "Sign in" }).click();
     await textBecomes(page.getByRole("alert"), /not accepted.*admin token/i);
-    expect(await page.evaluate(() => sessionStorage.getItem("molecule.adminToken"))).toBeNull();
+    expect(await page.evaluate('sessionStorage.getItem("molecule.adminToken")')).toBeNull();
     await screenshot("login-refused");
 
     await page.getByLabel("Admin token").fill(ADMIN_TOKEN);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: /^Workspaces/ }).waitFor();
     await textBecomes(page.getByTestId("stream-state"), "Live");
-    expect(await page.evaluate(() => sessionStorage.getItem("molecule.adminToken"))).toBe(ADMIN_TOKEN);
+    expect(await page.evaluate('sessionStorage.getItem("molecule.adminToken")')).toBe(ADMIN_TOKEN);
     expect(page.url()).not.toContain(ADMIN_TOKEN);
 
     // A reload keeps the session (sessionStorage), without asking again.
@@ -240,8 +240,10 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     )?.trim();
     expect(token).toBeTruthy();
     const snippets = connection.getByTestId("snippet");
-    const labels = await snippets.evaluateAll((nodes) =>
-      nodes.map((node) => (node as HTMLElement).dataset.snippet),
+    const labels = await Promise.all(
+      Array.from({ length: await snippets.count() }, (_, index) =>
+        snippets.nth(index).getAttribute("data-snippet"),
+      ),
     );
     expect(labels).toEqual(expect.arrayContaining(["curl", "Python", "TypeScript"]));
     const curl = (await connection.getByLabel("curl snippet", { exact: true }).textContent()) ?? "";
@@ -249,7 +251,7 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     expect(curl).toContain(`${baseUrl}/registry/register`);
     await connection.getByRole("button", { name: "Copy the curl snippet" }).click();
     await textBecomes(snippets.filter({ hasText: "curl" }).getByRole("status"), "Copied");
-    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(curl);
+    expect(await page.evaluate("navigator.clipboard.readText()")).toBe(curl);
     await screenshot("external-connection");
 
     const created = (await platform.call("GET", "/workspaces")).body.workspaces.find(

@@ -26,6 +26,14 @@ export interface ManualClock {
   advance(ms: number): void;
 }
 
+/** The real time; `advance` is refused (for tests where the service runs on its own, e.g. over real HTTP). */
+export const realClock: ManualClock = {
+  now: () => new Date(),
+  advance() {
+    throw new Error("the real clock cannot be moved");
+  },
+};
+
 export function manualClock(start = Date.now()): ManualClock {
   let current = start;
   return {
@@ -96,10 +104,10 @@ async function reply(response: Response): Promise<Reply> {
 }
 
 export async function createTestControlPlane(
-  options: { provisioner?: Provisioner; settings?: Partial<ControlPlaneSettings> } = {},
+  options: { provisioner?: Provisioner; settings?: Partial<ControlPlaneSettings>; clock?: ManualClock } = {},
 ): Promise<TestControlPlane> {
   const db = await createTestDatabase({ migrations: CP_MIGRATIONS });
-  const clock = manualClock();
+  const clock = options.clock ?? manualClock();
   const tenants = createFakeTenantBackend();
   const deps: ControlPlaneDeps = {
     db: db.db,

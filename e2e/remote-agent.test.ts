@@ -177,7 +177,7 @@ describe("a remote agent run with molecule-agent", () => {
     expect(response.status).toBe(200);
     const answer = (await response.json()) as { result: { parts: { text: string }[] } };
     expect(answer).toMatchObject({ jsonrpc: "2.0", id: 7, result: { role: "agent" } });
-    expect(answer.result.parts[0].text).toBe("echo: hello there");
+    expect(answer.result.parts[0]?.text).toBe("echo: hello there");
 
     agent.child.kill("SIGTERM");
     expect((await agent.exited).code).toBe(0);

@@ -143,6 +143,7 @@ export function mountWorkspace(main, { store, api, id }) {
     // An external workspace's process is not the platform's to start or stop; it can only be deleted here.
     const remote = isRemote(workspace);
     for (const action of ["stop", "start", "restart"]) buttons[action].hidden = remote;
+    for (const button of Object.values(buttons)) button.disabled = workspace.status === "removed";
     remoteNote.hidden = !remote;
     const rows = [
       ["ID", h("code", {}, workspace.id)],

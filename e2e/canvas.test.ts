@@ -282,10 +282,13 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     await textBecomes(page.getByTestId("stream-state"), "Live");
     const streamRequests = eventStreamRequests.length;
 
-    // Every open stream ends (as when a proxy drops it); an event published before the page is back is only
-    // reachable by replay.
-    platform.deps.events.close();
+    // Every open stream ends (as when a proxy drops it); an event published in the same tick, before the page can be
+    // back, is only reachable by replay.
     const remoteId = (await row.getAttribute("data-workspace-id")) ?? "";
+    await waitFor("the page's stream to be subscribed", async () =>
+      platform.deps.events.subscriberCount > 0 ? true : undefined,
+    );
+    platform.deps.events.close();
     const beat = new Date(Date.now() - 5 * 60_000).toISOString();
     const missed = platform.deps.events.publish({
       type: "workspace.heartbeat",

@@ -1,4 +1,4 @@
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey, type ErrorEnvelope } from "@molecule/contracts";
 import { hashToken } from "@molecule/tenant-platform/crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "./app.ts";
@@ -176,7 +176,7 @@ describe("admin auth", () => {
           ...(body ? { body: JSON.stringify(body) } : {}),
         });
         expect(response.status).toBe(401);
-        expect((await response.json()).error.code).toBe("unauthorized");
+        expect(((await response.json()) as ErrorEnvelope).error.code).toBe("unauthorized");
       }
     }
     expect(await cp.snapshot()).toBe(before);
@@ -195,7 +195,7 @@ describe("admin auth", () => {
         headers: authorization === undefined ? {} : { authorization },
       });
       expect(response.status).toBe(401);
-      expect((await response.json()).error.message).toContain("CP_ADMIN_API_TOKEN");
+      expect(((await response.json()) as ErrorEnvelope).error.message).toContain("CP_ADMIN_API_TOKEN");
     }
   });
 });

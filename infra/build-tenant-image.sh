@@ -12,6 +12,7 @@
 # Layout inside the image:
 #   /usr/local/bin/node                the host's node binary (+ its libraries under /lib*, /usr/lib*)
 #   /app/dist/main.mjs                 the bundled tenant platform (ESM)
+#   /app/dist/static/                  the canvas UI's files; its routes read them at ./static/ from the bundle
 #   /app/drizzle/*.sql                 migrations; packages/db finds them at ../drizzle/ from the bundle
 #   /app/node_modules/@electric-sql/pglite   kept out of the bundle: it loads its .wasm/.data files from beside itself
 #   /data                              MOLECULE_DATA_DIR (embedded database, generated tokens); owned by uid 1000
@@ -21,6 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=${TENANT_IMAGE:-molecule/tenant-platform:latest}
 ENTRY="$ROOT/apps/tenant-platform/src/main.ts"
 MIGRATIONS="$ROOT/packages/db/drizzle"
+CANVAS_STATIC="$ROOT/apps/tenant-platform/src/canvas/static"
 BUILD_DIR="$ROOT/infra/.build"
 APP_UID=1000
 APP_GID=1000
@@ -87,6 +89,7 @@ hash=$(
   {
     sha256sum "$work/main.mjs" | cut -d' ' -f1
     tree_hash "$MIGRATIONS"
+    if [[ -d "$CANVAS_STATIC" ]]; then tree_hash "$CANVAS_STATIC"; fi
     echo "pglite $pglite_version $(tree_hash "$pglite_dir")"
     echo "node $node_version $arch"
     sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1 # the layout and --change lines below
@@ -124,6 +127,7 @@ cp "$node_bin" "$rootfs/usr/local/bin/node"
 chmod 0755 "$rootfs/usr/local/bin/node"
 cp "$work/main.mjs" "$rootfs/app/dist/main.mjs"
 cp "$MIGRATIONS"/*.sql "$rootfs/app/drizzle/"
+if [[ -d "$CANVAS_STATIC" ]]; then cp -R "$CANVAS_STATIC" "$rootfs/app/dist/static"; fi
 cp -RL "$pglite_dir" "$rootfs/app/node_modules/@electric-sql/pglite"
 chmod -R a+rX,go-w "$rootfs/app"
 

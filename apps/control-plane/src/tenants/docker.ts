@@ -1,0 +1,436 @@
+/**
+ * The docker tenant backend: one tenant platform container per org on the local engine, with its data (embedded
+ * database, generated files) on a named volume. Names are deterministic (`tenant-<slug>`, `tenant-<slug>-data`) and
+ * every resource is labelled with the org, the deployment and `molecule.kind=tenant`, so a provision retried after a
+ * crash adopts the container, volume and port the first attempt made.
+ *
+ * The tenant in controlplane mode runs no containers itself: no docker socket is mounted, all capabilities are
+ * dropped, the root filesystem is read-only (writable /data and /tmp only).
+ *
+ * Networking:
+ * - `host`: the tenant listens on 127.0.0.1:<port> (a free port the backend picks); its workspaces, on the host
+ *   network too, reach it there, and are told to pick their own agent ports (WORKSPACE_NETWORK=host).
+ * - a bridge network (`bridge` or a named one): the same port is published on the host's 127.0.0.1, and the tenant's
+ *   PLATFORM_URL is http://host.docker.internal:<port> (mapped to the host gateway), as it is for workspaces. A
+ *   loopback CP_PROVISION_URL is rewritten to host.docker.internal the same way unless `cpUrlForTenant` is given.
+ */
+import { createServer } from "node:net";
+import { OrgSlug } from "@molecule/contracts";
+import {
+  containerRuntimeStatus,
+  type DockerLogger,
+  dockerCall,
+  dockerStatusCode,
+  ensureImage,
+  inspectContainer,
+  LABELS,
+  type ManagedResource,
+  noopDockerLogger,
+  ProvisionerError,
+  type RuntimeStatus,
+  redactCreateOptions,
+  removeContainer,
+  removeVolume,
+  type StepReporter,
+  startContainer,
+  toProvisionerError,
+} from "@molecule/provisioner-core";
+import Dockerode from "dockerode";
+import type { TenantBackend, TenantHandle, TenantInstance, TenantRef, TenantSpec } from "./backend.ts";
+
+export const DOCKER_TENANT_BACKEND = "docker";
+export const TENANT_KIND = "tenant";
+/** Where the tenant's volume is mounted; MOLECULE_DATA_DIR. */
+export const TENANT_DATA_DIR = "/data";
+/** The port a tenant listens on (and is published on), so an adopted container keeps its URL. */
+export const TENANT_PORT_LABEL = "molecule.tenant_port";
+
+export interface DockerTenantHandle extends TenantHandle {
+  backend: typeof DOCKER_TENANT_BACKEND;
+  containerId: string;
+  volume: string;
+  port: number;
+}
+
+export interface DockerTenantBackendOptions {
+  docker?: Dockerode;
+  /** The tenant platform image, e.g. molecule/tenant-platform:latest (pulled, bounded, when absent). */
+  image: string;
+  /** "host", "bridge" or the name of a docker network. */
+  network: string;
+  /** Every resource is labelled with it; `listManaged` returns only resources carrying it. */
+  deployment: string;
+  logger?: DockerLogger;
+  /** Host ports to pick from (first free one wins). Default: an ephemeral port the kernel picks. */
+  portRange?: { min: number; max: number };
+  /** Picks the host port instead of `portRange`; `taken` are ports other tenant containers already use. */
+  hostPortAllocator?: (taken: ReadonlySet<number>) => Promise<number>;
+  /** The control plane's base URL as tenant containers reach it; replaces the spec's CP_PROVISION_URL. */
+  cpUrlForTenant?: string;
+  /** Memory limit of a tenant container (default 1024 MB). */
+  memoryMb?: number;
+  /** Bound on pulling a missing image (default 120 s). */
+  pullTimeoutMs?: number;
+}
+
+export const tenantContainerName = (slug: string) => `tenant-${slug}`;
+export const tenantVolumeName = (slug: string) => `tenant-${slug}-data`;
+
+const HOST_GATEWAY_NAME = "host.docker.internal";
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+/** Resolves when `port` can be bound on the host's loopback interface right now. */
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ host: "127.0.0.1", port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+function ephemeralPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => (port ? resolve(port) : reject(new Error("no port assigned"))));
+    });
+  });
+}
+
+function isDockerHandle(handle: TenantHandle | null): handle is DockerTenantHandle {
+  return handle?.backend === DOCKER_TENANT_BACKEND && typeof handle.port === "number";
+}
+
+export function createDockerTenantBackend(opts: DockerTenantBackendOptions): TenantBackend {
+  const docker = opts.docker ?? new Dockerode();
+  const log = opts.logger ?? noopDockerLogger;
+  const hostNetwork = opts.network === "host";
+  const memory = (opts.memoryMb ?? 1024) * 1024 * 1024;
+  const pullTimeoutMs = opts.pullTimeoutMs ?? 120_000;
+  const deploymentFilter = `${LABELS.deployment}=${opts.deployment}`;
+  const kindFilter = `${LABELS.kind}=${TENANT_KIND}`;
+
+  // Port choice and container creation run one at a time in this process, so two orgs never pick the same port.
+  let allocation: Promise<unknown> = Promise.resolve();
+  function serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const next = allocation.then(fn, fn);
+    allocation = next.catch(() => {});
+    return next;
+  }
+
+  function labelsFor(spec: TenantSpec, port: number): Record<string, string> {
+    return {
+      [LABELS.managed]: "true",
+      [LABELS.orgId]: spec.orgId,
+      [LABELS.deployment]: opts.deployment,
+      [LABELS.kind]: TENANT_KIND,
+      ...(port ? { [TENANT_PORT_LABEL]: String(port) } : {}),
+    };
+  }
+
+  function ownedBy(labels: Record<string, string> | null | undefined, orgId: string): boolean {
+    return (
+      labels?.[LABELS.orgId] === orgId &&
+      labels?.[LABELS.deployment] === opts.deployment &&
+      labels?.[LABELS.kind] === TENANT_KIND
+    );
+  }
+
+  function notOurs(kind: string, name: string, labels: Record<string, string> | null | undefined) {
+    return new ProvisionerError(
+      "conflict",
+      `a ${kind} named ${name} exists but belongs to org ${labels?.[LABELS.orgId] ?? "(none)"} of deployment ${labels?.[LABELS.deployment] ?? "(none)"}`,
+      false,
+      { kind, name },
+    );
+  }
+
+  function validate(slug: string): void {
+    if (!OrgSlug.safeParse(slug).success) {
+      throw new ProvisionerError("invalid_spec", `"${slug}" is not a valid org slug`, false);
+    }
+  }
+
+  function validateSpec(spec: TenantSpec): void {
+    validate(spec.slug);
+    if (spec.deployment !== opts.deployment) {
+      throw new ProvisionerError(
+        "invalid_spec",
+        `spec deployment "${spec.deployment}" does not match this docker tenant backend's deployment "${opts.deployment}"`,
+        false,
+      );
+    }
+  }
+
+  /** The tenant's port as its container records it. */
+  function portOf(info: Dockerode.ContainerInspectInfo): number {
+    const port = Number(info.Config.Labels?.[TENANT_PORT_LABEL]);
+    if (!Number.isInteger(port) || port <= 0) {
+      throw new ProvisionerError(
+        "conflict",
+        `container ${info.Name} carries no ${TENANT_PORT_LABEL} label`,
+        false,
+      );
+    }
+    return port;
+  }
+
+  /** Ports every tenant container on this engine uses, whatever its deployment: host ports are shared. */
+  async function takenPorts(): Promise<Set<number>> {
+    const containers = await dockerCall("list containers", () =>
+      docker.listContainers({ all: true, filters: { label: [kindFilter] } }),
+    );
+    const taken = new Set<number>();
+    for (const c of containers ?? []) {
+      const port = Number(c.Labels?.[TENANT_PORT_LABEL]);
+      if (Number.isInteger(port) && port > 0) taken.add(port);
+    }
+    return taken;
+  }
+
+  async function allocatePort(preferred: number | undefined): Promise<number> {
+    const taken = await takenPorts();
+    if (preferred && !taken.has(preferred) && (await portIsFree(preferred))) return preferred;
+    if (opts.hostPortAllocator) return opts.hostPortAllocator(taken);
+    if (opts.portRange) {
+      for (let port = opts.portRange.min; port <= opts.portRange.max; port++) {
+        if (!taken.has(port) && (await portIsFree(port))) return port;
+      }
+      throw new ProvisionerError(
+        "capacity",
+        `no free port for a tenant in ${opts.portRange.min}-${opts.portRange.max}`,
+        true,
+      );
+    }
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const port = await ephemeralPort();
+      if (!taken.has(port)) return port;
+    }
+    throw new ProvisionerError("capacity", "no free loopback port for a tenant", true);
+  }
+
+  /** A loopback control-plane URL, as seen from a container on a bridge network. */
+  function cpUrlFor(spec: TenantSpec): string | undefined {
+    if (opts.cpUrlForTenant) return opts.cpUrlForTenant;
+    const given = spec.env.CP_PROVISION_URL;
+    if (!given || hostNetwork) return undefined;
+    const url = new URL(given);
+    if (!LOOPBACK_HOSTS.has(url.hostname)) return undefined;
+    url.hostname = HOST_GATEWAY_NAME;
+    return url.toString().replace(/\/$/, "");
+  }
+
+  function envFor(spec: TenantSpec, port: number): Record<string, string> {
+    const cpUrl = cpUrlFor(spec);
+    return {
+      ...(hostNetwork ? { WORKSPACE_NETWORK: "host" } : {}),
+      ...spec.env,
+      MOLECULE_DATA_DIR: TENANT_DATA_DIR,
+      PORT: String(port),
+      HOST: hostNetwork ? "127.0.0.1" : "0.0.0.0",
+      PLATFORM_URL: `http://${hostNetwork ? "127.0.0.1" : HOST_GATEWAY_NAME}:${port}`,
+      ...(cpUrl ? { CP_PROVISION_URL: cpUrl } : {}),
+    };
+  }
+
+  function createOptions(spec: TenantSpec, port: number, volume: string): Dockerode.ContainerCreateOptions {
+    const portKey = `${port}/tcp`;
+    return {
+      name: tenantContainerName(spec.slug),
+      Image: opts.image,
+      Env: Object.entries(envFor(spec, port)).map(([key, value]) => `${key}=${value}`),
+      Labels: labelsFor(spec, port),
+      ...(hostNetwork ? {} : { ExposedPorts: { [portKey]: {} } }),
+      HostConfig: {
+        NetworkMode: opts.network,
+        ...(hostNetwork
+          ? {}
+          : {
+              PortBindings: { [portKey]: [{ HostIp: "127.0.0.1", HostPort: String(port) }] },
+              ExtraHosts: [`${HOST_GATEWAY_NAME}:host-gateway`],
+            }),
+        Mounts: [{ Type: "volume", Source: volume, Target: TENANT_DATA_DIR, ReadOnly: false }],
+        Memory: memory,
+        MemorySwap: memory,
+        PidsLimit: 512,
+        Privileged: false,
+        CapDrop: ["ALL"],
+        SecurityOpt: ["no-new-privileges"],
+        IpcMode: "private",
+        ReadonlyRootfs: true,
+        Tmpfs: { "/tmp": "rw,nosuid,nodev,size=64m" },
+        RestartPolicy: { Name: "unless-stopped" },
+        // docker-init as PID 1: SIGTERM reaches the platform (graceful shutdown) and zombies are reaped.
+        Init: true,
+      },
+    };
+  }
+
+  async function ensureVolume(spec: TenantSpec): Promise<string> {
+    const name = tenantVolumeName(spec.slug);
+    // Creating a volume whose name exists returns the existing one: adopt it, after checking it is ours.
+    await dockerCall("create volume", () => docker.createVolume({ Name: name, Labels: labelsFor(spec, 0) }));
+    const info = await dockerCall("inspect volume", () => docker.getVolume(name).inspect());
+    if (!ownedBy(info?.Labels, spec.orgId)) throw notOurs("volume", name, info?.Labels);
+    return name;
+  }
+
+  /** Creates the container on a newly chosen port, or adopts the one an earlier or concurrent call made. */
+  async function ensureContainer(
+    spec: TenantSpec,
+    volume: string,
+    preferredPort: number | undefined,
+  ): Promise<{ info: Dockerode.ContainerInspectInfo; created: boolean }> {
+    const name = tenantContainerName(spec.slug);
+    const created = await serialized(async () => {
+      const port = await allocatePort(preferredPort);
+      const options = createOptions(spec, port, volume);
+      log.info(
+        { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, spec.secretKeys) },
+        "docker: creating tenant container",
+      );
+      try {
+        await docker.createContainer(options);
+        return true;
+      } catch (error) {
+        if (dockerStatusCode(error) !== 409) throw toProvisionerError("create container", error);
+        return false;
+      }
+    });
+    // Created now, or 409: the name is taken and a concurrent create may still be registering it.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const info = await inspectContainer(docker, name);
+      if (info) {
+        if (!ownedBy(info.Config.Labels, spec.orgId)) throw notOurs("container", name, info.Config.Labels);
+        return { info, created };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+  }
+
+  /** Every container/volume of the org's tenant in this deployment: the named ones plus any labelled strays. */
+  async function findResources(ref: TenantRef) {
+    const filters = { label: [deploymentFilter, kindFilter, `${LABELS.orgId}=${ref.orgId}`] };
+    const [containers, volumes] = await Promise.all([
+      dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
+      dockerCall("list volumes", () => docker.listVolumes({ filters })),
+    ]);
+    const containerIds = new Set((containers ?? []).map((c) => c.Id));
+    const volumeNames = new Set((volumes?.Volumes ?? []).map((v) => v.Name));
+    const name = tenantContainerName(ref.slug);
+    const named = await inspectContainer(docker, name);
+    if (named) {
+      if (!ownedBy(named.Config.Labels, ref.orgId)) throw notOurs("container", name, named.Config.Labels);
+      containerIds.add(named.Id);
+    }
+    const volumeName = tenantVolumeName(ref.slug);
+    const namedVolume = await dockerCall(
+      "inspect volume",
+      () => docker.getVolume(volumeName).inspect(),
+      [404],
+    );
+    if (namedVolume) {
+      if (!ownedBy(namedVolume.Labels, ref.orgId)) throw notOurs("volume", volumeName, namedVolume.Labels);
+      volumeNames.add(volumeName);
+    }
+    return { containerIds: [...containerIds], volumeNames: [...volumeNames] };
+  }
+
+  return {
+    name: DOCKER_TENANT_BACKEND,
+
+    async provision(spec, handle, ctx?: { step?: StepReporter }): Promise<TenantInstance> {
+      validateSpec(spec);
+      const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
+      const name = tenantContainerName(spec.slug);
+
+      let existing = await inspectContainer(docker, name);
+      if (existing && !ownedBy(existing.Config.Labels, spec.orgId)) {
+        throw notOurs("container", name, existing.Config.Labels);
+      }
+      if (existing) {
+        step("image_ready", `container exists (${existing.Config.Image})`);
+      } else {
+        const outcome = await ensureImage(docker, opts.image, { timeoutMs: pullTimeoutMs, logger: log });
+        step("image_ready", `${opts.image} ${outcome}`);
+      }
+      const volume = await ensureVolume(spec);
+      step("volume_ready", volume);
+      if (!existing) {
+        const preferred = isDockerHandle(handle) ? handle.port : undefined;
+        const { info, created } = await ensureContainer(spec, volume, preferred);
+        existing = info;
+        step("container_created", created ? info.Id : `adopted ${info.Id}`);
+      } else {
+        step("container_created", `adopted ${existing.Id}`);
+      }
+      const port = portOf(existing);
+      await startContainer(docker, existing.Id);
+      step("container_started", existing.Id);
+      log.info(
+        { orgId: spec.orgId, slug: spec.slug, containerId: existing.Id, port },
+        "docker: tenant started",
+      );
+      const tenantHandle: DockerTenantHandle = {
+        backend: DOCKER_TENANT_BACKEND,
+        containerId: existing.Id,
+        volume,
+        port,
+      };
+      return { handle: tenantHandle, url: `http://127.0.0.1:${port}` };
+    },
+
+    async destroy(ref) {
+      validate(ref.slug);
+      const { containerIds, volumeNames } = await findResources(ref);
+      for (const id of containerIds) await removeContainer(docker, id);
+      for (const volume of volumeNames) await removeVolume(docker, volume);
+      if (containerIds.length + volumeNames.length > 0) {
+        log.info({ orgId: ref.orgId, slug: ref.slug, containerIds, volumeNames }, "docker: destroyed tenant");
+      }
+    },
+
+    async status(ref): Promise<RuntimeStatus> {
+      validate(ref.slug);
+      const name = tenantContainerName(ref.slug);
+      let info: Dockerode.ContainerInspectInfo;
+      try {
+        info = await docker.getContainer(name).inspect();
+      } catch (error) {
+        if (dockerStatusCode(error) === 404) return { state: "missing", detail: `no container ${name}` };
+        return { state: "unknown", detail: toProvisionerError("inspect container", error).message };
+      }
+      if (!ownedBy(info.Config.Labels, ref.orgId)) {
+        return { state: "unknown", detail: notOurs("container", name, info.Config.Labels).message };
+      }
+      return containerRuntimeStatus(info.State);
+    },
+
+    async listManaged(): Promise<ManagedResource[]> {
+      const filters = { label: [`${LABELS.managed}=true`, deploymentFilter, kindFilter] };
+      const [containers, volumes] = await Promise.all([
+        dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
+        dockerCall("list volumes", () => docker.listVolumes({ filters })),
+      ]);
+      const out: ManagedResource[] = [];
+      for (const c of containers ?? []) {
+        out.push({
+          kind: "container",
+          id: c.Id,
+          workspaceId: null,
+          orgId: c.Labels[LABELS.orgId] ?? null,
+          state: c.State,
+        });
+      }
+      for (const v of volumes?.Volumes ?? []) {
+        const labels = (v.Labels ?? {}) as Record<string, string>;
+        out.push({ kind: "volume", id: v.Name, workspaceId: null, orgId: labels[LABELS.orgId] ?? null });
+      }
+      return out;
+    },
+  };
+}

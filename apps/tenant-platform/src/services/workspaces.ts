@@ -174,10 +174,11 @@ export class WorkspaceService {
   ): Promise<CreatedWorkspace> {
     if (isExternalCreate(body)) return this.createExternal(body, idempotencyKey, requestOrigin);
     const { db, ids, sealer, settings, provisioner } = this.deps;
-    if (body.runtime === undefined || !settings.allowedRuntimes.includes(body.runtime)) {
+    const runtime = body.runtime ?? "";
+    if (!settings.allowedRuntimes.includes(runtime)) {
       throw new DomainError(
         "bad_request",
-        `runtime "${body.runtime}" is not allowed; allowed runtimes: ${settings.allowedRuntimes.join(", ")}`,
+        `runtime "${runtime}" is not allowed; allowed runtimes: ${settings.allowedRuntimes.join(", ")}`,
       );
     }
     const idempotency = { key: idempotencyKey, scope: "POST /workspaces", body };
@@ -193,7 +194,7 @@ export class WorkspaceService {
           id: workspaceId,
           orgId: settings.orgId,
           name: body.name,
-          runtime: body.runtime ?? "",
+          runtime,
           tier: body.tier,
           backend: provisioner.name,
           status: "provisioning",

@@ -53,7 +53,8 @@ describeProvisioner("controlplane against the real control plane", async () => {
       seq += 1;
       const workspaceId = overrides.workspaceId ?? `ws_01jcpconformance0000${String(seq).padStart(6, "0")}`;
       return {
-        deployment: "cp-test",
+        // Whatever the tenant says, the control plane labels with its own deployment.
+        deployment: "tenant-deployment",
         runtime: "echo",
         tier: 2,
         env: { WORKSPACE_ID: workspaceId, WORKSPACE_BOOT_TOKEN: "boot-secret-value" },

@@ -10,19 +10,13 @@
 #   FORCE_REBUILD=1  build even when an image with the same hash exists
 #
 # Layout inside the image:
-#   /usr/local/bin/node                the host's node binary (+ its libraries under /lib*, /usr/lib*)
-#   /app/dist/main.mjs                 the bundled tenant platform (ESM)
-#   /app/dist/static/                  the canvas UI's files; its routes read them at ./static/ from the bundle
-#   /app/drizzle/*.sql                 migrations; packages/db finds them at ../drizzle/ from the bundle
-#   /app/node_modules/@electric-sql/pglite   kept out of the bundle: it loads its .wasm/.data files from beside itself
-#   /data                              MOLECULE_DATA_DIR (embedded database, generated tokens); owned by uid 1000
+#   /usr/local/bin/node   the host's node binary (+ its libraries under /lib*, /usr/lib*)
+#   /app                  infra/bundle-tenant-platform.sh's output; the entrypoint is node /app/dist/main.mjs
+#   /data                 MOLECULE_DATA_DIR (embedded database, generated tokens); owned by uid 1000
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=${TENANT_IMAGE:-molecule/tenant-platform:latest}
-ENTRY="$ROOT/apps/tenant-platform/src/main.ts"
-MIGRATIONS="$ROOT/packages/db/drizzle"
-CANVAS_STATIC="$ROOT/apps/tenant-platform/src/canvas/static"
 BUILD_DIR="$ROOT/infra/.build"
 APP_UID=1000
 APP_GID=1000
@@ -35,64 +29,26 @@ command -v flock >/dev/null || die "flock is not installed (util-linux)"
 command -v node >/dev/null || die "node is not on PATH"
 docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
 
-esbuild=""
-for candidate in "$ROOT/node_modules/.bin/esbuild" "$ROOT/apps/tenant-platform/node_modules/.bin/esbuild" \
-  "$ROOT/packages/agent-sdk/node_modules/.bin/esbuild"; do
-  if [[ -x "$candidate" ]]; then esbuild=$candidate; break; fi
-done
-[[ -n "$esbuild" ]] || die "esbuild not found; run 'pnpm install' at $ROOT"
-
-# The embedded database package, resolved the way the bundle's importer (packages/db) resolves it, through the pnpm
-# store symlinks to its real directory.
-pglite_dir=$(cd "$ROOT/packages/db" && node -e '
-  const { dirname, join } = require("node:path");
-  const { existsSync, readFileSync, realpathSync } = require("node:fs");
-  let dir = dirname(realpathSync(require.resolve("@electric-sql/pglite")));
-  while (!(existsSync(join(dir, "package.json")) &&
-      JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).name === "@electric-sql/pglite")) {
-    if (dirname(dir) === dir) throw new Error("package root not found");
-    dir = dirname(dir);
-  }
-  console.log(dir);') || die "@electric-sql/pglite is not installed; run 'pnpm install' at $ROOT"
-[[ -d "$MIGRATIONS" ]] || die "migrations not found at $MIGRATIONS"
-
 mkdir -p "$BUILD_DIR"
 work=$(mktemp -d "$BUILD_DIR/tenant.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # 1. Bundle (outside the lock: each process bundles into its own temp dir).
-#    - ESM output: CommonJS dependencies still call require() and read __dirname (dockerode's ssh2 does at load
-#      time), so the banner defines both from import.meta.url.
-#    - @electric-sql/pglite stays external (copied below).
-#    - cpu-features is a native optional dependency of ssh2 (only used for docker-over-ssh), required inside a
-#      try/catch: external and absent, so ssh2 falls back to its JavaScript ciphers. The tenant never needs it.
-banner='import { createRequire as __moleculeCreateRequire } from "node:module";'
-banner+='import { fileURLToPath as __moleculeFileURLToPath } from "node:url";'
-banner+='import { dirname as __moleculeDirname } from "node:path";'
-banner+='const require = __moleculeCreateRequire(import.meta.url);'
-banner+='const __filename = __moleculeFileURLToPath(import.meta.url);'
-banner+='const __dirname = __moleculeDirname(__filename);'
-"$esbuild" "$ENTRY" --bundle --platform=node --target=node20 --format=esm --legal-comments=none \
-  --external:@electric-sql/pglite --external:cpu-features --banner:js="$banner" \
-  --log-level=warning --outfile="$work/main.mjs"
+bash "$ROOT/infra/bundle-tenant-platform.sh" "$work/app"
 
 # The real binary, not a version-manager shim.
 node_bin=$(node -p 'process.execPath')
 node_bin=$(readlink -f "$node_bin")
 node_version=$("$node_bin" --version)
 arch=$(uname -m)
-pglite_version=$(node -p 'require(process.argv[1]).version' "$pglite_dir/package.json")
+pglite_version=$(node -p 'require(process.argv[1]).version' "$work/app/node_modules/@electric-sql/pglite/package.json")
 
-tree_hash() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
-
+# Everything under /app (bundle, migrations, canvas, pglite), the node binary's version, and the two scripts.
 hash=$(
   {
-    sha256sum "$work/main.mjs" | cut -d' ' -f1
-    tree_hash "$MIGRATIONS"
-    if [[ -d "$CANVAS_STATIC" ]]; then tree_hash "$CANVAS_STATIC"; fi
-    echo "pglite $pglite_version $(tree_hash "$pglite_dir")"
+    (cd "$work/app" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     echo "node $node_version $arch"
-    sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1 # the layout and --change lines below
+    sha256sum "${BASH_SOURCE[0]}" "$ROOT/infra/bundle-tenant-platform.sh" | cut -d' ' -f1
   } | sha256sum | cut -c1-32
 )
 
@@ -120,16 +76,12 @@ previous=$(docker image inspect --format '{{ .Id }}' "$IMAGE" 2>/dev/null || tru
 
 # 3. Assemble the root filesystem.
 rootfs="$work/rootfs"
-mkdir -p "$rootfs"/{usr/local/bin,app/dist,app/drizzle,app/node_modules/@electric-sql,etc,tmp,data}
+mkdir -p "$rootfs"/{usr/local/bin,etc,tmp,data}
 chmod 1777 "$rootfs/tmp"
 chmod 0700 "$rootfs/data"
 cp "$node_bin" "$rootfs/usr/local/bin/node"
 chmod 0755 "$rootfs/usr/local/bin/node"
-cp "$work/main.mjs" "$rootfs/app/dist/main.mjs"
-cp "$MIGRATIONS"/*.sql "$rootfs/app/drizzle/"
-if [[ -d "$CANVAS_STATIC" ]]; then cp -R "$CANVAS_STATIC" "$rootfs/app/dist/static"; fi
-cp -RL "$pglite_dir" "$rootfs/app/node_modules/@electric-sql/pglite"
-chmod -R a+rX,go-w "$rootfs/app"
+mv "$work/app" "$rootfs/app"
 
 if ldd "$node_bin" >/dev/null 2>&1; then
   # "libx.so => /path (addr)" and the loader "/lib64/ld-linux-x86-64.so.2 (addr)"; skip the vdso.
@@ -174,10 +126,11 @@ docker import \
   --change 'LABEL molecule.image.kind=tenant-platform' \
   - "$IMAGE" <"$work/rootfs.tar" >/dev/null
 
-# Drop the image this tag pointed at before, unless something still uses it.
+# Drop the image this tag pointed at before, and older untagged builds, unless a container still uses them.
 if [[ -n "$previous" ]]; then
   now=$(docker image inspect --format '{{ .Id }}' "$IMAGE")
   if [[ "$previous" != "$now" ]]; then docker image rm "$previous" >/dev/null 2>&1 || true; fi
 fi
+docker image prune --force --filter label=molecule.image.kind=tenant-platform >/dev/null 2>&1 || true
 
 echo "$IMAGE"

@@ -110,6 +110,20 @@ describe("tenant platform start-up in controlplane mode", () => {
     expect(cp.bootEvents[0]?.detail).not.toContain("db-password-xyz");
   });
 
+  it("refuses to serve another org than the one its credential is for", async () => {
+    const cp = await emulator();
+    const { code, output } = await runToExit({
+      ...saasEnv(cp.url),
+      MOLECULE_ORG_ID: "org_01jsomeoneelse00000000000000",
+      LOG_LEVEL: "silent",
+    });
+    expect(code).not.toBe(0);
+    expect(output.trim()).toBe(
+      `molecule: MOLECULE_ORG_ID is org_01jsomeoneelse00000000000000 but the control plane's credential (CP_TENANT_TOKEN) is for ${cp.orgId}`,
+    );
+    expect(cp.bootEvents.map((e) => e.stage)).toEqual(["failed"]);
+  });
+
   it("starts against the control plane, reports its boot, and runs workspaces through it", async () => {
     const cp = await emulator();
     const env = saasEnv(cp.url);

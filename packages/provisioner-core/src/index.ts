@@ -4,5 +4,6 @@ export * from "./errors.ts";
 export * from "./flyio/index.ts";
 export * from "./naming.ts";
 export * from "./provisioner.ts";
+export * from "./retry.ts";
 export * from "./select.ts";
 export * from "./tiers.ts";

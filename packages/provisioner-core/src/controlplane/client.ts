@@ -10,7 +10,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { CP_HEADERS, signRequest } from "@molecule/contracts";
 import { type Dispatcher, request, errors as undiciErrors } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, parseRetryAfter } from "../flyio/api.ts";
+import { Backoff, parseRetryAfter, type RetryPolicy } from "../retry.ts";
 
 /** Where a tenant finds the control plane when CP_PROVISION_URL is not set. */
 export const DEFAULT_CP_PROVISION_URL = "http://127.0.0.1:8090";
@@ -24,14 +24,7 @@ export interface CpLogger {
 }
 
 /** Bounds for retrying 429, 5xx and dropped connections. */
-export interface CpRetryOptions {
-  /** Sends per call, the first included. */
-  maxAttempts: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
-  /** No retry is started once this much time has passed since the first send. */
-  maxElapsedMs: number;
-}
+export type CpRetryOptions = RetryPolicy;
 
 export const DEFAULT_CP_RETRY: CpRetryOptions = {
   maxAttempts: 6,

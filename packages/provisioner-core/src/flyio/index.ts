@@ -1,2 +1,2 @@
-export { Backoff, type FlyLogger, type FlyRetryOptions, flyError, parseRetryAfter } from "./api.ts";
+export { type FlyLogger, type FlyRetryOptions, flyError } from "./api.ts";
 export * from "./provisioner.ts";

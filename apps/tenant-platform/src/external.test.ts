@@ -270,6 +270,16 @@ describe("registering an external agent", () => {
     const theirs = await platform.call("GET", `/workspaces/${id}/secrets/values`, { token: other.token });
     expect(theirs.status).toBe(403);
     expect(JSON.stringify(platform.logs)).not.toContain("sk-remote-123");
+
+    // A changed secret reaches the agent on its next pull; nothing asks for a restart the platform cannot do.
+    const put = await platform.call("PUT", `/workspaces/${id}/secrets/MODEL_API_KEY`, {
+      body: { value: "sk-remote-456" },
+    });
+    expect(put.status).toBe(200);
+    expect(put.body.needsRestart).toBe(false);
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.needsRestart).toBe(false);
+    const again = await platform.call("GET", `/workspaces/${id}/secrets/values`, { token });
+    expect(again.body.secrets).toEqual({ MODEL_API_KEY: "sk-remote-456" });
   });
 });
 

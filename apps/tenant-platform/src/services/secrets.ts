@@ -1,11 +1,12 @@
-import { DomainError, LIVE_STATUSES } from "@molecule/contracts";
+import { DomainError, EXTERNAL_RUNTIME, LIVE_STATUSES } from "@molecule/contracts";
 import { workspaceSecrets, workspaces } from "@molecule/db";
-import { and, asc, eq, inArray } from "drizzle-orm";
+import { and, asc, eq, inArray, ne } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 
 /**
  * Workspace secrets, sealed at rest. A change to a running workspace marks it `needsRestart`: the running
- * process keeps the values it started with until it is restarted (or pulls them again itself).
+ * process keeps the values it started with until it is restarted (or pulls them again itself). External workspaces
+ * are never marked: the platform cannot restart them, and their agents pull secrets on demand.
  */
 export class SecretService {
   constructor(private readonly deps: PlatformDeps) {}
@@ -78,7 +79,11 @@ export class SecretService {
       .update(workspaces)
       .set({ needsRestart: true, updatedAt: new Date() })
       .where(
-        and(eq(workspaces.id, workspaceId), inArray(workspaces.status, [...LIVE_STATUSES, "provisioning"])),
+        and(
+          eq(workspaces.id, workspaceId),
+          inArray(workspaces.status, [...LIVE_STATUSES, "provisioning"]),
+          ne(workspaces.runtime, EXTERNAL_RUNTIME),
+        ),
       )
       .returning({ id: workspaces.id });
     return marked.length > 0;

@@ -9,6 +9,8 @@ import { fileURLToPath } from "node:url";
 /** The repository root: the platform is started from here so `--import tsx` resolves the root devDependency. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAIN = join(REPO_ROOT, "apps/tenant-platform/src/main.ts");
+/** The control plane's entry point, for spawnPlatform's `main` (see test-support/control-plane.ts). */
+export const CONTROL_PLANE_MAIN = join(REPO_ROOT, "apps/control-plane/src/main.ts");
 
 /** Only these of the test runner's variables reach the platform; everything else is given explicitly. */
 const INHERITED = [
@@ -96,8 +98,11 @@ function exitOf(child: ChildProcess): PlatformExit | undefined {
   return undefined;
 }
 
-/** Spawns `node --import tsx apps/tenant-platform/src/main.ts` with exactly `env` (plus PATH and friends). */
-export function spawnPlatform(env: Record<string, string | undefined>): SpawnedPlatform {
+/**
+ * Spawns `node --import tsx apps/tenant-platform/src/main.ts` (or another service's `main`) with exactly `env`
+ * (plus PATH and friends).
+ */
+export function spawnPlatform(env: Record<string, string | undefined>, main = MAIN): SpawnedPlatform {
   const childEnv: Record<string, string> = {};
   for (const key of INHERITED) {
     const value = process.env[key];
@@ -107,7 +112,7 @@ export function spawnPlatform(env: Record<string, string | undefined>): SpawnedP
     if (value === undefined) delete childEnv[key];
     else childEnv[key] = value;
   }
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+  const child = spawn(process.execPath, ["--import", "tsx", main], {
     cwd: REPO_ROOT,
     env: childEnv,
     stdio: ["ignore", "pipe", "pipe"],

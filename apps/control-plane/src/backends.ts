@@ -1,4 +1,9 @@
-import { createDockerProvisioner, createFlyProvisioner, type Provisioner } from "@molecule/provisioner-core";
+import {
+  createDockerProvisioner,
+  createFlyProvisioner,
+  type Provisioner,
+  type RuntimeStatus,
+} from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 import type { ControlPlaneConfig } from "./config.ts";
 import type { TenantBackend } from "./tenants/backend.ts";
@@ -41,5 +46,31 @@ export function buildTenantBackend(config: ControlPlaneConfig, logger: Logger): 
         deployment: config.deployment,
         logger: logger.child({ component: "tenants" }),
       });
+    case "external":
+      return createExternalTenantBackend(config.tenantBackend.urlTemplate ?? "");
   }
+}
+
+/**
+ * CP_TENANT_BACKEND=external: the operator starts each org's tenant platform (with the org id, the tenant
+ * credential and admin token from the create answer, and the org's signing key); the control plane runs nothing and
+ * owns nothing. The org becomes `ready` when that tenant reports its boot; its URL is TENANT_URL_TEMPLATE with
+ * `{slug}` replaced.
+ */
+export function createExternalTenantBackend(urlTemplate: string): TenantBackend {
+  return {
+    name: "external",
+    async provision(spec, _handle, ctx) {
+      const url = urlTemplate.replaceAll("{slug}", spec.slug);
+      ctx?.step?.("tenant_external", "started by the operator");
+      return { handle: { backend: "external" }, url };
+    },
+    async destroy() {},
+    async status(): Promise<RuntimeStatus> {
+      return { state: "unknown", detail: "the tenant is started by the operator" };
+    },
+    async listManaged() {
+      return [];
+    },
+  };
 }

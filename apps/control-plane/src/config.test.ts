@@ -6,6 +6,8 @@ const base = {
   CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
 };
 
+const production = { ...base, MOLECULE_ENV: "production", CP_ADMIN_API_TOKEN: "t".repeat(16) };
+
 describe("control plane config", () => {
   it("has defaults: port 8090, docker backends, admin API off without a token", () => {
     const config = loadConfig(base);
@@ -15,6 +17,7 @@ describe("control plane config", () => {
       name: "docker",
       image: "molecule/tenant-platform:latest",
       network: "bridge",
+      urlTemplate: null,
     });
     expect(config.auth.adminToken).toBeNull();
     expect(config.http.publicUrl).toBe("http://host.docker.internal:8090");
@@ -26,15 +29,27 @@ describe("control plane config", () => {
 
   it("stops with one line naming the variable", () => {
     const cases: [Record<string, string>, string][] = [
-      [{ CP_SECRETS_ENCRYPTION_KEY: base.CP_SECRETS_ENCRYPTION_KEY }, "PROVISION_SHARED_SECRET"],
       [{ ...base, PROVISION_SHARED_SECRET: "short" }, "PROVISION_SHARED_SECRET must be at least 32"],
-      [{ PROVISION_SHARED_SECRET: base.PROVISION_SHARED_SECRET }, "CP_SECRETS_ENCRYPTION_KEY"],
       [{ ...base, CP_SECRETS_ENCRYPTION_KEY: "not-a-key" }, "CP_SECRETS_ENCRYPTION_KEY must be 32 bytes"],
       [{ ...base, CP_ADMIN_API_TOKEN: "short" }, "CP_ADMIN_API_TOKEN must be at least 16"],
       [
         { ...base, MOLECULE_ENV: "production" },
         "CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=production",
       ],
+      [
+        { ...production, PROVISION_SHARED_SECRET: "" },
+        "PROVISION_SHARED_SECRET is required when MOLECULE_ENV=production",
+      ],
+      [
+        { ...production, CP_SECRETS_ENCRYPTION_KEY: "" },
+        "CP_SECRETS_ENCRYPTION_KEY is required when MOLECULE_ENV=production",
+      ],
+      [{ ...base, CP_TENANT_BACKEND: "external" }, "TENANT_URL_TEMPLATE is required"],
+      [
+        { ...base, CP_TENANT_BACKEND: "external", TENANT_URL_TEMPLATE: "not a url" },
+        "TENANT_URL_TEMPLATE must be a URL",
+      ],
+      [{ ...base, CP_TENANT_BACKEND: "kubernetes" }, "CP_TENANT_BACKEND"],
       [{ ...base, CP_WORKSPACE_BACKEND: "flyio" }, "FLY_API_TOKEN is required"],
       [{ ...base, CP_WORKSPACE_BACKEND: "flyio", FLY_API_TOKEN: "t" }, "FLY_WORKSPACE_APP is required"],
       [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "CP_WORKSPACE_BACKEND"],
@@ -43,6 +58,25 @@ describe("control plane config", () => {
     for (const [env, message] of cases) {
       expect(() => loadConfig(env), message).toThrow(message);
     }
+  });
+
+  it("leaves the secrets unset in development without them (generated at start-up, see bootstrap.ts)", () => {
+    const config = loadConfig({});
+    expect(config.environment).toBe("development");
+    expect(config.auth).toEqual({ adminToken: null, provisionSharedSecret: null });
+    expect(config.secrets.key).toBeNull();
+  });
+
+  it("takes an external tenant backend with its URL template", () => {
+    const config = loadConfig({
+      ...base,
+      CP_TENANT_BACKEND: "external",
+      TENANT_URL_TEMPLATE: "https://{slug}.tenants.example.com",
+    });
+    expect(config.tenantBackend).toMatchObject({
+      name: "external",
+      urlTemplate: "https://{slug}.tenants.example.com",
+    });
   });
 
   it("accepts a production configuration", () => {

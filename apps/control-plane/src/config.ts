@@ -17,17 +17,26 @@ const EnvSchema = z.object({
   DATABASE_URL: z.string().url().optional(),
   CP_ADMIN_API_TOKEN: z.string().min(16, "CP_ADMIN_API_TOKEN must be at least 16 characters").optional(),
   PROVISION_SHARED_SECRET: z
-    .string({ error: "PROVISION_SHARED_SECRET is required" })
-    .min(32, "PROVISION_SHARED_SECRET must be at least 32 characters"),
+    .string()
+    .min(32, "PROVISION_SHARED_SECRET must be at least 32 characters")
+    .optional(),
   CP_SECRETS_ENCRYPTION_KEY: z
-    .string({ error: "CP_SECRETS_ENCRYPTION_KEY is required" })
-    .refine(isKey, "CP_SECRETS_ENCRYPTION_KEY must be 32 bytes, as 64 hex characters or base64"),
+    .string()
+    .refine(isKey, "CP_SECRETS_ENCRYPTION_KEY must be 32 bytes, as 64 hex characters or base64")
+    .optional(),
   CP_SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
   CP_SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
   CP_PUBLIC_URL: z.string().url().optional(),
   MOLECULE_DEPLOYMENT: Deployment.default("local"),
   CP_WORKSPACE_BACKEND: z.enum(["docker", "flyio"]).default("docker"),
-  CP_TENANT_BACKEND: z.enum(["docker"]).default("docker"),
+  CP_TENANT_BACKEND: z.enum(["docker", "external"]).default("docker"),
+  TENANT_URL_TEMPLATE: z
+    .string()
+    .refine(
+      (text) => URL.canParse(text.replaceAll("{slug}", "slug")),
+      "TENANT_URL_TEMPLATE must be a URL, with {slug} where the org's slug goes",
+    )
+    .optional(),
   TENANT_IMAGE: z.string().default("molecule/tenant-platform:latest"),
   TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
@@ -68,9 +77,16 @@ function shape(env: z.infer<typeof EnvSchema>) {
           : `http://host.docker.internal:${env.PORT}`),
     },
     data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
-    auth: { adminToken: env.CP_ADMIN_API_TOKEN ?? null, provisionSharedSecret: env.PROVISION_SHARED_SECRET },
+    /**
+     * Unset in development: generated once into the data folder at start-up (bootstrap.ts). Production refuses to
+     * start without them.
+     */
+    auth: {
+      adminToken: env.CP_ADMIN_API_TOKEN ?? null,
+      provisionSharedSecret: env.PROVISION_SHARED_SECRET ?? null,
+    },
     secrets: {
-      key: env.CP_SECRETS_ENCRYPTION_KEY,
+      key: env.CP_SECRETS_ENCRYPTION_KEY ?? null,
       keyVersion: env.CP_SECRETS_ENCRYPTION_KEY_VERSION,
       oldKeys: env.CP_SECRETS_ENCRYPTION_OLD_KEYS,
     },
@@ -90,6 +106,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
       name: env.CP_TENANT_BACKEND,
       image: env.TENANT_IMAGE,
       network: env.TENANT_NETWORK,
+      /** `external`: the org's tenant URL, `{slug}` replaced (tenants are started by the operator). */
+      urlTemplate: env.TENANT_URL_TEMPLATE ?? null,
     },
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
     logLevel: env.LOG_LEVEL,
@@ -109,8 +127,16 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
   }
   const config = shape(parsed.data);
-  if (config.environment === "production" && !config.auth.adminToken) {
-    throw new ConfigError("CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=production");
+  if (config.environment === "production") {
+    const missing = [
+      ["CP_ADMIN_API_TOKEN", config.auth.adminToken],
+      ["PROVISION_SHARED_SECRET", config.auth.provisionSharedSecret],
+      ["CP_SECRETS_ENCRYPTION_KEY", config.secrets.key],
+    ].find(([, value]) => !value);
+    if (missing) throw new ConfigError(`${missing[0]} is required when MOLECULE_ENV=production`);
+  }
+  if (config.tenantBackend.name === "external" && !config.tenantBackend.urlTemplate) {
+    throw new ConfigError("TENANT_URL_TEMPLATE is required when CP_TENANT_BACKEND=external");
   }
   const fly = config.workspaceBackend;
   if (fly.name === "flyio" && !fly.flyApiToken) {

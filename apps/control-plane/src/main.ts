@@ -5,6 +5,7 @@ import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { createApp, createOperationRunner } from "./app.ts";
 import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
+import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
@@ -39,10 +40,12 @@ async function main(): Promise<void> {
   let provisioner: ControlPlaneDeps["provisioner"];
   let tenants: ControlPlaneDeps["tenants"];
   let sealer: Sealer;
+  let secrets: ReturnType<typeof resolveSecrets>;
   try {
+    secrets = resolveSecrets(config);
     provisioner = buildWorkspaceProvisioner(config, logger);
     tenants = buildTenantBackend(config, logger);
-    sealer = Sealer.fromConfig(config.secrets.key, config.secrets.keyVersion, config.secrets.oldKeys);
+    sealer = Sealer.fromConfig(secrets.secretsKey.value, config.secrets.keyVersion, config.secrets.oldKeys);
   } catch (error) {
     console.error(`molecule control plane: ${(error as Error).message}`);
     process.exit(1);
@@ -63,8 +66,8 @@ async function main(): Promise<void> {
     ids: createIdGenerator(),
     logger,
     settings: {
-      adminToken: config.auth.adminToken,
-      provisionSharedSecret: config.auth.provisionSharedSecret,
+      adminToken: secrets.adminToken.value,
+      provisionSharedSecret: secrets.provisionSharedSecret.value,
       publicUrl: config.http.publicUrl,
       deployment: config.deployment,
       maxBodyBytes: config.http.maxBodyBytes,
@@ -89,8 +92,14 @@ async function main(): Promise<void> {
     console.log(
       `\nMolecule control plane listening on ${where} (workspaces: ${provisioner.name}, tenants: ${tenants.name}, database: ${database.driver})`,
     );
-    if (!config.auth.adminToken) {
-      console.log("CP_ADMIN_API_TOKEN is not set: the admin API (/cp/orgs) refuses every call.\n");
+    const generated = Object.entries(secrets)
+      .filter(([, secret]) => secret.created)
+      .map(([name]) => `${config.data.dir}/${SECRET_FILES[name as keyof typeof SECRET_FILES]}`);
+    if (generated.length > 0) console.log(`Generated for development: ${generated.join(", ")}`);
+    if (secrets.adminToken.persisted) {
+      console.log(
+        `Admin token${secrets.adminToken.created ? " (generated now)" : ""}: ${secrets.adminToken.value}\n  (kept in ${config.data.dir}/${SECRET_FILES.adminToken}; set CP_ADMIN_API_TOKEN to choose your own)\n`,
+      );
     }
   });
   runner.start();

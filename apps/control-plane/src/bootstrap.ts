@@ -1,0 +1,50 @@
+import { randomBytes } from "node:crypto";
+import { configuredOrPersisted, type DataDirSecret, makeHexKey } from "@molecule/db/data-dir";
+import type { ControlPlaneConfig } from "./config.ts";
+
+/** The control plane's admin bearer (CP_ADMIN_API_TOKEN), prefixed so it explains itself. */
+export const makeControlPlaneAdminToken = () => `mca_${randomBytes(32).toString("base64url")}`;
+
+/** Files in MOLECULE_DATA_DIR holding what development generated. */
+export const SECRET_FILES = {
+  adminToken: "admin-token",
+  provisionSharedSecret: "provision-shared-secret",
+  secretsKey: "secrets-key",
+} as const;
+
+export interface ControlPlaneSecrets {
+  adminToken: DataDirSecret;
+  provisionSharedSecret: DataDirSecret;
+  secretsKey: DataDirSecret;
+}
+
+/**
+ * The configured admin token, signing master secret and sealing key; in development any that is not configured is
+ * generated once into the data folder and reused on every later start (a new secrets key would leave sealed tenant
+ * environments unreadable, a new shared secret would break every running tenant's signatures). loadConfig has
+ * already refused production without them.
+ */
+export function resolveSecrets(config: ControlPlaneConfig): ControlPlaneSecrets {
+  const dir = config.data.dir;
+  if (config.environment === "production") {
+    const { adminToken, provisionSharedSecret } = config.auth;
+    if (!adminToken || !provisionSharedSecret || !config.secrets.key) {
+      throw new Error("production never generates secrets: configure them (see loadConfig)");
+    }
+  }
+  return {
+    adminToken: configuredOrPersisted(
+      config.auth.adminToken,
+      dir,
+      SECRET_FILES.adminToken,
+      makeControlPlaneAdminToken,
+    ),
+    provisionSharedSecret: configuredOrPersisted(
+      config.auth.provisionSharedSecret,
+      dir,
+      SECRET_FILES.provisionSharedSecret,
+      makeHexKey,
+    ),
+    secretsKey: configuredOrPersisted(config.secrets.key, dir, SECRET_FILES.secretsKey, makeHexKey),
+  };
+}

@@ -1,0 +1,128 @@
+/**
+ * The control plane as its own process (apps/control-plane/src/main.ts via tsx) on a free loopback port, for e2e
+ * tests and benchmarks: callers for its admin API and for signed tenant requests.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { deriveTenantSigningKey } from "@molecule/contracts";
+import { ControlPlaneClient } from "@molecule/provisioner-core";
+import { CONTROL_PLANE_MAIN, freePort, type PlatformExit, spawnPlatform } from "./process.ts";
+
+export interface ControlPlaneProcess {
+  /** `http://127.0.0.1:<port>` */
+  url: string;
+  port: number;
+  dataDir: string;
+  /** The admin bearer: the one given in env, or the one the control plane printed when it generated it. */
+  adminToken: string;
+  pid: number;
+  output(): string;
+  kill(signal?: NodeJS.Signals): Promise<PlatformExit>;
+  waitForExit(timeoutMs?: number): Promise<PlatformExit>;
+  /** Calls the admin API with the admin bearer; the body is parsed JSON when there is one. */
+  // biome-ignore lint/suspicious/noExplicitAny: API answers are asserted on field by field
+  admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /** A signed client for one org, as its tenant would hold it (no retries: a failure shows at once). */
+  tenantClient(orgId: string, credential: string): ControlPlaneClient;
+}
+
+export interface StartControlPlaneOptions {
+  /** Added over the defaults; a value of `undefined` removes the default. */
+  env?: Record<string, string | undefined>;
+  dataDir?: string;
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Starts the control plane and waits until GET /health answers and its admin token is known. Defaults: loopback,
+ * a fresh data folder, a generated admin token, shared secret and sealing key (PROVISION_SHARED_SECRET is read
+ * back from env for `tenantClient`, so give one when removing the default).
+ */
+export async function startControlPlaneProcess(
+  options: StartControlPlaneOptions = {},
+): Promise<ControlPlaneProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "molecule-cp-e2e-"));
+  const defaults: Record<string, string> = {
+    PORT: String(await freePort()),
+    HOST: "127.0.0.1",
+    MOLECULE_DATA_DIR: dataDir,
+    CP_ADMIN_API_TOKEN: `mca_${randomBytes(16).toString("hex")}`,
+    PROVISION_SHARED_SECRET: randomBytes(32).toString("hex"),
+    CP_SECRETS_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
+    LOG_LEVEL: "info",
+  };
+  const env: Record<string, string | undefined> = { ...defaults, ...options.env };
+  const port = Number(env.PORT);
+  const url = `http://127.0.0.1:${port}`;
+  const spawned = spawnPlatform(env, CONTROL_PLANE_MAIN);
+  const { child, output } = spawned;
+
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
+  let adminToken = env.CP_ADMIN_API_TOKEN;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      await spawned.waitForExit(2_000).catch(() => {});
+      throw new Error(`control plane exited before answering /health:\n${output()}`);
+    }
+    const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) })
+      .then((response) => response.ok)
+      .catch(() => false);
+    adminToken ??= /Admin token[^:]*: (\S+)/.exec(output())?.[1];
+    if (healthy && adminToken) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      await spawned.waitForExit(5_000).catch(() => {});
+      throw new Error(`control plane did not become healthy at ${url}/health in time:\n${output()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const token = adminToken;
+  const sharedSecret = env.PROVISION_SHARED_SECRET;
+
+  return {
+    url,
+    port,
+    dataDir,
+    adminToken: token,
+    pid: child.pid ?? -1,
+    output,
+    waitForExit: spawned.waitForExit,
+    async kill(signal: NodeJS.Signals = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return { code: child.exitCode, signal: child.signalCode as NodeJS.Signals | null };
+      }
+      child.kill(signal);
+      return spawned.waitForExit();
+    },
+    async admin(method, path, body) {
+      const response = await fetch(`${url}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(15_000),
+      });
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: response.status, body: parsed };
+    },
+    tenantClient(orgId, credential) {
+      if (!sharedSecret) throw new Error("tenantClient needs PROVISION_SHARED_SECRET in the start options");
+      return new ControlPlaneClient({
+        baseUrl: url,
+        tenantToken: credential,
+        signingKey: deriveTenantSigningKey(sharedSecret, orgId),
+        maxAttempts: 1,
+      });
+    },
+  };
+}

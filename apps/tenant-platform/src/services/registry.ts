@@ -91,7 +91,11 @@ export class RegistryService {
       .update(workspaces)
       .set({ lastHeartbeatAt: this.deps.clock.now() })
       .where(and(eq(workspaces.id, body.workspace_id), eq(workspaces.orgId, this.deps.settings.orgId)))
-      .returning();
+      .returning({
+        id: workspaces.id,
+        status: workspaces.status,
+        lastHeartbeatAt: workspaces.lastHeartbeatAt,
+      });
     if (!workspace) throw new DomainError("not_found", `workspace ${body.workspace_id} not found`);
     if (GONE.has(workspace.status))
       throw new DomainError("not_found", `workspace ${body.workspace_id} was removed`);
@@ -101,12 +105,12 @@ export class RegistryService {
       data: { at: workspace.lastHeartbeatAt?.toISOString() ?? null, status: body.status ?? "ok" },
     });
     const target = body.status === "degraded" ? "degraded" : "online";
-    if (workspace.status !== target) {
-      await transitionWorkspace(this.deps, workspace.id, target, {
-        from: ["awaiting_agent", "online", "degraded", "offline"],
-        reason: body.status === "degraded" ? (body.detail ?? "agent reported degraded") : null,
-      });
-    }
+    // The steady state (already where the heartbeat says) costs one UPDATE; only a change reads back.
+    if (workspace.status === target) return { ok: true as const, status: workspace.status };
+    await transitionWorkspace(this.deps, workspace.id, target, {
+      from: ["awaiting_agent", "online", "degraded", "offline"],
+      reason: body.status === "degraded" ? (body.detail ?? "agent reported degraded") : null,
+    });
     const [current] = await db
       .select({ status: workspaces.status })
       .from(workspaces)

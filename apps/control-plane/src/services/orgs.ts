@@ -48,6 +48,11 @@ export class OrgService {
       SECRETS_ENCRYPTION_KEY: mintSecretsKey(),
       MOLECULE_ENV: "production",
       MOLECULE_DEPLOYMENT: settings.deployment,
+      // Workspaces on the docker backend register plain-http loopback or bridge addresses, as they do when a
+      // standalone platform runs them itself; on other backends the tenant keeps its strict agent-URL policy.
+      ...(this.deps.provisioner.name === "docker"
+        ? { ALLOW_INSECURE_AGENT_URLS: "true", ALLOW_PRIVATE_AGENT_URLS: "true" }
+        : {}),
     };
     const sealed = sealJson(sealer, env, tenantEnvAad(orgId));
     const now = clock.now();

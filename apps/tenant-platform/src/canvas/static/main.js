@@ -42,8 +42,11 @@ function startSession(token) {
     if (workspace) view = mountWorkspace(main, { ...context, id: workspace[1] });
     else if (hash === "#/new") view = mountCreate(main, context);
     else view = mountFleet(main, context);
+    // The clicked link is gone with the old view: move focus to the new one, for keyboard and screen readers.
+    if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
     for (const link of nav.querySelectorAll("a")) {
-      link.toggleAttribute("aria-current", link.getAttribute("href") === hash);
+      if (link.getAttribute("href") === hash) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
     }
   };
   const unsubscribe = store.subscribe((batch) => view?.update(batch));

@@ -12,7 +12,8 @@ function dockerAvailable(): boolean {
 
 /**
  * Runs once before all test files: checks the real peers tests rely on, migrates the template database and
- * builds the workspace and tenant platform images every container test shares. Under CI a missing peer is a failure, never a skip.
+ * builds the workspace and tenant platform images every container test shares. Under CI a missing peer is a
+ * failure, never a skip.
  */
 export default async function setup(): Promise<void> {
   try {

@@ -9,6 +9,7 @@
  * are for a SaaS tenant; both are declared secret so the test can check they never reach labels or logs.
  */
 import { randomBytes } from "node:crypto";
+import { type AddressInfo, createServer } from "node:net";
 import { ProvisionerError } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -76,6 +77,15 @@ async function waitForHealth(url: string, containerId: string): Promise<void> {
   }
   const logs = await docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: 30 });
   throw new Error(`tenant at ${url} never became healthy (${last}); logs:\n${logs.toString()}`);
+}
+
+/** A port the kernel hands out now, closed again. */
+async function ephemeral(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 async function exists(kind: "container" | "volume", name: string): Promise<boolean> {
@@ -258,6 +268,70 @@ describe("docker tenant backend (host network)", { timeout: 400_000 }, () => {
 
     await other.destroy({ orgId: spec.orgId, slug: spec.slug, handle: theirs.handle });
     expect(await exists("container", tenantContainerName(spec.slug))).toBe(false);
+  });
+
+  it("picks host ports from portRange or hostPortAllocator, never one another tenant holds", async () => {
+    // a port someone else listens on, and one nobody does
+    const held = createServer();
+    await new Promise<void>((resolve) => held.listen(0, "127.0.0.1", resolve));
+    const heldPort = (held.address() as AddressInfo).port;
+    const freeServer = createServer();
+    await new Promise<void>((resolve) => freeServer.listen(0, "127.0.0.1", resolve));
+    const freePort = (freeServer.address() as AddressInfo).port;
+    await new Promise((resolve) => freeServer.close(resolve));
+    try {
+      const busy = createDockerTenantBackend({
+        docker,
+        image: IMAGE,
+        network: "host",
+        deployment,
+        portRange: { min: heldPort, max: heldPort },
+      });
+      const refused = makeSpec();
+      await expect(busy.provision(refused, null)).rejects.toMatchObject({
+        code: "capacity",
+        retryable: true,
+      });
+      expect(await exists("container", tenantContainerName(refused.slug))).toBe(false);
+      await backend.destroy({ orgId: refused.orgId, slug: refused.slug, handle: null }); // its volume
+
+      const ranged = createDockerTenantBackend({
+        docker,
+        image: IMAGE,
+        network: "host",
+        deployment,
+        portRange: { min: freePort, max: freePort },
+      });
+      const first = makeSpec();
+      const firstHandle = (await ranged.provision(first, null)).handle as DockerTenantHandle;
+      expect(firstHandle.port).toBe(freePort);
+
+      const seen: number[][] = [];
+      const allocated = createDockerTenantBackend({
+        docker,
+        image: IMAGE,
+        network: "host",
+        deployment,
+        hostPortAllocator: async (taken) => {
+          seen.push([...taken]);
+          return ephemeral();
+        },
+      });
+      const second = makeSpec();
+      const secondHandle = (await allocated.provision(second, null)).handle as DockerTenantHandle;
+      expect(seen).toHaveLength(1);
+      expect(seen[0]).toContain(freePort);
+      expect(secondHandle.port).not.toBe(freePort);
+      // The range's only port is now a tenant's: another org gets no port there, even while that tenant is down.
+      await docker.getContainer(firstHandle.containerId).stop({ t: 10 });
+      const third = makeSpec();
+      await expect(ranged.provision(third, null)).rejects.toMatchObject({ code: "capacity" });
+      for (const spec of [first, second, third]) {
+        await backend.destroy({ orgId: spec.orgId, slug: spec.slug, handle: null });
+      }
+    } finally {
+      await new Promise((resolve) => held.close(resolve));
+    }
   });
 
   it("rejects a bad slug or a spec of another deployment before touching the engine", async () => {

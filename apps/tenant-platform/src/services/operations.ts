@@ -219,6 +219,7 @@ export class OperationRunner {
       }
       case "start": {
         const spec = await this.spec(workspace, operation);
+        await this.forgetHeartbeat(workspace.id);
         // Changed secrets reach the process only through a new one built from the current spec.
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
@@ -249,6 +250,7 @@ export class OperationRunner {
         await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
         await transitionWorkspace(this.deps, workspace.id, "provisioning", { from: ["stopped"] });
         const spec = await this.spec(workspace, operation);
+        await this.forgetHeartbeat(workspace.id);
         // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
@@ -282,11 +284,17 @@ export class OperationRunner {
     }
   }
 
-  private async markStarted(workspaceId: string): Promise<void> {
+  /** The old process's last heartbeat says nothing about the new one; cleared before the new one can send its first. */
+  private async forgetHeartbeat(workspaceId: string): Promise<void> {
     await this.deps.db
       .update(workspaces)
-      .set({ needsRestart: false, lastHeartbeatAt: null })
+      .set({ lastHeartbeatAt: null })
       .where(eq(workspaces.id, workspaceId));
+  }
+
+  /** An agent that already heartbeated while the backend call finished has moved it online: that move stands. */
+  private async markStarted(workspaceId: string): Promise<void> {
+    await this.deps.db.update(workspaces).set({ needsRestart: false }).where(eq(workspaces.id, workspaceId));
     await transitionWorkspace(this.deps, workspaceId, "awaiting_agent", { from: ["provisioning"] });
   }
 

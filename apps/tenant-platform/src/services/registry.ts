@@ -108,7 +108,8 @@ export class RegistryService {
     // The steady state (already where the heartbeat says) costs one UPDATE; only a change reads back.
     if (workspace.status === target) return { ok: true as const, status: workspace.status };
     await transitionWorkspace(this.deps, workspace.id, target, {
-      from: ["awaiting_agent", "online", "degraded", "offline"],
+      // "provisioning": the agent can be up before the backend call that started it has returned.
+      from: ["provisioning", "awaiting_agent", "online", "degraded", "offline"],
       reason: body.status === "degraded" ? (body.detail ?? "agent reported degraded") : null,
     });
     const [current] = await db

@@ -1,8 +1,6 @@
-import { randomBytes } from "node:crypto";
+import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { requireAdmin, requireTenant } from "./http/auth.ts";
-import { errorResponse, handleError } from "./http/errors.ts";
 import type { AppEnv } from "./http/types.ts";
 import { orgRoutes } from "./routes/orgs.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
@@ -45,33 +43,8 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
 
   const app = new Hono<AppEnv>();
 
-  app.use("*", async (c, next) => {
-    const requestId = `req_${randomBytes(8).toString("hex")}`;
-    const started = performance.now();
-    c.set("requestId", requestId);
-    c.set("logger", deps.logger.child({ requestId }));
-    c.header("x-request-id", requestId);
-    await next();
-    deps.logger.info(
-      {
-        requestId,
-        method: c.req.method,
-        route: c.req.routePath,
-        status: c.res.status,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-      },
-      "request",
-    );
-  });
-
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.settings.maxBodyBytes,
-      onError: (c) =>
-        errorResponse(c as never, "payload_too_large", `body exceeds ${deps.settings.maxBodyBytes} bytes`),
-    }),
-  );
+  app.use("*", requestLog(deps.logger));
+  app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
 
@@ -83,7 +56,7 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);
   app.route("/cp", tenantRoutes(workspaces, orgs));
 
-  app.notFound((c) => errorResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+  app.notFound(notFound);
   app.onError(handleError);
   return app;
 }

@@ -1,9 +1,7 @@
-import { randomBytes } from "node:crypto";
+import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { canvasRoutes } from "./canvas/routes.ts";
 import { identify } from "./http/auth.ts";
-import { errorResponse, handleError } from "./http/errors.ts";
 import type { AppEnv } from "./http/types.ts";
 import { a2aRoutes } from "./routes/a2a.ts";
 import { eventRoutes } from "./routes/events.ts";
@@ -28,36 +26,12 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
 
   const app = new Hono<AppEnv>();
 
-  app.use("*", async (c, next) => {
-    const requestId = `req_${randomBytes(8).toString("hex")}`;
-    const started = performance.now();
-    c.set("requestId", requestId);
-    c.set("logger", deps.logger.child({ requestId }));
-    c.header("x-request-id", requestId);
-    await next();
-    deps.logger.info(
-      {
-        requestId,
-        method: c.req.method,
-        route: c.req.routePath,
-        status: c.res.status,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-      },
-      "request",
-    );
-  });
+  app.use("*", requestLog(deps.logger));
 
   // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
   app.route("/", a2aRoutes(deps, new A2AService(deps)));
 
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.settings.maxBodyBytes,
-      onError: (c) =>
-        errorResponse(c as never, "payload_too_large", `body exceeds ${deps.settings.maxBodyBytes} bytes`),
-    }),
-  );
+  app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
   // The canvas page and its assets are public; it calls the API below with the admin token like any client.
@@ -69,7 +43,7 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));
 
-  app.notFound((c) => errorResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+  app.notFound(notFound);
   app.onError(handleError);
   return app;
 }

@@ -1,4 +1,5 @@
 import { DomainError } from "@molecule/contracts";
+import { isJsonType, parseWith } from "@molecule/service-kit/http";
 import type { Context } from "hono";
 import type { z } from "zod";
 
@@ -11,21 +12,13 @@ export function parseJsonBytes<T extends z.ZodType>(bytes: Uint8Array, schema: T
   } catch {
     throw new DomainError("bad_request", "body is not valid JSON");
   }
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join("."), message: issue.message }));
-  const first = issues[0];
-  throw new DomainError(
-    "bad_request",
-    `invalid body: ${first?.path ? `${first.path}: ` : ""}${first?.message ?? "invalid"}`,
-    { issues },
-  );
+  return parseWith(schema, value, "body");
 }
 
 /** Reads the body once as bytes, refusing a non-JSON content type. */
 export async function readBytes(c: Context): Promise<Uint8Array> {
   const type = c.req.header("content-type");
-  if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
+  if (type && !isJsonType(type)) {
     throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
   }
   return new Uint8Array(await c.req.arrayBuffer());

@@ -1,6 +1,9 @@
 import { DomainError } from "@molecule/contracts";
+import { isJsonType, parseWith } from "@molecule/service-kit/http";
 import type { Context } from "hono";
 import type { z } from "zod";
+
+export { parseWith };
 
 /**
  * Reads a JSON body and validates it. A body without a Content-Type is read as JSON (curl one-liners send
@@ -8,11 +11,7 @@ import type { z } from "zod";
  */
 export async function readJson<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
   const type = c.req.header("content-type");
-  if (
-    type &&
-    !/^application\/(.+\+)?json\b/i.test(type) &&
-    !/^application\/x-www-form-urlencoded\b/i.test(type)
-  ) {
+  if (type && !isJsonType(type) && !/^application\/x-www-form-urlencoded\b/i.test(type)) {
     throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
   }
   const text = await c.req.text();
@@ -23,19 +22,4 @@ export async function readJson<T extends z.ZodType>(c: Context, schema: T): Prom
     throw new DomainError("bad_request", "body is not valid JSON");
   }
   return parseWith(schema, value, "body");
-}
-
-export function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.infer<T> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((issue) => ({
-    path: issue.path.join("."),
-    message: issue.message,
-  }));
-  const first = issues[0];
-  throw new DomainError(
-    "bad_request",
-    `invalid ${where}: ${first?.path ? `${first.path}: ` : ""}${first?.message ?? "invalid"}`,
-    { issues },
-  );
 }

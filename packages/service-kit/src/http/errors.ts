@@ -1,7 +1,7 @@
 import { DomainError, type ErrorCode, type ErrorEnvelope } from "@molecule/contracts";
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { AppEnv } from "./types.ts";
+import type { ServiceEnv } from "./env.ts";
 
 /** The one place a domain error code becomes an HTTP status. */
 export function statusFor(code: ErrorCode): ContentfulStatusCode {
@@ -36,14 +36,25 @@ export function statusFor(code: ErrorCode): ContentfulStatusCode {
   }
 }
 
-export function errorResponse(c: Context<AppEnv>, code: ErrorCode, message: string, details?: unknown) {
+export function errorResponse<E extends ServiceEnv>(
+  c: Context<E>,
+  code: ErrorCode,
+  message: string,
+  details?: unknown,
+) {
   const body: ErrorEnvelope = { error: { code, message, requestId: c.get("requestId") ?? "unknown" } };
   if (details !== undefined) body.error.details = details;
   return c.json(body, statusFor(code));
 }
 
-export function handleError(error: unknown, c: Context<AppEnv>) {
+/** `app.onError`: a domain error keeps its code and message; anything else is logged and answered generically. */
+export function handleError<E extends ServiceEnv>(error: unknown, c: Context<E>) {
   if (error instanceof DomainError) return errorResponse(c, error.code, error.message, error.details);
   c.get("logger")?.error({ err: error }, "unhandled error");
   return errorResponse(c, "internal", "internal error; quote the request id when reporting it");
+}
+
+/** `app.notFound`: the envelope, naming the method and path nobody serves. */
+export function notFound<E extends ServiceEnv>(c: Context<E>) {
+  return errorResponse(c, "not_found", `no route for ${c.req.method} ${c.req.path}`);
 }

@@ -41,7 +41,6 @@ describeProvisioner("controlplane against the real control plane", async () => {
     signingKey,
     orgId: org.orgId,
     capabilities: config.capabilities,
-    pollIntervalMs: 20,
     requestTimeoutMs: 5_000,
     retry: { maxAttempts: 5, baseDelayMs: 20, maxDelayMs: 200, maxElapsedMs: 10_000 },
   });

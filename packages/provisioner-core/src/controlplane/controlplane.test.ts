@@ -286,6 +286,110 @@ describe("controlplane backend: operations", () => {
   });
 });
 
+describe("controlplane backend: polling an operation", () => {
+  /**
+   * A clock that moves only when the backend sleeps, and a sleep that records each wait and returns at once. After
+   * `releaseAfter` waits the held operations are let go, and that sleep returns only when they have ended, so the
+   * next poll is the one that sees the end.
+   */
+  function steppedTime(h: ControlPlaneHarness, release: () => void, releaseAfter: number) {
+    let now = Date.now();
+    const waits: number[] = [];
+    return {
+      waits,
+      clock: { now: () => now },
+      async sleep(ms: number, signal?: AbortSignal) {
+        if (signal?.aborted) throw new Error("aborted");
+        waits.push(ms);
+        now += ms;
+        if (waits.length === releaseAfter) {
+          release();
+          await ended(h);
+        }
+      },
+    };
+  }
+
+  async function ended(h: ControlPlaneHarness): Promise<void> {
+    const open = () =>
+      Array.from({ length: h.emulator.operationCount() }, (_, i) =>
+        h.emulator.operation(`cpop_${String(i + 1).padStart(6, "0")}`),
+      ).some((operation) => operation?.status === "pending" || operation?.status === "running");
+    while (open()) await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+
+  const operationPolls = (h: ControlPlaneHarness) =>
+    h.emulator.requests.filter((r) => r.method === "GET" && r.path.startsWith("/cp/operations/"));
+
+  it("polls first after 15 ms, then 1.5 times longer each time up to 1 s, reporting each step once", async () => {
+    const h = await harness();
+    const spec = h.makeSpec();
+    await h.provisioner.provision(spec, null);
+    const release = h.emulator.holdOperations();
+    const time = steppedTime(h, release, 13);
+    const provisioner = createControlPlaneProvisioner({
+      baseUrl: h.emulator.url,
+      tenantToken: TEST_TENANT_TOKEN,
+      signingKey: TEST_SIGNING_KEY,
+      capabilities: { suspend: true },
+      clock: time.clock,
+      sleep: time.sleep,
+    });
+    const before = operationPolls(h).length;
+    const steps: string[] = [];
+    await provisioner.stop(
+      { workspaceId: spec.workspaceId, orgId: spec.orgId, handle: null },
+      { step: (name) => steps.push(name) },
+    );
+    expect(time.waits).toEqual([15, 23, 34, 51, 76, 114, 171, 256, 384, 577, 865, 1_000, 1_000]);
+    expect(operationPolls(h).length - before).toBe(13);
+    expect(steps).toEqual(["instance_stopped"]);
+    expect(h.emulator.workspace(spec.workspaceId)?.state).toBe("stopped");
+  });
+
+  it("takes its first wait and its cap from pollInitialMs and pollMaxMs", async () => {
+    const h = await harness();
+    const release = h.emulator.holdOperations();
+    const time = steppedTime(h, release, 6);
+    const provisioner = createControlPlaneProvisioner({
+      baseUrl: h.emulator.url,
+      tenantToken: TEST_TENANT_TOKEN,
+      signingKey: TEST_SIGNING_KEY,
+      capabilities: { suspend: true },
+      pollInitialMs: 100,
+      pollMaxMs: 300,
+      clock: time.clock,
+      sleep: time.sleep,
+    });
+    const steps: string[] = [];
+    await provisioner.provision(h.makeSpec(), null, { step: (name) => steps.push(name) });
+    expect(time.waits).toEqual([100, 150, 225, 300, 300, 300]);
+    expect(steps).toEqual(["volume_ready", "instance_created", "instance_started"]);
+  });
+
+  it("never waits past the operation deadline, and gives up there with a retryable timeout", async () => {
+    const h = await harness();
+    const release = h.emulator.holdOperations();
+    const time = steppedTime(h, release, Number.POSITIVE_INFINITY);
+    const provisioner = createControlPlaneProvisioner({
+      baseUrl: h.emulator.url,
+      tenantToken: TEST_TENANT_TOKEN,
+      signingKey: TEST_SIGNING_KEY,
+      capabilities: { suspend: true },
+      operationTimeoutMs: 1_000,
+      clock: time.clock,
+      sleep: time.sleep,
+    });
+    const error = await rejection(provisioner.provision(h.makeSpec(), null));
+    expect(error).toMatchObject({ code: "timeout", retryable: true });
+    expect(error.message).toMatch(/did not finish within 1 s \(last status pending\)/);
+    // 15 … 256 add up to 740 ms; the next wait is cut to the 260 ms left
+    expect(time.waits).toEqual([15, 23, 34, 51, 76, 114, 171, 256, 260]);
+    expect(operationPolls(h)).toHaveLength(9);
+    release();
+  });
+});
+
 describe("controlplane backend: status and listManaged", () => {
   it("maps 404 to missing and transient failures to unknown, never missing", async () => {
     const h = await harness();

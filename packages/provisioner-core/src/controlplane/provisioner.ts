@@ -1,7 +1,9 @@
 /**
  * The `controlplane` backend: a SaaS tenant holds no cloud credentials and asks the control plane to run its
  * workspaces. Each lifecycle call is one signed, idempotent request that answers 202 with an operation; the backend
- * then polls GET /cp/operations/:id until it ends, passing the control plane's steps on as they appear.
+ * then polls GET /cp/operations/:id until it ends, passing the control plane's steps on as they appear. Polls start
+ * almost at once and space out (×1.5 each time, up to a cap), so a quick operation is seen as soon as it ends and a
+ * slow one costs about one request a second.
  */
 import {
   CpAccepted,
@@ -36,8 +38,10 @@ export interface ControlPlaneProvisionerOptions extends ControlPlaneClientOption
   capabilities: Capabilities;
   /** The org the tenant credential belongs to; reported on every managed resource. */
   orgId?: string;
-  /** Between polls of a running operation (default 500 ms). */
-  pollIntervalMs?: number;
+  /** The wait before the first poll of an operation (default 15 ms); each later wait is 1.5 times the last… */
+  pollInitialMs?: number;
+  /** …up to this (default 1 s). */
+  pollMaxMs?: number;
   /** How long to wait for one operation to end before giving up with a retryable timeout (default 15 min). */
   operationTimeoutMs?: number;
   /** Sends per status call (default 2): a status is asked again soon anyway, so it does not wait long. */
@@ -52,6 +56,19 @@ export interface ControlPlaneHandle extends Handle {
 type Operation = CpOperationView;
 
 const ManagedList = CpManagedWorkspace.array();
+
+export const DEFAULT_POLL_INITIAL_MS = 15;
+export const DEFAULT_POLL_MAX_MS = 1_000;
+const POLL_GROWTH = 1.5;
+
+/** The waits between polls of one operation: `initialMs`, then 1.5 times longer each time, capped at `maxMs`. */
+export function* pollDelays(initialMs: number, maxMs: number): Generator<number, never> {
+  let delay = Math.max(1, Math.min(initialMs, maxMs));
+  for (;;) {
+    yield Math.round(delay);
+    delay = Math.min(maxMs, delay * POLL_GROWTH);
+  }
+}
 
 /** Enough of a zod error to name the first problem. */
 interface ParseError {
@@ -112,14 +129,16 @@ function malformed(op: string, error: ParseError): ProvisionerError {
 export class ControlPlaneProvisioner implements Provisioner {
   readonly name = "controlplane";
   private readonly client: ControlPlaneClient;
-  private readonly pollIntervalMs: number;
+  private readonly pollInitialMs: number;
+  private readonly pollMaxMs: number;
   private readonly operationTimeoutMs: number;
   private readonly now: () => number;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
 
   constructor(private readonly options: ControlPlaneProvisionerOptions) {
     this.client = new ControlPlaneClient(options);
-    this.pollIntervalMs = options.pollIntervalMs ?? 500;
+    this.pollInitialMs = options.pollInitialMs ?? DEFAULT_POLL_INITIAL_MS;
+    this.pollMaxMs = options.pollMaxMs ?? DEFAULT_POLL_MAX_MS;
     this.operationTimeoutMs = options.operationTimeoutMs ?? 15 * 60_000;
     this.now = options.clock ? () => (options.clock as { now(): number }).now() : Date.now;
     this.sleep = options.sleep ?? ((ms, signal) => abortableSleep(ms, signal, "operation poll"));
@@ -248,9 +267,13 @@ export class ControlPlaneProvisioner implements Provisioner {
     return this.follow(call.op, operation, ctx);
   }
 
-  /** Polls the operation until it succeeds (returned) or fails (thrown as the control plane's error). */
+  /**
+   * Polls the operation until it succeeds (returned) or fails (thrown as the control plane's error), on the
+   * `pollDelays` schedule, never waiting past the deadline.
+   */
   private async follow(op: string, first: Operation, ctx: ProvisionContext | undefined): Promise<Operation> {
     const deadline = this.now() + this.operationTimeoutMs;
+    const delays = pollDelays(this.pollInitialMs, this.pollMaxMs);
     let reported = 0;
     let operation = first;
     for (;;) {
@@ -258,7 +281,8 @@ export class ControlPlaneProvisioner implements Provisioner {
       reported = Math.max(reported, operation.steps.length);
       if (operation.status === "succeeded") return operation;
       if (operation.status === "failed") throw this.operationError(op, operation);
-      if (this.now() >= deadline) {
+      const left = deadline - this.now();
+      if (left <= 0) {
         throw new ProvisionerError(
           "timeout",
           `control plane ${op} operation ${operation.id} did not finish within ${Math.round(this.operationTimeoutMs / 1000)} s (last status ${operation.status})`,
@@ -267,7 +291,7 @@ export class ControlPlaneProvisioner implements Provisioner {
         );
       }
       if (ctx?.signal?.aborted) throw abortedError(op, ctx.signal);
-      await this.sleep(this.pollIntervalMs, ctx?.signal);
+      await this.sleep(Math.min(delays.next().value, left), ctx?.signal);
       const reply = await this.client.call({
         op: `${op} operation`,
         method: "GET",

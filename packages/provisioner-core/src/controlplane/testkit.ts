@@ -94,6 +94,11 @@ export interface CpEmulator {
   inject(match: { method?: string; path?: string | RegExp }, fault: CpFault, times?: number): void;
   /** The next operation of `kind` fails with this error (after reporting its first step). */
   failNextOperation(kind: CpOperationKind, error: OperationFault): void;
+  /**
+   * Operations accepted from now on stay `pending` until the returned function is called, so a test decides how
+   * many polls an operation takes, whatever the clock says.
+   */
+  holdOperations(): () => void;
   workspace(workspaceId: string): { spec: CpWorkspaceSpec; state: string; generation: number } | undefined;
   operation(operationId: string): CpOperationView | undefined;
   /** How many operations were created (distinct idempotency keys). */
@@ -142,6 +147,7 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
   const operationFaults = new Map<CpOperationKind, OperationFault>();
   const timers = new Set<NodeJS.Timeout>();
   let opCounter = 0;
+  let hold: { gate: Promise<void>; release: () => void } | null = null;
 
   const tenantConfig: TenantRuntimeConfig = {
     org_id: orgId,
@@ -180,7 +186,9 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
     work: () => { steps: string[]; result?: CpOperationView["result"] },
   ) {
     const previous = chains.get(operation.workspace_id) ?? Promise.resolve();
+    const gate = hold?.gate;
     const next = previous.then(async () => {
+      await gate;
       await wait(phaseMs);
       operation.status = "running";
       const fault = operationFaults.get(operation.kind);
@@ -463,6 +471,18 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
     failNextOperation(kind, error) {
       operationFaults.set(kind, error);
     },
+    holdOperations() {
+      let release = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const current = { gate, release };
+      hold = current;
+      return () => {
+        if (hold === current) hold = null;
+        current.release();
+      };
+    },
     workspace(workspaceId) {
       const w = workspaces.get(workspaceId);
       return w ? { spec: structuredClone(w.spec), state: w.state, generation: w.generation } : undefined;
@@ -473,6 +493,7 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
     },
     operationCount: () => operations.size,
     async close() {
+      hold?.release();
       for (const timer of timers) clearTimeout(timer);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -491,7 +512,10 @@ export interface ControlPlaneHarness {
 
 let seq = 0;
 
-/** The emulator plus a controlplane provisioner pointed at it, with short retries and polls. */
+/**
+ * The emulator plus a controlplane provisioner pointed at it, with short retries; every wait it asks for (retry or
+ * poll) is recorded in `sleeps` and shortened to at most 5 ms.
+ */
 export async function startControlPlaneHarness(
   options: { emulator?: CpEmulatorOptions; provisioner?: Partial<ControlPlaneProvisionerOptions> } = {},
 ): Promise<ControlPlaneHarness> {
@@ -503,7 +527,6 @@ export async function startControlPlaneHarness(
     signingKey: options.emulator?.signingKey ?? TEST_SIGNING_KEY,
     orgId: emulator.orgId,
     capabilities: emulator.tenantConfig.capabilities,
-    pollIntervalMs: 5,
     requestTimeoutMs: 2_000,
     retry: { maxAttempts: 5, baseDelayMs: 2, maxDelayMs: 20, maxElapsedMs: 10_000 },
     sleep: (ms, signal) => {

@@ -1,17 +1,9 @@
 import { isRetryable, ProvisionerError, type StepReporter } from "@molecule/provisioner-core";
+import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/service-kit/operations";
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
-import {
-  type CpOperationError,
-  type CpOperationRow,
-  type CpOperationStep,
-  cpOperations,
-} from "../db/schema.ts";
+import { type CpOperationError, type CpOperationRow, cpOperations } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-
-const RETRY_BASE_MS = 1_000;
-const RETRY_MAX_MS = 30_000;
-const MAX_CONCURRENT_OPERATIONS = 8;
 
 /** The operation no longer applies (its org is being deleted): it ends as failed with code `superseded`. */
 export class OperationSuperseded extends Error {}
@@ -46,84 +38,41 @@ export type OnFailed = (operation: CpOperationRow, error: CpOperationError) => P
  * leaves a lease that expires; whoever claims the row next runs it again, and every backend call is idempotent.
  */
 export class OperationRunner {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private wakeRequested = false;
-  private stopped = true;
   private readonly inFlight = new Set<string>();
-  private readonly executing = new Set<Promise<void>>();
+  private readonly loop: WorkLoop<CpOperationRow>;
 
   constructor(
     private readonly deps: ControlPlaneDeps,
     private readonly instanceId: string,
     private readonly perform: Perform,
     private readonly onFailed: OnFailed,
-    private readonly pollIntervalMs = 500,
-  ) {}
+    pollIntervalMs = 500,
+  ) {
+    this.loop = new WorkLoop({
+      claim: () => this.claim(),
+      execute: (operation) => this.execute(operation),
+      logger: deps.logger,
+      pollIntervalMs,
+      name: "operation",
+    });
+  }
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
   /** Called when a request queued an operation, so it starts now rather than at the next poll. */
   wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.wakeRequested = true;
-      return;
-    }
-    this.schedule(0);
+    this.loop.wake();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
-    await Promise.allSettled([...this.executing]);
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** Runs claimable operations one by one until none is left; returns how many ran. Tests call it directly. */
-  async drain(): Promise<number> {
-    let count = 0;
-    for (;;) {
-      const claimed = await this.claim();
-      if (!claimed) return count;
-      await this.execute(claimed);
-      count++;
-    }
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.running = this.loop().finally(() => {
-        this.running = null;
-        const again = this.wakeRequested;
-        this.wakeRequested = false;
-        this.schedule(again ? 0 : this.pollIntervalMs);
-      });
-    }, delayMs);
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      while (!this.stopped) {
-        const claimed = await this.claim();
-        if (!claimed) return;
-        const execution = this.execute(claimed).finally(() => {
-          this.executing.delete(execution);
-          this.wake();
-        });
-        this.executing.add(execution);
-        if (this.executing.size >= MAX_CONCURRENT_OPERATIONS) return;
-      }
-    } catch (error) {
-      this.deps.logger.error({ err: error }, "operation loop failed; retrying at the next poll");
-    }
+  drain(): Promise<number> {
+    return this.loop.drain();
   }
 
   async claim(): Promise<CpOperationRow | null> {
@@ -188,16 +137,22 @@ export class OperationRunner {
       workspaceId: operation.workspaceId,
       kind: operation.kind,
     });
-    const renew = setInterval(
-      () => {
-        db.update(cpOperations)
+    const releaseLease = keepLease(
+      settings.operationLeaseMs,
+      () =>
+        db
+          .update(cpOperations)
           .set({ lockedUntil: new Date(clock.now().getTime() + settings.operationLeaseMs) })
-          .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId)))
-          .catch((error: unknown) => log.warn({ err: error }, "lease renewal failed"));
-      },
-      Math.max(250, Math.floor(settings.operationLeaseMs / 3)),
+          .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId))),
+      (error) => log.warn({ err: error }, "lease renewal failed"),
     );
-    const recorder = new StepRecorder(this.deps, operation.id);
+    // Appends finished steps to the operation row in order, each with its duration.
+    const recorder = new StepRecorder((step) =>
+      db
+        .update(cpOperations)
+        .set({ steps: sql`${cpOperations.steps} || ${JSON.stringify([step])}::jsonb` })
+        .where(eq(cpOperations.id, operation.id)),
+    );
     try {
       const outcome = await this.perform(operation, recorder.reporter());
       await recorder.flush();
@@ -207,7 +162,7 @@ export class OperationRunner {
       await recorder.flush().catch(() => {});
       await this.fail(operation, error, log);
     } finally {
-      clearInterval(renew);
+      releaseLease();
       this.inFlight.delete(operation.id);
     }
   }
@@ -235,7 +190,7 @@ export class OperationRunner {
         ? { code: error.code, message: error.message, retryable: error.retryable }
         : { code: "internal", message: "unexpected error; see the control plane log", retryable: false };
     if (isRetryable(error) && operation.attempts < this.deps.settings.operationMaxAttempts) {
-      const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (operation.attempts - 1));
+      const delay = retryDelayMs(operation.attempts);
       log.warn(
         { err: error, attempts: operation.attempts, retryInMs: delay },
         "operation failed; will retry",
@@ -293,39 +248,5 @@ export class OperationRunner {
       .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId)))
       .returning({ id: cpOperations.id });
     return finished.length > 0;
-  }
-}
-
-/** Appends finished steps to the operation row in order, each with its duration. */
-class StepRecorder {
-  private last = Date.now();
-  private chain: Promise<unknown> = Promise.resolve();
-
-  constructor(
-    private readonly deps: ControlPlaneDeps,
-    private readonly operationId: string,
-  ) {}
-
-  reporter(): StepReporter {
-    return (name, detail) => {
-      const now = Date.now();
-      const step: CpOperationStep = {
-        name,
-        startedAt: new Date(this.last).toISOString(),
-        durationMs: now - this.last,
-        ...(detail ? { detail } : {}),
-      };
-      this.last = now;
-      this.chain = this.chain.then(() =>
-        this.deps.db
-          .update(cpOperations)
-          .set({ steps: sql`${cpOperations.steps} || ${JSON.stringify([step])}::jsonb` })
-          .where(eq(cpOperations.id, this.operationId)),
-      );
-    };
-  }
-
-  flush(): Promise<unknown> {
-    return this.chain;
   }
 }

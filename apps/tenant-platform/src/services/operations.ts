@@ -1,7 +1,6 @@
 import { EXTERNAL_RUNTIME, type WorkspaceStatus } from "@molecule/contracts";
 import {
   type OperationRow,
-  type OperationStep,
   operations,
   type WorkspaceRow,
   workspaceSecrets,
@@ -15,14 +14,11 @@ import {
   type WorkspaceRef,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
+import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/service-kit/operations";
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
-
-const RETRY_BASE_MS = 1_000;
-const RETRY_MAX_MS = 30_000;
-const MAX_CONCURRENT_OPERATIONS = 8;
 
 class OperationSuperseded extends Error {}
 
@@ -32,85 +28,41 @@ class OperationSuperseded extends Error {}
  * whoever claims the row next runs it again, and every backend call is idempotent, so it converges.
  */
 export class OperationRunner {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private wakeRequested = false;
-  private stopped = true;
+  private readonly inFlight = new Set<string>();
+  private readonly loop: WorkLoop<OperationRow>;
 
   constructor(
     private readonly deps: PlatformDeps,
     private readonly instanceId: string,
-    private readonly pollIntervalMs = 500,
-  ) {}
+    pollIntervalMs = 500,
+  ) {
+    // Different workspaces' operations run side by side; one slow pull does not hold up the rest.
+    this.loop = new WorkLoop({
+      claim: () => this.claim(),
+      execute: (operation) => this.execute(operation),
+      logger: deps.logger,
+      pollIntervalMs,
+      name: "operation",
+    });
+  }
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
   /** Called when a request queued an operation, so it starts now rather than at the next poll. */
   wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.wakeRequested = true;
-      return;
-    }
-    this.schedule(0);
+    this.loop.wake();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.running;
-    await Promise.allSettled([...this.executing]);
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** Runs claimable operations until none is left; returns how many ran. Tests call it directly. */
-  async drain(): Promise<number> {
-    let count = 0;
-    for (;;) {
-      const claimed = await this.claim();
-      if (!claimed) return count;
-      await this.execute(claimed);
-      count++;
-    }
+  drain(): Promise<number> {
+    return this.loop.drain();
   }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.running = this.loop().finally(() => {
-        this.running = null;
-        const again = this.wakeRequested;
-        this.wakeRequested = false;
-        this.schedule(again ? 0 : this.pollIntervalMs);
-      });
-    }, delayMs);
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      while (!this.stopped) {
-        const claimed = await this.claim();
-        if (!claimed) return;
-        // Different workspaces' operations run side by side; one slow pull does not hold up the rest.
-        const execution = this.execute(claimed).finally(() => {
-          this.executing.delete(execution);
-          this.wake();
-        });
-        this.executing.add(execution);
-        if (this.executing.size >= MAX_CONCURRENT_OPERATIONS) return;
-      }
-    } catch (error) {
-      this.deps.logger.error({ err: error }, "operation loop failed; retrying at the next poll");
-    }
-  }
-
-  private readonly inFlight = new Set<string>();
-  private readonly executing = new Set<Promise<void>>();
 
   async claim(): Promise<OperationRow | null> {
     const { db, settings } = this.deps;
@@ -172,16 +124,16 @@ export class OperationRunner {
       workspaceId: operation.workspaceId,
       kind: operation.kind,
     });
-    const renew = setInterval(
-      () => {
-        db.update(operations)
+    const releaseLease = keepLease(
+      settings.operationLeaseMs,
+      () =>
+        db
+          .update(operations)
           .set({ lockedUntil: new Date(Date.now() + settings.operationLeaseMs) })
-          .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)))
-          .catch((error: unknown) => log.warn({ err: error }, "lease renewal failed"));
-      },
-      Math.max(250, Math.floor(settings.operationLeaseMs / 3)),
+          .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId))),
+      (error) => log.warn({ err: error }, "lease renewal failed"),
     );
-    const recorder = new StepRecorder(this.deps, operation);
+    const recorder = stepRecorder(this.deps, operation);
     try {
       await this.perform(operation, recorder);
       await recorder.flush();
@@ -191,7 +143,7 @@ export class OperationRunner {
       await recorder.flush().catch(() => {});
       await this.fail(operation, error, log);
     } finally {
-      clearInterval(renew);
+      releaseLease();
       this.inFlight.delete(operation.id);
     }
   }
@@ -313,7 +265,7 @@ export class OperationRunner {
         ? error.message
         : "unexpected error; see the platform log for details";
     if (isRetryable(error) && operation.attempts < settings.operationMaxAttempts) {
-      const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (operation.attempts - 1));
+      const delay = retryDelayMs(operation.attempts);
       log.warn(
         { err: error, attempts: operation.attempts, retryInMs: delay },
         "operation failed; will retry",
@@ -417,46 +369,24 @@ export class OperationRunner {
 }
 
 /** Appends finished steps to the operation row in order, each with its duration, and publishes each one. */
-class StepRecorder {
-  private last = Date.now();
-  private chain: Promise<unknown> = Promise.resolve();
-
-  constructor(
-    private readonly deps: PlatformDeps,
-    private readonly operation: Pick<OperationRow, "id" | "kind" | "workspaceId">,
-  ) {}
-
-  reporter(): (name: string, detail?: string) => void {
-    return (name, detail) => {
-      const now = Date.now();
-      const step: OperationStep = {
-        name,
-        startedAt: new Date(this.last).toISOString(),
-        durationMs: now - this.last,
-        ...(detail ? { detail } : {}),
-      };
-      this.last = now;
-      this.chain = this.chain.then(() =>
-        this.deps.db
-          .update(operations)
-          .set({ steps: sql`${operations.steps} || ${JSON.stringify([step])}::jsonb`, updatedAt: new Date() })
-          .where(eq(operations.id, this.operation.id)),
-      );
-      // Metadata only: the step's `detail` (backend text) stays on the operation row.
-      this.deps.events.publish({
+function stepRecorder(deps: PlatformDeps, operation: Pick<OperationRow, "id" | "kind" | "workspaceId">) {
+  return new StepRecorder(
+    (step) =>
+      deps.db
+        .update(operations)
+        .set({ steps: sql`${operations.steps} || ${JSON.stringify([step])}::jsonb`, updatedAt: new Date() })
+        .where(eq(operations.id, operation.id)),
+    // Metadata only: the step's `detail` (backend text) stays on the operation row.
+    (step) =>
+      deps.events.publish({
         type: "operation.step",
-        workspaceId: this.operation.workspaceId,
+        workspaceId: operation.workspaceId,
         data: {
-          operationId: this.operation.id,
-          kind: this.operation.kind,
-          name,
+          operationId: operation.id,
+          kind: operation.kind,
+          name: step.name,
           durationMs: step.durationMs,
         },
-      });
-    };
-  }
-
-  flush(): Promise<unknown> {
-    return this.chain;
-  }
+      }),
+  );
 }

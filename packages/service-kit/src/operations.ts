@@ -1,0 +1,170 @@
+import type { Logger } from "pino";
+
+const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
+export interface WorkLoopOptions<T> {
+  /** Takes the next item this process may run (a claimed row), or null when there is none. */
+  claim: () => Promise<T | null>;
+  /** Runs one claimed item to its end, recording its outcome itself. */
+  execute: (item: T) => Promise<void>;
+  logger: Logger;
+  /** How long the loop sleeps after finding nothing to claim. */
+  pollIntervalMs: number;
+  /** Names the loop in its log line. */
+  name: string;
+  /** Items the background loop runs side by side. */
+  maxConcurrent?: number;
+}
+
+/**
+ * Polls for work and runs it in the background: claims items until there is none left (or `maxConcurrent` run at
+ * once), then sleeps `pollIntervalMs`. A wake while a pass is under way schedules one more pass right after it, and
+ * every finished item wakes the loop, so a freed slot is filled at once. `stop` waits for the running items.
+ */
+export class WorkLoop<T> {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private wakeRequested = false;
+  private stopped = true;
+  private readonly executing = new Set<Promise<void>>();
+  private readonly maxConcurrent: number;
+
+  constructor(private readonly options: WorkLoopOptions<T>) {
+    this.maxConcurrent = options.maxConcurrent ?? 8;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Called when new work was queued, so it starts now rather than at the next poll. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.wakeRequested = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+    await Promise.allSettled([...this.executing]);
+  }
+
+  /** Runs claimable items one by one until none is left; returns how many ran. Tests call it directly. */
+  async drain(): Promise<number> {
+    let count = 0;
+    for (;;) {
+      const claimed = await this.options.claim();
+      if (!claimed) return count;
+      await this.options.execute(claimed);
+      count++;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.running = this.loop().finally(() => {
+        this.running = null;
+        const again = this.wakeRequested;
+        this.wakeRequested = false;
+        this.schedule(again ? 0 : this.options.pollIntervalMs);
+      });
+    }, delayMs);
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (!this.stopped) {
+        const claimed = await this.options.claim();
+        if (!claimed) return;
+        // Items run side by side; one slow item does not hold up the rest.
+        const execution = this.options.execute(claimed).finally(() => {
+          this.executing.delete(execution);
+          this.wake();
+        });
+        this.executing.add(execution);
+        if (this.executing.size >= this.maxConcurrent) return;
+      }
+    } catch (error) {
+      this.options.logger.error(
+        { err: error },
+        `${this.options.name} loop failed; retrying at the next poll`,
+      );
+    }
+  }
+}
+
+/**
+ * Keeps a claimed row's lease alive: calls `renew` every third of the lease (at least 250 ms apart) until the
+ * returned function is called. A failed renewal is reported to `onError`; the next one tries again.
+ */
+export function keepLease(
+  leaseMs: number,
+  renew: () => Promise<unknown>,
+  onError: (error: unknown) => void,
+): () => void {
+  const timer = setInterval(
+    () => {
+      renew().catch(onError);
+    },
+    Math.max(250, Math.floor(leaseMs / 3)),
+  );
+  return () => clearInterval(timer);
+}
+
+/** The wait before retrying after failed attempt number `attempts` (from 1): doubling from 1 s, at most 30 s. */
+export function retryDelayMs(attempts: number): number {
+  return Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (attempts - 1));
+}
+
+/** One finished step of an operation, as stored on its row. */
+export interface RecordedStep {
+  name: string;
+  startedAt: string;
+  durationMs: number;
+  detail?: string;
+}
+
+/**
+ * Times an operation's steps (each from the end of the one before) and writes them in order: each `write` starts
+ * after the previous one finished. `onStep` is told of each step as it is reported.
+ */
+export class StepRecorder {
+  private last = Date.now();
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly write: (step: RecordedStep) => PromiseLike<unknown>,
+    private readonly onStep?: (step: RecordedStep) => void,
+  ) {}
+
+  reporter(): (name: string, detail?: string) => void {
+    return (name, detail) => {
+      const now = Date.now();
+      const step: RecordedStep = {
+        name,
+        startedAt: new Date(this.last).toISOString(),
+        durationMs: now - this.last,
+        ...(detail ? { detail } : {}),
+      };
+      this.last = now;
+      this.chain = this.chain.then(() => this.write(step));
+      this.onStep?.(step);
+    };
+  }
+
+  /** Settles when every step reported so far is written; rejects if a write failed. */
+  flush(): Promise<unknown> {
+    return this.chain;
+  }
+}

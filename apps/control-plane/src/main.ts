@@ -1,6 +1,7 @@
 import { serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
+import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { createApp, createOperationRunner } from "./app.ts";
@@ -9,8 +10,6 @@ import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
-
-const SHUTDOWN_DEADLINE_MS = 20_000;
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -79,7 +78,7 @@ async function main(): Promise<void> {
   const app = createApp(deps, { onOperationQueued: () => runner.wake() });
 
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
-    const where = `http://${info.address === "0.0.0.0" ? "127.0.0.1" : info.address}:${info.port}`;
+    const where = listeningUrl(info);
     logger.info(
       {
         url: where,
@@ -104,23 +103,7 @@ async function main(): Promise<void> {
   });
   runner.start();
 
-  let shuttingDown = false;
-  const shutdown = async (signal: string) => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    logger.info({ signal }, "shutting down");
-    const deadline = setTimeout(() => {
-      logger.error("shutdown deadline passed; exiting");
-      process.exit(1);
-    }, SHUTDOWN_DEADLINE_MS);
-    deadline.unref();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await runner.stop();
-    await database.close();
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  process.on("SIGINT", () => void shutdown("SIGINT"));
+  shutdownOnSignals({ logger, server, loops: [runner], database });
 }
 
 void main().catch((error: unknown) => {

@@ -7,6 +7,7 @@ import {
   fetchTenantConfig,
   postBootEvent,
 } from "@molecule/provisioner-core";
+import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
 import { makeAdminToken, makeSecretsKey, persistedSecret } from "./bootstrap.ts";
@@ -17,8 +18,6 @@ import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
-
-const SHUTDOWN_DEADLINE_MS = 20_000;
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -205,7 +204,7 @@ async function run(
   });
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
     onListening();
-    const where = `http://${info.address === "0.0.0.0" ? "127.0.0.1" : info.address}:${info.port}`;
+    const where = listeningUrl(info);
     logger.info(
       { url: where, backend: provisioner.name, database: database.driver, dataDir: config.data.dir },
       "tenant platform listening",
@@ -226,24 +225,13 @@ async function run(
   sweeper.start();
   void boot?.post("ready");
 
-  let shuttingDown = false;
-  const shutdown = async (signal: string) => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    logger.info({ signal }, "shutting down");
-    const deadline = setTimeout(() => {
-      logger.error("shutdown deadline passed; exiting");
-      process.exit(1);
-    }, SHUTDOWN_DEADLINE_MS);
-    deadline.unref();
-    deps.events.close(); // ends open event streams, which would otherwise hold the server open
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await Promise.all([runner.stop(), sweeper.stop()]);
-    await database.close();
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  process.on("SIGINT", () => void shutdown("SIGINT"));
+  shutdownOnSignals({
+    logger,
+    server,
+    beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
+    loops: [runner, sweeper],
+    database,
+  });
 }
 
 void main().catch((error: unknown) => {

@@ -10,19 +10,28 @@
  * Networking:
  * - `host`: the tenant listens on 127.0.0.1:<port> (a free port the backend picks); its workspaces, on the host
  *   network too, reach it there, and are told to pick their own agent ports (WORKSPACE_NETWORK=host).
- * - a bridge network (`bridge` or a named one): the same port is published on the host's 127.0.0.1, and the tenant's
- *   PLATFORM_URL is http://host.docker.internal:<port> (mapped to the host gateway), as it is for workspaces. A
- *   loopback CP_PROVISION_URL is rewritten to host.docker.internal the same way unless `cpUrlForTenant` is given.
+ * - a user-defined network (any other name, e.g. `molecule`; created when missing): the tenant joins it under its
+ *   container name, so workspaces on the same network reach it as PLATFORM_URL=http://tenant-<slug>:<port>; the port
+ *   is also published on the host's 127.0.0.1 for the control plane.
+ * - Docker's default `bridge` network (no DNS between containers): the port is published on the host's 127.0.0.1 and
+ *   PLATFORM_URL is http://host.docker.internal:<port> (the host gateway). Workspaces reach it only where the
+ *   gateway forwards to the host's loopback, so prefer a user-defined network.
+ * On either bridge kind a loopback CP_PROVISION_URL is rewritten to host.docker.internal unless `cpUrlForTenant` is
+ * given.
  */
 import { createServer } from "node:net";
 import { OrgSlug } from "@molecule/contracts";
 import {
+  containerNetworking,
   containerRuntimeStatus,
   type DockerLogger,
   dockerCall,
   dockerStatusCode,
   ensureImage,
+  ensureNetwork,
+  HOST_GATEWAY_NAME,
   inspectContainer,
+  isUserDefinedNetwork,
   LABELS,
   type ManagedResource,
   noopDockerLogger,
@@ -56,7 +65,7 @@ export interface DockerTenantBackendOptions {
   docker?: Dockerode;
   /** The tenant platform image, e.g. molecule/tenant-platform:latest (pulled, bounded, when absent). */
   image: string;
-  /** "host", "bridge" or the name of a docker network. */
+  /** "host", Docker's default "bridge", or the name of a user-defined network shared with the workspaces. */
   network: string;
   /** Every resource is labelled with it; `listManaged` returns only resources carrying it. */
   deployment: string;
@@ -76,7 +85,6 @@ export interface DockerTenantBackendOptions {
 export const tenantContainerName = (slug: string) => `tenant-${slug}`;
 export const tenantVolumeName = (slug: string) => `tenant-${slug}-data`;
 
-const HOST_GATEWAY_NAME = "host.docker.internal";
 const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 /** Resolves when `port` can be bound on the host's loopback interface right now. */
@@ -108,6 +116,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
   const docker = opts.docker ?? new Dockerode();
   const log = opts.logger ?? noopDockerLogger;
   const hostNetwork = opts.network === "host";
+  const sharedNetwork = isUserDefinedNetwork(opts.network);
   const memory = (opts.memoryMb ?? 1024) * 1024 * 1024;
   const pullTimeoutMs = opts.pullTimeoutMs ?? 120_000;
   const deploymentFilter = `${LABELS.deployment}=${opts.deployment}`;
@@ -223,6 +232,13 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     return url.toString().replace(/\/$/, "");
   }
 
+  /** How the tenant's workspaces reach it. */
+  function platformUrl(spec: TenantSpec, port: number): string {
+    if (hostNetwork) return `http://127.0.0.1:${port}`;
+    if (sharedNetwork) return `http://${tenantContainerName(spec.slug)}:${port}`;
+    return `http://${HOST_GATEWAY_NAME}:${port}`;
+  }
+
   function envFor(spec: TenantSpec, port: number): Record<string, string> {
     const cpUrl = cpUrlFor(spec);
     return {
@@ -231,27 +247,27 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       MOLECULE_DATA_DIR: TENANT_DATA_DIR,
       PORT: String(port),
       HOST: hostNetwork ? "127.0.0.1" : "0.0.0.0",
-      PLATFORM_URL: `http://${hostNetwork ? "127.0.0.1" : HOST_GATEWAY_NAME}:${port}`,
+      PLATFORM_URL: platformUrl(spec, port),
       ...(cpUrl ? { CP_PROVISION_URL: cpUrl } : {}),
     };
   }
 
   function createOptions(spec: TenantSpec, port: number, volume: string): Dockerode.ContainerCreateOptions {
     const portKey = `${port}/tcp`;
+    const name = tenantContainerName(spec.slug);
+    const networking = containerNetworking(opts.network, name);
     return {
-      name: tenantContainerName(spec.slug),
+      name,
       Image: opts.image,
       Env: Object.entries(envFor(spec, port)).map(([key, value]) => `${key}=${value}`),
       Labels: labelsFor(spec, port),
       ...(hostNetwork ? {} : { ExposedPorts: { [portKey]: {} } }),
+      ...(networking.networkingConfig ? { NetworkingConfig: networking.networkingConfig } : {}),
       HostConfig: {
-        NetworkMode: opts.network,
+        ...networking.hostConfig,
         ...(hostNetwork
           ? {}
-          : {
-              PortBindings: { [portKey]: [{ HostIp: "127.0.0.1", HostPort: String(port) }] },
-              ExtraHosts: [`${HOST_GATEWAY_NAME}:host-gateway`],
-            }),
+          : { PortBindings: { [portKey]: [{ HostIp: "127.0.0.1", HostPort: String(port) }] } }),
         Mounts: [{ Type: "volume", Source: volume, Target: TENANT_DATA_DIR, ReadOnly: false }],
         Memory: memory,
         MemorySwap: memory,
@@ -358,6 +374,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
         const outcome = await ensureImage(docker, opts.image, { timeoutMs: pullTimeoutMs, logger: log });
         step("image_ready", `${opts.image} ${outcome}`);
       }
+      if (sharedNetwork) await ensureNetwork(docker, opts.network);
       const volume = await ensureVolume(spec);
       step("volume_ready", volume);
       if (!existing) {

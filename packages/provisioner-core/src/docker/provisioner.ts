@@ -30,6 +30,7 @@ import {
   startContainer as startContainerOn,
 } from "./engine.ts";
 import { dockerStatusCode, toProvisionerError } from "./errors.ts";
+import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
 
 export type { DockerLogger } from "./engine.ts";
 
@@ -40,7 +41,10 @@ export interface DockerProvisionerOptions {
   /** Image is `${imagePrefix}${spec.runtime}:${imageTag}`, e.g. `molecule/workspace-` + `echo` + `latest`. */
   imagePrefix: string;
   imageTag: string;
-  /** A docker network name, or "host". */
+  /**
+   * "host", Docker's default "bridge", or the name of a user-defined network (created when missing). On a
+   * user-defined network each agent is told its address there, `AGENT_PUBLIC_URL=http://ws-<workspace id>:<port>`.
+   */
   network: string;
   /** Bound on pulling a missing image (default 120 s). */
   pullTimeoutMs?: number;
@@ -51,6 +55,8 @@ export interface DockerProvisionerOptions {
 
 export const DOCKER_BACKEND = "docker";
 export const WORKSPACE_MOUNT = "/workspace";
+/** The port the reference workspace image listens on unless the spec sets AGENT_PORT. */
+export const DEFAULT_AGENT_PORT = 8000;
 /** Env keys that are always redacted from logs, whether or not the caller listed them as secret. */
 const ALWAYS_SECRET = ["WORKSPACE_BOOT_TOKEN"];
 const REDACTED = "[redacted]";
@@ -61,6 +67,23 @@ export interface DockerHandle extends Handle {
   containerName: string;
   volumeName: string;
   image: string;
+  /** On a user-defined network: where the platform reaches the agent (the container's name there). */
+  agentUrl?: string;
+}
+
+/**
+ * The address the backend assigns to a workspace's agent on a user-defined network: its container name, which only
+ * that container answers to on the network. Undefined for `host` and `bridge` (the agent picks its own URL).
+ */
+export function assignedAgentUrl(
+  network: string,
+  workspaceId: string,
+  env: Record<string, string>,
+): string | undefined {
+  if (!isUserDefinedNetwork(network)) return undefined;
+  const port = Number(env.AGENT_PORT ?? DEFAULT_AGENT_PORT);
+  if (!Number.isInteger(port) || port <= 0) return undefined;
+  return `http://${resourceName(workspaceId)}:${port}`;
 }
 
 type Step = "image_ready" | "volume_ready" | "container_created" | "container_started";
@@ -171,11 +194,16 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   async function createOptions(spec: WorkspaceSpec, image: string, volume: string) {
     const limits = tierLimits(spec.tier);
     const memory = limits.memoryMb * 1024 * 1024;
+    const name = resourceName(spec.workspaceId);
+    const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
+    const env = agentUrl ? { ...spec.env, AGENT_PUBLIC_URL: agentUrl } : spec.env;
+    const networking = containerNetworking(opts.network, name);
     const options: Dockerode.ContainerCreateOptions = {
-      name: resourceName(spec.workspaceId),
+      name,
       Image: image,
-      Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+      Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
       Labels: labelsFor(spec),
+      ...(networking.networkingConfig ? { NetworkingConfig: networking.networkingConfig } : {}),
       HostConfig: {
         Memory: memory,
         MemorySwap: memory,
@@ -185,9 +213,8 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
         CapDrop: ["ALL"],
         SecurityOpt: ["no-new-privileges"],
         IpcMode: "private",
-        NetworkMode: opts.network,
         // On a bridge network the platform on the host is reachable as host.docker.internal (Docker ≥ 20.10).
-        ...(opts.network === "host" ? {} : { ExtraHosts: ["host.docker.internal:host-gateway"] }),
+        ...networking.hostConfig,
         Mounts: [{ Type: "volume", Source: volume, Target: WORKSPACE_MOUNT, ReadOnly: false }],
         RestartPolicy: { Name: "no" },
         // docker-init as PID 1: signals reach the agent (stop is prompt) and zombies are reaped.
@@ -250,6 +277,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       step("image_ready", `${image} ${await ensureImage(image, signal)}`);
     }
     checkSignal(signal, "provision");
+    if (isUserDefinedNetwork(opts.network)) await ensureNetwork(docker, opts.network);
     const volume = await ensureVolume(spec);
     step("volume_ready", volume);
     checkSignal(signal, "provision");
@@ -263,12 +291,14 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     checkSignal(signal, "provision");
     await startContainer(existing.Id);
     step("container_started", existing.Id);
+    const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
     return {
       backend: DOCKER_BACKEND,
       containerId: existing.Id,
       containerName: name,
       volumeName: volume,
       image: existing.Config.Image,
+      ...(agentUrl ? { agentUrl } : {}),
     };
   }
 

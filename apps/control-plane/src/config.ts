@@ -1,8 +1,13 @@
+import {
+  ConfigError,
+  dockerHostUrl,
+  parseEnv,
+  serviceConfig,
+  serviceEnv,
+} from "@molecule/service-kit/config";
 import { z } from "zod";
 
-const Deployment = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes");
+export { ConfigError };
 
 function isKey(text: string): boolean {
   if (/^[0-9a-f]{64}$/i.test(text)) return true;
@@ -10,11 +15,7 @@ function isKey(text: string): boolean {
 }
 
 const EnvSchema = z.object({
-  MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
-  PORT: z.coerce.number().int().min(0).max(65535).default(8090),
-  HOST: z.string().default("0.0.0.0"),
-  MOLECULE_DATA_DIR: z.string().default("./.data/control-plane"),
-  DATABASE_URL: z.string().url().optional(),
+  ...serviceEnv({ port: 8090, dataDir: "./.data/control-plane" }),
   CP_ADMIN_API_TOKEN: z.string().min(16, "CP_ADMIN_API_TOKEN must be at least 16 characters").optional(),
   PROVISION_SHARED_SECRET: z
     .string()
@@ -27,7 +28,6 @@ const EnvSchema = z.object({
   CP_SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
   CP_SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
   CP_PUBLIC_URL: z.string().url().optional(),
-  MOLECULE_DEPLOYMENT: Deployment.default("local"),
   CP_WORKSPACE_BACKEND: z.enum(["docker", "flyio"]).default("docker"),
   CP_TENANT_BACKEND: z.enum(["docker", "external"]).default("docker"),
   TENANT_URL_TEMPLATE: z
@@ -47,36 +47,17 @@ const EnvSchema = z.object({
   FLY_WORKSPACE_APP: z.string().optional(),
   FLY_REGION: z.string().default("ord"),
   FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
-  OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
-  OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
-  MAX_BODY_BYTES: z.coerce
-    .number()
-    .int()
-    .positive()
-    .default(256 * 1024),
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
 export type ControlPlaneConfig = ReturnType<typeof shape>;
 
 function shape(env: z.infer<typeof EnvSchema>) {
   return {
-    environment: env.MOLECULE_ENV,
-    http: {
-      port: env.PORT,
-      host: env.HOST,
-      maxBodyBytes: env.MAX_BODY_BYTES,
-      /**
-       * How tenants reach the control plane (injected as their CP_PROVISION_URL). Default: loopback for host-networked
-       * tenants, else the Docker host as seen from a bridge network.
-       */
-      publicUrl:
-        env.CP_PUBLIC_URL ??
-        (env.TENANT_NETWORK === "host"
-          ? `http://127.0.0.1:${env.PORT}`
-          : `http://host.docker.internal:${env.PORT}`),
-    },
-    data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
+    /**
+     * publicUrl: how tenants reach the control plane (injected as their CP_PROVISION_URL). Default: loopback for
+     * host-networked tenants, else the Docker host as seen from a bridge network.
+     */
+    ...serviceConfig(env, env.CP_PUBLIC_URL ?? dockerHostUrl(env.TENANT_NETWORK, env.PORT)),
     /**
      * Unset in development: generated once into the data folder at start-up (bootstrap.ts). Production refuses to
      * start without them.
@@ -90,7 +71,6 @@ function shape(env: z.infer<typeof EnvSchema>) {
       keyVersion: env.CP_SECRETS_ENCRYPTION_KEY_VERSION,
       oldKeys: env.CP_SECRETS_ENCRYPTION_OLD_KEYS,
     },
-    deployment: env.MOLECULE_DEPLOYMENT,
     workspaceBackend: {
       name: env.CP_WORKSPACE_BACKEND,
       imagePrefix: env.WORKSPACE_IMAGE_PREFIX,
@@ -109,24 +89,12 @@ function shape(env: z.infer<typeof EnvSchema>) {
       /** `external`: the org's tenant URL, `{slug}` replaced (tenants are started by the operator). */
       urlTemplate: env.TENANT_URL_TEMPLATE ?? null,
     },
-    operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
-    logLevel: env.LOG_LEVEL,
   };
 }
 
-export class ConfigError extends Error {}
-
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): ControlPlaneConfig {
-  const cleaned = Object.fromEntries(
-    Object.entries(env).filter(([, value]) => value !== undefined && value !== ""),
-  );
-  const parsed = EnvSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
-  }
-  const config = shape(parsed.data);
+  const config = shape(parseEnv(EnvSchema, env));
   if (config.environment === "production") {
     const missing = [
       ["CP_ADMIN_API_TOKEN", config.auth.adminToken],

@@ -1,5 +1,14 @@
 import { DEFAULT_CP_PROVISION_URL } from "@molecule/provisioner-core";
+import {
+  ConfigError,
+  dockerHostUrl,
+  parseEnv,
+  serviceConfig,
+  serviceEnv,
+} from "@molecule/service-kit/config";
 import { z } from "zod";
+
+export { ConfigError };
 
 const csv = z.string().transform((value) =>
   value
@@ -9,21 +18,13 @@ const csv = z.string().transform((value) =>
 );
 
 const EnvSchema = z.object({
-  MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
-  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-  HOST: z.string().default("0.0.0.0"),
+  ...serviceEnv({ port: 8080, dataDir: "./.data" }),
   PLATFORM_URL: z.string().url().optional(),
-  MOLECULE_DATA_DIR: z.string().default("./.data"),
-  DATABASE_URL: z.string().url().optional(),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters").optional(),
   SECRETS_ENCRYPTION_KEY: z.string().optional(),
   SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
   SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
   MOLECULE_ORG_ID: z.string().default(""),
-  MOLECULE_DEPLOYMENT: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes")
-    .default("local"),
   CONTAINER_BACKEND: z.string().optional(),
   ALLOWED_RUNTIMES: csv.default(["echo"]),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
@@ -32,13 +33,6 @@ const EnvSchema = z.object({
   IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
   HEARTBEAT_STALE_AFTER: z.coerce.number().positive().default(90),
   STATUS_SWEEP_INTERVAL: z.coerce.number().positive().default(15),
-  OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
-  OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
-  MAX_BODY_BYTES: z.coerce
-    .number()
-    .int()
-    .positive()
-    .default(256 * 1024),
   A2A_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
   A2A_MAX_REQUEST_BYTES: z.coerce
     .number()
@@ -50,7 +44,6 @@ const EnvSchema = z.object({
     .int()
     .positive()
     .default(4 * 1024 * 1024),
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FLY_API_TOKEN: z.string().optional(),
   FLY_WORKSPACE_APP: z.string().optional(),
   FLY_REGION: z.string().default("ord"),
@@ -97,22 +90,11 @@ function shape(env: z.infer<typeof EnvSchema>) {
   const flag = (value: "true" | "false" | undefined) =>
     value === undefined ? dockerBackend : value === "true";
   return {
-    environment: env.MOLECULE_ENV,
-    http: {
-      port: env.PORT,
-      host: env.HOST,
-      maxBodyBytes: env.MAX_BODY_BYTES,
-      /**
-       * How workspaces reach this platform. Default: loopback on PORT for host networking, else the Docker host as
-       * seen from a bridge network (the docker backend maps host.docker.internal to the host gateway).
-       */
-      publicUrl:
-        env.PLATFORM_URL ??
-        (env.WORKSPACE_NETWORK === "host"
-          ? `http://127.0.0.1:${env.PORT}`
-          : `http://host.docker.internal:${env.PORT}`),
-    },
-    data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
+    /**
+     * publicUrl: how workspaces reach this platform. Default: loopback on PORT for host networking, else the Docker
+     * host as seen from a bridge network (the docker backend maps host.docker.internal to the host gateway).
+     */
+    ...serviceConfig(env, env.PLATFORM_URL ?? dockerHostUrl(env.WORKSPACE_NETWORK, env.PORT)),
     auth: { adminToken: env.ADMIN_TOKEN },
     secrets: {
       key: env.SECRETS_ENCRYPTION_KEY,
@@ -120,7 +102,6 @@ function shape(env: z.infer<typeof EnvSchema>) {
       oldKeys: env.SECRETS_ENCRYPTION_OLD_KEYS,
     },
     org: { id: env.MOLECULE_ORG_ID || "org_local", saas: env.MOLECULE_ORG_ID !== "" },
-    deployment: env.MOLECULE_DEPLOYMENT,
     backend: {
       requested: env.CONTAINER_BACKEND,
       orgIdSet: env.MOLECULE_ORG_ID !== "",
@@ -152,7 +133,6 @@ function shape(env: z.infer<typeof EnvSchema>) {
       staleAfterMs: env.HEARTBEAT_STALE_AFTER * 1000,
       sweepIntervalMs: env.STATUS_SWEEP_INTERVAL * 1000,
     },
-    operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
     a2a: {
       timeoutMs: env.A2A_TIMEOUT_SECONDS * 1000,
       maxRequestBytes: env.A2A_MAX_REQUEST_BYTES,
@@ -162,11 +142,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
       allowInsecure: flag(env.ALLOW_INSECURE_AGENT_URLS),
       allowPrivate: flag(env.ALLOW_PRIVATE_AGENT_URLS),
     },
-    logLevel: env.LOG_LEVEL,
   };
 }
-
-export class ConfigError extends Error {}
 
 /**
  * A tenant in controlplane mode holds its control-plane credential and signing key, and no cloud credentials at
@@ -193,16 +170,9 @@ function checkControlPlaneMode(config: TenantConfig, env: Record<string, string 
 
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): TenantConfig {
-  const cleaned = Object.fromEntries(
-    Object.entries(env).filter(([, value]) => value !== undefined && value !== ""),
-  );
-  const parsed = EnvSchema.safeParse({ ...cleaned, MOLECULE_ORG_ID: env.MOLECULE_ORG_ID ?? "" });
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
-  }
-  const config = shape(parsed.data);
-  if (backendName(parsed.data) === "controlplane") checkControlPlaneMode(config, env);
+  const values = parseEnv(EnvSchema, env);
+  const config = shape(values);
+  if (backendName(values) === "controlplane") checkControlPlaneMode(config, env);
   if (config.environment === "production" && !config.auth.adminToken) {
     throw new ConfigError("ADMIN_TOKEN is required when MOLECULE_ENV=production");
   }

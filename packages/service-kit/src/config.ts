@@ -1,0 +1,67 @@
+import { z } from "zod";
+
+export class ConfigError extends Error {}
+
+/** The variables every service reads, with the same meaning; only the port and data folder defaults differ. */
+export function serviceEnv(defaults: { port: number; dataDir: string }) {
+  return {
+    MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
+    PORT: z.coerce.number().int().min(0).max(65535).default(defaults.port),
+    HOST: z.string().default("0.0.0.0"),
+    MOLECULE_DATA_DIR: z.string().default(defaults.dataDir),
+    DATABASE_URL: z.string().url().optional(),
+    MOLECULE_DEPLOYMENT: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes")
+      .default("local"),
+    OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
+    OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
+    MAX_BODY_BYTES: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(256 * 1024),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  };
+}
+
+type ServiceEnvValues = z.infer<z.ZodObject<ReturnType<typeof serviceEnv>>>;
+
+/** The settings every service has, grouped as both services' configs group them. */
+export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
+  return {
+    environment: env.MOLECULE_ENV,
+    http: { port: env.PORT, host: env.HOST, maxBodyBytes: env.MAX_BODY_BYTES, publicUrl },
+    data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
+    deployment: env.MOLECULE_DEPLOYMENT,
+    operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
+    logLevel: env.LOG_LEVEL,
+  };
+}
+
+/**
+ * How a container reaches a service listening on `port` of the Docker host: loopback when it shares the host's
+ * network, else the Docker host as seen from a bridge network (host.docker.internal, mapped to the host gateway).
+ */
+export function dockerHostUrl(network: string, port: number): string {
+  return network === "host" ? `http://127.0.0.1:${port}` : `http://host.docker.internal:${port}`;
+}
+
+/**
+ * Validates the environment with `schema`; an empty variable counts as unset. A bad value throws a ConfigError with
+ * one line naming the variable.
+ */
+export function parseEnv<T extends z.ZodType>(
+  schema: T,
+  env: Record<string, string | undefined>,
+): z.infer<T> {
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ""),
+  );
+  const parsed = schema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConfigError(`invalid configuration: ${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  return parsed.data;
+}

@@ -1,5 +1,6 @@
 import { DomainError, EXTERNAL_RUNTIME, type HeartbeatBody, type RegisterBody } from "@molecule/contracts";
 import { type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
+import { resourceName } from "@molecule/provisioner-core";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Caller } from "../http/types.ts";
 import { assertAgentUrl } from "./agent-url-policy.ts";
@@ -18,6 +19,26 @@ function registeredUrl(workspace: WorkspaceRow, body: RegisterBody): string | nu
   return workspace.runtime === EXTERNAL_RUNTIME ? workspace.url : null;
 }
 
+/**
+ * True when a managed workspace's agent registers the address its backend assigned it on a user-defined Docker
+ * network: `http://ws-<its own workspace id>:<port>`. The name is the workspace's container, named by the platform,
+ * so the agent cannot point it elsewhere; every other URL (and every external workspace's) goes through the policy.
+ */
+function isAssignedContainerUrl(workspace: WorkspaceRow, url: string): boolean {
+  if (workspace.runtime === EXTERNAL_RUNTIME || !URL.canParse(url)) return false;
+  const parsed = new URL(url);
+  return (
+    parsed.protocol === "http:" &&
+    parsed.hostname === resourceName(workspace.id) &&
+    parsed.port !== "" &&
+    !parsed.username &&
+    !parsed.password &&
+    parsed.pathname === "/" &&
+    !parsed.search &&
+    !parsed.hash
+  );
+}
+
 /** Registration (boot token → bearer token) and liveness, as agents anywhere use them. */
 export class RegistryService {
   constructor(private readonly deps: PlatformDeps) {}
@@ -28,12 +49,6 @@ export class RegistryService {
    */
   async register(bearer: string | null, isAdmin: boolean, body: RegisterBody) {
     const { db, settings } = this.deps;
-    if (body.url) {
-      assertAgentUrl(body.url, {
-        allowInsecure: settings.allowInsecureAgentUrls,
-        allowPrivate: settings.allowPrivateAgentUrls,
-      });
-    }
     const authToken = mintToken("mwt");
     await db.transaction(async (tx) => {
       const [workspace] = await tx
@@ -62,6 +77,13 @@ export class RegistryService {
       }
       if (!workspace) throw new DomainError("not_found", `workspace ${body.id} not found`);
       if (GONE.has(workspace.status)) throw new DomainError("not_found", `workspace ${body.id} was removed`);
+      // Checked before anything is written: a refused URL leaves the boot token unspent.
+      if (body.url && !isAssignedContainerUrl(workspace, body.url)) {
+        assertAgentUrl(body.url, {
+          allowInsecure: settings.allowInsecureAgentUrls,
+          allowPrivate: settings.allowPrivateAgentUrls,
+        });
+      }
       await tx
         .delete(workspaceTokens)
         .where(and(eq(workspaceTokens.workspaceId, body.id), eq(workspaceTokens.kind, "auth")));

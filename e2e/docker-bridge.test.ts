@@ -1,0 +1,147 @@
+/**
+ * A standalone tenant platform on the host with its workspaces on a user-defined Docker network: workspaces reach
+ * the platform through host.docker.internal (the platform listens on 0.0.0.0), the backend tells each agent its
+ * address on the network (http://ws-<id>:8000), and the platform reaches it there, resolving container names through
+ * the engine. Agent-supplied container names are accepted only for the workspace's own container.
+ */
+import { randomBytes } from "node:crypto";
+import { type ServerType, serve } from "@hono/node-server";
+import {
+  createContainerResolver,
+  createDockerProvisioner,
+  LABELS,
+  resourceName,
+} from "@molecule/provisioner-core";
+import Dockerode from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
+import { waitFor } from "../test-support/wait.ts";
+
+const docker = new Dockerode();
+const suffix = randomBytes(4).toString("hex");
+const deployment = `e2e-bridge-${suffix}`;
+const network = `molecule-e2e-${suffix}`;
+let platform: TestPlatform;
+let server: ServerType;
+
+beforeAll(async () => {
+  const provisioner = createDockerProvisioner({
+    docker,
+    deployment,
+    imagePrefix: "molecule/workspace-",
+    imageTag: "latest",
+    network,
+  });
+  platform = await createTestPlatform(
+    provisioner,
+    { deployment, workspaceEnv: { HEARTBEAT_INTERVAL_MS: "1000" } },
+    { sweepIntervalMs: 1_000, resolveAgentHost: createContainerResolver(docker, network) },
+  );
+  // On all interfaces, so containers reach it through the host gateway.
+  const port = await new Promise<number>((resolve) => {
+    server = serve({ fetch: platform.app.fetch, port: 0, hostname: "0.0.0.0" }, (info) => resolve(info.port));
+  });
+  platform.deps.settings.publicUrl = `http://host.docker.internal:${port}`;
+  platform.runner.start();
+  platform.sweeper.start();
+});
+
+afterAll(async () => {
+  if (server) {
+    const closed = new Promise((resolve) => server.close(resolve));
+    if ("closeAllConnections" in server) server.closeAllConnections();
+    await closed;
+  }
+  await platform?.close();
+  const filters = JSON.stringify({ label: [`${LABELS.deployment}=${deployment}`] });
+  for (const container of await docker.listContainers({ all: true, filters })) {
+    await docker.getContainer(container.Id).remove({ force: true });
+  }
+  for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
+    await docker.getVolume(volume.Name).remove({ force: true });
+  }
+  await docker
+    .getNetwork(network)
+    .remove()
+    .catch(() => {});
+});
+
+async function statusBecomes(id: string, status: string) {
+  let last: unknown;
+  try {
+    return await waitFor(`workspace ${id} to be ${status}`, async () => {
+      const workspace = (await platform.call("GET", `/workspaces/${id}`)).body;
+      last = workspace;
+      return workspace.status === status ? workspace : undefined;
+    });
+  } catch (error) {
+    const logs = await docker
+      .getContainer(resourceName(id))
+      .logs({ stdout: true, stderr: true, tail: 30 })
+      .catch(() => "no container");
+    throw new Error(
+      `${(error as Error).message}\nlast seen: ${JSON.stringify(last)}\ncontainer log:\n${String(logs)}`,
+    );
+  }
+}
+
+const send = (text: string) => ({
+  jsonrpc: "2.0",
+  id: 1,
+  method: "message/send",
+  params: { message: { role: "user", messageId: "m1", parts: [{ kind: "text", text }] } },
+});
+
+describe("workspaces on a user-defined Docker network, platform on the host", () => {
+  let managedId: string;
+
+  it("a workspace comes online at its container name and answers A2A through the platform", async () => {
+    const created = await platform.call("POST", "/workspaces", { body: { name: "bridge", runtime: "echo" } });
+    expect(created.status).toBe(202);
+    managedId = created.body.workspace.id;
+    const online = await statusBecomes(managedId, "online");
+    expect(online.url).toBe(`http://${resourceName(managedId)}:8000`);
+
+    const info = await docker.getNetwork(network).inspect();
+    expect(info.Labels).toMatchObject({ [LABELS.managed]: "true" });
+    const container = await docker.getContainer(resourceName(managedId)).inspect();
+    expect(Object.keys(container.NetworkSettings.Networks)).toEqual([network]);
+    expect(container.Config.Env).toEqual(
+      expect.arrayContaining([
+        `AGENT_PUBLIC_URL=http://${resourceName(managedId)}:8000`,
+        `PLATFORM_URL=${platform.deps.settings.publicUrl}`,
+      ]),
+    );
+
+    const reply = await platform.call("POST", `/workspaces/${managedId}/a2a`, {
+      body: send("over the bridge"),
+    });
+    expect(reply.status).toBe(200);
+    expect(JSON.stringify(reply.body)).toContain("echo: over the bridge");
+  });
+
+  it("refuses a container-name URL that is not the workspace's own, and any for an external workspace", async () => {
+    const other = await platform.call("POST", "/workspaces", { body: { name: "other", runtime: "echo" } });
+    expect(other.status).toBe(202);
+    const otherId: string = other.body.workspace.id;
+    // The managed workspace cannot claim another workspace's container.
+    const stolen = await platform.call("POST", "/registry/register", {
+      body: { id: otherId, url: `http://${resourceName(managedId)}:8000` },
+    });
+    expect(stolen.status).toBe(400);
+    expect(stolen.body.error.code).toBe("bad_request");
+
+    const external = await platform.call("POST", "/workspaces", {
+      body: { name: "remote", runtime: "external" },
+    });
+    expect(external.status).toBe(202);
+    const externalId: string = external.body.workspace.id;
+    const refused = await platform.call("POST", "/registry/register", {
+      token: external.body.connection.registration_token,
+      body: { id: externalId, url: `http://${resourceName(externalId)}:8000` },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.message).toMatch(/https/);
+    await platform.call("DELETE", `/workspaces/${otherId}`);
+  });
+});

@@ -15,12 +15,18 @@
  *   `GET /workspaces/:id` every POLL_MS until the workspace is `stopped` (then `awaiting_agent`).
  * Each path has its own workspace, provisioned before measuring; two warm-up cycles per path are not counted.
  *
+ * Where the time goes: the bench also traces each measured call on the control plane's side (its HTTP handler is
+ * wrapped to note when the lifecycle POST arrives and is answered and when a `GET /cp/operations/:id` first answers
+ * `succeeded`; the fake backend is wrapped to note when it is called and returns; the operation's `finished_at` says
+ * when the runner ended it) and prints the mean of each phase, which add up to the call's mean.
+ *
  *   pnpm exec tsx bench/cp-lifecycle.ts
  *   BENCH_CYCLES=20 (stop→start cycles per path)  BENCH_POLL_MS=5
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { type ServerType, serve } from "@hono/node-server";
 import { type CpOperationView, createIdGenerator, deriveTenantSigningKey } from "@molecule/contracts";
+import type { Provisioner } from "@molecule/provisioner-core";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { Sealer } from "@molecule/tenant-platform/crypto";
@@ -59,6 +65,110 @@ let tenant: BenchPlatform | undefined;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** High-resolution ms on the wall-clock scale, so the control plane's `finished_at` can be placed among them. */
+const EPOCH_OFFSET = Date.now() - performance.now();
+const now = () => EPOCH_OFFSET + performance.now();
+
+/** What the control plane did for the one call being measured (calls never overlap). */
+interface Trace {
+  postIn?: number;
+  accepted?: number;
+  operationId?: string;
+  /** Every claim the runner made during the call: when it began and ended, and which operation it got. */
+  claims: { start: number; end: number; id: string }[];
+  backendIn?: number;
+  backendOut?: number;
+  finished?: number;
+  seen?: number;
+  polls: number;
+}
+let trace: Trace | null = null;
+
+/** Calls through the tenant whose operation was still open when the workspace showed its target status. */
+let openAtTarget = 0;
+
+type PathName = "directStop" | "tenantStop" | "directStart" | "tenantStart";
+
+const PHASES = [
+  ["to the control plane's POST", "tenant: accept, operation row, runner, signed send"],
+  ["control plane accepts (202)", "auth, idempotency, operation row"],
+  ["202 → claim begins", "control plane runner: wake"],
+  ["claim", "control plane runner: claim transaction"],
+  ["claimed → backend called", "control plane: operation input read and unsealed"],
+  ["backend call", "the fake, zero latency"],
+  ["backend → finished_at", "steps and finish written"],
+  ["finished → poll sees it", "the caller's poll schedule"],
+  ["poll answer → caller sees", "tenant: status change; the bench's own 5 ms poll"],
+] as const;
+
+function phases(started: number, total: number, t: Trace): number[] {
+  const need = (value: number | undefined, what: string) => {
+    if (value === undefined) throw new Error(`trace: no ${what}`);
+    return value;
+  };
+  const claim = t.claims.find((c) => c.id === t.operationId);
+  const marks = [
+    started,
+    need(t.postIn, "lifecycle POST"),
+    need(t.accepted, "202"),
+    need(claim?.start, "claim"),
+    need(claim?.end, "claim"),
+    need(t.backendIn, "backend call"),
+    need(t.backendOut, "backend return"),
+    need(t.finished, "finished_at"),
+    need(t.seen, "poll that saw the end"),
+    started + total,
+  ];
+  return marks.slice(1).map((mark, i) => mark - (marks[i] as number));
+}
+
+/** The control plane's HTTP handler, noting the lifecycle POST, its 202 and the first poll that sees the end. */
+function tracedFetch(fetch: (request: Request) => Response | Promise<Response>) {
+  return async (request: Request): Promise<Response> => {
+    const t = trace;
+    const route = `${request.method} ${new URL(request.url).pathname}`;
+    const lifecycle = /^POST \/cp\/workspaces\/[^/]+\/(stop|start)$/.test(route);
+    const poll = route.startsWith("GET /cp/operations/");
+    if (t && lifecycle) t.postIn ??= now();
+    const response = await fetch(request);
+    if (!t || !(lifecycle || poll) || response.status >= 300) return response;
+    const body = (await response.clone().json()) as {
+      operation?: CpOperationView;
+    } & Partial<CpOperationView>;
+    if (lifecycle && body.operation && t.operationId === undefined) {
+      t.operationId = body.operation.id;
+      t.accepted = now();
+    } else if (poll && body.id === t.operationId) {
+      t.polls += 1;
+      if (body.status === "succeeded" && t.seen === undefined) {
+        t.seen = now();
+        t.finished = Date.parse(body.finished_at ?? "");
+      }
+    }
+    return response;
+  };
+}
+
+/** The workspace backend, noting when start and stop are called and return. */
+function tracedBackend(backend: Provisioner): Provisioner {
+  const around =
+    <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      const t = trace;
+      if (t) t.backendIn ??= now();
+      try {
+        return await call(...args);
+      } finally {
+        if (t) t.backendOut = now();
+      }
+    };
+  return {
+    ...backend,
+    start: around(backend.start.bind(backend)),
+    stop: around(backend.stop.bind(backend)),
+  };
+}
+
 async function until<T>(what: string, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + STEP_TIMEOUT_MS;
   for (;;) {
@@ -74,7 +184,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
   cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
   const deps: ControlPlaneDeps = {
     db: cpDb.db,
-    provisioner: createFakeProvisioner(),
+    provisioner: tracedBackend(createFakeProvisioner()),
     tenants: createExternalTenantBackend(tenantUrl),
     sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
     clock: systemClock,
@@ -93,10 +203,19 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
   };
   const cpRunner = createOperationRunner(deps, `bench-${process.pid}`);
   runner = cpRunner;
+  // noted for the trace: when the runner's claim that picks up the measured operation begins and ends
+  const claim = cpRunner.claim.bind(cpRunner);
+  cpRunner.claim = async () => {
+    const t = trace;
+    const start = now();
+    const row = await claim();
+    if (t && row) t.claims.push({ start, end: now(), id: row.id });
+    return row;
+  };
   const app = createApp(deps, { onOperationQueued: () => cpRunner.wake() });
   const port = await freePort();
   await new Promise<void>((resolve) => {
-    server = serve({ fetch: app.fetch, port, hostname: "127.0.0.1" }, () => resolve());
+    server = serve({ fetch: tracedFetch(app.fetch), port, hostname: "127.0.0.1" }, () => resolve());
   });
   cpRunner.start();
   return `http://127.0.0.1:${port}`;
@@ -143,13 +262,30 @@ async function throughTenant(platform: BenchPlatform, id: string, action: string
   const accepted = await platform.process.call("POST", `/workspaces/${id}/${action}`);
   if (accepted.status !== 202)
     throw new Error(`${action}: HTTP ${accepted.status} ${JSON.stringify(accepted.body)}`);
+  let elapsed: number;
   for (;;) {
     const { body } = await platform.process.call("GET", `/workspaces/${id}`);
-    if (body.status === target) return performance.now() - started;
+    if (body.status === target) {
+      elapsed = performance.now() - started;
+      break;
+    }
     if (body.status === "failed") throw new Error(`${action}: ${body.statusReason}`);
     if (performance.now() - started > STEP_TIMEOUT_MS) throw new Error(`${action}: still ${body.status}`);
     await sleep(POLL_MS);
   }
+  // Not measured: the tenant moves the workspace before it closes the operation row, and refuses the next call
+  // (409, still in progress) until it has.
+  const operationId: string = accepted.body.operation.id;
+  let open = false;
+  await until(`operation ${operationId} to end`, async () => {
+    const { body } = await platform.process.call("GET", `/operations/${operationId}`);
+    if (body.status === "succeeded") return true;
+    if (body.status === "failed") throw new Error(`${action}: ${JSON.stringify(body.error)}`);
+    open = true;
+    return undefined;
+  });
+  if (open) openAtTarget += 1;
+  return elapsed;
 }
 
 function row(label: string, s: Summary): string {
@@ -213,25 +349,43 @@ async function main(): Promise<void> {
   };
   await direct(client, "/cp/workspaces/provision", spec);
 
-  const samples = {
-    directStop: [] as number[],
-    directStart: [] as number[],
-    tenantStop: [] as number[],
-    tenantStart: [] as number[],
+  const samples: Record<PathName, number[]> = {
+    directStop: [],
+    directStart: [],
+    tenantStop: [],
+    tenantStart: [],
+  };
+  const traces: Record<PathName, { phases: number[]; polls: number }[]> = {
+    directStop: [],
+    directStart: [],
+    tenantStop: [],
+    tenantStart: [],
+  };
+  /** Runs one call with the control plane traced; kept only when `path` is given. */
+  const measure = async (path: PathName | null, run: () => Promise<number>) => {
+    const t: Trace = { polls: 0, claims: [] };
+    trace = t;
+    const started = now();
+    try {
+      const total = await run();
+      if (!path) return;
+      samples[path].push(total);
+      traces[path].push({ phases: phases(started, total, t), polls: t.polls });
+    } finally {
+      trace = null;
+    }
   };
   const runDirect = async (keep: boolean) => {
-    const stop = await direct(client, `/cp/workspaces/${directWs}/stop`, {});
-    const start = await direct(client, `/cp/workspaces/${directWs}/start`, { spec, recreate: false });
-    if (!keep) return;
-    samples.directStop.push(stop);
-    samples.directStart.push(start);
+    await measure(keep ? "directStop" : null, () => direct(client, `/cp/workspaces/${directWs}/stop`, {}));
+    await measure(keep ? "directStart" : null, () =>
+      direct(client, `/cp/workspaces/${directWs}/start`, { spec, recreate: false }),
+    );
   };
   const runTenant = async (keep: boolean) => {
-    const stop = await throughTenant(platform, tenantWs, "stop", "stopped");
-    const start = await throughTenant(platform, tenantWs, "start", "awaiting_agent");
-    if (!keep) return;
-    samples.tenantStop.push(stop);
-    samples.tenantStart.push(start);
+    await measure(keep ? "tenantStop" : null, () => throughTenant(platform, tenantWs, "stop", "stopped"));
+    await measure(keep ? "tenantStart" : null, () =>
+      throughTenant(platform, tenantWs, "start", "awaiting_agent"),
+    );
   };
   for (let i = 0; i < WARMUP; i++) {
     await runDirect(false);
@@ -270,6 +424,22 @@ async function main(): Promise<void> {
       `${`${kind}, added`.padEnd(28)}${num(t.p50 - d.p50, 10)}${num(t.p99 - d.p99, 10)}${num(t.mean - d.mean, 10)}`,
     );
   }
+  const order: PathName[] = ["directStop", "tenantStop", "directStart", "tenantStart"];
+  const mean = (values: number[]) => values.reduce((sum, v) => sum + v, 0) / values.length;
+  console.log(
+    `\nwhere the time goes, mean ms${" ".repeat(2)}${["stop dir", "stop ten", "start dir", "start ten"].map((h) => h.padStart(10)).join("")}`,
+  );
+  PHASES.forEach(([label], i) => {
+    const cells = order.map((path) => num(mean(traces[path].map((x) => x.phases[i] ?? NaN)), 10));
+    console.log(`${label.padEnd(30)}${cells.join("")}`);
+  });
+  console.log(
+    `${"operation polls per call".padEnd(30)}${order.map((path) => num(mean(traces[path].map((x) => x.polls)), 10)).join("")}`,
+  );
+  console.log(PHASES.map(([label, what]) => `  ${label}: ${what}`).join("\n"));
+  console.log(
+    `\nthrough the tenant, ${openAtTarget} of ${2 * CYCLES} calls showed the target status before the tenant's operation ended`,
+  );
   console.log(`\n${CYCLES} cycles per path in ${elapsed.toFixed(1)} s; ${machine()}`);
 }
 

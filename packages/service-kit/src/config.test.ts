@@ -1,0 +1,49 @@
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { ConfigError, dockerHostUrl, parseEnv, serviceConfig, serviceEnv } from "./config.ts";
+
+const Schema = z.object({
+  ...serviceEnv({ port: 9000, dataDir: "./.data/x" }),
+  EXTRA: z.string().optional(),
+});
+
+describe("parseEnv", () => {
+  it("applies defaults and treats an empty variable as unset", () => {
+    const values = parseEnv(Schema, { PORT: "", LOG_LEVEL: undefined, EXTRA: "yes" });
+    expect(values).toMatchObject({
+      PORT: 9000,
+      LOG_LEVEL: "info",
+      MOLECULE_DATA_DIR: "./.data/x",
+      EXTRA: "yes",
+    });
+  });
+
+  it("throws one ConfigError line naming the bad variable", () => {
+    expect(() => parseEnv(Schema, { MOLECULE_DEPLOYMENT: "Not OK" })).toThrow(ConfigError);
+    expect(() => parseEnv(Schema, { MOLECULE_DEPLOYMENT: "Not OK" })).toThrow(
+      "invalid configuration: MOLECULE_DEPLOYMENT: MOLECULE_DEPLOYMENT must be lower-case letters, digits and dashes",
+    );
+    expect(() => parseEnv(Schema, { PORT: "70000" })).toThrow(/^invalid configuration: PORT: /);
+  });
+});
+
+describe("serviceConfig", () => {
+  it("groups the shared settings, seconds turned into milliseconds", () => {
+    const values = parseEnv(Schema, { OPERATION_LEASE_SECONDS: "12", DATABASE_URL: "postgres://db/x" });
+    expect(serviceConfig(values, "http://cp.example")).toEqual({
+      environment: "development",
+      http: { port: 9000, host: "0.0.0.0", maxBodyBytes: 256 * 1024, publicUrl: "http://cp.example" },
+      data: { dir: "./.data/x", databaseUrl: "postgres://db/x" },
+      deployment: "local",
+      operations: { leaseMs: 12_000, maxAttempts: 5 },
+      logLevel: "info",
+    });
+  });
+});
+
+describe("dockerHostUrl", () => {
+  it("is loopback on the host network and the Docker host from a bridge", () => {
+    expect(dockerHostUrl("host", 8080)).toBe("http://127.0.0.1:8080");
+    expect(dockerHostUrl("bridge", 8090)).toBe("http://host.docker.internal:8090");
+  });
+});

@@ -397,3 +397,67 @@ describe("docker tenant backend (bridge network)", { timeout: 400_000 }, () => {
     expect(await exists("volume", handle.volume)).toBe(false);
   });
 });
+
+/** Runs node in the workspace image on `network`, fetching `url`; returns the exit code and what it printed. */
+async function fetchFromContainer(network: string, url: string): Promise<{ code: number; output: string }> {
+  const script =
+    "fetch(process.argv[1]).then(async (r) => { console.log(r.status, await r.text()); process.exit(r.ok ? 0 : 1); })" +
+    ".catch((e) => { console.log(String(e.cause ?? e)); process.exit(2); })";
+  const container = await docker.createContainer({
+    Image: "molecule/workspace-echo:latest",
+    Entrypoint: ["/usr/local/bin/node", "-e", script, url],
+    HostConfig: { NetworkMode: network },
+  });
+  try {
+    await container.start();
+    const { StatusCode } = (await container.wait()) as { StatusCode: number };
+    const logs = await container.logs({ stdout: true, stderr: true });
+    // One multiplexed log frame per line; its 8-byte header precedes the text.
+    return { code: StatusCode, output: logs.toString() };
+  } finally {
+    await container.remove({ force: true });
+  }
+}
+
+describe("docker tenant backend (user-defined network)", { timeout: 400_000 }, () => {
+  const network = `molecule-test-${randomBytes(4).toString("hex")}`;
+
+  afterAll(async () => {
+    await docker
+      .getNetwork(network)
+      .remove()
+      .catch(() => {});
+  });
+
+  it("creates the network, joins it by name, and a container on it reaches /health at the PLATFORM_URL workspaces get", async () => {
+    const backend = createDockerTenantBackend({ docker, image: IMAGE, network, deployment, logger });
+    const spec = makeSpec();
+    const instance = await backend.provision(spec, null);
+    const handle = instance.handle as DockerTenantHandle;
+    await waitForHealth(instance.url, handle.containerId);
+
+    expect((await docker.getNetwork(network).inspect()).Labels).toMatchObject({ "molecule.managed": "true" });
+    const info = await docker.getContainer(handle.containerId).inspect();
+    expect(Object.keys(info.NetworkSettings.Networks)).toEqual([network]);
+    const platformUrl = `http://${tenantContainerName(spec.slug)}:${handle.port}`;
+    expect(info.Config.Env).toEqual(expect.arrayContaining(["HOST=0.0.0.0", `PLATFORM_URL=${platformUrl}`]));
+
+    const probe = await fetchFromContainer(network, `${platformUrl}/health`);
+    expect(probe).toEqual({ code: 0, output: expect.stringContaining('200 {"ok":true}') });
+    // Off the network the name means nothing: the address is the network's, not the host's.
+    const outside = await fetchFromContainer("bridge", `${platformUrl}/health`);
+    expect(outside.code).toBe(2);
+
+    // A second tenant on the same network: the network is reused, not made twice.
+    const second = makeSpec();
+    const secondInstance = await backend.provision(second, null);
+    const secondHandle = secondInstance.handle as DockerTenantHandle;
+    expect(
+      (await docker.listNetworks({ filters: { name: [network] } })).filter((n) => n.Name === network),
+    ).toHaveLength(1);
+
+    await backend.destroy({ orgId: spec.orgId, slug: spec.slug, handle });
+    await backend.destroy({ orgId: second.orgId, slug: second.slug, handle: secondHandle });
+    expect(await exists("volume", handle.volume)).toBe(false);
+  });
+});

@@ -1,6 +1,14 @@
 import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type A2AMessage, messageText, type StartedA2AServer, startA2AServer } from "./a2a-server.ts";
+import {
+  type A2AMessage,
+  type MessageContext,
+  messageText,
+  type ReplyChunk,
+  type StartedA2AServer,
+  startA2AServer,
+} from "./a2a-server.ts";
+import { readEventStream } from "./event-stream.ts";
 
 const received: A2AMessage[] = [];
 const logged: string[] = [];
@@ -161,6 +169,260 @@ describe("A2A server", () => {
     const justUnder = JSON.stringify(send(userMessage("y".repeat(3_000))));
     expect(justUnder.length).toBeLessThan(4096);
     expect((await rpc(justUnder)).body).toMatchObject({ result: { role: "agent" } });
+  });
+});
+
+/** A promise the test opens by hand: the handler waits on it, so the test decides when it goes on. */
+function gate() {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+describe("A2A server, message/stream", () => {
+  const streamLog: string[] = [];
+  let streaming: StartedA2AServer;
+  let url = "";
+  let middle = gate();
+  let finished = false;
+  let stopped = gate();
+  let seen: MessageContext | undefined;
+  const produced: string[] = [];
+
+  async function* pieces(text: string, context: MessageContext): AsyncGenerator<ReplyChunk> {
+    seen = context;
+    try {
+      if (text === "fail") {
+        yield "partial";
+        throw new Error("token sk-live-secret expired");
+      }
+      yield "one";
+      produced.push("one");
+      await middle.opened;
+      yield " two";
+      produced.push("two");
+      yield { kind: "data", data: { n: 3 } };
+      produced.push("three");
+      finished = true;
+    } finally {
+      stopped.open();
+    }
+  }
+
+  beforeAll(async () => {
+    streaming = await startA2AServer({
+      host: "127.0.0.1",
+      port: 0,
+      card: { name: "streamer" },
+      log: (_level, event, fields) => streamLog.push(JSON.stringify({ event, ...fields })),
+      onMessage: async (message, context) => {
+        const text = messageText(message);
+        if (text === "whole") return { parts: [{ kind: "text", text: "all at once" }], metadata: { a: 1 } };
+        return pieces(text, context);
+      },
+    });
+    url = `http://127.0.0.1:${streaming.port}/a2a`;
+  });
+  afterAll(() => streaming.close());
+
+  function post(text: string, method = "message/stream", signal?: AbortSignal) {
+    return fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify({ ...send({ ...userMessage(text), contextId: "ctx-s" }, "s1"), method }),
+      signal,
+    });
+  }
+
+  async function open(text: string, signal?: AbortSignal) {
+    middle = gate();
+    stopped = gate();
+    finished = false;
+    produced.length = 0;
+    const res = await post(text, "message/stream", signal);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/event-stream");
+    if (!res.body) throw new Error("no body");
+    return readEventStream(res.body) as AsyncGenerator<Record<string, unknown>>;
+  }
+
+  async function next(events: AsyncGenerator<Record<string, unknown>>) {
+    const step = await events.next();
+    if (step.done) throw new Error("the stream ended early");
+    expect(step.value).toMatchObject({ jsonrpc: "2.0", id: "s1" });
+    return step.value.result as Record<string, unknown>;
+  }
+
+  it("sends the task, working, each piece as it comes, then completed with final: true", async () => {
+    const events = await open("hello");
+    const task = await next(events);
+    expect(task).toMatchObject({
+      kind: "task",
+      contextId: "ctx-s",
+      status: { state: "submitted" },
+      history: [{ kind: "message", role: "user", messageId: "m1", parts: [{ kind: "text", text: "hello" }] }],
+    });
+    const taskId = task.id as string;
+    expect(taskId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await next(events)).toMatchObject({
+      kind: "status-update",
+      taskId,
+      contextId: "ctx-s",
+      status: { state: "working" },
+      final: false,
+    });
+
+    // The handler is held after its first piece: that piece is readable now.
+    const first = await next(events);
+    expect(first).toMatchObject({
+      kind: "artifact-update",
+      taskId,
+      contextId: "ctx-s",
+      append: false,
+      artifact: { name: "reply", parts: [{ kind: "text", text: "one" }] },
+    });
+    expect(produced).toEqual(["one"]);
+    expect(finished).toBe(false);
+    middle.open();
+
+    const artifactId = (first.artifact as { artifactId: string }).artifactId;
+    expect(await next(events)).toMatchObject({
+      kind: "artifact-update",
+      append: true,
+      artifact: { artifactId, parts: [{ kind: "text", text: " two" }] },
+    });
+    expect(await next(events)).toMatchObject({
+      kind: "artifact-update",
+      append: true,
+      artifact: { artifactId, parts: [{ kind: "data", data: { n: 3 } }] },
+    });
+    const last = await next(events);
+    expect(last).toMatchObject({
+      kind: "status-update",
+      taskId,
+      status: { state: "completed" },
+      final: true,
+    });
+    expect(Date.parse((last.status as { timestamp: string }).timestamp)).not.toBeNaN();
+    expect((await events.next()).done).toBe(true);
+    expect(finished).toBe(true);
+  });
+
+  it("sends a whole reply as one last chunk", async () => {
+    const events = await open("whole");
+    const kinds: unknown[] = [];
+    for await (const event of events) kinds.push((event as { result: unknown }).result);
+    expect(kinds).toMatchObject([
+      { kind: "task" },
+      { kind: "status-update", final: false },
+      {
+        kind: "artifact-update",
+        append: false,
+        lastChunk: true,
+        artifact: { parts: [{ kind: "text", text: "all at once" }] },
+      },
+      { kind: "status-update", status: { state: "completed" }, final: true, metadata: { a: 1 } },
+    ]);
+  });
+
+  it("ends with a JSON-RPC error event when the handler fails mid-stream, and logs the cause", async () => {
+    const events = await open("fail");
+    const all: Record<string, unknown>[] = [];
+    for await (const event of events) all.push(event);
+    expect(all.map((e) => (e.result as { kind?: string } | undefined)?.kind ?? "error")).toEqual([
+      "task",
+      "status-update",
+      "artifact-update",
+      "error",
+    ]);
+    expect(all.at(-1)).toEqual({
+      jsonrpc: "2.0",
+      id: "s1",
+      error: { code: -32603, message: "internal error" },
+    });
+    expect(JSON.stringify(all)).not.toContain("sk-live-secret");
+    expect(streamLog.some((l) => l.includes("a2a_handler_failed") && l.includes("sk-live-secret"))).toBe(
+      true,
+    );
+  });
+
+  it("stops the handler when the client goes away", async () => {
+    const client = new AbortController();
+    const events = await open("hello", client.signal);
+    await next(events);
+    await next(events);
+    expect(await next(events)).toMatchObject({ kind: "artifact-update" });
+    client.abort();
+    const signal = seen?.signal;
+    if (!signal) throw new Error("the handler never ran");
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve());
+    });
+    // Let the handler go on as if it had not noticed: the server asks for no more pieces after this one.
+    middle.open();
+    await stopped.opened;
+    expect(signal.aborted).toBe(true);
+    expect(produced).toEqual(["one"]);
+    expect(finished).toBe(false);
+  });
+
+  it("serves a streaming handler through message/send as one message, text pieces joined", async () => {
+    middle = gate();
+    middle.open();
+    const res = await post("hello", "message/send");
+    expect(await res.json()).toMatchObject({
+      jsonrpc: "2.0",
+      id: "s1",
+      result: {
+        kind: "message",
+        role: "agent",
+        contextId: "ctx-s",
+        parts: [
+          { kind: "text", text: "one two" },
+          { kind: "data", data: { n: 3 } },
+        ],
+      },
+    });
+  });
+
+  it("answers bad params and unknown ids as plain JSON-RPC errors, and a notification with 204", async () => {
+    const bad = await fetch(url, {
+      method: "POST",
+      body: JSON.stringify({ jsonrpc: "2.0", id: 8, method: "message/stream", params: {} }),
+    });
+    expect(bad.headers.get("content-type")).toBe("application/json");
+    expect(await bad.json()).toMatchObject({ id: 8, error: { code: -32602 } });
+
+    middle = gate();
+    middle.open();
+    const note = await fetch(url, {
+      method: "POST",
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        method: "message/stream",
+        params: { message: userMessage("n") },
+      }),
+    });
+    expect([note.status, await note.text()]).toEqual([204, ""]);
+  });
+});
+
+describe("readEventStream", () => {
+  it("reads events split across chunks, skipping comments and other fields", async () => {
+    const text = ': hello\nevent: x\ndata: {"a":\ndata: 1}\n\nid: 2\r\ndata: [2]\r\n\r\ndata: "last"';
+    const bytes = new TextEncoder().encode(text);
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i += 5) controller.enqueue(bytes.slice(i, i + 5));
+        controller.close();
+      },
+    });
+    const values: unknown[] = [];
+    for await (const value of readEventStream(body)) values.push(value);
+    expect(values).toEqual([{ a: 1 }, [2], "last"]);
   });
 });
 

@@ -1,7 +1,12 @@
 /**
- * A tiny A2A server on node:http: JSON-RPC 2.0 `message/send` on `POST /` and `POST /a2a`, the agent card on
- * `GET /.well-known/agent-card.json`, and `GET /health`. Handler failures answer a generic JSON-RPC error; the
- * handler's own error text is logged, never sent.
+ * A tiny A2A server on node:http: JSON-RPC 2.0 `message/send` and `message/stream` on `POST /` and `POST /a2a`, the
+ * agent card on `GET /.well-known/agent-card.json`, and `GET /health`. Handler failures answer a generic JSON-RPC
+ * error; the handler's own error text is logged, never sent.
+ *
+ * `message/stream` answers `text/event-stream`: each `data:` line is a JSON-RPC response whose result is, in order,
+ * the task (`submitted`), a `working` status update, one artifact update per piece of the reply (the first with
+ * `append: false`, the rest appended to the same artifact), and a `completed` status update with `final: true`.
+ * A handler that fails mid-stream ends the stream with a JSON-RPC error event instead.
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -39,7 +44,60 @@ export interface MessageContext {
   requestId: string | number | null;
 }
 
-export type MessageHandler = (message: A2AMessage, context: MessageContext) => Promise<AgentReply>;
+/** One piece of a streamed reply: text (consecutive pieces join into one text part) or a whole part. */
+export type ReplyChunk = string | Part;
+
+/** A whole reply, or its pieces as they become ready (e.g. an async generator of text). */
+export type HandlerResult = AgentReply | AsyncIterable<ReplyChunk>;
+
+/**
+ * Answers one message. Either kind of result serves both methods: `message/send` waits for all the pieces,
+ * `message/stream` sends each piece as it comes (a whole reply is one artifact update). A handler should stop when
+ * `context.signal` aborts; a streamed one is also not asked for more pieces once the client is gone.
+ */
+export type MessageHandler = (
+  message: A2AMessage,
+  context: MessageContext,
+) => HandlerResult | Promise<HandlerResult>;
+
+export type TaskState = "submitted" | "working" | "completed";
+
+export interface TaskStatus {
+  state: TaskState;
+  timestamp: string;
+}
+
+/** The first event of a stream. */
+export interface TaskEvent {
+  kind: "task";
+  id: string;
+  contextId: string;
+  status: TaskStatus;
+  history: A2AMessage[];
+}
+
+export interface TaskStatusUpdateEvent {
+  kind: "status-update";
+  taskId: string;
+  contextId: string;
+  status: TaskStatus;
+  /** True on the last event of the stream. */
+  final: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+export interface TaskArtifactUpdateEvent {
+  kind: "artifact-update";
+  taskId: string;
+  contextId: string;
+  artifact: { artifactId: string; name: string; parts: Part[] };
+  /** False for the first piece; true when the parts add to the artifact sent before. */
+  append: boolean;
+  /** Set on a whole reply, sent in one piece. */
+  lastChunk?: boolean;
+}
+
+export type StreamEvent = TaskEvent | TaskStatusUpdateEvent | TaskArtifactUpdateEvent;
 
 export const JSONRPC_ERRORS = {
   parseError: -32700,
@@ -178,12 +236,9 @@ async function handleRpc(req: IncomingMessage, res: ServerResponse, ctx: RpcCont
   }
   const isNotification = rawId === undefined;
 
-  if (request.method !== "message/send") {
-    return sendJson(
-      res,
-      200,
-      rpcError(id, JSONRPC_ERRORS.methodNotFound, `method not found: ${request.method}`),
-    );
+  const method = request.method;
+  if (method !== "message/send" && method !== "message/stream") {
+    return sendJson(res, 200, rpcError(id, JSONRPC_ERRORS.methodNotFound, `method not found: ${method}`));
   }
   const checked = parseSendParams(request.params);
   if (typeof checked === "string") {
@@ -195,28 +250,160 @@ async function handleRpc(req: IncomingMessage, res: ServerResponse, ctx: RpcCont
     if (!res.writableFinished) disconnected.abort();
   });
   const signal = AbortSignal.any([disconnected.signal, ctx.closing]);
-  let reply: AgentReply;
+  // A notification has no answer to stream: it runs like message/send and gets 204.
+  if (method === "message/stream" && !isNotification) {
+    return streamReply(res, { id, message: checked, signal }, ctx);
+  }
+
+  const { parts, add } = partsBuilder();
+  let reply: HandlerResult;
   try {
     reply = await ctx.onMessage(checked, { signal, requestId: id });
-    if (!reply || !Array.isArray(reply.parts)) throw new TypeError("handler returned no parts");
+    for await (const piece of pieces(reply)) {
+      if (signal.aborted) break;
+      add(piece);
+    }
   } catch (err) {
-    ctx.log("error", "a2a_handler_failed", { method: request.method, ...errorFields(err) });
+    if (signal.aborted) return;
+    ctx.log("error", "a2a_handler_failed", { method, ...errorFields(err) });
     return sendJson(res, 200, rpcError(id, JSONRPC_ERRORS.internalError, "internal error"));
   }
+  if (signal.aborted) return;
   if (isNotification) {
     res.writeHead(204).end();
     return;
   }
+  const whole = isAgentReply(reply) ? reply : { parts };
   const result = {
     kind: "message" as const,
     role: "agent" as const,
-    parts: reply.parts,
-    messageId: reply.messageId ?? randomUUID(),
-    ...((reply.contextId ?? checked.contextId) ? { contextId: reply.contextId ?? checked.contextId } : {}),
+    parts,
+    messageId: whole.messageId ?? randomUUID(),
+    ...((whole.contextId ?? checked.contextId) ? { contextId: whole.contextId ?? checked.contextId } : {}),
     ...(checked.taskId ? { taskId: checked.taskId } : {}),
-    ...(reply.metadata ? { metadata: reply.metadata } : {}),
+    ...(whole.metadata ? { metadata: whole.metadata } : {}),
   };
   sendJson(res, 200, { jsonrpc: "2.0", id, result });
+}
+
+/** Answers `message/stream`: the task, `working`, one artifact update per piece, then `completed` (final). */
+async function streamReply(
+  res: ServerResponse,
+  call: { id: JsonRpcId; message: A2AMessage; signal: AbortSignal },
+  ctx: RpcContext,
+): Promise<void> {
+  const { id, message, signal } = call;
+  const taskId = message.taskId ?? randomUUID();
+  const contextId = message.contextId ?? randomUUID();
+  const artifactId = randomUUID();
+  const status = (state: TaskState): TaskStatus => ({ state, timestamp: new Date().toISOString() });
+  const send = (result: StreamEvent) => writeEvent(res, { jsonrpc: "2.0", id, result });
+
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  await send({
+    kind: "task",
+    id: taskId,
+    contextId,
+    status: status("submitted"),
+    history: [{ ...message, kind: "message", taskId, contextId }],
+  });
+  await send({ kind: "status-update", taskId, contextId, status: status("working"), final: false });
+
+  let sent = 0;
+  let metadata: Record<string, unknown> | undefined;
+  try {
+    const reply = await ctx.onMessage(message, { signal, requestId: id });
+    const whole = isAgentReply(reply);
+    if (whole) metadata = reply.metadata;
+    for await (const piece of pieces(reply)) {
+      if (signal.aborted) break;
+      await send({
+        kind: "artifact-update",
+        taskId,
+        contextId,
+        artifact: { artifactId, name: "reply", parts: partsBuilder().add(piece) },
+        append: sent > 0,
+        ...(whole ? { lastChunk: true } : {}),
+      });
+      sent++;
+    }
+  } catch (err) {
+    if (!signal.aborted) {
+      ctx.log("error", "a2a_handler_failed", { method: "message/stream", ...errorFields(err) });
+      await writeEvent(res, rpcError(id, JSONRPC_ERRORS.internalError, "internal error"));
+      res.end();
+      return;
+    }
+  }
+  if (signal.aborted) {
+    ctx.log("info", "a2a_stream_abandoned", { sent });
+    return;
+  }
+  await send({
+    kind: "status-update",
+    taskId,
+    contextId,
+    status: status("completed"),
+    final: true,
+    ...(metadata ? { metadata } : {}),
+  });
+  res.end();
+}
+
+function isAgentReply(result: HandlerResult): result is AgentReply {
+  return !(result !== null && typeof result === "object" && Symbol.asyncIterator in result);
+}
+
+/** The reply as pieces: a whole reply is one piece (all its parts), a streamed one yields its own. */
+async function* pieces(result: HandlerResult): AsyncIterable<ReplyChunk | Part[]> {
+  if (isAgentReply(result)) {
+    if (!result || !Array.isArray(result.parts)) throw new TypeError("handler returned no parts");
+    if (result.parts.length > 0) yield result.parts;
+    return;
+  }
+  yield* result;
+}
+
+/** Collects pieces into parts: consecutive text pieces join into one text part; parts are kept as they are. */
+function partsBuilder(): { parts: Part[]; add(piece: ReplyChunk | Part[]): Part[] } {
+  const parts: Part[] = [];
+  let openText: TextPart | null = null;
+  return {
+    parts,
+    add(piece) {
+      if (typeof piece === "string") {
+        if (openText) openText.text += piece;
+        else {
+          openText = { kind: "text", text: piece };
+          parts.push(openText);
+        }
+        return parts;
+      }
+      openText = null;
+      for (const part of Array.isArray(piece) ? piece : [piece]) {
+        if (part === null || typeof part !== "object" || typeof part.kind !== "string") {
+          throw new TypeError("handler gave something that is neither text nor a part");
+        }
+        parts.push(part);
+      }
+      return parts;
+    },
+  };
+}
+
+/** Writes one server-sent event; waits while the client is slow to read, returns at once once it is gone. */
+async function writeEvent(res: ServerResponse, payload: unknown): Promise<void> {
+  if (res.destroyed) return;
+  if (res.write(`data: ${JSON.stringify(payload)}\n\n`)) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
 }
 
 /** The validated message, or a string saying what is wrong. */

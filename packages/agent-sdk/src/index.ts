@@ -4,13 +4,21 @@ export {
   type AgentReply,
   createA2AServer,
   DEFAULT_MAX_BODY_BYTES,
+  type HandlerResult,
   JSONRPC_ERRORS,
   type MessageContext,
   type MessageHandler,
   messageText,
   type Part,
+  type ReplyChunk,
   type StartedA2AServer,
+  type StreamEvent,
   startA2AServer,
+  type TaskArtifactUpdateEvent,
+  type TaskEvent,
+  type TaskState,
+  type TaskStatus,
+  type TaskStatusUpdateEvent,
   type TextPart,
 } from "./a2a-server.ts";
 export {
@@ -47,6 +55,7 @@ export {
   type StoredCredentials,
 } from "./credentials.ts";
 export { ConfigError, type EchoConfig, loadEchoConfig } from "./echo-config.ts";
+export { readEventStream } from "./event-stream.ts";
 export {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   type HeartbeatLoopOptions,

@@ -37,9 +37,8 @@ export type OnFailed = (operation: CpOperationRow, error: CpOperationError) => P
  * step as it finishes, retries retryable backend errors with exponential backoff. A process killed mid-operation
  * leaves a lease that expires; whoever claims the row next runs it again, and every backend call is idempotent.
  */
-export class OperationRunner {
+export class OperationRunner extends WorkLoop<CpOperationRow> {
   private readonly inFlight = new Set<string>();
-  private readonly loop: WorkLoop<CpOperationRow>;
 
   constructor(
     private readonly deps: ControlPlaneDeps,
@@ -48,31 +47,13 @@ export class OperationRunner {
     private readonly onFailed: OnFailed,
     pollIntervalMs = 500,
   ) {
-    this.loop = new WorkLoop({
+    super({
       claim: () => this.claim(),
       execute: (operation) => this.execute(operation),
       logger: deps.logger,
       pollIntervalMs,
       name: "operation",
     });
-  }
-
-  start(): void {
-    this.loop.start();
-  }
-
-  /** Called when a request queued an operation, so it starts now rather than at the next poll. */
-  wake(): void {
-    this.loop.wake();
-  }
-
-  stop(): Promise<void> {
-    return this.loop.stop();
-  }
-
-  /** Runs claimable operations one by one until none is left; returns how many ran. Tests call it directly. */
-  drain(): Promise<number> {
-    return this.loop.drain();
   }
 
   async claim(): Promise<CpOperationRow | null> {

@@ -27,41 +27,21 @@ class OperationSuperseded extends Error {}
  * keeps renewing, records each step as it finishes. A process killed mid-operation leaves a lease that expires;
  * whoever claims the row next runs it again, and every backend call is idempotent, so it converges.
  */
-export class OperationRunner {
+export class OperationRunner extends WorkLoop<OperationRow> {
   private readonly inFlight = new Set<string>();
-  private readonly loop: WorkLoop<OperationRow>;
 
   constructor(
     private readonly deps: PlatformDeps,
     private readonly instanceId: string,
     pollIntervalMs = 500,
   ) {
-    // Different workspaces' operations run side by side; one slow pull does not hold up the rest.
-    this.loop = new WorkLoop({
+    super({
       claim: () => this.claim(),
       execute: (operation) => this.execute(operation),
       logger: deps.logger,
       pollIntervalMs,
       name: "operation",
     });
-  }
-
-  start(): void {
-    this.loop.start();
-  }
-
-  /** Called when a request queued an operation, so it starts now rather than at the next poll. */
-  wake(): void {
-    this.loop.wake();
-  }
-
-  stop(): Promise<void> {
-    return this.loop.stop();
-  }
-
-  /** Runs claimable operations until none is left; returns how many ran. Tests call it directly. */
-  drain(): Promise<number> {
-    return this.loop.drain();
   }
 
   async claim(): Promise<OperationRow | null> {

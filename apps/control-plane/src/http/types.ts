@@ -1,4 +1,4 @@
-import type { Logger } from "pino";
+import type { RequestVariables } from "@molecule/service-kit/http";
 
 /** A tenant whose signed request was verified. */
 export interface TenantCaller {
@@ -7,9 +7,7 @@ export interface TenantCaller {
 }
 
 export interface AppEnv {
-  Variables: {
-    requestId: string;
-    logger: Logger;
+  Variables: RequestVariables & {
     tenant: TenantCaller;
     /** The exact body bytes the signature covered; JSON is parsed from these, never read twice. */
     rawBody: Uint8Array;

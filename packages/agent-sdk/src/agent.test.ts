@@ -84,7 +84,7 @@ describe("runAgent", () => {
     const reply = await send(`http://127.0.0.1:${info.port}/`, "hello");
     expect(reply.result.parts[0]?.text).toBe("echo: hello (API_KEY)");
     const card = await (await fetch(`http://127.0.0.1:${info.port}/.well-known/agent-card.json`)).json();
-    expect(card).toMatchObject({ name: "echo-test", url: info.url, capabilities: { streaming: false } });
+    expect(card).toMatchObject({ name: "echo-test", url: info.url, capabilities: { streaming: true } });
 
     await until(() => ws.heartbeats.length >= 3);
     expect(ws.status).toBe("online");

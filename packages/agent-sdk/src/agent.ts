@@ -5,7 +5,7 @@
  */
 import {
   type A2AMessage,
-  type AgentReply,
+  type HandlerResult,
   type MessageContext,
   type StartedA2AServer,
   startA2AServer,
@@ -32,7 +32,11 @@ export interface AgentMessageContext extends MessageContext {
   secrets: Readonly<Record<string, string>>;
 }
 
-export type AgentMessageHandler = (message: A2AMessage, context: AgentMessageContext) => Promise<AgentReply>;
+/** A whole reply, or its pieces as they become ready; see `MessageHandler`. */
+export type AgentMessageHandler = (
+  message: A2AMessage,
+  context: AgentMessageContext,
+) => HandlerResult | Promise<HandlerResult>;
 
 export interface RunAgentOptions {
   platformUrl: string;
@@ -94,7 +98,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
 
   const card = (): AgentCard => ({
     protocolVersion: "0.3.0",
-    capabilities: { streaming: false, pushNotifications: false },
+    capabilities: { streaming: true, pushNotifications: false },
     defaultInputModes: ["text/plain"],
     defaultOutputModes: ["text/plain"],
     skills: [],

@@ -1,5 +1,5 @@
 /** The echo agent's card and reply, shared by the workspace image's entry and the `molecule-agent` CLI. */
-import { type A2AMessage, type AgentReply, messageText } from "./a2a-server.ts";
+import { type A2AMessage, messageText } from "./a2a-server.ts";
 import type { AgentCard } from "./client.ts";
 
 export const ECHO_CARD: AgentCard = {
@@ -9,6 +9,17 @@ export const ECHO_CARD: AgentCard = {
   skills: [{ id: "echo", name: "Echo", description: "Repeats the text it is sent.", tags: ["echo"] }],
 };
 
-export async function echoReply(message: A2AMessage): Promise<AgentReply> {
-  return { parts: [{ kind: "text", text: `echo: ${messageText(message)}` }] };
+/** `echo: <text>`, in pieces as a model's answer would come: the prefix, then the text in up to three parts. */
+export async function* echoReply(message: A2AMessage): AsyncGenerator<string> {
+  yield "echo: ";
+  yield* echoPieces(messageText(message));
+}
+
+/** The text cut after whitespace into at most three pieces of about as many words each; "" gives none. */
+export function echoPieces(text: string): string[] {
+  const words = text.split(/(?<=\s)/).filter((word) => word !== "");
+  const size = Math.ceil(words.length / 3);
+  const pieces: string[] = [];
+  for (let i = 0; i < words.length; i += size) pieces.push(words.slice(i, i + size).join(""));
+  return pieces;
 }

@@ -85,7 +85,11 @@ function shape(env: z.infer<typeof EnvSchema>) {
     tenantBackend: {
       name: env.CP_TENANT_BACKEND,
       image: env.TENANT_IMAGE,
-      network: env.TENANT_NETWORK,
+      /** `bridge` puts tenants on WORKSPACE_NETWORK when that is a user-defined network, so workspaces reach them by name. */
+      network:
+        env.TENANT_NETWORK === "bridge" && !["host", "bridge", "none"].includes(env.WORKSPACE_NETWORK)
+          ? env.WORKSPACE_NETWORK
+          : env.TENANT_NETWORK,
       /** `external`: the org's tenant URL, `{slug}` replaced (tenants are started by the operator). */
       urlTemplate: env.TENANT_URL_TEMPLATE ?? null,
     },

@@ -12,13 +12,11 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { runAgent } from "./agent.ts";
 import { CredentialsError } from "./credentials.ts";
-import { ECHO_CARD, echoReply } from "./echo.ts";
+import { ECHO_CARD } from "./echo.ts";
+import { runEchoProcess } from "./echo-process.ts";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS } from "./heartbeat.ts";
 import { createJsonLogger, errorFields } from "./log.ts";
-
-const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export const USAGE = `Usage: molecule-agent run --platform URL --url URL [--token TOKEN] [--workspace ID] [options]
 
@@ -234,31 +232,8 @@ export async function runCli(
   const options = command.options;
   const log = createJsonLogger({ base: { service: "molecule-agent", workspaceId: options.workspaceId } });
 
-  const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
-      log("warn", "shutdown_forced", { signal: name });
-      process.exit(1);
-    }
-    log("info", "shutdown_requested", { signal: name });
-    controller.abort();
-    setTimeout(() => {
-      log("error", "shutdown_deadline_exceeded", { deadlineMs: SHUTDOWN_DEADLINE_MS });
-      process.exit(1);
-    }, SHUTDOWN_DEADLINE_MS).unref();
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
-
-  log("info", "starting", {
-    platformUrl: options.platformUrl,
-    url: options.url,
-    port: options.port,
-    stateDir: options.stateDir,
-    registration: options.token === undefined ? "stored bearer token expected" : "registration token given",
-  });
   try {
-    const stop = await runAgent({
+    const stop = await runEchoProcess({
       platformUrl: options.platformUrl,
       workspaceId: options.workspaceId,
       bootToken: options.token,
@@ -267,10 +242,16 @@ export async function runCli(
       host: options.host,
       publicUrl: options.url,
       card: { ...ECHO_CARD, name: options.workspaceId },
-      onMessage: echoReply,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
-      signal: controller.signal,
       log,
+      starting: {
+        platformUrl: options.platformUrl,
+        url: options.url,
+        port: options.port,
+        stateDir: options.stateDir,
+        registration:
+          options.token === undefined ? "stored bearer token expected" : "registration token given",
+      },
     });
     if (stop.reason === "removed")
       io.stderr(`molecule-agent: workspace ${options.workspaceId} was deleted\n`);
@@ -281,9 +262,6 @@ export async function runCli(
     const message = err instanceof Error ? err.message : String(err);
     io.stderr(`molecule-agent: ${err instanceof CredentialsError ? message : firstLine(message)}\n`);
     return 1;
-  } finally {
-    process.off("SIGTERM", onSignal);
-    process.off("SIGINT", onSignal);
   }
 }
 

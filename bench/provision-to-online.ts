@@ -9,9 +9,9 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { createDockerProvisioner } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
+import { freePort } from "../test-support/net.ts";
 import { ensureTemplate } from "../test-support/pg.ts";
 import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
 
@@ -40,18 +40,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, inter
     if (Date.now() > deadline) throw new Error(`timed out after ${STEP_TIMEOUT_MS} ms waiting for ${what}`);
     await sleep(intervalMs);
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function ensureImage(): Promise<void> {

@@ -3,7 +3,6 @@
  * control-plane credential, unreachable control plane) and a start against the in-test control-plane emulator that
  * posts its boot events and runs a workspace through the control plane.
  */
-import { createServer } from "node:net";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
   type CpEmulator,
@@ -11,6 +10,7 @@ import {
   TEST_SIGNING_KEY,
   TEST_TENANT_TOKEN,
 } from "../packages/provisioner-core/src/controlplane/testkit.ts";
+import { freePort } from "../test-support/net.ts";
 import { killAllPlatformProcesses, spawnPlatform, startPlatformProcess } from "../test-support/process.ts";
 import { waitFor } from "../test-support/wait.ts";
 
@@ -25,18 +25,6 @@ async function emulator(): Promise<CpEmulator> {
   const e = await startControlPlaneEmulator();
   emulators.push(e);
   return e;
-}
-
-async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function saasEnv(cpUrl: string): Record<string, string> {
@@ -84,7 +72,7 @@ describe("tenant platform start-up in controlplane mode", () => {
   });
 
   it("gives up with one line when the control plane never answers", async () => {
-    const url = `http://127.0.0.1:${await closedPort()}`;
+    const url = `http://127.0.0.1:${await freePort()}`;
     const { code, output } = await runToExit({
       ...saasEnv(url),
       CP_STARTUP_WAIT_SECONDS: "1",
@@ -100,7 +88,7 @@ describe("tenant platform start-up in controlplane mode", () => {
     const cp = await emulator();
     const { code, output } = await runToExit({
       ...saasEnv(cp.url),
-      DATABASE_URL: `postgres://molecule:db-password-xyz@127.0.0.1:${await closedPort()}/nowhere`,
+      DATABASE_URL: `postgres://molecule:db-password-xyz@127.0.0.1:${await freePort()}/nowhere`,
       LOG_LEVEL: "silent",
     });
     expect(code).not.toBe(0);

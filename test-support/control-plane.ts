@@ -8,7 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deriveTenantSigningKey } from "@molecule/contracts";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
-import { CONTROL_PLANE_MAIN, freePort, type PlatformExit, spawnPlatform } from "./process.ts";
+import { freePort } from "./net.ts";
+import {
+  CONTROL_PLANE_MAIN,
+  callJson,
+  type PlatformExit,
+  spawnPlatform,
+  waitUntilHealthy,
+} from "./process.ts";
 
 export interface ControlPlaneProcess {
   /** `http://127.0.0.1:<port>` */
@@ -57,28 +64,12 @@ export async function startControlPlaneProcess(
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
   const spawned = spawnPlatform(env, CONTROL_PLANE_MAIN);
-  const { child, output } = spawned;
-
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
-  let adminToken = env.CP_ADMIN_API_TOKEN;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await spawned.waitForExit(2_000).catch(() => {});
-      throw new Error(`control plane exited before answering /health:\n${output()}`);
-    }
-    const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) })
-      .then((response) => response.ok)
-      .catch(() => false);
-    adminToken ??= /Admin token[^:]*: (\S+)/.exec(output())?.[1];
-    if (healthy && adminToken) break;
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      await spawned.waitForExit(5_000).catch(() => {});
-      throw new Error(`control plane did not become healthy at ${url}/health in time:\n${output()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const token = adminToken;
+  const token = await waitUntilHealthy(spawned, {
+    name: "control plane",
+    url,
+    adminToken: env.CP_ADMIN_API_TOKEN,
+    readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+  });
   const sharedSecret = env.PROVISION_SHARED_SECRET;
 
   return {
@@ -86,35 +77,11 @@ export async function startControlPlaneProcess(
     port,
     dataDir,
     adminToken: token,
-    pid: child.pid ?? -1,
-    output,
+    pid: spawned.child.pid ?? -1,
+    output: spawned.output,
     waitForExit: spawned.waitForExit,
-    async kill(signal: NodeJS.Signals = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        return { code: child.exitCode, signal: child.signalCode as NodeJS.Signals | null };
-      }
-      child.kill(signal);
-      return spawned.waitForExit();
-    },
-    async admin(method, path, body) {
-      const response = await fetch(`${url}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(15_000),
-      });
-      const text = await response.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : null;
-      } catch {
-        // not JSON: keep the text
-      }
-      return { status: response.status, body: parsed };
-    },
+    kill: spawned.kill,
+    admin: (method, path, body) => callJson(url, token, method, path, body),
     tenantClient(orgId, credential) {
       if (!sharedSecret) throw new Error("tenantClient needs PROVISION_SHARED_SECRET in the start options");
       return new ControlPlaneClient({

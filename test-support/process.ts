@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "./net.ts";
+
+export { freePort };
 
 /** The repository root: the platform is started from here so `--import tsx` resolves the root devDependency. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -65,6 +67,8 @@ export interface SpawnedPlatform {
   child: ChildProcess;
   output(): string;
   waitForExit(timeoutMs?: number): Promise<PlatformExit>;
+  /** Sends `signal` (default SIGTERM) unless the process has already exited, and waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<PlatformExit>;
 }
 
 const live = new Set<ChildProcess>();
@@ -72,20 +76,6 @@ const live = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of live) child.kill("SIGKILL");
 });
-
-/** A loopback port nobody listens on right now: listen on 0, read it, close. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 export function uniqueDeployment(): string {
   return `e2e-${randomBytes(4).toString("hex")}`;
@@ -151,7 +141,74 @@ export function spawnPlatform(env: Record<string, string | undefined>, main = MA
       clearTimeout(timer);
     }
   };
-  return { child, output, waitForExit };
+  const kill = async (signal: NodeJS.Signals = "SIGTERM"): Promise<PlatformExit> => {
+    const done = exitOf(child);
+    if (done) return done;
+    child.kill(signal);
+    return waitForExit();
+  };
+  return { child, output, waitForExit, kill };
+}
+
+/**
+ * Waits until `${url}/health` answers and the admin token is known: `adminToken` when given, else the one the process
+ * printed (`Admin token…: <token>`). Fails with the process's output if it exits first or does not get there within
+ * `readyTimeoutMs` (then it is killed). `name` says which service in the error.
+ */
+export async function waitUntilHealthy(
+  spawned: SpawnedPlatform,
+  options: { name: string; url: string; adminToken: string | undefined; readyTimeoutMs: number },
+): Promise<string> {
+  const { child, output } = spawned;
+  const { name, url } = options;
+  const deadline = Date.now() + options.readyTimeoutMs;
+  let adminToken = options.adminToken;
+  for (;;) {
+    const exit = exitOf(child);
+    if (exit) {
+      await spawned.waitForExit(2_000).catch(() => {});
+      throw new Error(`${name} exited (${JSON.stringify(exit)}) before answering /health:\n${output()}`);
+    }
+    const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) })
+      .then((response) => response.ok)
+      .catch(() => false);
+    adminToken ??= /Admin token[^:]*: (\S+)/.exec(output())?.[1];
+    if (healthy && adminToken) return adminToken;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      await spawned.waitForExit(5_000).catch(() => {});
+      throw new Error(`${name} did not become healthy at ${url}/health in time:\n${output()}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** One JSON call with a bearer token; the body is parsed JSON when there is one, else the text. */
+export async function callJson(
+  url: string,
+  token: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: API answers are asserted on field by field in tests
+): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, body: parsed };
 }
 
 /**
@@ -175,30 +232,12 @@ export async function startPlatformProcess(options: StartOptions = {}): Promise<
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
   const spawned = spawnPlatform(env);
-  const { child, output } = spawned;
-
-  const tokenPrinted = () => /Admin token[^:]*: (\S+)/.exec(output())?.[1];
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
-  let adminToken = env.ADMIN_TOKEN;
-  for (;;) {
-    const exit = exitOf(child);
-    if (exit) {
-      await spawned.waitForExit(2_000).catch(() => {});
-      throw new Error(`platform exited (${JSON.stringify(exit)}) before answering /health:\n${output()}`);
-    }
-    const healthy = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) })
-      .then((response) => response.ok)
-      .catch(() => false);
-    adminToken ??= tokenPrinted();
-    if (healthy && adminToken) break;
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      await spawned.waitForExit(5_000).catch(() => {});
-      throw new Error(`platform did not become healthy at ${url}/health in time:\n${output()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const token = adminToken;
+  const token = await waitUntilHealthy(spawned, {
+    name: "platform",
+    url,
+    adminToken: env.ADMIN_TOKEN,
+    readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
+  });
 
   return {
     url,
@@ -206,34 +245,11 @@ export async function startPlatformProcess(options: StartOptions = {}): Promise<
     deployment: String(env.MOLECULE_DEPLOYMENT),
     dataDir: String(env.MOLECULE_DATA_DIR),
     adminToken: token,
-    pid: child.pid ?? -1,
-    output,
+    pid: spawned.child.pid ?? -1,
+    output: spawned.output,
     waitForExit: spawned.waitForExit,
-    async kill(signal: NodeJS.Signals = "SIGTERM") {
-      const done = exitOf(child);
-      if (done) return done;
-      child.kill(signal);
-      return spawned.waitForExit();
-    },
-    async call(method, path, body) {
-      const response = await fetch(`${url}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(15_000),
-      });
-      const text = await response.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : null;
-      } catch {
-        // not JSON: keep the text
-      }
-      return { status: response.status, body: parsed };
-    },
+    kill: spawned.kill,
+    call: (method, path, body) => callJson(url, token, method, path, body),
   };
 }
 

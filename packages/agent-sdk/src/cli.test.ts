@@ -1,26 +1,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../../test-support/net.ts";
 import { parseCli, UsageError } from "./cli.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
 const entry = fileURLToPath(new URL("./cli.ts", import.meta.url));
-
-/** A loopback port nobody listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 async function until(what: string, check: () => boolean): Promise<void> {
   const deadline = Date.now() + 20_000;

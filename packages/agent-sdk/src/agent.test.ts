@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { messageText } from "./a2a-server.ts";
 import { type AgentReadyInfo, type RunAgentOptions, runAgent } from "./agent.ts";
 import { CredentialsError } from "./credentials.ts";
+import { sendText } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
 const platform = new FakePlatform();
@@ -56,15 +57,7 @@ async function until(check: () => boolean, ms = 5_000): Promise<void> {
 }
 
 async function send(url: string, text: string) {
-  const res = await fetch(url, {
-    method: "POST",
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 1,
-      method: "message/send",
-      params: { message: { role: "user", parts: [{ kind: "text", text }], messageId: "m" } },
-    }),
-  });
+  const res = await sendText(url, text);
   return (await res.json()) as { result: { parts: { text: string }[] } };
 }
 

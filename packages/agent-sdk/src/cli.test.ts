@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test-support/net.ts";
 import { parseCli, UsageError } from "./cli.ts";
+import { sendText, spawnEntry, waitForEvent } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
 const entry = fileURLToPath(new URL("./cli.ts", import.meta.url));
@@ -165,37 +165,7 @@ describe("molecule-agent process", () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  function cli(args: string[]) {
-    const child = spawn(process.execPath, ["--import", "tsx", entry, ...args], {
-      env: { PATH: process.env.PATH ?? "", HOME: stateDir },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const out: string[] = [];
-    let err = "";
-    let buffer = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const lines = buffer.split("\n");
-      buffer = lines.pop() ?? "";
-      out.push(...lines);
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    return { child, out, stderr: () => err, exited };
-  }
-
-  async function waitForEvent(out: string[], event: string, child: ChildProcess) {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const line = out.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === event);
-      if (line) return line;
-      if (Date.now() > deadline || child.exitCode !== null)
-        throw new Error(`no ${event} in:\n${out.join("\n")}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
+  const cli = (args: string[]) => spawnEntry(entry, args, { PATH: process.env.PATH ?? "", HOME: stateDir });
 
   const runArgs = (id: string, port: number, token?: string) => [
     "run",
@@ -217,18 +187,10 @@ describe("molecule-agent process", () => {
     const port = await freePort();
     const first = cli(runArgs("ws_cli_proc", port, token));
     try {
-      const ready = await waitForEvent(first.out, "agent_ready", first.child);
+      const ready = await waitForEvent(first, "agent_ready");
       expect(ready).toMatchObject({ authSource: "registered", port, url: `http://127.0.0.1:${port}` });
       expect(platform.workspace("ws_cli_proc").url).toBe(`http://127.0.0.1:${port}`);
-      const reply = await fetch(`http://127.0.0.1:${port}`, {
-        method: "POST",
-        body: JSON.stringify({
-          jsonrpc: "2.0",
-          id: "1",
-          method: "message/send",
-          params: { message: { role: "user", parts: [{ kind: "text", text: "hi" }], messageId: "m" } },
-        }),
-      });
+      const reply = await sendText(`http://127.0.0.1:${port}`, "hi");
       expect(await reply.json()).toMatchObject({ result: { parts: [{ kind: "text", text: "echo: hi" }] } });
       // The loop goes on beating at --heartbeat-interval-ms.
       await until("three heartbeats", () => platform.workspace("ws_cli_proc").heartbeats.length >= 3);
@@ -244,7 +206,7 @@ describe("molecule-agent process", () => {
     // Same state directory, no token: the stored bearer token is used, no second registration.
     const second = cli(runArgs("ws_cli_proc", port));
     try {
-      const ready = await waitForEvent(second.out, "agent_ready", second.child);
+      const ready = await waitForEvent(second, "agent_ready");
       expect(ready).toMatchObject({ authSource: "stored", port });
       expect(platform.workspace("ws_cli_proc").registrations).toBe(1);
     } finally {
@@ -263,7 +225,7 @@ describe("molecule-agent process", () => {
   it("exits 0 when the workspace is deleted", async () => {
     const token = platform.addWorkspace("ws_cli_gone");
     const run = cli(runArgs("ws_cli_gone", await freePort(), token));
-    await waitForEvent(run.out, "agent_ready", run.child);
+    await waitForEvent(run, "agent_ready");
     platform.remove("ws_cli_gone");
     expect(await run.exited).toBe(0);
     expect(run.stderr()).toBe("molecule-agent: workspace ws_cli_gone was deleted\n");

@@ -1,9 +1,10 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readEventStream } from "./event-stream.ts";
+import { sendText, spawnEntry, waitForEvent } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
 const entry = fileURLToPath(new URL("./echo-agent.ts", import.meta.url));
@@ -18,41 +19,8 @@ afterAll(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function spawnEcho(env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const out: string[] = [];
-  let err = "";
-  let buffer = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    buffer += chunk.toString();
-    const lines = buffer.split("\n");
-    buffer = lines.pop() ?? "";
-    out.push(...lines);
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    err += chunk.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return { child, out, stderr: () => err, exited };
-}
-
-async function waitForEvent(
-  out: string[],
-  event: string,
-  child: ChildProcess,
-): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const line = out.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === event);
-    if (line) return line;
-    if (Date.now() > deadline || child.exitCode !== null)
-      throw new Error(`no ${event} in:\n${out.join("\n")}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const spawnEcho = (env: Record<string, string>) =>
+  spawnEntry(entry, [], { PATH: process.env.PATH ?? "", ...env });
 
 describe("echo-agent process", () => {
   it("registers, echoes, and exits 0 on SIGTERM without logging tokens or secret values", async () => {
@@ -67,21 +35,35 @@ describe("echo-agent process", () => {
       WORKSPACE_STATE_DIR: stateDir,
     });
     try {
-      const ready = await waitForEvent(agent.out, "agent_ready", agent.child);
+      const ready = await waitForEvent(agent, "agent_ready");
       const url = String(ready.url);
       expect(platform.workspace("ws_echo_proc").url).toBe(url);
-      const res = await fetch(url, {
-        method: "POST",
-        body: JSON.stringify({
-          jsonrpc: "2.0",
-          id: "1",
-          method: "message/send",
-          params: { message: { role: "user", parts: [{ kind: "text", text: "ping" }], messageId: "m" } },
-        }),
-      });
+      const res = await sendText(url, "ping");
       expect(await res.json()).toMatchObject({
         result: { role: "agent", parts: [{ kind: "text", text: "echo: ping" }] },
       });
+
+      // Streamed, the reply comes in pieces: the prefix, then the words.
+      const streamed = await sendText(url, "ping pong", "message/stream");
+      expect(streamed.headers.get("content-type")).toBe("text/event-stream");
+      if (!streamed.body) throw new Error("no body");
+      const events: { kind: string; artifact?: { parts: { text: string }[] } }[] = [];
+      for await (const event of readEventStream(streamed.body))
+        events.push((event as { result: never }).result);
+      expect(events.map((e) => e.kind)).toEqual([
+        "task",
+        "status-update",
+        "artifact-update",
+        "artifact-update",
+        "artifact-update",
+        "status-update",
+      ]);
+      expect(events.flatMap((e) => e.artifact?.parts.map((p) => p.text) ?? [])).toEqual([
+        "echo: ",
+        "ping ",
+        "pong",
+      ]);
+      expect(events.at(-1)).toMatchObject({ status: { state: "completed" }, final: true });
     } finally {
       agent.child.kill("SIGTERM");
     }

@@ -383,9 +383,11 @@ describe("the bundle's snippets, run as printed", () => {
       output += chunk;
     });
     try {
+      // The snippet prints its line after the heartbeat's answer arrives, which can be after the row says online.
       await waitFor(
-        `workspace ${id} online`,
-        async () => ((await statusOf(id)).status === "online" ? true : undefined),
+        `workspace ${id} online and the snippet's "heartbeat: online" line`,
+        async () =>
+          (await statusOf(id)).status === "online" && output.includes("heartbeat: online") ? true : undefined,
         30_000,
       );
     } catch (error) {

@@ -35,7 +35,7 @@ beforeAll(async () => {
   platform = await createTestPlatform(
     provisioner,
     { deployment, workspaceEnv: { HEARTBEAT_INTERVAL_MS: "1000" } },
-    { sweepIntervalMs: 1_000, resolveAgentHost: createContainerResolver(docker, network) },
+    { sweepIntervalMs: 1_000, resolveAgentHost: createContainerResolver(network, { docker }) },
   );
   // On all interfaces, so containers reach it through the host gateway.
   const port = await new Promise<number>((resolve) => {

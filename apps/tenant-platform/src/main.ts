@@ -12,7 +12,12 @@ import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
 import { makeAdminToken, makeSecretsKey, persistedSecret } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
-import { buildControlPlaneClient, buildProvisioner, selectedBackend } from "./provisioner.ts";
+import {
+  buildAgentHostResolver,
+  buildControlPlaneClient,
+  buildProvisioner,
+  selectedBackend,
+} from "./provisioner.ts";
 import { Sealer } from "./services/crypto.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
@@ -173,6 +178,7 @@ async function run(
     ids: createIdGenerator(),
     logger,
     events: new EventBus(),
+    resolveAgentHost: buildAgentHostResolver(config),
     settings: {
       // in controlplane mode the control plane's word on the org is the one that counts
       orgId: runtime?.org_id ?? config.org.id,

@@ -1,10 +1,13 @@
 import type { TenantRuntimeConfig } from "@molecule/contracts";
 import {
   type BackendSelection,
+  type ContainerResolver,
   ControlPlaneClient,
+  createContainerResolver,
   createControlPlaneProvisioner,
   createDockerProvisioner,
   createFlyProvisioner,
+  isUserDefinedNetwork,
   type Provisioner,
   selectBackend,
 } from "@molecule/provisioner-core";
@@ -83,4 +86,14 @@ export function buildProvisioner(
         logger: logger.child({ component: "controlplane" }),
       });
   }
+}
+
+/**
+ * On a user-defined Docker network agents are addressed by container name (`ws-<id>`), which only Docker's DNS
+ * knows; a platform running on the host asks the engine instead. Other backends and networks: the system resolver.
+ */
+export function buildAgentHostResolver(config: TenantConfig): ContainerResolver | undefined {
+  if (selectedBackend(config).backend !== "docker") return undefined;
+  if (!isUserDefinedNetwork(config.workspaces.network)) return undefined;
+  return createContainerResolver(config.workspaces.network);
 }

@@ -7,7 +7,7 @@
  * container (`http://tenant-<slug>:<port>`) and how the platform reaches agents (`http://ws-<workspace id>:<port>`).
  */
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
-import type Dockerode from "dockerode";
+import Dockerode from "dockerode";
 import { LABELS } from "../naming.ts";
 import { dockerCall } from "./engine.ts";
 import { dockerStatusCode, toProvisionerError } from "./errors.ts";
@@ -74,9 +74,11 @@ const systemLookup: ContainerResolver = (hostname) =>
  * Molecule are resolved; every other name goes to `fallback` (the system resolver by default).
  */
 export function createContainerResolver(
-  docker: Dockerode,
   network: string,
-  fallback: ContainerResolver = systemLookup,
+  {
+    docker = new Dockerode(),
+    fallback = systemLookup,
+  }: { docker?: Dockerode; fallback?: ContainerResolver } = {},
 ): ContainerResolver {
   return async (hostname) => {
     if (!isUserDefinedNetwork(network) || !/^[a-z0-9][a-z0-9_.-]*$/.test(hostname)) return fallback(hostname);

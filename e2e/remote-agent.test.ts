@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readEventStream, runFlags, type StreamEvent } from "@molecule/agent-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
 import {
@@ -112,18 +113,13 @@ describe("a remote agent run with molecule-agent", () => {
     expect(created.connection.platform_url).toBe(platform.url);
     const port = await freePort();
     const stateDir = tempDir();
-    const args = [
-      "--platform",
-      created.connection.platform_url,
-      "--workspace",
-      id,
-      "--url",
-      `http://127.0.0.1:${port}`,
-      "--state-dir",
+    const args = runFlags({
+      platformUrl: created.connection.platform_url,
+      workspaceId: id,
+      url: `http://127.0.0.1:${port}`,
       stateDir,
-      "--heartbeat-interval-ms",
-      "300",
-    ];
+      heartbeatIntervalMs: 300,
+    });
     const agent = startCli([...args, "--token", created.connection.registration_token]);
     await waitForStatus(id, "online", agent);
     expect((await platform.call("GET", `/workspaces/${id}`)).body.url).toBe(`http://127.0.0.1:${port}`);
@@ -151,12 +147,7 @@ describe("a remote agent run with molecule-agent", () => {
     const agent = startCli([
       "--bundle",
       bundle,
-      "--url",
-      `http://127.0.0.1:${port}`,
-      "--state-dir",
-      tempDir(),
-      "--heartbeat-interval-ms",
-      "300",
+      ...runFlags({ url: `http://127.0.0.1:${port}`, stateDir: tempDir(), heartbeatIntervalMs: 300 }),
     ]);
     await waitForStatus(id, "online", agent);
 
@@ -178,6 +169,47 @@ describe("a remote agent run with molecule-agent", () => {
     const answer = (await response.json()) as { result: { parts: { text: string }[] } };
     expect(answer).toMatchObject({ jsonrpc: "2.0", id: 7, result: { role: "agent" } });
     expect(answer.result.parts[0]?.text).toBe("echo: hello there");
+
+    // Streamed through the platform: the events come in order, the reply in pieces, and the last one completes.
+    const streamed = await fetch(`${platform.url}/workspaces/${id}/a2a`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${stored.authToken}`,
+        "content-type": "application/json",
+        accept: "text/event-stream",
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 8,
+        method: "message/stream",
+        params: {
+          message: { role: "user", messageId: "m-8", parts: [{ kind: "text", text: "stream this reply" }] },
+        },
+      }),
+    });
+    expect(streamed.status).toBe(200);
+    expect(streamed.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    if (!streamed.body) throw new Error("no body");
+    const events: { jsonrpc: string; id: number; result: StreamEvent }[] = [];
+    for await (const event of readEventStream(streamed.body)) events.push(event as (typeof events)[number]);
+    expect(events.every((e) => e.jsonrpc === "2.0" && e.id === 8)).toBe(true);
+    const results = events.map((e) => e.result);
+    expect(results.map((r) => r.kind)).toEqual([
+      "task",
+      "status-update",
+      "artifact-update",
+      "artifact-update",
+      "artifact-update",
+      "artifact-update",
+      "status-update",
+    ]);
+    expect(results[0]).toMatchObject({ kind: "task", status: { state: "submitted" } });
+    expect(results[1]).toMatchObject({ status: { state: "working" }, final: false });
+    const pieces = results.flatMap((r) =>
+      r.kind === "artifact-update" ? r.artifact.parts.map((p) => (p as { text: string }).text) : [],
+    );
+    expect(pieces).toEqual(["echo: ", "stream ", "this ", "reply"]);
+    expect(results.at(-1)).toMatchObject({ status: { state: "completed" }, final: true });
 
     agent.child.kill("SIGTERM");
     expect((await agent.exited).code).toBe(0);

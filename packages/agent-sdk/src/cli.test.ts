@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test-support/net.ts";
-import { parseCli, UsageError } from "./cli.ts";
+import { parseCli, runFlags, UsageError } from "./cli.ts";
 import { sendText, spawnEntry, waitForEvent } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
@@ -104,6 +104,21 @@ describe("parseCli", () => {
     );
   });
 
+  it("reads back what runFlags writes", () => {
+    const options = {
+      platformUrl: "http://127.0.0.1:9000",
+      workspaceId: "ws_flags",
+      token: "mbt_flags",
+      url: "http://127.0.0.1:7000",
+      port: 7001,
+      host: "0.0.0.0",
+      stateDir: "/state",
+      heartbeatIntervalMs: 250,
+    };
+    expect(parse(["run", ...runFlags(options)])).toEqual({ kind: "run", options });
+    expect(runFlags({ workspaceId: "ws_1", token: undefined })).toEqual(["--workspace", "ws_1"]);
+  });
+
   it("answers help, and refuses bad usage with one line", () => {
     expect(parse(["--help"])).toEqual({ kind: "help" });
     expect(parse(["run", "-h"])).toEqual({ kind: "help" });
@@ -169,17 +184,14 @@ describe("molecule-agent process", () => {
 
   const runArgs = (id: string, port: number, token?: string) => [
     "run",
-    "--platform",
-    platform.url,
-    "--workspace",
-    id,
-    "--url",
-    `http://127.0.0.1:${port}`,
-    "--state-dir",
-    stateDir,
-    "--heartbeat-interval-ms",
-    "200",
-    ...(token ? ["--token", token] : []),
+    ...runFlags({
+      platformUrl: platform.url,
+      workspaceId: id,
+      url: `http://127.0.0.1:${port}`,
+      stateDir,
+      heartbeatIntervalMs: 200,
+      token,
+    }),
   ];
 
   it("registers, serves the echo agent, heartbeats, and restarts on its stored token after SIGTERM", async () => {

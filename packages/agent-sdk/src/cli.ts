@@ -212,6 +212,24 @@ function readBundle(
   };
 }
 
+/**
+ * The `run` flags for these options, in the form `parseCli` reads back (for scripts and tests that start the CLI).
+ * Options left out are left to their defaults.
+ */
+export function runFlags(options: Partial<CliRunOptions>): string[] {
+  const flags: [string, string | number | undefined][] = [
+    ["--platform", options.platformUrl],
+    ["--workspace", options.workspaceId],
+    ["--url", options.url],
+    ["--port", options.port],
+    ["--host", options.host],
+    ["--state-dir", options.stateDir],
+    ["--heartbeat-interval-ms", options.heartbeatIntervalMs],
+    ["--token", options.token],
+  ];
+  return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, String(value)]));
+}
+
 /** Runs the agent until a signal or the workspace's deletion; returns the exit status. */
 export async function runCli(
   argv: readonly string[],

@@ -31,6 +31,7 @@ export {
 } from "./agent.ts";
 export { type BackoffOptions, backoffDelay, type Sleep, sleep } from "./backoff.ts";
 export { materializeBootConfig } from "./boot-config.ts";
+export { type CliRunOptions, runFlags } from "./cli.ts";
 export {
   type AgentCard,
   type CallOptions,

@@ -2,8 +2,8 @@
  * The `controlplane` backend: a SaaS tenant holds no cloud credentials and asks the control plane to run its
  * workspaces. Each lifecycle call is one signed, idempotent request that answers 202 with an operation; the backend
  * then polls GET /cp/operations/:id until it ends, passing the control plane's steps on as they appear. Polls start
- * almost at once and space out (×1.5 each time, up to a cap), so a quick operation is seen as soon as it ends and a
- * slow one costs about one request a second.
+ * almost at once and space out (×1.5 each time, up to 500 ms), so a quick operation is seen within milliseconds of its
+ * end and a slow one is never seen more than 500 ms late, for two requests a second.
  */
 import {
   CpAccepted,
@@ -40,7 +40,7 @@ export interface ControlPlaneProvisionerOptions extends ControlPlaneClientOption
   orgId?: string;
   /** The wait before the first poll of an operation (default 15 ms); each later wait is 1.5 times the last… */
   pollInitialMs?: number;
-  /** …up to this (default 1 s). */
+  /** …up to this (default 500 ms). */
   pollMaxMs?: number;
   /** How long to wait for one operation to end before giving up with a retryable timeout (default 15 min). */
   operationTimeoutMs?: number;
@@ -58,7 +58,7 @@ type Operation = CpOperationView;
 const ManagedList = CpManagedWorkspace.array();
 
 export const DEFAULT_POLL_INITIAL_MS = 15;
-export const DEFAULT_POLL_MAX_MS = 1_000;
+export const DEFAULT_POLL_MAX_MS = 500;
 const POLL_GROWTH = 1.5;
 
 /** The waits between polls of one operation: `initialMs`, then 1.5 times longer each time, capped at `maxMs`. */

@@ -79,6 +79,8 @@ interface Trace {
   backendIn?: number;
   backendOut?: number;
   finished?: number;
+  /** When the first poll that answered `succeeded` arrived, and when it was answered. */
+  seenIn?: number;
   seen?: number;
   polls: number;
 }
@@ -97,7 +99,8 @@ const PHASES = [
   ["claimed → backend called", "control plane: operation input read and unsealed"],
   ["backend call", "the fake, zero latency"],
   ["backend → finished_at", "steps and finish written"],
-  ["finished → poll sees it", "the caller's poll schedule"],
+  ["finished → the poll arrives", "the caller's poll schedule"],
+  ["the poll answered", "control plane: auth, nonce, operation read"],
   ["poll answer → caller sees", "tenant: status change; the bench's own 5 ms poll"],
 ] as const;
 
@@ -116,7 +119,8 @@ function phases(started: number, total: number, t: Trace): number[] {
     need(t.backendIn, "backend call"),
     need(t.backendOut, "backend return"),
     need(t.finished, "finished_at"),
-    need(t.seen, "poll that saw the end"),
+    need(t.seenIn, "poll that saw the end"),
+    need(t.seen, "its answer"),
     started + total,
   ];
   return marks.slice(1).map((mark, i) => mark - (marks[i] as number));
@@ -129,19 +133,22 @@ function tracedFetch(fetch: (request: Request) => Response | Promise<Response>) 
     const route = `${request.method} ${new URL(request.url).pathname}`;
     const lifecycle = /^POST \/cp\/workspaces\/[^/]+\/(stop|start)$/.test(route);
     const poll = route.startsWith("GET /cp/operations/");
-    if (t && lifecycle) t.postIn ??= now();
+    const arrived = now();
+    if (t && lifecycle) t.postIn ??= arrived;
     const response = await fetch(request);
+    const answered = now();
     if (!t || !(lifecycle || poll) || response.status >= 300) return response;
     const body = (await response.clone().json()) as {
       operation?: CpOperationView;
     } & Partial<CpOperationView>;
     if (lifecycle && body.operation && t.operationId === undefined) {
       t.operationId = body.operation.id;
-      t.accepted = now();
+      t.accepted = answered;
     } else if (poll && body.id === t.operationId) {
       t.polls += 1;
       if (body.status === "succeeded" && t.seen === undefined) {
-        t.seen = now();
+        t.seenIn = arrived;
+        t.seen = answered;
         t.finished = Date.parse(body.finished_at ?? "");
       }
     }

@@ -19,18 +19,25 @@ import type {
 } from "../provisioner.ts";
 import { tierLimits } from "../tiers.ts";
 import {
-  containerRuntimeStatus,
   type DockerLogger,
   dockerCall,
   ensureImage as ensureImageOn,
-  inspectContainer as inspectContainerOn,
   noopDockerLogger,
   removeContainer as removeContainerOn,
   removeVolume as removeVolumeOn,
   startContainer as startContainerOn,
 } from "./engine.ts";
-import { dockerStatusCode, toProvisionerError } from "./errors.ts";
 import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
+import {
+  createContainerUnlessTaken,
+  createOrAdoptContainer,
+  type DockerOwner,
+  ensureOwnedVolume,
+  findOwnedResources,
+  inspectOwnedContainer,
+  listManagedResources,
+  ownedContainerStatus,
+} from "./owned.ts";
 
 export type { DockerLogger } from "./engine.ts";
 
@@ -88,8 +95,6 @@ export function assignedAgentUrl(
 
 type Step = "image_ready" | "volume_ready" | "container_created" | "container_started";
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Create options with secret env values replaced, safe to log. */
 export function redactCreateOptions(
   options: Dockerode.ContainerCreateOptions,
@@ -135,18 +140,12 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
 
   const call = dockerCall;
 
-  function ownedBy(labels: Record<string, string> | undefined, workspaceId: string): boolean {
-    return labels?.[LABELS.workspaceId] === workspaceId && labels?.[LABELS.deployment] === opts.deployment;
-  }
-
-  function notOurs(kind: string, name: string, labels: Record<string, string> | undefined): ProvisionerError {
-    return new ProvisionerError(
-      "conflict",
-      `a ${kind} named ${name} exists but belongs to workspace ${labels?.[LABELS.workspaceId] ?? "(none)"} of deployment ${labels?.[LABELS.deployment] ?? "(none)"}`,
-      false,
-      { kind, name },
-    );
-  }
+  /** A workspace's resources in this deployment. */
+  const owner = (workspaceId: string): DockerOwner => ({
+    labels: { [LABELS.workspaceId]: workspaceId, [LABELS.deployment]: opts.deployment },
+    noun: "workspace",
+    idLabel: LABELS.workspaceId,
+  });
 
   function validate(spec: WorkspaceSpec): void {
     if (spec.deployment !== opts.deployment) {
@@ -165,20 +164,11 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     }
   }
 
-  const inspectContainer = (name: string) => inspectContainerOn(docker, name);
-
   const ensureImage = (image: string, signal: AbortSignal | undefined) =>
     ensureImageOn(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
 
-  async function ensureVolume(spec: WorkspaceSpec): Promise<string> {
-    const name = resourceName(spec.workspaceId);
-    // Creating a volume whose name exists returns the existing one: adopt it, after checking it is ours.
-    await call("create volume", () => docker.createVolume({ Name: name, Labels: labelsFor(spec) }));
-    const info = await call("inspect volume", () => docker.getVolume(name).inspect());
-    if (!ownedBy(info?.Labels ?? undefined, spec.workspaceId))
-      throw notOurs("volume", name, info?.Labels ?? undefined);
-    return name;
-  }
+  const ensureVolume = (spec: WorkspaceSpec) =>
+    ensureOwnedVolume(docker, resourceName(spec.workspaceId), labelsFor(spec), owner(spec.workspaceId));
 
   async function nanoCpus(cpus: number): Promise<number> {
     if (hostCpus === undefined) {
@@ -236,24 +226,9 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       { workspaceId: spec.workspaceId, options: redactCreateOptions(options, spec.secretKeys) },
       "docker: creating container",
     );
-    try {
-      await docker.createContainer(options);
-      const info = await inspectContainer(name);
-      if (info) return { info, created: true };
-    } catch (error) {
-      if (dockerStatusCode(error) !== 409) throw toProvisionerError("create container", error);
-    }
-    // 409: the name is taken. A concurrent create may still be registering it, so a 404 is retried briefly.
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const info = await inspectContainer(name);
-      if (info) {
-        if (!ownedBy(info.Config.Labels, spec.workspaceId))
-          throw notOurs("container", name, info.Config.Labels);
-        return { info, created: false };
-      }
-      await sleep(100);
-    }
-    throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+    return createOrAdoptContainer(docker, name, owner(spec.workspaceId), () =>
+      createContainerUnlessTaken(docker, options),
+    );
   }
 
   const startContainer = (name: string) => startContainerOn(docker, name);
@@ -267,10 +242,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     const signal = ctx?.signal;
 
     checkSignal(signal, "provision");
-    let existing = await inspectContainer(name);
-    if (existing && !ownedBy(existing.Config.Labels, spec.workspaceId)) {
-      throw notOurs("container", name, existing.Config.Labels);
-    }
+    let existing = await inspectOwnedContainer(docker, name, owner(spec.workspaceId));
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
     } else {
@@ -303,37 +275,16 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   }
 
   async function stopContainer(ref: WorkspaceRef): Promise<void> {
-    const name = resourceName(ref.workspaceId);
-    const info = await inspectContainer(name);
+    const info = await inspectOwnedContainer(docker, resourceName(ref.workspaceId), owner(ref.workspaceId));
     if (!info) return;
-    if (!ownedBy(info.Config.Labels, ref.workspaceId)) throw notOurs("container", name, info.Config.Labels);
     if (!info.State.Running && !info.State.Restarting && !info.State.Paused) return;
     await call("stop container", () => docker.getContainer(info.Id).stop({ t: stopTimeout }), [304, 404]);
   }
 
   /** Every container/volume of the workspace in this deployment: the named ones plus any labelled strays. */
-  async function findResources(workspaceId: string) {
-    const filters = { label: [deploymentFilter, `${LABELS.workspaceId}=${workspaceId}`] };
-    const [containers, volumes] = await Promise.all([
-      call("list containers", () => docker.listContainers({ all: true, filters })),
-      call("list volumes", () => docker.listVolumes({ filters })),
-    ]);
-    const containerIds = new Set((containers ?? []).map((c) => c.Id));
-    const volumeNames = new Set((volumes?.Volumes ?? []).map((v) => v.Name));
+  function findResources(workspaceId: string) {
     const name = resourceName(workspaceId);
-    const named = await inspectContainer(name);
-    if (named) {
-      if (!ownedBy(named.Config.Labels, workspaceId)) throw notOurs("container", name, named.Config.Labels);
-      containerIds.add(named.Id);
-    }
-    const namedVolume = await call("inspect volume", () => docker.getVolume(name).inspect(), [404]);
-    if (namedVolume) {
-      if (!ownedBy(namedVolume.Labels ?? undefined, workspaceId)) {
-        throw notOurs("volume", name, namedVolume.Labels ?? undefined);
-      }
-      volumeNames.add(name);
-    }
-    return { containerIds: [...containerIds], volumeNames: [...volumeNames] };
+    return findOwnedResources(docker, owner(workspaceId), { container: name, volume: name });
   }
 
   const removeContainer = (id: string) => removeContainerOn(docker, id);
@@ -379,49 +330,12 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       }
     },
 
-    async status(ref): Promise<RuntimeStatus> {
-      const name = resourceName(ref.workspaceId);
-      let info: Dockerode.ContainerInspectInfo;
-      try {
-        info = await docker.getContainer(name).inspect();
-      } catch (error) {
-        if (dockerStatusCode(error) === 404) return { state: "missing", detail: `no container ${name}` };
-        return { state: "unknown", detail: toProvisionerError("inspect container", error).message };
-      }
-      if (!ownedBy(info.Config.Labels, ref.workspaceId)) {
-        return { state: "unknown", detail: notOurs("container", name, info.Config.Labels).message };
-      }
-      return containerRuntimeStatus(info.State);
-    },
+    status: (ref): Promise<RuntimeStatus> =>
+      ownedContainerStatus(docker, resourceName(ref.workspaceId), owner(ref.workspaceId)),
 
-    async listManaged(): Promise<ManagedResource[]> {
-      // Only workspace resources: other managed things of the deployment on this engine (the control plane's tenant
-      // containers) carry no workspace id.
-      const filters = { label: [`${LABELS.managed}=true`, deploymentFilter, LABELS.workspaceId] };
-      const [containers, volumes] = await Promise.all([
-        call("list containers", () => docker.listContainers({ all: true, filters })),
-        call("list volumes", () => docker.listVolumes({ filters })),
-      ]);
-      const out: ManagedResource[] = [];
-      for (const c of containers ?? []) {
-        out.push({
-          kind: "container",
-          id: c.Id,
-          workspaceId: c.Labels[LABELS.workspaceId] ?? null,
-          orgId: c.Labels[LABELS.orgId] ?? null,
-          state: c.State,
-        });
-      }
-      for (const v of volumes?.Volumes ?? []) {
-        const labels = (v.Labels ?? {}) as Record<string, string>;
-        out.push({
-          kind: "volume",
-          id: v.Name,
-          workspaceId: labels[LABELS.workspaceId] ?? null,
-          orgId: labels[LABELS.orgId] ?? null,
-        });
-      }
-      return out;
-    },
+    // Only workspace resources: other managed things of the deployment on this engine (the control plane's tenant
+    // containers) carry no workspace id.
+    listManaged: (): Promise<ManagedResource[]> =>
+      listManagedResources(docker, [`${LABELS.managed}=true`, deploymentFilter, LABELS.workspaceId]),
   };
 }

@@ -1,0 +1,189 @@
+/**
+ * Resources on the local engine that belong to one owner: a workspace (the workspace backend) or an org's tenant (the
+ * control plane's tenant backend). An owner is the set of labels its resources carry; a resource found under a
+ * deterministic name is used only when it carries them all, so nothing of another owner is ever adopted, stopped or
+ * removed. Each call maps engine failures to ProvisionerError.
+ */
+import type Dockerode from "dockerode";
+import { ProvisionerError } from "../errors.ts";
+import { LABELS } from "../naming.ts";
+import type { ManagedResource, RuntimeStatus } from "../provisioner.ts";
+import { containerRuntimeStatus, dockerCall, inspectContainer } from "./engine.ts";
+import { dockerStatusCode, toProvisionerError } from "./errors.ts";
+
+type Labels = Record<string, string> | null | undefined;
+
+export interface DockerOwner {
+  /** Labels every resource of the owner carries (and that no other owner's resources carry all of). */
+  labels: Record<string, string>;
+  /** How a conflict names the owner: `noun` and the label holding its id, e.g. "workspace" + LABELS.workspaceId. */
+  noun: string;
+  idLabel: string;
+}
+
+/** True when `labels` carry every label of `owner`. */
+export function ownedBy(owner: DockerOwner, labels: Labels): boolean {
+  return Object.entries(owner.labels).every(([key, value]) => labels?.[key] === value);
+}
+
+/** The conflict for a `kind` named `name` that exists but is not `owner`'s. */
+export function notOwnedError(
+  owner: DockerOwner,
+  kind: string,
+  name: string,
+  labels: Labels,
+): ProvisionerError {
+  return new ProvisionerError(
+    "conflict",
+    `a ${kind} named ${name} exists but belongs to ${owner.noun} ${labels?.[owner.idLabel] ?? "(none)"} of deployment ${labels?.[LABELS.deployment] ?? "(none)"}`,
+    false,
+    { kind, name },
+  );
+}
+
+/** The container named `name`, undefined when there is none; one that is not `owner`'s is a conflict. */
+export async function inspectOwnedContainer(
+  docker: Dockerode,
+  name: string,
+  owner: DockerOwner,
+): Promise<Dockerode.ContainerInspectInfo | undefined> {
+  const info = await inspectContainer(docker, name);
+  if (info && !ownedBy(owner, info.Config.Labels))
+    throw notOwnedError(owner, "container", name, info.Config.Labels);
+  return info;
+}
+
+/**
+ * Creates the volume `name` with `labels`, or adopts the one of that name an earlier call made (creating a volume whose
+ * name exists returns the existing one), after checking it is `owner`'s.
+ */
+export async function ensureOwnedVolume(
+  docker: Dockerode,
+  name: string,
+  labels: Record<string, string>,
+  owner: DockerOwner,
+): Promise<string> {
+  await dockerCall("create volume", () => docker.createVolume({ Name: name, Labels: labels }));
+  const info = await dockerCall("inspect volume", () => docker.getVolume(name).inspect());
+  if (!ownedBy(owner, info?.Labels)) throw notOwnedError(owner, "volume", name, info?.Labels);
+  return name;
+}
+
+/** Creates a container: true when made now, false when its name is taken (409). */
+export async function createContainerUnlessTaken(
+  docker: Dockerode,
+  options: Dockerode.ContainerCreateOptions,
+): Promise<boolean> {
+  try {
+    await docker.createContainer(options);
+    return true;
+  } catch (error) {
+    if (dockerStatusCode(error) !== 409) throw toProvisionerError("create container", error);
+    return false;
+  }
+}
+
+/**
+ * Runs `create` (true: it made the container `name`; false: the name was taken) and returns that container, checked
+ * to be `owner`'s. A concurrent create may still be registering the name, so a missing container is retried briefly.
+ */
+export async function createOrAdoptContainer(
+  docker: Dockerode,
+  name: string,
+  owner: DockerOwner,
+  create: () => Promise<boolean>,
+): Promise<{ info: Dockerode.ContainerInspectInfo; created: boolean }> {
+  const created = await create();
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const info = await inspectOwnedContainer(docker, name, owner);
+    if (info) return { info, created };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+}
+
+/**
+ * Every container and volume of `owner`: those carrying its labels plus the ones under its deterministic names (which
+ * must be its own).
+ */
+export async function findOwnedResources(
+  docker: Dockerode,
+  owner: DockerOwner,
+  names: { container: string; volume: string },
+): Promise<{ containerIds: string[]; volumeNames: string[] }> {
+  const filters = { label: Object.entries(owner.labels).map(([key, value]) => `${key}=${value}`) };
+  const [containers, volumes] = await Promise.all([
+    dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
+    dockerCall("list volumes", () => docker.listVolumes({ filters })),
+  ]);
+  const containerIds = new Set((containers ?? []).map((c) => c.Id));
+  const volumeNames = new Set((volumes?.Volumes ?? []).map((v) => v.Name));
+  const named = await inspectOwnedContainer(docker, names.container, owner);
+  if (named) containerIds.add(named.Id);
+  const namedVolume = await dockerCall(
+    "inspect volume",
+    () => docker.getVolume(names.volume).inspect(),
+    [404],
+  );
+  if (namedVolume) {
+    if (!ownedBy(owner, namedVolume.Labels)) {
+      throw notOwnedError(owner, "volume", names.volume, namedVolume.Labels);
+    }
+    volumeNames.add(names.volume);
+  }
+  return { containerIds: [...containerIds], volumeNames: [...volumeNames] };
+}
+
+/**
+ * The status of the container `name`: `missing` when there is none; `unknown` when the engine cannot say (a transient
+ * error is never reported as a dead container) or the container is not `owner`'s.
+ */
+export async function ownedContainerStatus(
+  docker: Dockerode,
+  name: string,
+  owner: DockerOwner,
+): Promise<RuntimeStatus> {
+  let info: Dockerode.ContainerInspectInfo;
+  try {
+    info = await docker.getContainer(name).inspect();
+  } catch (error) {
+    if (dockerStatusCode(error) === 404) return { state: "missing", detail: `no container ${name}` };
+    return { state: "unknown", detail: toProvisionerError("inspect container", error).message };
+  }
+  if (!ownedBy(owner, info.Config.Labels)) {
+    return { state: "unknown", detail: notOwnedError(owner, "container", name, info.Config.Labels).message };
+  }
+  return containerRuntimeStatus(info.State);
+}
+
+/** Every container and volume carrying all of `labelFilter` (docker label filters, `key` or `key=value`). */
+export async function listManagedResources(
+  docker: Dockerode,
+  labelFilter: string[],
+): Promise<ManagedResource[]> {
+  const filters = { label: labelFilter };
+  const [containers, volumes] = await Promise.all([
+    dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
+    dockerCall("list volumes", () => docker.listVolumes({ filters })),
+  ]);
+  const out: ManagedResource[] = [];
+  for (const c of containers ?? []) {
+    out.push({
+      kind: "container",
+      id: c.Id,
+      workspaceId: c.Labels[LABELS.workspaceId] ?? null,
+      orgId: c.Labels[LABELS.orgId] ?? null,
+      state: c.State,
+    });
+  }
+  for (const v of volumes?.Volumes ?? []) {
+    const labels = (v.Labels ?? {}) as Record<string, string>;
+    out.push({
+      kind: "volume",
+      id: v.Name,
+      workspaceId: labels[LABELS.workspaceId] ?? null,
+      orgId: labels[LABELS.orgId] ?? null,
+    });
+  }
+  return out;
+}

@@ -23,18 +23,23 @@ import { createServer } from "node:net";
 import { OrgSlug } from "@molecule/contracts";
 import {
   containerNetworking,
-  containerRuntimeStatus,
+  createContainerUnlessTaken,
+  createOrAdoptContainer,
   type DockerLogger,
+  type DockerOwner,
   dockerCall,
-  dockerStatusCode,
   ensureImage,
   ensureNetwork,
+  ensureOwnedVolume,
+  findOwnedResources,
   HOST_GATEWAY_NAME,
-  inspectContainer,
+  inspectOwnedContainer,
   isUserDefinedNetwork,
   LABELS,
+  listManagedResources,
   type ManagedResource,
   noopDockerLogger,
+  ownedContainerStatus,
   ProvisionerError,
   type RuntimeStatus,
   redactCreateOptions,
@@ -42,7 +47,6 @@ import {
   removeVolume,
   type StepReporter,
   startContainer,
-  toProvisionerError,
 } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import type { TenantBackend, TenantHandle, TenantInstance, TenantRef, TenantSpec } from "./backend.ts";
@@ -140,22 +144,12 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     };
   }
 
-  function ownedBy(labels: Record<string, string> | null | undefined, orgId: string): boolean {
-    return (
-      labels?.[LABELS.orgId] === orgId &&
-      labels?.[LABELS.deployment] === opts.deployment &&
-      labels?.[LABELS.kind] === TENANT_KIND
-    );
-  }
-
-  function notOurs(kind: string, name: string, labels: Record<string, string> | null | undefined) {
-    return new ProvisionerError(
-      "conflict",
-      `a ${kind} named ${name} exists but belongs to org ${labels?.[LABELS.orgId] ?? "(none)"} of deployment ${labels?.[LABELS.deployment] ?? "(none)"}`,
-      false,
-      { kind, name },
-    );
-  }
+  /** An org's tenant resources in this deployment. */
+  const owner = (orgId: string): DockerOwner => ({
+    labels: { [LABELS.orgId]: orgId, [LABELS.deployment]: opts.deployment, [LABELS.kind]: TENANT_KIND },
+    noun: "org",
+    idLabel: LABELS.orgId,
+  });
 
   function validate(slug: string): void {
     if (!OrgSlug.safeParse(slug).success) {
@@ -285,76 +279,30 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     };
   }
 
-  async function ensureVolume(spec: TenantSpec): Promise<string> {
-    const name = tenantVolumeName(spec.slug);
-    // Creating a volume whose name exists returns the existing one: adopt it, after checking it is ours.
-    await dockerCall("create volume", () => docker.createVolume({ Name: name, Labels: labelsFor(spec, 0) }));
-    const info = await dockerCall("inspect volume", () => docker.getVolume(name).inspect());
-    if (!ownedBy(info?.Labels, spec.orgId)) throw notOurs("volume", name, info?.Labels);
-    return name;
-  }
+  const ensureVolume = (spec: TenantSpec) =>
+    ensureOwnedVolume(docker, tenantVolumeName(spec.slug), labelsFor(spec, 0), owner(spec.orgId));
 
   /** Creates the container on a newly chosen port, or adopts the one an earlier or concurrent call made. */
-  async function ensureContainer(
-    spec: TenantSpec,
-    volume: string,
-    preferredPort: number | undefined,
-  ): Promise<{ info: Dockerode.ContainerInspectInfo; created: boolean }> {
-    const name = tenantContainerName(spec.slug);
-    const created = await serialized(async () => {
-      const port = await allocatePort(preferredPort);
-      const options = createOptions(spec, port, volume);
-      log.info(
-        { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, spec.secretKeys) },
-        "docker: creating tenant container",
-      );
-      try {
-        await docker.createContainer(options);
-        return true;
-      } catch (error) {
-        if (dockerStatusCode(error) !== 409) throw toProvisionerError("create container", error);
-        return false;
-      }
-    });
-    // Created now, or 409: the name is taken and a concurrent create may still be registering it.
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const info = await inspectContainer(docker, name);
-      if (info) {
-        if (!ownedBy(info.Config.Labels, spec.orgId)) throw notOurs("container", name, info.Config.Labels);
-        return { info, created };
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+  function ensureContainer(spec: TenantSpec, volume: string, preferredPort: number | undefined) {
+    return createOrAdoptContainer(docker, tenantContainerName(spec.slug), owner(spec.orgId), () =>
+      serialized(async () => {
+        const port = await allocatePort(preferredPort);
+        const options = createOptions(spec, port, volume);
+        log.info(
+          { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, spec.secretKeys) },
+          "docker: creating tenant container",
+        );
+        return createContainerUnlessTaken(docker, options);
+      }),
+    );
   }
 
   /** Every container/volume of the org's tenant in this deployment: the named ones plus any labelled strays. */
-  async function findResources(ref: TenantRef) {
-    const filters = { label: [deploymentFilter, kindFilter, `${LABELS.orgId}=${ref.orgId}`] };
-    const [containers, volumes] = await Promise.all([
-      dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
-      dockerCall("list volumes", () => docker.listVolumes({ filters })),
-    ]);
-    const containerIds = new Set((containers ?? []).map((c) => c.Id));
-    const volumeNames = new Set((volumes?.Volumes ?? []).map((v) => v.Name));
-    const name = tenantContainerName(ref.slug);
-    const named = await inspectContainer(docker, name);
-    if (named) {
-      if (!ownedBy(named.Config.Labels, ref.orgId)) throw notOurs("container", name, named.Config.Labels);
-      containerIds.add(named.Id);
-    }
-    const volumeName = tenantVolumeName(ref.slug);
-    const namedVolume = await dockerCall(
-      "inspect volume",
-      () => docker.getVolume(volumeName).inspect(),
-      [404],
-    );
-    if (namedVolume) {
-      if (!ownedBy(namedVolume.Labels, ref.orgId)) throw notOurs("volume", volumeName, namedVolume.Labels);
-      volumeNames.add(volumeName);
-    }
-    return { containerIds: [...containerIds], volumeNames: [...volumeNames] };
-  }
+  const findResources = (ref: TenantRef) =>
+    findOwnedResources(docker, owner(ref.orgId), {
+      container: tenantContainerName(ref.slug),
+      volume: tenantVolumeName(ref.slug),
+    });
 
   return {
     name: DOCKER_TENANT_BACKEND,
@@ -364,10 +312,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
       const name = tenantContainerName(spec.slug);
 
-      let existing = await inspectContainer(docker, name);
-      if (existing && !ownedBy(existing.Config.Labels, spec.orgId)) {
-        throw notOurs("container", name, existing.Config.Labels);
-      }
+      let existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
       if (existing) {
         step("image_ready", `container exists (${existing.Config.Image})`);
       } else {
@@ -413,41 +358,10 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
 
     async status(ref): Promise<RuntimeStatus> {
       validate(ref.slug);
-      const name = tenantContainerName(ref.slug);
-      let info: Dockerode.ContainerInspectInfo;
-      try {
-        info = await docker.getContainer(name).inspect();
-      } catch (error) {
-        if (dockerStatusCode(error) === 404) return { state: "missing", detail: `no container ${name}` };
-        return { state: "unknown", detail: toProvisionerError("inspect container", error).message };
-      }
-      if (!ownedBy(info.Config.Labels, ref.orgId)) {
-        return { state: "unknown", detail: notOurs("container", name, info.Config.Labels).message };
-      }
-      return containerRuntimeStatus(info.State);
+      return ownedContainerStatus(docker, tenantContainerName(ref.slug), owner(ref.orgId));
     },
 
-    async listManaged(): Promise<ManagedResource[]> {
-      const filters = { label: [`${LABELS.managed}=true`, deploymentFilter, kindFilter] };
-      const [containers, volumes] = await Promise.all([
-        dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
-        dockerCall("list volumes", () => docker.listVolumes({ filters })),
-      ]);
-      const out: ManagedResource[] = [];
-      for (const c of containers ?? []) {
-        out.push({
-          kind: "container",
-          id: c.Id,
-          workspaceId: null,
-          orgId: c.Labels[LABELS.orgId] ?? null,
-          state: c.State,
-        });
-      }
-      for (const v of volumes?.Volumes ?? []) {
-        const labels = (v.Labels ?? {}) as Record<string, string>;
-        out.push({ kind: "volume", id: v.Name, workspaceId: null, orgId: labels[LABELS.orgId] ?? null });
-      }
-      return out;
-    },
+    listManaged: (): Promise<ManagedResource[]> =>
+      listManagedResources(docker, [`${LABELS.managed}=true`, deploymentFilter, kindFilter]),
   };
 }

@@ -1,4 +1,6 @@
+import { operations } from "@molecule/db";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
 
@@ -127,6 +129,36 @@ describe("workspace lifecycle through the API", () => {
       "stop",
       "provision",
     ]);
+  });
+
+  it("accepts the next request once the workspace has reached its end status, even before the operation has written its finish", async () => {
+    const { id } = await createOnline("delta");
+    const stop = await platform.call("POST", `/workspaces/${id}/stop`);
+    await platform.runner.drain();
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.status).toBe("stopped");
+    // The moment between the stop's last transition and its own finish, as a client watching events can hit it.
+    await platform.database.db
+      .update(operations)
+      .set({ status: "running", finishedAt: null })
+      .where(eq(operations.id, stop.body.operation.id));
+
+    const start = await platform.call("POST", `/workspaces/${id}/start`);
+    expect(start.status).toBe(202);
+    // A second lifecycle request while that start is queued is still refused by the status it set.
+    const again = await platform.call("POST", `/workspaces/${id}/start`);
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe("invalid_transition");
+
+    await platform.database.db
+      .update(operations)
+      .set({ status: "succeeded", finishedAt: new Date() })
+      .where(eq(operations.id, stop.body.operation.id));
+    await platform.runner.drain();
+    expect((await platform.call("GET", `/operations/${start.body.operation.id}`)).body.status).toBe(
+      "succeeded",
+    );
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.status).toBe("awaiting_agent");
+    expect(fake.inspect(id)?.instance?.state).toBe("running");
   });
 
   it("deletes: the backend resources, tokens and secrets go, the row stays as removed", async () => {

@@ -21,7 +21,7 @@ import {
   workspaces,
   workspaceTokens,
 } from "@molecule/db";
-import { and, desc, eq, inArray, isNull, ne } from "drizzle-orm";
+import { and, desc, eq, isNull, ne } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
 import { hashToken, mintToken } from "./crypto.ts";
@@ -29,8 +29,6 @@ import type { PlatformDeps } from "./deps.ts";
 import { toOperationView, toWorkspaceView } from "./views.ts";
 
 export type LifecycleKind = Exclude<OperationKind, "provision">;
-
-const ACTIVE_OPERATION: OperationRow["status"][] = ["pending", "running"];
 
 /** Where each lifecycle request may start from; anything else is an illegal transition (409). */
 const LIFECYCLE_SOURCES: Record<LifecycleKind, readonly WorkspaceStatus[]> = {
@@ -273,18 +271,9 @@ export class WorkspaceService {
           status: row.status,
         });
       }
-      if (kind !== "destroy") {
-        const [active] = await tx
-          .select({ id: operations.id, kind: operations.kind })
-          .from(operations)
-          .where(and(eq(operations.workspaceId, workspaceId), inArray(operations.status, ACTIVE_OPERATION)))
-          .limit(1);
-        if (active) {
-          throw new DomainError("conflict", `operation ${active.id} (${active.kind}) is still in progress`, {
-            operationId: active.id,
-          });
-        }
-      }
+      // No "operation in progress" refusal: the status check above already refuses while one is under way (its
+      // entry status is transitional), and an operation that has moved the workspace to its end status but not yet
+      // written its own finish is no reason to refuse. The runner runs a workspace's operations one at a time, in order.
       const entry = OPERATION_ENTRY_STATUS[kind];
       if (row.status !== entry && !canTransition(row.status, entry)) {
         throw new DomainError("invalid_transition", `cannot ${kind} a workspace that is ${row.status}`);

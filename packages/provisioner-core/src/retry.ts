@@ -1,3 +1,5 @@
+import { errors as undiciErrors } from "undici";
+
 /** Bounds for retrying a remote API call (429, 5xx, dropped connections). */
 export interface RetryPolicy {
   /** Sends per call, the first included. */
@@ -43,4 +45,33 @@ export function parseRetryAfter(value: string | string[] | undefined, now: numbe
   if (/^\d+(\.\d+)?$/.test(raw.trim())) return Math.round(Number(raw) * 1000);
   const date = Date.parse(raw);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+const CONNECTION_CODES = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/** A send that never got an answer (refused, reset, timed out, DNS): safe to retry an idempotent call. */
+export function isConnectionError(error: unknown): boolean {
+  if (error instanceof undiciErrors.UndiciError) return true;
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === "string" && (CONNECTION_CODES.has(code) || code.startsWith("UND_ERR"));
+}
+
+/** The connection-level failures that are timeouts, for messages and error codes. */
+export function isTimeout(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return (
+    code === "UND_ERR_HEADERS_TIMEOUT" ||
+    code === "UND_ERR_BODY_TIMEOUT" ||
+    code === "UND_ERR_CONNECT_TIMEOUT" ||
+    code === "ETIMEDOUT"
+  );
 }

@@ -8,9 +8,9 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { CP_HEADERS, signRequest } from "@molecule/contracts";
-import { type Dispatcher, request, errors as undiciErrors } from "undici";
+import { type Dispatcher, request } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import { Backoff, isConnectionError, isTimeout, parseRetryAfter, type RetryPolicy } from "../retry.ts";
 
 /** Where a tenant finds the control plane when CP_PROVISION_URL is not set. */
 export const DEFAULT_CP_PROVISION_URL = "http://127.0.0.1:8090";
@@ -76,33 +76,6 @@ export interface CpReply<T = unknown> {
 
 interface RawReply extends CpReply {
   retryAfterMs?: number;
-}
-
-const CONNECTION_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-]);
-
-function isConnectionError(error: unknown): boolean {
-  if (error instanceof undiciErrors.UndiciError) return true;
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === "string" && (CONNECTION_CODES.has(code) || code.startsWith("UND_ERR"));
-}
-
-function isTimeout(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  return (
-    code === "UND_ERR_HEADERS_TIMEOUT" ||
-    code === "UND_ERR_BODY_TIMEOUT" ||
-    code === "UND_ERR_CONNECT_TIMEOUT" ||
-    code === "ETIMEDOUT"
-  );
 }
 
 function describeError(error: unknown): string {

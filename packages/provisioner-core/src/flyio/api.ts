@@ -1,6 +1,6 @@
-import { type Dispatcher, request, errors as undiciErrors } from "undici";
+import { type Dispatcher, request } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import { Backoff, isConnectionError, parseRetryAfter, type RetryPolicy } from "../retry.ts";
 
 /** Bounds for retrying 429, 5xx and dropped connections. */
 export type FlyRetryOptions = RetryPolicy;
@@ -94,21 +94,6 @@ export function flyError(
       retryAfterMs: reply.retryAfterMs,
     },
   );
-}
-
-const CONNECTION_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENOTFOUND",
-]);
-
-function isConnectionError(error: unknown): boolean {
-  if (error instanceof undiciErrors.UndiciError) return true;
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === "string" && (CONNECTION_CODES.has(code) || code.startsWith("UND_ERR"));
 }
 
 /** The Machines API over undici: bearer auth, JSON, bounded retries with jitter that honour Retry-After. */

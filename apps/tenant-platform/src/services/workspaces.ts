@@ -13,6 +13,7 @@ import {
   type WorkspaceView,
 } from "@molecule/contracts";
 import {
+  type NewWorkspaceRow,
   type OperationRow,
   type OperationStep,
   operations,
@@ -70,6 +71,16 @@ function isUniqueViolation(error: unknown): boolean {
     current = (current as { cause?: unknown }).cause;
   }
   return false;
+}
+
+interface QueuedOperation {
+  operationId: string;
+  workspaceId: string;
+  kind: OperationKind;
+  idempotency: IdempotencyInput;
+  bootToken: string | null;
+  /** Recorded as already succeeded with these steps: there is nothing for the runner to do. */
+  finishedSteps?: OperationStep[];
 }
 
 export class WorkspaceService {
@@ -171,7 +182,7 @@ export class WorkspaceService {
     requestOrigin?: string,
   ): Promise<CreatedWorkspace> {
     if (isExternalCreate(body)) return this.createExternal(body, idempotencyKey, requestOrigin);
-    const { db, ids, sealer, settings, provisioner } = this.deps;
+    const { ids, settings, provisioner } = this.deps;
     const runtime = body.runtime ?? "";
     if (!settings.allowedRuntimes.includes(runtime)) {
       throw new DomainError(
@@ -187,30 +198,11 @@ export class WorkspaceService {
     const operationId = ids.next("op");
     const bootToken = mintToken("mbt");
     try {
-      await db.transaction(async (tx) => {
-        await tx.insert(workspaces).values({
-          id: workspaceId,
-          orgId: settings.orgId,
-          name: body.name,
-          runtime,
-          tier: body.tier,
-          backend: provisioner.name,
-          status: "provisioning",
-          metadata: body.metadata ?? {},
-        });
-        const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
-          const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
-          return { workspaceId, key, sealed, keyVersion };
-        });
-        if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
-        await this.queueOperation(tx, {
-          operationId,
-          workspaceId,
-          kind: "provision",
-          idempotency,
-          bootToken,
-        });
-      });
+      await this.insertWorkspace(
+        body,
+        { id: workspaceId, runtime, backend: provisioner.name, status: "provisioning" },
+        { operationId, workspaceId, kind: "provision", idempotency, bootToken },
+      );
     } catch (error) {
       // Two requests with one key raced: the loser answers with the winner's workspace.
       if (idempotencyKey && isUniqueViolation(error)) {
@@ -300,21 +292,38 @@ export class WorkspaceService {
     return this.accepted(workspaceId, operationId);
   }
 
+  /** The new workspace row, its sealed secrets and its first operation, in one transaction. */
+  private async insertWorkspace(
+    body: CreateWorkspaceBody,
+    row: Pick<NewWorkspaceRow, "id" | "runtime" | "backend" | "status" | "url">,
+    operation: QueuedOperation,
+  ): Promise<void> {
+    const { db, sealer, settings } = this.deps;
+    const workspaceId = row.id;
+    await db.transaction(async (tx) => {
+      await tx.insert(workspaces).values({
+        ...row,
+        orgId: settings.orgId,
+        name: body.name,
+        tier: body.tier,
+        metadata: body.metadata ?? {},
+      });
+      const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
+        const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
+        return { workspaceId, key, sealed, keyVersion };
+      });
+      if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
+      await this.queueOperation(tx, operation);
+    });
+  }
+
   /**
    * Writes the operation row (and the boot token it will inject, hashed; the plaintext sealed in the row so a retry
    * after a crash injects the same one). Runs inside the caller's transaction.
    */
   private async queueOperation(
     tx: Pick<PlatformDeps["db"], "insert">,
-    input: {
-      operationId: string;
-      workspaceId: string;
-      kind: OperationKind;
-      idempotency: IdempotencyInput;
-      bootToken: string | null;
-      /** Recorded as already succeeded with these steps: there is nothing for the runner to do. */
-      finishedSteps?: OperationStep[];
-    },
+    input: QueuedOperation,
   ): Promise<void> {
     const { operationId, workspaceId, kind, idempotency, bootToken, finishedSteps } = input;
     if (bootToken) {
@@ -343,7 +352,7 @@ export class WorkspaceService {
     idempotencyKey: string | undefined,
     requestOrigin: string | undefined,
   ): Promise<CreatedWorkspace> {
-    const { db, ids, sealer, settings } = this.deps;
+    const { ids, settings } = this.deps;
     if (body.url) {
       assertAgentUrl(body.url, {
         allowInsecure: settings.allowInsecureAgentUrls,
@@ -359,24 +368,16 @@ export class WorkspaceService {
     const registrationToken = mintToken("mbt");
     const now = new Date();
     try {
-      await db.transaction(async (tx) => {
-        await tx.insert(workspaces).values({
+      await this.insertWorkspace(
+        body,
+        {
           id: workspaceId,
-          orgId: settings.orgId,
-          name: body.name,
           runtime: EXTERNAL_RUNTIME,
-          tier: body.tier,
           backend: EXTERNAL_RUNTIME,
           status: "awaiting_agent",
           url: body.url ?? null,
-          metadata: body.metadata ?? {},
-        });
-        const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
-          const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
-          return { workspaceId, key, sealed, keyVersion };
-        });
-        if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
-        await this.queueOperation(tx, {
+        },
+        {
           operationId,
           workspaceId,
           kind: "provision",
@@ -390,8 +391,8 @@ export class WorkspaceService {
               detail: "external agent: nothing to provision",
             },
           ],
-        });
-      });
+        },
+      );
     } catch (error) {
       if (idempotencyKey && isUniqueViolation(error)) {
         const winner = await this.replayRow(idempotency);

@@ -28,3 +28,4 @@ export const workspaces = pgTable(
 );
 
 export type WorkspaceRow = typeof workspaces.$inferSelect;
+export type NewWorkspaceRow = typeof workspaces.$inferInsert;

@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createDockerProvisioner, resourceName } from "@molecule/provisioner-core";
+import { resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { type Browser, type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
+import { createDockerTestPlatform, removeDeployment } from "../test-support/docker-platform.ts";
+import { ADMIN_TOKEN, type TestPlatform } from "../test-support/platform.ts";
 import { REPO_ROOT } from "../test-support/process.ts";
 import { waitFor } from "../test-support/wait.ts";
 
@@ -71,17 +72,7 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
         `CI=true and ${CHROMIUM} is missing: install it (apt-get install -y chromium; .ci/run does)`,
       );
     }
-    const provisioner = createDockerProvisioner({
-      deployment,
-      imagePrefix: "molecule/workspace-",
-      imageTag: "latest",
-      network: "host",
-    });
-    platform = await createTestPlatform(
-      provisioner,
-      { deployment, workspaceEnv: { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" } },
-      { sweepIntervalMs: 1_000 },
-    );
+    platform = await createDockerTestPlatform({ docker, deployment });
     baseUrl = await platform.listen();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -118,13 +109,7 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
   afterAll(async () => {
     await browser?.close();
     if (platform) await platform.close();
-    const filters = JSON.stringify({ label: [`molecule.deployment=${deployment}`] });
-    for (const container of await docker.listContainers({ all: true, filters })) {
-      await docker.getContainer(container.Id).remove({ force: true });
-    }
-    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
-      await docker.getVolume(volume.Name).remove({ force: true });
-    }
+    await removeDeployment(docker, deployment);
   });
 
   it("is served with a strict Content-Security-Policy, and the API behind it stays protected", async () => {

@@ -6,16 +6,15 @@
  */
 import { randomBytes } from "node:crypto";
 import { type ServerType, serve } from "@hono/node-server";
-import {
-  createContainerResolver,
-  createDockerProvisioner,
-  LABELS,
-  resourceName,
-} from "@molecule/provisioner-core";
+import { createContainerResolver, LABELS, resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
-import { waitFor } from "../test-support/wait.ts";
+import {
+  createDockerTestPlatform,
+  removeDeployment,
+  statusBecomes as statusBecomesOf,
+} from "../test-support/docker-platform.ts";
+import type { TestPlatform } from "../test-support/platform.ts";
 
 const docker = new Dockerode();
 const suffix = randomBytes(4).toString("hex");
@@ -25,18 +24,13 @@ let platform: TestPlatform;
 let server: ServerType;
 
 beforeAll(async () => {
-  const provisioner = createDockerProvisioner({
+  platform = await createDockerTestPlatform({
     docker,
     deployment,
-    imagePrefix: "molecule/workspace-",
-    imageTag: "latest",
     network,
+    workspaceEnv: { HEARTBEAT_INTERVAL_MS: "1000" },
+    resolveAgentHost: createContainerResolver(network, { docker }),
   });
-  platform = await createTestPlatform(
-    provisioner,
-    { deployment, workspaceEnv: { HEARTBEAT_INTERVAL_MS: "1000" } },
-    { sweepIntervalMs: 1_000, resolveAgentHost: createContainerResolver(network, { docker }) },
-  );
   // On all interfaces, so containers reach it through the host gateway.
   const port = await new Promise<number>((resolve) => {
     server = serve({ fetch: platform.app.fetch, port: 0, hostname: "0.0.0.0" }, (info) => resolve(info.port));
@@ -53,37 +47,14 @@ afterAll(async () => {
     await closed;
   }
   await platform?.close();
-  const filters = JSON.stringify({ label: [`${LABELS.deployment}=${deployment}`] });
-  for (const container of await docker.listContainers({ all: true, filters })) {
-    await docker.getContainer(container.Id).remove({ force: true });
-  }
-  for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
-    await docker.getVolume(volume.Name).remove({ force: true });
-  }
+  await removeDeployment(docker, deployment);
   await docker
     .getNetwork(network)
     .remove()
     .catch(() => {});
 });
 
-async function statusBecomes(id: string, status: string) {
-  let last: unknown;
-  try {
-    return await waitFor(`workspace ${id} to be ${status}`, async () => {
-      const workspace = (await platform.call("GET", `/workspaces/${id}`)).body;
-      last = workspace;
-      return workspace.status === status ? workspace : undefined;
-    });
-  } catch (error) {
-    const logs = await docker
-      .getContainer(resourceName(id))
-      .logs({ stdout: true, stderr: true, tail: 30 })
-      .catch(() => "no container");
-    throw new Error(
-      `${(error as Error).message}\nlast seen: ${JSON.stringify(last)}\ncontainer log:\n${String(logs)}`,
-    );
-  }
-}
+const statusBecomes = (id: string, status: string) => statusBecomesOf(platform, docker, id, status);
 
 const send = (text: string) => ({
   jsonrpc: "2.0",

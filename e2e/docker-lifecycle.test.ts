@@ -1,60 +1,31 @@
 import { randomBytes } from "node:crypto";
 import { workspaceSecrets, workspaceTokens } from "@molecule/db";
-import { createDockerProvisioner, resourceName } from "@molecule/provisioner-core";
+import { resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
-import { waitFor } from "../test-support/wait.ts";
+import {
+  createDockerTestPlatform,
+  removeDeployment,
+  statusBecomes as statusBecomesOf,
+} from "../test-support/docker-platform.ts";
+import type { TestPlatform } from "../test-support/platform.ts";
 
 const docker = new Dockerode();
 const deployment = `e2e-${randomBytes(4).toString("hex")}`;
 let platform: TestPlatform;
 
 beforeAll(async () => {
-  const provisioner = createDockerProvisioner({
-    deployment,
-    imagePrefix: "molecule/workspace-",
-    imageTag: "latest",
-    network: "host",
-  });
-  platform = await createTestPlatform(
-    provisioner,
-    { deployment, workspaceEnv: { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" } },
-    { sweepIntervalMs: 1_000 },
-  );
+  platform = await createDockerTestPlatform({ docker, deployment });
   await platform.listen();
 });
 
 afterAll(async () => {
   await platform.close();
-  const filters = JSON.stringify({ label: [`molecule.deployment=${deployment}`] });
-  for (const container of await docker.listContainers({ all: true, filters })) {
-    await docker.getContainer(container.Id).remove({ force: true });
-  }
-  for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
-    await docker.getVolume(volume.Name).remove({ force: true });
-  }
+  await removeDeployment(docker, deployment);
 });
 
-async function statusBecomes(id: string, status: string) {
-  let last: unknown;
-  try {
-    return await waitFor(`workspace ${id} to be ${status}`, async () => {
-      const workspace = (await platform.call("GET", `/workspaces/${id}`)).body;
-      last = workspace;
-      return workspace.status === status ? workspace : undefined;
-    });
-  } catch (error) {
-    const logs = await docker
-      .getContainer(resourceName(id))
-      .logs({ stdout: true, stderr: true, tail: 30 })
-      .catch(() => "no container");
-    throw new Error(
-      `${(error as Error).message}\nlast seen: ${JSON.stringify(last)}\ncontainer log:\n${String(logs)}`,
-    );
-  }
-}
+const statusBecomes = (id: string, status: string) => statusBecomesOf(platform, docker, id, status);
 
 async function authTokenHashes(id: string) {
   const rows = await platform.database.db

@@ -1,0 +1,54 @@
+import { createDockerProvisioner, resourceName } from "@molecule/provisioner-core";
+import type { PlatformDeps } from "@molecule/tenant-platform/deps";
+import type Dockerode from "dockerode";
+import { removeDeployment } from "../packages/provisioner-core/src/docker/test-support.ts";
+import { createTestPlatform, type TestPlatform } from "./platform.ts";
+import { waitFor } from "./wait.ts";
+
+export { removeDeployment };
+
+/**
+ * The tenant platform in process on the real Docker engine with the locally built echo image. Host networking unless
+ * `network` says otherwise; agents heartbeat every second and the sweep runs every second, so tests see changes fast.
+ */
+export async function createDockerTestPlatform(options: {
+  docker: Dockerode;
+  deployment: string;
+  network?: string;
+  workspaceEnv?: Record<string, string>;
+  resolveAgentHost?: PlatformDeps["resolveAgentHost"];
+}): Promise<TestPlatform> {
+  const { docker, deployment, network = "host" } = options;
+  const provisioner = createDockerProvisioner({
+    docker,
+    deployment,
+    imagePrefix: "molecule/workspace-",
+    imageTag: "latest",
+    network,
+  });
+  return createTestPlatform(
+    provisioner,
+    { deployment, workspaceEnv: options.workspaceEnv ?? { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" } },
+    { sweepIntervalMs: 1_000, resolveAgentHost: options.resolveAgentHost },
+  );
+}
+
+/** Waits for a workspace to reach `status`; on timeout says what was last seen and shows the container's log. */
+export async function statusBecomes(platform: TestPlatform, docker: Dockerode, id: string, status: string) {
+  let last: unknown;
+  try {
+    return await waitFor(`workspace ${id} to be ${status}`, async () => {
+      const workspace = (await platform.call("GET", `/workspaces/${id}`)).body;
+      last = workspace;
+      return workspace.status === status ? workspace : undefined;
+    });
+  } catch (error) {
+    const logs = await docker
+      .getContainer(resourceName(id))
+      .logs({ stdout: true, stderr: true, tail: 30 })
+      .catch(() => "no container");
+    throw new Error(
+      `${(error as Error).message}\nlast seen: ${JSON.stringify(last)}\ncontainer log:\n${String(logs)}`,
+    );
+  }
+}

@@ -6,7 +6,7 @@ import type { AppEnv } from "./http/types.ts";
 import { a2aRoutes } from "./routes/a2a.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
-import { registryRoutes } from "./routes/registry.ts";
+import { heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
 import type { PlatformDeps } from "./services/deps.ts";
@@ -26,7 +26,9 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
 
   const app = new Hono<AppEnv>();
 
-  app.use("*", requestLog(deps.logger));
+  // Heartbeats come every 30 s from every agent: a successful one is logged at debug. Status changes and missed
+  // heartbeats are events (`GET /events`); a refused heartbeat is still logged at info.
+  app.use("*", requestLog(deps.logger, { debugRoutes: ["POST /registry/heartbeat"] }));
 
   // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
   app.route("/", a2aRoutes(deps, new A2AService(deps)));
@@ -36,6 +38,9 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.get("/health", (c) => c.json({ ok: true }));
   // The canvas page and its assets are public; it calls the API below with the admin token like any client.
   app.route("/", canvasRoutes());
+
+  // Heartbeats check their token in the statement that records them, so they are mounted before `identify`.
+  app.route("/registry", heartbeatRoutes(deps, registry));
 
   app.use("*", identify(deps));
   app.route("/", eventRoutes(deps.events, workspaces));

@@ -1,9 +1,7 @@
 import { DomainError } from "@molecule/contracts";
-import { workspaceTokens } from "@molecule/db";
-import { and, eq } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
-import { hashToken, secretsEqual } from "../services/crypto.ts";
 import type { PlatformDeps } from "../services/deps.ts";
+import { credentialOf, workspaceForToken } from "../services/tokens.ts";
 import type { AppEnv, Caller } from "./types.ts";
 
 export function bearerToken(header: string | undefined): string | null {
@@ -13,13 +11,11 @@ export function bearerToken(header: string | undefined): string | null {
 
 /** Who is calling: the admin, a workspace (by its bearer token), or nobody. Never fails open. */
 export async function resolveCaller(deps: PlatformDeps, token: string | null): Promise<Caller | null> {
-  if (!token) return null;
-  if (deps.settings.adminToken && secretsEqual(token, deps.settings.adminToken)) return { kind: "admin" };
-  const [row] = await deps.db
-    .select({ workspaceId: workspaceTokens.workspaceId })
-    .from(workspaceTokens)
-    .where(and(eq(workspaceTokens.tokenHash, hashToken(token)), eq(workspaceTokens.kind, "auth")));
-  return row ? { kind: "workspace", workspaceId: row.workspaceId } : null;
+  const credential = credentialOf(deps, token);
+  if (!credential) return null;
+  if (credential.kind === "admin") return credential;
+  const workspaceId = await workspaceForToken(deps.db, credential.tokenHash);
+  return workspaceId ? { kind: "workspace", workspaceId } : null;
 }
 
 export function identify(deps: PlatformDeps): MiddlewareHandler<AppEnv> {

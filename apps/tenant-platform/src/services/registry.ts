@@ -1,11 +1,11 @@
 import { DomainError, EXTERNAL_RUNTIME, type HeartbeatBody, type RegisterBody } from "@molecule/contracts";
-import { type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
+import { type Db, type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
 import { resourceName } from "@molecule/provisioner-core";
-import { and, eq, isNull } from "drizzle-orm";
-import type { Caller } from "../http/types.ts";
+import { and, eq, isNull, sql } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
+import { type Credential, workspaceForToken } from "./tokens.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 const GONE = new Set(["removing", "removed"]);
@@ -103,22 +103,34 @@ export class RegistryService {
     return { auth_token: authToken, workspace_id: body.id };
   }
 
-  /** Records liveness; the first heartbeat (or the first after silence) moves the workspace online. */
-  async heartbeat(caller: Caller, body: HeartbeatBody) {
-    if (caller.kind === "workspace" && caller.workspaceId !== body.workspace_id) {
-      throw new DomainError("forbidden", "a workspace token can only heartbeat for its own workspace");
+  /**
+   * Records liveness; the first heartbeat (or the first after silence) moves the workspace online. The admin may
+   * heartbeat any workspace of the org; any other token is checked in the same statement that records the
+   * heartbeat (`UPDATE … FROM workspace_tokens`), so the steady state is one round trip. Only when that statement
+   * matches nothing is the token looked up again, to say why: 401 unknown or revoked, 403 another workspace's, 404
+   * no such workspace.
+   */
+  async heartbeat(credential: Credential, body: HeartbeatBody) {
+    const queries = this.heartbeatQueries();
+    const values = {
+      at: this.deps.clock.now().toISOString(),
+      id: body.workspace_id,
+      orgId: this.deps.settings.orgId,
+    };
+    const [workspace] =
+      credential.kind === "admin"
+        ? await queries.byAdmin.execute(values)
+        : await queries.byToken.execute({ ...values, tokenHash: credential.tokenHash });
+    if (!workspace) {
+      if (credential.kind === "token") {
+        const owner = await workspaceForToken(this.deps.db, credential.tokenHash);
+        if (!owner) throw new DomainError("unauthorized", "heartbeats need the workspace's bearer token");
+        if (owner !== body.workspace_id) {
+          throw new DomainError("forbidden", "a workspace token can only heartbeat for its own workspace");
+        }
+      }
+      throw new DomainError("not_found", `workspace ${body.workspace_id} not found`);
     }
-    const { db } = this.deps;
-    const [workspace] = await db
-      .update(workspaces)
-      .set({ lastHeartbeatAt: this.deps.clock.now() })
-      .where(and(eq(workspaces.id, body.workspace_id), eq(workspaces.orgId, this.deps.settings.orgId)))
-      .returning({
-        id: workspaces.id,
-        status: workspaces.status,
-        lastHeartbeatAt: workspaces.lastHeartbeatAt,
-      });
-    if (!workspace) throw new DomainError("not_found", `workspace ${body.workspace_id} not found`);
     if (GONE.has(workspace.status))
       throw new DomainError("not_found", `workspace ${body.workspace_id} was removed`);
     this.deps.events.publish({
@@ -134,10 +146,51 @@ export class RegistryService {
       from: ["provisioning", "awaiting_agent", "online", "degraded", "offline"],
       reason: body.status === "degraded" ? (body.detail ?? "agent reported degraded") : null,
     });
-    const [current] = await db
+    const [current] = await this.deps.db
       .select({ status: workspaces.status })
       .from(workspaces)
       .where(eq(workspaces.id, workspace.id));
     return { ok: true as const, status: current?.status ?? workspace.status };
   }
+
+  private prepared: ReturnType<typeof prepareHeartbeats> | undefined;
+
+  /** Heartbeats are the platform's most frequent write: their SQL is built once. */
+  private heartbeatQueries() {
+    this.prepared ??= prepareHeartbeats(this.deps.db);
+    return this.prepared;
+  }
+}
+
+function prepareHeartbeats(db: Db) {
+  const returned = {
+    id: workspaces.id,
+    status: workspaces.status,
+    lastHeartbeatAt: workspaces.lastHeartbeatAt,
+  };
+  // The timestamp goes as its ISO text (a placeholder skips the column's own encoding); PostgreSQL casts it.
+  const at = sql`${sql.placeholder("at")}::timestamptz`;
+  const ofOrg = and(eq(workspaces.id, sql.placeholder("id")), eq(workspaces.orgId, sql.placeholder("orgId")));
+  return {
+    byAdmin: db
+      .update(workspaces)
+      .set({ lastHeartbeatAt: at })
+      .where(ofOrg)
+      .returning(returned)
+      .prepare("heartbeat_by_admin"),
+    byToken: db
+      .update(workspaces)
+      .set({ lastHeartbeatAt: at })
+      .from(workspaceTokens)
+      .where(
+        and(
+          ofOrg,
+          eq(workspaceTokens.tokenHash, sql.placeholder("tokenHash")),
+          eq(workspaceTokens.kind, "auth"),
+          eq(workspaceTokens.workspaceId, workspaces.id),
+        ),
+      )
+      .returning(returned)
+      .prepare("heartbeat_by_token"),
+  };
 }

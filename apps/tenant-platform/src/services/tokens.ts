@@ -1,0 +1,42 @@
+import { type Db, workspaceTokens } from "@molecule/db";
+import { and, eq, sql } from "drizzle-orm";
+import { hashToken, secretsEqual } from "./crypto.ts";
+import type { PlatformDeps } from "./deps.ts";
+
+/**
+ * What a bearer token claims to be, decided without the database: the admin token, or some other token that only a
+ * lookup of its hash can turn into a workspace (or nobody).
+ */
+export type Credential = { kind: "admin" } | { kind: "token"; tokenHash: string };
+
+/** Null when there is no token. */
+export function credentialOf(deps: PlatformDeps, token: string | null): Credential | null {
+  if (!token) return null;
+  if (deps.settings.adminToken && secretsEqual(token, deps.settings.adminToken)) return { kind: "admin" };
+  return { kind: "token", tokenHash: hashToken(token) };
+}
+
+/** The lookup runs on every authenticated request: its SQL is built once per database handle. */
+const lookups = new WeakMap<Db, ReturnType<typeof prepareLookup>>();
+
+function prepareLookup(db: Db) {
+  return db
+    .select({ workspaceId: workspaceTokens.workspaceId })
+    .from(workspaceTokens)
+    .where(and(eq(workspaceTokens.tokenHash, sql.placeholder("tokenHash")), eq(workspaceTokens.kind, "auth")))
+    .prepare("workspace_token_lookup");
+}
+
+/**
+ * The workspace whose current bearer token hashes to `tokenHash`, or null (unknown, rotated or revoked). Read from
+ * the database every time, so a token revoked by any platform process stops working at once.
+ */
+export async function workspaceForToken(db: Db, tokenHash: string): Promise<string | null> {
+  let lookup = lookups.get(db);
+  if (!lookup) {
+    lookup = prepareLookup(db);
+    lookups.set(db, lookup);
+  }
+  const [row] = await lookup.execute({ tokenHash });
+  return row?.workspaceId ?? null;
+}

@@ -57,6 +57,44 @@ describe("request id and log line", () => {
   });
 });
 
+describe("debug routes", () => {
+  function quietApp(level: "info" | "debug") {
+    const lines: Record<string, unknown>[] = [];
+    const stream = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    });
+    const app = new Hono<ServiceEnv>();
+    app.use("*", requestLog(pino({ level }, stream), { debugRoutes: ["POST /beats/:id"] }));
+    app.post("/beats/:id", (c) => (c.req.param("id") === "bad" ? c.json({}, 401) : c.json({ ok: true })));
+    app.get("/beats/:id", (c) => c.json({ ok: true }));
+    return { app, lines };
+  }
+
+  it("a successful answer on a debug route is logged at debug; other answers and routes at info", async () => {
+    const { app, lines } = quietApp("debug");
+    await app.request("/beats/1", { method: "POST" });
+    await app.request("/beats/bad", { method: "POST" });
+    await app.request("/beats/1");
+    expect(lines.map((line) => [line.level, line.method, line.status])).toEqual([
+      [20, "POST", 200],
+      [30, "POST", 401],
+      [30, "GET", 200],
+    ]);
+    expect(lines[0]).toMatchObject({ route: "/beats/:id", requestId: expect.stringMatching(/^req_/) });
+  });
+
+  it("at info, a successful answer on a debug route writes no line", async () => {
+    const { app, lines } = quietApp("info");
+    const response = await app.request("/beats/1", { method: "POST" });
+    expect(response.headers.get("x-request-id")).toMatch(/^req_/);
+    await app.request("/beats/bad", { method: "POST" });
+    expect(lines.map((line) => line.status)).toEqual([401]);
+  });
+});
+
 describe("error envelope", () => {
   it("maps a domain error to its status and keeps its message and details", async () => {
     const { app } = testApp();

@@ -9,7 +9,8 @@
  * a fixed number of requests in flight, agents taken round-robin so each heartbeats in turn with its own token.
  * Every heartbeat is a full authenticated `POST /registry/heartbeat`; a non-200 answer (or an `ok` missing from
  * it) counts as an error. Health and heartbeats alternate in ABBA halves so machine noise hits both.
- * The platform logs at its default level (info: one line per request), as it does in production.
+ * The platform logs at its default level (info), as it does in production: one line per request, except successful
+ * heartbeats, which are logged at debug.
  *
  *   pnpm exec tsx bench/heartbeats.ts
  *   BENCH_AGENTS=1000,10000  BENCH_DURATION_S=10 (per kind and agent count)  BENCH_CONCURRENCY=128

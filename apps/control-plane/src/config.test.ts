@@ -16,7 +16,7 @@ describe("control plane config", () => {
     expect(config.tenantBackend).toEqual({
       name: "docker",
       image: "molecule/tenant-platform:latest",
-      network: "bridge",
+      network: "molecule",
       urlTemplate: null,
     });
     expect(config.auth.adminToken).toBeNull();

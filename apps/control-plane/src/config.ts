@@ -1,3 +1,4 @@
+import { DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
 import {
   ConfigError,
   dockerHostUrl,
@@ -41,7 +42,7 @@ const EnvSchema = z.object({
   TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
   WORKSPACE_IMAGE_TAG: z.string().default("latest"),
-  WORKSPACE_NETWORK: z.string().default("bridge"),
+  WORKSPACE_NETWORK: z.string().default(DEFAULT_WORKSPACE_NETWORK),
   IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
   FLY_API_TOKEN: z.string().optional(),
   FLY_WORKSPACE_APP: z.string().optional(),

@@ -1,4 +1,4 @@
-import { DEFAULT_CP_PROVISION_URL } from "@molecule/provisioner-core";
+import { DEFAULT_CP_PROVISION_URL, DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
 import {
   ConfigError,
   dockerHostUrl,
@@ -29,7 +29,7 @@ const EnvSchema = z.object({
   ALLOWED_RUNTIMES: csv.default(["echo"]),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
   WORKSPACE_IMAGE_TAG: z.string().default("latest"),
-  WORKSPACE_NETWORK: z.string().default("bridge"),
+  WORKSPACE_NETWORK: z.string().default(DEFAULT_WORKSPACE_NETWORK),
   IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
   HEARTBEAT_STALE_AFTER: z.coerce.number().positive().default(90),
   STATUS_SWEEP_INTERVAL: z.coerce.number().positive().default(15),

@@ -16,6 +16,12 @@ import { dockerStatusCode, toProvisionerError } from "./errors.ts";
 export const HOST_GATEWAY_NAME = "host.docker.internal";
 export const HOST_GATEWAY_EXTRA_HOST = `${HOST_GATEWAY_NAME}:host-gateway`;
 
+/**
+ * Where workspaces (and tenants) run unless configured otherwise: a user-defined network, created when missing, on
+ * which containers reach each other by name. Docker's default `bridge` has no names; `host` is for single-host CI.
+ */
+export const DEFAULT_WORKSPACE_NETWORK = "molecule";
+
 /** True for a network on which containers find each other by name: neither `host`, `bridge` nor `none`. */
 export function isUserDefinedNetwork(network: string): boolean {
   return network !== "host" && network !== "bridge" && network !== "none";

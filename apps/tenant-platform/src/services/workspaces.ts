@@ -9,6 +9,7 @@ import {
   isExternalCreate,
   OPERATION_ENTRY_STATUS,
   type OperationKind,
+  sourcesOf,
   type WorkspaceStatus,
   type WorkspaceView,
 } from "@molecule/contracts";
@@ -37,17 +38,8 @@ const LIFECYCLE_SOURCES: Record<LifecycleKind, readonly WorkspaceStatus[]> = {
   stop: ["awaiting_agent", "online", "degraded", "offline", "suspended", "failed"],
   restart: ["awaiting_agent", "online", "degraded", "offline", "failed"],
   suspend: ["awaiting_agent", "online", "degraded", "offline"],
-  destroy: [
-    "provisioning",
-    "awaiting_agent",
-    "online",
-    "degraded",
-    "offline",
-    "stopping",
-    "stopped",
-    "suspended",
-    "failed",
-  ],
+  // Anything that may move to `removing`, as the shared transition table says.
+  destroy: sourcesOf("removing"),
 };
 
 export interface IdempotencyInput {

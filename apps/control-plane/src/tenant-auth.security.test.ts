@@ -100,7 +100,7 @@ describe("signed tenant requests", () => {
     );
     await refused(
       () => cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body, signature: "" }),
-      "bad signature",
+      "missing signature (x-molecule-signature)",
     );
     // Signed for GET /cp/workspaces, sent as a provision.
     const nonce = "signed-for-another-route";
@@ -138,13 +138,19 @@ describe("signed tenant requests", () => {
   });
 
   it("refuses a timestamp outside the window, in the past and in the future, and a malformed one", async () => {
-    const now = Math.floor(cp.clock.now().getTime() / 1000);
+    // On a whole second, so both edges are exactly one window away (the millisecond edges have their own test).
+    cp.clock.advance(1000 - (cp.clock.now().getTime() % 1000));
+    const now = cp.clock.now().getTime() / 1000;
     for (const timestamp of [now - SIGNATURE_WINDOW_SECONDS - 1, now + SIGNATURE_WINDOW_SECONDS + 1, 0]) {
       await refused(
         () => cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body: provisionBody(), timestamp }),
         "stale timestamp",
       );
     }
+    await refused(
+      () => cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body: provisionBody(), timestamp: -1 }),
+      "malformed timestamp: unix seconds expected",
+    );
     // The edges of the window are accepted.
     for (const timestamp of [now - SIGNATURE_WINDOW_SECONDS, now + SIGNATURE_WINDOW_SECONDS]) {
       expect((await cp.tenant(alpha, "GET", "/cp/workspaces", { timestamp })).status).toBe(200);
@@ -171,7 +177,8 @@ describe("signed tenant requests", () => {
 
     const kept = await cp.db.db.select().from(cpRequestNonces);
     expect(kept.some((row) => row.nonce === nonce)).toBe(true);
-    cp.clock.advance((2 * SIGNATURE_WINDOW_SECONDS + 1) * 1000);
+    // Past the keeping time of every nonce so far, including those signed a whole window in the future.
+    cp.clock.advance((2 * SIGNATURE_WINDOW_SECONDS + 2) * 1000);
     expect((await cp.tenant(alpha, "GET", "/cp/workspaces")).status).toBe(200);
     const pruned = await cp.db.db.select().from(cpRequestNonces);
     expect(pruned.map((row) => row.nonce)).not.toContain(nonce);
@@ -180,11 +187,143 @@ describe("signed tenant requests", () => {
   });
 
   it("refuses a missing or malformed nonce", async () => {
-    await refused(() => cp.tenant(alpha, "GET", "/cp/workspaces", { nonce: "" }), "bad signature");
+    await refused(
+      () => cp.tenant(alpha, "GET", "/cp/workspaces", { nonce: "" }),
+      "missing nonce (x-molecule-nonce)",
+    );
     await refused(
       () => cp.tenant(alpha, "GET", "/cp/workspaces", { nonce: "a b c d e f g h" }),
       "bad signature",
     );
+  });
+});
+
+describe("missing signature headers", () => {
+  it("names each missing header, in the order signature, timestamp, nonce", async () => {
+    const cases = [
+      [["timestamp", "nonce", "signature"], "missing signature (x-molecule-signature)"],
+      [["signature"], "missing signature (x-molecule-signature)"],
+      [["timestamp", "nonce"], "missing timestamp (x-molecule-timestamp)"],
+      [["timestamp"], "missing timestamp (x-molecule-timestamp)"],
+      [["nonce"], "missing nonce (x-molecule-nonce)"],
+    ] as const;
+    for (const [omitHeaders, message] of cases) {
+      await refused(
+        () => cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body: provisionBody(), omitHeaders }),
+        message,
+      );
+      await refused(() => cp.tenant(alpha, "GET", "/cp/workspaces", { omitHeaders }), message);
+    }
+  });
+});
+
+describe("the signature window and nonces, to the millisecond", () => {
+  const WINDOW_MS = SIGNATURE_WINDOW_SECONDS * 1000;
+  let org: TenantIdentity;
+
+  /** Moves the control plane's clock to an exact unix millisecond. */
+  const moveTo = (ms: number) => cp.clock.advance(ms - cp.clock.now().getTime());
+  /** A fresh request at the clock's current second: accepted, and it prunes every nonce past keeping. */
+  async function freshRequestPrunes() {
+    expect((await cp.tenant(org, "GET", "/cp/workspaces")).status).toBe(200);
+  }
+
+  beforeAll(async () => {
+    org = await cp.createOrg("window-org");
+    await cp.runner.drain();
+  });
+
+  it("a request signed at second T is accepted from (T - window) to (T + window) ms inclusive, and only then", async () => {
+    const start = Math.floor(cp.clock.now().getTime() / 1000) + 10;
+    const signedAt = start + SIGNATURE_WINDOW_SECONDS; // lies in the future at first
+    const T = signedAt * 1000;
+    const expectations: [number, number][] = [
+      [T - WINDOW_MS - 1, 401],
+      [T - WINDOW_MS, 200],
+      [T - 1, 200],
+      [T + 500, 200],
+      [T + WINDOW_MS - 1, 200],
+      [T + WINDOW_MS, 200],
+      [T + WINDOW_MS + 1, 401],
+      [T + WINDOW_MS + 999, 401],
+      [T + WINDOW_MS + 1000, 401],
+    ];
+    for (const [at, status] of expectations) {
+      moveTo(at);
+      const reply = await cp.tenant(org, "GET", "/cp/workspaces", { timestamp: signedAt });
+      expect(reply.status, `signed at ${T}, sent at ${at}`).toBe(status);
+      if (status === 401) expect(reply.body.error.message).toBe("stale timestamp");
+    }
+  });
+
+  it("a replay is refused at every instant its original could still be accepted, a fresh request pruning in between", async () => {
+    // The attack this guards: a tenant's `failed` boot event, replayed late in its window after the org became
+    // ready, must not move it back to failed.
+    const signedAt = Math.floor(cp.clock.now().getTime() / 1000) + 5;
+    const T = signedAt * 1000;
+    moveTo(T + 250);
+    const nonce = "late-replay-0123456789";
+    const body = { stage: "failed", detail: "image pull failed" };
+    const original = await cp.tenant(org, "POST", "/cp/tenants/boot-event", {
+      body,
+      nonce,
+      timestamp: signedAt,
+    });
+    expect(original.status).toBe(204);
+    expect(
+      (await cp.tenant(org, "POST", "/cp/tenants/boot-event", { body: { stage: "ready" } })).status,
+    ).toBe(204);
+    const statusOf = async () => (await cp.admin("GET", `/cp/orgs/${org.slug}`)).body.org.status;
+    expect(await statusOf()).toBe("ready");
+
+    const instants = [
+      T + 1_000,
+      T + WINDOW_MS / 2,
+      T + WINDOW_MS - 1_000,
+      T + WINDOW_MS - 999,
+      T + WINDOW_MS - 500,
+      T + WINDOW_MS - 1,
+      T + WINDOW_MS,
+      T + WINDOW_MS + 1,
+      T + WINDOW_MS + 500,
+      T + WINDOW_MS + 999,
+      T + WINDOW_MS + 1_000,
+      T + WINDOW_MS + 1_001,
+      T + WINDOW_MS + 1_500,
+    ];
+    for (const at of instants) {
+      moveTo(at);
+      await freshRequestPrunes();
+      const replay = await cp.tenant(org, "POST", "/cp/tenants/boot-event", {
+        body,
+        nonce,
+        timestamp: signedAt,
+      });
+      expect(replay.status, `replay at window end ${at - T - WINDOW_MS} ms`).toBe(401);
+      expect(replay.body.error.message).toBe(at <= T + WINDOW_MS ? "replayed request" : "stale timestamp");
+    }
+    expect(await statusOf()).toBe("ready");
+    const events = (await cp.admin("GET", `/cp/orgs/${org.slug}`)).body.provision_status.events;
+    expect(events.filter((event: { stage: string }) => event.stage === "failed")).toHaveLength(1);
+  });
+
+  it("keeps a nonce until one second past the last millisecond of its window, then prunes it", async () => {
+    const signedAt = Math.floor(cp.clock.now().getTime() / 1000) + 5;
+    const T = signedAt * 1000;
+    moveTo(T);
+    const nonce = "kept-then-pruned-0123";
+    expect((await cp.tenant(org, "GET", "/cp/workspaces", { nonce, timestamp: signedAt })).status).toBe(200);
+    const kept = async () =>
+      (await cp.db.db.select().from(cpRequestNonces)).some(
+        (row) => row.nonce === nonce && row.orgId === org.orgId,
+      );
+
+    moveTo(T + WINDOW_MS + 1_000);
+    await freshRequestPrunes();
+    expect(await kept()).toBe(true);
+    moveTo(T + WINDOW_MS + 1_001);
+    await freshRequestPrunes();
+    expect(await kept()).toBe(false);
   });
 });
 

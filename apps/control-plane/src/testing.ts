@@ -64,6 +64,8 @@ export interface SignedCall {
   /** Sent instead of the body that was signed. */
   sendBody?: string;
   signature?: string;
+  /** Signature headers left out of the request. */
+  omitHeaders?: readonly (keyof typeof CP_HEADERS)[];
 }
 
 export interface TenantIdentity {
@@ -155,6 +157,7 @@ export async function createTestControlPlane(
       [CP_HEADERS.nonce]: nonce,
       [CP_HEADERS.signature]: signature,
     };
+    for (const omitted of call.omitHeaders ?? []) delete headers[CP_HEADERS[omitted]];
     const credential = call.credential === undefined ? identity.credential : call.credential;
     if (credential) headers.authorization = `Bearer ${credential}`;
     const mutating = method === "POST" || method === "DELETE";

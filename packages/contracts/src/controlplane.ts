@@ -20,8 +20,29 @@ export const CP_HEADERS = {
   signature: "x-molecule-signature",
 } as const;
 
-/** Requests signed further than this from the control plane's clock are refused; nonces are kept this long. */
+/** Requests signed further than this from the control plane's clock, either way, are refused. */
 export const SIGNATURE_WINDOW_SECONDS = 300;
+/**
+ * How long past the last moment its request can be accepted a nonce is still kept: replicas whose clocks disagree by
+ * less than this never accept a replay of a nonce another replica has already pruned.
+ */
+export const NONCE_GRACE_MS = 1_000;
+
+/**
+ * The one window rule, in milliseconds: a request signed at `timestampSeconds` (unix seconds) is accepted while the
+ * receiver's clock is within `SIGNATURE_WINDOW_SECONDS` of it, either way. Both edges are inside.
+ */
+export function withinSignatureWindow(timestampSeconds: number, nowMs: number): boolean {
+  return Math.abs(nowMs - timestampSeconds * 1000) <= SIGNATURE_WINDOW_SECONDS * 1000;
+}
+
+/**
+ * Until when (unix milliseconds, inclusive) a nonce signed at `timestampSeconds` must be kept: the last millisecond
+ * `withinSignatureWindow` accepts it, plus `NONCE_GRACE_MS`. A nonce is pruned only once `now` is past this.
+ */
+export function nonceKeptUntilMs(timestampSeconds: number): number {
+  return (timestampSeconds + SIGNATURE_WINDOW_SECONDS) * 1000 + NONCE_GRACE_MS;
+}
 export const SIGNATURE_VERSION = "v1";
 
 export function sha256Hex(body: string | Uint8Array): string {

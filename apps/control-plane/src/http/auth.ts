@@ -2,8 +2,9 @@ import {
   CP_HEADERS,
   DomainError,
   deriveTenantSigningKey,
-  SIGNATURE_WINDOW_SECONDS,
+  nonceKeptUntilMs,
   signatureMatches,
+  withinSignatureWindow,
 } from "@molecule/contracts";
 import { hashToken, secretsEqual } from "@molecule/tenant-platform/crypto";
 import { and, eq, inArray, lt } from "drizzle-orm";
@@ -38,10 +39,11 @@ const NONCE_PATTERN = /^[A-Za-z0-9._~+/=-]{8,200}$/;
 const refuse = (why: string) => new DomainError("unauthorized", why);
 
 /**
- * Tenant calls: the bearer credential names the org; the timestamp must be within the signature window of the
- * control plane's clock; the HMAC (the org's derived key) must cover method, path with query, timestamp, nonce and
- * the exact body bytes; the nonce must be new. Any failure is a 401 that changes nothing. On success the body bytes
- * are kept for the route to parse, and nonces past their window are pruned.
+ * Tenant calls: the bearer credential names the org; the timestamp, nonce and signature headers must each be present
+ * (each missing one is named); the timestamp must be within the signature window of the control plane's clock
+ * (`withinSignatureWindow`, in milliseconds); the HMAC (the org's derived key) must cover method, path with query,
+ * timestamp, nonce and the exact body bytes; the nonce must be new. Any failure is a 401 that changes nothing. On
+ * success the body bytes are kept for the route to parse, and nonces no request can use any more are pruned.
  */
 export function requireTenant(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -59,16 +61,15 @@ export function requireTenant(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv>
       );
     if (!org) throw refuse("unknown tenant credential");
 
+    const signature = c.req.header(CP_HEADERS.signature) ?? "";
     const timestamp = c.req.header(CP_HEADERS.timestamp) ?? "";
     const nonce = c.req.header(CP_HEADERS.nonce) ?? "";
-    const signature = c.req.header(CP_HEADERS.signature) ?? "";
-    const nowSeconds = Math.floor(deps.clock.now().getTime() / 1000);
-    if (
-      !/^\d{1,12}$/.test(timestamp) ||
-      Math.abs(nowSeconds - Number(timestamp)) > SIGNATURE_WINDOW_SECONDS
-    ) {
-      throw refuse("stale timestamp");
-    }
+    if (!signature) throw refuse(`missing signature (${CP_HEADERS.signature})`);
+    if (!timestamp) throw refuse(`missing timestamp (${CP_HEADERS.timestamp})`);
+    if (!nonce) throw refuse(`missing nonce (${CP_HEADERS.nonce})`);
+    if (!/^\d{1,12}$/.test(timestamp)) throw refuse("malformed timestamp: unix seconds expected");
+    const now = deps.clock.now();
+    if (!withinSignatureWindow(Number(timestamp), now.getTime())) throw refuse("stale timestamp");
     if (!NONCE_PATTERN.test(nonce)) throw refuse("bad signature");
 
     const body = await readBytes(c);
@@ -77,14 +78,11 @@ export function requireTenant(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv>
     const signed = { method: c.req.method, path: `${url.pathname}${url.search}`, timestamp, nonce, body };
     if (!signatureMatches(key, signature, signed)) throw refuse("bad signature");
 
-    const now = deps.clock.now();
+    // A nonce is kept past the last millisecond its request can be accepted (nonceKeptUntilMs) and pruned only once
+    // `now` is beyond that, on the same clock reading as the window check: a replay inside the window always finds it.
     const recorded = await deps.db
       .insert(cpRequestNonces)
-      .values({
-        orgId: org.id,
-        nonce,
-        expiresAt: new Date((Number(timestamp) + SIGNATURE_WINDOW_SECONDS) * 1000),
-      })
+      .values({ orgId: org.id, nonce, expiresAt: new Date(nonceKeptUntilMs(Number(timestamp))) })
       .onConflictDoNothing()
       .returning({ nonce: cpRequestNonces.nonce });
     if (recorded.length === 0) throw refuse("replayed request");

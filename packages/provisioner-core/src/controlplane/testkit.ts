@@ -17,10 +17,10 @@ import {
   CpProvisionBody,
   CpStartBody,
   type CpWorkspaceSpec,
-  SIGNATURE_WINDOW_SECONDS,
   sha256Hex,
   signatureMatches,
   type TenantRuntimeConfig,
+  withinSignatureWindow,
 } from "@molecule/contracts";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { abortableSleep, IDEMPOTENCY_KEY_HEADER } from "./client.ts";
@@ -278,7 +278,7 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
       bearer === `Bearer ${token}` &&
       record.timestamp !== undefined &&
       Number.isFinite(ts) &&
-      Math.abs(now - ts) <= SIGNATURE_WINDOW_SECONDS &&
+      withinSignatureWindow(ts, Date.now()) &&
       record.nonce !== undefined &&
       record.signature !== undefined &&
       signatureMatches(signingKey, record.signature, {

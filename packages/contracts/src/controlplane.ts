@@ -12,6 +12,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
+import { multiLineText, singleLineText, storableJson } from "./text.ts";
 import { SecretKey } from "./workspaces.ts";
 
 export const CP_HEADERS = {
@@ -92,11 +93,11 @@ export const OrgSlug = z
 
 export const CreateOrgBody = z.strictObject({
   slug: OrgSlug,
-  name: z.string().trim().min(1).max(100),
+  name: singleLineText().trim().min(1).max(100),
 });
 export type CreateOrgBody = z.infer<typeof CreateOrgBody>;
 
-export const DeleteOrgBody = z.strictObject({ confirm: z.string() });
+export const DeleteOrgBody = z.strictObject({ confirm: singleLineText().max(100) });
 
 export const ORG_STATUSES = ["provisioning", "ready", "failed", "deleting", "deleted"] as const;
 export const OrgStatus = z.enum(ORG_STATUSES);
@@ -107,7 +108,7 @@ export const TenantBootStage = z.enum(TENANT_BOOT_STAGES);
 
 export const BootEventBody = z.strictObject({
   stage: TenantBootStage,
-  detail: z.string().max(1000).optional(),
+  detail: multiLineText().max(1000).optional(),
 });
 export type BootEventBody = z.infer<typeof BootEventBody>;
 
@@ -120,7 +121,7 @@ export const CpWorkspaceSpec = z.strictObject({
   tier: z.union([z.literal(2), z.literal(3), z.literal(4)]),
   env: z.record(SecretKey, z.string().max(64 * 1024)),
   secret_keys: z.array(SecretKey).max(200),
-  metadata: z.record(z.string(), z.unknown()).default({}),
+  metadata: storableJson(z.record(z.string(), z.unknown())).default({}),
 });
 export type CpWorkspaceSpec = z.infer<typeof CpWorkspaceSpec>;
 

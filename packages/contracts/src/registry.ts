@@ -1,17 +1,21 @@
 import { z } from "zod";
+import { multiLineText, singleLineText, storableJson } from "./text.ts";
 
-export const AgentCard = z
-  .object({
-    name: z.string().max(200).optional(),
-    description: z.string().max(2000).optional(),
-    version: z.string().max(100).optional(),
-    skills: z.array(z.unknown()).max(100).optional(),
-  })
-  .passthrough();
+/** The agent's own JSON, stored as sent: any fields beyond these, with nothing in them the database refuses. */
+export const AgentCard = storableJson(
+  z
+    .object({
+      name: singleLineText().max(200).optional(),
+      description: multiLineText().max(2000).optional(),
+      version: singleLineText().max(100).optional(),
+      skills: z.array(z.unknown()).max(100).optional(),
+    })
+    .passthrough(),
+);
 
 export const RegisterBody = z.object({
   id: z.string().min(1).max(64),
-  url: z.string().url().max(2048).nullable().optional(),
+  url: singleLineText().url().max(2048).nullable().optional(),
   agent_card: AgentCard.optional(),
 });
 export type RegisterBody = z.infer<typeof RegisterBody>;
@@ -24,7 +28,7 @@ export const HeartbeatBody = z
   .object({
     workspace_id: z.string().min(1).max(64),
     status: z.enum(["ok", "degraded"]).optional(),
-    detail: z.string().max(1000).optional(),
+    detail: multiLineText().max(1000).optional(),
   })
   .passthrough();
 export type HeartbeatBody = z.infer<typeof HeartbeatBody>;

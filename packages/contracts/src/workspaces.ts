@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { OperationKind, OperationStatus, WorkspaceStatus } from "./status.ts";
+import { multiLineText, singleLineText } from "./text.ts";
 
 export const TIERS = [2, 3, 4] as const;
 export const Tier = z.union([z.literal(2), z.literal(3), z.literal(4)], {
@@ -16,7 +17,7 @@ export const SecretValue = z.string().max(64 * 1024);
 export const RESERVED_ENV_KEYS = ["WORKSPACE_ID", "PLATFORM_URL", "WORKSPACE_BOOT_TOKEN"] as const;
 
 export const Metadata = z
-  .record(z.string().max(64), z.union([z.string().max(1024), z.number(), z.boolean()]))
+  .record(singleLineText().max(64), z.union([multiLineText().max(1024), z.number(), z.boolean()]))
   .refine((value) => Object.keys(value).length <= 32, "at most 32 metadata keys");
 
 /** The runtime name and backend label of a workspace whose agent runs elsewhere and only registers here. */
@@ -32,7 +33,7 @@ export function isExternalCreate(body: {
 
 export const CreateWorkspaceBody = z
   .strictObject({
-    name: z.string().trim().min(1).max(100),
+    name: singleLineText().trim().min(1).max(100),
     /** Required unless `external` is true; `"external"` alone means the same as `external: true`. */
     runtime: z
       .string()
@@ -41,7 +42,7 @@ export const CreateWorkspaceBody = z
     /** The agent runs outside the platform (a laptop, a CI runner, on-prem) and registers with a one-time token. */
     external: z.boolean().optional(),
     /** External workspaces only: where the agent will listen, checked against the agent URL policy. */
-    url: z.string().url().max(2048).optional(),
+    url: singleLineText().url().max(2048).optional(),
     tier: Tier.default(2),
     secrets: z
       .record(SecretKey, SecretValue)

@@ -106,7 +106,13 @@ async function reply(response: Response): Promise<Reply> {
 }
 
 export async function createTestControlPlane(
-  options: { provisioner?: Provisioner; settings?: Partial<ControlPlaneSettings>; clock?: ManualClock } = {},
+  options: {
+    provisioner?: Provisioner;
+    settings?: Partial<ControlPlaneSettings>;
+    clock?: ManualClock;
+    /** Silent unless a test reads what the control plane logs. */
+    logger?: ControlPlaneDeps["logger"];
+  } = {},
 ): Promise<TestControlPlane> {
   const db = await createTestDatabase({ migrations: CP_MIGRATIONS });
   const clock = options.clock ?? manualClock();
@@ -118,7 +124,7 @@ export async function createTestControlPlane(
     sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
     clock,
     ids: createIdGenerator(),
-    logger: pino({ level: "silent" }),
+    logger: options.logger ?? pino({ level: "silent" }),
     settings: {
       adminToken: ADMIN_TOKEN,
       provisionSharedSecret: SHARED_SECRET,

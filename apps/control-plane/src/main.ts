@@ -2,6 +2,7 @@ import { serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
+import { logSerializers } from "@molecule/service-kit/log";
 import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { createApp, createOperationRunner } from "./app.ts";
@@ -34,7 +35,11 @@ async function main(): Promise<void> {
     console.error(`molecule control plane: ${(error as Error).message}`);
     process.exit(1);
   }
-  const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } });
+  const logger = pino({
+    level: config.logLevel,
+    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    serializers: logSerializers,
+  });
 
   let provisioner: ControlPlaneDeps["provisioner"];
   let tenants: ControlPlaneDeps["tenants"];

@@ -8,6 +8,7 @@ import {
   postBootEvent,
 } from "@molecule/provisioner-core";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
+import { logSerializers } from "@molecule/service-kit/log";
 import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
 import { makeAdminToken, makeSecretsKey, persistedSecret } from "./bootstrap.ts";
@@ -84,7 +85,11 @@ async function main(): Promise<void> {
     console.error(`molecule: ${(error as Error).message}`);
     process.exit(1);
   }
-  const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } });
+  const logger = pino({
+    level: config.logLevel,
+    redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+    serializers: logSerializers,
+  });
 
   let selection: ReturnType<typeof selectedBackend>;
   try {

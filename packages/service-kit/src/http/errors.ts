@@ -1,6 +1,8 @@
 import { DomainError, type ErrorCode, type ErrorEnvelope } from "@molecule/contracts";
 import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { loggableError } from "../log.ts";
 import type { ServiceEnv } from "./env.ts";
 
 /** The one place a domain error code becomes an HTTP status. */
@@ -47,10 +49,44 @@ export function errorResponse<E extends ServiceEnv>(
   return c.json(body, statusFor(code));
 }
 
-/** `app.onError`: a domain error keeps its code and message; anything else is logged and answered generically. */
+const CLIENT_ERROR_CODES: Partial<Record<number, ErrorCode>> = {
+  400: "bad_request",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  409: "conflict",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+};
+
+/**
+ * A client's mistake reported by the framework rather than by our code: a body over the limit read as a stream
+ * (hono's body limit throws from the read; its middleware then answers the 413), or a 4xx `HTTPException`.
+ */
+function clientError(error: unknown): { code: ErrorCode; message: string } | null {
+  if (error instanceof Error && error.name === "BodyLimitError") {
+    return { code: "payload_too_large", message: "body exceeds the size limit" };
+  }
+  if (error instanceof HTTPException && error.status >= 400 && error.status < 500) {
+    return {
+      code: CLIENT_ERROR_CODES[error.status] ?? "bad_request",
+      message: error.message || "bad request",
+    };
+  }
+  return null;
+}
+
+/**
+ * `app.onError`: a domain error keeps its code and message, and a client error the framework raised gets its 4xx;
+ * both are logged only by the request line. Anything else is logged once as an unhandled error (a database error
+ * without its statement or parameters, see `loggableError`) and answered generically.
+ */
 export function handleError<E extends ServiceEnv>(error: unknown, c: Context<E>) {
   if (error instanceof DomainError) return errorResponse(c, error.code, error.message, error.details);
-  c.get("logger")?.error({ err: error }, "unhandled error");
+  const client = clientError(error);
+  if (client) return errorResponse(c, client.code, client.message);
+  c.get("logger")?.error({ err: loggableError(error) }, "unhandled error");
   return errorResponse(c, "internal", "internal error; quote the request id when reporting it");
 }
 

@@ -1,6 +1,7 @@
 import { Writable } from "node:stream";
 import { DomainError, ErrorEnvelope } from "@molecule/contracts";
 import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -144,6 +145,40 @@ describe("error envelope", () => {
       code: "payload_too_large",
       message: "body exceeds 16 bytes",
     });
+  });
+
+  it("a streamed body over the limit is a 413 logged once, by the request line, never as an unhandled error", async () => {
+    const { app, lines } = testApp();
+    const chunks = [new TextEncoder().encode('{"name":"'), new TextEncoder().encode(`${"x".repeat(32)}"}`)];
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const chunk = chunks.shift();
+        if (chunk) controller.enqueue(chunk);
+        else controller.close();
+      },
+    });
+    // No Content-Length: the limit is only noticed while the handler reads the body.
+    const response = await app.request("/echo", { method: "POST", body, duplex: "half" } as RequestInit);
+    expect(response.status).toBe(413);
+    expect(await envelope(response)).toMatchObject({
+      code: "payload_too_large",
+      message: "body exceeds 16 bytes",
+    });
+    expect(lines.map((line) => [line.msg, line.status])).toEqual([["request", 413]]);
+  });
+
+  it("a 4xx the framework raises keeps its status in the envelope and is not an unhandled error", async () => {
+    const { app, lines } = testApp();
+    app.get("/framework", () => {
+      throw new HTTPException(415, { message: "no such media" });
+    });
+    const response = await app.request("/framework");
+    expect(response.status).toBe(415);
+    expect(await envelope(response)).toMatchObject({
+      code: "unsupported_media_type",
+      message: "no such media",
+    });
+    expect(lines.map((line) => line.msg)).toEqual(["request"]);
   });
 
   it("a body that fails validation is bad_request naming the first issue's path, every issue in details", async () => {

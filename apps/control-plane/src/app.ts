@@ -25,10 +25,10 @@ export function createOperationRunner(deps: ControlPlaneDeps, instanceId: string
   return new OperationRunner(
     deps,
     instanceId,
-    (operation, step) =>
+    (operation, step, scrub) =>
       isOrg(operation.kind)
-        ? performOrgOperation(deps, operation, step)
-        : performWorkspaceOperation(deps, operation, step),
+        ? performOrgOperation(deps, operation, step, scrub)
+        : performWorkspaceOperation(deps, operation, step, scrub),
     (operation, error) =>
       isOrg(operation.kind)
         ? orgOperationFailed(deps, operation, error)

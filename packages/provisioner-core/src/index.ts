@@ -5,5 +5,6 @@ export * from "./flyio/index.ts";
 export * from "./naming.ts";
 export * from "./provisioner.ts";
 export * from "./retry.ts";
+export * from "./scrub.ts";
 export * from "./select.ts";
 export * from "./tiers.ts";

@@ -75,3 +75,11 @@ export function isTimeout(error: unknown): boolean {
     code === "ETIMEDOUT"
   );
 }
+
+/** Names a connection failure by its code (`ECONNREFUSED`, `UND_ERR_SOCKET`) or class, never by its message. */
+export function connectionCause(error: unknown): string {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === "string" && /^[A-Z][A-Z0-9_]{1,40}$/.test(code)) return code;
+  const name = error instanceof Error ? error.name : "";
+  return /^[A-Za-z]{1,40}$/.test(name) ? name : "unknown";
+}

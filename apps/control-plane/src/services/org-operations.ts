@@ -1,4 +1,4 @@
-import { ProvisionerError, type StepReporter } from "@molecule/provisioner-core";
+import { ProvisionerError, type Scrubber, type StepReporter } from "@molecule/provisioner-core";
 import { and, eq, gte, lt, ne, or } from "drizzle-orm";
 import {
   type CpOperationError,
@@ -30,12 +30,13 @@ export async function performOrgOperation(
   deps: ControlPlaneDeps,
   operation: CpOperationRow,
   step: StepReporter,
+  scrub: Scrubber,
 ): Promise<OperationOutcome | undefined> {
   const [org] = await deps.db.select().from(cpOrgs).where(eq(cpOrgs.id, operation.orgId));
   if (!org) throw new OperationSuperseded("the org no longer exists");
   switch (operation.kind) {
     case "provision_tenant":
-      await provisionTenant(deps, org, step);
+      await provisionTenant(deps, org, step, scrub);
       return undefined;
     case "destroy_org":
       await destroyOrg(deps, org, operation, step);
@@ -62,7 +63,12 @@ export function tenantRef(org: CpOrgRow): TenantRef {
   return { orgId: org.id, slug: org.slug, handle: org.tenantHandle ?? null };
 }
 
-async function provisionTenant(deps: ControlPlaneDeps, org: CpOrgRow, step: StepReporter): Promise<void> {
+async function provisionTenant(
+  deps: ControlPlaneDeps,
+  org: CpOrgRow,
+  step: StepReporter,
+  scrub: Scrubber,
+): Promise<void> {
   if (org.status === "deleting" || org.status === "deleted") {
     throw new OperationSuperseded("the org is being deleted");
   }
@@ -75,6 +81,7 @@ async function provisionTenant(deps: ControlPlaneDeps, org: CpOrgRow, step: Step
     org.tenantEnvKeyVersion,
     tenantEnvAad(org.id),
   );
+  scrub.addSpec({ env, secretKeys: TENANT_SECRET_KEYS, orgId: org.id });
   const instance = await deps.tenants.provision(
     {
       orgId: org.id,

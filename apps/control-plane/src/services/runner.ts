@@ -1,4 +1,4 @@
-import { isRetryable, ProvisionerError, type StepReporter } from "@molecule/provisioner-core";
+import { describeFailure, Scrubber, type StepReporter } from "@molecule/provisioner-core";
 import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/service-kit/operations";
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
@@ -22,10 +22,14 @@ export interface OperationOutcome {
   result?: { suspended?: boolean; reason?: string };
 }
 
-/** Does the work of one operation kind; called again on every attempt, so it must be idempotent. */
+/**
+ * Does the work of one operation kind; called again on every attempt, so it must be idempotent. Every secret it opens
+ * (a spec's env, a tenant's tokens) is added to `scrub`, so that no failure, step detail or log line carries it.
+ */
 export type Perform = (
   operation: CpOperationRow,
   step: StepReporter,
+  scrub: Scrubber,
 ) => Promise<OperationOutcome | undefined>;
 
 /** What happens when an operation fails for good (marks the workspace or org failed). */
@@ -127,6 +131,7 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
           .where(and(eq(cpOperations.id, operation.id), eq(cpOperations.lockedBy, this.instanceId))),
       (error) => log.warn({ err: error }, "lease renewal failed"),
     );
+    const scrub = new Scrubber();
     // Appends finished steps to the operation row in order, each with its duration.
     const recorder = new StepRecorder((step) =>
       db
@@ -135,13 +140,16 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
         .where(eq(cpOperations.id, operation.id)),
     );
     try {
-      const outcome = await this.perform(operation, recorder.reporter());
+      const report = recorder.reporter();
+      const step: StepReporter = (name, detail) =>
+        report(name, detail === undefined ? undefined : scrub.text(detail));
+      const outcome = await this.perform(operation, step, scrub);
       await recorder.flush();
       await this.finish(operation, { status: "succeeded", error: null, result: outcome?.result ?? null });
       log.info({ attempts: operation.attempts }, "operation succeeded");
     } catch (error) {
       await recorder.flush().catch(() => {});
-      await this.fail(operation, error, log);
+      await this.fail(operation, error, log, scrub);
     } finally {
       releaseLease();
       this.inFlight.delete(operation.id);
@@ -152,6 +160,7 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
     operation: CpOperationRow,
     error: unknown,
     log: ControlPlaneDeps["logger"],
+    scrub: Scrubber,
   ): Promise<void> {
     const now = this.deps.clock.now();
     if (error instanceof OperationSuperseded) {
@@ -166,20 +175,22 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
       await this.reschedule(operation, new Date(now.getTime() + error.delayMs), null, true);
       return;
     }
-    const failure: CpOperationError =
-      error instanceof ProvisionerError
-        ? { code: error.code, message: error.message, retryable: error.retryable }
-        : { code: "internal", message: "unexpected error; see the control plane log", retryable: false };
-    if (isRetryable(error) && operation.attempts < this.deps.settings.operationMaxAttempts) {
+    const report = describeFailure(error, "unexpected error; see the control plane log", scrub);
+    const failure: CpOperationError = {
+      code: report.code,
+      message: report.message,
+      retryable: report.retryable,
+    };
+    if (report.retryable && operation.attempts < this.deps.settings.operationMaxAttempts) {
       const delay = retryDelayMs(operation.attempts);
       log.warn(
-        { err: error, attempts: operation.attempts, retryInMs: delay },
+        { ...report.log, attempts: operation.attempts, retryInMs: delay },
         "operation failed; will retry",
       );
       await this.reschedule(operation, new Date(now.getTime() + delay), failure, false);
       return;
     }
-    log.error({ err: error, attempts: operation.attempts }, "operation failed");
+    log.error({ ...report.log, attempts: operation.attempts }, "operation failed");
     if (await this.finish(operation, { status: "failed", error: failure, result: null })) {
       await this.onFailed(operation, failure);
     }

@@ -1,5 +1,5 @@
 import type { CpWorkspaceSpec } from "@molecule/contracts";
-import type { Handle, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
+import type { Handle, Scrubber, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
 import { and, eq } from "drizzle-orm";
 import {
   type CpOperationError,
@@ -23,6 +23,7 @@ export async function performWorkspaceOperation(
   deps: ControlPlaneDeps,
   operation: CpOperationRow,
   step: StepReporter,
+  scrub: Scrubber,
 ): Promise<OperationOutcome | undefined> {
   const workspaceId = operation.workspaceId ?? "";
   const [row] = await deps.db
@@ -42,20 +43,28 @@ export async function performWorkspaceOperation(
   switch (operation.kind) {
     case "provision": {
       const input = openInput(deps, operation);
-      const handle = await provisioner.provision(toSpec(deps, operation, input.spec), workspace.handle, {
-        step,
-        idempotencyKey,
-      });
+      const handle = await provisioner.provision(
+        scrub.learn(toSpec(deps, operation, input.spec)),
+        workspace.handle,
+        {
+          step,
+          idempotencyKey,
+        },
+      );
       await save(deps, workspace, { handle, state: "running" });
       return undefined;
     }
     case "start": {
       const input = openInput(deps, operation);
-      const handle = await provisioner.start(toSpec(deps, operation, input.spec), workspace.handle, {
-        step,
-        idempotencyKey,
-        recreate: input.recreate ?? false,
-      });
+      const handle = await provisioner.start(
+        scrub.learn(toSpec(deps, operation, input.spec)),
+        workspace.handle,
+        {
+          step,
+          idempotencyKey,
+          recreate: input.recreate ?? false,
+        },
+      );
       await save(deps, workspace, { handle, state: "running" });
       return undefined;
     }

@@ -46,6 +46,7 @@ import {
   removeContainer,
   removeVolume,
   type StepReporter,
+  specScrubber,
   startContainer,
 } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
@@ -304,46 +305,56 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       volume: tenantVolumeName(ref.slug),
     });
 
+  async function provision(
+    spec: TenantSpec,
+    handle: TenantHandle | null,
+    ctx: { step?: StepReporter } | undefined,
+  ): Promise<TenantInstance> {
+    validateSpec(spec);
+    const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
+    const name = tenantContainerName(spec.slug);
+
+    let existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
+    if (existing) {
+      step("image_ready", `container exists (${existing.Config.Image})`);
+    } else {
+      const outcome = await ensureImage(docker, opts.image, { timeoutMs: pullTimeoutMs, logger: log });
+      step("image_ready", `${opts.image} ${outcome}`);
+    }
+    if (sharedNetwork) await ensureNetwork(docker, opts.network);
+    const volume = await ensureVolume(spec);
+    step("volume_ready", volume);
+    if (!existing) {
+      const preferred = isDockerHandle(handle) ? handle.port : undefined;
+      const { info, created } = await ensureContainer(spec, volume, preferred);
+      existing = info;
+      step("container_created", created ? info.Id : `adopted ${info.Id}`);
+    } else {
+      step("container_created", `adopted ${existing.Id}`);
+    }
+    const port = portOf(existing);
+    await startContainer(docker, existing.Id);
+    step("container_started", existing.Id);
+    log.info(
+      { orgId: spec.orgId, slug: spec.slug, containerId: existing.Id, port },
+      "docker: tenant started",
+    );
+    const tenantHandle: DockerTenantHandle = {
+      backend: DOCKER_TENANT_BACKEND,
+      containerId: existing.Id,
+      volume,
+      port,
+    };
+    return { handle: tenantHandle, url: `http://127.0.0.1:${port}` };
+  }
+
   return {
     name: DOCKER_TENANT_BACKEND,
 
-    async provision(spec, handle, ctx?: { step?: StepReporter }): Promise<TenantInstance> {
-      validateSpec(spec);
-      const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
-      const name = tenantContainerName(spec.slug);
-
-      let existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
-      if (existing) {
-        step("image_ready", `container exists (${existing.Config.Image})`);
-      } else {
-        const outcome = await ensureImage(docker, opts.image, { timeoutMs: pullTimeoutMs, logger: log });
-        step("image_ready", `${opts.image} ${outcome}`);
-      }
-      if (sharedNetwork) await ensureNetwork(docker, opts.network);
-      const volume = await ensureVolume(spec);
-      step("volume_ready", volume);
-      if (!existing) {
-        const preferred = isDockerHandle(handle) ? handle.port : undefined;
-        const { info, created } = await ensureContainer(spec, volume, preferred);
-        existing = info;
-        step("container_created", created ? info.Id : `adopted ${info.Id}`);
-      } else {
-        step("container_created", `adopted ${existing.Id}`);
-      }
-      const port = portOf(existing);
-      await startContainer(docker, existing.Id);
-      step("container_started", existing.Id);
-      log.info(
-        { orgId: spec.orgId, slug: spec.slug, containerId: existing.Id, port },
-        "docker: tenant started",
-      );
-      const tenantHandle: DockerTenantHandle = {
-        backend: DOCKER_TENANT_BACKEND,
-        containerId: existing.Id,
-        volume,
-        port,
-      };
-      return { handle: tenantHandle, url: `http://127.0.0.1:${port}` };
+    // Nothing the spec holds (the tenant's tokens and keys) leaves in an error or a step detail.
+    provision(spec, handle, ctx?: { step?: StepReporter }): Promise<TenantInstance> {
+      const scrub = specScrubber(spec);
+      return scrub.run(() => provision(spec, handle, scrub.context(ctx)));
     },
 
     async destroy(ref) {

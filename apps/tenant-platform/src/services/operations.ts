@@ -8,9 +8,9 @@ import {
   workspaceTokens,
 } from "@molecule/db";
 import {
+  describeFailure,
   type Handle,
-  isRetryable,
-  ProvisionerError,
+  Scrubber,
   type WorkspaceRef,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
@@ -114,33 +114,37 @@ export class OperationRunner extends WorkLoop<OperationRow> {
       (error) => log.warn({ err: error }, "lease renewal failed"),
     );
     const recorder = stepRecorder(this.deps, operation);
+    // Learns the spec's values as the attempt opens them, so none reaches the row, an event or the log.
+    const scrub = new Scrubber();
     try {
-      await this.perform(operation, recorder);
+      await this.perform(operation, recorder, scrub);
       await recorder.flush();
       await this.finish(operation, { status: "succeeded", error: null });
       log.info({ attempts: operation.attempts }, "operation succeeded");
     } catch (error) {
       await recorder.flush().catch(() => {});
-      await this.fail(operation, error, log);
+      await this.fail(operation, error, log, scrub);
     } finally {
       releaseLease();
       this.inFlight.delete(operation.id);
     }
   }
 
-  private async perform(operation: OperationRow, recorder: StepRecorder): Promise<void> {
+  private async perform(operation: OperationRow, recorder: StepRecorder, scrub: Scrubber): Promise<void> {
     const workspace = await this.workspace(operation.workspaceId);
     if (operation.kind !== "destroy" && (workspace.status === "removing" || workspace.status === "removed")) {
       throw new OperationSuperseded("the workspace is being deleted");
     }
     const { provisioner } = this.deps;
-    const step = recorder.reporter();
+    const report = recorder.reporter();
+    const step = (name: string, detail?: string) =>
+      report(name, detail === undefined ? undefined : scrub.text(detail));
     // Stable across retries of one attempt, new for the next attempt: backends that call a remote API (the control
     // plane) send it as their idempotency key.
     const callKey = (call: string) => `${operation.id}:${operation.attempts}:${call}`;
     switch (operation.kind) {
       case "provision": {
-        const spec = await this.spec(workspace, operation);
+        const spec = scrub.learn(await this.spec(workspace, operation));
         const handle = await provisioner.provision(spec, workspace.handle, {
           step,
           idempotencyKey: callKey("provision"),
@@ -150,7 +154,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         return;
       }
       case "start": {
-        const spec = await this.spec(workspace, operation);
+        const spec = scrub.learn(await this.spec(workspace, operation));
         await this.forgetHeartbeat(workspace.id);
         // Changed secrets reach the process only through a new one built from the current spec.
         const handle = await provisioner.start(spec, workspace.handle, {
@@ -181,7 +185,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         await provisioner.stop(this.ref(workspace), { step, idempotencyKey: callKey("stop") });
         await transitionWorkspace(this.deps, workspace.id, "stopped", { from: ["stopping"] });
         await transitionWorkspace(this.deps, workspace.id, "provisioning", { from: ["stopped"] });
-        const spec = await this.spec(workspace, operation);
+        const spec = scrub.learn(await this.spec(workspace, operation));
         await this.forgetHeartbeat(workspace.id);
         // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
         const handle = await provisioner.start(spec, workspace.handle, {
@@ -230,7 +234,12 @@ export class OperationRunner extends WorkLoop<OperationRow> {
     await transitionWorkspace(this.deps, workspaceId, "awaiting_agent", { from: ["provisioning"] });
   }
 
-  private async fail(operation: OperationRow, error: unknown, log: PlatformDeps["logger"]): Promise<void> {
+  private async fail(
+    operation: OperationRow,
+    error: unknown,
+    log: PlatformDeps["logger"],
+    scrub: Scrubber,
+  ): Promise<void> {
     const { settings } = this.deps;
     if (error instanceof OperationSuperseded) {
       await this.finish(operation, {
@@ -239,15 +248,12 @@ export class OperationRunner extends WorkLoop<OperationRow> {
       });
       return;
     }
-    const code = error instanceof ProvisionerError ? error.code : "internal";
-    const message =
-      error instanceof ProvisionerError
-        ? error.message
-        : "unexpected error; see the platform log for details";
-    if (isRetryable(error) && operation.attempts < settings.operationMaxAttempts) {
+    const failure = describeFailure(error, "unexpected error; see the platform log for details", scrub);
+    const { code, message } = failure;
+    if (failure.retryable && operation.attempts < settings.operationMaxAttempts) {
       const delay = retryDelayMs(operation.attempts);
       log.warn(
-        { err: error, attempts: operation.attempts, retryInMs: delay },
+        { ...failure.log, attempts: operation.attempts, retryInMs: delay },
         "operation failed; will retry",
       );
       await this.deps.db
@@ -263,7 +269,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)));
       return;
     }
-    log.error({ err: error, attempts: operation.attempts }, "operation failed");
+    log.error({ ...failure.log, attempts: operation.attempts }, "operation failed");
     await this.finish(operation, { status: "failed", error: { code, message } });
     await transitionWorkspace(this.deps, operation.workspaceId, "failed", { reason: message });
   }

@@ -10,7 +10,14 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { CP_HEADERS, signRequest } from "@molecule/contracts";
 import { type Dispatcher, request } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, isConnectionError, isTimeout, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import {
+  Backoff,
+  connectionCause,
+  isConnectionError,
+  isTimeout,
+  parseRetryAfter,
+  type RetryPolicy,
+} from "../retry.ts";
 
 /** Where a tenant finds the control plane when CP_PROVISION_URL is not set. */
 export const DEFAULT_CP_PROVISION_URL = "http://127.0.0.1:8090";
@@ -78,12 +85,6 @@ interface RawReply extends CpReply {
   retryAfterMs?: number;
 }
 
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" ? `${code}: ${error.message}` : error.message;
-}
-
 export function abortedError(op: string, signal: AbortSignal): ProvisionerError {
   return new ProvisionerError("timeout", `control plane ${op} aborted`, true, {
     operation: op,
@@ -111,14 +112,25 @@ interface CpErrorBody {
   error?: { code?: unknown; message?: unknown; requestId?: unknown; request_id?: unknown };
 }
 
+/**
+ * The control plane's error envelope. Its messages are built from codes and safe fields like this service's own; a
+ * message is still cut to one short line, and a code or request id that does not look like one is dropped. Anything
+ * that is not an envelope (a proxy's page, say) is not quoted at all.
+ */
 function envelope(body: unknown): { code?: string; message?: string; requestId?: string } {
   const error = body && typeof body === "object" ? (body as CpErrorBody).error : undefined;
   if (!error || typeof error !== "object") return {};
-  const text = (value: unknown) => (typeof value === "string" && value !== "" ? value : undefined);
+  const token = (value: unknown, pattern: RegExp) =>
+    typeof value === "string" && pattern.test(value) ? value : undefined;
+  const message =
+    typeof error.message === "string" && error.message !== ""
+      ? // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is cut at
+        (error.message.split(/[\u0000-\u001f\u007f]/)[0] ?? "").slice(0, 300)
+      : undefined;
   return {
-    code: text(error.code),
-    message: text(error.message),
-    requestId: text(error.requestId) ?? text(error.request_id),
+    code: token(error.code, /^[a-z][a-z0-9_]{0,40}$/),
+    message: message || undefined,
+    requestId: token(error.requestId ?? error.request_id, /^[A-Za-z0-9_-]{1,100}$/),
   };
 }
 
@@ -236,7 +248,7 @@ export class ControlPlaneClient {
         const timedOut = isTimeout(error);
         failure = new ProvisionerError(
           timedOut ? "timeout" : "backend_unavailable",
-          `control plane ${call.op} (${call.method} ${call.path}) failed: ${timedOut ? "timed out" : "connection error"} (${describeError(error)}) at ${this.baseUrl}`,
+          `control plane ${call.op} (${call.method} ${call.path}) failed: ${timedOut ? "timed out" : "connection error"} (${connectionCause(error)}) at ${this.baseUrl}`,
           true,
           { operation: call.op, transient: true, connection: true },
         );

@@ -24,6 +24,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { type Scrubber, specScrubber } from "../scrub.ts";
 import {
   abortableSleep,
   abortedError,
@@ -148,24 +149,35 @@ export class ControlPlaneProvisioner implements Provisioner {
     return { ...this.options.capabilities };
   }
 
-  async provision(spec: WorkspaceSpec, _handle: Handle | null, ctx?: ProvisionContext): Promise<Handle> {
-    const body = toCpSpec(spec);
-    await this.mutate(
-      { op: "provision", method: "POST", path: "/cp/workspaces/provision", body },
-      spec.workspaceId,
-      ctx,
-    );
-    return this.handle(spec.workspaceId);
+  // Nothing the spec holds (nor the tenant's credentials) leaves in an error or a step detail.
+  provision(spec: WorkspaceSpec, _handle: Handle | null, ctx?: ProvisionContext): Promise<Handle> {
+    const scrub = this.scrubber(spec);
+    return scrub.run(async () => {
+      const body = toCpSpec(spec);
+      await this.mutate(
+        { op: "provision", method: "POST", path: "/cp/workspaces/provision", body },
+        spec.workspaceId,
+        scrub.context(ctx),
+      );
+      return this.handle(spec.workspaceId);
+    });
   }
 
-  async start(spec: WorkspaceSpec, _handle: Handle | null, ctx?: ProvisionContext): Promise<Handle> {
-    const body = { spec: toCpSpec(spec), recreate: ctx?.recreate ?? false };
-    await this.mutate(
-      { op: "start", method: "POST", path: path(spec.workspaceId, "start"), body },
-      spec.workspaceId,
-      ctx,
-    );
-    return this.handle(spec.workspaceId);
+  start(spec: WorkspaceSpec, _handle: Handle | null, ctx?: ProvisionContext): Promise<Handle> {
+    const scrub = this.scrubber(spec);
+    return scrub.run(async () => {
+      const body = { spec: toCpSpec(spec), recreate: ctx?.recreate ?? false };
+      await this.mutate(
+        { op: "start", method: "POST", path: path(spec.workspaceId, "start"), body },
+        spec.workspaceId,
+        scrub.context(ctx),
+      );
+      return this.handle(spec.workspaceId);
+    });
+  }
+
+  private scrubber(spec: WorkspaceSpec): Scrubber {
+    return specScrubber(spec, this.options.tenantToken, this.options.signingKey);
   }
 
   async stop(ref: WorkspaceRef, ctx?: ProvisionContext): Promise<void> {
@@ -219,7 +231,10 @@ export class ControlPlaneProvisioner implements Provisioner {
         : { state: parsed.data.state, detail: parsed.data.detail };
     } catch (error) {
       // Never "missing" on a failure to ask: the reconciler would act on it.
-      return { state: "unknown", detail: error instanceof Error ? error.message : String(error) };
+      return {
+        state: "unknown",
+        detail: error instanceof ProvisionerError ? error.message : "the control plane could not be asked",
+      };
     }
   }
 

@@ -6,7 +6,7 @@
 import type Dockerode from "dockerode";
 import { ProvisionerError } from "../errors.ts";
 import type { RuntimeStatus } from "../provisioner.ts";
-import { dockerReason, dockerStatusCode, toProvisionerError } from "./errors.ts";
+import { dockerErrorClass, dockerReason, dockerStatusCode, toProvisionerError } from "./errors.ts";
 
 /** pino-compatible: fields first, then the message. */
 export interface DockerLogger {
@@ -125,7 +125,7 @@ export async function pullImage(
     controller.abort();
     (stream as { destroy?: () => void } | undefined)?.destroy?.();
     work.catch(() => {});
-    const reason = dockerReason(error);
+    const reason = dockerReason(error, "pull image");
     log.warn({ image, reason }, "docker: image pull failed");
     if (signal?.aborted) {
       throw new ProvisionerError("timeout", `pull of image ${image} was aborted by the caller`, true, {
@@ -161,7 +161,8 @@ function describeStopped(state: Dockerode.ContainerInspectInfo["State"]): string
   if (state.Status === "created") return "container created but never started";
   const parts = [`exited with code ${state.ExitCode}`];
   if (state.OOMKilled) parts.push("(out of memory)");
-  if (state.Error) parts.push(`: ${state.Error}`);
+  // The engine's text may quote the container's environment: only its kind is said.
+  if (state.Error) parts.push(`: ${dockerErrorClass(state.Error) ?? "the engine recorded an error"}`);
   if (state.FinishedAt && !state.FinishedAt.startsWith("0001-")) parts.push(`at ${state.FinishedAt}`);
   return parts.join(" ");
 }

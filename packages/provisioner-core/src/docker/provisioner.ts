@@ -17,6 +17,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { specScrubber } from "../scrub.ts";
 import { tierLimits } from "../tiers.ts";
 import {
   type DockerLogger,
@@ -297,16 +298,24 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
 
     capabilities: () => ({ ...capabilities }),
 
-    provision: (spec, _handle, ctx) => converge(spec, ctx),
+    // Nothing the spec holds leaves in an error or a step detail, whatever the engine answered.
+    provision(spec, _handle, ctx) {
+      const scrub = specScrubber(spec);
+      return scrub.run(() => converge(spec, scrub.context(ctx)));
+    },
 
     // A missing container is recreated from the spec; the volume (and its data) is kept.
-    async start(spec, _handle, ctx) {
-      if (ctx?.recreate) {
-        const { containerIds } = await findResources(spec.workspaceId);
-        for (const id of containerIds) await removeContainer(id);
-        ctx.step?.("container_removed", "recreating from the current spec");
-      }
-      return converge(spec, ctx);
+    start(spec, _handle, ctx) {
+      const scrub = specScrubber(spec);
+      return scrub.run(async () => {
+        const scrubbed = scrub.context(ctx);
+        if (scrubbed?.recreate) {
+          const { containerIds } = await findResources(spec.workspaceId);
+          for (const id of containerIds) await removeContainer(id);
+          scrubbed.step?.("container_removed", "recreating from the current spec");
+        }
+        return converge(spec, scrubbed);
+      });
     },
 
     async stop(ref, ctx) {

@@ -1,6 +1,6 @@
 import { type Dispatcher, request } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, isConnectionError, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import { Backoff, connectionCause, isConnectionError, parseRetryAfter, type RetryPolicy } from "../retry.ts";
 
 /** Bounds for retrying 429, 5xx and dropped connections. */
 export type FlyRetryOptions = RetryPolicy;
@@ -49,23 +49,68 @@ interface FlyErrorBody {
   status?: string;
 }
 
+/** Fly's own words from an error body: raw text, only ever matched against (it may quote the machine's config). */
 function errorText(body: unknown): string {
   if (body && typeof body === "object") {
     const b = body as FlyErrorBody;
     if (typeof b.error === "string") return b.error;
     if (typeof b.message === "string") return b.message;
   }
-  return typeof body === "string" && body !== "" ? body.slice(0, 500) : "no error message";
+  return typeof body === "string" ? body : "";
 }
 
-/** Maps a Fly answer to a ProvisionerError that says what failed, why, and the fly-request-id to quote to Fly. */
+/**
+ * Fly's answers an operator needs told apart, recognised by their text and reported in these fixed words. Fly's own
+ * text is never passed on: an answer to a machine create or update may quote its config, env (secrets) included.
+ */
+const FLY_ERROR_CLASSES: readonly (readonly [RegExp, string])[] = [
+  [/image|manifest|registry/i, "image not found or not accessible"],
+  [/capacity|could not reserve resource/i, "insufficient capacity"],
+  [/lease/i, "machine lease"],
+  [/not found|does not exist/i, "not found"],
+  [/already exists|name.*taken|unique/i, "name already taken"],
+  [/invalid.*(state|transition)|current state|is not in/i, "machine in another state"],
+  [/rate limit/i, "rate limited"],
+  [/timed? ?out|deadline/i, "timed out"],
+];
+
+function genericReason(op: string, status: number): string {
+  if (status === 400)
+    return op === "Machines_create" ? "Fly refused the machine configuration" : "bad request";
+  if (status === 401 || status === 403) return "unauthorized";
+  if (status === 404) return "not found";
+  if (status === 408) return "timed out";
+  if (status === 409) return "conflict";
+  if (status === 412) return "precondition failed";
+  if (status === 422) return "unprocessable";
+  if (status === 429) return "rate limited";
+  if (status >= 500) return "Fly internal error";
+  return "unexpected answer";
+}
+
+/** Fly's short status codes (`insufficient_capacity`, `unknown`) pass; anything else is dropped. */
+function safeToken(value: unknown, pattern: RegExp): string | undefined {
+  return typeof value === "string" && pattern.test(value) ? value : undefined;
+}
+
+/**
+ * Maps a Fly answer to a ProvisionerError that says what failed, why, and the fly-request-id to quote to Fly, built
+ * from the operation, the HTTP status and fields checked here: never from Fly's error text.
+ */
 export function flyError(
   call: Pick<FlyCall, "op">,
   reply: FlyReply & { retryAfterMs?: number },
 ): ProvisionerError {
   const text = errorText(reply.body);
-  const flyStatus =
-    reply.body && typeof reply.body === "object" ? (reply.body as FlyErrorBody).status : undefined;
+  const flyStatus = safeToken(
+    reply.body && typeof reply.body === "object" ? (reply.body as FlyErrorBody).status : undefined,
+    /^[a-z_]{1,40}$/,
+  );
+  const requestId = safeToken(reply.requestId, /^[A-Za-z0-9_-]{1,100}$/);
+  const field = /\binvalid (config(?:\.[A-Za-z0-9_]{1,64}){1,4})/.exec(text)?.[1];
+  const known = field
+    ? `${genericReason(call.op, reply.status)} (invalid ${field})`
+    : FLY_ERROR_CLASSES.find(([pattern]) => pattern.test(text))?.[1];
   let code: ProvisionerErrorCode = "backend_error";
   let retryable = false;
   if (flyStatus === "insufficient_capacity") {
@@ -79,17 +124,22 @@ export function flyError(
   else if (reply.status === 412 || reply.status === 422) code = "conflict";
   else if (reply.status === 429) [code, retryable] = ["rate_limited", true];
   else if (reply.status >= 500) [code, retryable] = ["backend_unavailable", true];
+  const reason =
+    flyStatus === "insufficient_capacity"
+      ? "insufficient capacity"
+      : (known ?? genericReason(call.op, reply.status));
   const hint =
     reply.status === 401 || reply.status === 403 ? " (check FLY_API_TOKEN and FLY_WORKSPACE_APP)" : "";
   return new ProvisionerError(
     code,
-    `Fly ${call.op} failed with HTTP ${reply.status}: ${text}${hint} (fly-request-id ${reply.requestId ?? "none"})`,
+    `Fly ${call.op} failed with HTTP ${reply.status}: ${reason}${hint} (fly-request-id ${requestId ?? "none"})`,
     retryable,
     {
       operation: call.op,
       httpStatus: reply.status,
       flyStatus,
-      flyRequestId: reply.requestId,
+      flyRequestId: requestId,
+      reason,
       transient: reply.status === 429 || reply.status >= 500,
       retryAfterMs: reply.retryAfterMs,
     },
@@ -118,10 +168,9 @@ export class FlyApi {
       } catch (error) {
         if (error instanceof ProvisionerError) throw error;
         if (!isConnectionError(error)) throw error;
-        const message = error instanceof Error ? error.message : String(error);
         failure = new ProvisionerError(
           "backend_unavailable",
-          `Fly ${call.op} failed: connection error (${message}); the request may have been applied`,
+          `Fly ${call.op} failed: connection error (${connectionCause(error)}); the request may have been applied`,
           true,
           { operation: call.op, transient: true, connection: true },
         );

@@ -13,6 +13,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { specScrubber } from "../scrub.ts";
 import { TIER_LIMITS } from "../tiers.ts";
 import { FlyApi, type FlyLogger, type FlyRetryOptions, flyError } from "./api.ts";
 
@@ -151,11 +152,20 @@ export class FlyProvisioner implements Provisioner {
     return { suspend: true, suspendMaxMemoryMb: FLY_SUSPEND_MAX_MEMORY_MB };
   }
 
+  // Nothing the spec holds (nor the API token) leaves in an error or a step detail, whatever Fly answered.
   provision(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
-    return this.locked(spec.workspaceId, () => this.doProvision(spec, handle, ctx));
+    const scrub = specScrubber(spec, this.options.apiToken);
+    return scrub.run(() =>
+      this.locked(spec.workspaceId, () => this.doProvision(spec, handle, scrub.context(ctx) ?? {})),
+    );
   }
 
   start(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
+    const scrub = specScrubber(spec, this.options.apiToken);
+    return scrub.run(() => this.doStart(spec, handle, scrub.context(ctx) ?? {}));
+  }
+
+  private doStart(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext): Promise<Handle> {
     return this.locked(spec.workspaceId, async () => {
       // A machine's config is replaced whole on Fly; rebuilding it on the kept volume is the same end state.
       if (ctx.recreate) await this.destroyMachines(spec.workspaceId, handle, ctx);
@@ -261,7 +271,7 @@ export class FlyProvisioner implements Provisioner {
     try {
       machine = await this.findMachine(ref.workspaceId, ref.handle);
     } catch (error) {
-      return { state: "unknown", detail: error instanceof Error ? error.message : String(error) };
+      return { state: "unknown", detail: safeMessage(error) };
     }
     if (!machine) return { state: "missing" };
     const state = machine.state ?? "unknown";
@@ -531,12 +541,12 @@ export class FlyProvisioner implements Provisioner {
   }
 
   /** After a 412 (wrong state, often our own retried request already applied): accept it if the state is right. */
-  private async expectState(machineId: string, states: string[], reply: { body: unknown }): Promise<void> {
+  private async expectState(machineId: string, states: string[], reply: { status: number }): Promise<void> {
     const machine = await this.getMachine(machineId);
     if (machine?.state && states.includes(machine.state)) return;
     throw new ProvisionerError(
       "conflict",
-      `Fly machine ${machineId} is ${machine?.state ?? "gone"}: ${JSON.stringify(reply.body)}`,
+      `Fly machine ${machineId} is ${machine?.state ?? "gone"}, not ${states.join(" or ")} (HTTP ${reply.status})`,
       false,
       { machineId, state: machine?.state },
     );
@@ -602,7 +612,7 @@ export class FlyProvisioner implements Provisioner {
         });
       } catch (error) {
         // The lease expires after its TTL anyway; a failed release only delays the next holder.
-        this.options.logger?.warn({ machineId, error: String(error) }, "fly lease release failed");
+        this.options.logger?.warn({ machineId, error: safeMessage(error) }, "fly lease release failed");
       }
     }
   }
@@ -769,6 +779,12 @@ type LeaseBody = { data?: LeaseData } & LeaseData;
 function leaseData(body: LeaseBody | undefined): LeaseData | undefined {
   if (!body || typeof body !== "object") return undefined;
   return body.data ?? body;
+}
+
+/** An error's message when it is one of ours (built from safe fields), else only its class. */
+function safeMessage(error: unknown): string {
+  if (error instanceof ProvisionerError) return error.message;
+  return `unexpected ${error instanceof Error ? error.name : typeof error}`;
 }
 
 export function createFlyProvisioner(options: FlyProvisionerOptions): FlyProvisioner {

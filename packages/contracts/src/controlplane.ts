@@ -13,7 +13,7 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
-import { SecretKey } from "./workspaces.ts";
+import { EnvValue, SecretKey } from "./workspaces.ts";
 
 export const CP_HEADERS = {
   timestamp: "x-molecule-timestamp",
@@ -119,7 +119,7 @@ export const CpWorkspaceSpec = z.strictObject({
   workspace_id: z.string().min(1).max(64),
   runtime: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
   tier: z.union([z.literal(2), z.literal(3), z.literal(4)]),
-  env: z.record(SecretKey, z.string().max(64 * 1024)),
+  env: z.record(SecretKey, EnvValue),
   secret_keys: z.array(SecretKey).max(200),
   metadata: storableJson(z.record(z.string(), z.unknown())).default({}),
 });

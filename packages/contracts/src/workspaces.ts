@@ -11,7 +11,15 @@ export type Tier = z.infer<typeof Tier>;
 /** Secret and metadata keys: what an environment variable name may be. */
 export const SECRET_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 export const SecretKey = z.string().regex(SECRET_KEY_PATTERN, "must look like an environment variable name");
-export const SecretValue = z.string().max(64 * 1024);
+/**
+ * What an environment variable can carry: any text without NUL, which no process environment can hold (the engine
+ * refuses the container, quoting the variable). Secret values and the control plane's env values are this.
+ */
+export const EnvValue = z
+  .string()
+  .max(64 * 1024)
+  .refine((value) => !value.includes("\u0000"), "must not contain NUL (\\u0000)");
+export const SecretValue = EnvValue;
 
 /** Names a runtime may not override: the platform owns them. */
 export const RESERVED_ENV_KEYS = ["WORKSPACE_ID", "PLATFORM_URL", "WORKSPACE_BOOT_TOKEN"] as const;

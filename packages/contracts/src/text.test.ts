@@ -44,9 +44,8 @@ const spec = {
 };
 
 /**
- * A valid body for every schema a client's input is stored from, and the string paths another rule owns: secret
- * values are sealed before they are stored (their NUL rule sits with the secret value schema), ids follow the id
- * pattern, and a heartbeat's extra fields are accepted and ignored, never stored. Every other string and key, at any
+ * A valid body for every schema a client's input is stored from, and the string paths another rule owns: ids follow
+ * the id pattern, and a heartbeat's extra fields are accepted and ignored, never stored. Every other string and key, at any
  * depth, is refused with NUL in it, or dropped (an unknown key of a stripping schema).
  */
 const INPUTS: { name: string; schema: z.ZodType; sample: Json; ownedElsewhere?: RegExp }[] = [
@@ -54,14 +53,13 @@ const INPUTS: { name: string; schema: z.ZodType; sample: Json; ownedElsewhere?: 
     name: "CreateWorkspaceBody (managed)",
     schema: CreateWorkspaceBody,
     sample: { name: "n", runtime: "echo", tier: 2, secrets: { API_KEY: "v" }, metadata: { team: "blue" } },
-    ownedElsewhere: /^\$\.secrets\.API_KEY$/,
   },
   {
     name: "CreateWorkspaceBody (external)",
     schema: CreateWorkspaceBody,
     sample: { name: "n", external: true, url: "https://agent.example.com/a2a" },
   },
-  { name: "PutSecretBody", schema: PutSecretBody, sample: { value: "v" }, ownedElsewhere: /^\$\.value$/ },
+  { name: "PutSecretBody", schema: PutSecretBody, sample: { value: "v" } },
   {
     name: "RegisterBody",
     schema: RegisterBody,
@@ -91,13 +89,13 @@ const INPUTS: { name: string; schema: z.ZodType; sample: Json; ownedElsewhere?: 
     name: "CpProvisionBody",
     schema: CpProvisionBody,
     sample: spec,
-    ownedElsewhere: /^\$\.(workspace_id|env\.PLATFORM_URL)$/,
+    ownedElsewhere: /^\$\.workspace_id$/,
   },
   {
     name: "CpStartBody",
     schema: CpStartBody,
     sample: { spec, recreate: true },
-    ownedElsewhere: /^\$\.spec\.(workspace_id|env\.PLATFORM_URL)$/,
+    ownedElsewhere: /^\$\.spec\.workspace_id$/,
   },
 ];
 
@@ -120,6 +118,27 @@ describe("NUL in stored input", () => {
   it("the A2A envelope is forwarded, not stored: its params stay the target's business", () => {
     const request = { jsonrpc: "2.0", id: 1, method: "message/send", params: { text: "a\u0000b" } };
     expect(A2ARequest.safeParse(request).success).toBe(true);
+  });
+});
+
+describe("environment values (secrets, the control plane's env)", () => {
+  it("carry whatever a process environment can (a PEM key, tabs, escape codes); only NUL is refused", () => {
+    for (const fine of [
+      "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n",
+      "a\tb",
+      "\u001b[31mred",
+      "é 日本 🚀",
+      "",
+    ]) {
+      expect(PutSecretBody.safeParse({ value: fine }).success).toBe(true);
+      expect(CpProvisionBody.safeParse({ ...spec, env: { API_KEY: fine } }).success).toBe(true);
+    }
+    const refused = PutSecretBody.safeParse({ value: "MARKER-secret\u0000tail" });
+    expect(refused.error?.issues).toEqual([
+      expect.objectContaining({ path: ["value"], message: "must not contain NUL (\\u0000)" }),
+    ]);
+    // The refusal names the field, never the value.
+    expect(JSON.stringify(refused.error?.issues)).not.toContain("MARKER");
   });
 });
 

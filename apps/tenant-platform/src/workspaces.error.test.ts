@@ -1,3 +1,4 @@
+import { RESERVED_ENV_KEYS } from "@molecule/contracts";
 import { ProvisionerError } from "@molecule/provisioner-core";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -106,6 +107,28 @@ describe("bad input changes nothing and answers 400 with the envelope", () => {
     });
     expectEnvelope(response, 400, "bad_request");
     await platform.runner.drain();
+  });
+
+  it("a reserved name is refused by PUT and DELETE as by create, and the secrets stay as they were", async () => {
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "r", runtime: "echo", secrets: { API_KEY: "k" } },
+    });
+    const id = created.body.workspace.id;
+    await platform.runner.drain();
+    for (const name of RESERVED_ENV_KEYS) {
+      const put = await platform.call("PUT", `/workspaces/${id}/secrets/${name}`, { body: { value: "x" } });
+      expectEnvelope(put, 400, "bad_request");
+      expect(put.body.error.message).toContain("reserved");
+      expectEnvelope(await platform.call("DELETE", `/workspaces/${id}/secrets/${name}`), 400, "bad_request");
+      const create = await platform.call("POST", "/workspaces", {
+        body: { name: "r2", runtime: "echo", secrets: { [name]: "x" } },
+      });
+      expectEnvelope(create, 400, "bad_request");
+      expect(create.body.error.message).toContain("reserved");
+    }
+    const listed = await platform.call("GET", `/workspaces/${id}/secrets`);
+    expect(listed.body.secrets.map((secret: { key: string }) => secret.key)).toEqual(["API_KEY"]);
+    expect((await platform.call("GET", `/workspaces/${id}`)).body.needsRestart).toBe(false);
   });
 });
 

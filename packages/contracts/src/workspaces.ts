@@ -24,6 +24,27 @@ export const SecretValue = EnvValue;
 /** Names a runtime may not override: the platform owns them. */
 export const RESERVED_ENV_KEYS = ["WORKSPACE_ID", "PLATFORM_URL", "WORKSPACE_BOOT_TOKEN"] as const;
 
+export function isReservedEnvKey(key: string): boolean {
+  return (RESERVED_ENV_KEYS as readonly string[]).includes(key);
+}
+
+/**
+ * A workspace secret's name, wherever a client gives one (create, `PUT` and `DELETE /workspaces/:id/secrets/:key`):
+ * an environment variable name that the platform does not set itself.
+ */
+const RESERVED_MESSAGE = `secret names ${RESERVED_ENV_KEYS.join(", ")} are reserved: the platform sets them`;
+export const WorkspaceSecretName = SecretKey.refine((key) => !isReservedEnvKey(key), RESERVED_MESSAGE);
+
+/** A create body's secrets: each name judged as `WorkspaceSecretName` judges it, the reserved ones named by path. */
+const WorkspaceSecrets = z
+  .record(SecretKey, SecretValue)
+  .refine((value) => Object.keys(value).length <= 100, "at most 100 secrets")
+  .superRefine((value, ctx) => {
+    for (const key of Object.keys(value)) {
+      if (isReservedEnvKey(key)) ctx.addIssue({ code: "custom", path: [key], message: RESERVED_MESSAGE });
+    }
+  });
+
 export const Metadata = z
   .record(singleLineText().max(64), z.union([multiLineText().max(1024), z.number(), z.boolean()]))
   .refine((value) => Object.keys(value).length <= 32, "at most 32 metadata keys");
@@ -52,14 +73,7 @@ export const CreateWorkspaceBody = z
     /** External workspaces only: where the agent will listen, checked against the agent URL policy. */
     url: singleLineText().url().max(2048).optional(),
     tier: Tier.default(2),
-    secrets: z
-      .record(SecretKey, SecretValue)
-      .refine((value) => Object.keys(value).length <= 100, "at most 100 secrets")
-      .refine(
-        (value) => !Object.keys(value).some((key) => (RESERVED_ENV_KEYS as readonly string[]).includes(key)),
-        `secret names ${RESERVED_ENV_KEYS.join(", ")} are reserved`,
-      )
-      .optional(),
+    secrets: WorkspaceSecrets.optional(),
     metadata: Metadata.optional(),
   })
   .superRefine((body, ctx) => {

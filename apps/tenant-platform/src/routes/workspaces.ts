@@ -3,7 +3,7 @@ import {
   DomainError,
   isId,
   PutSecretBody,
-  SecretKey,
+  WorkspaceSecretName,
   WorkspaceStatus,
 } from "@molecule/contracts";
 import { Hono } from "hono";
@@ -78,14 +78,14 @@ export function workspaceRoutes(workspaces: WorkspaceService, secrets: SecretSer
 
   app.put("/:id/secrets/:key", async (c) => {
     const id = workspaceId(c.req.param("id"));
-    const key = parseWith(SecretKey, c.req.param("key"), "secret name");
+    const key = parseWith(WorkspaceSecretName, c.req.param("key"), "secret name");
     const body = await readJson(c, PutSecretBody);
     return c.json(await secrets.put(id, key, body.value));
   });
 
   app.delete("/:id/secrets/:key", async (c) => {
     const id = workspaceId(c.req.param("id"));
-    const key = parseWith(SecretKey, c.req.param("key"), "secret name");
+    const key = parseWith(WorkspaceSecretName, c.req.param("key"), "secret name");
     return c.json(await secrets.remove(id, key));
   });
 

@@ -246,6 +246,29 @@ describe("POST /workspaces/:id/a2a", () => {
     }
   });
 
+  it("reads a body sent as curl's default form type, or with no type, as JSON, like every other route", async () => {
+    for (const type of ["application/x-www-form-urlencoded", undefined]) {
+      const response = await platform.app.request(`/workspaces/${target.id}/a2a`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${caller.token}`, ...(type ? { "content-type": type } : {}) },
+        // Bytes: a string body would be given a text/plain type by the Request constructor.
+        body: new TextEncoder().encode(JSON.stringify(send("from curl", 9))),
+      });
+      expect(response.status, String(type)).toBe(200);
+      const body = (await response.json()) as { result: { parts: { text: string }[] } };
+      expect(body.result.parts[0]?.text).toBe("target: from curl");
+    }
+    const plain = await a2a(target.id, send("x"), caller.token);
+    expect(plain.status).toBe(200);
+    const refused = await platform.call("POST", `/workspaces/${target.id}/a2a`, {
+      token: caller.token,
+      body: JSON.stringify(send("x")),
+      headers: { "content-type": "text/plain" },
+    });
+    expect(refused.status).toBe(415);
+    expect(refused.body.error.code).toBe("unsupported_media_type");
+  });
+
   it("503 with Retry-After for a stopped or offline target", async () => {
     const response = await a2a(stopped.id, send("x"), caller.token);
     expect(response.status).toBe(503);

@@ -6,20 +6,31 @@ import type { z } from "zod";
 export { parseWith };
 
 /**
- * Reads a JSON body and validates it. A body without a Content-Type is read as JSON (curl one-liners send
- * none); any other non-JSON type is refused.
+ * True for the types a body is read as JSON under: JSON itself, and curl's default form type (`curl -d '{…}'` sends
+ * `application/x-www-form-urlencoded`). A body without a Content-Type is read as JSON too.
  */
-export async function readJson<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
+function readAsJson(type: string): boolean {
+  return isJsonType(type) || /^application\/x-www-form-urlencoded\b/i.test(type);
+}
+
+/**
+ * The body's text and its JSON value, for every route that takes JSON (the A2A proxy forwards the text as it came).
+ * Any type other than JSON or curl's default is 415; text that is not JSON is 400; an empty body is `{}`.
+ */
+export async function readJsonText(c: Context): Promise<{ text: string; value: unknown }> {
   const type = c.req.header("content-type");
-  if (type && !isJsonType(type) && !/^application\/x-www-form-urlencoded\b/i.test(type)) {
+  if (type && !readAsJson(type)) {
     throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
   }
   const text = await c.req.text();
-  let value: unknown;
   try {
-    value = text === "" ? {} : JSON.parse(text);
+    return { text, value: text === "" ? {} : JSON.parse(text) };
   } catch {
     throw new DomainError("bad_request", "body is not valid JSON");
   }
-  return parseWith(schema, value, "body");
+}
+
+/** Reads a JSON body (as `readJsonText` does) and validates it. */
+export async function readJson<T extends z.ZodType>(c: Context, schema: T): Promise<z.infer<T>> {
+  return parseWith(schema, (await readJsonText(c)).value, "body");
 }

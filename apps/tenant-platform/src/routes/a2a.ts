@@ -2,7 +2,7 @@ import { A2ARequest, DomainError, isId } from "@molecule/contracts";
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { identify } from "../http/auth.ts";
-import { parseWith } from "../http/body.ts";
+import { parseWith, readJsonText } from "../http/body.ts";
 import { errorResponse } from "../http/errors.ts";
 import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AService, RETRY_AFTER_SECONDS } from "../services/a2a.ts";
@@ -53,19 +53,10 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
   app.post("/workspaces/:id/a2a", retryAfter, limit, identify(deps), async (c) => {
     const caller = requireCaller(c);
     const id = targetId(c.req.param("id"));
-    const type = c.req.header("content-type");
-    if (type && !/^application\/(.+\+)?json\b/i.test(type)) {
-      throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
-    }
-    const raw = await c.req.text();
-    let value: unknown;
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      throw new DomainError("bad_request", "body is not valid JSON");
-    }
+    // Read like every other route's body (JSON, curl's default form type, or no type); forwarded as sent.
+    const { text, value } = await readJsonText(c);
     const request = parseWith(A2ARequest, value, "JSON-RPC request");
-    return a2a.forward(caller, id, request, raw);
+    return a2a.forward(caller, id, request, text);
   });
 
   app.get("/registry/discover/:id", identify(deps), async (c) => {

@@ -43,7 +43,7 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.route("/registry", heartbeatRoutes(deps, registry));
 
   app.use("*", identify(deps));
-  app.route("/", eventRoutes(deps.events, workspaces));
+  app.route("/", eventRoutes(deps, workspaces));
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));

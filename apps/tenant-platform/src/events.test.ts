@@ -1,7 +1,13 @@
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
+import { handleError, requestLog } from "@molecule/service-kit/http";
+import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { identify } from "./http/auth.ts";
+import type { AppEnv } from "./http/types.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { EventBus } from "./services/events.ts";
+import { WorkspaceService } from "./services/workspaces.ts";
 
 let platform: TestPlatform;
 let fake: FakeProvisioner;
@@ -22,6 +28,8 @@ interface Stream {
   frames: SseFrame[];
   /** Waits until a frame matches (or fails after the timeout); returns every frame so far. */
   until(match: (frame: SseFrame) => boolean, timeoutMs?: number): Promise<SseFrame[]>;
+  /** Resolves with every frame once the server has ended the stream. */
+  ended: Promise<SseFrame[]>;
   close(): void;
 }
 
@@ -33,6 +41,10 @@ async function open(path: string, token: string | null = ADMIN_TOKEN, lastEventI
   const response = await fetch(`${base}${path}`, { headers, signal: controller.signal });
   const frames: SseFrame[] = [];
   const waiters = new Set<() => void>();
+  let serverEnded: (frames: SseFrame[]) => void = () => {};
+  const ended = new Promise<SseFrame[]>((resolve) => {
+    serverEnded = resolve;
+  });
   if (response.ok && response.body) {
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let pending = "";
@@ -40,7 +52,10 @@ async function open(path: string, token: string | null = ADMIN_TOKEN, lastEventI
       try {
         for (;;) {
           const { done, value } = await reader.read();
-          if (done) return;
+          if (done) {
+            serverEnded(frames);
+            return;
+          }
           seen.push(value);
           pending += value;
           let end = pending.indexOf("\n\n");
@@ -82,6 +97,7 @@ async function open(path: string, token: string | null = ADMIN_TOKEN, lastEventI
       }
       return frames;
     },
+    ended,
     close: () => controller.abort(),
   };
 }
@@ -260,7 +276,120 @@ describe("event stream", () => {
   });
 });
 
+describe("a stream opened with a workspace's token ends with that token", () => {
+  /** A registered workspace: its id and current bearer token. */
+  async function registered(name: string): Promise<{ id: string; token: string }> {
+    const { id, operationId } = await createWorkspace(name);
+    await waitFor(
+      async () => (await platform.call("GET", `/operations/${operationId}`)).body.status === "succeeded",
+    );
+    const boot = fake.inspect(id)?.instance?.env.WORKSPACE_BOOT_TOKEN as string;
+    const response = await platform.call("POST", "/registry/register", { token: boot, body: { id } });
+    expect(response.status).toBe(200);
+    tokens.push(boot, response.body.auth_token);
+    return { id, token: response.body.auth_token };
+  }
+  const tokens: string[] = [];
+  afterAll(() => {
+    const everything = seen.join("");
+    for (const token of tokens) expect(everything).not.toContain(token);
+  });
+
+  it("registering again (token rotation) ends it at once with `revoked`; the admin's stream goes on", async () => {
+    const agent = await registered("rotated");
+    const own = await open(`/workspaces/${agent.id}/events`, agent.token);
+    const admin = await open(`/workspaces/${agent.id}/events`);
+    expect([own.status, admin.status]).toEqual([200, 200]);
+    await waitFor(() => platform.deps.events.subscriberCount >= 2);
+
+    // The operator registers the agent by hand: a new bearer token, the old one revoked.
+    const rotated = await platform.call("POST", "/registry/register", { body: { id: agent.id } });
+    expect(rotated.status).toBe(200);
+    tokens.push(rotated.body.auth_token);
+    const frames = await own.ended;
+    expect(frames.at(-1)).toMatchObject({
+      event: "revoked",
+      data: { reason: expect.stringContaining("rotated") },
+    });
+    expect((await open(`/workspaces/${agent.id}/events`, agent.token)).status).toBe(401);
+
+    // The new token streams; the admin's stream was never touched.
+    const renewed = await open(`/workspaces/${agent.id}/events`, rotated.body.auth_token);
+    expect(renewed.status).toBe(200);
+    await platform.call("POST", "/registry/heartbeat", {
+      token: rotated.body.auth_token,
+      body: { workspace_id: agent.id },
+    });
+    await admin.until((frame) => frame.event === "workspace.heartbeat");
+    await renewed.until((frame) => frame.event === "workspace.heartbeat");
+    expect(admin.frames.some((frame) => frame.event === "revoked")).toBe(false);
+    renewed.close();
+    admin.close();
+  });
+
+  it("deleting the workspace (token revoked) ends it after the `removed` status, and a reconnect is 401", async () => {
+    const agent = await registered("deleted");
+    const own = await open(`/workspaces/${agent.id}/events`, agent.token);
+    expect(own.status).toBe(200);
+    await waitFor(() => platform.deps.events.subscriberCount >= 1);
+    expect((await platform.call("DELETE", `/workspaces/${agent.id}`)).status).toBe(202);
+    const frames = await own.ended;
+    const tail = frames.slice(-2).map((frame) => [frame.event, frame.data.data?.to ?? frame.data.reason]);
+    expect(tail).toEqual([
+      ["workspace.status", "removed"],
+      ["revoked", expect.stringContaining("revoked")],
+    ]);
+    expect((await open(`/workspaces/${agent.id}/events`, agent.token)).status).toBe(401);
+  });
+
+  it("a token rotated by another platform process ends the stream at its next keepalive", async () => {
+    const agent = await registered("elsewhere");
+    // This process: its own event bus (nothing crosses between processes but the database), keepalives every 20 ms.
+    const replica = new Hono<AppEnv>();
+    const deps = { ...platform.deps, events: new EventBus() };
+    replica.use("*", requestLog(deps.logger));
+    replica.use("*", identify(deps));
+    replica.route("/", eventRoutes(deps, new WorkspaceService(deps), 20));
+    replica.onError(handleError);
+    const response = await replica.request(`/workspaces/${agent.id}/events`, {
+      headers: { authorization: `Bearer ${agent.token}` },
+    });
+    expect(response.status).toBe(200);
+    const reader = (response.body as ReadableStream<Uint8Array>)
+      .pipeThrough(new TextDecoderStream())
+      .getReader();
+    const first = await reader.read();
+    expect(first.value).toContain(": connected");
+
+    // The other process (the test platform) rotates the token.
+    const rotated = await platform.call("POST", "/registry/register", { body: { id: agent.id } });
+    tokens.push(rotated.body.auth_token);
+    let rest = "";
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      rest += chunk.value;
+    }
+    expect(rest).toMatch(/event: revoked\n/);
+    expect(deps.events.subscriberCount).toBe(0);
+  });
+});
+
 describe("EventBus", () => {
+  it("tells a workspace's credential watchers, and only them, until they stop watching", () => {
+    const bus = new EventBus();
+    const calls: string[] = [];
+    const stopA = bus.watchCredentials("ws_a", () => calls.push("a1"));
+    bus.watchCredentials("ws_a", () => calls.push("a2"));
+    bus.watchCredentials("ws_b", () => calls.push("b"));
+    bus.credentialsChanged("ws_a");
+    stopA();
+    bus.credentialsChanged("ws_a");
+    bus.credentialsChanged("ws_c");
+    expect(calls).toEqual(["a1", "a2", "a2"]);
+    expect(bus.latestId).toBe(0);
+  });
+
   it("replays after an id inside the window, resets outside it, filters by workspace", () => {
     const bus = new EventBus(3);
     for (const workspaceId of ["ws_a", "ws_b", "ws_a", "ws_a", "ws_b"]) {

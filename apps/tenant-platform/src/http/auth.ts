@@ -15,7 +15,7 @@ export async function resolveCaller(deps: PlatformDeps, token: string | null): P
   if (!credential) return null;
   if (credential.kind === "admin") return credential;
   const workspaceId = await workspaceForToken(deps.db, credential.tokenHash);
-  return workspaceId ? { kind: "workspace", workspaceId } : null;
+  return workspaceId ? { kind: "workspace", workspaceId, tokenHash: credential.tokenHash } : null;
 }
 
 export function identify(deps: PlatformDeps): MiddlewareHandler<AppEnv> {

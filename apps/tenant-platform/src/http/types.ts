@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 
-export type Caller = { kind: "admin" } | { kind: "workspace"; workspaceId: string };
+/** A workspace caller carries its token's hash, so a long request (an event stream) can check it is still current. */
+export type Caller = { kind: "admin" } | { kind: "workspace"; workspaceId: string; tokenHash: string };
 
 export interface AppEnv {
   Variables: {

@@ -55,6 +55,7 @@ export class EventBus {
   private readonly buffer: PlatformEvent[] = [];
   private nextId = 1;
   private readonly subscribers = new Set<Subscriber>();
+  private readonly credentialWatchers = new Map<string, Set<() => void>>();
 
   constructor(
     readonly capacity = DEFAULT_EVENT_BUFFER,
@@ -109,7 +110,38 @@ export class EventBus {
   close(): void {
     const subscribers = [...this.subscribers];
     this.subscribers.clear();
+    this.credentialWatchers.clear();
     for (const subscriber of subscribers) subscriber.onClose();
+  }
+
+  /**
+   * Calls `onChange` whenever `workspaceId`'s bearer tokens change in this process (rotated by registering again,
+   * revoked with the workspace). Not an event: nothing is buffered or streamed, and it says nothing about which token.
+   */
+  watchCredentials(workspaceId: string, onChange: () => void): () => void {
+    let watchers = this.credentialWatchers.get(workspaceId);
+    if (!watchers) {
+      watchers = new Set();
+      this.credentialWatchers.set(workspaceId, watchers);
+    }
+    watchers.add(onChange);
+    return () => {
+      watchers.delete(onChange);
+      if (watchers.size === 0 && this.credentialWatchers.get(workspaceId) === watchers) {
+        this.credentialWatchers.delete(workspaceId);
+      }
+    };
+  }
+
+  /** Tells the watchers of `workspaceId` that its tokens changed; called once the change is committed. */
+  credentialsChanged(workspaceId: string): void {
+    for (const onChange of [...(this.credentialWatchers.get(workspaceId) ?? [])]) {
+      try {
+        onChange();
+      } catch {
+        // A broken watcher never breaks the request that changed the tokens.
+      }
+    }
   }
 
   /** The newest event id so far (0 before the first). */

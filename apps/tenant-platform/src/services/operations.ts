@@ -214,6 +214,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
           workspaceId: workspace.id,
           data: { from: workspace.status, to: "removed", reason: null },
         });
+        this.deps.events.credentialsChanged(workspace.id);
         step("records_removed");
         return;
       }

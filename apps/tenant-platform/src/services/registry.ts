@@ -99,6 +99,8 @@ export class RegistryService {
         })
         .where(eq(workspaces.id, body.id));
     });
+    // Earlier bearer tokens were revoked: streams opened with them end now.
+    this.deps.events.credentialsChanged(body.id);
     this.deps.logger.info({ workspaceId: body.id }, "agent registered");
     return { auth_token: authToken, workspace_id: body.id };
   }

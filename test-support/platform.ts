@@ -56,9 +56,19 @@ export interface TestPlatform {
 export async function createTestPlatform(
   provisioner: Provisioner,
   settings: Partial<PlatformSettings> = {},
-  options: { sweepIntervalMs?: number; resolveAgentHost?: PlatformDeps["resolveAgentHost"] } = {},
+  options: {
+    sweepIntervalMs?: number;
+    resolveAgentHost?: PlatformDeps["resolveAgentHost"];
+    /** The key ring (default: `SECRETS_KEY` as version 1). */
+    sealer?: Sealer;
+    /**
+     * Another platform's database, to start a second process on the same data (a restart). It stays open when this
+     * platform closes: its owner drops it.
+     */
+    database?: TestDatabase;
+  } = {},
 ): Promise<TestPlatform> {
-  const database = await createTestDatabase();
+  const database = options.database ?? (await createTestDatabase());
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _encoding, done) {
@@ -70,7 +80,7 @@ export async function createTestPlatform(
   const deps: PlatformDeps = {
     db: database.db,
     provisioner,
-    sealer: Sealer.fromConfig(SECRETS_KEY, 1, ""),
+    sealer: options.sealer ?? Sealer.fromConfig(SECRETS_KEY, 1, ""),
     clock,
     ids: createIdGenerator(),
     logger: pino({ level: "debug" }, sink),
@@ -141,7 +151,7 @@ export async function createTestPlatform(
       }
       await runner.stop();
       await sweeper.stop();
-      await database.drop();
+      if (!options.database) await database.drop();
     },
   };
 }

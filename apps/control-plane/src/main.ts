@@ -11,6 +11,7 @@ import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
+import { CP_SECRETS_KEY_NAMES } from "./services/sealing.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -49,7 +50,12 @@ async function main(): Promise<void> {
     secrets = resolveSecrets(config);
     provisioner = buildWorkspaceProvisioner(config, logger);
     tenants = buildTenantBackend(config, logger);
-    sealer = Sealer.fromConfig(secrets.secretsKey.value, config.secrets.keyVersion, config.secrets.oldKeys);
+    sealer = Sealer.fromConfig(
+      secrets.secretsKey.value,
+      config.secrets.keyVersion,
+      config.secrets.oldKeys,
+      CP_SECRETS_KEY_NAMES,
+    );
   } catch (error) {
     console.error(`molecule control plane: ${(error as Error).message}`);
     process.exit(1);

@@ -110,18 +110,24 @@ export async function createTestControlPlane(
     provisioner?: Provisioner;
     settings?: Partial<ControlPlaneSettings>;
     clock?: ManualClock;
-    /** Silent unless a test reads what the control plane logs. */
+    /** The key ring (default: a random key as version 1). */
+    sealer?: Sealer;
     logger?: ControlPlaneDeps["logger"];
+    /**
+     * Another control plane's database, to start a second process on the same data (a restart). It stays open when
+     * this one closes: its owner drops it.
+     */
+    database?: TestDatabase;
   } = {},
 ): Promise<TestControlPlane> {
-  const db = await createTestDatabase({ migrations: CP_MIGRATIONS });
+  const db = options.database ?? (await createTestDatabase({ migrations: CP_MIGRATIONS }));
   const clock = options.clock ?? manualClock();
   const tenants = createFakeTenantBackend();
   const deps: ControlPlaneDeps = {
     db: db.db,
     provisioner: options.provisioner ?? createFakeProvisioner(),
     tenants,
-    sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
+    sealer: options.sealer ?? Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
     clock,
     ids: createIdGenerator(),
     logger: options.logger ?? pino({ level: "silent" }),
@@ -208,7 +214,7 @@ export async function createTestControlPlane(
     },
     async close() {
       await runner.stop();
-      await db.drop();
+      if (!options.database) await db.drop();
     },
   };
 }

@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   "upstream_unavailable",
   "bad_gateway",
   "gateway_timeout",
+  /** A stored value was sealed with a secrets key this process is not configured with (or that does not open it). */
+  "secrets_key_unavailable",
   "internal",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

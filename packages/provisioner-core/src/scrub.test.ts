@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { DomainError } from "@molecule/contracts";
 import { describe, expect, it } from "vitest";
 import { cpError } from "./controlplane/client.ts";
 import { containerRuntimeStatus } from "./docker/engine.ts";
@@ -117,6 +118,18 @@ describe("Scrubber", () => {
     expect(internal).toMatchObject({ code: "internal", message: "unexpected error", retryable: false });
     expect(JSON.stringify(internal.log)).not.toContain(secret);
     expect(JSON.stringify(internal.log)).not.toContain("parameters");
+    const domain = describeFailure(
+      new DomainError("secrets_key_unavailable", `sealed with key version 1 ${secret}`, { key_version: 1 }),
+      "unexpected error",
+      scrub,
+    );
+    expect(domain).toMatchObject({
+      code: "secrets_key_unavailable",
+      message: `sealed with key version 1 ${SCRUBBED}`,
+      retryable: false,
+      log: { error: { code: "secrets_key_unavailable", details: { key_version: 1 } } },
+    });
+    expect(JSON.stringify(domain.log)).not.toContain(secret);
   });
 });
 

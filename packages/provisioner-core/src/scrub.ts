@@ -7,6 +7,7 @@
  * spec's values and of its own credentials, in the forms an upstream is known to quote them (as is, JSON-escaped,
  * Go-quoted, or cut at a control character).
  */
+import { DomainError } from "@molecule/contracts";
 import { ProvisionerError } from "./errors.ts";
 import type { ProvisionContext, StepReporter, WorkspaceSpec } from "./provisioner.ts";
 
@@ -164,9 +165,12 @@ export function specScrubber(
 
 /** What a runner records and logs about a failed attempt. */
 export interface FailureReport {
-  /** The ProvisionerError's code, else `internal`. */
+  /** The ProvisionerError's (or DomainError's) code, else `internal`. */
   code: string;
-  /** Safe to store, show and publish: the ProvisionerError's message (scrubbed), else `internalMessage`. */
+  /**
+   * Safe to store, show and publish: the ProvisionerError's or DomainError's message (scrubbed), else
+   * `internalMessage`.
+   */
   message: string;
   retryable: boolean;
   /**
@@ -192,6 +196,17 @@ export function describeFailure(
       log: {
         error: { code: error.code, message, retryable: error.retryable, details: scrub.value(error.details) },
       },
+    };
+  }
+  // A domain error (a value sealed with a key this process lacks, say) is written to be shown, and retrying the same
+  // attempt cannot change it.
+  if (error instanceof DomainError) {
+    const message = scrub.text(error.message);
+    return {
+      code: error.code,
+      message,
+      retryable: false,
+      log: { error: { code: error.code, message, details: scrub.value(error.details) } },
     };
   }
   return { code: "internal", message: internalMessage, retryable: false, log: { err: scrub.error(error) } };

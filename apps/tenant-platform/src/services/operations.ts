@@ -18,6 +18,7 @@ import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/servi
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
+import { openOperationInput } from "./operation-input.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 class OperationSuperseded extends Error {}
@@ -335,13 +336,8 @@ export class OperationRunner extends WorkLoop<OperationRow> {
     }
     env.WORKSPACE_ID = workspace.id;
     env.PLATFORM_URL = settings.publicUrl;
-    if (operation.sealedInput) {
-      env.WORKSPACE_BOOT_TOKEN = sealer.open(
-        operation.sealedInput,
-        sealer.currentVersion,
-        `op:${operation.id}`,
-      );
-    }
+    const bootToken = openOperationInput(sealer, operation);
+    if (bootToken) env.WORKSPACE_BOOT_TOKEN = bootToken;
     return {
       workspaceId: workspace.id,
       orgId: workspace.orgId,

@@ -28,6 +28,7 @@ import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
+import { openOperationInput, sealOperationInput } from "./operation-input.ts";
 import { toOperationView, toWorkspaceView } from "./views.ts";
 
 export type LifecycleKind = Exclude<OperationKind, "provision">;
@@ -327,7 +328,7 @@ export class WorkspaceService {
       kind,
       idempotencyKey: this.scopedKey(idempotency),
       requestHash: requestHash(idempotency.body),
-      sealedInput: bootToken ? this.deps.sealer.seal(bootToken, `op:${operationId}`).sealed : null,
+      ...(bootToken ? sealOperationInput(this.deps.sealer, operationId, bootToken) : {}),
       ...(finishedSteps
         ? { status: "succeeded" as const, steps: finishedSteps, finishedAt: new Date() }
         : {}),
@@ -410,23 +411,19 @@ export class WorkspaceService {
   ): Promise<CreatedWorkspace> {
     if (accepted.workspace.runtime !== EXTERNAL_RUNTIME) return accepted;
     let token: string | null = null;
-    if (operation.sealedInput) {
-      const sealed = this.deps.sealer.open(
-        operation.sealedInput,
-        this.deps.sealer.currentVersion,
-        `op:${operation.id}`,
-      );
+    const issued = openOperationInput(this.deps.sealer, operation);
+    if (issued) {
       const [unspent] = await this.deps.db
         .select({ hash: workspaceTokens.tokenHash })
         .from(workspaceTokens)
         .where(
           and(
-            eq(workspaceTokens.tokenHash, hashToken(sealed)),
+            eq(workspaceTokens.tokenHash, hashToken(issued)),
             eq(workspaceTokens.kind, "boot"),
             isNull(workspaceTokens.spentAt),
           ),
         );
-      token = unspent ? sealed : null;
+      token = unspent ? issued : null;
     }
     return { ...accepted, connection: this.bundle(accepted.workspace, token, requestOrigin) };
   }

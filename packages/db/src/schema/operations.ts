@@ -28,6 +28,8 @@ export const operations = pgTable(
     requestHash: text("request_hash"),
     /** Inputs that must survive a crash but are secret (the boot token), sealed with the secrets key. */
     sealedInput: text("sealed_input"),
+    /** The key version that sealed `sealedInput`; null on rows written before it was recorded. */
+    sealedKeyVersion: integer("sealed_key_version"),
     lockedBy: text("locked_by"),
     lockedUntil: timestamp("locked_until", { withTimezone: true }),
     runAfter: timestamp("run_after", { withTimezone: true }).notNull().defaultNow(),

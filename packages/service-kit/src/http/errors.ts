@@ -28,6 +28,7 @@ export function statusFor(code: ErrorCode): ContentfulStatusCode {
       return 429;
     case "backend_unavailable":
     case "upstream_unavailable":
+    case "secrets_key_unavailable":
       return 503;
     case "bad_gateway":
       return 502;
@@ -77,13 +78,23 @@ function clientError(error: unknown): { code: ErrorCode; message: string } | nul
   return null;
 }
 
+/** Domain errors that are the service's own fault (not the caller's, not an upstream's): worth a log line of their own. */
+const SERVICE_FAULTS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["internal", "secrets_key_unavailable"]);
+
 /**
  * `app.onError`: a domain error keeps its code and message, and a client error the framework raised gets its 4xx;
- * both are logged only by the request line. Anything else is logged once as an unhandled error (a database error
+ * both are logged only by the request line, except a domain error that is the service's own fault (`SERVICE_FAULTS`,
+ * e.g. a value sealed with a key this process lacks), also logged at error with its code and message (a domain
+ * error's message is written to be shown). Anything else is logged once as an unhandled error (a database error
  * without its statement or parameters, see `loggableError`) and answered generically.
  */
 export function handleError<E extends ServiceEnv>(error: unknown, c: Context<E>) {
-  if (error instanceof DomainError) return errorResponse(c, error.code, error.message, error.details);
+  if (error instanceof DomainError) {
+    if (SERVICE_FAULTS.has(error.code)) {
+      c.get("logger")?.error({ code: error.code, reason: error.message }, "request failed");
+    }
+    return errorResponse(c, error.code, error.message, error.details);
+  }
   const client = clientError(error);
   if (client) return errorResponse(c, client.code, client.message);
   c.get("logger")?.error({ err: loggableError(error) }, "unhandled error");

@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { retryDelayMs, StepRecorder, WorkLoop } from "./operations.ts";
+import { ClaimGate, quarantinedError, retryDelayMs, StepRecorder, WorkLoop } from "./operations.ts";
 
 interface Pending<T> {
   promise: Promise<T>;
@@ -277,5 +277,58 @@ describe("retryDelayMs", () => {
     expect([1, 2, 3, 4, 5, 6, 7, 20].map(retryDelayMs)).toEqual([
       1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000,
     ]);
+  });
+});
+
+describe("ClaimGate", () => {
+  const pending = (id: string, attempts = 0) => ({ id, status: "pending", attempts });
+  /** A `running` row a claim query found: its lease expired, so its last attempt never finished. */
+  const abandoned = (id: string, attempts: number) => ({ id, status: "running", attempts });
+
+  it("runs pending rows side by side", () => {
+    const gate = new ClaimGate();
+    expect(gate.decide(pending("a"), 3)).toBe("run");
+    gate.claimed("a", "run");
+    expect(gate.open).toBe(true);
+    expect(gate.decide(pending("b"), 3)).toBe("run");
+  });
+
+  it("quarantines an abandoned row whose attempts are spent, busy or not", () => {
+    const gate = new ClaimGate();
+    expect(gate.decide(abandoned("a", 3), 3)).toBe("quarantine");
+    expect(gate.decide(abandoned("a", 4), 3)).toBe("quarantine");
+    gate.claimed("b", "run");
+    expect(gate.decide(abandoned("a", 3), 3)).toBe("quarantine");
+  });
+
+  it("runs an abandoned row with attempts left alone: it waits for running work, then nothing else is claimed", () => {
+    const gate = new ClaimGate();
+    gate.claimed("busy", "run");
+    expect(gate.decide(abandoned("a", 2), 3)).toBe("wait");
+    gate.finished("busy");
+    expect(gate.decide(abandoned("a", 2), 3)).toBe("run_alone");
+    gate.claimed("a", "run_alone");
+    expect(gate.open).toBe(false);
+    expect(gate.decide(pending("b"), 3)).toBe("wait");
+    gate.finished("a");
+    expect(gate.open).toBe(true);
+    expect(gate.decide(pending("b"), 3)).toBe("run");
+  });
+
+  it("a row this process is running is held, even when its lease looks expired", () => {
+    const gate = new ClaimGate();
+    gate.claimed("a", "run");
+    expect(gate.decide(abandoned("a", 3), 3)).toBe("held");
+    expect(gate.decide(abandoned("a", 1), 3)).toBe("held");
+  });
+});
+
+describe("quarantinedError", () => {
+  it("names the attempt that never finished and says the operation will not run again", () => {
+    expect(quarantinedError(3, 3)).toEqual({
+      code: "quarantined",
+      message:
+        "attempt 3 of 3 never finished (the process running it stopped or hung); the operation was quarantined and will not run again",
+    });
   });
 });

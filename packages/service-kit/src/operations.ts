@@ -127,6 +127,72 @@ export function retryDelayMs(attempts: number): number {
   return Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (attempts - 1));
 }
 
+/** The error code of an operation whose last allowed attempt never finished (see `ClaimGate`). */
+export const QUARANTINED = "quarantined";
+
+/** Why a quarantined operation ended; the same words on the operation, the workspace's reason and the log. */
+export function quarantinedError(attempts: number, maxAttempts: number): { code: string; message: string } {
+  return {
+    code: QUARANTINED,
+    message: `attempt ${attempts} of ${maxAttempts} never finished (the process running it stopped or hung); the operation was quarantined and will not run again`,
+  };
+}
+
+/** The row a claim query found: a `pending` one whose time has come, or a `running` one whose lease expired. */
+export interface ClaimCandidate {
+  id: string;
+  status: string;
+  attempts: number;
+}
+
+/**
+ * What a runner does with its claim query's row:
+ * - `run`: claim it, beside whatever else this process runs;
+ * - `run_alone`: claim it and claim nothing else until it is finished;
+ * - `quarantine`: end it as failed with `quarantinedError`, without running it;
+ * - `wait`: claim nothing now (the row waits until this process is idle, or another process takes it);
+ * - `held`: claim nothing, this process is already running the row.
+ */
+export type ClaimDecision = "run" | "run_alone" | "quarantine" | "wait" | "held";
+
+/**
+ * The operations one runner process is running, and what it may claim next. A `running` row a claim finds is one
+ * whose lease expired: its last attempt never finished because the process running it died or hung, possibly
+ * because of that very operation (an exception thrown outside any handler ends the process). Attempts are counted
+ * at claim, so that attempt is already counted, like a failed one; its lease was its backoff. Then:
+ * - once its attempts are spent it is quarantined rather than run again: an operation that kills the process
+ *   running it stops a service at most `maxAttempts` times, never forever;
+ * - otherwise it runs again alone (after what this process is running has finished), so if it kills the process
+ *   again no other operation loses an attempt with it.
+ */
+export class ClaimGate {
+  private readonly running = new Set<string>();
+  private alone: string | null = null;
+
+  /** False while an operation runs alone: the runner does not even look for the next one. */
+  get open(): boolean {
+    return this.alone === null;
+  }
+
+  decide(candidate: ClaimCandidate, maxAttempts: number): ClaimDecision {
+    if (this.running.has(candidate.id)) return "held";
+    if (candidate.status !== "running") return this.open ? "run" : "wait";
+    if (candidate.attempts >= maxAttempts) return "quarantine";
+    return this.running.size === 0 ? "run_alone" : "wait";
+  }
+
+  /** Records a row this process claimed after `decide` said `run` or `run_alone`. */
+  claimed(id: string, decision: "run" | "run_alone"): void {
+    this.running.add(id);
+    if (decision === "run_alone") this.alone = id;
+  }
+
+  finished(id: string): void {
+    this.running.delete(id);
+    if (this.alone === id) this.alone = null;
+  }
+}
+
 /** One finished step of an operation, as stored on its row. */
 export interface RecordedStep {
   name: string;

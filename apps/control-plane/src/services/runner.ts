@@ -1,5 +1,12 @@
 import { describeFailure, Scrubber, type StepReporter } from "@molecule/provisioner-core";
-import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/service-kit/operations";
+import {
+  ClaimGate,
+  keepLease,
+  quarantinedError,
+  retryDelayMs,
+  StepRecorder,
+  WorkLoop,
+} from "@molecule/service-kit/operations";
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import { type CpOperationError, type CpOperationRow, cpOperations } from "../db/schema.ts";
@@ -39,10 +46,11 @@ export type OnFailed = (operation: CpOperationRow, error: CpOperationError) => P
  * Runs durable operations: claims one row at a time with `FOR UPDATE SKIP LOCKED` (one operation per subject —
  * a workspace, or an org — at a time, in the order asked), holds it under a lease it keeps renewing, records each
  * step as it finishes, retries retryable backend errors with exponential backoff. A process killed mid-operation
- * leaves a lease that expires; whoever claims the row next runs it again, and every backend call is idempotent.
+ * leaves a lease that expires; whoever claims the row next runs it again (alone, and only while attempts are left:
+ * see ClaimGate), and every backend call is idempotent.
  */
 export class OperationRunner extends WorkLoop<CpOperationRow> {
-  private readonly inFlight = new Set<string>();
+  private readonly gate = new ClaimGate();
 
   constructor(
     private readonly deps: ControlPlaneDeps,
@@ -60,13 +68,40 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
     });
   }
 
+  /**
+   * Takes the next operation this process may run, or null. A row whose last allowed attempt never finished is
+   * quarantined on the way (see ClaimGate) and the search goes on.
+   */
   async claim(): Promise<CpOperationRow | null> {
+    for (;;) {
+      if (!this.gate.open) return null;
+      const found = await this.claimOne();
+      if (!found) return null;
+      if (found.decision === "quarantine") {
+        await this.quarantined(found.row, found.error, found.abandonedBy);
+        continue;
+      }
+      this.gate.claimed(found.row.id, found.decision);
+      return found.row;
+    }
+  }
+
+  private claimOne(): Promise<
+    | { decision: "run" | "run_alone"; row: CpOperationRow }
+    | { decision: "quarantine"; row: CpOperationRow; error: CpOperationError; abandonedBy: string | null }
+    | null
+  > {
     const { db, settings, clock } = this.deps;
     const earlier = alias(cpOperations, "earlier");
     return db.transaction(async (tx) => {
       const now = clock.now();
       const [candidate] = await tx
-        .select({ id: cpOperations.id })
+        .select({
+          id: cpOperations.id,
+          status: cpOperations.status,
+          attempts: cpOperations.attempts,
+          lockedBy: cpOperations.lockedBy,
+        })
         .from(cpOperations)
         .where(
           and(
@@ -97,7 +132,28 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
         .orderBy(asc(cpOperations.createdAt), asc(cpOperations.id))
         .limit(1)
         .for("update", { skipLocked: true });
-      if (!candidate || this.inFlight.has(candidate.id)) return null;
+      if (!candidate) return null;
+      const decision = this.gate.decide(candidate, settings.operationMaxAttempts);
+      if (decision === "quarantine") {
+        const error: CpOperationError = {
+          ...quarantinedError(candidate.attempts, settings.operationMaxAttempts),
+          retryable: false,
+        };
+        const [quarantined] = await tx
+          .update(cpOperations)
+          .set({
+            status: "failed",
+            error,
+            lockedBy: null,
+            lockedUntil: null,
+            updatedAt: now,
+            finishedAt: now,
+          })
+          .where(eq(cpOperations.id, candidate.id))
+          .returning();
+        return quarantined ? { decision, row: quarantined, error, abandonedBy: candidate.lockedBy } : null;
+      }
+      if (decision !== "run" && decision !== "run_alone") return null;
       const [claimed] = await tx
         .update(cpOperations)
         .set({
@@ -109,9 +165,28 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
         })
         .where(eq(cpOperations.id, candidate.id))
         .returning();
-      if (claimed) this.inFlight.add(claimed.id);
-      return claimed ?? null;
+      return claimed ? { decision, row: claimed } : null;
     });
+  }
+
+  /** A quarantined operation fails like any other that failed for good. */
+  private async quarantined(
+    operation: CpOperationRow,
+    error: CpOperationError,
+    abandonedBy: string | null,
+  ): Promise<void> {
+    this.deps.logger.error(
+      {
+        operationId: operation.id,
+        orgId: operation.orgId,
+        workspaceId: operation.workspaceId,
+        kind: operation.kind,
+        attempts: operation.attempts,
+        abandonedBy,
+      },
+      `operation quarantined: ${error.message}`,
+    );
+    await this.onFailed(operation, error);
   }
 
   async execute(operation: CpOperationRow): Promise<void> {
@@ -152,7 +227,7 @@ export class OperationRunner extends WorkLoop<CpOperationRow> {
       await this.fail(operation, error, log, scrub);
     } finally {
       releaseLease();
-      this.inFlight.delete(operation.id);
+      this.gate.finished(operation.id);
     }
   }
 

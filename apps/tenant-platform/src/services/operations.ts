@@ -14,7 +14,14 @@ import {
   type WorkspaceRef,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
-import { keepLease, retryDelayMs, StepRecorder, WorkLoop } from "@molecule/service-kit/operations";
+import {
+  ClaimGate,
+  keepLease,
+  quarantinedError,
+  retryDelayMs,
+  StepRecorder,
+  WorkLoop,
+} from "@molecule/service-kit/operations";
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
@@ -23,13 +30,16 @@ import { transitionWorkspace } from "./transitions.ts";
 
 class OperationSuperseded extends Error {}
 
+type OperationError = { code: string; message: string };
+
 /**
  * Runs durable operations: claims one row at a time with `FOR UPDATE SKIP LOCKED`, holds it under a lease it
  * keeps renewing, records each step as it finishes. A process killed mid-operation leaves a lease that expires;
- * whoever claims the row next runs it again, and every backend call is idempotent, so it converges.
+ * whoever claims the row next runs it again (alone, and only while attempts are left: see ClaimGate), and every
+ * backend call is idempotent, so it converges.
  */
 export class OperationRunner extends WorkLoop<OperationRow> {
-  private readonly inFlight = new Set<string>();
+  private readonly gate = new ClaimGate();
 
   constructor(
     private readonly deps: PlatformDeps,
@@ -45,13 +55,40 @@ export class OperationRunner extends WorkLoop<OperationRow> {
     });
   }
 
+  /**
+   * Takes the next operation this process may run, or null. A row whose last allowed attempt never finished is
+   * quarantined on the way (see ClaimGate) and the search goes on.
+   */
   async claim(): Promise<OperationRow | null> {
-    const { db, settings } = this.deps;
+    for (;;) {
+      if (!this.gate.open) return null;
+      const found = await this.claimOne();
+      if (!found) return null;
+      if (found.decision === "quarantine") {
+        await this.quarantined(found.row, found.error, found.abandonedBy);
+        continue;
+      }
+      this.gate.claimed(found.row.id, found.decision);
+      return found.row;
+    }
+  }
+
+  private claimOne(): Promise<
+    | { decision: "run" | "run_alone"; row: OperationRow }
+    | { decision: "quarantine"; row: OperationRow; error: OperationError; abandonedBy: string | null }
+    | null
+  > {
+    const { db, settings, clock } = this.deps;
     const earlier = alias(operations, "earlier");
     return db.transaction(async (tx) => {
-      const now = new Date();
+      const now = clock.now();
       const [candidate] = await tx
-        .select({ id: operations.id })
+        .select({
+          id: operations.id,
+          status: operations.status,
+          attempts: operations.attempts,
+          lockedBy: operations.lockedBy,
+        })
         .from(operations)
         .where(
           and(
@@ -81,7 +118,25 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         .orderBy(asc(operations.createdAt))
         .limit(1)
         .for("update", { skipLocked: true });
-      if (!candidate || this.inFlight.has(candidate.id)) return null;
+      if (!candidate) return null;
+      const decision = this.gate.decide(candidate, settings.operationMaxAttempts);
+      if (decision === "quarantine") {
+        const error = quarantinedError(candidate.attempts, settings.operationMaxAttempts);
+        const [quarantined] = await tx
+          .update(operations)
+          .set({
+            status: "failed",
+            error,
+            lockedBy: null,
+            lockedUntil: null,
+            updatedAt: now,
+            finishedAt: now,
+          })
+          .where(eq(operations.id, candidate.id))
+          .returning();
+        return quarantined ? { decision, row: quarantined, error, abandonedBy: candidate.lockedBy } : null;
+      }
+      if (decision !== "run" && decision !== "run_alone") return null;
       const [claimed] = await tx
         .update(operations)
         .set({
@@ -93,13 +148,32 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         })
         .where(eq(operations.id, candidate.id))
         .returning();
-      if (claimed) this.inFlight.add(claimed.id);
-      return claimed ?? null;
+      return claimed ? { decision, row: claimed } : null;
     });
   }
 
+  /** A quarantined operation fails like any other that failed for good: the workspace fails with its reason. */
+  private async quarantined(
+    operation: OperationRow,
+    error: OperationError,
+    abandonedBy: string | null,
+  ): Promise<void> {
+    this.deps.logger.error(
+      {
+        operationId: operation.id,
+        workspaceId: operation.workspaceId,
+        kind: operation.kind,
+        attempts: operation.attempts,
+        abandonedBy,
+      },
+      `operation quarantined: ${error.message}`,
+    );
+    this.publishFinished(operation, { status: "failed", error });
+    await this.failedForGood(operation, error);
+  }
+
   async execute(operation: OperationRow): Promise<void> {
-    const { db, logger, settings } = this.deps;
+    const { db, logger, settings, clock } = this.deps;
     const log = logger.child({
       operationId: operation.id,
       workspaceId: operation.workspaceId,
@@ -110,7 +184,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
       () =>
         db
           .update(operations)
-          .set({ lockedUntil: new Date(Date.now() + settings.operationLeaseMs) })
+          .set({ lockedUntil: new Date(clock.now().getTime() + settings.operationLeaseMs) })
           .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId))),
       (error) => log.warn({ err: error }, "lease renewal failed"),
     );
@@ -127,7 +201,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
       await this.fail(operation, error, log, scrub);
     } finally {
       releaseLease();
-      this.inFlight.delete(operation.id);
+      this.gate.finished(operation.id);
     }
   }
 
@@ -258,29 +332,37 @@ export class OperationRunner extends WorkLoop<OperationRow> {
         { ...failure.log, attempts: operation.attempts, retryInMs: delay },
         "operation failed; will retry",
       );
+      const now = this.deps.clock.now();
       await this.deps.db
         .update(operations)
         .set({
           status: "pending",
           lockedBy: null,
           lockedUntil: null,
-          runAfter: new Date(Date.now() + delay),
+          runAfter: new Date(now.getTime() + delay),
           error: { code, message },
-          updatedAt: new Date(),
+          updatedAt: now,
         })
         .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)));
       return;
     }
     log.error({ ...failure.log, attempts: operation.attempts }, "operation failed");
-    await this.finish(operation, { status: "failed", error: { code, message } });
-    await transitionWorkspace(this.deps, operation.workspaceId, "failed", { reason: message });
+    if (await this.finish(operation, { status: "failed", error: { code, message } })) {
+      await this.failedForGood(operation, { code, message });
+    }
   }
 
+  /** After an operation ended as failed for good: the workspace fails with the operation's reason. */
+  private async failedForGood(operation: OperationRow, error: OperationError): Promise<void> {
+    await transitionWorkspace(this.deps, operation.workspaceId, "failed", { reason: error.message });
+  }
+
+  /** Ends the operation if this runner still holds it; false when it lost the lease (or the row is gone). */
   private async finish(
     operation: OperationRow,
-    outcome: { status: "succeeded" | "failed"; error: { code: string; message: string } | null },
-  ): Promise<void> {
-    const now = new Date();
+    outcome: { status: "succeeded" | "failed"; error: OperationError | null },
+  ): Promise<boolean> {
+    const now = this.deps.clock.now();
     const finished = await this.deps.db
       .update(operations)
       .set({
@@ -293,7 +375,15 @@ export class OperationRunner extends WorkLoop<OperationRow> {
       })
       .where(and(eq(operations.id, operation.id), eq(operations.lockedBy, this.instanceId)))
       .returning({ id: operations.id });
-    if (finished.length === 0) return;
+    if (finished.length === 0) return false;
+    this.publishFinished(operation, outcome);
+    return true;
+  }
+
+  private publishFinished(
+    operation: OperationRow,
+    outcome: { status: "succeeded" | "failed"; error: OperationError | null },
+  ): void {
     this.deps.events.publish({
       type: "operation.finished",
       workspaceId: operation.workspaceId,

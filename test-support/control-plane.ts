@@ -40,6 +40,8 @@ export interface StartControlPlaneOptions {
   env?: Record<string, string | undefined>;
   dataDir?: string;
   readyTimeoutMs?: number;
+  /** Test-only modules loaded before the control plane's main (see spawnPlatform). */
+  imports?: readonly string[];
 }
 
 /**
@@ -63,7 +65,7 @@ export async function startControlPlaneProcess(
   const env: Record<string, string | undefined> = { ...defaults, ...options.env };
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
-  const spawned = spawnPlatform(env, CONTROL_PLANE_MAIN);
+  const spawned = spawnPlatform(env, CONTROL_PLANE_MAIN, { imports: options.imports ?? [] });
   const token = await waitUntilHealthy(spawned, {
     name: "control plane",
     url,
@@ -84,12 +86,22 @@ export async function startControlPlaneProcess(
     admin: (method, path, body) => callJson(url, token, method, path, body),
     tenantClient(orgId, credential) {
       if (!sharedSecret) throw new Error("tenantClient needs PROVISION_SHARED_SECRET in the start options");
-      return new ControlPlaneClient({
-        baseUrl: url,
-        tenantToken: credential,
-        signingKey: deriveTenantSigningKey(sharedSecret, orgId),
-        maxAttempts: 1,
-      });
+      return signedTenantClient(url, sharedSecret, orgId, credential);
     },
   };
+}
+
+/** A signed client for one org of the control plane at `url`, as its tenant would hold it (no retries). */
+export function signedTenantClient(
+  url: string,
+  sharedSecret: string,
+  orgId: string,
+  credential: string,
+): ControlPlaneClient {
+  return new ControlPlaneClient({
+    baseUrl: url,
+    tenantToken: credential,
+    signingKey: deriveTenantSigningKey(sharedSecret, orgId),
+    maxAttempts: 1,
+  });
 }

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { freePort } from "./net.ts";
 
 export { freePort };
@@ -90,9 +90,14 @@ function exitOf(child: ChildProcess): PlatformExit | undefined {
 
 /**
  * Spawns `node --import tsx apps/tenant-platform/src/main.ts` (or another service's `main`) with exactly `env`
- * (plus PATH and friends).
+ * (plus PATH and friends). `imports` are test-only modules loaded (after tsx) before `main`, such as
+ * test-support/poison.ts.
  */
-export function spawnPlatform(env: Record<string, string | undefined>, main = MAIN): SpawnedPlatform {
+export function spawnPlatform(
+  env: Record<string, string | undefined>,
+  main = MAIN,
+  options: { imports?: readonly string[] } = {},
+): SpawnedPlatform {
   const childEnv: Record<string, string> = {};
   for (const key of INHERITED) {
     const value = process.env[key];
@@ -102,7 +107,8 @@ export function spawnPlatform(env: Record<string, string | undefined>, main = MA
     if (value === undefined) delete childEnv[key];
     else childEnv[key] = value;
   }
-  const child = spawn(process.execPath, ["--import", "tsx", main], {
+  const imports = (options.imports ?? []).flatMap((module) => ["--import", pathToFileURL(module).href]);
+  const child = spawn(process.execPath, ["--import", "tsx", ...imports, main], {
     cwd: REPO_ROOT,
     env: childEnv,
     stdio: ["ignore", "pipe", "pipe"],

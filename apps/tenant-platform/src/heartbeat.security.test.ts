@@ -41,7 +41,7 @@ describe("heartbeat credentials", () => {
     const response = await beat(agent.token, { workspace_id: agent.id });
     const after = platform.clock.now().getTime();
     expect(response.status).toBe(200);
-    expect(response.body).toEqual({ ok: true, status: "online" });
+    expect(response.body).toEqual({ ok: true, status: "online", heartbeat_interval_seconds: 30 });
     const at = Date.parse((await lastHeartbeat(agent.id)) ?? "");
     expect(at).toBeGreaterThanOrEqual(before);
     expect(at).toBeLessThanOrEqual(after);

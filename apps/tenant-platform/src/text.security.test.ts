@@ -128,7 +128,7 @@ describe("hostile text on the tenant platform", () => {
       token: agent.token,
       body: { workspace_id: agent.id },
     });
-    expect(online.body).toEqual({ ok: true, status: "online" });
+    expect(online.body).toEqual({ ok: true, status: "online", heartbeat_interval_seconds: 30 });
     const kept = await platform.call("POST", "/registry/heartbeat", {
       token: agent.token,
       body: { workspace_id: agent.id, status: "degraded", detail: "disk full\n/var at 100%" },

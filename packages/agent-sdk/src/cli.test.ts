@@ -104,6 +104,35 @@ describe("parseCli", () => {
     );
   });
 
+  it("takes the heartbeat interval from the flag, the environment, or the bundle, in that order", () => {
+    const base = ["run", "--platform", "http://p", "--workspace", "ws_1", "--url", "http://a"];
+    const interval = (argv: string[], extra: Partial<Parameters<typeof parseCli>[1]> = {}) => {
+      const command = parse(argv, extra);
+      return command.kind === "run" ? command.options.heartbeatIntervalMs : undefined;
+    };
+    expect(interval(base)).toBe(30_000);
+    expect(interval(base, { env: { HEARTBEAT_INTERVAL_SECONDS: "3" } })).toBe(3_000);
+    expect(interval(base, { env: { HEARTBEAT_INTERVAL_SECONDS: "3", HEARTBEAT_INTERVAL_MS: "1500" } })).toBe(
+      1_500,
+    );
+    expect(
+      interval([...base, "--heartbeat-interval-ms", "700"], { env: { HEARTBEAT_INTERVAL_MS: "1500" } }),
+    ).toBe(700);
+    const bundle = JSON.stringify({
+      workspace_id: "ws_b",
+      platform_url: "http://p",
+      heartbeat_interval_seconds: 5,
+    });
+    const fromBundle = ["run", "--bundle", "b.json", "--url", "http://a"];
+    expect(interval(fromBundle, { readFile: () => bundle })).toBe(5_000);
+    expect(interval(fromBundle, { readFile: () => bundle, env: { HEARTBEAT_INTERVAL_SECONDS: "2" } })).toBe(
+      2_000,
+    );
+    expect(() => parse(base, { env: { HEARTBEAT_INTERVAL_SECONDS: "soon" } })).toThrow(
+      "HEARTBEAT_INTERVAL_SECONDS must be an integer from 1 to 3600",
+    );
+  });
+
   it("reads back what runFlags writes", () => {
     const options = {
       platformUrl: "http://127.0.0.1:9000",

@@ -34,7 +34,10 @@ state directory, so a restart needs no new token. Stops cleanly on SIGTERM or SI
   --port N                     port to listen on (default: the port of --url, else 8000)
   --host H                     address to listen on (default 127.0.0.1)
   --state-dir DIR              where the bearer token is kept (env WORKSPACE_STATE_DIR, default ~/.molecule/agent)
-  --heartbeat-interval-ms N    time between heartbeats (default ${DEFAULT_HEARTBEAT_INTERVAL_MS})
+  --heartbeat-interval-ms N    longest time between heartbeats (env HEARTBEAT_INTERVAL_MS, or
+                               HEARTBEAT_INTERVAL_SECONDS; else the bundle's heartbeat_interval_seconds;
+                               default ${DEFAULT_HEARTBEAT_INTERVAL_MS}); the platform's answers shorten it when it
+                               needs heartbeats more often
   -h, --help                   this text
 
 Exit status: 0 stopped (a signal, or the platform reports the workspace deleted), 1 failed (e.g. the
@@ -113,13 +116,7 @@ export function parseCli(argv: readonly string[], context: ParseContext): CliCom
         values["state-dir"] ??
         nonEmpty(env.WORKSPACE_STATE_DIR) ??
         join(context.home ?? homedir(), ".molecule", "agent"),
-      heartbeatIntervalMs: integer(
-        "--heartbeat-interval-ms",
-        values["heartbeat-interval-ms"],
-        DEFAULT_HEARTBEAT_INTERVAL_MS,
-        100,
-        3_600_000,
-      ),
+      heartbeatIntervalMs: heartbeatInterval(values["heartbeat-interval-ms"], env, bundle.intervalSeconds),
     },
   };
 }
@@ -171,6 +168,19 @@ function httpUrl(flag: string, value: string): string {
   throw new UsageError(`${flag} must be an http(s) URL, got ${JSON.stringify(value)}`);
 }
 
+/**
+ * The flag, else `HEARTBEAT_INTERVAL_MS`, else `HEARTBEAT_INTERVAL_SECONDS` (the name the platform injects into
+ * managed workspaces), else the bundle's `heartbeat_interval_seconds`, else 30 s.
+ */
+function heartbeatInterval(flag: string | undefined, env: Env, bundleSeconds: number | undefined): number {
+  if (flag !== undefined) return integer("--heartbeat-interval-ms", flag, 0, 100, 3_600_000);
+  const ms = nonEmpty(env.HEARTBEAT_INTERVAL_MS);
+  if (ms !== undefined) return integer("HEARTBEAT_INTERVAL_MS", ms, 0, 100, 3_600_000);
+  const seconds = nonEmpty(env.HEARTBEAT_INTERVAL_SECONDS);
+  if (seconds !== undefined) return integer("HEARTBEAT_INTERVAL_SECONDS", seconds, 0, 1, 3_600) * 1000;
+  return bundleSeconds === undefined ? DEFAULT_HEARTBEAT_INTERVAL_MS : bundleSeconds * 1000;
+}
+
 function integer(flag: string, raw: string | undefined, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
@@ -184,7 +194,7 @@ function integer(flag: string, raw: string | undefined, fallback: number, min: n
 function readBundle(
   path: string,
   readFile: (path: string) => string = (p) => readFileSync(p, "utf8"),
-): { platformUrl?: string; workspaceId?: string; token?: string } {
+): { platformUrl?: string; workspaceId?: string; token?: string; intervalSeconds?: number } {
   let data: unknown;
   try {
     data = JSON.parse(readFile(path));
@@ -205,10 +215,15 @@ function readBundle(
       `--bundle ${path}: no workspace_id; expected the connection bundle of a create response`,
     );
   }
+  const interval = connection.heartbeat_interval_seconds;
   return {
     platformUrl: text("platform_url"),
     workspaceId: text("workspace_id"),
     token: text("registration_token"),
+    intervalSeconds:
+      typeof interval === "number" && Number.isInteger(interval) && interval >= 1 && interval <= 3_600
+        ? interval
+        : undefined,
   };
 }
 

@@ -19,6 +19,8 @@ export interface AgentCard {
 export interface RegisterResult {
   authToken: string;
   workspaceId: string;
+  /** How often the platform wants heartbeats, when it says (`heartbeat_interval_seconds`). */
+  heartbeatIntervalSeconds?: number;
 }
 
 export type HeartbeatStatus = "ok" | "degraded";
@@ -32,6 +34,16 @@ export interface HeartbeatResult {
   ok: true;
   /** The workspace status the platform holds after this heartbeat (e.g. "online"). */
   status: string;
+  /** Heartbeat at least this often, when the platform says (`heartbeat_interval_seconds`). */
+  heartbeatIntervalSeconds?: number;
+}
+
+/** The platform's `heartbeat_interval_seconds`, when it sent a usable one (older platforms send none). */
+function advisedInterval(body: unknown): { heartbeatIntervalSeconds?: number } {
+  const value = field(body, "heartbeat_interval_seconds");
+  return typeof value === "number" && Number.isInteger(value) && value > 0 && value <= 3_600
+    ? { heartbeatIntervalSeconds: value }
+    : {};
 }
 
 /**
@@ -125,7 +137,7 @@ export class PlatformClient {
     if (typeof authToken !== "string" || authToken === "" || typeof workspaceId !== "string") {
       throw invalidResponse("register", 200);
     }
-    return { authToken, workspaceId };
+    return { authToken, workspaceId, ...advisedInterval(body) };
   }
 
   async heartbeat(
@@ -140,7 +152,7 @@ export class PlatformClient {
     });
     const status = field(res, "status");
     if (field(res, "ok") !== true || typeof status !== "string") throw invalidResponse("heartbeat", 200);
-    return { ok: true, status };
+    return { ok: true, status, ...advisedInterval(res) };
   }
 
   /** The workspace's decrypted secret values. Never log the result. */

@@ -15,6 +15,18 @@ describe("loadEchoConfig", () => {
     });
   });
 
+  it("takes the heartbeat interval the platform injects (HEARTBEAT_INTERVAL_SECONDS); HEARTBEAT_INTERVAL_MS wins", () => {
+    const base = { WORKSPACE_ID: "ws_1", PLATFORM_URL: "http://p" };
+    expect(loadEchoConfig({ ...base, HEARTBEAT_INTERVAL_SECONDS: "3" }).heartbeatIntervalMs).toBe(3_000);
+    expect(
+      loadEchoConfig({ ...base, HEARTBEAT_INTERVAL_SECONDS: "3", HEARTBEAT_INTERVAL_MS: "250" })
+        .heartbeatIntervalMs,
+    ).toBe(250);
+    expect(() => loadEchoConfig({ ...base, HEARTBEAT_INTERVAL_SECONDS: "0" })).toThrow(
+      "HEARTBEAT_INTERVAL_SECONDS must be an integer from 1 to 3600",
+    );
+  });
+
   it("reads every variable", () => {
     expect(
       loadEchoConfig({

@@ -35,9 +35,20 @@ export function loadEchoConfig(env: Env): EchoConfig {
     port: integer(env, "AGENT_PORT", 8000, 0, 65_535),
     host: optional(env, "AGENT_HOST") ?? "0.0.0.0",
     publicUrl: publicUrl === undefined ? undefined : url(env, "AGENT_PUBLIC_URL", publicUrl),
-    heartbeatIntervalMs: integer(env, "HEARTBEAT_INTERVAL_MS", DEFAULT_HEARTBEAT_INTERVAL_MS, 100, 3_600_000),
+    heartbeatIntervalMs: heartbeatInterval(env),
     stateDir: defaultStateDir(env),
   };
+}
+
+/**
+ * `HEARTBEAT_INTERVAL_MS` when set, else `HEARTBEAT_INTERVAL_SECONDS` (what the platform injects into managed
+ * workspaces, derived from its `HEARTBEAT_STALE_AFTER`), else 30 s.
+ */
+function heartbeatInterval(env: Env): number {
+  if (optional(env, "HEARTBEAT_INTERVAL_MS") !== undefined) {
+    return integer(env, "HEARTBEAT_INTERVAL_MS", DEFAULT_HEARTBEAT_INTERVAL_MS, 100, 3_600_000);
+  }
+  return integer(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_MS / 1000, 1, 3_600) * 1000;
 }
 
 function optional(env: Env, name: string): string | undefined {

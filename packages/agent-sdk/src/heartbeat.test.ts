@@ -41,6 +41,31 @@ describe("runHeartbeatLoop", () => {
     expect(platform.workspace("ws_hb_ok").status).toBe("online");
   });
 
+  it("heartbeats as often as the platform's answers ask when that is more often than configured", async () => {
+    const { client, authToken } = await registered("ws_hb_advised");
+    platform.heartbeatIntervalSeconds = 3;
+    try {
+      const controller = new AbortController();
+      const { delays, sleep } = scriptedSleep(controller, 3);
+      await runHeartbeatLoop({ client, token: () => authToken, signal: controller.signal, sleep });
+      expect(delays).toEqual([3_000, 3_000, 3_000]);
+
+      // A shorter configured interval stands: the platform's is the longest wait it tolerates.
+      const faster = new AbortController();
+      const quick = scriptedSleep(faster, 2);
+      await runHeartbeatLoop({
+        client,
+        token: () => authToken,
+        signal: faster.signal,
+        sleep: quick.sleep,
+        intervalMs: 1_000,
+      });
+      expect(quick.delays).toEqual([1_000, 1_000]);
+    } finally {
+      platform.heartbeatIntervalSeconds = undefined;
+    }
+  });
+
   it("backs off exponentially with jitter, capped, and returns to the interval after a success", async () => {
     const { client, authToken } = await registered("ws_hb_backoff");
     platform.failNext("heartbeat", 503, 503, 500, 502, 503, 503, 503, 503);

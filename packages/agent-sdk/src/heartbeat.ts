@@ -1,7 +1,9 @@
 /**
- * The heartbeat loop: one heartbeat at once, then one every `intervalMs` (30 s). Failures back off exponentially
- * with jitter (1 s doubling, capped at 60 s); a rejected token is renewed once through `onUnauthorized`; 404/410
- * (workspace removed) ends the loop. Time is injected through `sleep`, so tests need no real waiting.
+ * The heartbeat loop: one heartbeat at once, then one every `intervalMs` (30 s), or more often when the platform's
+ * answer asks for it (`heartbeat_interval_seconds`: it marks a workspace offline after three silent intervals, so a
+ * slower agent would flap). Failures back off exponentially with jitter (1 s doubling, capped at 60 s); a rejected
+ * token is renewed once through `onUnauthorized`; 404/410 (workspace removed) ends the loop. Time is injected
+ * through `sleep`, so tests need no real waiting.
  */
 import { backoffDelay, sleep as realSleep, type Sleep } from "./backoff.ts";
 import { type HeartbeatBody, type HeartbeatResult, type PlatformClient, PlatformError } from "./client.ts";
@@ -18,6 +20,7 @@ export interface HeartbeatLoopOptions {
   /** What each heartbeat reports (status ok/degraded and a detail). Default: nothing (the platform assumes ok). */
   health?: () => HeartbeatBody | Promise<HeartbeatBody>;
   signal: AbortSignal;
+  /** The longest wait between heartbeats; a shorter interval the platform asks for wins. */
   intervalMs?: number;
   backoff?: { baseMs: number; maxMs: number };
   sleep?: Sleep;
@@ -42,6 +45,7 @@ export async function runHeartbeatLoop(options: HeartbeatLoopOptions): Promise<H
   let failures = 0;
   let lastStatus: string | null = null;
   let renewedSinceSuccess = false;
+  let advisedMs: number | undefined;
 
   while (!signal.aborted) {
     let delayMs = intervalMs;
@@ -57,6 +61,15 @@ export async function runHeartbeatLoop(options: HeartbeatLoopOptions): Promise<H
       failures = 0;
       renewedSinceSuccess = false;
       lastStatus = result.status;
+      const advised =
+        result.heartbeatIntervalSeconds === undefined ? undefined : result.heartbeatIntervalSeconds * 1000;
+      if (advised !== advisedMs) {
+        advisedMs = advised;
+        if (advised !== undefined && advised < intervalMs) {
+          log("info", "heartbeat_interval_from_platform", { intervalMs: advised, configuredMs: intervalMs });
+        }
+      }
+      delayMs = advisedMs === undefined ? intervalMs : Math.min(intervalMs, advisedMs);
       options.onBeat?.(result);
     } catch (err) {
       if (signal.aborted) break;

@@ -20,7 +20,12 @@ export const RegisterBody = z.object({
 });
 export type RegisterBody = z.infer<typeof RegisterBody>;
 
-export const RegisterResponse = z.object({ auth_token: z.string(), workspace_id: z.string() });
+/** `heartbeat_interval_seconds`: heartbeat at least this often (a third of `HEARTBEAT_STALE_AFTER`, 1–30 s). */
+export const RegisterResponse = z.object({
+  auth_token: z.string(),
+  workspace_id: z.string(),
+  heartbeat_interval_seconds: z.number().int().positive(),
+});
 export type RegisterResponse = z.infer<typeof RegisterResponse>;
 
 /** Agents may send extra fields (load, version, …); they are accepted and ignored beyond these. */
@@ -33,4 +38,8 @@ export const HeartbeatBody = z
   .passthrough();
 export type HeartbeatBody = z.infer<typeof HeartbeatBody>;
 
-export const HeartbeatResponse = z.object({ ok: z.literal(true), status: z.string() });
+export const HeartbeatResponse = z.object({
+  ok: z.literal(true),
+  status: z.string(),
+  heartbeat_interval_seconds: z.number().int().positive(),
+});

@@ -22,7 +22,12 @@ export const EnvValue = z
 export const SecretValue = EnvValue;
 
 /** Names a runtime may not override: the platform owns them. */
-export const RESERVED_ENV_KEYS = ["WORKSPACE_ID", "PLATFORM_URL", "WORKSPACE_BOOT_TOKEN"] as const;
+export const RESERVED_ENV_KEYS = [
+  "WORKSPACE_ID",
+  "PLATFORM_URL",
+  "WORKSPACE_BOOT_TOKEN",
+  "HEARTBEAT_INTERVAL_SECONDS",
+] as const;
 
 export function isReservedEnvKey(key: string): boolean {
   return (RESERVED_ENV_KEYS as readonly string[]).includes(key);

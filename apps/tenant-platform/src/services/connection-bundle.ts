@@ -1,4 +1,5 @@
 import type { ConnectionBundle } from "@molecule/contracts";
+import { heartbeatIntervalSeconds } from "./liveness.ts";
 
 /**
  * The connection bundle an external workspace's creator gets once: where to register, the one-time registration
@@ -13,11 +14,6 @@ export interface BundleInput {
   /** The agent URL given at creation, if any. */
   agentUrl: string | null;
   staleAfterMs: number;
-}
-
-/** A heartbeat every third of the stale threshold survives one lost beat; at least 1 s, at most 30 s. */
-export function heartbeatIntervalSeconds(staleAfterMs: number): number {
-  return Math.min(30, Math.max(1, Math.floor(staleAfterMs / 3000)));
 }
 
 /** POSIX shell single-quoting: safe for any string. */

@@ -5,6 +5,15 @@ import type { PlatformDeps } from "./deps.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 /**
+ * How often an agent should heartbeat: a third of the stale threshold survives one lost beat; at least 1 s, at most
+ * 30 s. Told to managed workspaces as `HEARTBEAT_INTERVAL_SECONDS`, to external ones in the connection bundle, and
+ * to every agent in the register and heartbeat answers (`heartbeat_interval_seconds`).
+ */
+export function heartbeatIntervalSeconds(staleAfterMs: number): number {
+  return Math.min(30, Math.max(1, Math.floor(staleAfterMs / 3000)));
+}
+
+/**
  * Notices workspaces that went quiet: heartbeats older than the stale threshold move `online` to `offline`,
  * and a process the backend reports gone (container exited or removed) is marked `offline` with the reason.
  */

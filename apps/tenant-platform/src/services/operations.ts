@@ -25,6 +25,7 @@ import {
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
+import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { openOperationInput } from "./operation-input.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
@@ -426,6 +427,7 @@ export class OperationRunner extends WorkLoop<OperationRow> {
     }
     env.WORKSPACE_ID = workspace.id;
     env.PLATFORM_URL = settings.publicUrl;
+    env.HEARTBEAT_INTERVAL_SECONDS = String(heartbeatIntervalSeconds(settings.staleAfterMs));
     const bootToken = openOperationInput(sealer, operation);
     if (bootToken) env.WORKSPACE_BOOT_TOKEN = bootToken;
     return {

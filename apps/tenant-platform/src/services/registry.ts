@@ -5,6 +5,7 @@ import { and, eq, isNull, sql } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
+import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { type Credential, workspaceForToken } from "./tokens.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
@@ -102,7 +103,11 @@ export class RegistryService {
     // Earlier bearer tokens were revoked: streams opened with them end now.
     this.deps.events.credentialsChanged(body.id);
     this.deps.logger.info({ workspaceId: body.id }, "agent registered");
-    return { auth_token: authToken, workspace_id: body.id };
+    return {
+      auth_token: authToken,
+      workspace_id: body.id,
+      heartbeat_interval_seconds: heartbeatIntervalSeconds(settings.staleAfterMs),
+    };
   }
 
   /**
@@ -142,7 +147,10 @@ export class RegistryService {
     });
     const target = body.status === "degraded" ? "degraded" : "online";
     // The steady state (already where the heartbeat says) costs one UPDATE; only a change reads back.
-    if (workspace.status === target) return { ok: true as const, status: workspace.status };
+    const interval = heartbeatIntervalSeconds(this.deps.settings.staleAfterMs);
+    if (workspace.status === target) {
+      return { ok: true as const, status: workspace.status, heartbeat_interval_seconds: interval };
+    }
     await transitionWorkspace(this.deps, workspace.id, target, {
       // "provisioning": the agent can be up before the backend call that started it has returned.
       from: ["provisioning", "awaiting_agent", "online", "degraded", "offline"],
@@ -152,7 +160,11 @@ export class RegistryService {
       .select({ status: workspaces.status })
       .from(workspaces)
       .where(eq(workspaces.id, workspace.id));
-    return { ok: true as const, status: current?.status ?? workspace.status };
+    return {
+      ok: true as const,
+      status: current?.status ?? workspace.status,
+      heartbeat_interval_seconds: interval,
+    };
   }
 
   private prepared: ReturnType<typeof prepareHeartbeats> | undefined;

@@ -28,6 +28,8 @@ export class FakePlatform {
   #server: Server | null = null;
   #requestSeq = 0;
   url = "";
+  /** What register and heartbeat answers give as `heartbeat_interval_seconds`; unset: nothing (an older platform). */
+  heartbeatIntervalSeconds: number | undefined;
 
   /** Adds a workspace and returns its one-time boot token. */
   addWorkspace(id: string, secrets: Record<string, string> = {}): string {
@@ -98,6 +100,12 @@ export class FakePlatform {
     return ws;
   }
 
+  #interval(): { heartbeat_interval_seconds?: number } {
+    return this.heartbeatIntervalSeconds === undefined
+      ? {}
+      : { heartbeat_interval_seconds: this.heartbeatIntervalSeconds };
+  }
+
   #error(code: string, message: string) {
     this.#requestSeq += 1;
     return { error: { code, message, requestId: `req_${this.#requestSeq}` } };
@@ -143,7 +151,7 @@ export class FakePlatform {
       ws.url = (body.url as string | null | undefined) ?? null;
       ws.agentCard = body.agent_card;
       ws.registrations += 1;
-      return send(res, 200, { auth_token: ws.authToken, workspace_id: ws.id });
+      return send(res, 200, { auth_token: ws.authToken, workspace_id: ws.id, ...this.#interval() });
     }
 
     if (route === "heartbeat") {
@@ -158,7 +166,7 @@ export class FakePlatform {
         status: body.status as string | undefined,
         detail: body.detail as string | undefined,
       });
-      return send(res, 200, { ok: true, status: ws.status });
+      return send(res, 200, { ok: true, status: ws.status, ...this.#interval() });
     }
 
     const id = decodeURIComponent(url.pathname.split("/")[2] ?? "");

@@ -202,6 +202,21 @@ describe("errors are built from the operation, the status and fixed words", () =
       "Fly Machines_create failed with HTTP 500: Fly internal error (fly-request-id 01EMUREQUEST)",
     );
     expect(JSON.stringify(error.details)).not.toContain(secret);
+    // An answer quoting a config that names its image registry is not taken for an image error.
+    const echoed = flyError(
+      { op: "Machines_create" },
+      {
+        status: 400,
+        body: {
+          error: `invalid machine request: {"config":{"image":"registry.fly.io/x:1","env":{"K":"${secret}"}}}`,
+        },
+        requestId: "01EMUREQUEST",
+      },
+    );
+    expect(echoed).toMatchObject({ code: "invalid_spec" });
+    expect(echoed.message).toBe(
+      "Fly Machines_create failed with HTTP 400: Fly refused the machine configuration (fly-request-id 01EMUREQUEST)",
+    );
     const odd = flyError(
       { op: "Machines_create" },
       { status: 400, body: { error: "x", status: `${secret} y` }, requestId: `${secret} z` },

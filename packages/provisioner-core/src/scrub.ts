@@ -53,6 +53,16 @@ function formsOf(value: string, minLength: number): string[] {
   return [...forms];
 }
 
+/**
+ * An upstream's message with what it quotes taken off: everything from the first `{` or `[` (a request quoted as
+ * JSON) and every double-quoted part (a variable quoted Go-style). Error kinds are recognised on what is left, so an
+ * echoed request (a config naming its image registry, a secret that reads "no such image") cannot pass for one.
+ */
+export function unquoted(text: string): string {
+  const cut = text.search(/[{[]/);
+  return (cut === -1 ? text : text.slice(0, cut)).replace(/"(?:[^"\\]|\\.)*"?/g, '""');
+}
+
 export class Scrubber {
   private needles: string[] = [];
 

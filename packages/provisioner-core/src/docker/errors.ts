@@ -1,4 +1,5 @@
 import { ProvisionerError } from "../errors.ts";
+import { unquoted } from "../scrub.ts";
 
 /** What dockerode (docker-modem) and Node's sockets put on the errors they throw. */
 interface DockerodeErrorShape {
@@ -73,7 +74,8 @@ function rawText(error: unknown): string {
 
 /** Which known kind of engine failure `text` (an engine message, a container's state error) is, in fixed words. */
 export function dockerErrorClass(text: string): string | undefined {
-  return DOCKER_ERROR_CLASSES.find(([pattern]) => pattern.test(text))?.[1];
+  const own = unquoted(text);
+  return DOCKER_ERROR_CLASSES.find(([pattern]) => pattern.test(own))?.[1];
 }
 
 function genericReason(op: string, status: number | undefined): string {

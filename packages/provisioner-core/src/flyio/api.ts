@@ -1,6 +1,7 @@
 import { type Dispatcher, request } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
 import { Backoff, connectionCause, isConnectionError, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import { unquoted } from "../scrub.ts";
 
 /** Bounds for retrying 429, 5xx and dropped connections. */
 export type FlyRetryOptions = RetryPolicy;
@@ -49,14 +50,14 @@ interface FlyErrorBody {
   status?: string;
 }
 
-/** Fly's own words from an error body: raw text, only ever matched against (it may quote the machine's config). */
+/** Fly's own words from an error body, without what it quotes: only ever matched against, never passed on. */
 function errorText(body: unknown): string {
   if (body && typeof body === "object") {
     const b = body as FlyErrorBody;
-    if (typeof b.error === "string") return b.error;
-    if (typeof b.message === "string") return b.message;
+    if (typeof b.error === "string") return unquoted(b.error);
+    if (typeof b.message === "string") return unquoted(b.message);
   }
-  return typeof body === "string" ? body : "";
+  return typeof body === "string" ? unquoted(body) : "";
 }
 
 /**

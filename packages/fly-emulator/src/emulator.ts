@@ -64,7 +64,13 @@ export interface TransitionDelays {
 }
 
 export type FaultAction =
-  | { kind: "status"; status: number; retryAfter?: string; error?: string }
+  | {
+      kind: "status";
+      status: number;
+      retryAfter?: string;
+      /** The error text; a function builds it from the request (an answer that quotes what was sent). */
+      error?: string | ((req: FaultRequest) => string);
+    }
   /** Apply the request, then destroy the socket without answering. */
   | { kind: "drop-after" }
   /** Destroy the socket before the request is applied. */
@@ -330,7 +336,15 @@ export class FlyEmulator {
         throw new HttpError(401, "You must be authenticated to view this.");
       }
       const params = match.slice(1).map((p) => decodeURIComponent(p));
-      const fault = this.takeFault({ operationId, method, path, params: {}, query: url.searchParams, body });
+      const faultRequest: FaultRequest = {
+        operationId,
+        method,
+        path,
+        params: {},
+        query: url.searchParams,
+        body,
+      };
+      const fault = this.takeFault(faultRequest);
       if (fault?.kind === "slow") await this.delay(fault.delayMs);
       if (fault?.kind === "drop-before") {
         this.log.push({ operationId, method, path, status: "dropped" });
@@ -339,7 +353,8 @@ export class FlyEmulator {
       }
       if (fault?.kind === "status") {
         const headers: Record<string, string> = fault.retryAfter ? { "retry-after": fault.retryAfter } : {};
-        throw new HttpError(fault.status, fault.error ?? defaultMessage(fault.status), undefined, headers);
+        const message = typeof fault.error === "function" ? fault.error(faultRequest) : fault.error;
+        throw new HttpError(fault.status, message ?? defaultMessage(fault.status), undefined, headers);
       }
       this.checkRateLimit(operationId, params);
       reply = await route.handler({ params, query: url.searchParams, headers: req.headers, body });

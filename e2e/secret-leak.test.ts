@@ -384,6 +384,18 @@ describe("a secret sent through every path never comes back out", () => {
       /Fly Machines_create failed with HTTP 400: Fly refused the machine configuration/,
     );
     await readEverything(saasTenant, where, id);
+    // The control plane's own answers about the same operations, as the tenant reads them.
+    const client = cp.tenantClient(org.id, org.credential);
+    const sql = postgres(databases[0]?.url ?? "", { max: 1, onnotice: () => {} });
+    const rows = await sql<{ id: string }[]>`select id from cp_operations where workspace_id is not null`;
+    await sql.end();
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) {
+      const reply = await client.call({ op: "operation", method: "GET", path: `/cp/operations/${row.id}` });
+      seen(`control plane: GET /cp/operations/${row.id}`, JSON.stringify(reply.body));
+    }
+    const listed = await client.call({ op: "list", method: "GET", path: "/cp/workspaces" });
+    seen("control plane: GET /cp/workspaces", JSON.stringify(listed.body));
     expect(
       (await call(saasTenant, where, "PUT", `/workspaces/${id}/secrets/LEAK_NUL`, { value: SECRETS.cpNul }))
         .status,

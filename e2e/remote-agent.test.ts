@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readEventStream, runFlags, type StreamEvent } from "@molecule/agent-sdk";
@@ -55,10 +55,10 @@ interface Agent {
 }
 
 /** `npx tsx packages/agent-sdk/src/cli.ts run …` as a separate process, the way a person runs it. */
-function startCli(args: string[]): Agent {
+function startCli(args: string[], env: Record<string, string> = {}): Agent {
   const child = spawn(process.execPath, ["--import", "tsx", CLI, "run", ...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: tempDir() },
+    env: { PATH: process.env.PATH ?? "", HOME: tempDir(), ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   agents.add(child);
@@ -78,13 +78,17 @@ function startCli(args: string[]): Agent {
   return { child, output: () => output, exited };
 }
 
-async function createExternal(name: string) {
-  const created = await platform.call("POST", "/workspaces", { name, external: true });
+async function createExternal(name: string, url?: string) {
+  const created = await platform.call("POST", "/workspaces", {
+    name,
+    external: true,
+    ...(url ? { url } : {}),
+  });
   expect(created.status).toBe(202);
   expect(created.body.workspace).toMatchObject({ status: "awaiting_agent", runtime: "external" });
   return created.body as {
     workspace: { id: string };
-    connection: { platform_url: string; registration_token: string; snippets: { curl: string } };
+    connection: { platform_url: string; registration_token: string; snippets: { curl: string; cli: string } };
   };
 }
 
@@ -120,7 +124,7 @@ describe("a remote agent run with molecule-agent", () => {
       stateDir,
       heartbeatIntervalMs: 300,
     });
-    const agent = startCli([...args, "--token", created.connection.registration_token]);
+    const agent = startCli(args, { WORKSPACE_BOOT_TOKEN: created.connection.registration_token });
     await waitForStatus(id, "online", agent);
     expect((await platform.call("GET", `/workspaces/${id}`)).body.url).toBe(`http://127.0.0.1:${port}`);
 
@@ -226,6 +230,53 @@ describe("a remote agent run with molecule-agent", () => {
     const beat = await platform.call("POST", "/registry/heartbeat", { workspace_id: first.id });
     expect(beat.status).toBe(404);
     expect((await platform.call("GET", `/workspaces/${first.id}`)).body.status).toBe("removed");
+  });
+});
+
+describe("the connection bundle's cli snippet", () => {
+  it("runs as printed, and the token is on no process's command line", async () => {
+    const port = await freePort();
+    const created = await createExternal("snippet", `http://127.0.0.1:${port}`);
+    const token = created.connection.registration_token;
+    // From a file, so that not even the shell running it carries the snippet in its arguments.
+    const script = join(tempDir(), "agent.sh");
+    writeFileSync(script, created.connection.snippets.cli);
+    const child = spawn("bash", [script], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? "", HOME: tempDir() },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+    });
+    const agent: Agent = {
+      child,
+      output: () => output,
+      exited: new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal }))),
+    };
+    const group = -(child.pid ?? 0);
+    try {
+      await waitForStatus(created.workspace.id, "online", agent);
+      const commandLines: string[] = [];
+      for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+        try {
+          commandLines.push(readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " "));
+        } catch {
+          // gone in the meantime
+        }
+      }
+      expect(commandLines.some((line) => line.includes("molecule-agent"))).toBe(true);
+      expect(commandLines.filter((line) => line.includes(token))).toEqual([]);
+      expect(output).not.toContain("warning");
+    } finally {
+      process.kill(group, "SIGTERM");
+    }
+    await agent.exited;
   });
 });
 

@@ -102,6 +102,9 @@ describe("creating an external workspace", () => {
       expect(connection.snippets[snippet]).toContain(connection.registration_token);
       expect(connection.snippets[snippet]).toContain(id);
     }
+    // The CLI gets the token from its environment: a --token flag would show it in the process list.
+    expect(connection.snippets.cli).toContain(`WORKSPACE_BOOT_TOKEN='${connection.registration_token}'`);
+    expect(connection.snippets.cli).not.toContain("--token");
 
     // Stored like every boot token: only its hash.
     const tokens = await platform.deps.db

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test-support/net.ts";
-import { parseCli, runFlags, UsageError } from "./cli.ts";
+import { parseCli, runFlags, TOKEN_FLAG_WARNING, UsageError } from "./cli.ts";
 import { sendText, spawnEntry, waitForEvent } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
 
@@ -37,6 +37,8 @@ describe("parseCli", () => {
     ]);
     expect(command).toEqual({
       kind: "run",
+      // The token on the command line works, with a warning: `ps` shows it to every user of the machine.
+      warnings: [TOKEN_FLAG_WARNING],
       options: {
         platformUrl: "https://platform.example.com",
         workspaceId: "ws_01",
@@ -48,6 +50,36 @@ describe("parseCli", () => {
         heartbeatIntervalMs: 30_000,
       },
     });
+  });
+
+  it("reads the token from --token-file or WORKSPACE_BOOT_TOKEN without a warning", () => {
+    const base = ["run", "--platform", "http://p", "--workspace", "ws_1", "--url", "http://a"];
+    const files: Record<string, string> = { "/t": "mbt_file\n", "/empty": " \n", "/two": "mbt_a mbt_b" };
+    const readFile = (path: string) => {
+      const text = files[path];
+      if (text === undefined) throw Object.assign(new Error("no such file"), { code: "ENOENT" });
+      return text;
+    };
+    expect(parse([...base, "--token-file", "/t"], { readFile })).toMatchObject({
+      warnings: [],
+      options: { token: "mbt_file" },
+    });
+    expect(parse(base, { env: { WORKSPACE_BOOT_TOKEN: "mbt_env" } })).toMatchObject({
+      warnings: [],
+      options: { token: "mbt_env" },
+    });
+    // The file wins over the environment.
+    expect(
+      parse([...base, "--token-file", "/t"], { readFile, env: { WORKSPACE_BOOT_TOKEN: "mbt_env" } }),
+    ).toMatchObject({ options: { token: "mbt_file" } });
+    for (const [argv, message] of [
+      [[...base, "--token-file", "/missing"], "--token-file /missing: ENOENT"],
+      [[...base, "--token-file", "/empty"], "--token-file /empty is empty"],
+      [[...base, "--token-file", "/two"], "holds more than one token"],
+      [[...base, "--token-file", "/t", "--token", "mbt_x"], "--token and --token-file are both given"],
+    ] as [string[], string][]) {
+      expect(() => parse(argv, { readFile }), argv.join(" ")).toThrow(message);
+    }
   });
 
   it("takes the platform, workspace and token from the environment, flags first", () => {
@@ -133,19 +165,24 @@ describe("parseCli", () => {
     );
   });
 
-  it("reads back what runFlags writes", () => {
+  it("reads back what runFlags writes, the token coming from the environment", () => {
     const options = {
       platformUrl: "http://127.0.0.1:9000",
       workspaceId: "ws_flags",
-      token: "mbt_flags",
       url: "http://127.0.0.1:7000",
       port: 7001,
       host: "0.0.0.0",
       stateDir: "/state",
       heartbeatIntervalMs: 250,
     };
-    expect(parse(["run", ...runFlags(options)])).toEqual({ kind: "run", options });
-    expect(runFlags({ workspaceId: "ws_1", token: undefined })).toEqual(["--workspace", "ws_1"]);
+    const flags = runFlags(options);
+    expect(flags).not.toContain("--token");
+    expect(parse(["run", ...flags], { env: { WORKSPACE_BOOT_TOKEN: "mbt_flags" } })).toEqual({
+      kind: "run",
+      warnings: [],
+      options: { ...options, token: "mbt_flags" },
+    });
+    expect(runFlags({ workspaceId: "ws_1" })).toEqual(["--workspace", "ws_1"]);
   });
 
   it("answers help, and refuses bad usage with one line", () => {
@@ -209,9 +246,15 @@ describe("molecule-agent process", () => {
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  const cli = (args: string[]) => spawnEntry(entry, args, { PATH: process.env.PATH ?? "", HOME: stateDir });
+  /** The token goes in the environment, as the connection bundle's snippet passes it. */
+  const cli = (args: string[], token?: string) =>
+    spawnEntry(entry, args, {
+      PATH: process.env.PATH ?? "",
+      HOME: stateDir,
+      ...(token === undefined ? {} : { WORKSPACE_BOOT_TOKEN: token }),
+    });
 
-  const runArgs = (id: string, port: number, token?: string) => [
+  const runArgs = (id: string, port: number) => [
     "run",
     ...runFlags({
       platformUrl: platform.url,
@@ -219,14 +262,13 @@ describe("molecule-agent process", () => {
       url: `http://127.0.0.1:${port}`,
       stateDir,
       heartbeatIntervalMs: 200,
-      token,
     }),
   ];
 
   it("registers, serves the echo agent, heartbeats, and restarts on its stored token after SIGTERM", async () => {
     const token = platform.addWorkspace("ws_cli_proc", { MY_SECRET: "not-for-logs" });
     const port = await freePort();
-    const first = cli(runArgs("ws_cli_proc", port, token));
+    const first = cli(runArgs("ws_cli_proc", port), token);
     try {
       const ready = await waitForEvent(first, "agent_ready");
       expect(ready).toMatchObject({ authSource: "registered", port, url: `http://127.0.0.1:${port}` });
@@ -265,11 +307,24 @@ describe("molecule-agent process", () => {
 
   it("exits 0 when the workspace is deleted", async () => {
     const token = platform.addWorkspace("ws_cli_gone");
-    const run = cli(runArgs("ws_cli_gone", await freePort(), token));
+    const run = cli(runArgs("ws_cli_gone", await freePort()), token);
     await waitForEvent(run, "agent_ready");
     platform.remove("ws_cli_gone");
     expect(await run.exited).toBe(0);
     expect(run.stderr()).toBe("molecule-agent: workspace ws_cli_gone was deleted\n");
+  });
+
+  it("a token given as --token still registers, after one warning line on stderr", async () => {
+    const token = platform.addWorkspace("ws_cli_flag");
+    const run = cli([...runArgs("ws_cli_flag", await freePort()), "--token", token]);
+    try {
+      await waitForEvent(run, "agent_ready");
+      expect(run.stderr()).toBe(`molecule-agent: ${TOKEN_FLAG_WARNING}\n`);
+      expect(run.stderr()).not.toContain(token);
+    } finally {
+      run.child.kill("SIGTERM");
+    }
+    expect(await run.exited).toBe(0);
   });
 
   it("prints usage for --help and exits 2 on a bad flag", async () => {

@@ -5,7 +5,10 @@
  * workspace's connection bundle, heartbeats with backoff, and keeps the workspace's bearer token in the state
  * directory so that a restart needs no new token.
  *
- *   npx tsx packages/agent-sdk/src/cli.ts run --platform URL --token T --url U [--workspace ID] …
+ *   WORKSPACE_BOOT_TOKEN=T npx tsx packages/agent-sdk/src/cli.ts run --platform URL --url U [--workspace ID] …
+ *
+ * The registration token is read from `WORKSPACE_BOOT_TOKEN`, `--token-file` or `--bundle`: a `--token` flag still
+ * works but is visible to every user of the machine in the process list, so it earns a warning.
  */
 import { readFileSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
@@ -18,7 +21,7 @@ import { runEchoProcess } from "./echo-process.ts";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS } from "./heartbeat.ts";
 import { createJsonLogger, errorFields } from "./log.ts";
 
-export const USAGE = `Usage: molecule-agent run --platform URL --url URL [--token TOKEN] [--workspace ID] [options]
+export const USAGE = `Usage: molecule-agent run --platform URL --url URL [--workspace ID] [options]
 
 Serves an echo A2A agent here and connects it to a Molecule tenant platform as an external workspace:
 registers with the one-time registration token, heartbeats, and keeps the workspace's bearer token in the
@@ -26,8 +29,10 @@ state directory, so a restart needs no new token. Stops cleanly on SIGTERM or SI
 
   --platform URL               the tenant platform (env PLATFORM_URL)
   --url URL                    where the platform reaches this agent; registered with the platform
-  --token TOKEN                the one-time registration token from the connection bundle
-                               (env WORKSPACE_BOOT_TOKEN); not needed once a bearer token is stored
+  --token-file FILE            a file holding the one-time registration token from the connection bundle
+                               (or env WORKSPACE_BOOT_TOKEN); not needed once a bearer token is stored
+  --token TOKEN                the same token on the command line: works, but every user of this machine
+                               can read it in the process list (ps), so prefer the two above
   --workspace ID               the workspace id (env WORKSPACE_ID)
   --bundle FILE                the connection bundle, or the whole create response, as JSON:
                                gives the platform, workspace and token when they are not set otherwise
@@ -56,7 +61,12 @@ export interface CliRunOptions {
   heartbeatIntervalMs: number;
 }
 
-export type CliCommand = { kind: "help" } | { kind: "run"; options: CliRunOptions };
+/** `warnings`: one line each, printed to stderr before the agent starts. */
+export type CliCommand = { kind: "help" } | { kind: "run"; options: CliRunOptions; warnings: string[] };
+
+export const TOKEN_FLAG_WARNING =
+  "warning: --token is visible to every user of this machine in the process list; pass the token in " +
+  "WORKSPACE_BOOT_TOKEN or --token-file instead";
 
 /** Bad usage: one line on stderr, exit 2. */
 export class UsageError extends Error {
@@ -92,6 +102,11 @@ export function parseCli(argv: readonly string[], context: ParseContext): CliCom
 
   const env = context.env;
   const bundle = values.bundle === undefined ? {} : readBundle(values.bundle, context.readFile);
+  if (values.token !== undefined && values["token-file"] !== undefined) {
+    throw new UsageError("--token and --token-file are both given; use one (--token-file)");
+  }
+  const tokenFile =
+    values["token-file"] === undefined ? undefined : readTokenFile(values["token-file"], context.readFile);
   const platformUrl = httpUrl(
     "--platform",
     values.platform ?? bundle.platformUrl ?? nonEmpty(env.PLATFORM_URL) ?? missing("--platform"),
@@ -105,10 +120,11 @@ export function parseCli(argv: readonly string[], context: ParseContext): CliCom
   const urlPort = new URL(url).port;
   return {
     kind: "run",
+    warnings: values.token === undefined ? [] : [TOKEN_FLAG_WARNING],
     options: {
       platformUrl,
       workspaceId,
-      token: values.token ?? bundle.token ?? nonEmpty(env.WORKSPACE_BOOT_TOKEN),
+      token: values.token ?? tokenFile ?? bundle.token ?? nonEmpty(env.WORKSPACE_BOOT_TOKEN),
       url,
       port: integer("--port", values.port, urlPort === "" ? 8000 : Number(urlPort), 0, 65_535),
       host: values.host ?? "127.0.0.1",
@@ -129,6 +145,7 @@ function parseOptions(argv: readonly string[]) {
     options: {
       platform: { type: "string" },
       token: { type: "string" },
+      "token-file": { type: "string" },
       url: { type: "string" },
       workspace: { type: "string" },
       bundle: { type: "string" },
@@ -190,6 +207,23 @@ function integer(flag: string, raw: string | undefined, fallback: number, min: n
   return value;
 }
 
+/** The registration token kept in a file (surrounding whitespace and a final newline are dropped). */
+function readTokenFile(
+  path: string,
+  readFile: (path: string) => string = (p) => readFileSync(p, "utf8"),
+): string {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (err) {
+    throw new UsageError(`--token-file ${path}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`);
+  }
+  const token = text.trim();
+  if (token === "") throw new UsageError(`--token-file ${path} is empty`);
+  if (/\s/.test(token)) throw new UsageError(`--token-file ${path} holds more than one token`);
+  return token;
+}
+
 /** The connection bundle from `POST /workspaces {external: true}`: the bundle itself or the whole response. */
 function readBundle(
   path: string,
@@ -229,9 +263,10 @@ function readBundle(
 
 /**
  * The `run` flags for these options, in the form `parseCli` reads back (for scripts and tests that start the CLI).
- * Options left out are left to their defaults.
+ * Options left out are left to their defaults. The token is never a flag (the process list would show it): pass it
+ * as `WORKSPACE_BOOT_TOKEN` in the process's environment.
  */
-export function runFlags(options: Partial<CliRunOptions>): string[] {
+export function runFlags(options: Partial<Omit<CliRunOptions, "token">>): string[] {
   const flags: [string, string | number | undefined][] = [
     ["--platform", options.platformUrl],
     ["--workspace", options.workspaceId],
@@ -240,7 +275,6 @@ export function runFlags(options: Partial<CliRunOptions>): string[] {
     ["--host", options.host],
     ["--state-dir", options.stateDir],
     ["--heartbeat-interval-ms", options.heartbeatIntervalMs],
-    ["--token", options.token],
   ];
   return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, String(value)]));
 }
@@ -262,6 +296,7 @@ export async function runCli(
     io.stdout(USAGE);
     return 0;
   }
+  for (const warning of command.warnings) io.stderr(`molecule-agent: ${warning}\n`);
   const options = command.options;
   const log = createJsonLogger({ base: { service: "molecule-agent", workspaceId: options.workspaceId } });
 

@@ -211,8 +211,9 @@ function cliSnippet(
   const url = agentUrl ? shellQuote(agentUrl) : `"$${"{"}AGENT_URL:?set AGENT_URL}"`;
   lines.push(
     "# Serves an echo agent, registers, heartbeats; the bearer token is kept in --state-dir for restarts.",
-    `npx molecule-agent run --platform ${shellQuote(platformUrl)} --workspace ${workspaceId} \\`,
-    `  --token ${shellQuote(token)} --url ${url}`,
+    "# The one-time token goes in the environment, not on the command line, where ps would show it to anyone.",
+    `WORKSPACE_BOOT_TOKEN=${shellQuote(token)} \\`,
+    `  npx molecule-agent run --platform ${shellQuote(platformUrl)} --workspace ${workspaceId} --url ${url}`,
     "",
   );
   return lines.join("\n");

@@ -2,6 +2,7 @@ export * from "./a2a.ts";
 export * from "./controlplane.ts";
 export * from "./errors.ts";
 export * from "./ids.ts";
+export * from "./inbound.ts";
 export * from "./registry.ts";
 export * from "./status.ts";
 export * from "./text.ts";

@@ -22,9 +22,15 @@ export type RegisterBody = z.infer<typeof RegisterBody>;
 
 /** `heartbeat_interval_seconds`: heartbeat at least this often (a third of `HEARTBEAT_STALE_AFTER`, 1–30 s). */
 export const RegisterResponse = z.object({
+  /** The workspace's bearer token (heartbeats, secrets, A2A calls it makes). */
   auth_token: z.string(),
   workspace_id: z.string(),
   heartbeat_interval_seconds: z.number().int().positive(),
+  /**
+   * What the platform's A2A proxy sends the agent in `x-molecule-inbound-token` (see `inbound.ts`); the agent refuses
+   * JSON-RPC requests without it. Replaced at every registration, like the bearer token.
+   */
+  inbound_token: z.string(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponse>;
 

@@ -20,6 +20,12 @@ export const workspaces = pgTable(
     metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull().default({}),
     /** The backend's handle (ids of what it created), written as soon as each resource exists. */
     handle: jsonb("handle").$type<({ backend: string } & Record<string, unknown>) | null>(),
+    /**
+     * The agent's inbound token (what the A2A proxy presents to it), sealed like a secret with the key version beside
+     * it; null until the agent registers, and for agents registered before inbound tokens existed.
+     */
+    inboundTokenSealed: text("inbound_token_sealed"),
+    inboundTokenKeyVersion: integer("inbound_token_key_version"),
     lastHeartbeatAt: timestamp("last_heartbeat_at", { withTimezone: true }),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),

@@ -1,7 +1,10 @@
 import { request } from "node:http";
+import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type A2AMessage,
+  DEFAULT_MAX_BODY_BYTES,
+  type InboundAuth,
   type MessageContext,
   messageText,
   type ReplyChunk,
@@ -407,6 +410,77 @@ describe("A2A server, message/stream", () => {
       }),
     });
     expect([note.status, await note.text()]).toEqual([204, ""]);
+  });
+});
+
+describe("A2A server behind the platform (inbound token)", () => {
+  let auth: InboundAuth = "pending";
+  const handled: string[] = [];
+  let guarded: StartedA2AServer;
+  let url = "";
+  beforeAll(async () => {
+    guarded = await startA2AServer({
+      host: "127.0.0.1",
+      port: 0,
+      card: { name: "guarded" },
+      inbound: () => auth,
+      onMessage: async (message) => {
+        handled.push(messageText(message));
+        return { parts: [{ kind: "text", text: `echo: ${messageText(message)}` }] };
+      },
+    });
+    url = `http://127.0.0.1:${guarded.port}`;
+  });
+  afterAll(() => guarded.close());
+
+  const call = (text: string, headers: Record<string, string> = {}, path = "/") =>
+    fetch(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify(send(userMessage(text))),
+    });
+
+  it("answers 503 with Retry-After while it has no credentials, and serves the card and health", async () => {
+    auth = "pending";
+    const res = await call("early");
+    expect([res.status, res.headers.get("retry-after")]).toEqual([503, "5"]);
+    expect((await fetch(`${url}/.well-known/agent.json`)).status).toBe(200);
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+    expect(handled).toEqual([]);
+  });
+
+  it("answers 401 without the token or with another, on both paths, without running the handler", async () => {
+    auth = { token: "in_the-right-one" };
+    for (const path of ["/", "/a2a"]) {
+      for (const headers of <Record<string, string>[]>[
+        {},
+        { [INBOUND_TOKEN_HEADER]: "in_the-wrong-one" },
+        { [INBOUND_TOKEN_HEADER]: "in_the-right-on" },
+        { [INBOUND_TOKEN_HEADER]: "in_the-right-one-and-more" },
+        { authorization: "Bearer in_the-right-one" },
+      ]) {
+        const res = await call("sneak", headers, path);
+        expect(res.status, JSON.stringify(headers)).toBe(401);
+        expect(await res.json()).toMatchObject({ jsonrpc: "2.0", id: null, error: { code: -32600 } });
+      }
+    }
+    // Refused before the body is read: a body far over the cap is still a 401, not a 413.
+    const big = await fetch(url, { method: "POST", body: "x".repeat(2 * DEFAULT_MAX_BODY_BYTES) });
+    expect(big.status).toBe(401);
+    expect(handled).toEqual([]);
+    expect((await fetch(`${url}/.well-known/agent-card.json`)).status).toBe(200);
+  });
+
+  it("serves a request with the token, and follows a new token at once", async () => {
+    auth = { token: "in_the-right-one" };
+    const ok = await call("hello", { [INBOUND_TOKEN_HEADER]: "in_the-right-one" });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ result: { parts: [{ text: "echo: hello" }] } });
+
+    auth = { token: "in_rotated" };
+    expect((await call("stale", { [INBOUND_TOKEN_HEADER]: "in_the-right-one" })).status).toBe(401);
+    expect((await call("fresh", { [INBOUND_TOKEN_HEADER]: "in_rotated" })).status).toBe(200);
+    expect(handled).toEqual(["hello", "fresh"]);
   });
 });
 

@@ -7,10 +7,15 @@
  * the task (`submitted`), a `working` status update, one artifact update per piece of the reply (the first with
  * `append: false`, the rest appended to the same artifact), and a `completed` status update with `final: true`.
  * A handler that fails mid-stream ends the stream with a JSON-RPC error event instead.
+ *
+ * Behind the platform, JSON-RPC is for the platform's A2A proxy only: given an inbound token (`inbound`), the server
+ * answers 401 to a request without it in `x-molecule-inbound-token`, before reading its body. The agent card and
+ * `/health` stay public.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 import type { AgentCard } from "./client.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
 
@@ -109,9 +114,18 @@ export const JSONRPC_ERRORS = {
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
+/**
+ * Who may send JSON-RPC: `{ token }` only requests carrying that token in `x-molecule-inbound-token` (the platform's
+ * proxy; others get 401); `"pending"` nobody yet (503, while the agent is getting its credentials); `"open"` anyone,
+ * for a server that is not behind the platform (or a platform that issues no inbound tokens).
+ */
+export type InboundAuth = { token: string } | "pending" | "open";
+
 export interface A2AServerOptions {
   card: AgentCard | (() => AgentCard);
   onMessage: MessageHandler;
+  /** Default "open". A function is asked on every request, so the token can arrive or change while serving. */
+  inbound?: InboundAuth | (() => InboundAuth);
   /** Requests with a larger body answer 413. Default 1 MiB. */
   maxBodyBytes?: number;
   log?: Logger;
@@ -124,6 +138,8 @@ export function createA2AServer(options: A2AServerOptions): Server {
   const log = options.log ?? silentLogger;
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const card = typeof options.card === "function" ? options.card : () => options.card as AgentCard;
+  const inboundOption = options.inbound ?? "open";
+  const inbound = typeof inboundOption === "function" ? inboundOption : () => inboundOption;
   const closing = new AbortController();
 
   const server = createServer((req, res) => {
@@ -139,6 +155,11 @@ export function createA2AServer(options: A2AServerOptions): Server {
       if (req.method !== "POST") {
         res.setHeader("allow", "POST");
         return sendJson(res, 405, rpcError(null, JSONRPC_ERRORS.invalidRequest, "use POST for JSON-RPC"));
+      }
+      const refusal = checkInbound(req, inbound());
+      if (refusal) {
+        log("warn", "a2a_refused", { status: refusal.status, remoteAddress: req.socket.remoteAddress });
+        return refuse(req, res, refusal.status, refusal.message, refusal.headers);
       }
       handleRpc(req, res, { ...options, maxBodyBytes, log, closing: closing.signal }).catch(
         (err: unknown) => {
@@ -464,14 +485,57 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
   });
 }
 
-function tooLarge(req: IncomingMessage, res: ServerResponse, max: number): void {
-  // Answer now and close the connection; what the client still sends is drained, never buffered, for a short while.
+/** Seconds a caller is asked to wait while the agent is still getting its credentials. */
+const PENDING_RETRY_AFTER_SECONDS = 5;
+
+/** Why a JSON-RPC request may not be served, or null when it may. */
+function checkInbound(
+  req: IncomingMessage,
+  auth: InboundAuth,
+): { status: number; message: string; headers?: Record<string, string> } | null {
+  if (auth === "open") return null;
+  if (auth === "pending") {
+    return {
+      status: 503,
+      message: "the agent is not registered with its platform yet",
+      headers: { "retry-after": String(PENDING_RETRY_AFTER_SECONDS) },
+    };
+  }
+  const presented = req.headers[INBOUND_TOKEN_HEADER];
+  if (typeof presented === "string" && tokensEqual(presented, auth.token)) return null;
+  return {
+    status: 401,
+    message: `${INBOUND_TOKEN_HEADER} missing or wrong: this agent answers only through its platform's A2A proxy`,
+  };
+}
+
+/** Constant-time in the tokens' content and length (their digests are compared). */
+function tokensEqual(a: string, b: string): boolean {
+  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
+}
+
+/**
+ * Answers without reading the body and closes the connection; what the client still sends is drained, never
+ * buffered, for a short while.
+ */
+function refuse(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   req.resume();
   const drainLimit = setTimeout(() => req.socket.destroy(), 2_000);
   drainLimit.unref();
   req.once("end", () => clearTimeout(drainLimit));
   res.setHeader("connection", "close");
-  sendJson(res, 413, rpcError(null, JSONRPC_ERRORS.invalidRequest, `request body exceeds ${max} bytes`));
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  sendJson(res, status, rpcError(null, JSONRPC_ERRORS.invalidRequest, message));
+}
+
+function tooLarge(req: IncomingMessage, res: ServerResponse, max: number): void {
+  refuse(req, res, 413, `request body exceeds ${max} bytes`);
 }
 
 function rpcError(id: JsonRpcId, code: number, message: string) {

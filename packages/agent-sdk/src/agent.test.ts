@@ -56,9 +56,18 @@ async function until(check: () => boolean, ms = 5_000): Promise<void> {
   }
 }
 
-async function send(url: string, text: string) {
-  const res = await sendText(url, text);
+/** As the platform's proxy sends: with the workspace's inbound token. */
+async function send(url: string, text: string, inboundToken: string | null) {
+  const res = await sendText(url, text, "message/send", inboundToken);
   return (await res.json()) as { result: { parts: { text: string }[] } };
+}
+
+/** The port from the agent's `a2a_listening` line. */
+function listeningPort(lines: string[]): number | undefined {
+  const line = lines
+    .map((l) => JSON.parse(l) as { event: string; port?: number })
+    .find((l) => l.event === "a2a_listening");
+  return line?.port;
 }
 
 describe("runAgent", () => {
@@ -74,8 +83,14 @@ describe("runAgent", () => {
     expect(ws.url).toBe(info.url);
     expect(ws.agentCard).toMatchObject({ name: "echo-test", url: info.url });
 
-    const reply = await send(`http://127.0.0.1:${info.port}/`, "hello");
+    expect(info.a2aAuth).toBe("inbound_token");
+    const reply = await send(`http://127.0.0.1:${info.port}/`, "hello", ws.inboundToken);
     expect(reply.result.parts[0]?.text).toBe("echo: hello (API_KEY)");
+    // Without the inbound token: 401 before the body is read, and the handler never runs.
+    const refused = await sendText(`http://127.0.0.1:${info.port}/a2a`, "hello");
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toMatchObject({ error: { message: /x-molecule-inbound-token/ } });
+    // The card and the health check stay public.
     const card = await (await fetch(`http://127.0.0.1:${info.port}/.well-known/agent-card.json`)).json();
     expect(card).toMatchObject({ name: "echo-test", url: info.url, capabilities: { streaming: true } });
 
@@ -87,6 +102,7 @@ describe("runAgent", () => {
 
     const log = agent.lines.join("\n");
     expect(log).not.toContain(ws.authToken ?? "missing");
+    expect(log).not.toContain(ws.inboundToken ?? "missing");
     expect(log).not.toContain(boot);
     expect(log).not.toContain("sk-secret-value");
   });
@@ -132,6 +148,12 @@ describe("runAgent", () => {
     const boot = late.addWorkspace("ws_late");
     const agent = start({ workspaceId: "ws_late", bootToken: boot, platformUrl: `http://127.0.0.1:${port}` });
     await until(() => agent.lines.filter((l) => l.includes("register_retry")).length >= 2);
+    // Listening, but with no credentials yet: nobody's JSON-RPC is served; the card is.
+    const agentUrl = `http://127.0.0.1:${listeningPort(agent.lines)}`;
+    const early = await sendText(agentUrl, "too soon");
+    expect(early.status).toBe(503);
+    expect(early.headers.get("retry-after")).toBe("5");
+    expect((await fetch(`${agentUrl}/.well-known/agent-card.json`)).status).toBe(200);
     await late.start(port);
     try {
       await agent.ready;
@@ -140,6 +162,49 @@ describe("runAgent", () => {
       expect(await agent.done).toEqual({ reason: "signal" });
     } finally {
       await late.stop();
+    }
+  });
+
+  it("answers to the inbound token of its latest registration only", async () => {
+    const boot = platform.addWorkspace("ws_rotate_run");
+    const first = start({ workspaceId: "ws_rotate_run", bootToken: boot });
+    await first.ready;
+    const oldInbound = platform.workspace("ws_rotate_run").inboundToken;
+    first.controller.abort();
+    await first.done;
+
+    // The platform rotates the workspace's tokens (a new boot token; the stored bearer token is refused).
+    platform.revokeAuthToken("ws_rotate_run");
+    const fresh = platform.reissueBootToken("ws_rotate_run");
+    const second = start({ workspaceId: "ws_rotate_run", bootToken: fresh });
+    const info = await second.ready;
+    expect(info.credentialSource).toBe("registered");
+    const newInbound = platform.workspace("ws_rotate_run").inboundToken;
+    expect(newInbound).not.toBe(oldInbound);
+    const url = `http://127.0.0.1:${info.port}/`;
+    expect((await sendText(url, "old", "message/send", oldInbound)).status).toBe(401);
+    expect((await send(url, "new", newInbound)).result.parts[0]?.text).toMatch(/^echo: new/);
+    second.controller.abort();
+    await second.done;
+  });
+
+  it("serves anyone, and says so, when the platform issues no inbound token", async () => {
+    const old = new FakePlatform();
+    old.issuesInboundTokens = false;
+    await old.start();
+    try {
+      const boot = old.addWorkspace("ws_open_run");
+      const agent = start({ workspaceId: "ws_open_run", bootToken: boot, platformUrl: old.url });
+      const info = await agent.ready;
+      expect(info.a2aAuth).toBe("open");
+      expect(agent.lines.some((l) => l.includes('"event":"a2a_open"'))).toBe(true);
+      expect((await send(`http://127.0.0.1:${info.port}/`, "hi", null)).result.parts[0]?.text).toMatch(
+        /^echo: hi/,
+      );
+      agent.controller.abort();
+      await agent.done;
+    } finally {
+      await old.stop();
     }
   });
 

@@ -2,10 +2,15 @@
  * `runAgent`: everything a workspace agent needs beside its own logic. It starts the A2A server, obtains an auth
  * token (explicit, stored, or by registering with the boot token — retried while the platform is not up yet),
  * pulls the workspace's secrets once, heartbeats until stopped, and shuts down cleanly when `signal` aborts.
+ *
+ * The A2A server answers JSON-RPC only to the platform's proxy: until the credentials are in hand it answers 503, then
+ * 401 to any request without the inbound token that came with the auth token. From a platform that issues no inbound
+ * token it serves anyone, and says so in a warning.
  */
 import {
   type A2AMessage,
   type HandlerResult,
+  type InboundAuth,
   type MessageContext,
   type StartedA2AServer,
   startA2AServer,
@@ -45,6 +50,8 @@ export interface RunAgentOptions {
   bootToken?: string;
   /** An auth token obtained elsewhere; used before the stored one. */
   authToken?: string;
+  /** The inbound token from the same register answer as `authToken`; without it the agent serves anyone. */
+  inboundToken?: string;
   /** Where the auth token is persisted (see `defaultStateDir`); null keeps it in memory only. */
   stateDir: string | null;
   /**
@@ -78,6 +85,8 @@ export interface AgentReadyInfo {
   port: number;
   url: string | null;
   credentialSource: CredentialSource;
+  /** "inbound_token": JSON-RPC only through the platform's proxy; "open": anyone who reaches the port. */
+  a2aAuth: "inbound_token" | "open";
   secrets: Readonly<Record<string, string>>;
 }
 
@@ -108,10 +117,18 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
   });
 
   const store = options.stateDir === null ? null : new CredentialStore(options.stateDir);
+  let current: CredentialManager | null = null;
+  // Asked on every request: pending until the first token, and again while a rejected one is being replaced.
+  const inbound = (): InboundAuth => {
+    if (!current?.token) return "pending";
+    const token = current.inboundToken;
+    return token ? { token } : "open";
+  };
   const serverOptions = {
     host: options.host,
     maxBodyBytes: options.maxBodyBytes,
     card,
+    inbound,
     log,
     onMessage: (message: A2AMessage, context: MessageContext) =>
       options.onMessage(message, { ...context, secrets }),
@@ -148,13 +165,20 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       store,
       bootToken: options.bootToken,
       authToken: options.authToken,
+      inboundToken: options.inboundToken,
       registration: () => ({ url: publicUrl, agentCard: card() }),
       retry,
       sleep,
       log,
     });
+    current = credentials;
 
     await credentials.acquire(signal);
+    if (!credentials.inboundToken) {
+      log("warn", "a2a_open", {
+        reason: `no inbound token came with the ${credentials.source} auth token; anyone who reaches the port can call this agent`,
+      });
+    }
     if (portMoved && credentials.source !== "registered") {
       // Only a new registration (new boot token) can tell the platform the new URL.
       log("warn", "registered_url_stale", { url: publicUrl });
@@ -192,8 +216,9 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       log,
     });
     const source = credentials.source ?? "registered";
-    log("info", "agent_ready", { port: server.port, url: publicUrl, authSource: source });
-    options.onReady?.({ port: server.port, url: publicUrl, credentialSource: source, secrets });
+    const a2aAuth = credentials.inboundToken ? "inbound_token" : "open";
+    log("info", "agent_ready", { port: server.port, url: publicUrl, authSource: source, a2aAuth });
+    options.onReady?.({ port: server.port, url: publicUrl, credentialSource: source, a2aAuth, secrets });
 
     const stop = await heartbeat;
     if (stop.reason === "unauthorized") {

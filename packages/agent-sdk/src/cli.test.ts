@@ -273,7 +273,12 @@ describe("molecule-agent process", () => {
       const ready = await waitForEvent(first, "agent_ready");
       expect(ready).toMatchObject({ authSource: "registered", port, url: `http://127.0.0.1:${port}` });
       expect(platform.workspace("ws_cli_proc").url).toBe(`http://127.0.0.1:${port}`);
-      const reply = await sendText(`http://127.0.0.1:${port}`, "hi");
+      const reply = await sendText(
+        `http://127.0.0.1:${port}`,
+        "hi",
+        "message/send",
+        platform.workspace("ws_cli_proc").inboundToken,
+      );
       expect(await reply.json()).toMatchObject({ result: { parts: [{ kind: "text", text: "echo: hi" }] } });
       // The loop goes on beating at --heartbeat-interval-ms.
       await until("three heartbeats", () => platform.workspace("ws_cli_proc").heartbeats.length >= 3);
@@ -284,14 +289,19 @@ describe("molecule-agent process", () => {
     const everything = first.out.join("\n") + first.stderr();
     expect(everything).not.toContain(token);
     expect(everything).not.toContain(platform.workspace("ws_cli_proc").authToken ?? "missing");
+    expect(everything).not.toContain(platform.workspace("ws_cli_proc").inboundToken ?? "missing");
     expect(everything).not.toContain("not-for-logs");
 
     // Same state directory, no token: the stored bearer token is used, no second registration.
     const second = cli(runArgs("ws_cli_proc", port));
     try {
       const ready = await waitForEvent(second, "agent_ready");
-      expect(ready).toMatchObject({ authSource: "stored", port });
+      expect(ready).toMatchObject({ authSource: "stored", port, a2aAuth: "inbound_token" });
       expect(platform.workspace("ws_cli_proc").registrations).toBe(1);
+      // The inbound token was stored with it: still required, still accepted.
+      expect((await sendText(`http://127.0.0.1:${port}`, "hi")).status).toBe(401);
+      const inbound = platform.workspace("ws_cli_proc").inboundToken;
+      expect((await sendText(`http://127.0.0.1:${port}`, "hi", "message/send", inbound)).status).toBe(200);
     } finally {
       second.child.kill("SIGINT");
     }

@@ -1,7 +1,9 @@
 /**
  * The platform's registry and secrets API as seen from a workspace agent: register (boot token → auth token),
- * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); no dependencies.
+ * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); nothing else at run time
+ * (the register answer's fields are named by the contract's type).
  */
+import type { RegisterResponse } from "@molecule/contracts";
 
 /** The subset of `fetch` this client uses; the global fetch satisfies it. */
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
@@ -21,6 +23,11 @@ export interface RegisterResult {
   workspaceId: string;
   /** How often the platform wants heartbeats, when it says (`heartbeat_interval_seconds`). */
   heartbeatIntervalSeconds?: number;
+  /**
+   * What the platform's A2A proxy presents to this agent (`x-molecule-inbound-token`); the agent's A2A server
+   * refuses requests without it. Null from a platform that issues none.
+   */
+  inboundToken: string | null;
 }
 
 export type HeartbeatStatus = "ok" | "degraded";
@@ -132,12 +139,17 @@ export class PlatformClient {
       url: registration.url,
       agent_card: registration.agentCard,
     });
-    const authToken = field(body, "auth_token");
-    const workspaceId = field(body, "workspace_id");
+    const answer = (body !== null && typeof body === "object" ? body : {}) as Partial<
+      Record<keyof RegisterResponse, unknown>
+    >;
+    const { auth_token: authToken, workspace_id: workspaceId, inbound_token: inboundToken } = answer;
     if (typeof authToken !== "string" || authToken === "" || typeof workspaceId !== "string") {
       throw invalidResponse("register", 200);
     }
-    return { authToken, workspaceId, ...advisedInterval(body) };
+    if (inboundToken !== undefined && (typeof inboundToken !== "string" || inboundToken === "")) {
+      throw invalidResponse("register", 200);
+    }
+    return { authToken, workspaceId, inboundToken: inboundToken ?? null, ...advisedInterval(body) };
   }
 
   async heartbeat(

@@ -23,7 +23,7 @@ const noSleep = async () => {};
 
 function manager(
   workspaceId: string,
-  opts: { bootToken?: string; authToken?: string; store?: boolean } = {},
+  opts: { bootToken?: string; authToken?: string; inboundToken?: string; store?: boolean } = {},
 ) {
   const events: [string, LogFields | undefined][] = [];
   const sleeps: number[] = [];
@@ -32,6 +32,7 @@ function manager(
     store: opts.store === false ? null : new CredentialStore(dir),
     bootToken: opts.bootToken,
     authToken: opts.authToken,
+    inboundToken: opts.inboundToken,
     registration: () => ({ url: "http://127.0.0.1:4000", agentCard: { name: "t" } }),
     sleep: async (ms) => {
       sleeps.push(ms);
@@ -64,6 +65,19 @@ describe("CredentialStore", () => {
     expect(await store.load("ws_a")).toBeNull();
   });
 
+  it("keeps the inbound token beside the auth token; a file written before inbound tokens loads with none", async () => {
+    const store = new CredentialStore(dir);
+    await store.save({
+      workspaceId: "ws_a",
+      authToken: "tok_1",
+      inboundToken: "in_1",
+      platformUrl: "http://p",
+    });
+    expect(await store.load("ws_a")).toMatchObject({ authToken: "tok_1", inboundToken: "in_1" });
+    await writeFile(store.fileFor("ws_a"), JSON.stringify({ workspaceId: "ws_a", authToken: "tok_0" }));
+    expect(await store.load("ws_a")).toMatchObject({ authToken: "tok_0", inboundToken: null });
+  });
+
   it("ignores a corrupt or foreign file instead of failing", async () => {
     const store = new CredentialStore(dir);
     await store.save({ workspaceId: "ws_a", authToken: "t", platformUrl: "" });
@@ -87,12 +101,19 @@ describe("CredentialManager", () => {
     const token = await first.m.acquire();
     expect(first.m.source).toBe("registered");
     expect(platform.workspace("ws_restart").url).toBe("http://127.0.0.1:4000");
+    const inbound = platform.workspace("ws_restart").inboundToken;
+    expect(first.m.inboundToken).toBe(inbound);
     const saved = await readFile(new CredentialStore(dir).fileFor("ws_restart"), "utf8");
-    expect(JSON.parse(saved)).toMatchObject({ workspaceId: "ws_restart", authToken: token });
+    expect(JSON.parse(saved)).toMatchObject({
+      workspaceId: "ws_restart",
+      authToken: token,
+      inboundToken: inbound,
+    });
 
     const second = manager("ws_restart", { bootToken: boot }); // same, already spent, boot token
     expect(await second.m.acquire()).toBe(token);
     expect(second.m.source).toBe("stored");
+    expect(second.m.inboundToken).toBe(inbound);
     const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_restart" });
     expect(await second.m.withToken(undefined, (t) => client.pullSecrets(t))).toEqual({ K: "v" });
     expect(platform.workspace("ws_restart").registrations).toBe(1);
@@ -101,6 +122,7 @@ describe("CredentialManager", () => {
   it("replaces a rejected stored token by registering with a new boot token", async () => {
     const boot = platform.addWorkspace("ws_renew", { K: "v" });
     await manager("ws_renew", { bootToken: boot }).m.acquire();
+    const firstInbound = platform.workspace("ws_renew").inboundToken;
     platform.revokeAuthToken("ws_renew");
     const fresh = platform.reissueBootToken("ws_renew");
 
@@ -109,9 +131,13 @@ describe("CredentialManager", () => {
     expect(await m.withToken(undefined, (t) => client.pullSecrets(t))).toEqual({ K: "v" });
     expect(m.source).toBe("registered");
     expect(platform.workspace("ws_renew").registrations).toBe(2);
-    expect((await new CredentialStore(dir).load("ws_renew"))?.authToken).toBe(
-      platform.workspace("ws_renew").authToken,
-    );
+    expect(await new CredentialStore(dir).load("ws_renew")).toMatchObject({
+      authToken: platform.workspace("ws_renew").authToken,
+      inboundToken: platform.workspace("ws_renew").inboundToken,
+    });
+    // A new registration, a new inbound token: the old one is of no use any more.
+    expect(m.inboundToken).toBe(platform.workspace("ws_renew").inboundToken);
+    expect(m.inboundToken).not.toBe(firstInbound);
   });
 
   it("fails clearly when the stored token is rejected and the boot token is spent", async () => {
@@ -140,9 +166,11 @@ describe("CredentialManager", () => {
   it("prefers an explicit auth token and cannot renew it without a boot token", async () => {
     const boot = platform.addWorkspace("ws_explicit");
     const token = await manager("ws_explicit", { bootToken: boot, store: false }).m.acquire();
-    const { m } = manager("ws_explicit", { authToken: token, store: false });
+    const inboundToken = platform.workspace("ws_explicit").inboundToken ?? "missing";
+    const { m } = manager("ws_explicit", { authToken: token, inboundToken, store: false });
     expect(await m.acquire()).toBe(token);
     expect(m.source).toBe("explicit");
+    expect(m.inboundToken).toBe(inboundToken);
     await expect(m.renew()).rejects.toMatchObject({ code: "token_rejected" });
   });
 
@@ -202,5 +230,6 @@ describe("CredentialManager", () => {
     const text = JSON.stringify(events);
     expect(text).not.toContain(token);
     expect(text).not.toContain(boot);
+    expect(text).not.toContain(m.inboundToken ?? "missing");
   });
 });

@@ -1,7 +1,7 @@
 /**
- * The workspace's auth token: where it comes from and where it is kept. A boot token is one-time, so an agent that
- * restarts (container restart, CLI restart) must re-use the auth token it got the first time; it is stored in the
- * state directory, mode 0600, written atomically. A stored token that the platform rejects is replaced by
+ * The workspace's auth token (and its agent's inbound token, which came in the same register answer): where they come
+ * from and where they are kept. A boot token is one-time, so an agent that restarts (container restart, CLI restart)
+ * must re-use the tokens it got the first time; they are stored in the state directory, mode 0600, written atomically. A stored token that the platform rejects is replaced by
  * registering again when a (new) boot token is available.
  */
 import { randomBytes } from "node:crypto";
@@ -22,6 +22,8 @@ export function defaultStateDir(env: Readonly<Record<string, string | undefined>
 export interface StoredCredentials {
   workspaceId: string;
   authToken: string;
+  /** Null in a file written before the platform issued inbound tokens (or by a platform that issues none). */
+  inboundToken: string | null;
   platformUrl: string;
   savedAt: string;
 }
@@ -58,6 +60,8 @@ export class CredentialStore {
       return {
         workspaceId,
         authToken: data.authToken,
+        inboundToken:
+          typeof data.inboundToken === "string" && data.inboundToken !== "" ? data.inboundToken : null,
         platformUrl: String(data.platformUrl ?? ""),
         savedAt: String(data.savedAt ?? ""),
       };
@@ -67,8 +71,14 @@ export class CredentialStore {
   }
 
   /** Writes to a temporary file (0600) in the same directory, fsyncs it, then renames it over the old one. */
-  async save(credentials: Omit<StoredCredentials, "savedAt">): Promise<void> {
-    const record: StoredCredentials = { ...credentials, savedAt: new Date().toISOString() };
+  async save(
+    credentials: Omit<StoredCredentials, "savedAt" | "inboundToken"> & { inboundToken?: string | null },
+  ): Promise<void> {
+    const record: StoredCredentials = {
+      ...credentials,
+      inboundToken: credentials.inboundToken ?? null,
+      savedAt: new Date().toISOString(),
+    };
     await this.#writeAtomic(this.fileFor(credentials.workspaceId), `${JSON.stringify(record)}\n`);
   }
 
@@ -144,8 +154,10 @@ export interface CredentialManagerOptions {
   /** Where the auth token is persisted; null keeps it in memory only. */
   store: CredentialStore | null;
   bootToken?: string;
-  /** A token given by the operator (e.g. from the creation response); used before the store. */
+  /** A token given by the operator (e.g. from a register answer); used before the store. */
   authToken?: string;
+  /** The inbound token from the same register answer as `authToken`. */
+  inboundToken?: string;
   /** What register sends; read at register time so the real listening URL is used. */
   registration: () => { url: string | null; agentCard: AgentCard };
   /** Backoff between register attempts on retryable errors. Default 500 ms doubling to 30 s. */
@@ -156,13 +168,14 @@ export interface CredentialManagerOptions {
 }
 
 /**
- * Holds the current auth token. `acquire` picks explicit > stored > register (retrying retryable failures until the
+ * Holds the current auth token and inbound token. `acquire` picks explicit > stored > register (retrying retryable failures until the
  * signal aborts); `renew` replaces a token the platform rejected; `withToken` runs a call and renews once on 401.
  */
 export class CredentialManager {
   readonly #opts: CredentialManagerOptions;
   readonly #log: Logger;
   #token: string | null = null;
+  #inboundToken: string | null = null;
   #source: CredentialSource | null = null;
   #explicitUsed = false;
   #bootTokenSpent = false;
@@ -176,16 +189,24 @@ export class CredentialManager {
     return this.#token;
   }
 
+  /**
+   * What the platform's A2A proxy presents to this agent; null while there is no auth token, and when the platform
+   * gave none with it.
+   */
+  get inboundToken(): string | null {
+    return this.#inboundToken;
+  }
+
   get source(): CredentialSource | null {
     return this.#source;
   }
 
   async acquire(signal?: AbortSignal): Promise<string> {
     if (this.#token) return this.#token;
-    const { authToken, store, client } = this.#opts;
+    const { authToken, inboundToken, store, client } = this.#opts;
     if (authToken && !this.#explicitUsed) {
       this.#explicitUsed = true;
-      return this.#set(authToken, "explicit");
+      return this.#set(authToken, inboundToken ?? null, "explicit");
     }
     if (store) {
       let stored: StoredCredentials | null = null;
@@ -194,7 +215,7 @@ export class CredentialManager {
       } catch (err) {
         this.#log("warn", "credentials_unreadable", { dir: store.dir, ...errorFields(err) });
       }
-      if (stored) return this.#set(stored.authToken, "stored");
+      if (stored) return this.#set(stored.authToken, stored.inboundToken, "stored");
     }
     return this.#register(signal);
   }
@@ -203,6 +224,7 @@ export class CredentialManager {
   async renew(signal?: AbortSignal): Promise<string> {
     const rejected = this.#source;
     this.#token = null;
+    this.#inboundToken = null;
     this.#source = null;
     const { store, client } = this.#opts;
     if (store && (rejected === "stored" || rejected === "registered"))
@@ -228,8 +250,9 @@ export class CredentialManager {
     }
   }
 
-  #set(token: string, source: CredentialSource): string {
+  #set(token: string, inboundToken: string | null, source: CredentialSource): string {
     this.#token = token;
+    this.#inboundToken = inboundToken;
     this.#source = source;
     if (source !== "registered") this.#log("info", "credentials_reused", { source });
     return token;
@@ -252,13 +275,14 @@ export class CredentialManager {
       try {
         const res = await client.register(bootToken, registration, { signal });
         this.#bootTokenSpent = true;
-        this.#set(res.authToken, "registered");
+        this.#set(res.authToken, res.inboundToken, "registered");
         this.#log("info", "registered", { url: registration.url, attempts: attempt });
         if (store) {
           await store
             .save({
               workspaceId: client.workspaceId,
               authToken: res.authToken,
+              inboundToken: res.inboundToken,
               platformUrl: client.platformUrl,
             })
             .catch((err: unknown) => {

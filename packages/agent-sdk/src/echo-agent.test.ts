@@ -38,13 +38,18 @@ describe("echo-agent process", () => {
       const ready = await waitForEvent(agent, "agent_ready");
       const url = String(ready.url);
       expect(platform.workspace("ws_echo_proc").url).toBe(url);
-      const res = await sendText(url, "ping");
+      expect(ready.a2aAuth).toBe("inbound_token");
+      const inbound = platform.workspace("ws_echo_proc").inboundToken;
+      // Only what comes through the platform's proxy (the inbound token from the register answer) is answered.
+      expect((await sendText(url, "ping")).status).toBe(401);
+      expect((await sendText(url, "ping", "message/send", "in_guessed")).status).toBe(401);
+      const res = await sendText(url, "ping", "message/send", inbound);
       expect(await res.json()).toMatchObject({
         result: { role: "agent", parts: [{ kind: "text", text: "echo: ping" }] },
       });
 
       // Streamed, the reply comes in pieces: the prefix, then the words.
-      const streamed = await sendText(url, "ping pong", "message/stream");
+      const streamed = await sendText(url, "ping pong", "message/stream", inbound);
       expect(streamed.headers.get("content-type")).toBe("text/event-stream");
       if (!streamed.body) throw new Error("no body");
       const events: { kind: string; artifact?: { parts: { text: string }[] } }[] = [];
@@ -72,6 +77,7 @@ describe("echo-agent process", () => {
     const everything = agent.out.join("\n") + agent.stderr();
     expect(everything).not.toContain(boot);
     expect(everything).not.toContain(platform.workspace("ws_echo_proc").authToken ?? "missing");
+    expect(everything).not.toContain(platform.workspace("ws_echo_proc").inboundToken ?? "missing");
     expect(everything).not.toContain("do-not-print-me");
   });
 

@@ -1,3 +1,4 @@
+export { CALLER_HEADER, INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 export {
   type A2AMessage,
   type A2AServerOptions,
@@ -5,6 +6,7 @@ export {
   createA2AServer,
   DEFAULT_MAX_BODY_BYTES,
   type HandlerResult,
+  type InboundAuth,
   JSONRPC_ERRORS,
   type MessageContext,
   type MessageHandler,

@@ -3,6 +3,7 @@
  * image runs them, for the SDK's tests: their JSON log lines and stderr are collected as they come.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 
 export interface EntryProcess {
   child: ChildProcess;
@@ -46,10 +47,19 @@ export async function waitForEvent(run: EntryProcess, event: string): Promise<Re
   }
 }
 
-/** Posts one user text message to an A2A server: `message/send` by default, or `message/stream`. */
-export function sendText(url: string, text: string, method = "message/send"): Promise<Response> {
+/**
+ * Posts one user text message to an A2A server: `message/send` by default, or `message/stream`; with an inbound
+ * token, as the platform's proxy would.
+ */
+export function sendText(
+  url: string,
+  text: string,
+  method = "message/send",
+  inboundToken?: string | null,
+): Promise<Response> {
   return fetch(url, {
     method: "POST",
+    headers: inboundToken ? { [INBOUND_TOKEN_HEADER]: inboundToken } : {},
     body: JSON.stringify({
       jsonrpc: "2.0",
       id: "1",

@@ -11,6 +11,8 @@ export interface FakeWorkspace {
   id: string;
   bootToken: string | null;
   authToken: string | null;
+  /** What the platform's A2A proxy would present to the agent; replaced at every registration. */
+  inboundToken: string | null;
   removed: boolean;
   url: string | null;
   agentCard: unknown;
@@ -30,6 +32,8 @@ export class FakePlatform {
   url = "";
   /** What register and heartbeat answers give as `heartbeat_interval_seconds`; unset: nothing (an older platform). */
   heartbeatIntervalSeconds: number | undefined;
+  /** False plays a platform from before inbound tokens: register answers none. */
+  issuesInboundTokens = true;
 
   /** Adds a workspace and returns its one-time boot token. */
   addWorkspace(id: string, secrets: Record<string, string> = {}): string {
@@ -38,6 +42,7 @@ export class FakePlatform {
       id,
       bootToken,
       authToken: null,
+      inboundToken: null,
       removed: false,
       url: null,
       agentCard: undefined,
@@ -148,10 +153,16 @@ export class FakePlatform {
         return send(res, 401, this.#error("unauthorized", "invalid boot token"));
       ws.bootToken = null; // one-time
       ws.authToken = `tok_${randomBytes(16).toString("hex")}`;
+      ws.inboundToken = `in_${randomBytes(16).toString("hex")}`;
       ws.url = (body.url as string | null | undefined) ?? null;
       ws.agentCard = body.agent_card;
       ws.registrations += 1;
-      return send(res, 200, { auth_token: ws.authToken, workspace_id: ws.id, ...this.#interval() });
+      return send(res, 200, {
+        auth_token: ws.authToken,
+        workspace_id: ws.id,
+        ...(this.issuesInboundTokens ? { inbound_token: ws.inboundToken } : {}),
+        ...this.#interval(),
+      });
     }
 
     if (route === "heartbeat") {

@@ -1,11 +1,18 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
+import {
+  INBOUND_TOKEN_HEADER,
+  type InboundAuth,
+  messageText,
+  type StartedA2AServer,
+  startA2AServer,
+} from "@molecule/agent-sdk";
 import { workspaces } from "@molecule/db";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { waitFor } from "../../../test-support/wait.ts";
 import { mayTalk } from "./services/a2a.ts";
 
 let platform: TestPlatform;
@@ -16,14 +23,22 @@ const servers: Server[] = [];
 interface Ws {
   id: string;
   token: string;
+  inboundToken: string;
+  url: string | null;
 }
 let caller: Ws;
 let target: Ws;
+let recorder: Ws;
 let streamer: Ws;
 let slow: Ws;
 let down: Ws;
 let stopped: Ws;
 let offline: Ws;
+
+/** What each SDK agent accepts, by its URL: the inbound token its registration answered (pending until then). */
+const agentAuth = new Map<string, InboundAuth>();
+/** The headers of every request the recording agent got. */
+const recorded: IncomingHttpHeaders[] = [];
 
 /** Upstream SSE: the second event is written only once the test has read the first through the proxy. */
 let releaseSecond: () => void = () => undefined;
@@ -49,10 +64,12 @@ async function echoAgent(name: string): Promise<string> {
     host: "127.0.0.1",
     port: 0,
     card: { name, description: `${name} echoes`, skills: [] },
+    inbound: () => agentAuth.get(url) ?? "pending",
     onMessage: async (message) => ({ parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] }),
   });
   agents.push(agent);
-  return `http://127.0.0.1:${agent.port}/`;
+  const url = `http://127.0.0.1:${agent.port}/`;
+  return url;
 }
 
 /** Creates a workspace (fake backend), registers it by hand with the admin token at `url`, heartbeats it online. */
@@ -66,9 +83,11 @@ async function addWorkspace(name: string, url: string | null, card?: Record<stri
   });
   expect(registered.status).toBe(200);
   const token = registered.body.auth_token as string;
+  const inboundToken = registered.body.inbound_token as string;
+  if (url) agentAuth.set(url, { token: inboundToken });
   const beat = await platform.call("POST", "/registry/heartbeat", { token, body: { workspace_id: id } });
   expect(beat.body.status).toBe("online");
-  return { id, token };
+  return { id, token, inboundToken, url };
 }
 
 function a2a(id: string, body: unknown, token: string | null) {
@@ -106,6 +125,17 @@ beforeAll(async () => {
     });
   });
   const ssePort = await listen(sse);
+  const recording = createServer((req, res) => {
+    recorded.push(req.headers);
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({ jsonrpc: "2.0", id: 1, result: { kind: "message", role: "agent", parts: [] } }),
+      );
+    });
+  });
+  const recorderPort = await listen(recording);
   const closed = createServer();
   const closedPort = await listen(closed);
   await new Promise((resolve) => closed.close(resolve));
@@ -117,6 +147,7 @@ beforeAll(async () => {
     skills: [{ id: "echo" }],
   });
   streamer = await addWorkspace("streamer", `http://127.0.0.1:${ssePort}/`);
+  recorder = await addWorkspace("recorder", `http://127.0.0.1:${recorderPort}/`);
   slow = await addWorkspace("slow", `http://127.0.0.1:${ssePort}/slow`);
   down = await addWorkspace("down", `http://127.0.0.1:${closedPort}/`);
   offline = await addWorkspace("offline", await echoAgent("offline"));
@@ -195,6 +226,100 @@ describe("POST /workspaces/:id/a2a", () => {
     }
     expect(rest).toContain('"n":2');
     expect(upstreamFinishedAt).toBeGreaterThanOrEqual(firstAt);
+  });
+
+  it("is the only way in: the target's agent refuses a direct call without its inbound token", async () => {
+    expect(target.inboundToken).toMatch(/^mit_[A-Za-z0-9_-]{43}$/);
+    const url = target.url ?? "";
+    for (const headers of <Record<string, string>[]>[{}, { [INBOUND_TOKEN_HEADER]: caller.inboundToken }]) {
+      const direct = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify(send("around the platform")),
+      });
+      expect(direct.status).toBe(401);
+    }
+    // The same message through the proxy is answered.
+    const proxied = await a2a(target.id, send("through the platform"), caller.token);
+    expect(proxied.status).toBe(200);
+    expect(proxied.body.result.parts[0].text).toBe("target: through the platform");
+  });
+
+  it("presents the target's inbound token itself and forwards none of the caller's headers", async () => {
+    recorded.length = 0;
+    const response = await platform.call("POST", `/workspaces/${recorder.id}/a2a`, {
+      token: caller.token,
+      body: send("forged"),
+      headers: { [INBOUND_TOKEN_HEADER]: "mit_forged-by-the-caller", "x-molecule-caller": "admin" },
+    });
+    expect(response.status).toBe(200);
+    expect(recorded).toHaveLength(1);
+    const seen = recorded[0] ?? {};
+    expect(seen[INBOUND_TOKEN_HEADER]).toBe(recorder.inboundToken);
+    expect(seen["x-molecule-caller"]).toBe(caller.id);
+    expect(seen.authorization).toBeUndefined();
+    expect(JSON.stringify(seen)).not.toContain("forged-by-the-caller");
+    expect(JSON.stringify(seen)).not.toContain(caller.token);
+    // A caller holding the target's inbound token gains nothing by sending it: the platform still decides.
+    const stolen = await platform.call("POST", `/workspaces/${recorder.id}/a2a`, {
+      token: null,
+      body: send("stolen"),
+      headers: { [INBOUND_TOKEN_HEADER]: recorder.inboundToken },
+    });
+    expect(stolen.status).toBe(401);
+    expect(platform.logs.join("")).not.toContain(recorder.inboundToken);
+  });
+
+  it("a new registration replaces the inbound token; the old one is never sent again", async () => {
+    const before = await platform.database.db.select().from(workspaces).where(eq(workspaces.id, recorder.id));
+    expect(before[0]?.inboundTokenSealed).toBeTruthy();
+    expect(before[0]?.inboundTokenSealed).not.toContain(recorder.inboundToken.slice(4));
+    const again = await platform.call("POST", "/registry/register", {
+      body: { id: recorder.id, url: recorder.url },
+    });
+    expect(again.status).toBe(200);
+    const rotated = again.body.inbound_token as string;
+    expect(rotated).toMatch(/^mit_/);
+    expect(rotated).not.toBe(recorder.inboundToken);
+    expect(again.body.auth_token).not.toBe(recorder.token);
+    const beat = await platform.call("POST", "/registry/heartbeat", {
+      token: again.body.auth_token,
+      body: { workspace_id: recorder.id },
+    });
+    expect(beat.body.status).toBe("online");
+
+    recorded.length = 0;
+    expect((await a2a(recorder.id, send("after rotation"), caller.token)).status).toBe(200);
+    expect(recorded.map((headers) => headers[INBOUND_TOKEN_HEADER])).toEqual([rotated]);
+    // Not in the workspace's view either.
+    const view = await platform.call("GET", `/workspaces/${recorder.id}`);
+    expect(JSON.stringify(view.body)).not.toContain(rotated);
+    recorder = { ...recorder, token: again.body.auth_token, inboundToken: rotated };
+  });
+
+  it("does not call an agent whose inbound token no longer opens (its key version is gone)", async () => {
+    const orphan = await addWorkspace("orphan", await echoAgent("orphan"));
+    await platform.database.db
+      .update(workspaces)
+      .set({ inboundTokenKeyVersion: 99 })
+      .where(eq(workspaces.id, orphan.id));
+    const response = await a2a(orphan.id, send("no key"), caller.token);
+    expect(response.status).toBe(500);
+    expect(response.body.error.code).toBe("internal");
+    expect(JSON.stringify(response.body)).not.toContain(orphan.inboundToken);
+  });
+
+  it("a removed workspace keeps no inbound token", async () => {
+    const doomed = await addWorkspace("doomed", await echoAgent("doomed"));
+    expect((await platform.call("DELETE", `/workspaces/${doomed.id}`)).status).toBe(202);
+    const row = await waitFor("the workspace to be removed", async () => {
+      const [found] = await platform.database.db
+        .select()
+        .from(workspaces)
+        .where(eq(workspaces.id, doomed.id));
+      return found?.status === "removed" ? found : undefined;
+    });
+    expect(row).toMatchObject({ status: "removed", inboundTokenSealed: null, inboundTokenKeyVersion: null });
   });
 
   it("401 without a valid token", async () => {

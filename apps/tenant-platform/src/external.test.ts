@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { RegisterResponse } from "@molecule/contracts";
 import { workspaceTokens } from "@molecule/db";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq } from "drizzle-orm";
@@ -217,6 +218,8 @@ describe("registering an external agent", () => {
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ workspace_id: id });
     expect(first.body.auth_token).toMatch(/^mwt_/);
+    // An external agent gets its inbound token like a managed one: what the A2A proxy will present to it.
+    expect(RegisterResponse.parse(first.body).inbound_token).toMatch(/^mit_[A-Za-z0-9_-]{43}$/);
     const reused = await register(token, { id });
     expect(reused.status).toBe(401);
 

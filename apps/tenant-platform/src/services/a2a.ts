@@ -1,8 +1,10 @@
 import {
   A2A_STREAMING_METHODS,
   type A2ARequest,
+  CALLER_HEADER,
   type DiscoverResponse,
   DomainError,
+  INBOUND_TOKEN_HEADER,
 } from "@molecule/contracts";
 import { type WorkspaceRow, workspaces } from "@molecule/db";
 import { eq } from "drizzle-orm";
@@ -17,6 +19,7 @@ import {
   PRIVATE_ADDRESS_MESSAGE,
 } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
+import { openInboundToken } from "./inbound-token.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
 export type A2AParty = { kind: "admin"; orgId: string } | { kind: "workspace"; id: string; orgId: string };
@@ -125,7 +128,9 @@ export class A2AService {
   /**
    * Sends the raw JSON-RPC body to the target and returns the upstream response, ready to hand to the client:
    * JSON answers are read whole (capped); event streams are passed through chunk by chunk, capped and with an
-   * idle timeout. The caller's token is never forwarded.
+   * idle timeout. The request to the target is built here from scratch: none of the caller's headers (its token, or
+   * an `x-molecule-inbound-token` of its own) is forwarded. The target's inbound token proves the request comes
+   * through this check; `x-molecule-caller` says who asked.
    */
   async forward(caller: Caller, targetId: string, request: A2ARequest, rawBody: string): Promise<Response> {
     const target = await this.authorise(caller, targetId);
@@ -146,6 +151,7 @@ export class A2AService {
     if (!policy.allowPrivate && isPrivateHost(new URL(target.url).hostname)) {
       throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
     }
+    const inboundToken = this.inboundTokenOf(target);
     const limits = a2aLimits(this.deps);
     const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
@@ -192,7 +198,8 @@ export class A2AService {
         headers: {
           "content-type": "application/json",
           accept: streaming ? "text/event-stream, application/json" : "application/json",
-          "x-molecule-caller": caller.kind === "admin" ? "admin" : caller.workspaceId,
+          [CALLER_HEADER]: caller.kind === "admin" ? "admin" : caller.workspaceId,
+          ...(inboundToken ? { [INBOUND_TOKEN_HEADER]: inboundToken } : {}),
         },
         body: rawBody,
         redirect: "manual",
@@ -284,6 +291,26 @@ export class A2AService {
     log.info({ durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
     delivered(bytes.byteLength, false);
     return new Response(bytes, { status: 200, headers: { "content-type": type } });
+  }
+
+  /**
+   * The target's inbound token; null for an agent registered before inbound tokens existed (it accepts calls
+   * without one). A value that no longer opens (its secrets key version was dropped from the key ring) is the
+   * operator's to fix; the agent is not called without it.
+   */
+  private inboundTokenOf(target: WorkspaceRow): string | null {
+    try {
+      return openInboundToken(this.deps.sealer, target);
+    } catch (err) {
+      this.deps.logger.error(
+        { workspaceId: target.id, keyVersion: target.inboundTokenKeyVersion, cause: (err as Error).message },
+        "a2a: the target's inbound token does not open; is its secrets key version still configured?",
+      );
+      throw new DomainError(
+        "internal",
+        `workspace ${target.id}'s inbound token cannot be opened with the configured secrets keys`,
+      );
+    }
   }
 }
 

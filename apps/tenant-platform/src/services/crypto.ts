@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEq
 import { DomainError } from "@molecule/contracts";
 
 /** A new bearer token: 32 random bytes, url-safe, with a prefix saying what it is. */
-export function mintToken(prefix: "mbt" | "mwt"): string {
+export function mintToken(prefix: "mbt" | "mwt" | "mit"): string {
   return `${prefix}_${randomBytes(32).toString("base64url")}`;
 }
 

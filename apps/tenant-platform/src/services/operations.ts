@@ -25,6 +25,7 @@ import {
 import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { PlatformDeps } from "./deps.ts";
+import { NO_INBOUND_TOKEN } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { openOperationInput } from "./operation-input.ts";
 import { transitionWorkspace } from "./transitions.ts";
@@ -282,7 +283,14 @@ export class OperationRunner extends WorkLoop<OperationRow> {
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));
           await tx
             .update(workspaces)
-            .set({ status: "removed", statusReason: null, handle: null, url: null, updatedAt: new Date() })
+            .set({
+              status: "removed",
+              statusReason: null,
+              handle: null,
+              url: null,
+              ...NO_INBOUND_TOKEN,
+              updatedAt: new Date(),
+            })
             .where(eq(workspaces.id, workspace.id));
         });
         this.deps.events.publish({

@@ -1,10 +1,17 @@
-import { DomainError, EXTERNAL_RUNTIME, type HeartbeatBody, type RegisterBody } from "@molecule/contracts";
+import {
+  DomainError,
+  EXTERNAL_RUNTIME,
+  type HeartbeatBody,
+  type RegisterBody,
+  type RegisterResponse,
+} from "@molecule/contracts";
 import { type Db, type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
 import { resourceName } from "@molecule/provisioner-core";
 import { and, eq, isNull, sql } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
+import { mintInboundToken } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { type Credential, workspaceForToken } from "./tokens.ts";
 import { transitionWorkspace } from "./transitions.ts";
@@ -46,11 +53,13 @@ export class RegistryService {
 
   /**
    * Exchanges a one-time boot token (or the admin token, for operators registering an agent by hand) for the
-   * workspace's bearer token. The boot token is spent in the same transaction; earlier bearer tokens are revoked.
+   * workspace's bearer token and its agent's inbound token (what the A2A proxy presents to it). The boot token is
+   * spent in the same transaction; earlier bearer and inbound tokens are replaced.
    */
-  async register(bearer: string | null, isAdmin: boolean, body: RegisterBody) {
-    const { db, settings } = this.deps;
+  async register(bearer: string | null, isAdmin: boolean, body: RegisterBody): Promise<RegisterResponse> {
+    const { db, settings, sealer } = this.deps;
     const authToken = mintToken("mwt");
+    const inbound = mintInboundToken(sealer, body.id);
     await db.transaction(async (tx) => {
       const [workspace] = await tx
         .select()
@@ -96,6 +105,7 @@ export class RegistryService {
         .set({
           url: registeredUrl(workspace, body),
           agentCard: body.agent_card ?? null,
+          ...inbound.columns,
           updatedAt: new Date(),
         })
         .where(eq(workspaces.id, body.id));
@@ -107,6 +117,7 @@ export class RegistryService {
       auth_token: authToken,
       workspace_id: body.id,
       heartbeat_interval_seconds: heartbeatIntervalSeconds(settings.staleAfterMs),
+      inbound_token: inbound.token,
     };
   }
 

@@ -1,4 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { connect } from "node:net";
+import { networkInterfaces } from "node:os";
 import { workspaceSecrets, workspaceTokens } from "@molecule/db";
 import { resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
@@ -27,6 +30,45 @@ afterAll(async () => {
 
 const statusBecomes = (id: string, status: string) => statusBecomesOf(platform, docker, id, status);
 
+/** The IPv4 addresses sockets listening on `port` are bound to, from the kernel's table (this network namespace). */
+function listeningAddresses(port: number): string[] {
+  const LISTEN = "0A";
+  return readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[3] === LISTEN && Number.parseInt(fields[1]?.split(":")[1] ?? "", 16) === port)
+    .map((fields) => {
+      const hex = fields[1]?.split(":")[0] ?? "";
+      // Little-endian: 0100007F is 127.0.0.1.
+      return [6, 4, 2, 0].map((at) => Number.parseInt(hex.slice(at, at + 2), 16)).join(".");
+    });
+}
+
+/** This machine's IPv4 addresses other than loopback (there may be none). */
+function otherLocalAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((addresses) => addresses ?? [])
+    .filter((address) => address.family === "IPv4" && !address.internal)
+    .map((address) => address.address);
+}
+
+/** Whether a TCP connection to `host:port` is accepted. */
+function connects(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: 5_000 });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("timeout", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
 async function authTokenHashes(id: string) {
   const rows = await platform.database.db
     .select()
@@ -53,6 +95,7 @@ describe("a workspace on the real Docker engine, end to end", () => {
     expect(env.get("PLATFORM_URL")).toBe(platform.deps.settings.publicUrl);
     expect(env.get("WORKSPACE_BOOT_TOKEN")).toMatch(/^mbt_/);
     expect(env.get("E2E_SECRET")).toBe("e2e-secret-value");
+    expect(env.get("AGENT_HOST")).toBe("127.0.0.1");
     expect(container.HostConfig.Memory).toBe(512 * 1024 * 1024);
     expect(container.HostConfig.NanoCpus).toBe(1_000_000_000);
     expect(container.HostConfig.Privileged).toBe(false);
@@ -66,18 +109,31 @@ describe("a workspace on the real Docker engine, end to end", () => {
     });
     expect(JSON.stringify(container.Config.Labels)).not.toContain("e2e-secret-value");
 
-    // The agent inside answers A2A at the URL it registered.
-    const reply = await fetch(online.url, {
+    // On the host's network the agent listens on loopback only: the kernel shows the socket bound to 127.0.0.1,
+    // and no other address of this machine answers on its port.
+    const port = Number(new URL(online.url).port);
+    expect(listeningAddresses(port)).toEqual(["127.0.0.1"]);
+    for (const address of otherLocalAddresses()) {
+      expect(await connects(address, port), `${address}:${port}`).toBe(false);
+    }
+
+    // Called directly, even on loopback, the agent refuses: it answers only with the inbound token the platform
+    // holds for it. Through the platform's A2A proxy, it answers.
+    const message = {
+      jsonrpc: "2.0",
+      id: 1,
+      method: "message/send",
+      params: { message: { role: "user", messageId: "m1", parts: [{ kind: "text", text: "hi" }] } },
+    };
+    const direct = await fetch(online.url, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "message/send",
-        params: { message: { role: "user", messageId: "m1", parts: [{ kind: "text", text: "hi" }] } },
-      }),
+      body: JSON.stringify(message),
     });
-    expect(JSON.stringify(await reply.json())).toContain("echo: hi");
+    expect(direct.status).toBe(401);
+    const reply = await platform.call("POST", `/workspaces/${id}/a2a`, { body: message });
+    expect(reply.status).toBe(200);
+    expect(JSON.stringify(reply.body)).toContain("echo: hi");
 
     const tokensBefore = await authTokenHashes(id);
     expect(tokensBefore).toHaveLength(1);
@@ -90,6 +146,9 @@ describe("a workspace on the real Docker engine, end to end", () => {
     await statusBecomes(id, "online");
     // The agent found its bearer token on the workspace volume: the volume's data survived stop/start.
     expect(await authTokenHashes(id)).toEqual(tokensBefore);
+    // And its inbound token beside it: the platform's proxy is still the one it answers.
+    const again = await platform.call("POST", `/workspaces/${id}/a2a`, { body: message });
+    expect(JSON.stringify(again.body)).toContain("echo: hi");
 
     // A secret change marks the workspace; a restart rebuilds the container with it, keeping the volume.
     const put = await platform.call("PUT", `/workspaces/${id}/secrets/E2E_SECRET`, {
@@ -133,7 +192,7 @@ describe("a workspace on the real Docker engine, end to end", () => {
     });
     const id: string = created.body.workspace.id;
     const failed = await statusBecomes(id, "failed");
-    expect(failed.statusReason).toContain("molecule/workspace-doesnotexist:latest");
+    expect(failed.statusReason).toContain("molecule/workspace-doesnotexist:");
     const operation = await platform.call("GET", `/operations/${created.body.operation.id}`);
     expect(operation.body.error.code).toBe("image_unavailable");
     await expect(docker.getContainer(resourceName(id)).inspect()).rejects.toMatchObject({ statusCode: 404 });

@@ -23,7 +23,9 @@ export async function createDockerTestPlatform(options: {
     docker,
     deployment,
     imagePrefix: "molecule/workspace-",
-    imageTag: "latest",
+    // The tag global-setup built (infra/build-workspace-image.sh reads the same variable): checkouts sharing one
+    // engine can each run their own agent code.
+    imageTag: process.env.WORKSPACE_IMAGE_TAG ?? "latest",
     network,
   });
   return createTestPlatform(

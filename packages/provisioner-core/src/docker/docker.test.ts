@@ -10,7 +10,7 @@ import { ProvisionerError } from "../errors.ts";
 import { LABELS, resourceName } from "../naming.ts";
 import type { Provisioner, WorkspaceSpec } from "../provisioner.ts";
 import { tierLimits } from "../tiers.ts";
-import { createDockerProvisioner, type DockerHandle, type DockerLogger } from "./provisioner.ts";
+import { agentEnv, createDockerProvisioner, type DockerHandle, type DockerLogger } from "./provisioner.ts";
 import { ensureTestImage, removeDeployment, type TestImage } from "./test-support.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
@@ -114,6 +114,19 @@ async function readFileFrom(container: Dockerode.Container, path: string): Promi
   return execFileSync("tar", ["-xOf", "-"], { input: Buffer.concat(chunks) }).toString();
 }
 
+describe("agentEnv", () => {
+  it("binds agents on the host's network to loopback, whatever the spec says, and addresses them elsewhere", () => {
+    const env = { WORKSPACE_ID: "ws_x", AGENT_HOST: "0.0.0.0", AGENT_PORT: "0" };
+    expect(agentEnv("host", "ws_x", env)).toEqual({ ...env, AGENT_HOST: "127.0.0.1" });
+    expect(agentEnv("molecule", "ws_x", { WORKSPACE_ID: "ws_x" })).toEqual({
+      WORKSPACE_ID: "ws_x",
+      AGENT_PUBLIC_URL: `http://${resourceName("ws_x")}:8000`,
+    });
+    // Docker's default bridge: nothing to add; the agent picks its own URL.
+    expect(agentEnv("bridge", "ws_x", { WORKSPACE_ID: "ws_x" })).toEqual({ WORKSPACE_ID: "ws_x" });
+  });
+});
+
 describe("docker backend specifics", () => {
   let image: TestImage;
   let provisioner: Provisioner;
@@ -157,6 +170,8 @@ describe("docker backend specifics", () => {
     expect(JSON.stringify(info.Config.Labels)).not.toContain(secret);
     expect(JSON.stringify(info.Config.Labels)).not.toContain(spec.env.WORKSPACE_BOOT_TOKEN);
     for (const [key, value] of Object.entries(spec.env)) expect(info.Config.Env).toContain(`${key}=${value}`);
+    // On the host's network the agent is told to listen on loopback only.
+    expect(info.Config.Env).toContain("AGENT_HOST=127.0.0.1");
 
     const limits = tierLimits(3);
     const ncpu = ((await docker.info()) as { NCPU: number }).NCPU;

@@ -51,7 +51,8 @@ export interface DockerProvisionerOptions {
   imageTag: string;
   /**
    * "host", Docker's default "bridge", or the name of a user-defined network (created when missing). On a
-   * user-defined network each agent is told its address there, `AGENT_PUBLIC_URL=http://ws-<workspace id>:<port>`.
+   * user-defined network each agent is told its address there, `AGENT_PUBLIC_URL=http://ws-<workspace id>:<port>`;
+   * on `host` it is told to listen on loopback only, `AGENT_HOST=127.0.0.1` (see `agentEnv`).
    */
   network: string;
   /** Bound on pulling a missing image (default 120 s). */
@@ -92,6 +93,25 @@ export function assignedAgentUrl(
   const port = Number(env.AGENT_PORT ?? DEFAULT_AGENT_PORT);
   if (!Number.isInteger(port) || port <= 0) return undefined;
   return `http://${resourceName(workspaceId)}:${port}`;
+}
+
+/** Where agents sharing the host's network listen. */
+export const LOOPBACK_AGENT_HOST = "127.0.0.1";
+
+/**
+ * What the backend tells every agent about its network, over whatever the spec's environment says: on a user-defined
+ * network its address there (`AGENT_PUBLIC_URL`); on the host's network the address to listen on, loopback only
+ * (`AGENT_HOST=127.0.0.1`), so the agent cannot be reached from other machines. Loopback is still shared with every
+ * process on the host, other workspaces included: what keeps them out is the agent's inbound token.
+ */
+export function agentEnv(
+  network: string,
+  workspaceId: string,
+  env: Record<string, string>,
+): Record<string, string> {
+  if (network === "host") return { ...env, AGENT_HOST: LOOPBACK_AGENT_HOST };
+  const agentUrl = assignedAgentUrl(network, workspaceId, env);
+  return agentUrl ? { ...env, AGENT_PUBLIC_URL: agentUrl } : env;
 }
 
 type Step = "image_ready" | "volume_ready" | "container_created" | "container_started";
@@ -186,8 +206,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     const limits = tierLimits(spec.tier);
     const memory = limits.memoryMb * 1024 * 1024;
     const name = resourceName(spec.workspaceId);
-    const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
-    const env = agentUrl ? { ...spec.env, AGENT_PUBLIC_URL: agentUrl } : spec.env;
+    const env = agentEnv(opts.network, spec.workspaceId, spec.env);
     const networking = containerNetworking(opts.network, name);
     const options: Dockerode.ContainerCreateOptions = {
       name,

@@ -6,7 +6,8 @@
  * HTTP agent URLs on loopback. The agent is the SDK's A2A server (`startA2AServer`) answering with the text it got,
  * in this process, on 127.0.0.1. Three workspace rows (caller, target, streamer) are written straight into the
  * database, then registered with the admin token over the API (which checks their URLs) and heartbeated online
- * with their own tokens. The client is an undici Pool with keep-alive per origin, the same for both paths; every
+ * with their own tokens. Both agents require the inbound token their registration answered, as an agent behind the
+ * platform does; the direct path sends it itself, so both paths pay for the check. The client is an undici Pool with keep-alive per origin, the same for both paths; every
  * answer is checked (HTTP 200, the request's id, the echoed text) and a mismatch counts as an error.
  *
  * - `message/send`, one at a time: N direct and N proxied, in interleaved blocks so machine noise hits both.
@@ -20,7 +21,13 @@
 import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
+import {
+  INBOUND_TOKEN_HEADER,
+  type InboundAuth,
+  messageText,
+  type StartedA2AServer,
+  startA2AServer,
+} from "@molecule/agent-sdk";
 import { Pool } from "undici";
 import {
   type BenchPlatform,
@@ -103,9 +110,18 @@ function streamSender(pool: Pool, path: string, headers: Record<string, string>,
   };
 }
 
-/** Writes a `working` status update at once and the final message right after, then ends. */
-function startStreamingAgent(): Promise<Server> {
+/**
+ * Writes a `working` status update at once and the final message right after, then ends. Answers 401 to a request
+ * without `inbound()`'s token, as the SDK server does.
+ */
+function startStreamingAgent(inbound: () => InboundAuth): Promise<Server> {
   const server = createServer(async (req, res) => {
+    const auth = inbound();
+    if (auth === "pending" || (auth !== "open" && req.headers[INBOUND_TOKEN_HEADER] !== auth.token)) {
+      req.resume();
+      res.writeHead(401, { "content-type": "application/json" }).end("{}");
+      return;
+    }
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const request = JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
@@ -180,13 +196,20 @@ function report(title: string, direct: LoadResult, proxied: LoadResult, withRps:
 async function main(): Promise<void> {
   const atStart = machine();
   platform = await startBenchPlatform();
+  // Each agent's inbound token, from its registration below.
+  const inbound = new Map<"agent" | "streamer", string>();
+  const authOf = (which: "agent" | "streamer") => (): InboundAuth => {
+    const token = inbound.get(which);
+    return token ? { token } : "pending";
+  };
   agent = await startA2AServer({
     host: "127.0.0.1",
     port: 0,
     card: { name: "bench-echo", description: "answers with the text it got", skills: [] },
+    inbound: authOf("agent"),
     onMessage: async (message) => ({ parts: [{ kind: "text", text: messageText(message) }] }),
   });
-  streamer = await startStreamingAgent();
+  streamer = await startStreamingAgent(authOf("streamer"));
   const agentUrl = `http://127.0.0.1:${agent.port}`;
   const streamerUrl = `http://127.0.0.1:${(streamer.address() as AddressInfo).port}`;
 
@@ -196,14 +219,15 @@ async function main(): Promise<void> {
   });
   if (!caller || !target || !streaming) throw new Error("seeding wrote fewer than 3 workspaces");
   const tokens = new Map<string, string>();
-  for (const [ws, url] of [
-    [caller, null],
-    [target, `${agentUrl}/`],
-    [streaming, `${streamerUrl}/`],
+  for (const [ws, url, which] of [
+    [caller, null, null],
+    [target, `${agentUrl}/`, "agent"],
+    [streaming, `${streamerUrl}/`, "streamer"],
   ] as const) {
     const registered = await platform.process.call("POST", "/registry/register", { id: ws.id, url });
     if (registered.status !== 200) throw new Error(`register answered ${registered.status}`);
     const token: string = registered.body.auth_token;
+    if (which) inbound.set(which, registered.body.inbound_token);
     tokens.set(ws.id, token);
     const beat = await fetch(`${platform.process.url}/registry/heartbeat`, {
       method: "POST",
@@ -223,7 +247,8 @@ async function main(): Promise<void> {
   const streamerPool = pool(streamerUrl);
   const platformPool = pool(platform.process.url);
   const asCaller = { authorization: `Bearer ${tokens.get(caller.id)}` };
-  const direct = sender(agentPool, "/", {});
+  const direct = sender(agentPool, "/", { [INBOUND_TOKEN_HEADER]: inbound.get("agent") ?? "" });
+  const asPlatform = { [INBOUND_TOKEN_HEADER]: inbound.get("streamer") ?? "" };
   const proxied = sender(platformPool, `/workspaces/${target.id}/a2a`, asCaller);
 
   // Warm-up, unrecorded.
@@ -238,13 +263,13 @@ async function main(): Promise<void> {
 
   const firstDirect: number[] = [];
   const firstProxied: number[] = [];
-  const streamDirect = streamSender(streamerPool, "/", {}, firstDirect);
+  const streamDirect = streamSender(streamerPool, "/", asPlatform, firstDirect);
   const streamProxied = streamSender(platformPool, `/workspaces/${streaming.id}/a2a`, asCaller, firstProxied);
   await interleaved(
     20,
     20,
     1,
-    streamSender(streamerPool, "/", {}, []),
+    streamSender(streamerPool, "/", asPlatform, []),
     streamSender(platformPool, `/workspaces/${streaming.id}/a2a`, asCaller, []),
   );
   const [strDirect, strProxied] = await interleaved(STREAM_N, 20, 1, streamDirect, streamProxied);

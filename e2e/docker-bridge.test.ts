@@ -89,6 +89,19 @@ describe("workspaces on a user-defined Docker network, platform on the host", ()
     });
     expect(reply.status).toBe(200);
     expect(JSON.stringify(reply.body)).toContain("echo: over the bridge");
+
+    // Every workspace on the network can reach the agent's port, so the network is no boundary: the agent itself
+    // refuses a call that does not come through the platform (here, straight to its address on the network).
+    const address = container.NetworkSettings.Networks[network]?.IPAddress;
+    expect(address).toBeTruthy();
+    const direct = await fetch(`http://${address}:8000/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(send("around the platform")),
+    });
+    expect(direct.status).toBe(401);
+    const card = await fetch(`http://${address}:8000/.well-known/agent-card.json`);
+    expect(card.status).toBe(200);
   });
 
   it("refuses a container-name URL that is not the workspace's own, and any for an external workspace", async () => {

@@ -173,6 +173,18 @@ describe("a remote agent run with molecule-agent", () => {
     const answer = (await response.json()) as { result: { parts: { text: string }[] } };
     expect(answer).toMatchObject({ jsonrpc: "2.0", id: 7, result: { role: "agent" } });
     expect(answer.result.parts[0]?.text).toBe("echo: hello there");
+    // The same agent called directly, around the platform, refuses: it answers only its platform's proxy.
+    const direct = await fetch(`http://127.0.0.1:${port}/`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 9,
+        method: "message/send",
+        params: { message: { role: "user", messageId: "m-9", parts: [{ kind: "text", text: "around" }] } },
+      }),
+    });
+    expect(direct.status).toBe(401);
 
     // Streamed through the platform: the events come in order, the reply in pieces, and the last one completes.
     const streamed = await fetch(`${platform.url}/workspaces/${id}/a2a`, {

@@ -119,6 +119,28 @@ describe("CredentialManager", () => {
     expect(platform.workspace("ws_restart").registrations).toBe(1);
   });
 
+  it("trades a stored token from before inbound tokens for a registration when a fresh boot token is at hand", async () => {
+    const boot = platform.addWorkspace("ws_upgrade", { K: "v" });
+    const first = manager("ws_upgrade", { bootToken: boot });
+    const oldToken = await first.m.acquire();
+    // As an agent that registered before the platform issued inbound tokens left it.
+    const store = new CredentialStore(dir);
+    await store.save({ workspaceId: "ws_upgrade", authToken: oldToken, platformUrl: platform.url });
+
+    // Restarted with the boot token already spent: the stored token goes on, without an inbound token.
+    const spent = manager("ws_upgrade", { bootToken: boot });
+    expect(await spent.m.acquire()).toBe(oldToken);
+    expect([spent.m.source, spent.m.inboundToken]).toEqual(["stored", null]);
+
+    // Restarted with a fresh one: it registers and gets one.
+    const fresh = platform.reissueBootToken("ws_upgrade");
+    const upgraded = manager("ws_upgrade", { bootToken: fresh });
+    expect(await upgraded.m.acquire()).toBe(platform.workspace("ws_upgrade").authToken);
+    expect(upgraded.m.source).toBe("registered");
+    expect(upgraded.m.inboundToken).toBe(platform.workspace("ws_upgrade").inboundToken);
+    expect((await store.load("ws_upgrade"))?.inboundToken).toBe(upgraded.m.inboundToken);
+  });
+
   it("replaces a rejected stored token by registering with a new boot token", async () => {
     const boot = platform.addWorkspace("ws_renew", { K: "v" });
     await manager("ws_renew", { bootToken: boot }).m.acquire();

@@ -215,6 +215,15 @@ export class CredentialManager {
       } catch (err) {
         this.#log("warn", "credentials_unreadable", { dir: store.dir, ...errorFields(err) });
       }
+      if (stored?.inboundToken === null && this.#opts.bootToken && !this.#bootTokenSpent) {
+        // Stored before the platform issued inbound tokens: a fresh boot token (a restart) registers for one, so
+        // the agent stops answering callers that go around the platform. A spent one leaves the stored token.
+        try {
+          return await this.#register(signal);
+        } catch (err) {
+          if (!(err instanceof CredentialsError && err.code === "boot_token_rejected")) throw err;
+        }
+      }
       if (stored) return this.#set(stored.authToken, stored.inboundToken, "stored");
     }
     return this.#register(signal);

@@ -304,8 +304,9 @@ describe("POST /workspaces/:id/a2a", () => {
       .set({ inboundTokenKeyVersion: 99 })
       .where(eq(workspaces.id, orphan.id));
     const response = await a2a(orphan.id, send("no key"), caller.token);
-    expect(response.status).toBe(500);
-    expect(response.body.error.code).toBe("internal");
+    expect(response.status).toBe(503);
+    expect(response.body.error.code).toBe("secrets_key_unavailable");
+    expect(response.body.error.message).toContain("key version 99");
     expect(JSON.stringify(response.body)).not.toContain(orphan.inboundToken);
   });
 

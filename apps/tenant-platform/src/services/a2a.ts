@@ -151,7 +151,9 @@ export class A2AService {
     if (!policy.allowPrivate && isPrivateHost(new URL(target.url).hostname)) {
       throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
     }
-    const inboundToken = this.inboundTokenOf(target);
+    // Null for an agent registered before inbound tokens existed (it accepts calls without one). A value this process
+    // cannot open (its key version is not configured) is a 503 secrets_key_unavailable: the agent is not called.
+    const inboundToken = openInboundToken(this.deps.sealer, target);
     const limits = a2aLimits(this.deps);
     const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
@@ -291,26 +293,6 @@ export class A2AService {
     log.info({ durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
     delivered(bytes.byteLength, false);
     return new Response(bytes, { status: 200, headers: { "content-type": type } });
-  }
-
-  /**
-   * The target's inbound token; null for an agent registered before inbound tokens existed (it accepts calls
-   * without one). A value that no longer opens (its secrets key version was dropped from the key ring) is the
-   * operator's to fix; the agent is not called without it.
-   */
-  private inboundTokenOf(target: WorkspaceRow): string | null {
-    try {
-      return openInboundToken(this.deps.sealer, target);
-    } catch (err) {
-      this.deps.logger.error(
-        { workspaceId: target.id, keyVersion: target.inboundTokenKeyVersion, cause: (err as Error).message },
-        "a2a: the target's inbound token does not open; is its secrets key version still configured?",
-      );
-      throw new DomainError(
-        "internal",
-        `workspace ${target.id}'s inbound token cannot be opened with the configured secrets keys`,
-      );
-    }
   }
 }
 

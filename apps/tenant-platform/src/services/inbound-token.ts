@@ -34,7 +34,10 @@ export const NO_INBOUND_TOKEN: SealedInboundToken = {
   inboundTokenKeyVersion: null,
 };
 
-/** The workspace's inbound token, or null when its agent registered before inbound tokens existed. */
+/**
+ * The workspace's inbound token, or null when its agent registered before inbound tokens existed. A
+ * `SealedValueError` (503 `secrets_key_unavailable`) when this process lacks the key version it was sealed with.
+ */
 export function openInboundToken(
   sealer: Sealer,
   row: Pick<WorkspaceRow, "id"> & SealedInboundToken,

@@ -75,7 +75,10 @@ export const CLOUD_CREDENTIAL_VARIABLES = [
 
 export type TenantConfig = ReturnType<typeof shape>;
 
-/** The backend name per DESIGN.md's table (provisioner-core's selectBackend checks the rest when it builds it). */
+/**
+ * The backend name: `CONTAINER_BACKEND`, else `controlplane` with `MOLECULE_ORG_ID` set, else `docker`
+ * (provisioner-core's selectBackend checks the rest when it builds it).
+ */
 function backendName(env: z.infer<typeof EnvSchema>): string {
   return env.CONTAINER_BACKEND ?? (env.MOLECULE_ORG_ID ? "controlplane" : "docker");
 }
@@ -147,7 +150,7 @@ function shape(env: z.infer<typeof EnvSchema>) {
 
 /**
  * A tenant in controlplane mode holds its control-plane credential and signing key, and no cloud credentials at
- * all (DESIGN.md: "A SaaS tenant never does"). Names only: a value is never echoed.
+ * all: in SaaS mode only the control plane holds them. Names only: a value is never echoed.
  */
 function checkControlPlaneMode(config: TenantConfig, env: Record<string, string | undefined>): void {
   const held = CLOUD_CREDENTIAL_VARIABLES.filter((name) => (env[name] ?? "") !== "");

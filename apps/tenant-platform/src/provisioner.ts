@@ -14,7 +14,7 @@ import {
 import type { Logger } from "pino";
 import type { TenantConfig } from "./config.ts";
 
-/** Which backend this configuration selects (DESIGN.md's table); throws BackendSelectionError on misconfiguration. */
+/** Which backend this configuration selects (see `selectBackend`); throws BackendSelectionError on misconfiguration. */
 export function selectedBackend(config: TenantConfig): BackendSelection {
   return selectBackend({
     CONTAINER_BACKEND: config.backend.requested,

@@ -1,5 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 /**
@@ -79,7 +78,7 @@ const KEYWORDS = new Set([
 ]);
 
 /**
- * Query parameters Fly documents outside the OpenAPI document (see shared/fly/README.md): the
+ * Query parameters Fly documents outside the OpenAPI document (in its Machines API guides): the
  * `metadata.<key>=<value>` filter of the machine list. Named here so the exception is visible.
  */
 const DOCUMENTED_EXTRA_QUERY: Record<string, RegExp[]> = {
@@ -89,25 +88,9 @@ const DOCUMENTED_EXTRA_QUERY: Record<string, RegExp[]> = {
 /** The error envelope Fly answers with; used for error statuses an operation does not declare. */
 const ERROR_SCHEMA: Schema = { $ref: "#/components/schemas/ErrorResponse" };
 
-/** Finds `shared/fly/machines-openapi.json` beside the repository root (the folder holding pnpm-workspace.yaml). */
-export function machinesOpenApiPath(start: string = dirname(fileURLToPath(import.meta.url))): string {
-  let dir = resolve(start);
-  for (;;) {
-    if (existsSync(join(dir, "pnpm-workspace.yaml"))) {
-      // The shared reference copy wins when it sits beside the repository; the vendored snapshot (same document,
-      // Apache-2.0) keeps a plain clone self-contained.
-      const shared = resolve(dir, "..", "shared", "fly", "machines-openapi.json");
-      if (existsSync(shared)) return shared;
-      const vendored = resolve(dir, "packages", "fly-emulator", "openapi", "machines-openapi.json");
-      if (!existsSync(vendored))
-        throw new Error(`Fly Machines OpenAPI document not found at ${shared} or ${vendored}`);
-      return vendored;
-    }
-    const parent = dirname(dir);
-    if (parent === dir)
-      throw new Error(`no pnpm-workspace.yaml above ${start}: cannot locate the OpenAPI document`);
-    dir = parent;
-  }
+/** Fly's Machines OpenAPI document, as vendored in this package (`openapi/machines-openapi.json`). */
+export function machinesOpenApiPath(): string {
+  return fileURLToPath(new URL("../openapi/machines-openapi.json", import.meta.url));
 }
 
 function typeOf(value: unknown): string {

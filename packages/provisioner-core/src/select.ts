@@ -1,5 +1,6 @@
 /**
- * Which backend the tenant platform uses, from DESIGN.md's selection table. Pure: the config loader passes the
+ * Which backend the tenant platform uses (`CONTAINER_BACKEND`, else `controlplane` when `MOLECULE_ORG_ID` is set, else
+ * `docker`; the README's configuration table says the same). Pure: the config loader passes the
  * relevant settings (environment variable names as keys); empty strings count as unset.
  */
 export interface BackendSettings {

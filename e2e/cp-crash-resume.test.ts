@@ -81,7 +81,7 @@ describe("control plane SIGKILLed mid-provision on Fly, then restarted on the sa
 
       // Fly receives the machine create and does not answer it.
       fly.inject({ operation: "Machines_create", kind: "slow", delayMs: HELD_MS });
-      const workspaceId = `ws_crash${randomBytes(8).toString("hex")}`;
+      const workspaceId = `ws_01jcrash00${randomBytes(8).toString("hex")}`;
       const spec = {
         workspace_id: workspaceId,
         runtime: "hermes",

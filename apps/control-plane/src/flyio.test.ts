@@ -40,7 +40,7 @@ async function run(method: string, path: string, body?: unknown) {
 
 describe("the control plane with the flyio workspace backend, against the Fly emulator", () => {
   it("provisions, stops, starts and destroys one workspace through the signed API", async () => {
-    const id = "ws_01jcpflyio000000000000001";
+    const id = "ws_01jcpflyio0000000000000001";
     const spec = {
       workspace_id: id,
       runtime: "hermes",

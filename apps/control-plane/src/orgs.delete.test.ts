@@ -26,20 +26,20 @@ describe("deleting an org cascades", () => {
     const doomed = await cp.createOrg("doomed");
     const keeper = await cp.createOrg("keeper");
     await cp.runner.drain();
-    const ids = ["ws_01jcpdelete00000000000001", "ws_01jcpdelete00000000000002"];
+    const ids = ["ws_01jcpdelete000000000000001", "ws_01jcpdelete000000000000002"];
     for (const id of ids) {
       expect((await cp.tenant(doomed, "POST", "/cp/workspaces/provision", { body: spec(id) })).status).toBe(
         202,
       );
     }
-    const kept = "ws_01jcpdelete00000000000003";
+    const kept = "ws_01jcpdelete000000000000003";
     await cp.tenant(keeper, "POST", "/cp/workspaces/provision", { body: spec(kept) });
     await cp.runner.drain();
     await cp.tenant(doomed, "POST", "/cp/tenants/boot-event", { body: { stage: "ready" } });
     // A stray: made on the backend for the org but never recorded (e.g. a crash before the row was written).
     await fake.provision(
       {
-        workspaceId: "ws_01jcpdelete00000000000009",
+        workspaceId: "ws_01jcpdelete000000000000009",
         orgId: doomed.orgId,
         deployment: "cp-test",
         runtime: "echo",
@@ -110,7 +110,7 @@ describe("deleting an org cascades", () => {
   it("a workspace backend failure during the cascade is retried and the delete still completes", async () => {
     const org = await cp.createOrg("flaky");
     await cp.runner.drain();
-    await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec("ws_01jcpdelete00000000000010") });
+    await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec("ws_01jcpdelete000000000000010") });
     await cp.runner.drain();
     fake.failNext("destroy");
     cp.tenants.failNext("destroy");
@@ -120,7 +120,7 @@ describe("deleting an org cascades", () => {
       cp.clock.advance(10_000);
     }
     expect((await cp.admin("GET", "/cp/orgs/flaky")).body.org.status).toBe("deleted");
-    expect(fake.inspect("ws_01jcpdelete00000000000010")).toBeUndefined();
+    expect(fake.inspect("ws_01jcpdelete000000000000010")).toBeUndefined();
     expect(cp.tenants.inspect(org.orgId)).toBeUndefined();
   });
 });

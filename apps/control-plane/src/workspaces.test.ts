@@ -12,7 +12,7 @@ let fake: FakeProvisioner;
 let org: TenantIdentity;
 let seq = 0;
 
-const newId = () => `ws_01jcptest${String(++seq).padStart(16, "0")}`;
+const newId = () => `ws_01jcptest${String(++seq).padStart(17, "0")}`;
 const spec = (workspaceId: string, env: Record<string, string> = {}) => ({
   workspace_id: workspaceId,
   runtime: "echo",
@@ -121,7 +121,7 @@ describe("workspaces on behalf of a tenant", () => {
       ["POST", `/cp/workspaces/${id}/start`, { spec: spec(id) }],
       ["DELETE", `/cp/workspaces/${id}`, undefined],
       ["GET", `/cp/workspaces/${id}/status`, undefined],
-      ["GET", "/cp/operations/op_01jcpunknown000000000000000", undefined],
+      ["GET", "/cp/operations/op_01jcpunknown00000000000000", undefined],
     ] as const) {
       const reply = await cp.tenant(org, method, path, body === undefined ? {} : { body });
       expect(reply.status, `${method} ${path}`).toBe(404);

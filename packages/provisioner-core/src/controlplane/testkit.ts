@@ -541,7 +541,7 @@ export async function startControlPlaneHarness(
     sleeps,
     makeSpec(overrides = {}) {
       seq += 1;
-      const workspaceId = overrides.workspaceId ?? `ws_01jcptest00000000000${String(seq).padStart(5, "0")}`;
+      const workspaceId = overrides.workspaceId ?? `ws_01jcptest00000000000${String(seq).padStart(6, "0")}`;
       return {
         workspaceId,
         deployment: "test-deployment",

@@ -12,6 +12,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
+import { WorkspaceId } from "./ids.ts";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
 import { EnvValue, SecretKey } from "./workspaces.ts";
 
@@ -116,7 +117,8 @@ export type BootEventBody = z.infer<typeof BootEventBody>;
 
 /** The workspace spec a tenant asks the control plane to run; mirrors provisioner-core's WorkspaceSpec. */
 export const CpWorkspaceSpec = z.strictObject({
-  workspace_id: z.string().min(1).max(64),
+  /** A workspace id the tenant minted (`ws_…`); the control plane names resources after it, so nothing else passes. */
+  workspace_id: WorkspaceId,
   runtime: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/),
   tier: z.union([z.literal(2), z.literal(3), z.literal(4)]),
   env: z.record(SecretKey, EnvValue),

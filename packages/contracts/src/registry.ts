@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { WorkspaceId } from "./ids.ts";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
 
 /** The agent's own JSON, stored as sent: any fields beyond these, with nothing in them the database refuses. */
@@ -14,7 +15,7 @@ export const AgentCard = storableJson(
 );
 
 export const RegisterBody = z.object({
-  id: z.string().min(1).max(64),
+  id: WorkspaceId,
   url: singleLineText().url().max(2048).nullable().optional(),
   agent_card: AgentCard.optional(),
 });
@@ -37,7 +38,7 @@ export type RegisterResponse = z.infer<typeof RegisterResponse>;
 /** Agents may send extra fields (load, version, …); they are accepted and ignored beyond these. */
 export const HeartbeatBody = z
   .object({
-    workspace_id: z.string().min(1).max(64),
+    workspace_id: WorkspaceId,
     status: z.enum(["ok", "degraded"]).optional(),
     detail: multiLineText().max(1000).optional(),
   })

@@ -10,8 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { type AddressInfo, createServer } from "node:net";
-import { ProvisionerError } from "@molecule/provisioner-core";
-import Dockerode from "dockerode";
+import { createDockerClient, ProvisionerError } from "@molecule/provisioner-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TenantSpec } from "./backend.ts";
 import {
@@ -23,7 +22,7 @@ import {
 } from "./docker.ts";
 
 const IMAGE = "molecule/tenant-platform:latest";
-const docker = new Dockerode();
+const docker = createDockerClient();
 const deployment = `test-tenants-${randomBytes(4).toString("hex")}`;
 const otherDeployment = `${deployment}-other`;
 
@@ -345,7 +344,7 @@ describe("docker tenant backend (host network)", { timeout: 400_000 }, () => {
 
   it("maps an unreachable engine to retryable backend_unavailable, and status to unknown", async () => {
     const broken = createDockerTenantBackend({
-      docker: new Dockerode({ socketPath: "/nonexistent/docker.sock" }),
+      docker: createDockerClient({ socketPath: "/nonexistent/docker.sock" }),
       image: IMAGE,
       network: "host",
       deployment,

@@ -24,6 +24,7 @@ import { OrgSlug } from "@molecule/contracts";
 import {
   containerNetworking,
   createContainerUnlessTaken,
+  createDockerClient,
   createOrAdoptContainer,
   type DockerLogger,
   type DockerOwner,
@@ -49,7 +50,7 @@ import {
   specScrubber,
   startContainer,
 } from "@molecule/provisioner-core";
-import Dockerode from "dockerode";
+import type Dockerode from "dockerode";
 import type { TenantBackend, TenantHandle, TenantInstance, TenantRef, TenantSpec } from "./backend.ts";
 
 export const DOCKER_TENANT_BACKEND = "docker";
@@ -87,8 +88,23 @@ export interface DockerTenantBackendOptions {
   pullTimeoutMs?: number;
 }
 
-export const tenantContainerName = (slug: string) => `tenant-${slug}`;
-export const tenantVolumeName = (slug: string) => `tenant-${slug}-data`;
+/**
+ * An org's slug, checked before any name is made from it: OrgSlug's shape only (lower-case letters, digits, dashes), so
+ * a tenant name is never a path and never a workspace's name (`ws-<id>`: tenant names start with `tenant-`).
+ */
+function assertSlug(slug: string): string {
+  if (!OrgSlug.safeParse(slug).success) {
+    throw new ProvisionerError(
+      "invalid_spec",
+      "org slug must be 3-40 lower-case letters, digits and dashes",
+      false,
+    );
+  }
+  return slug;
+}
+
+export const tenantContainerName = (slug: string) => `tenant-${assertSlug(slug)}`;
+export const tenantVolumeName = (slug: string) => `tenant-${assertSlug(slug)}-data`;
 
 const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
@@ -118,7 +134,7 @@ function isDockerHandle(handle: TenantHandle | null): handle is DockerTenantHand
 }
 
 export function createDockerTenantBackend(opts: DockerTenantBackendOptions): TenantBackend {
-  const docker = opts.docker ?? new Dockerode();
+  const docker = opts.docker ?? createDockerClient();
   const log = opts.logger ?? noopDockerLogger;
   const hostNetwork = opts.network === "host";
   const sharedNetwork = isUserDefinedNetwork(opts.network);
@@ -149,17 +165,10 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
   const owner = (orgId: string): DockerOwner => ({
     labels: { [LABELS.orgId]: orgId, [LABELS.deployment]: opts.deployment, [LABELS.kind]: TENANT_KIND },
     noun: "org",
-    idLabel: LABELS.orgId,
   });
 
-  function validate(slug: string): void {
-    if (!OrgSlug.safeParse(slug).success) {
-      throw new ProvisionerError("invalid_spec", `"${slug}" is not a valid org slug`, false);
-    }
-  }
-
   function validateSpec(spec: TenantSpec): void {
-    validate(spec.slug);
+    assertSlug(spec.slug);
     if (spec.deployment !== opts.deployment) {
       throw new ProvisionerError(
         "invalid_spec",
@@ -358,7 +367,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     },
 
     async destroy(ref) {
-      validate(ref.slug);
+      assertSlug(ref.slug);
       const { containerIds, volumeNames } = await findResources(ref);
       for (const id of containerIds) await removeContainer(docker, id);
       for (const volume of volumeNames) await removeVolume(docker, volume);
@@ -368,7 +377,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     },
 
     async status(ref): Promise<RuntimeStatus> {
-      validate(ref.slug);
+      assertSlug(ref.slug);
       return ownedContainerStatus(docker, tenantContainerName(ref.slug), owner(ref.orgId));
     },
 

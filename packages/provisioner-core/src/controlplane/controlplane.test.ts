@@ -1,6 +1,7 @@
 import { createServer } from "node:net";
 import { signatureMatches } from "@molecule/contracts";
 import { afterEach, describe, expect, it } from "vitest";
+import { HOSTILE_WORKSPACE_IDS } from "../../../../test-support/hostile-ids.ts";
 import { ProvisionerError } from "../errors.ts";
 import { ControlPlaneClient } from "./client.ts";
 import { createControlPlaneProvisioner } from "./provisioner.ts";
@@ -138,6 +139,29 @@ describe("controlplane backend: signing and retries", () => {
     expect(h.emulator.operationCount()).toBe(1);
   });
 
+  it("refuses a workspace id that is not a minted id on every call, without a request", async () => {
+    const h = await harness();
+    const p = h.provisioner;
+    for (const bad of HOSTILE_WORKSPACE_IDS) {
+      const spec = h.makeSpec({ workspaceId: bad });
+      const ref = { workspaceId: bad, orgId: spec.orgId, handle: null };
+      for (const call of [
+        () => p.provision(spec, null),
+        () => p.start(spec, null),
+        () => p.stop(ref),
+        () => p.suspend(ref),
+        () => p.destroy(ref),
+        () => p.status(ref),
+      ]) {
+        expect(await rejection(call()), JSON.stringify(bad)).toMatchObject({
+          code: "invalid_spec",
+          retryable: false,
+        });
+      }
+    }
+    expect(h.emulator.requests).toEqual([]);
+  });
+
   it("never retries other 4xx answers", async () => {
     const h = await harness();
     const spec = h.makeSpec();
@@ -264,10 +288,11 @@ describe("controlplane backend: operations", () => {
     expect(error.details.reason).toBe("operation lease lost");
 
     const slow = new AbortController();
-    const path = "/cp/workspaces/ws_01jcpslow0000000000000000000/stop";
+    const slowId = "ws_01jcpslow00000000000000000";
+    const path = `/cp/workspaces/${slowId}/stop`;
     h.emulator.inject({ method: "POST", path }, { kind: "delay", ms: 60_000 });
     const stop = h.provisioner.stop(
-      { workspaceId: "ws_01jcpslow0000000000000000000", orgId: "org_x", handle: null },
+      { workspaceId: slowId, orgId: "org_x", handle: null },
       { signal: slow.signal },
     );
     while (posts(h, path).length === 0) await new Promise((r) => setTimeout(r, 5));
@@ -278,7 +303,7 @@ describe("controlplane backend: operations", () => {
 
   it("treats 404 on stop and destroy as nothing to do", async () => {
     const h = await harness();
-    const ref = { workspaceId: "ws_01jcpunknown000000000000000", orgId: "org_x", handle: null };
+    const ref = { workspaceId: "ws_01jcpunknown00000000000000", orgId: "org_x", handle: null };
     await h.provisioner.stop(ref);
     h.emulator.inject({ method: "DELETE" }, { kind: "status", status: 404, code: "not_found" });
     await h.provisioner.destroy(ref);

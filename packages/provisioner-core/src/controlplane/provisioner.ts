@@ -13,6 +13,7 @@ import {
   CpWorkspaceSpec,
 } from "@molecule/contracts";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
+import { assertWorkspaceId } from "../naming.ts";
 import type {
   Capabilities,
   Handle,
@@ -89,7 +90,7 @@ const PROVISIONER_CODES: ReadonlySet<string> = new Set<ProvisionerErrorCode>([
 ]);
 
 function path(workspaceId: string, action?: string): string {
-  const base = `/cp/workspaces/${encodeURIComponent(workspaceId)}`;
+  const base = `/cp/workspaces/${encodeURIComponent(assertWorkspaceId(workspaceId))}`;
   return action ? `${base}/${action}` : base;
 }
 
@@ -214,11 +215,12 @@ export class ControlPlaneProvisioner implements Provisioner {
   }
 
   async status(ref: WorkspaceRef): Promise<RuntimeStatus> {
+    const statusPath = path(ref.workspaceId, "status"); // an invalid id is the caller's error, not an unknown state
     try {
       const reply = await this.client.call({
         op: "status",
         method: "GET",
-        path: path(ref.workspaceId, "status"),
+        path: statusPath,
         accept: [404],
         maxAttempts: this.options.statusAttempts ?? 2,
       });

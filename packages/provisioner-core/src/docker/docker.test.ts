@@ -3,18 +3,19 @@ import { randomBytes } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { createIdGenerator } from "@molecule/contracts";
-import Dockerode from "dockerode";
+import type Dockerode from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeProvisioner } from "../conformance.ts";
 import { ProvisionerError } from "../errors.ts";
 import { LABELS, resourceName } from "../naming.ts";
 import type { Provisioner, WorkspaceSpec } from "../provisioner.ts";
 import { tierLimits } from "../tiers.ts";
+import { createDockerClient } from "./client.ts";
 import { agentEnv, createDockerProvisioner, type DockerHandle, type DockerLogger } from "./provisioner.ts";
 import { ensureTestImage, removeDeployment, type TestImage } from "./test-support.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
-const docker = new Dockerode();
+const docker = createDockerClient();
 const deployment = `test-${randomBytes(4).toString("hex")}`;
 const ids = createIdGenerator();
 let imagePromise: Promise<TestImage> | undefined;
@@ -333,21 +334,33 @@ describe("docker backend specifics", () => {
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
-  it("refuses to adopt a container of the same name that belongs to another deployment", async () => {
+  it("refuses to adopt a container of the same name that belongs to another deployment, without naming its owner", async () => {
     const spec = makeSpec();
     const name = resourceName(spec.workspaceId);
+    const otherOrg = ids.next("org");
     const foreign = await docker.createContainer({
       name,
       Image: `${image.imagePrefix}${image.runtime}:${image.imageTag}`,
-      Labels: { [LABELS.deployment]: `${deployment}-other`, [LABELS.workspaceId]: spec.workspaceId },
+      Labels: {
+        [LABELS.deployment]: `${deployment}-other`,
+        [LABELS.workspaceId]: spec.workspaceId,
+        [LABELS.orgId]: otherOrg,
+      },
     });
     try {
-      await expect(provisioner.provision(spec, null)).rejects.toMatchObject({ code: "conflict" });
+      const provisionError = await provisioner.provision(spec, null).catch((e: unknown) => e);
+      expect(provisionError).toMatchObject({ code: "conflict", retryable: false });
       await expect(provisioner.destroy({ ...spec, handle: null })).rejects.toMatchObject({
         code: "conflict",
       });
       expect((await foreign.inspect()).Id).toBeTruthy();
-      expect((await provisioner.status({ ...spec, handle: null })).state).toBe("unknown");
+      const status = await provisioner.status({ ...spec, handle: null });
+      expect(status.state).toBe("unknown");
+      for (const text of [(provisionError as Error).message, status.detail ?? ""]) {
+        expect(text).toContain(`a container named ${name} exists`);
+        expect(text).not.toContain(`${deployment}-other`);
+        expect(text).not.toContain(otherOrg);
+      }
     } finally {
       await foreign.remove({ force: true });
     }
@@ -382,7 +395,7 @@ describe("docker backend specifics", () => {
 
   it("maps an unreachable engine to retryable backend_unavailable, and status to unknown", async () => {
     const broken = createDockerProvisioner({
-      docker: new Dockerode({ socketPath: "/nonexistent/docker.sock" }),
+      docker: createDockerClient({ socketPath: "/nonexistent/docker.sock" }),
       deployment,
       imagePrefix: image.imagePrefix,
       imageTag: image.imageTag,

@@ -1,3 +1,4 @@
+export * from "./client.ts";
 export * from "./engine.ts";
 export * from "./errors.ts";
 export * from "./network.ts";

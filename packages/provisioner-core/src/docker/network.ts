@@ -7,8 +7,9 @@
  * container (`http://tenant-<slug>:<port>`) and how the platform reaches agents (`http://ws-<workspace id>:<port>`).
  */
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
-import Dockerode from "dockerode";
+import type Dockerode from "dockerode";
 import { LABELS } from "../naming.ts";
+import { createDockerClient } from "./client.ts";
 import { dockerCall } from "./engine.ts";
 import { dockerStatusCode, toProvisionerError } from "./errors.ts";
 
@@ -82,7 +83,7 @@ const systemLookup: ContainerResolver = (hostname) =>
 export function createContainerResolver(
   network: string,
   {
-    docker = new Dockerode(),
+    docker = createDockerClient(),
     fallback = systemLookup,
   }: { docker?: Dockerode; fallback?: ContainerResolver } = {},
 ): ContainerResolver {

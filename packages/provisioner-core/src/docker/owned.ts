@@ -16,9 +16,8 @@ type Labels = Record<string, string> | null | undefined;
 export interface DockerOwner {
   /** Labels every resource of the owner carries (and that no other owner's resources carry all of). */
   labels: Record<string, string>;
-  /** How a conflict names the owner: `noun` and the label holding its id, e.g. "workspace" + LABELS.workspaceId. */
+  /** What the owner is, for a conflict's message ("workspace", "org"); never which one the other owner is. */
   noun: string;
-  idLabel: string;
 }
 
 /** True when `labels` carry every label of `owner`. */
@@ -26,16 +25,14 @@ export function ownedBy(owner: DockerOwner, labels: Labels): boolean {
   return Object.entries(owner.labels).every(([key, value]) => labels?.[key] === value);
 }
 
-/** The conflict for a `kind` named `name` that exists but is not `owner`'s. */
-export function notOwnedError(
-  owner: DockerOwner,
-  kind: string,
-  name: string,
-  labels: Labels,
-): ProvisionerError {
+/**
+ * The conflict for a `kind` named `name` that exists but is not `owner`'s. It says no more than that: whose it is
+ * (another workspace, another org, another deployment, or nothing of Molecule's) would tell one org another's ids.
+ */
+export function notOwnedError(owner: DockerOwner, kind: string, name: string): ProvisionerError {
   return new ProvisionerError(
     "conflict",
-    `a ${kind} named ${name} exists but belongs to ${owner.noun} ${labels?.[owner.idLabel] ?? "(none)"} of deployment ${labels?.[LABELS.deployment] ?? "(none)"}`,
+    `a ${kind} named ${name} exists but is not this ${owner.noun}'s; the name is taken by a resource it does not own`,
     false,
     { kind, name },
   );
@@ -48,8 +45,7 @@ export async function inspectOwnedContainer(
   owner: DockerOwner,
 ): Promise<Dockerode.ContainerInspectInfo | undefined> {
   const info = await inspectContainer(docker, name);
-  if (info && !ownedBy(owner, info.Config.Labels))
-    throw notOwnedError(owner, "container", name, info.Config.Labels);
+  if (info && !ownedBy(owner, info.Config.Labels)) throw notOwnedError(owner, "container", name);
   return info;
 }
 
@@ -65,7 +61,7 @@ export async function ensureOwnedVolume(
 ): Promise<string> {
   await dockerCall("create volume", () => docker.createVolume({ Name: name, Labels: labels }));
   const info = await dockerCall("inspect volume", () => docker.getVolume(name).inspect());
-  if (!ownedBy(owner, info?.Labels)) throw notOwnedError(owner, "volume", name, info?.Labels);
+  if (!ownedBy(owner, info?.Labels)) throw notOwnedError(owner, "volume", name);
   return name;
 }
 
@@ -127,7 +123,7 @@ export async function findOwnedResources(
   );
   if (namedVolume) {
     if (!ownedBy(owner, namedVolume.Labels)) {
-      throw notOwnedError(owner, "volume", names.volume, namedVolume.Labels);
+      throw notOwnedError(owner, "volume", names.volume);
     }
     volumeNames.add(names.volume);
   }
@@ -151,7 +147,7 @@ export async function ownedContainerStatus(
     return { state: "unknown", detail: toProvisionerError("inspect container", error).message };
   }
   if (!ownedBy(owner, info.Config.Labels)) {
-    return { state: "unknown", detail: notOwnedError(owner, "container", name, info.Config.Labels).message };
+    return { state: "unknown", detail: notOwnedError(owner, "container", name).message };
   }
   return containerRuntimeStatus(info.State);
 }

@@ -3,9 +3,9 @@
  * `resourceName(workspaceId)` and labelled with the workspace, org and deployment so every call can find and adopt
  * what an earlier (possibly crashed or concurrent) call made.
  */
-import Dockerode from "dockerode";
+import type Dockerode from "dockerode";
 import { ProvisionerError } from "../errors.ts";
-import { LABELS, resourceName } from "../naming.ts";
+import { assertWorkspaceId, LABELS, resourceName } from "../naming.ts";
 import type {
   Capabilities,
   Handle,
@@ -19,6 +19,7 @@ import type {
 } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { tierLimits } from "../tiers.ts";
+import { createDockerClient } from "./client.ts";
 import {
   type DockerLogger,
   dockerCall,
@@ -142,7 +143,7 @@ export function labelsFor(
 }
 
 export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisioner {
-  const docker = opts.docker ?? new Dockerode();
+  const docker = opts.docker ?? createDockerClient();
   const log = opts.logger ?? noopDockerLogger;
   const pullTimeoutMs = opts.pullTimeoutMs ?? 120_000;
   const stopTimeout = opts.stopTimeoutSeconds ?? 10;
@@ -165,10 +166,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   const owner = (workspaceId: string): DockerOwner => ({
     labels: { [LABELS.workspaceId]: workspaceId, [LABELS.deployment]: opts.deployment },
     noun: "workspace",
-    idLabel: LABELS.workspaceId,
   });
 
   function validate(spec: WorkspaceSpec): void {
+    assertWorkspaceId(spec.workspaceId);
     if (spec.deployment !== opts.deployment) {
       throw new ProvisionerError(
         "invalid_spec",
@@ -327,6 +328,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     start(spec, _handle, ctx) {
       const scrub = specScrubber(spec);
       return scrub.run(async () => {
+        validate(spec);
         const scrubbed = scrub.context(ctx);
         if (scrubbed?.recreate) {
           const { containerIds } = await findResources(spec.workspaceId);
@@ -338,17 +340,20 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     },
 
     async stop(ref, ctx) {
+      assertWorkspaceId(ref.workspaceId);
       checkSignal(ctx?.signal, "stop");
       await stopContainer(ref);
     },
 
     async suspend(ref, ctx): Promise<SuspendResult> {
+      assertWorkspaceId(ref.workspaceId);
       checkSignal(ctx?.signal, "suspend");
       await stopContainer(ref);
       return { suspended: false, reason: "docker backend cannot suspend; stopped instead" };
     },
 
     async destroy(ref, ctx) {
+      assertWorkspaceId(ref.workspaceId);
       checkSignal(ctx?.signal, "destroy");
       const { containerIds, volumeNames } = await findResources(ref.workspaceId);
       for (const id of containerIds) await removeContainer(id);
@@ -358,8 +363,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       }
     },
 
-    status: (ref): Promise<RuntimeStatus> =>
-      ownedContainerStatus(docker, resourceName(ref.workspaceId), owner(ref.workspaceId)),
+    async status(ref): Promise<RuntimeStatus> {
+      const name = resourceName(ref.workspaceId);
+      return ownedContainerStatus(docker, name, owner(ref.workspaceId));
+    },
 
     // Only workspace resources: other managed things of the deployment on this engine (the control plane's tenant
     // containers) carry no workspace id.

@@ -5,6 +5,7 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -99,4 +100,44 @@ export async function removeDeployment(docker: Dockerode, deployment: string): P
       .remove()
       .catch(() => {});
   }
+}
+
+/**
+ * A stand-in Docker engine on 127.0.0.1 for what the real one will not do: it answers every request with `answer`
+ * (default: a redirect to `location`) and keeps each request it received, so a test can say the engine was never
+ * asked, or never asked twice. `GET /_ping` answers 200 as the real engine does.
+ */
+export interface FakeEngine {
+  url: string;
+  port: number;
+  /** `METHOD path` of every request received, in order. */
+  requests: string[];
+  /** Where the next redirects point; any string, as a hostile or broken engine might send. */
+  location: string;
+  close(): Promise<void>;
+}
+
+export async function startFakeEngine(): Promise<FakeEngine> {
+  const requests: string[] = [];
+  const engine = { requests, location: "http://unresolvable.invalid/" } as FakeEngine;
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    req.resume();
+    if (req.url?.endsWith("/_ping")) {
+      res.writeHead(200, { "content-type": "text/plain" }).end("OK");
+      return;
+    }
+    res.writeHead(301, { location: engine.location, "content-type": "application/json" });
+    res.end(JSON.stringify({ message: "moved" }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  engine.port = typeof address === "object" && address ? address.port : 0;
+  engine.url = `http://127.0.0.1:${engine.port}`;
+  engine.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return engine;
 }

@@ -147,6 +147,22 @@ export function flyError(
   );
 }
 
+/**
+ * A Machines API path: the literal parts as written, every interpolated value (an app name, a machine or volume id)
+ * percent-encoded as exactly one segment. An empty, `.` or `..` value is refused, since URL parsing would drop or
+ * resolve it and the request would reach another resource than the one named.
+ */
+export function flyPath(parts: TemplateStringsArray, ...segments: string[]): string {
+  let out = parts[0] ?? "";
+  segments.forEach((segment, index) => {
+    if (typeof segment !== "string" || segment === "" || segment === "." || segment === "..") {
+      throw new ProvisionerError("invalid_spec", "a Fly API path segment is empty or a dot segment", false);
+    }
+    out += encodeURIComponent(segment) + (parts[index + 1] ?? "");
+  });
+  return out;
+}
+
 /** The Machines API over undici: bearer auth, JSON, bounded retries with jitter that honour Retry-After. */
 export class FlyApi {
   constructor(private readonly options: FlyApiOptions) {}
@@ -193,6 +209,14 @@ export class FlyApi {
 
   private async once(call: FlyCall): Promise<FlyReply & { retryAfterMs?: number }> {
     const url = new URL(`/v1${call.path}`, this.options.baseUrl);
+    // What is sent is exactly the path that was built (flyPath): nothing the URL parser would rewrite.
+    if (url.pathname !== `/v1${call.path}`) {
+      throw new ProvisionerError(
+        "invalid_spec",
+        `Fly ${call.op}: the request path is not a plain path`,
+        false,
+      );
+    }
     for (const [key, value] of Object.entries(call.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, value);
     }

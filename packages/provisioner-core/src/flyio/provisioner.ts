@@ -1,7 +1,8 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
+import { isId } from "@molecule/contracts";
 import type { Dispatcher } from "undici";
 import { ProvisionerError } from "../errors.ts";
-import { LABELS, resourceName } from "../naming.ts";
+import { assertWorkspaceId, LABELS, resourceName } from "../naming.ts";
 import type {
   Capabilities,
   Handle,
@@ -15,7 +16,7 @@ import type {
 } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { TIER_LIMITS } from "../tiers.ts";
-import { FlyApi, type FlyLogger, type FlyRetryOptions, flyError } from "./api.ts";
+import { FlyApi, type FlyLogger, type FlyRetryOptions, flyError, flyPath } from "./api.ts";
 
 export interface FlyProvisionerOptions {
   /** FLY_API_TOKEN */
@@ -93,16 +94,12 @@ export interface FlyHandle extends Handle {
 }
 
 const GONE_VOLUME_STATES = new Set(["destroyed", "destroying", "pending_destroy", "scheduling_destroy"]);
-const WORKSPACE_ID = /^ws_[0-9a-z]{26}$/;
-
 /**
- * Fly volume names allow at most 30 lower-case letters, digits and underscores. A platform workspace id
- * (`ws_` + 26) fits as is; longer ids keep a prefix and a hash so the name stays deterministic.
+ * Fly volume names allow at most 30 lower-case letters, digits and underscores: a workspace id (`ws_` + 26, checked
+ * here like every name a backend makes) is used as it is.
  */
 export function flyVolumeName(workspaceId: string): string {
-  const base = workspaceId.toLowerCase().replace(/[^a-z0-9_]/g, "_");
-  if (base.length <= 30) return base;
-  return `${base.slice(0, 21)}_${createHash("sha256").update(workspaceId).digest("hex").slice(0, 8)}`;
+  return assertWorkspaceId(workspaceId);
 }
 
 function regionOf(spec: WorkspaceSpec): string | undefined {
@@ -125,7 +122,8 @@ export class FlyProvisioner implements Provisioner {
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly appPath: string;
+  /** `/apps/<app>` and the rest of a Machines API path, every interpolated id encoded as one segment (flyPath). */
+  private readonly path: (parts: TemplateStringsArray, ...segments: string[]) => string;
 
   constructor(private readonly options: FlyProvisionerOptions) {
     if (!options.apiToken)
@@ -134,7 +132,8 @@ export class FlyProvisioner implements Provisioner {
       throw new ProvisionerError("invalid_spec", "flyio: app (FLY_WORKSPACE_APP) is required", false);
     this.now = options.clock ? () => (options.clock as { now(): number }).now() : Date.now;
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
-    this.appPath = `/apps/${encodeURIComponent(options.app)}`;
+    const appPath = flyPath`/apps/${options.app}`;
+    this.path = (parts, ...segments) => appPath + flyPath(parts, ...segments);
     this.api = new FlyApi({
       apiToken: options.apiToken,
       baseUrl: options.baseUrl ?? "https://api.machines.dev",
@@ -152,12 +151,14 @@ export class FlyProvisioner implements Provisioner {
     return { suspend: true, suspendMaxMemoryMb: FLY_SUSPEND_MAX_MEMORY_MB };
   }
 
-  // Nothing the spec holds (nor the API token) leaves in an error or a step detail, whatever Fly answered.
+  // Nothing the spec holds (nor the API token) leaves in an error or a step detail, whatever Fly answered. Every entry
+  // point checks the workspace id before anything is named or requested after it.
   provision(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
     const scrub = specScrubber(spec, this.options.apiToken);
-    return scrub.run(() =>
-      this.locked(spec.workspaceId, () => this.doProvision(spec, handle, scrub.context(ctx) ?? {})),
-    );
+    return scrub.run(async () => {
+      assertWorkspaceId(spec.workspaceId);
+      return this.locked(spec.workspaceId, () => this.doProvision(spec, handle, scrub.context(ctx) ?? {}));
+    });
   }
 
   start(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext = {}): Promise<Handle> {
@@ -165,7 +166,8 @@ export class FlyProvisioner implements Provisioner {
     return scrub.run(() => this.doStart(spec, handle, scrub.context(ctx) ?? {}));
   }
 
-  private doStart(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext): Promise<Handle> {
+  private async doStart(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext): Promise<Handle> {
+    assertWorkspaceId(spec.workspaceId);
     return this.locked(spec.workspaceId, async () => {
       // A machine's config is replaced whole on Fly; rebuilding it on the kept volume is the same end state.
       if (ctx.recreate) await this.destroyMachines(spec.workspaceId, handle, ctx);
@@ -180,7 +182,8 @@ export class FlyProvisioner implements Provisioner {
     });
   }
 
-  stop(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+  async stop(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+    assertWorkspaceId(ref.workspaceId);
     return this.locked(ref.workspaceId, async () => {
       const machine = await this.findMachine(ref.workspaceId, ref.handle);
       if (!machine) {
@@ -191,7 +194,8 @@ export class FlyProvisioner implements Provisioner {
     });
   }
 
-  suspend(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<SuspendResult> {
+  async suspend(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<SuspendResult> {
+    assertWorkspaceId(ref.workspaceId);
     return this.locked(ref.workspaceId, async () => {
       const machine = await this.findMachine(ref.workspaceId, ref.handle);
       if (!machine) {
@@ -213,7 +217,7 @@ export class FlyProvisioner implements Provisioner {
           const reply = await this.api.call({
             op: "Machines_suspend",
             method: "POST",
-            path: `${this.appPath}/machines/${machine.id}/suspend`,
+            path: this.path`/machines/${machine.id}/suspend`,
             nonce,
             accept: [412],
           });
@@ -233,7 +237,8 @@ export class FlyProvisioner implements Provisioner {
     });
   }
 
-  destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+  async destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
+    assertWorkspaceId(ref.workspaceId);
     return this.locked(ref.workspaceId, async () => {
       await this.destroyMachines(ref.workspaceId, ref.handle, ctx);
       for (const volume of await this.findVolumes(ref.workspaceId, ref.handle)) {
@@ -254,7 +259,7 @@ export class FlyProvisioner implements Provisioner {
         const reply = await this.api.call({
           op: "Machines_delete",
           method: "DELETE",
-          path: `${this.appPath}/machines/${machine.id}`,
+          path: this.path`/machines/${machine.id}`,
           query: { force: "true" },
           nonce,
           accept: [404],
@@ -267,6 +272,7 @@ export class FlyProvisioner implements Provisioner {
   }
 
   async status(ref: WorkspaceRef): Promise<RuntimeStatus> {
+    assertWorkspaceId(ref.workspaceId);
     let machine: FlyMachine | null;
     try {
       machine = await this.findMachine(ref.workspaceId, ref.handle);
@@ -305,7 +311,7 @@ export class FlyProvisioner implements Provisioner {
       await this.api.call<FlyMachine[]>({
         op: "Machines_list",
         method: "GET",
-        path: `${this.appPath}/machines`,
+        path: this.path`/machines`,
         query: { [`metadata.${LABELS.deployment}`]: this.options.deployment },
       })
     ).body;
@@ -323,7 +329,7 @@ export class FlyProvisioner implements Provisioner {
       const owner = volume.attached_machine_id ? byId.get(volume.attached_machine_id) : undefined;
       // Volumes carry no metadata: ours are attached to our machines, or unattached with a workspace-id name.
       if (volume.attached_machine_id && !owner) continue;
-      const fromName = volume.name && WORKSPACE_ID.test(volume.name) ? volume.name : null;
+      const fromName = volume.name && isId("ws", volume.name) ? volume.name : null;
       if (!owner && !fromName) continue;
       out.push({
         kind: "fly_volume",
@@ -447,7 +453,7 @@ export class FlyProvisioner implements Provisioner {
         const reply = await this.api.call<FlyVolume>({
           op: "Volumes_create",
           method: "POST",
-          path: `${this.appPath}/volumes`,
+          path: this.path`/volumes`,
           body: {
             name: flyVolumeName(spec.workspaceId),
             region,
@@ -475,7 +481,7 @@ export class FlyProvisioner implements Provisioner {
         const reply = await this.api.call<FlyMachine>({
           op: "Machines_create",
           method: "POST",
-          path: `${this.appPath}/machines`,
+          path: this.path`/machines`,
           body: { name: resourceName(spec.workspaceId), region, config: this.machineConfig(spec, volume) },
           retry: false,
         });
@@ -506,7 +512,7 @@ export class FlyProvisioner implements Provisioner {
         const reply = await this.api.call({
           op: "Machines_start",
           method: "POST",
-          path: `${this.appPath}/machines/${machine.id}/start`,
+          path: this.path`/machines/${machine.id}/start`,
           nonce,
           accept: [412],
         });
@@ -528,7 +534,7 @@ export class FlyProvisioner implements Provisioner {
         const reply = await this.api.call({
           op: "Machines_stop",
           method: "POST",
-          path: `${this.appPath}/machines/${machine.id}/stop`,
+          path: this.path`/machines/${machine.id}/stop`,
           body: {},
           nonce,
           accept: [412],
@@ -558,7 +564,7 @@ export class FlyProvisioner implements Provisioner {
    * (unique per attempt) identifies it as ours and its nonce is adopted. Returns "missing" when the machine is gone.
    */
   private async withLease<T>(machineId: string, purpose: string, fn: (nonce: string) => Promise<T>) {
-    const path = `${this.appPath}/machines/${machineId}/lease`;
+    const path = this.path`/machines/${machineId}/lease`;
     const description = `molecule ${purpose} ${randomUUID()}`;
     const deadline = this.now() + (this.options.leaseWaitMs ?? 30_000);
     let nonce: string | undefined;
@@ -626,7 +632,7 @@ export class FlyProvisioner implements Provisioner {
       const reply = await this.api.call<{ state?: string }>({
         op: "Machines_wait",
         method: "GET",
-        path: `${this.appPath}/machines/${machineId}/wait`,
+        path: this.path`/machines/${machineId}/wait`,
         query: { state, timeout: String(timeout) },
         accept: [404, 408],
         timeoutMs: timeout * 1000 + (this.options.requestTimeoutMs ?? 30_000),
@@ -659,7 +665,7 @@ export class FlyProvisioner implements Provisioner {
       const reply = await this.api.call({
         op: "Volume_delete",
         method: "DELETE",
-        path: `${this.appPath}/volumes/${volume.id}`,
+        path: this.path`/volumes/${volume.id}`,
         accept: [404, 412],
       });
       if (reply.status !== 412) return;
@@ -676,7 +682,7 @@ export class FlyProvisioner implements Provisioner {
     const reply = await this.api.call<FlyMachine>({
       op: "Machines_show",
       method: "GET",
-      path: `${this.appPath}/machines/${machineId}`,
+      path: this.path`/machines/${machineId}`,
       accept: [404],
     });
     if (reply.status === 404 || reply.body.state === "destroyed") return null;
@@ -695,7 +701,7 @@ export class FlyProvisioner implements Provisioner {
     const reply = await this.api.call<FlyMachine[]>({
       op: "Machines_list",
       method: "GET",
-      path: `${this.appPath}/machines`,
+      path: this.path`/machines`,
       query: { [`metadata.${LABELS.workspaceId}`]: workspaceId },
     });
     for (const machine of reply.body) {
@@ -721,7 +727,7 @@ export class FlyProvisioner implements Provisioner {
     const reply = await this.api.call<FlyVolume[]>({
       op: "Volumes_list",
       method: "GET",
-      path: `${this.appPath}/volumes`,
+      path: this.path`/volumes`,
     });
     return reply.body.filter((v) => !GONE_VOLUME_STATES.has(v.state ?? ""));
   }

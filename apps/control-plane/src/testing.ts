@@ -16,6 +16,7 @@ import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { CP_TABLES, cpRequestNonces } from "./db/schema.ts";
 import type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
 import type { OperationRunner } from "./services/runner.ts";
+import type { TenantBackend } from "./tenants/backend.ts";
 import { createFakeTenantBackend, type FakeTenantBackend } from "./tenants/fake.ts";
 
 export const ADMIN_TOKEN = "cp-admin-token-for-tests-0123456789";
@@ -79,6 +80,7 @@ export interface TestControlPlane {
   deps: ControlPlaneDeps;
   app: ReturnType<typeof createApp>;
   runner: OperationRunner;
+  /** The fake tenant backend; the app uses it unless `options.tenants` was given. */
   tenants: FakeTenantBackend;
   clock: ManualClock;
   admin(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
@@ -108,6 +110,7 @@ async function reply(response: Response): Promise<Reply> {
 export async function createTestControlPlane(
   options: {
     provisioner?: Provisioner;
+    tenants?: TenantBackend;
     settings?: Partial<ControlPlaneSettings>;
     clock?: ManualClock;
     /** The key ring (default: a random key as version 1). */
@@ -126,7 +129,7 @@ export async function createTestControlPlane(
   const deps: ControlPlaneDeps = {
     db: db.db,
     provisioner: options.provisioner ?? createFakeProvisioner(),
-    tenants,
+    tenants: options.tenants ?? tenants,
     sealer: options.sealer ?? Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
     clock,
     ids: createIdGenerator(),

@@ -1,9 +1,26 @@
-import { BootEventBody, CpProvisionBody, CpStartBody, DomainError } from "@molecule/contracts";
-import { Hono } from "hono";
+import {
+  BootEventBody,
+  CpProvisionBody,
+  CpStartBody,
+  DomainError,
+  OperationId,
+  WorkspaceId,
+} from "@molecule/contracts";
+import { parseWith } from "@molecule/service-kit/http";
+import { type Context, Hono } from "hono";
 import { idempotencyKey, parseJsonBytes } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { OrgService } from "../services/orgs.ts";
 import type { WorkspaceService } from "../services/workspaces.ts";
+
+/**
+ * The `:id` of a path, refused (400, before any lookup) unless it is an id of its kind: nothing a tenant sends reaches
+ * the database or a backend as a workspace or operation id without matching the minted form.
+ */
+const workspaceIdParam = (c: Context) =>
+  parseWith(WorkspaceId, c.req.param("id"), "workspace id in the path");
+const operationIdParam = (c: Context) =>
+  parseWith(OperationId, c.req.param("id"), "operation id in the path");
 
 /** Routes a tenant calls with its signed credential (mounted behind requireTenant). */
 export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
@@ -24,9 +41,9 @@ export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
   });
 
   app.post("/workspaces/:id/start", async (c) => {
+    const workspaceId = workspaceIdParam(c);
     const body = c.get("rawBody");
     const parsed = parseJsonBytes(body, CpStartBody);
-    const workspaceId = c.req.param("id");
     if (parsed.spec.workspace_id !== workspaceId) {
       throw new DomainError("bad_request", "spec.workspace_id must match the workspace id in the path");
     }
@@ -46,7 +63,7 @@ export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
       const key = idempotencyKey(c, true) as string;
       const operation = await workspaces.request(c.get("tenant"), {
         kind,
-        workspaceId: c.req.param("id"),
+        workspaceId: workspaceIdParam(c),
         key,
         body: c.get("rawBody"),
       });
@@ -58,7 +75,7 @@ export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
     const key = idempotencyKey(c, true) as string;
     const operation = await workspaces.request(c.get("tenant"), {
       kind: "destroy",
-      workspaceId: c.req.param("id"),
+      workspaceId: workspaceIdParam(c),
       key,
       body: c.get("rawBody"),
     });
@@ -66,13 +83,13 @@ export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
   });
 
   app.get("/workspaces/:id/status", async (c) =>
-    c.json(await workspaces.status(c.get("tenant"), c.req.param("id"))),
+    c.json(await workspaces.status(c.get("tenant"), workspaceIdParam(c))),
   );
 
   app.get("/workspaces", async (c) => c.json({ workspaces: await workspaces.list(c.get("tenant")) }));
 
   app.get("/operations/:id", async (c) =>
-    c.json(await workspaces.operation(c.get("tenant"), c.req.param("id"))),
+    c.json(await workspaces.operation(c.get("tenant"), operationIdParam(c))),
   );
 
   app.get("/tenants/config", async (c) => {

@@ -1,4 +1,4 @@
-import { A2ARequest, DomainError, isId } from "@molecule/contracts";
+import { A2ARequest, DomainError, WorkspaceId } from "@molecule/contracts";
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { identify } from "../http/auth.ts";
@@ -8,10 +8,7 @@ import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AService, RETRY_AFTER_SECONDS } from "../services/a2a.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 
-function targetId(raw: string): string {
-  if (!isId("ws", raw)) throw new DomainError("bad_request", `"${raw.slice(0, 64)}" is not a workspace id`);
-  return raw;
-}
+const targetId = (raw: string) => parseWith(WorkspaceId, raw, "workspace id in the path");
 
 function requireCaller(c: { get(key: "caller"): Caller | null }): Caller {
   const caller = c.get("caller");

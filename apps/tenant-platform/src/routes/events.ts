@@ -1,8 +1,9 @@
-import { DomainError, isId } from "@molecule/contracts";
+import { WorkspaceId } from "@molecule/contracts";
 import { loggableError } from "@molecule/service-kit/log";
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { requireAdmin, requireWorkspaceOrAdmin } from "../http/auth.ts";
+import { parseWith } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import type { EventBus, EventFilter, PlatformEvent } from "../services/events.ts";
@@ -152,8 +153,7 @@ export function eventRoutes(
   app.get("/events", requireAdmin(), (c) => streamEvents(c, bus, {}, keepaliveMs));
 
   app.get("/workspaces/:id/events", requireWorkspaceOrAdmin(), async (c) => {
-    const id = c.req.param("id");
-    if (!isId("ws", id)) throw new DomainError("bad_request", `"${id.slice(0, 64)}" is not a workspace id`);
+    const id = parseWith(WorkspaceId, c.req.param("id"), "workspace id in the path");
     await workspaces.getRow(id);
     const caller = c.get("caller");
     const token: TokenBound | undefined =

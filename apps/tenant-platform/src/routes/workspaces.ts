@@ -1,8 +1,8 @@
 import {
   CreateWorkspaceBody,
   DomainError,
-  isId,
   PutSecretBody,
+  WorkspaceId,
   WorkspaceSecretName,
   WorkspaceStatus,
 } from "@molecule/contracts";
@@ -16,10 +16,7 @@ import type { LifecycleKind, WorkspaceService } from "../services/workspaces.ts"
 
 const IdempotencyKey = z.string().min(1).max(200).optional();
 
-function workspaceId(raw: string): string {
-  if (!isId("ws", raw)) throw new DomainError("bad_request", `"${raw.slice(0, 64)}" is not a workspace id`);
-  return raw;
-}
+const workspaceId = (raw: string) => parseWith(WorkspaceId, raw, "workspace id in the path");
 
 function idempotencyKey(header: string | undefined): string | undefined {
   return parseWith(IdempotencyKey, header, "Idempotency-Key header");

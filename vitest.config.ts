@@ -7,6 +7,7 @@ import { defineConfig } from "vitest/config";
  */
 export const UNIT_TESTS = [
   "apps/control-plane/src/config.test.ts",
+  "apps/control-plane/src/tenants/names.test.ts",
   "apps/tenant-platform/src/canvas/routes.test.ts",
   "apps/tenant-platform/src/config.test.ts",
   "apps/tenant-platform/src/crypto.test.ts",
@@ -24,6 +25,7 @@ export const UNIT_TESTS = [
   "packages/db/src/data-dir.test.ts",
   "packages/fly-emulator/src/**/*.test.ts",
   "packages/provisioner-core/src/controlplane/*.test.ts",
+  "packages/provisioner-core/src/docker/client.test.ts",
   "packages/provisioner-core/src/fake.test.ts",
   "packages/provisioner-core/src/flyio/*.test.ts",
   "packages/provisioner-core/src/scrub.test.ts",

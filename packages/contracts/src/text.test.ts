@@ -35,7 +35,7 @@ function withNul(value: Json, path = "$"): [string, Json][] {
 }
 
 const spec = {
-  workspace_id: "ws_01abcdefghjkmnpqrstvwxyz0",
+  workspace_id: "ws_01abcdefghjkmnpqrstvwxyz00",
   runtime: "echo",
   tier: 2,
   env: { PLATFORM_URL: "http://platform:8080" },
@@ -64,7 +64,7 @@ const INPUTS: { name: string; schema: z.ZodType; sample: Json; ownedElsewhere?: 
     name: "RegisterBody",
     schema: RegisterBody,
     sample: {
-      id: "ws_01abcdefghjkmnpqrstvwxyz0",
+      id: "ws_01abcdefghjkmnpqrstvwxyz00",
       url: "https://agent.example.com",
       agent_card: {
         name: "agent",
@@ -79,7 +79,7 @@ const INPUTS: { name: string; schema: z.ZodType; sample: Json; ownedElsewhere?: 
   {
     name: "HeartbeatBody",
     schema: HeartbeatBody,
-    sample: { workspace_id: "ws_01abcdefghjkmnpqrstvwxyz0", status: "degraded", detail: "disk full" },
+    sample: { workspace_id: "ws_01abcdefghjkmnpqrstvwxyz00", status: "degraded", detail: "disk full" },
     ownedElsewhere: /^\$\.workspace_id$|^\$ key /,
   },
   { name: "CreateOrgBody", schema: CreateOrgBody, sample: { slug: "acme", name: "Acme" } },
@@ -183,7 +183,11 @@ describe("text rules", () => {
   it("details, descriptions and metadata values may span lines", () => {
     expect(BootEventBody.safeParse({ stage: "failed", detail: "step 1\nstep 2" }).success).toBe(true);
     expect(
-      HeartbeatBody.safeParse({ workspace_id: "ws_x", status: "degraded", detail: "a\n\tb" }).success,
+      HeartbeatBody.safeParse({
+        workspace_id: "ws_01abcdefghjkmnpqrstvwxyz00",
+        status: "degraded",
+        detail: "a\n\tb",
+      }).success,
     ).toBe(true);
     expect(Metadata.safeParse({ notes: "one\ntwo" }).success).toBe(true);
     expect(AgentCard.safeParse({ description: "Does things.\nMany things." }).success).toBe(true);

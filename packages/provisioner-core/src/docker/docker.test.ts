@@ -117,14 +117,15 @@ async function readFileFrom(container: Dockerode.Container, path: string): Promi
 
 describe("agentEnv", () => {
   it("binds agents on the host's network to loopback, whatever the spec says, and addresses them elsewhere", () => {
-    const env = { WORKSPACE_ID: "ws_x", AGENT_HOST: "0.0.0.0", AGENT_PORT: "0" };
-    expect(agentEnv("host", "ws_x", env)).toEqual({ ...env, AGENT_HOST: "127.0.0.1" });
-    expect(agentEnv("molecule", "ws_x", { WORKSPACE_ID: "ws_x" })).toEqual({
-      WORKSPACE_ID: "ws_x",
-      AGENT_PUBLIC_URL: `http://${resourceName("ws_x")}:8000`,
+    const id = ids.next("ws");
+    const env = { WORKSPACE_ID: id, AGENT_HOST: "0.0.0.0", AGENT_PORT: "0" };
+    expect(agentEnv("host", id, env)).toEqual({ ...env, AGENT_HOST: "127.0.0.1" });
+    expect(agentEnv("molecule", id, { WORKSPACE_ID: id })).toEqual({
+      WORKSPACE_ID: id,
+      AGENT_PUBLIC_URL: `http://${resourceName(id)}:8000`,
     });
     // Docker's default bridge: nothing to add; the agent picks its own URL.
-    expect(agentEnv("bridge", "ws_x", { WORKSPACE_ID: "ws_x" })).toEqual({ WORKSPACE_ID: "ws_x" });
+    expect(agentEnv("bridge", id, { WORKSPACE_ID: id })).toEqual({ WORKSPACE_ID: id });
   });
 });
 

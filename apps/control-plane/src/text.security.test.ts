@@ -73,7 +73,7 @@ describe("hostile text on the control plane", () => {
   it("workspace metadata with NUL anywhere is a 400 and queues nothing", async () => {
     const before = await cp.snapshot({ exceptNonces: true });
     const spec = {
-      workspace_id: "ws_01abcdefghjkmnpqrstvwxyz0",
+      workspace_id: "ws_01abcdefghjkmnpqrstvwxyz00",
       runtime: "echo",
       tier: 2,
       env: {},

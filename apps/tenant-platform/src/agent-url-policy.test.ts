@@ -129,7 +129,9 @@ describe("config defaults", () => {
       allowInsecure: true,
       allowPrivate: true,
     });
-    expect(loadConfig({ CONTAINER_BACKEND: "flyio" }).agentUrls).toEqual({
+    expect(
+      loadConfig({ CONTAINER_BACKEND: "flyio", FLY_API_TOKEN: "fly", FLY_WORKSPACE_APP: "app" }).agentUrls,
+    ).toEqual({
       allowInsecure: false,
       allowPrivate: false,
     });

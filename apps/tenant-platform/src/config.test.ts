@@ -98,6 +98,35 @@ describe("loadConfig in controlplane mode", () => {
     );
   });
 
+  it("a blank-looking CONTAINER_BACKEND is unset: with an org id it is controlplane mode, checked as such", () => {
+    for (const blank of [" ", "\t", "  \n"]) {
+      expect(() =>
+        loadConfig({ ...saas, CONTAINER_BACKEND: blank, FLY_API_TOKEN: "fly-credential-value" }),
+      ).toThrow(/^a tenant in controlplane mode must not hold cloud credentials; remove FLY_API_TOKEN /);
+      expect(loadConfig({ ...saas, CONTAINER_BACKEND: blank }).backend.selection).toEqual({
+        backend: "controlplane",
+        cpProvisionUrl: undefined,
+      });
+    }
+  });
+
+  it("decides the backend once: the config carries what selectBackend chose", () => {
+    expect(loadConfig({}).backend.selection).toEqual({ backend: "docker" });
+    expect(loadConfig({ MOLECULE_ORG_ID: " " }).backend.selection).toEqual({ backend: "docker" });
+    expect(loadConfig({ MOLECULE_ORG_ID: " " }).org).toEqual({ id: "org_local", saas: false });
+    expect(
+      loadConfig({ CONTAINER_BACKEND: " flyio ", FLY_API_TOKEN: "fly", FLY_WORKSPACE_APP: "app" }).backend
+        .selection,
+    ).toEqual({ backend: "flyio", flyApiToken: "fly", flyWorkspaceApp: "app", flyRegion: "ord" });
+  });
+
+  it("a backend misconfiguration stops loadConfig with one line naming the variable", () => {
+    expect(() => loadConfig({ CONTAINER_BACKEND: "kubernetes" })).toThrow(/^CONTAINER_BACKEND="kubernetes"/);
+    expect(() => loadConfig({ CONTAINER_BACKEND: "flyio", FLY_WORKSPACE_APP: "app" })).toThrow(
+      /^FLY_API_TOKEN is required when CONTAINER_BACKEND=flyio$/,
+    );
+  });
+
   it("leaves the other backends alone", () => {
     expect(() => loadConfig({ FLY_API_TOKEN: "fly", AWS_PROFILE: "dev" })).not.toThrow();
     expect(() =>

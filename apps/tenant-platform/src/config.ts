@@ -1,4 +1,9 @@
-import { DEFAULT_CP_PROVISION_URL, DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
+import {
+  BackendSelectionError,
+  DEFAULT_CP_PROVISION_URL,
+  DEFAULT_WORKSPACE_NETWORK,
+  selectBackend,
+} from "@molecule/provisioner-core";
 import {
   ConfigError,
   dockerHostUrl,
@@ -24,7 +29,8 @@ const EnvSchema = z.object({
   SECRETS_ENCRYPTION_KEY: z.string().optional(),
   SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
   SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
-  MOLECULE_ORG_ID: z.string().default(""),
+  /** Trimmed: a blank-looking value is unset, here and in selectBackend alike. */
+  MOLECULE_ORG_ID: z.string().trim().default(""),
   CONTAINER_BACKEND: z.string().optional(),
   ALLOWED_RUNTIMES: csv.default(["echo"]),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
@@ -76,11 +82,24 @@ export const CLOUD_CREDENTIAL_VARIABLES = [
 export type TenantConfig = ReturnType<typeof shape>;
 
 /**
- * The backend name: `CONTAINER_BACKEND`, else `controlplane` with `MOLECULE_ORG_ID` set, else `docker`
- * (provisioner-core's selectBackend checks the rest when it builds it).
+ * The backend, decided once here by provisioner-core's selectBackend (`CONTAINER_BACKEND`, else `controlplane` with
+ * `MOLECULE_ORG_ID` set, else `docker`; blank values count as unset). Everything after start-up reads
+ * `config.backend.selection`, so the check on controlplane mode and the backend that is built cannot disagree.
  */
-function backendName(env: z.infer<typeof EnvSchema>): string {
-  return env.CONTAINER_BACKEND ?? (env.MOLECULE_ORG_ID ? "controlplane" : "docker");
+function backendSelection(env: z.infer<typeof EnvSchema>) {
+  try {
+    return selectBackend({
+      CONTAINER_BACKEND: env.CONTAINER_BACKEND,
+      MOLECULE_ORG_ID: env.MOLECULE_ORG_ID,
+      FLY_API_TOKEN: env.FLY_API_TOKEN,
+      FLY_WORKSPACE_APP: env.FLY_WORKSPACE_APP,
+      FLY_REGION: env.FLY_REGION,
+      CP_PROVISION_URL: env.CP_PROVISION_URL,
+    });
+  } catch (error) {
+    if (error instanceof BackendSelectionError) throw new ConfigError(error.message);
+    throw error;
+  }
 }
 
 function shape(env: z.infer<typeof EnvSchema>) {
@@ -89,7 +108,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
    * the docker backend (explicit, or the default when MOLECULE_ORG_ID is unset) both agent-URL relaxations default
    * to true. Operators exposing the platform to remote agents should set both to false.
    */
-  const dockerBackend = backendName(env) === "docker";
+  const selection = backendSelection(env);
+  const dockerBackend = selection.backend === "docker";
   const flag = (value: "true" | "false" | undefined) =>
     value === undefined ? dockerBackend : value === "true";
   return {
@@ -106,15 +126,10 @@ function shape(env: z.infer<typeof EnvSchema>) {
     },
     org: { id: env.MOLECULE_ORG_ID || "org_local", saas: env.MOLECULE_ORG_ID !== "" },
     backend: {
-      requested: env.CONTAINER_BACKEND,
-      orgIdSet: env.MOLECULE_ORG_ID !== "",
-      flyApiToken: env.FLY_API_TOKEN,
-      flyApp: env.FLY_WORKSPACE_APP,
-      flyRegion: env.FLY_REGION,
+      selection,
       flyBaseUrl: env.FLY_API_BASE_URL,
       flyFallbackRegions: env.FLY_FALLBACK_REGIONS,
       flyWaitDeadlineMs: env.FLY_WAIT_DEADLINE_SECONDS * 1000,
-      cpProvisionUrl: env.CP_PROVISION_URL,
     },
     /** The control plane, for the controlplane backend. The token and key never reach a log line. */
     controlPlane: {
@@ -175,7 +190,7 @@ function checkControlPlaneMode(config: TenantConfig, env: Record<string, string 
 export function loadConfig(env: Record<string, string | undefined>): TenantConfig {
   const values = parseEnv(EnvSchema, env);
   const config = shape(values);
-  if (backendName(values) === "controlplane") checkControlPlaneMode(config, env);
+  if (config.backend.selection.backend === "controlplane") checkControlPlaneMode(config, env);
   if (config.environment === "production" && !config.auth.adminToken) {
     throw new ConfigError("ADMIN_TOKEN is required when MOLECULE_ENV=production");
   }

@@ -91,13 +91,7 @@ async function main(): Promise<void> {
     serializers: logSerializers,
   });
 
-  let selection: ReturnType<typeof selectedBackend>;
-  try {
-    selection = selectedBackend(config);
-  } catch (error) {
-    console.error(`molecule: ${(error as Error).message}`);
-    process.exit(1);
-  }
+  const selection = selectedBackend(config);
 
   // controlplane mode: nothing starts until the control plane has said who this tenant is and what it may do
   let runtime: TenantRuntimeConfig | undefined;

@@ -9,21 +9,13 @@ import {
   createFlyProvisioner,
   isUserDefinedNetwork,
   type Provisioner,
-  selectBackend,
 } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 import type { TenantConfig } from "./config.ts";
 
-/** Which backend this configuration selects (see `selectBackend`); throws BackendSelectionError on misconfiguration. */
+/** Which backend this configuration selected (loadConfig decides it once, with selectBackend). */
 export function selectedBackend(config: TenantConfig): BackendSelection {
-  return selectBackend({
-    CONTAINER_BACKEND: config.backend.requested,
-    MOLECULE_ORG_ID: config.backend.orgIdSet ? config.org.id : undefined,
-    FLY_API_TOKEN: config.backend.flyApiToken,
-    FLY_WORKSPACE_APP: config.backend.flyApp,
-    FLY_REGION: config.backend.flyRegion,
-    CP_PROVISION_URL: config.backend.cpProvisionUrl,
-  });
+  return config.backend.selection;
 }
 
 function controlPlaneCredentials(config: TenantConfig) {

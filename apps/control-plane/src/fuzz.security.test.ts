@@ -1,0 +1,271 @@
+/**
+ * Every route of the control plane, fuzzed with hostile input: admin routes with the admin token, tenant routes
+ * correctly signed by a real org (an attacker with legitimate credentials). Each answer is below 500 with the error
+ * envelope when refused, a refused request changes no row (request nonces aside: an authentic request is recorded
+ * before the route reads its body), malformed ids, slugs and unstorable text are always refused, the operations
+ * accepted along the way run without taking the runner down, and another org's rows are never touched.
+ */
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type Answer,
+  checkAnswer,
+  encodeSegment as enc,
+  fuzzParameters,
+  holdsUnstorableText,
+  hostileId,
+  hostileString,
+  mutatedBody,
+  rawBody,
+  servedRoutes,
+  tableDump,
+} from "../../../test-support/fuzz.ts";
+import {
+  ADMIN_TOKEN,
+  createTestControlPlane,
+  type TenantIdentity,
+  type TestControlPlane,
+} from "./testing.ts";
+
+let cp: TestControlPlane;
+let tables: ReturnType<typeof tableDump>;
+let attacker: TenantIdentity;
+let victim: TenantIdentity;
+let victimWorkspace: string;
+let victimRows: string;
+let ownWorkspace: string;
+
+const SLUG = /^[a-z][a-z0-9-]{1,38}[a-z0-9]$/;
+
+const spec = (workspaceId: string) => ({
+  workspace_id: workspaceId,
+  runtime: "echo",
+  tier: 2,
+  env: { API_KEY: "value" },
+  secret_keys: ["API_KEY"],
+  metadata: { team: "x" },
+});
+
+interface Sent {
+  method: string;
+  path: string;
+  body?: string;
+  as: "admin" | "tenant";
+}
+
+/** Admin requests carry the admin token; tenant requests are signed by the attacker org over the exact bytes. */
+async function send(request: Sent): Promise<Answer> {
+  if (request.as === "tenant") {
+    const reply = await cp.tenant(attacker, request.method, request.path, {
+      ...(request.body === undefined ? {} : { rawBody: request.body }),
+    });
+    return { status: reply.status, text: reply.text, headers: new Headers() };
+  }
+  const response = await cp.app.request(request.path, {
+    method: request.method,
+    headers: {
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+      ...(request.body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(request.body === undefined ? {} : { body: request.body }),
+  });
+  return { status: response.status, text: await response.text(), headers: response.headers };
+}
+
+async function probe(request: Sent, mustRefuse: boolean): Promise<void> {
+  const before = await tables.dump();
+  const answer = await send(request);
+  const what = `${request.as} ${request.method} ${JSON.stringify(request.path)} body=${JSON.stringify(request.body?.slice(0, 200))}`;
+  checkAnswer(answer, what);
+  const normalised = new URL(request.path, "http://cp.test").pathname !== request.path.split("?")[0];
+  if (mustRefuse && !normalised) {
+    expect(answer.status, `${what} must be refused: ${answer.text.slice(0, 200)}`).toBeGreaterThanOrEqual(
+      400,
+    );
+  }
+  if (answer.status >= 400) expect(await tables.dump(), `${what} changed state`).toBe(before);
+}
+
+function storedPart(body: string | undefined, template: Record<string, unknown>): unknown {
+  if (body === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return body;
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([key]) => key in template));
+}
+
+const idSegment = fc.oneof(hostileId.map(enc), fc.constantFrom("%ED%A0%80", "%00", "..%2F..%2Fetc", "%"));
+const slugSegment = fc.oneof(
+  hostileString.filter((value) => !SLUG.test(value)).map(enc),
+  fc.constantFrom("%00", "acme%00", "..%2F"),
+);
+
+beforeAll(async () => {
+  cp = await createTestControlPlane();
+  tables = tableDump(cp.db.url, ["cp_request_nonces"]);
+  victim = await cp.createOrg("victim");
+  attacker = await cp.createOrg("attacker");
+  await cp.runner.drain();
+  victimWorkspace = cp.deps.ids.next("ws");
+  const provisioned = await cp.tenant(victim, "POST", "/cp/workspaces/provision", {
+    body: spec(victimWorkspace),
+  });
+  expect(provisioned.status).toBe(202);
+  ownWorkspace = cp.deps.ids.next("ws");
+  const own = await cp.tenant(attacker, "POST", "/cp/workspaces/provision", { body: spec(ownWorkspace) });
+  expect(own.status).toBe(202);
+  await cp.runner.drain();
+  victimRows = await victimState();
+});
+
+afterAll(async () => {
+  await tables?.close();
+  await cp?.close();
+});
+
+/** The victim org's own rows: nothing the attacker sends may change them. */
+async function victimState(): Promise<string> {
+  const listed = await cp.tenant(victim, "GET", "/cp/workspaces");
+  const org = await cp.admin("GET", "/cp/orgs/victim");
+  return JSON.stringify({
+    workspaces: listed.body,
+    status: org.body?.org?.status ?? org.body?.provision_status,
+  });
+}
+
+const ROUTES: Record<string, () => Promise<void>> = {
+  "GET /health": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/health?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "POST /cp/orgs": () =>
+    fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ slug: "fuzz-org", name: "Fuzz" })), async (body) => {
+        const stored = storedPart(body, { slug: 1, name: 1 });
+        const slug = (stored as { slug?: unknown } | undefined)?.slug;
+        await probe(
+          { as: "admin", method: "POST", path: "/cp/orgs", body },
+          holdsUnstorableText(stored) || (typeof slug === "string" && !SLUG.test(slug)),
+        );
+      }),
+      fuzzParameters(),
+    ),
+  "GET /cp/orgs": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/cp/orgs?cursor=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /cp/orgs/:slug": () =>
+    fc.assert(
+      fc.asyncProperty(slugSegment, async (slug) =>
+        probe({ as: "admin", method: "GET", path: `/cp/orgs/${slug}` }, true),
+      ),
+      fuzzParameters(),
+    ),
+  "DELETE /cp/orgs/:slug": () =>
+    fc.assert(
+      fc.asyncProperty(slugSegment, rawBody(mutatedBody({ confirm: "x" })), async (slug, body) =>
+        probe({ as: "admin", method: "DELETE", path: `/cp/orgs/${slug}`, body }, true),
+      ),
+      fuzzParameters(),
+    ),
+  "POST /cp/workspaces/provision": () =>
+    fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody(spec("ws_placeholder"))), async (raw) => {
+        // A fresh valid id each time, so a mutation that keeps the spec valid provisions a new workspace of its own.
+        const body = raw.replace("ws_placeholder", cp.deps.ids.next("ws"));
+        const stored = storedPart(body, spec("x")) as { workspace_id?: unknown } | undefined;
+        const id = stored?.workspace_id;
+        await probe(
+          { as: "tenant", method: "POST", path: "/cp/workspaces/provision", body },
+          holdsUnstorableText(stored) || (typeof id === "string" && !/^ws_[0-9a-z]{26}$/.test(id)),
+        );
+      }),
+      fuzzParameters(),
+    ),
+  "POST /cp/workspaces/:id/start": async () => {
+    await idRoute("POST", (id) => `/cp/workspaces/${id}/start`, JSON.stringify({ spec: spec(ownWorkspace) }));
+    await fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ spec: spec(ownWorkspace), recreate: false })), async (body) =>
+        probe({ as: "tenant", method: "POST", path: `/cp/workspaces/${ownWorkspace}/start`, body }, false),
+      ),
+      fuzzParameters(),
+    );
+  },
+  "POST /cp/workspaces/:id/stop": () => idRoute("POST", (id) => `/cp/workspaces/${id}/stop`),
+  "POST /cp/workspaces/:id/suspend": () => idRoute("POST", (id) => `/cp/workspaces/${id}/suspend`),
+  "DELETE /cp/workspaces/:id": () => idRoute("DELETE", (id) => `/cp/workspaces/${id}`),
+  "GET /cp/workspaces/:id/status": () => idRoute("GET", (id) => `/cp/workspaces/${id}/status`),
+  "GET /cp/workspaces": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "tenant", method: "GET", path: `/cp/workspaces?state=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /cp/operations/:id": () => idRoute("GET", (id) => `/cp/operations/${id}`),
+  "GET /cp/tenants/config": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "tenant", method: "GET", path: `/cp/tenants/config?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "POST /cp/tenants/boot-event": () =>
+    fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ stage: "listening", detail: "fine" })), async (body) =>
+        probe(
+          { as: "tenant", method: "POST", path: "/cp/tenants/boot-event", body },
+          holdsUnstorableText(storedPart(body, { stage: 1, detail: 1 })),
+        ),
+      ),
+      fuzzParameters(),
+    ),
+};
+
+/** A tenant route whose `:id` is hostile, or is the victim org's workspace: always refused, nothing changes. */
+function idRoute(method: string, path: (id: string) => string, body?: string): Promise<void> {
+  return fc.assert(
+    fc.asyncProperty(
+      fc.oneof({ weight: 5, arbitrary: idSegment }, { weight: 1, arbitrary: fc.constant("victim") }),
+      async (id) => {
+        const target = id === "victim" ? victimWorkspace : id;
+        const sent = body?.replace(ownWorkspace, target);
+        await probe(
+          { as: "tenant", method, path: path(target), ...(sent === undefined ? {} : { body: sent }) },
+          true,
+        );
+      },
+    ),
+    fuzzParameters(),
+  );
+}
+
+describe("fuzzing every control-plane route with hostile input", () => {
+  it("covers every route the app serves", () => {
+    expect(Object.keys(ROUTES).sort()).toEqual(servedRoutes(cp.app));
+  });
+
+  for (const [route, run] of Object.entries(ROUTES)) {
+    it(route, async () => {
+      await run();
+    });
+  }
+
+  it("runs what it accepted without dying, leaves the victim org untouched, and stays healthy", async () => {
+    await cp.runner.drain();
+    expect(await victimState()).toBe(victimRows);
+    expect((await cp.admin("GET", "/health")).status).toBe(200);
+    const listed = await cp.tenant(attacker, "GET", "/cp/workspaces");
+    expect(listed.status).toBe(200);
+  });
+});

@@ -6,7 +6,7 @@
 import { ErrorEnvelope, ID_PATTERN } from "@molecule/contracts";
 import fc from "fast-check";
 import postgres from "postgres";
-import { expect } from "vitest";
+import { expect, it } from "vitest";
 
 /** Runs per route. The gate uses the default; `FUZZ_RUNS=2000 pnpm vitest run fuzz` digs deeper by hand. */
 export const FUZZ_RUNS = Number(process.env.FUZZ_RUNS ?? 30);
@@ -223,4 +223,36 @@ export function tableDump(url: string, except: readonly string[] = []) {
     },
     close: () => sql.end(),
   };
+}
+
+/**
+ * The fields of a sent body that a route stores: those of the valid template it was mutated from. Unknown fields are
+ * dropped by the schemas (an extra `"\u0000"` key is harmless); a body that is not an object is refused anyway.
+ */
+export function storedPart(body: string | undefined, template: Record<string, unknown>): unknown {
+  if (body === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return body;
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([key]) => key in template));
+}
+
+/** `new Request` resolves dot segments (`/workspaces/%2e%2e` is `/`) before the app sees the path. */
+export function resolvedByUrlParser(path: string): boolean {
+  return new URL(path, "http://service.test").pathname !== path.split("?")[0];
+}
+
+/** One test that the table names exactly the routes the app serves, then one test per route. */
+export function fuzzEveryRoute(
+  routes: Record<string, () => Promise<void>>,
+  app: () => { routes: { method: string; path: string }[] },
+): void {
+  it("covers every route the app serves", () => {
+    expect(Object.keys(routes).sort()).toEqual(servedRoutes(app()));
+  });
+  for (const [route, run] of Object.entries(routes)) it(route, run);
 }

@@ -1,3 +1,4 @@
+import { backoffDelay } from "@molecule/contracts";
 import type { Logger } from "pino";
 
 const RETRY_BASE_MS = 1_000;
@@ -124,7 +125,7 @@ export function keepLease(
 
 /** The wait before retrying after failed attempt number `attempts` (from 1): doubling from 1 s, at most 30 s. */
 export function retryDelayMs(attempts: number): number {
-  return Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (attempts - 1));
+  return backoffDelay(attempts, { baseMs: RETRY_BASE_MS, maxMs: RETRY_MAX_MS, jitter: "none" });
 }
 
 /** The error code of an operation whose last allowed attempt never finished (see `ClaimGate`). */

@@ -6,6 +6,7 @@
  * end and a slow one is never seen more than 500 ms late, for two requests a second.
  */
 import {
+  backoffDelay,
   CpAccepted,
   CpManagedWorkspace,
   CpOperationView,
@@ -65,11 +66,8 @@ const POLL_GROWTH = 1.5;
 
 /** The waits between polls of one operation: `initialMs`, then 1.5 times longer each time, capped at `maxMs`. */
 export function* pollDelays(initialMs: number, maxMs: number): Generator<number, never> {
-  let delay = Math.max(1, Math.min(initialMs, maxMs));
-  for (;;) {
-    yield Math.round(delay);
-    delay = Math.min(maxMs, delay * POLL_GROWTH);
-  }
+  const policy = { baseMs: initialMs, maxMs, factor: POLL_GROWTH, jitter: "none" } as const;
+  for (let attempt = 1; ; attempt += 1) yield Math.max(1, backoffDelay(attempt, policy));
 }
 
 /** Enough of a zod error to name the first problem. */

@@ -2,7 +2,7 @@
  * The tenant platform's start-up calls to the control plane: its runtime configuration and its boot events. Both go
  * through the same signed client as the workspace calls.
  */
-import { type BootEventBody, TenantRuntimeConfig } from "@molecule/contracts";
+import { type BootEventBody, backoffDelay, TenantRuntimeConfig } from "@molecule/contracts";
 import { ProvisionerError } from "../errors.ts";
 import { abortableSleep, type ControlPlaneClient, type CpLogger, newIdempotencyKey } from "./client.ts";
 
@@ -14,6 +14,8 @@ export interface FetchTenantConfigOptions {
   maxDelayMs?: number;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Jitter source for the waits (default Math.random). */
+  random?: () => number;
   logger?: CpLogger;
 }
 
@@ -41,8 +43,11 @@ export async function fetchTenantConfig(
   const sleep = options.sleep ?? ((ms: number) => abortableSleep(ms));
   const waitMs = options.waitMs ?? 60_000;
   const deadline = now() + waitMs;
-  let delay = options.baseDelayMs ?? 250;
-  const maxDelay = options.maxDelayMs ?? 5_000;
+  const backoff = {
+    baseMs: options.baseDelayMs ?? 250,
+    maxMs: options.maxDelayMs ?? 5_000,
+    random: options.random ?? Math.random,
+  };
   let tries = 0;
   for (;;) {
     tries += 1;
@@ -80,13 +85,12 @@ export async function fetchTenantConfig(
       }
       const retryAfter =
         typeof error.details.retryAfterMs === "number" ? error.details.retryAfterMs : undefined;
-      const wait = Math.min(remaining, retryAfter ?? Math.round(delay / 2 + (Math.random() * delay) / 2));
+      const wait = Math.min(remaining, retryAfter ?? backoffDelay(tries, backoff));
       options.logger?.warn(
         { attempt: tries, delayMs: wait, error: error.message },
         "control plane not answering yet; trying again",
       );
       await sleep(wait);
-      delay = Math.min(maxDelay, delay * 2);
     }
   }
 }

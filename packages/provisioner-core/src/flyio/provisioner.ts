@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { isId } from "@molecule/contracts";
+import { type BackoffOptions, backoffDelay, isId } from "@molecule/contracts";
 import type { Dispatcher } from "undici";
 import { ProvisionerError } from "../errors.ts";
 import { assertWorkspaceId, LABELS, resourceName } from "../naming.ts";
@@ -55,6 +55,11 @@ export const DEFAULT_FLY_RETRY: FlyRetryOptions = {
   maxDelayMs: 10_000,
   maxElapsedMs: 60_000,
 };
+
+/** Waits while another holder has a machine's lease: 50 ms doubling to 2 s, no jitter (the deadline bounds it). */
+const LEASE_WAIT: BackoffOptions = { baseMs: 50, maxMs: 2_000, jitter: "none" };
+/** Waits while a volume is still attached to a machine being destroyed: 20 ms doubling to 1 s. */
+const VOLUME_DETACH_WAIT: BackoffOptions = { baseMs: 20, maxMs: 1_000, jitter: "none" };
 
 /** Where the runtime's init script writes MOLECULE_CONFIG_B64 once the volume is mounted. */
 export const FLY_CONFIG_ENV = "MOLECULE_CONFIG_B64";
@@ -568,8 +573,8 @@ export class FlyProvisioner implements Provisioner {
     const description = `molecule ${purpose} ${randomUUID()}`;
     const deadline = this.now() + (this.options.leaseWaitMs ?? 30_000);
     let nonce: string | undefined;
-    let wait = 50;
-    while (!nonce) {
+    for (let tries = 1; !nonce; tries += 1) {
+      const wait = backoffDelay(tries, LEASE_WAIT);
       const reply = await this.api.call<LeaseBody>({
         op: "Machines_create_lease",
         method: "POST",
@@ -603,7 +608,6 @@ export class FlyProvisioner implements Provisioner {
         );
       }
       await this.sleep(wait);
-      wait = Math.min(wait * 2, 2_000);
     }
     try {
       return await fn(nonce);
@@ -660,8 +664,8 @@ export class FlyProvisioner implements Provisioner {
 
   private async deleteVolume(volume: FlyVolume): Promise<void> {
     const deadline = this.now() + (this.options.waitDeadlineMs ?? 300_000);
-    let wait = 20;
-    for (;;) {
+    for (let tries = 1; ; tries += 1) {
+      const wait = backoffDelay(tries, VOLUME_DETACH_WAIT);
       const reply = await this.api.call({
         op: "Volume_delete",
         method: "DELETE",
@@ -672,7 +676,6 @@ export class FlyProvisioner implements Provisioner {
       // Still attached: the machine is being destroyed. Give flyd a moment.
       if (this.now() + wait > deadline) throw flyError({ op: "Volume_delete" }, reply);
       await this.sleep(wait);
-      wait = Math.min(wait * 2, 1_000);
     }
   }
 

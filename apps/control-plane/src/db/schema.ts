@@ -1,8 +1,9 @@
 /**
- * The control plane's tables (drizzle mirror of drizzle/*.sql, which is the source of truth). All names carry a
+ * The control plane's tables (mirrored by the hand-written drizzle/*.sql; db/schema.test.ts fails when the two differ). All names carry a
  * `cp_` prefix so this schema can live beside a tenant's in one PostgreSQL server or database.
  */
-import { ORG_STATUSES } from "@molecule/contracts";
+import { CP_OPERATION_KINDS, OPERATION_STATUSES, ORG_STATUSES } from "@molecule/contracts";
+import { sql } from "drizzle-orm";
 import {
   bigserial,
   index,
@@ -19,13 +20,13 @@ import {
 const ts = (name: string) => timestamp(name, { withTimezone: true });
 
 export const ORG_OPERATION_KINDS = ["provision_tenant", "destroy_org"] as const;
-export const WORKSPACE_OPERATION_KINDS = ["provision", "start", "stop", "suspend", "destroy"] as const;
+export const WORKSPACE_OPERATION_KINDS = CP_OPERATION_KINDS;
 export const CP_ALL_OPERATION_KINDS = [...ORG_OPERATION_KINDS, ...WORKSPACE_OPERATION_KINDS] as const;
 export type CpAnyOperationKind = (typeof CP_ALL_OPERATION_KINDS)[number];
 
 export const cpOrgStatus = pgEnum("cp_org_status", ORG_STATUSES);
 export const cpOperationKind = pgEnum("cp_operation_kind", CP_ALL_OPERATION_KINDS);
-export const cpOperationStatus = pgEnum("cp_operation_status", ["pending", "running", "succeeded", "failed"]);
+export const cpOperationStatus = pgEnum("cp_operation_status", OPERATION_STATUSES);
 
 export type StoredHandle = { backend: string } & Record<string, unknown>;
 
@@ -47,7 +48,13 @@ export const cpOrgs = pgTable(
     updatedAt: ts("updated_at").notNull().defaultNow(),
     deletedAt: ts("deleted_at"),
   },
-  (table) => [uniqueIndex("cp_orgs_create_key_idx").on(table.createIdempotencyKey)],
+  (table) => [
+    // A deleted org stays as a tombstone; its slug may be taken again.
+    uniqueIndex("cp_orgs_live_slug_idx")
+      .on(table.slug)
+      .where(sql`${table.status} <> 'deleted'`),
+    uniqueIndex("cp_orgs_create_key_idx").on(table.createIdempotencyKey),
+  ],
 );
 
 /** Only the SHA-256 hash of each tenant credential is stored. */

@@ -34,7 +34,7 @@ import { toOperationView, toWorkspaceView } from "./views.ts";
 export type LifecycleKind = Exclude<OperationKind, "provision">;
 
 /** Where each lifecycle request may start from; anything else is an illegal transition (409). */
-const LIFECYCLE_SOURCES: Record<LifecycleKind, readonly WorkspaceStatus[]> = {
+export const LIFECYCLE_SOURCES: Record<LifecycleKind, readonly WorkspaceStatus[]> = {
   start: ["stopped", "suspended", "failed"],
   stop: ["awaiting_agent", "online", "degraded", "offline", "suspended", "failed"],
   restart: ["awaiting_agent", "online", "degraded", "offline", "failed"],

@@ -8,16 +8,10 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { CP_HEADERS, signRequest } from "@molecule/contracts";
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import {
-  Backoff,
-  connectionCause,
-  isConnectionError,
-  isTimeout,
-  parseRetryAfter,
-  type RetryPolicy,
-} from "../retry.ts";
+import { type JsonCall, JsonClient, type JsonReply } from "../json-client.ts";
+import { connectionCause, isTimeout, type RetryPolicy } from "../retry.ts";
 
 /** Where a tenant finds the control plane when CP_PROVISION_URL is not set. */
 export const DEFAULT_CP_PROVISION_URL = "http://127.0.0.1:8090";
@@ -60,30 +54,16 @@ export interface ControlPlaneClientOptions {
   logger?: CpLogger;
 }
 
-export interface CpCall {
+export interface CpCall extends JsonCall {
   /** Names the call in errors and logs ("provision", "operation", "status", …). */
   op: string;
   method: "GET" | "POST" | "DELETE";
   /** Path under the base URL, with its query: `/cp/workspaces/ws_…/status`. */
   path: string;
-  body?: unknown;
   idempotencyKey?: string;
-  signal?: AbortSignal;
-  /** Statuses returned to the caller instead of thrown (404 for "already gone"). */
-  accept?: readonly number[];
-  /** Overrides the client's retry.maxAttempts for this call (1: no retry). */
-  maxAttempts?: number;
 }
 
-export interface CpReply<T = unknown> {
-  status: number;
-  body: T;
-  requestId: string | undefined;
-}
-
-interface RawReply extends CpReply {
-  retryAfterMs?: number;
-}
+export type CpReply<T = unknown> = JsonReply<T>;
 
 export function abortedError(op: string, signal: AbortSignal): ProvisionerError {
   return new ProvisionerError("timeout", `control plane ${op} aborted`, true, {
@@ -135,7 +115,7 @@ function envelope(body: unknown): { code?: string; message?: string; requestId?:
 }
 
 /** Maps a control-plane error answer to a ProvisionerError that says which call failed, why, and its request id. */
-export function cpError(call: Pick<CpCall, "op" | "method" | "path">, reply: RawReply): ProvisionerError {
+export function cpError(call: Pick<CpCall, "op" | "method" | "path">, reply: CpReply): ProvisionerError {
   const env = envelope(reply.body);
   const status = reply.status;
   let code: ProvisionerErrorCode = "backend_error";
@@ -174,11 +154,8 @@ export function newIdempotencyKey(): string {
 
 export class ControlPlaneClient {
   readonly baseUrl: string;
-  private readonly retry: CpRetryOptions;
   private readonly now: () => number;
-  private readonly random: () => number;
-  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
-  private readonly requestTimeoutMs: number;
+  private readonly client: JsonClient<CpCall>;
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     if (!options.baseUrl)
@@ -195,16 +172,40 @@ export class ControlPlaneClient {
         "controlplane: signingKey (PROVISION_SHARED_SECRET) is required",
         false,
       );
-    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
-    this.retry = {
-      ...DEFAULT_CP_RETRY,
-      ...options.retry,
-      ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
-    };
+    const baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.baseUrl = baseUrl;
     this.now = options.clock ? () => (options.clock as { now(): number }).now() : Date.now;
-    this.random = options.random ?? Math.random;
-    this.sleep = options.sleep ?? ((ms, signal) => abortableSleep(ms, signal));
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.client = new JsonClient<CpCall>({
+      retry: {
+        ...DEFAULT_CP_RETRY,
+        ...options.retry,
+        ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      },
+      requestTimeoutMs: options.requestTimeoutMs ?? 15_000,
+      dispatcher: options.dispatcher,
+      now: this.now,
+      random: options.random ?? Math.random,
+      sleep: options.sleep ?? ((ms, signal) => abortableSleep(ms, signal)),
+      logger: options.logger,
+      requestIdHeader: "x-request-id",
+      retryMessage: "control plane request failed; retrying",
+      url: (call) => new URL(`${baseUrl}${call.path}`),
+      headers: (call, url, body) => ({
+        ...this.signedHeaders(call.method, `${url.pathname}${url.search}`, body),
+        ...(call.idempotencyKey ? { [IDEMPOTENCY_KEY_HEADER]: call.idempotencyKey } : {}),
+      }),
+      answerError: cpError,
+      connectionError: (call, error) => {
+        const timedOut = isTimeout(error);
+        return new ProvisionerError(
+          timedOut ? "timeout" : "backend_unavailable",
+          `control plane ${call.op} (${call.method} ${call.path}) failed: ${timedOut ? "timed out" : "connection error"} (${connectionCause(error)}) at ${baseUrl}`,
+          true,
+          { operation: call.op, transient: true, connection: true },
+        );
+      },
+      abortedError: (call, signal) => abortedError(call.op, signal),
+    });
   }
 
   /** The signature headers for one send: a new timestamp and nonce every time. */
@@ -224,89 +225,7 @@ export class ControlPlaneClient {
    * their parsed JSON body; anything else throws a ProvisionerError whose `retryable` says whether a later
    * attempt may succeed.
    */
-  async call<T = unknown>(call: CpCall): Promise<CpReply<T>> {
-    const backoff = new Backoff(
-      { ...this.retry, maxAttempts: call.maxAttempts ?? this.retry.maxAttempts },
-      this.now,
-      this.random,
-    );
-    const body = call.body === undefined ? "" : JSON.stringify(call.body);
-    for (;;) {
-      if (call.signal?.aborted) throw abortedError(call.op, call.signal);
-      let failure: ProvisionerError;
-      let retryAfterMs: number | undefined;
-      try {
-        const reply = await this.once(call, body);
-        if (reply.status < 300 || call.accept?.includes(reply.status)) return reply as CpReply<T>;
-        failure = cpError(call, reply);
-        if (!failure.details.transient) throw failure;
-        retryAfterMs = reply.retryAfterMs;
-      } catch (error) {
-        if (error instanceof ProvisionerError) throw error;
-        if (call.signal?.aborted) throw abortedError(call.op, call.signal);
-        if (!isConnectionError(error)) throw error;
-        const timedOut = isTimeout(error);
-        failure = new ProvisionerError(
-          timedOut ? "timeout" : "backend_unavailable",
-          `control plane ${call.op} (${call.method} ${call.path}) failed: ${timedOut ? "timed out" : "connection error"} (${connectionCause(error)}) at ${this.baseUrl}`,
-          true,
-          { operation: call.op, transient: true, connection: true },
-        );
-      }
-      const delay = backoff.next(retryAfterMs);
-      if (delay === null) {
-        if (backoff.attempts > 1)
-          failure.message = `${failure.message}; gave up after ${backoff.attempts} attempts`;
-        throw failure;
-      }
-      this.options.logger?.warn(
-        {
-          operation: call.op,
-          method: call.method,
-          path: call.path,
-          attempt: backoff.attempts,
-          delayMs: delay,
-          error: failure.message,
-        },
-        "control plane request failed; retrying",
-      );
-      await this.sleep(delay, call.signal);
-    }
-  }
-
-  private async once(call: CpCall, body: string): Promise<RawReply> {
-    const url = new URL(`${this.baseUrl}${call.path}`);
-    const signedPath = `${url.pathname}${url.search}`;
-    const headers: Record<string, string> = {
-      ...this.signedHeaders(call.method, signedPath, body),
-      accept: "application/json",
-    };
-    if (call.body !== undefined) headers["content-type"] = "application/json";
-    if (call.idempotencyKey) headers[IDEMPOTENCY_KEY_HEADER] = call.idempotencyKey;
-    const res = await request(url, {
-      method: call.method,
-      headers,
-      body: call.body === undefined ? undefined : body,
-      dispatcher: this.options.dispatcher,
-      headersTimeout: this.requestTimeoutMs,
-      bodyTimeout: this.requestTimeoutMs,
-      signal: call.signal,
-    });
-    const text = await res.body.text();
-    let parsed: unknown = text;
-    if (text !== "") {
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = text;
-      }
-    }
-    const requestId = res.headers["x-request-id"];
-    return {
-      status: res.statusCode,
-      body: parsed,
-      requestId: Array.isArray(requestId) ? requestId[0] : requestId,
-      retryAfterMs: parseRetryAfter(res.headers["retry-after"], this.now()),
-    };
+  call<T = unknown>(call: CpCall): Promise<CpReply<T>> {
+    return this.client.call<T>(call);
   }
 }

@@ -1,6 +1,7 @@
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { Backoff, connectionCause, isConnectionError, parseRetryAfter, type RetryPolicy } from "../retry.ts";
+import { type JsonCall, JsonClient, type JsonReply } from "../json-client.ts";
+import { type Backoff, connectionCause, type RetryPolicy } from "../retry.ts";
 import { unquoted } from "../scrub.ts";
 
 /** Bounds for retrying 429, 5xx and dropped connections. */
@@ -23,26 +24,17 @@ export interface FlyApiOptions {
   logger?: FlyLogger;
 }
 
-export interface FlyCall {
+export interface FlyCall extends JsonCall {
   /** OpenAPI operationId, used in errors and logs. */
   op: string;
   method: "GET" | "POST" | "DELETE";
-  path: string;
   query?: Record<string, string | undefined>;
-  body?: unknown;
   nonce?: string;
   /** false for non-idempotent creates: the caller looks for the resource before trying again. */
   retry?: boolean;
-  /** Statuses returned to the caller instead of thrown (404 for "already gone", 408 for waits). */
-  accept?: readonly number[];
-  timeoutMs?: number;
 }
 
-export interface FlyReply<T = unknown> {
-  status: number;
-  body: T;
-  requestId: string | undefined;
-}
+export type FlyReply<T = unknown> = JsonReply<T>;
 
 interface FlyErrorBody {
   error?: string;
@@ -98,10 +90,7 @@ function safeToken(value: unknown, pattern: RegExp): string | undefined {
  * Maps a Fly answer to a ProvisionerError that says what failed, why, and the fly-request-id to quote to Fly, built
  * from the operation, the HTTP status and fields checked here: never from Fly's error text.
  */
-export function flyError(
-  call: Pick<FlyCall, "op">,
-  reply: FlyReply & { retryAfterMs?: number },
-): ProvisionerError {
+export function flyError(call: Pick<FlyCall, "op">, reply: FlyReply): ProvisionerError {
   const text = errorText(reply.body);
   const flyStatus = safeToken(
     reply.body && typeof reply.body === "object" ? (reply.body as FlyErrorBody).status : undefined,
@@ -163,93 +152,57 @@ export function flyPath(parts: TemplateStringsArray, ...segments: string[]): str
   return out;
 }
 
-/** The Machines API over undici: bearer auth, JSON, bounded retries with jitter that honour Retry-After. */
-export class FlyApi {
-  constructor(private readonly options: FlyApiOptions) {}
-
-  backoff(): Backoff {
-    return new Backoff(this.options.retry, this.options.now, this.options.random);
+/** The Machines API path of a call under the base URL, with its query; refuses what the URL parser would rewrite. */
+function flyUrl(baseUrl: string, call: FlyCall): URL {
+  const url = new URL(`/v1${call.path}`, baseUrl);
+  // What is sent is exactly the path that was built (flyPath): nothing the URL parser would rewrite.
+  if (url.pathname !== `/v1${call.path}`) {
+    throw new ProvisionerError("invalid_spec", `Fly ${call.op}: the request path is not a plain path`, false);
   }
+  for (const [key, value] of Object.entries(call.query ?? {})) {
+    if (value !== undefined) url.searchParams.set(key, value);
+  }
+  return url;
+}
 
-  async call<T = unknown>(call: FlyCall): Promise<FlyReply<T>> {
-    const backoff = this.backoff();
-    for (;;) {
-      let failure: ProvisionerError;
-      let retryAfterMs: number | undefined;
-      try {
-        const reply = await this.once(call);
-        if (reply.status < 300 || call.accept?.includes(reply.status)) return reply as FlyReply<T>;
-        failure = flyError(call, reply);
-        if (!failure.details.transient) throw failure;
-        retryAfterMs = reply.retryAfterMs;
-      } catch (error) {
-        if (error instanceof ProvisionerError) throw error;
-        if (!isConnectionError(error)) throw error;
-        failure = new ProvisionerError(
+/** The Machines API over the shared JSON client: bearer auth, bounded retries with jitter that honour Retry-After. */
+export class FlyApi {
+  private readonly client: JsonClient<FlyCall>;
+
+  constructor(options: FlyApiOptions) {
+    this.client = new JsonClient<FlyCall>({
+      retry: options.retry,
+      requestTimeoutMs: options.requestTimeoutMs,
+      dispatcher: options.dispatcher,
+      now: options.now,
+      random: options.random,
+      sleep: options.sleep,
+      logger: options.logger,
+      requestIdHeader: "fly-request-id",
+      retryMessage: "fly request failed; retrying",
+      url: (call) => flyUrl(options.baseUrl, call),
+      headers: (call) => ({
+        authorization: `Bearer ${options.apiToken}`,
+        ...(call.nonce ? { "fly-machine-lease-nonce": call.nonce } : {}),
+      }),
+      answerError: flyError,
+      connectionError: (call, error) =>
+        new ProvisionerError(
           "backend_unavailable",
           `Fly ${call.op} failed: connection error (${connectionCause(error)}); the request may have been applied`,
           true,
           { operation: call.op, transient: true, connection: true },
-        );
-      }
-      const delay = call.retry === false ? null : backoff.next(retryAfterMs);
-      if (delay === null) {
-        if (call.retry !== false && backoff.attempts > 1) {
-          failure.message = `${failure.message}; gave up after ${backoff.attempts} attempts`;
-        }
-        throw failure;
-      }
-      this.options.logger?.warn(
-        { operation: call.op, attempt: backoff.attempts, delayMs: delay, error: failure.message },
-        "fly request failed; retrying",
-      );
-      await this.options.sleep(delay);
-    }
+        ),
+      abortedError: (call) =>
+        new ProvisionerError("timeout", `Fly ${call.op} aborted`, true, { operation: call.op }),
+    });
   }
 
-  private async once(call: FlyCall): Promise<FlyReply & { retryAfterMs?: number }> {
-    const url = new URL(`/v1${call.path}`, this.options.baseUrl);
-    // What is sent is exactly the path that was built (flyPath): nothing the URL parser would rewrite.
-    if (url.pathname !== `/v1${call.path}`) {
-      throw new ProvisionerError(
-        "invalid_spec",
-        `Fly ${call.op}: the request path is not a plain path`,
-        false,
-      );
-    }
-    for (const [key, value] of Object.entries(call.query ?? {})) {
-      if (value !== undefined) url.searchParams.set(key, value);
-    }
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${this.options.apiToken}`,
-      accept: "application/json",
-    };
-    if (call.body !== undefined) headers["content-type"] = "application/json";
-    if (call.nonce) headers["fly-machine-lease-nonce"] = call.nonce;
-    const timeout = call.timeoutMs ?? this.options.requestTimeoutMs;
-    const res = await request(url, {
-      method: call.method,
-      headers,
-      body: call.body === undefined ? undefined : JSON.stringify(call.body),
-      dispatcher: this.options.dispatcher,
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-    });
-    const text = await res.body.text();
-    let body: unknown = text;
-    if (text !== "") {
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = text;
-      }
-    }
-    const requestId = res.headers["fly-request-id"];
-    return {
-      status: res.statusCode,
-      body,
-      requestId: Array.isArray(requestId) ? requestId[0] : requestId,
-      retryAfterMs: parseRetryAfter(res.headers["retry-after"], this.options.now()),
-    };
+  backoff(): Backoff {
+    return this.client.backoff();
+  }
+
+  call<T = unknown>(call: FlyCall): Promise<FlyReply<T>> {
+    return this.client.call<T>(call.retry === false ? { ...call, maxAttempts: 1 } : call);
   }
 }

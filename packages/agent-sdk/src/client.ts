@@ -1,22 +1,25 @@
 /**
  * The platform's registry and secrets API as seen from a workspace agent: register (boot token → auth token),
- * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); nothing else at run time
- * (the register answer's fields are named by the contract's type).
+ * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); nothing else at run time.
+ * The wire format is contracts' (`registry.ts`), imported as types only, so the bundled SDK carries no zod: what is
+ * sent is checked against those types when this compiles, and answers are checked field by field here.
  */
-import type { RegisterResponse } from "@molecule/contracts";
+import type {
+  HeartbeatResponse,
+  RegisterBody,
+  RegisterResponse,
+  AgentCard as RegistryAgentCard,
+  HeartbeatBody as RegistryHeartbeatBody,
+} from "@molecule/contracts";
 
 /** The subset of `fetch` this client uses; the global fetch satisfies it. */
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
-/** An A2A agent card. The platform knows `name`, `description`, `version` and `skills`; other fields pass through. */
-export interface AgentCard {
-  name?: string;
-  description?: string;
-  version?: string;
-  url?: string;
-  skills?: unknown[];
-  [field: string]: unknown;
-}
+/**
+ * An A2A agent card: the registry's (`name`, `description`, `version`, `skills`; other fields pass through) with the
+ * URL the agent serves A2A at.
+ */
+export type AgentCard = RegistryAgentCard & { url?: string };
 
 export interface RegisterResult {
   authToken: string;
@@ -30,12 +33,9 @@ export interface RegisterResult {
   inboundToken: string | null;
 }
 
-export type HeartbeatStatus = "ok" | "degraded";
-
-export interface HeartbeatBody {
-  status?: HeartbeatStatus;
-  detail?: string;
-}
+/** What an agent reports about itself in a heartbeat (the workspace id is added by the client). */
+export type HeartbeatBody = Pick<RegistryHeartbeatBody, "status" | "detail">;
+export type HeartbeatStatus = NonNullable<HeartbeatBody["status"]>;
 
 export interface HeartbeatResult {
   ok: true;
@@ -47,7 +47,7 @@ export interface HeartbeatResult {
 
 /** The platform's `heartbeat_interval_seconds`, when it sent a usable one (older platforms send none). */
 function advisedInterval(body: unknown): { heartbeatIntervalSeconds?: number } {
-  const value = field(body, "heartbeat_interval_seconds");
+  const value = field<HeartbeatResponse>(body, "heartbeat_interval_seconds");
   return typeof value === "number" && Number.isInteger(value) && value > 0 && value <= 3_600
     ? { heartbeatIntervalSeconds: value }
     : {};
@@ -134,11 +134,12 @@ export class PlatformClient {
     registration: { url: string | null; agentCard: AgentCard },
     options: CallOptions = {},
   ): Promise<RegisterResult> {
-    const body = await this.#call("POST", "/registry/register", bootToken, options.signal, {
+    const sent: RegisterBody = {
       id: this.workspaceId,
       url: registration.url,
       agent_card: registration.agentCard,
-    });
+    };
+    const body = await this.#call("POST", "/registry/register", bootToken, options.signal, sent);
     const answer = (body !== null && typeof body === "object" ? body : {}) as Partial<
       Record<keyof RegisterResponse, unknown>
     >;
@@ -157,13 +158,16 @@ export class PlatformClient {
     body: HeartbeatBody = {},
     options: CallOptions = {},
   ): Promise<HeartbeatResult> {
-    const res = await this.#call("POST", "/registry/heartbeat", authToken, options.signal, {
+    const sent: RegistryHeartbeatBody = {
       workspace_id: this.workspaceId,
       ...(body.status === undefined ? {} : { status: body.status }),
       ...(body.detail === undefined ? {} : { detail: body.detail }),
-    });
-    const status = field(res, "status");
-    if (field(res, "ok") !== true || typeof status !== "string") throw invalidResponse("heartbeat", 200);
+    };
+    const res = await this.#call("POST", "/registry/heartbeat", authToken, options.signal, sent);
+    const status = field<HeartbeatResponse>(res, "status");
+    if (field<HeartbeatResponse>(res, "ok") !== true || typeof status !== "string") {
+      throw invalidResponse("heartbeat", 200);
+    }
     return { ok: true, status, ...advisedInterval(res) };
   }
 
@@ -247,7 +251,8 @@ export class PlatformClient {
   }
 }
 
-function field(value: unknown, key: string): unknown {
+/** One field of an answer, unchecked; `W` names the wire type whose field it is, so a renamed field fails to compile. */
+function field<W = Record<string, unknown>>(value: unknown, key: keyof W & string): unknown {
   return value !== null && typeof value === "object" ? (value as Record<string, unknown>)[key] : undefined;
 }
 

@@ -13,6 +13,7 @@ export const AgentCard = storableJson(
     })
     .passthrough(),
 );
+export type AgentCard = z.infer<typeof AgentCard>;
 
 export const RegisterBody = z.object({
   id: WorkspaceId,
@@ -50,3 +51,4 @@ export const HeartbeatResponse = z.object({
   status: z.string(),
   heartbeat_interval_seconds: z.number().int().positive(),
 });
+export type HeartbeatResponse = z.infer<typeof HeartbeatResponse>;

@@ -1,6 +1,7 @@
 import {
   BackendSelectionError,
   DEFAULT_CP_PROVISION_URL,
+  DEFAULT_FLY_REGION,
   DEFAULT_WORKSPACE_NETWORK,
   selectBackend,
 } from "@molecule/provisioner-core";
@@ -52,7 +53,7 @@ const EnvSchema = z.object({
     .default(4 * 1024 * 1024),
   FLY_API_TOKEN: z.string().optional(),
   FLY_WORKSPACE_APP: z.string().optional(),
-  FLY_REGION: z.string().default("ord"),
+  FLY_REGION: z.string().default(DEFAULT_FLY_REGION),
   FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
   FLY_FALLBACK_REGIONS: csv.default([]),
   FLY_WAIT_DEADLINE_SECONDS: z.coerce.number().positive().default(300),

@@ -25,11 +25,11 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { type ServerType, serve } from "@hono/node-server";
-import { type CpOperationView, createIdGenerator, deriveTenantSigningKey } from "@molecule/contracts";
+import { type CpOperationView, createIdGenerator } from "@molecule/contracts";
+import { deriveTenantSigningKey, Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { createApp, createOperationRunner } from "../apps/control-plane/src/app.ts";
 import { createExternalTenantBackend } from "../apps/control-plane/src/backends.ts";

@@ -7,8 +7,8 @@ import { rmSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { createIdGenerator } from "@molecule/contracts";
 import { workspaces, workspaceTokens } from "@molecule/db";
+import { hashToken, mintToken } from "@molecule/identity";
 import { loadConfig } from "@molecule/tenant-platform/config";
-import { hashToken, mintToken } from "@molecule/tenant-platform/crypto";
 import { createTestDatabase, ensureTemplate, type TestDatabase } from "../test-support/pg.ts";
 import { type PlatformProcess, startPlatformProcess } from "../test-support/process.ts";
 

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey } from "@molecule/identity";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";

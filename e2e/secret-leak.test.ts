@@ -18,9 +18,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, request, type Server } from "node:http";
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey, Sealer } from "@molecule/identity";
 import { resourceName } from "@molecule/provisioner-core";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import Dockerode from "dockerode";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

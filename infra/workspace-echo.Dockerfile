@@ -7,9 +7,14 @@ WORKDIR /src
 # pnpm at the version pinned by package.json "packageManager".
 RUN corepack enable
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./
+# The SDK and the workspace packages it bundles (contracts' inbound header and backoff, identity's token compare).
 COPY packages/agent-sdk/package.json packages/agent-sdk/
-RUN pnpm install --frozen-lockfile --filter @molecule/agent-sdk
+COPY packages/contracts/package.json packages/contracts/
+COPY packages/identity/package.json packages/identity/
+RUN pnpm install --frozen-lockfile --filter @molecule/agent-sdk...
 COPY packages/agent-sdk/src packages/agent-sdk/src
+COPY packages/contracts/src packages/contracts/src
+COPY packages/identity/src packages/identity/src
 RUN pnpm -F @molecule/agent-sdk exec esbuild src/echo-agent.ts --bundle --platform=node --target=node20 \
       --format=cjs --legal-comments=none --outfile=/out/echo-agent.js
 

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey } from "@molecule/identity";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
 import { freePort } from "./net.ts";
 import {

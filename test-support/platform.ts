@@ -1,9 +1,9 @@
 import { Writable } from "node:stream";
 import { type ServerType, serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
+import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { createApp } from "@molecule/tenant-platform";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";

@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey } from "@molecule/identity";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { startControlPlaneProcess } from "../../../test-support/control-plane.ts";

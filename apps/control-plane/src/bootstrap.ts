@@ -1,9 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { configuredOrPersisted, type DataDirSecret, makeHexKey } from "@molecule/db/data-dir";
+import { configuredOrPersisted, type DataDirSecret } from "@molecule/db/data-dir";
+import { mintHexKey, mintToken } from "@molecule/identity";
 import type { ControlPlaneConfig } from "./config.ts";
-
-/** The control plane's admin bearer (CP_ADMIN_API_TOKEN), prefixed so it explains itself. */
-export const makeControlPlaneAdminToken = () => `mca_${randomBytes(32).toString("base64url")}`;
 
 /** Files in MOLECULE_DATA_DIR holding what development generated. */
 export const SECRET_FILES = {
@@ -33,18 +30,15 @@ export function resolveSecrets(config: ControlPlaneConfig): ControlPlaneSecrets 
     }
   }
   return {
-    adminToken: configuredOrPersisted(
-      config.auth.adminToken,
-      dir,
-      SECRET_FILES.adminToken,
-      makeControlPlaneAdminToken,
+    adminToken: configuredOrPersisted(config.auth.adminToken, dir, SECRET_FILES.adminToken, () =>
+      mintToken("mca"),
     ),
     provisionSharedSecret: configuredOrPersisted(
       config.auth.provisionSharedSecret,
       dir,
       SECRET_FILES.provisionSharedSecret,
-      makeHexKey,
+      mintHexKey,
     ),
-    secretsKey: configuredOrPersisted(config.secrets.key, dir, SECRET_FILES.secretsKey, makeHexKey),
+    secretsKey: configuredOrPersisted(config.secrets.key, dir, SECRET_FILES.secretsKey, mintHexKey),
   };
 }

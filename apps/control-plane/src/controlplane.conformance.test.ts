@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { deriveTenantSigningKey } from "@molecule/contracts";
+import { deriveTenantSigningKey } from "@molecule/identity";
 import {
   ControlPlaneClient,
   createControlPlaneProvisioner,

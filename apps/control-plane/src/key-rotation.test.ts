@@ -1,11 +1,10 @@
 import { Writable } from "node:stream";
 import { createIdGenerator } from "@molecule/contracts";
+import { CP_SECRETS_KEY_NAMES, Sealer } from "@molecule/identity";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { cpOperations, cpOrgs } from "./db/schema.ts";
-import { CP_SECRETS_KEY_NAMES } from "./services/sealing.ts";
 import { ADMIN_TOKEN, createTestControlPlane, type TestControlPlane } from "./testing.ts";
 
 // Rotating CP_SECRETS_ENCRYPTION_KEY: what version 1 sealed (each org's tenant environment, every queued operation's

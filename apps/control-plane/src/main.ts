@@ -1,9 +1,9 @@
 import { serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
+import { CP_SECRETS_KEY_NAMES, Sealer } from "@molecule/identity";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import pino from "pino";
 import { createApp, createOperationRunner } from "./app.ts";
 import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
@@ -11,7 +11,6 @@ import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
-import { CP_SECRETS_KEY_NAMES } from "./services/sealing.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [

@@ -1,5 +1,5 @@
-import { deriveTenantSigningKey, type ErrorEnvelope } from "@molecule/contracts";
-import { hashToken } from "@molecule/tenant-platform/crypto";
+import type { ErrorEnvelope } from "@molecule/contracts";
+import { deriveTenantSigningKey, hashToken } from "@molecule/identity";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "./app.ts";
 import { cpOrgs, cpTenantCredentials } from "./db/schema.ts";

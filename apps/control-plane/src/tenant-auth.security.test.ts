@@ -1,4 +1,5 @@
-import { deriveTenantSigningKey, SIGNATURE_WINDOW_SECONDS } from "@molecule/contracts";
+import { SIGNATURE_WINDOW_SECONDS } from "@molecule/contracts";
+import { deriveTenantSigningKey, signRequest } from "@molecule/identity";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpRequestNonces } from "./db/schema.ts";
@@ -104,15 +105,13 @@ describe("signed tenant requests", () => {
     );
     // Signed for GET /cp/workspaces, sent as a provision.
     const nonce = "signed-for-another-route";
-    const other = await import("@molecule/contracts").then(({ signRequest }) =>
-      signRequest(deriveTenantSigningKey(SHARED_SECRET, alpha.orgId), {
-        method: "GET",
-        path: "/cp/workspaces",
-        timestamp: String(Math.floor(cp.clock.now().getTime() / 1000)),
-        nonce,
-        body: "",
-      }),
-    );
+    const other = signRequest(deriveTenantSigningKey(SHARED_SECRET, alpha.orgId), {
+      method: "GET",
+      path: "/cp/workspaces",
+      timestamp: String(Math.floor(cp.clock.now().getTime() / 1000)),
+      nonce,
+      body: "",
+    });
     await refused(
       () => cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body, nonce, signature: other }),
       "bad signature",

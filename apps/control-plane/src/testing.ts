@@ -4,10 +4,10 @@
  * the admin API and for signed tenant requests. Kept out of the package's exports; tests import it by path.
  */
 import { randomBytes } from "node:crypto";
-import { CP_HEADERS, createIdGenerator, deriveTenantSigningKey, signRequest } from "@molecule/contracts";
+import { CP_HEADERS, createIdGenerator } from "@molecule/contracts";
+import { deriveTenantSigningKey, mintHexKey, mintNonce, Sealer, signRequest } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
-import { Sealer } from "@molecule/tenant-platform/crypto";
 import { getTableName } from "drizzle-orm";
 import pino from "pino";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
@@ -130,7 +130,7 @@ export async function createTestControlPlane(
     db: db.db,
     provisioner: options.provisioner ?? createFakeProvisioner(),
     tenants: options.tenants ?? tenants,
-    sealer: options.sealer ?? Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
+    sealer: options.sealer ?? Sealer.fromConfig(mintHexKey(), 1, ""),
     clock,
     ids: createIdGenerator(),
     logger: options.logger ?? pino({ level: "silent" }),
@@ -164,7 +164,7 @@ export async function createTestControlPlane(
   const tenant: TestControlPlane["tenant"] = async (identity, method, path, call = {}) => {
     const raw = call.rawBody ?? (call.body === undefined ? "" : JSON.stringify(call.body));
     const timestamp = String(call.timestamp ?? Math.floor(clock.now().getTime() / 1000));
-    const nonce = call.nonce ?? randomBytes(16).toString("hex");
+    const nonce = call.nonce ?? mintNonce();
     const key = call.signingKey ?? deriveTenantSigningKey(SHARED_SECRET, call.orgId ?? identity.orgId);
     const signature = call.signature ?? signRequest(key, { method, path, timestamp, nonce, body: raw });
     const headers: Record<string, string> = {

@@ -1,9 +1,9 @@
 import { operations, workspaceSecrets } from "@molecule/db";
+import { Sealer } from "@molecule/identity";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq, inArray } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
-import { Sealer } from "./services/crypto.ts";
 
 // Rotating the secrets key: values sealed under the old key (secrets, the registration token a create answered, the
 // boot token of a queued operation) keep working after a restart with a new current key and the old one kept, and

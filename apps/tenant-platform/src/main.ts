@@ -1,6 +1,8 @@
 import { serve } from "@hono/node-server";
 import { type BootEventBody, createIdGenerator, type TenantRuntimeConfig } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
+import { persistedSecret } from "@molecule/db/data-dir";
+import { mintHexKey, mintToken, Sealer } from "@molecule/identity";
 import {
   type ControlPlaneClient,
   ControlPlaneUnreachableError,
@@ -11,7 +13,6 @@ import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle
 import { logSerializers } from "@molecule/service-kit/log";
 import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
-import { makeAdminToken, makeSecretsKey, persistedSecret } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import {
   buildAgentHostResolver,
@@ -19,7 +20,6 @@ import {
   buildProvisioner,
   selectedBackend,
 } from "./provisioner.ts";
-import { Sealer } from "./services/crypto.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
@@ -157,10 +157,10 @@ async function run(
 
   const admin = config.auth.adminToken
     ? { value: config.auth.adminToken, created: false }
-    : persistedSecret(config.data.dir, "admin-token", makeAdminToken);
+    : persistedSecret(config.data.dir, "admin-token", () => mintToken("mat"));
   const secretsKey = config.secrets.key
     ? { value: config.secrets.key, created: false }
-    : persistedSecret(config.data.dir, "secrets-key", makeSecretsKey);
+    : persistedSecret(config.data.dir, "secrets-key", mintHexKey);
   const sealer = Sealer.fromConfig(secretsKey.value, config.secrets.keyVersion, config.secrets.oldKeys);
 
   const database = await createDatabase(

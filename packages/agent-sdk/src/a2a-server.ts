@@ -12,10 +12,11 @@
  * answers 401 to a request without it in `x-molecule-inbound-token`, before reading its body. The agent card and
  * `/health` stay public.
  */
-import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
+import { secretsEqual } from "@molecule/identity/tokens";
 import type { AgentCard } from "./client.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
 
@@ -502,16 +503,11 @@ function checkInbound(
     };
   }
   const presented = req.headers[INBOUND_TOKEN_HEADER];
-  if (typeof presented === "string" && tokensEqual(presented, auth.token)) return null;
+  if (typeof presented === "string" && secretsEqual(presented, auth.token)) return null;
   return {
     status: 401,
     message: `${INBOUND_TOKEN_HEADER} missing or wrong: this agent answers only through its platform's A2A proxy`,
   };
-}
-
-/** Constant-time in the tokens' content and length (their digests are compared). */
-function tokensEqual(a: string, b: string): boolean {
-  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
 }
 
 /**

@@ -1,16 +1,12 @@
 /**
- * The tenant ↔ control-plane wire format. Both sides import these schemas and the signing functions, so a change
- * here is a change to the protocol. Tenant calls carry:
+ * The tenant ↔ control-plane wire format. Both sides import these schemas and constants, so a change here is a change
+ * to the protocol. No I/O and no crypto: the signing functions are `@molecule/identity`'s. Tenant calls carry:
  *
  *   Authorization: Bearer <tenant credential>      (identifies the org; the control plane stores only its hash)
  *   X-Molecule-Timestamp: <unix seconds>
  *   X-Molecule-Nonce: <random, unique per request>
- *   X-Molecule-Signature: v1=<hex HMAC-SHA256 of canonicalRequest(...) with the tenant's signing key>
- *
- * The tenant's signing key is derived from PROVISION_SHARED_SECRET and the org id (`deriveTenantSigningKey`), so a
- * tenant holds a key that signs for its own org only and never the control plane's master secret.
+ *   X-Molecule-Signature: v1=<hex HMAC-SHA256 of the canonical request with the tenant's signing key>
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { WorkspaceId } from "./ids.ts";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
@@ -29,59 +25,8 @@ export const SIGNATURE_WINDOW_SECONDS = 300;
  * less than this never accept a replay of a nonce another replica has already pruned.
  */
 export const NONCE_GRACE_MS = 1_000;
-
-/**
- * The one window rule, in milliseconds: a request signed at `timestampSeconds` (unix seconds) is accepted while the
- * receiver's clock is within `SIGNATURE_WINDOW_SECONDS` of it, either way. Both edges are inside.
- */
-export function withinSignatureWindow(timestampSeconds: number, nowMs: number): boolean {
-  return Math.abs(nowMs - timestampSeconds * 1000) <= SIGNATURE_WINDOW_SECONDS * 1000;
-}
-
-/**
- * Until when (unix milliseconds, inclusive) a nonce signed at `timestampSeconds` must be kept: the last millisecond
- * `withinSignatureWindow` accepts it, plus `NONCE_GRACE_MS`. A nonce is pruned only once `now` is past this.
- */
-export function nonceKeptUntilMs(timestampSeconds: number): number {
-  return (timestampSeconds + SIGNATURE_WINDOW_SECONDS) * 1000 + NONCE_GRACE_MS;
-}
+/** The signature scheme's version, the `v1=` of the signature header. */
 export const SIGNATURE_VERSION = "v1";
-
-export function sha256Hex(body: string | Uint8Array): string {
-  return createHash("sha256").update(body).digest("hex");
-}
-
-/** What is signed: method, path with query, timestamp, nonce and the SHA-256 of the exact body bytes. */
-export function canonicalRequest(input: {
-  method: string;
-  path: string;
-  timestamp: string;
-  nonce: string;
-  body: string | Uint8Array;
-}): string {
-  return [input.method.toUpperCase(), input.path, input.timestamp, input.nonce, sha256Hex(input.body)].join(
-    "\n",
-  );
-}
-
-export function deriveTenantSigningKey(sharedSecret: string, orgId: string): string {
-  return createHmac("sha256", sharedSecret).update(`molecule-tenant-signing:${orgId}`).digest("hex");
-}
-
-export function signRequest(key: string, input: Parameters<typeof canonicalRequest>[0]): string {
-  return `${SIGNATURE_VERSION}=${createHmac("sha256", key).update(canonicalRequest(input)).digest("hex")}`;
-}
-
-/** Constant-time comparison of a presented signature header against the expected one. */
-export function signatureMatches(
-  key: string,
-  presented: string,
-  input: Parameters<typeof canonicalRequest>[0],
-) {
-  const expected = Buffer.from(signRequest(key, input));
-  const actual = Buffer.from(presented);
-  return expected.length === actual.length && timingSafeEqual(expected, actual);
-}
 
 // ---- orgs (admin, CP_ADMIN_API_TOKEN) ----
 

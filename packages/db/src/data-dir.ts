@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -40,6 +39,3 @@ export function configuredOrPersisted(
   if (configured) return { value: configured, created: false, persisted: false };
   return persistedSecret(dataDir, file, make);
 }
-
-/** 32 random bytes as 64 hex characters: an AES-256 key or an HMAC secret. */
-export const makeHexKey = () => randomBytes(32).toString("hex");

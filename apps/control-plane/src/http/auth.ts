@@ -1,12 +1,12 @@
+import { CP_HEADERS, DomainError } from "@molecule/contracts";
 import {
-  CP_HEADERS,
-  DomainError,
   deriveTenantSigningKey,
+  hashToken,
   nonceKeptUntilMs,
+  secretsEqual,
   signatureMatches,
   withinSignatureWindow,
-} from "@molecule/contracts";
-import { hashToken, secretsEqual } from "@molecule/tenant-platform/crypto";
+} from "@molecule/identity";
 import { and, eq, inArray, lt } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
 import { cpOrgs, cpRequestNonces, cpTenantCredentials } from "../db/schema.ts";

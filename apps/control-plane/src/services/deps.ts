@@ -1,7 +1,7 @@
 import type { IdGenerator } from "@molecule/contracts";
 import type { Db } from "@molecule/db";
+import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
-import type { Sealer } from "@molecule/tenant-platform/crypto";
 import type { Logger } from "pino";
 import type { TenantBackend } from "../tenants/backend.ts";
 

@@ -14,7 +14,7 @@ import {
 import type { TenantRef } from "../tenants/backend.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 import { OperationDeferred, type OperationOutcome, OperationSuperseded } from "./runner.ts";
-import { openJson, tenantEnvAad } from "./sealing.ts";
+import { tenantEnvAad } from "./sealing.ts";
 
 /** Env names of a tenant whose values are secret. */
 export const TENANT_SECRET_KEYS = [
@@ -75,8 +75,7 @@ async function provisionTenant(
   if (!org.tenantEnvSealed || org.tenantEnvKeyVersion === null) {
     throw new Error(`org ${org.id} has no sealed tenant environment`);
   }
-  const env = openJson<Record<string, string>>(
-    deps.sealer,
+  const env = deps.sealer.openJson<Record<string, string>>(
     org.tenantEnvSealed,
     org.tenantEnvKeyVersion,
     tenantEnvAad(org.id),

@@ -2,17 +2,14 @@ import {
   type BootEventBody,
   type CreateOrgBody,
   DomainError,
-  deriveTenantSigningKey,
-  sha256Hex,
   type TenantRuntimeConfig,
 } from "@molecule/contracts";
-import { hashToken } from "@molecule/tenant-platform/crypto";
+import { deriveTenantSigningKey, hashToken, mintHexKey, mintToken, sha256Hex } from "@molecule/identity";
 import { and, asc, desc, eq, inArray, isNull, ne } from "drizzle-orm";
 import { type CpOrgRow, cpBootEvents, cpOperations, cpOrgs, cpTenantCredentials } from "../db/schema.ts";
 import { isUniqueViolation } from "./db-errors.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-import { openJson, sealJson, tenantEnvAad } from "./sealing.ts";
-import { mintSecretsKey, mintTenantAdminToken, mintTenantCredential } from "./tokens.ts";
+import { tenantEnvAad } from "./sealing.ts";
 import { orgOperationView, orgView } from "./views.ts";
 
 export interface CreatedOrg {
@@ -37,15 +34,15 @@ export class OrgService {
       if (replay) return replay;
     }
     const orgId = ids.next("org");
-    const credential = mintTenantCredential();
-    const adminToken = mintTenantAdminToken();
+    const credential = mintToken("mct");
+    const adminToken = mintToken("mat");
     const env: Record<string, string> = {
       MOLECULE_ORG_ID: orgId,
       CP_PROVISION_URL: settings.publicUrl,
       CP_TENANT_TOKEN: credential,
       PROVISION_SHARED_SECRET: deriveTenantSigningKey(settings.provisionSharedSecret, orgId),
       ADMIN_TOKEN: adminToken,
-      SECRETS_ENCRYPTION_KEY: mintSecretsKey(),
+      SECRETS_ENCRYPTION_KEY: mintHexKey(),
       MOLECULE_ENV: "production",
       MOLECULE_DEPLOYMENT: settings.deployment,
       // Workspaces on the docker backend register plain-http loopback or bridge addresses, as they do when a
@@ -54,7 +51,7 @@ export class OrgService {
         ? { ALLOW_INSECURE_AGENT_URLS: "true", ALLOW_PRIVATE_AGENT_URLS: "true" }
         : {}),
     };
-    const sealed = sealJson(sealer, env, tenantEnvAad(orgId));
+    const sealed = sealer.sealJson(env, tenantEnvAad(orgId));
     const now = clock.now();
     try {
       const org = await db.transaction(async (tx) => {
@@ -109,8 +106,7 @@ export class OrgService {
     if (!org.tenantEnvSealed || org.tenantEnvKeyVersion === null) {
       throw new DomainError("conflict", "the org created with this Idempotency-Key has been deleted");
     }
-    const env = openJson<Record<string, string>>(
-      this.deps.sealer,
+    const env = this.deps.sealer.openJson<Record<string, string>>(
       org.tenantEnvSealed,
       org.tenantEnvKeyVersion,
       tenantEnvAad(org.id),

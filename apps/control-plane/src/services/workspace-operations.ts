@@ -10,7 +10,7 @@ import {
 } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 import { type OperationOutcome, OperationSuperseded } from "./runner.ts";
-import { openJson, operationInputAad } from "./sealing.ts";
+import { operationInputAad } from "./sealing.ts";
 
 /** What a workspace operation keeps sealed in its row: the spec (with secret env) and the start flag. */
 export interface WorkspaceOperationInput {
@@ -103,8 +103,7 @@ function openInput(deps: ControlPlaneDeps, operation: CpOperationRow): Workspace
   if (!operation.sealedInput || operation.sealedKeyVersion === null) {
     throw new Error(`operation ${operation.id} has no sealed input`);
   }
-  return openJson(
-    deps.sealer,
+  return deps.sealer.openJson(
     operation.sealedInput,
     operation.sealedKeyVersion,
     operationInputAad(operation.id),

@@ -1,11 +1,12 @@
-import { type CpOperationKind, type CpOperationView, DomainError, sha256Hex } from "@molecule/contracts";
+import { type CpOperationKind, type CpOperationView, DomainError } from "@molecule/contracts";
+import { sha256Hex } from "@molecule/identity";
 import type { RuntimeStatus } from "@molecule/provisioner-core";
 import { and, asc, eq, inArray, ne } from "drizzle-orm";
 import { type CpOperationRow, type CpWorkspaceRow, cpOperations, cpWorkspaces } from "../db/schema.ts";
 import type { TenantCaller } from "../http/types.ts";
 import { isUniqueViolation } from "./db-errors.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-import { operationInputAad, sealJson } from "./sealing.ts";
+import { operationInputAad } from "./sealing.ts";
 import { operationView } from "./views.ts";
 import type { WorkspaceOperationInput } from "./workspace-operations.ts";
 
@@ -75,9 +76,7 @@ export class WorkspaceService {
             .where(eq(cpWorkspaces.id, workspace.id));
         }
         const id = this.deps.ids.next("op");
-        const sealed = request.input
-          ? sealJson(this.deps.sealer, request.input, operationInputAad(id))
-          : null;
+        const sealed = request.input ? this.deps.sealer.sealJson(request.input, operationInputAad(id)) : null;
         const [row] = await tx
           .insert(cpOperations)
           .values({

@@ -1,9 +1,9 @@
 import type { IdGenerator } from "@molecule/contracts";
 import type { Db } from "@molecule/db";
+import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 import type { Resolver } from "./agent-url-policy.ts";
-import type { Sealer } from "./crypto.ts";
 import type { EventBus } from "./events.ts";
 
 export interface Clock {

@@ -1,5 +1,5 @@
 import type { WorkspaceRow } from "@molecule/db";
-import { mintToken, type Sealer } from "./crypto.ts";
+import { mintToken, type Sealer } from "@molecule/identity";
 
 /**
  * The agent's inbound token: minted at every registration (with the bearer token, so it rotates with it), answered to

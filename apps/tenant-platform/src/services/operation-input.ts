@@ -1,5 +1,5 @@
 import type { OperationRow } from "@molecule/db";
-import type { Sealer } from "./crypto.ts";
+import type { Sealer } from "@molecule/identity";
 
 /**
  * An operation's secret input (the boot or registration token it hands out), sealed in its row under the operation's

@@ -6,10 +6,10 @@ import {
   type RegisterResponse,
 } from "@molecule/contracts";
 import { type Db, type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
+import { hashToken, mintToken } from "@molecule/identity";
 import { resourceName } from "@molecule/provisioner-core";
 import { and, eq, isNull, sql } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
-import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { mintInboundToken } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";

@@ -1,6 +1,6 @@
 import { type Db, workspaceTokens } from "@molecule/db";
+import { hashToken, secretsEqual } from "@molecule/identity";
 import { and, eq, sql } from "drizzle-orm";
-import { hashToken, secretsEqual } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
 
 /**

@@ -23,10 +23,10 @@ import {
   workspaces,
   workspaceTokens,
 } from "@molecule/db";
+import { hashToken, mintToken } from "@molecule/identity";
 import { and, desc, eq, isNull, ne } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
-import { hashToken, mintToken } from "./crypto.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openOperationInput, sealOperationInput } from "./operation-input.ts";
 import { toOperationView, toWorkspaceView } from "./views.ts";

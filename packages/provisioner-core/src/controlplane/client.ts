@@ -6,8 +6,9 @@
  *
  * The tenant credential and signing key go into request headers only; no log line, error or detail carries them.
  */
-import { randomBytes, randomUUID } from "node:crypto";
-import { CP_HEADERS, signRequest } from "@molecule/contracts";
+import { randomUUID } from "node:crypto";
+import { CP_HEADERS } from "@molecule/contracts";
+import { mintNonce, signRequest } from "@molecule/identity/signing";
 import type { Dispatcher } from "undici";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
 import { type JsonCall, JsonClient, type JsonReply } from "../json-client.ts";
@@ -211,7 +212,7 @@ export class ControlPlaneClient {
   /** The signature headers for one send: a new timestamp and nonce every time. */
   signedHeaders(method: string, path: string, body: string): Record<string, string> {
     const timestamp = String(Math.floor(this.now() / 1000));
-    const nonce = randomBytes(16).toString("hex");
+    const nonce = mintNonce();
     return {
       authorization: `Bearer ${this.options.tenantToken}`,
       [CP_HEADERS.timestamp]: timestamp,

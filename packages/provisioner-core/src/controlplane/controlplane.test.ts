@@ -1,5 +1,5 @@
 import { createServer } from "node:net";
-import { signatureMatches } from "@molecule/contracts";
+import { signatureMatches } from "@molecule/identity/signing";
 import { afterEach, describe, expect, it } from "vitest";
 import { HOSTILE_WORKSPACE_IDS } from "../../../../test-support/hostile-ids.ts";
 import { ProvisionerError } from "../errors.ts";

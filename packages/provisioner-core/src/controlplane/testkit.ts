@@ -17,11 +17,9 @@ import {
   CpProvisionBody,
   CpStartBody,
   type CpWorkspaceSpec,
-  sha256Hex,
-  signatureMatches,
   type TenantRuntimeConfig,
-  withinSignatureWindow,
 } from "@molecule/contracts";
+import { sha256Hex, signatureMatches, withinSignatureWindow } from "@molecule/identity/signing";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { abortableSleep, IDEMPOTENCY_KEY_HEADER } from "./client.ts";
 import { type ControlPlaneProvisionerOptions, createControlPlaneProvisioner } from "./provisioner.ts";

@@ -1,20 +1,12 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto";
+/**
+ * Sealing: AES-256-GCM with associated data and a versioned key ring. The sealed format,
+ * `base64url(iv).base64url(tag).base64url(ciphertext)` with the key version stored beside it, is what rows already
+ * hold: it does not change.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { DomainError } from "@molecule/contracts";
 
-/** A new bearer token: 32 random bytes, url-safe, with a prefix saying what it is. */
-export function mintToken(prefix: "mbt" | "mwt" | "mit"): string {
-  return `${prefix}_${randomBytes(32).toString("base64url")}`;
-}
-
-export function hashToken(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
-}
-
-/** Constant-time comparison of two secrets of any length (compares their digests). */
-export function secretsEqual(a: string, b: string): boolean {
-  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
-}
-
+/** A 32-byte key given as 64 hex characters or base64; `name` is the variable it came from, for the error. */
 export function parseKey(text: string, name: string): Buffer {
   const key = /^[0-9a-f]{64}$/i.test(text) ? Buffer.from(text, "hex") : Buffer.from(text, "base64");
   if (key.length !== 32) throw new Error(`${name} must be 32 bytes, as 64 hex characters or base64`);
@@ -27,9 +19,16 @@ export interface SecretsKeyNames {
   oldKeys: string;
 }
 
+/** The tenant platform's key ring variables. */
 export const TENANT_SECRETS_KEY_NAMES: SecretsKeyNames = {
   key: "SECRETS_ENCRYPTION_KEY",
   oldKeys: "SECRETS_ENCRYPTION_OLD_KEYS",
+};
+
+/** The control plane's key ring variables. */
+export const CP_SECRETS_KEY_NAMES: SecretsKeyNames = {
+  key: "CP_SECRETS_ENCRYPTION_KEY",
+  oldKeys: "CP_SECRETS_ENCRYPTION_OLD_KEYS",
 };
 
 /**
@@ -93,6 +92,16 @@ export class Sealer {
       );
     }
     return opened;
+  }
+
+  /** Seals a value as its JSON text. */
+  sealJson(value: unknown, associatedData: string): { sealed: string; keyVersion: number } {
+    return this.seal(JSON.stringify(value), associatedData);
+  }
+
+  /** Opens a value `sealJson` sealed; a `SealedValueError` when this process cannot. */
+  openJson<T>(sealed: string, keyVersion: number, associatedData: string): T {
+    return JSON.parse(this.open(sealed, keyVersion, associatedData)) as T;
   }
 
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { hashToken, mintToken, SealedValueError, Sealer, secretsEqual } from "./services/crypto.ts";
+import { CP_SECRETS_KEY_NAMES, SealedValueError, Sealer } from "./sealing.ts";
 
 const KEY_1 = "11".repeat(32);
 const KEY_2 = Buffer.alloc(32, 7).toString("base64");
@@ -86,7 +86,7 @@ describe("secrets sealing", () => {
   });
 
   it("names the variables it was configured from", () => {
-    const names = { key: "CP_SECRETS_ENCRYPTION_KEY", oldKeys: "CP_SECRETS_ENCRYPTION_OLD_KEYS" };
+    const names = CP_SECRETS_KEY_NAMES;
     expect(() => Sealer.fromConfig("abcd", 1, "", names)).toThrow(
       /^CP_SECRETS_ENCRYPTION_KEY must be 32 bytes/,
     );
@@ -105,13 +105,25 @@ function catchError(fn: () => unknown): Error & Record<string, unknown> {
   throw new Error("expected an error");
 }
 
-describe("tokens", () => {
-  it("are random, prefixed and hashed with SHA-256", () => {
-    const token = mintToken("mwt");
-    expect(token).toMatch(/^mwt_[A-Za-z0-9_-]{43}$/);
-    expect(mintToken("mwt")).not.toBe(token);
-    expect(hashToken(token)).toMatch(/^[0-9a-f]{64}$/);
-    expect(secretsEqual(token, token)).toBe(true);
-    expect(secretsEqual(token, `${token}x`)).toBe(false);
+describe("values sealed before sealing moved to this package", () => {
+  // Sealed by the tenant platform's former services/crypto.ts with KEY_1 as version 1: rows hold this format.
+  it("still open, as text and as JSON", () => {
+    const sealer = Sealer.fromConfig(KEY_2, 2, `1:${KEY_1}`);
+    expect(sealer.open("Rei1JNm9EPNB4805.ObyXwAhnQkiFfy1soAnSBQ.KL1lZEeWDQ", 1, "ws_a:API_KEY")).toBe(
+      "hunter2",
+    );
+    expect(
+      sealer.openJson("8M-LYUgXPgS8vpMa.BrdHYFXJSePmdbTruEDCgw.VyBCN0m9VFPb", 1, "cp:org:org_1:tenant-env"),
+    ).toEqual({ A: "b" });
+    expect(sealer.openUnversioned("Rei1JNm9EPNB4805.ObyXwAhnQkiFfy1soAnSBQ.KL1lZEeWDQ", "ws_a:API_KEY")).toBe(
+      "hunter2",
+    );
+  });
+
+  it("seal JSON that opens back to the same value", () => {
+    const sealer = Sealer.fromConfig(KEY_1, 1, "");
+    const { sealed, keyVersion } = sealer.sealJson({ env: { A: "b" }, n: 1 }, "ad");
+    expect(sealed.split(".")).toHaveLength(3);
+    expect(sealer.openJson(sealed, keyVersion, "ad")).toEqual({ env: { A: "b" }, n: 1 });
   });
 });

@@ -1,0 +1,3 @@
+export * from "./sealing.ts";
+export * from "./signing.ts";
+export * from "./tokens.ts";

@@ -204,20 +204,23 @@ export interface RecordedStep {
 
 /**
  * Times an operation's steps (each from the end of the one before) and writes them in order: each `write` starts
- * after the previous one finished. `onStep` is told of each step as it is reported.
+ * after the previous one finished. `onStep` is told of each step as it is reported; `now` is the clock.
  */
 export class StepRecorder {
-  private last = Date.now();
+  private last: number;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly write: (step: RecordedStep) => PromiseLike<unknown>,
     private readonly onStep?: (step: RecordedStep) => void,
-  ) {}
+    private readonly now: () => number = Date.now,
+  ) {
+    this.last = now();
+  }
 
   reporter(): (name: string, detail?: string) => void {
     return (name, detail) => {
-      const now = Date.now();
+      const now = this.now();
       const step: RecordedStep = {
         name,
         startedAt: new Date(this.last).toISOString(),

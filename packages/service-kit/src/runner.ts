@@ -1,0 +1,403 @@
+import { describeFailure, Scrubber, type StepReporter } from "@molecule/provisioner-core";
+import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, type SQL, sql } from "drizzle-orm";
+import type { AnyPgColumn, PgDatabase, PgQueryResultHKT, PgTable } from "drizzle-orm/pg-core";
+import { alias } from "drizzle-orm/pg-core";
+import type { Logger } from "pino";
+import {
+  ClaimGate,
+  keepLease,
+  quarantinedError,
+  retryDelayMs,
+  StepRecorder,
+  WorkLoop,
+} from "./operations.ts";
+
+/** The operation no longer applies (its subject is being deleted): it ends as failed with code `superseded`. */
+export class OperationSuperseded extends Error {}
+
+/** Not a failure: the operation must wait for something else; it runs again after `delayMs` without using an attempt. */
+export class OperationDeferred extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Why an operation failed, as the runner describes it before the table stores it. */
+export interface OperationFailure {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+/** The columns every operations table has, under these property names. */
+type RunnerColumn =
+  | "id"
+  | "status"
+  | "attempts"
+  | "steps"
+  | "error"
+  | "lockedBy"
+  | "lockedUntil"
+  | "runAfter"
+  | "createdAt"
+  | "updatedAt"
+  | "finishedAt";
+
+/** A drizzle table of durable operations: the runner's columns plus one naming the operation's subject. */
+export type OperationsTable = PgTable & Record<RunnerColumn, AnyPgColumn>;
+
+/** The least a row of such a table carries. */
+export interface OperationRowBase {
+  id: string;
+  kind: string;
+  attempts: number;
+}
+
+/** Which table the runner works on and how its rows differ. */
+export interface OperationTableAdapter<Row extends OperationRowBase, StoredError> {
+  table: OperationsTable;
+  /**
+   * The property naming what one operation at a time may act on (a workspace, an org); operations of one subject
+   * run one at a time, in the order they were asked for.
+   */
+  subject: string;
+  /** The error as this table stores it. */
+  storedError: (failure: OperationFailure) => StoredError;
+  /** Log fields naming the row (its ids). */
+  logFields: (row: Row) => Record<string, unknown>;
+}
+
+export interface OperationRunnerSettings {
+  operationLeaseMs: number;
+  operationMaxAttempts: number;
+}
+
+export interface OperationRunnerDeps {
+  // biome-ignore lint/suspicious/noExplicitAny: both apps' schemas are accepted.
+  db: PgDatabase<PgQueryResultHKT, any>;
+  logger: Logger;
+  clock: { now(): Date };
+  settings: OperationRunnerSettings;
+}
+
+/**
+ * What an app gives the runner: the work of one operation kind, called again on every attempt (so it must be
+ * idempotent), and what follows an operation's end. `perform` adds every secret it opens to `scrub`, so that no
+ * failure, step detail or log line carries it; what it returns is stored on the row when it succeeds.
+ */
+export interface OperationHandlers<Row extends OperationRowBase, StoredError> {
+  perform: (row: Row, step: StepReporter, scrub: Scrubber) => Promise<Record<string, unknown> | undefined>;
+  /** After an operation ended as failed for good (also when quarantined); not after `OperationSuperseded`. */
+  onFailed?: (row: Row, error: StoredError) => Promise<void>;
+  /** After any operation ended (succeeded, failed, superseded or quarantined). */
+  onFinished?: (row: Row, outcome: { status: "succeeded" | "failed"; error: StoredError | null }) => void;
+  /** Told of each step as it is recorded (its `detail` already scrubbed). */
+  onStep?: (row: Row, step: { name: string; durationMs: number }) => void;
+  /** The log text of an unexpected error (one that is not a backend error). */
+  unexpectedMessage?: string;
+  /**
+   * An attempt still running after this long is reported to `onHang` (once per attempt); the lease keeps being
+   * renewed, so the hook decides what a hang means (a log line, an alert).
+   */
+  hangAfterMs?: number;
+  onHang?: (row: Row, elapsedMs: number) => void;
+}
+
+type Claimed<Row> =
+  | { decision: "run" | "run_alone"; row: Row }
+  | { decision: "quarantine"; row: Row; abandonedBy: string | null }
+  | null;
+
+/**
+ * Runs durable operations of one table: claims one row at a time with `FOR UPDATE SKIP LOCKED` (one operation per
+ * subject at a time, in the order asked, ties of one timestamp broken by id), holds it under a lease it keeps
+ * renewing, records each step as it finishes, retries retryable backend errors with exponential backoff. A process
+ * killed mid-operation leaves a lease that expires; whoever claims the row next runs it again (alone, and only while
+ * attempts are left: see ClaimGate), and every backend call is idempotent, so it converges.
+ */
+export class OperationRunner<Row extends OperationRowBase, StoredError> extends WorkLoop<Row> {
+  private readonly gate = new ClaimGate();
+
+  constructor(
+    private readonly deps: OperationRunnerDeps,
+    private readonly adapter: OperationTableAdapter<Row, StoredError>,
+    private readonly instanceId: string,
+    private readonly handlers: OperationHandlers<Row, StoredError>,
+    pollIntervalMs = 500,
+  ) {
+    super({
+      claim: () => this.claim(),
+      execute: (operation) => this.execute(operation),
+      logger: deps.logger,
+      pollIntervalMs,
+      name: "operation",
+    });
+  }
+
+  private get t(): OperationsTable {
+    return this.adapter.table;
+  }
+
+  private column(table: PgTable, name: string): AnyPgColumn {
+    return (table as unknown as Record<string, AnyPgColumn>)[name] as AnyPgColumn;
+  }
+
+  // Drizzle cannot type a `set` on a table it only knows as a generic one; the keys are the runner's columns.
+  private update(values: Record<string, unknown>, where: SQL | undefined) {
+    // biome-ignore lint/suspicious/noExplicitAny: see above.
+    return (this.deps.db as PgDatabase<PgQueryResultHKT, any>)
+      .update(this.t)
+      .set(values as never)
+      .where(where);
+  }
+
+  private held(id: string): SQL | undefined {
+    return and(eq(this.t.id, id), eq(this.t.lockedBy, this.instanceId));
+  }
+
+  /**
+   * Takes the next operation this process may run, or null. A row whose last allowed attempt never finished is
+   * quarantined on the way (see ClaimGate) and the search goes on.
+   */
+  async claim(): Promise<Row | null> {
+    for (;;) {
+      if (!this.gate.open) return null;
+      const found = await this.claimOne();
+      if (!found) return null;
+      if (found.decision === "quarantine") {
+        await this.quarantined(found.row, found.abandonedBy);
+        continue;
+      }
+      this.gate.claimed(found.row.id, found.decision);
+      return found.row;
+    }
+  }
+
+  private claimOne(): Promise<Claimed<Row>> {
+    const { db, settings, clock } = this.deps;
+    const t = this.t;
+    const subject = this.column(t, this.adapter.subject);
+    const earlier = alias(t, "earlier") as unknown as OperationsTable;
+    const earlierSubject = this.column(earlier, this.adapter.subject);
+    return db.transaction(async (tx) => {
+      const now = clock.now();
+      const [candidate] = await tx
+        .select({ id: t.id, status: t.status, attempts: t.attempts, lockedBy: t.lockedBy })
+        .from(t)
+        .where(
+          and(
+            or(
+              and(eq(t.status, "pending"), lte(t.runAfter, now)),
+              and(eq(t.status, "running"), lt(t.lockedUntil, now)),
+            ),
+            // One operation per subject at a time, in the order they were asked for.
+            notExists(
+              tx
+                .select({ one: sql`1` })
+                .from(earlier)
+                .where(
+                  and(
+                    eq(earlierSubject, subject),
+                    ne(earlier.id, t.id),
+                    inArray(earlier.status, ["pending", "running"]),
+                    or(
+                      lt(earlier.createdAt, t.createdAt),
+                      // Ids sort by time too: they order requests made in the same millisecond.
+                      and(eq(earlier.createdAt, t.createdAt), lt(earlier.id, t.id)),
+                      and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
+                    ),
+                  ),
+                ),
+            ),
+          ),
+        )
+        .orderBy(asc(t.createdAt), asc(t.id))
+        .limit(1)
+        .for("update", { skipLocked: true });
+      if (!candidate) return null;
+      const row = candidate as { id: string; status: string; attempts: number; lockedBy: string | null };
+      const decision = this.gate.decide(row, settings.operationMaxAttempts);
+      if (decision === "quarantine") {
+        const error = this.adapter.storedError({
+          ...quarantinedError(row.attempts, settings.operationMaxAttempts),
+          retryable: false,
+        });
+        const [quarantined] = await tx
+          .update(t)
+          .set({
+            status: "failed",
+            error,
+            lockedBy: null,
+            lockedUntil: null,
+            updatedAt: now,
+            finishedAt: now,
+          } as never)
+          .where(eq(t.id, row.id))
+          .returning();
+        return quarantined ? { decision, row: quarantined as Row, abandonedBy: row.lockedBy } : null;
+      }
+      if (decision !== "run" && decision !== "run_alone") return null;
+      const [claimed] = await tx
+        .update(t)
+        .set({
+          status: "running",
+          lockedBy: this.instanceId,
+          lockedUntil: new Date(now.getTime() + settings.operationLeaseMs),
+          attempts: sql`${t.attempts} + 1`,
+          updatedAt: now,
+        } as never)
+        .where(eq(t.id, row.id))
+        .returning();
+      return claimed ? { decision, row: claimed as Row } : null;
+    });
+  }
+
+  /** A quarantined operation fails like any other that failed for good. */
+  private async quarantined(operation: Row, abandonedBy: string | null): Promise<void> {
+    const error = (operation as unknown as { error: StoredError }).error;
+    const { message } = error as unknown as { message: string };
+    this.deps.logger.error(
+      {
+        ...this.adapter.logFields(operation),
+        kind: operation.kind,
+        attempts: operation.attempts,
+        abandonedBy,
+      },
+      `operation quarantined: ${message}`,
+    );
+    this.handlers.onFinished?.(operation, { status: "failed", error });
+    await this.handlers.onFailed?.(operation, error);
+  }
+
+  async execute(operation: Row): Promise<void> {
+    const { logger, settings, clock } = this.deps;
+    const log = logger.child({ ...this.adapter.logFields(operation), kind: operation.kind });
+    const releaseLease = keepLease(
+      settings.operationLeaseMs,
+      () =>
+        this.update(
+          { lockedUntil: new Date(clock.now().getTime() + settings.operationLeaseMs) },
+          this.held(operation.id),
+        ),
+      (error) => log.warn({ err: error }, "lease renewal failed"),
+    );
+    const started = clock.now().getTime();
+    const hang =
+      this.handlers.hangAfterMs !== undefined && this.handlers.onHang
+        ? setTimeout(
+            () => this.handlers.onHang?.(operation, clock.now().getTime() - started),
+            this.handlers.hangAfterMs,
+          )
+        : null;
+    // Learns the secrets the attempt opens, so none reaches the row, an event or the log.
+    const scrub = new Scrubber();
+    // Appends finished steps to the operation row in order, each with its duration.
+    const recorder = new StepRecorder(
+      (step) =>
+        this.update(
+          { steps: sql`${this.t.steps} || ${JSON.stringify([step])}::jsonb`, updatedAt: clock.now() },
+          eq(this.t.id, operation.id),
+        ),
+      this.handlers.onStep
+        ? (step) => this.handlers.onStep?.(operation, { name: step.name, durationMs: step.durationMs })
+        : undefined,
+      () => clock.now().getTime(),
+    );
+    try {
+      const report = recorder.reporter();
+      const step: StepReporter = (name, detail) =>
+        report(name, detail === undefined ? undefined : scrub.text(detail));
+      const stored = await this.handlers.perform(operation, step, scrub);
+      await recorder.flush();
+      await this.finish(operation, "succeeded", null, stored ?? {});
+      log.info({ attempts: operation.attempts }, "operation succeeded");
+    } catch (error) {
+      await recorder.flush().catch(() => {});
+      await this.fail(operation, error, log, scrub);
+    } finally {
+      if (hang) clearTimeout(hang);
+      releaseLease();
+      this.gate.finished(operation.id);
+    }
+  }
+
+  private async fail(operation: Row, error: unknown, log: Logger, scrub: Scrubber): Promise<void> {
+    const now = this.deps.clock.now();
+    if (error instanceof OperationSuperseded) {
+      const stored = this.adapter.storedError({
+        code: "superseded",
+        message: error.message,
+        retryable: false,
+      });
+      await this.finish(operation, "failed", stored);
+      return;
+    }
+    if (error instanceof OperationDeferred) {
+      await this.reschedule(operation, new Date(now.getTime() + error.delayMs), null, true);
+      return;
+    }
+    const report = describeFailure(
+      error,
+      this.handlers.unexpectedMessage ?? "unexpected error; see the service log for details",
+      scrub,
+    );
+    const failure = this.adapter.storedError({
+      code: report.code,
+      message: report.message,
+      retryable: report.retryable,
+    });
+    if (report.retryable && operation.attempts < this.deps.settings.operationMaxAttempts) {
+      const delay = retryDelayMs(operation.attempts);
+      log.warn(
+        { ...report.log, attempts: operation.attempts, retryInMs: delay },
+        "operation failed; will retry",
+      );
+      await this.reschedule(operation, new Date(now.getTime() + delay), failure, false);
+      return;
+    }
+    log.error({ ...report.log, attempts: operation.attempts }, "operation failed");
+    if (await this.finish(operation, "failed", failure)) {
+      await this.handlers.onFailed?.(operation, failure);
+    }
+  }
+
+  private async reschedule(
+    operation: Row,
+    runAfter: Date,
+    error: StoredError | null,
+    refundAttempt: boolean,
+  ): Promise<void> {
+    await this.update(
+      {
+        status: "pending",
+        lockedBy: null,
+        lockedUntil: null,
+        runAfter,
+        ...(error ? { error } : {}),
+        ...(refundAttempt ? { attempts: sql`${this.t.attempts} - 1` } : {}),
+        updatedAt: this.deps.clock.now(),
+      },
+      this.held(operation.id),
+    );
+  }
+
+  /** Ends the operation if this runner still holds it; false when it lost the lease (or the row is gone). */
+  private async finish(
+    operation: Row,
+    status: "succeeded" | "failed",
+    error: StoredError | null,
+    stored: Record<string, unknown> = {},
+  ): Promise<boolean> {
+    const now = this.deps.clock.now();
+    const finished = await this.update(
+      { ...stored, status, error, lockedBy: null, lockedUntil: null, updatedAt: now, finishedAt: now },
+      this.held(operation.id),
+    ).returning({ id: this.t.id });
+    if (finished.length === 0) return false;
+    this.handlers.onFinished?.(operation, { status, error });
+    return true;
+  }
+}

@@ -1,6 +1,7 @@
 import { RESERVED_ENV_KEYS } from "@molecule/contracts";
 import { ProvisionerError } from "@molecule/provisioner-core";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
+import { retryDelayMs } from "@molecule/service-kit/operations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform, type TestResponse } from "../../../test-support/platform.ts";
 
@@ -185,8 +186,9 @@ describe("backend failures end operations clearly", () => {
     let operation = await platform.call("GET", `/operations/${created.body.operation.id}`);
     expect(operation.body.status).toBe("pending");
     expect(operation.body.error.message).toBe("engine busy");
-    // The retry waits out its backoff; move past it.
-    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    // The retry waits out its backoff; move the clock past it.
+    expect(await platform.runner.drain()).toBe(0);
+    platform.clock.advance(retryDelayMs(1));
     await platform.runner.drain();
     operation = await platform.call("GET", `/operations/${created.body.operation.id}`);
     expect(operation.body.status).toBe("succeeded");

@@ -1,0 +1,254 @@
+import { Writable } from "node:stream";
+import { ProvisionerError } from "@molecule/provisioner-core";
+import { eq, sql } from "drizzle-orm";
+import { integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import pino from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
+import { QUARANTINED, retryDelayMs } from "./operations.ts";
+import {
+  OperationDeferred,
+  type OperationHandlers,
+  OperationRunner,
+  OperationSuperseded,
+  type OperationsTable,
+} from "./runner.ts";
+
+// A table of its own: the runner knows nothing of either service's operations.
+const jobs = pgTable("runner_jobs", {
+  id: text("id").primaryKey(),
+  queue: text("queue").notNull(),
+  kind: text("kind").notNull(),
+  status: text("status").notNull().default("pending"),
+  attempts: integer("attempts").notNull().default(0),
+  steps: jsonb("steps").notNull().default([]),
+  result: jsonb("result"),
+  error: jsonb("error"),
+  lockedBy: text("locked_by"),
+  lockedUntil: timestamp("locked_until", { withTimezone: true }),
+  runAfter: timestamp("run_after", { withTimezone: true }).notNull(),
+  createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+  updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
+  finishedAt: timestamp("finished_at", { withTimezone: true }),
+});
+type Job = typeof jobs.$inferSelect;
+type JobError = { code: string; message: string; retryable: boolean };
+
+class Clock {
+  constructor(private ms = Date.parse("2026-01-01T00:00:00Z")) {}
+  now(): Date {
+    return new Date(this.ms);
+  }
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+const settings = { operationLeaseMs: 30_000, operationMaxAttempts: 3 };
+let database: TestDatabase;
+let clock: Clock;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  await database.db.execute(sql`
+    CREATE TABLE runner_jobs (
+      id text PRIMARY KEY, queue text NOT NULL, kind text NOT NULL, status text NOT NULL DEFAULT 'pending',
+      attempts integer NOT NULL DEFAULT 0, steps jsonb NOT NULL DEFAULT '[]', result jsonb, error jsonb,
+      locked_by text, locked_until timestamptz, run_after timestamptz NOT NULL, created_at timestamptz NOT NULL,
+      updated_at timestamptz NOT NULL, finished_at timestamptz)`);
+});
+afterAll(async () => {
+  await database.drop();
+});
+beforeEach(async () => {
+  clock = new Clock();
+  await database.db.delete(jobs);
+});
+
+function logger() {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      lines.push(JSON.parse(String(chunk)));
+      done();
+    },
+  });
+  return { logger: pino({ level: "info" }, stream), lines };
+}
+
+function runner(handlers: OperationHandlers<Job, JobError>, instanceId = "runner-a") {
+  const log = logger();
+  const run = new OperationRunner<Job, JobError>(
+    { db: database.db, logger: log.logger, clock, settings },
+    {
+      table: jobs as unknown as OperationsTable,
+      subject: "queue",
+      storedError: (failure) => failure,
+      logFields: (job) => ({ jobId: job.id, queue: job.queue }),
+    },
+    instanceId,
+    handlers,
+  );
+  return { run, lines: log.lines };
+}
+
+async function add(id: string, queue: string, values: Partial<Job> = {}): Promise<void> {
+  const now = clock.now();
+  await database.db
+    .insert(jobs)
+    .values({ id, queue, kind: "work", runAfter: now, createdAt: now, updatedAt: now, ...values });
+}
+
+async function job(id: string): Promise<Job> {
+  const [row] = await database.db.select().from(jobs).where(eq(jobs.id, id));
+  if (!row) throw new Error(`no job ${id}`);
+  return row;
+}
+
+describe("the durable-operation runner on a table of its own", () => {
+  it("runs one operation per subject at a time, in request order, ids ordering one timestamp", async () => {
+    await add("job-b", "q1");
+    await add("job-a", "q1");
+    clock.advance(1);
+    await add("job-c", "q2");
+    const { run } = runner({ perform: async () => undefined });
+    expect((await run.claim())?.id).toBe("job-a");
+    // job-b waits for job-a, whose lease is alive; the other subject's job runs beside it.
+    expect((await run.claim())?.id).toBe("job-c");
+    expect(await run.claim()).toBeNull();
+  });
+
+  it("records steps and the stored outcome; a retryable failure waits out its backoff on the clock", async () => {
+    await add("job-1", "q1");
+    let calls = 0;
+    const failed: string[] = [];
+    const finished: string[] = [];
+    const { run } = runner({
+      perform: async (_job, step) => {
+        calls++;
+        clock.advance(40);
+        step("first", "detail");
+        if (calls === 1) throw new ProvisionerError("backend_unavailable", "engine busy", true);
+        return { result: { done: true } };
+      },
+      onFailed: async (row) => {
+        failed.push(row.id);
+      },
+      onFinished: (row, outcome) => finished.push(`${row.id}:${outcome.status}`),
+    });
+    expect(await run.drain()).toBe(1);
+    expect(await job("job-1")).toMatchObject({
+      status: "pending",
+      attempts: 1,
+      error: { code: "backend_unavailable", message: "engine busy", retryable: true },
+      lockedBy: null,
+    });
+    expect(await run.drain()).toBe(0);
+    clock.advance(retryDelayMs(1));
+    expect(await run.drain()).toBe(1);
+    const done = await job("job-1");
+    expect(done).toMatchObject({ status: "succeeded", attempts: 2, error: null, result: { done: true } });
+    expect(done.steps).toEqual([
+      expect.objectContaining({ name: "first", durationMs: 40, detail: "detail" }),
+      expect.objectContaining({ name: "first", durationMs: 40, detail: "detail" }),
+    ]);
+    expect(done.finishedAt).toEqual(clock.now());
+    expect(failed).toEqual([]);
+    expect(finished).toEqual(["job-1:succeeded"]);
+  });
+
+  it("a failure for good calls onFailed, with the error text scrubbed of the secrets the attempt opened", async () => {
+    await add("job-1", "q1");
+    const failed: JobError[] = [];
+    const { run } = runner({
+      perform: async (_job, _step, scrub) => {
+        scrub.learn({ env: { TOKEN: "s3cret-value" }, secretKeys: ["TOKEN"] });
+        throw new ProvisionerError("invalid_spec", "bad token s3cret-value", false);
+      },
+      onFailed: async (_row, error) => {
+        failed.push(error);
+      },
+    });
+    await run.drain();
+    expect(await job("job-1")).toMatchObject({ status: "failed", attempts: 1 });
+    expect(failed).toHaveLength(1);
+    expect(failed[0]?.code).toBe("invalid_spec");
+    expect(failed[0]?.message).not.toContain("s3cret-value");
+  });
+
+  it("supersede ends without onFailed; defer waits without using an attempt", async () => {
+    await add("job-s", "q1");
+    await add("job-d", "q2");
+    const failed: string[] = [];
+    let deferred = 0;
+    const { run } = runner({
+      perform: async (row) => {
+        if (row.id === "job-s") throw new OperationSuperseded("the subject is being deleted");
+        if (deferred++ === 0) throw new OperationDeferred("waiting", 2_000);
+        return undefined;
+      },
+      onFailed: async (row) => {
+        failed.push(row.id);
+      },
+    });
+    expect(await run.drain()).toBe(2);
+    expect(await job("job-s")).toMatchObject({
+      status: "failed",
+      error: { code: "superseded", message: "the subject is being deleted", retryable: false },
+    });
+    expect(await job("job-d")).toMatchObject({ status: "pending", attempts: 0 });
+    expect(await run.drain()).toBe(0);
+    clock.advance(2_000);
+    expect(await run.drain()).toBe(1);
+    expect(await job("job-d")).toMatchObject({ status: "succeeded", attempts: 1 });
+    expect(failed).toEqual([]);
+  });
+
+  it("quarantines an operation whose last attempt never finished, and runs a recovered one alone", async () => {
+    const expired = new Date(clock.now().getTime() - 1);
+    await add("job-poison", "q1", { status: "running", attempts: 3, lockedBy: "dead", lockedUntil: expired });
+    await add("job-recovered", "q2", {
+      status: "running",
+      attempts: 1,
+      lockedBy: "dead",
+      lockedUntil: expired,
+    });
+    clock.advance(1);
+    await add("job-next", "q3");
+    const performed: string[] = [];
+    const failed: JobError[] = [];
+    const { run, lines } = runner({
+      perform: async (row) => {
+        performed.push(row.id);
+        return undefined;
+      },
+      onFailed: async (_row, error) => {
+        failed.push(error);
+      },
+    });
+    expect((await run.claim())?.id).toBe("job-recovered");
+    expect(await job("job-poison")).toMatchObject({ status: "failed", error: { code: QUARANTINED } });
+    expect(failed.map((error) => error.code)).toEqual([QUARANTINED]);
+    expect(lines.filter((line) => String(line.msg).startsWith("operation quarantined"))).toHaveLength(1);
+    // Nothing is claimed beside the recovered operation.
+    expect(await run.claim()).toBeNull();
+    const recovered = await job("job-recovered");
+    await run.execute(recovered);
+    expect(await run.drain()).toBe(1);
+    expect(performed).toEqual(["job-recovered", "job-next"]);
+    expect(await job("job-recovered")).toMatchObject({ status: "succeeded", attempts: 2 });
+  });
+
+  it("another runner cannot finish an operation whose lease it does not hold", async () => {
+    await add("job-1", "q1");
+    const { run: first } = runner({ perform: async () => undefined }, "runner-a");
+    const claimed = await first.claim();
+    if (!claimed) throw new Error("nothing claimed");
+    const { run: second } = runner({ perform: async () => undefined }, "runner-b");
+    expect(await second.claim()).toBeNull();
+    await second.execute(claimed);
+    expect(await job("job-1")).toMatchObject({ status: "running", lockedBy: "runner-a" });
+    await first.execute(claimed);
+    expect(await job("job-1")).toMatchObject({ status: "succeeded", lockedBy: null });
+  });
+});

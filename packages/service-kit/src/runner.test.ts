@@ -251,4 +251,28 @@ describe("the durable-operation runner on a table of its own", () => {
     await first.execute(claimed);
     expect(await job("job-1")).toMatchObject({ status: "succeeded", lockedBy: null });
   });
+
+  it("tells the hang hook of an attempt still running past its deadline, once, and still finishes it", async () => {
+    await add("job-1", "q1");
+    const hangs: string[] = [];
+    let hung: () => void = () => {};
+    const reported = new Promise<void>((resolve) => {
+      hung = resolve;
+    });
+    const { run } = runner({
+      perform: async () => {
+        // Runs until the hook has been told: the deadline passes while the attempt is under way.
+        await reported;
+        return undefined;
+      },
+      hangAfterMs: 0,
+      onHang: (row) => {
+        hangs.push(row.id);
+        hung();
+      },
+    });
+    expect(await run.drain()).toBe(1);
+    expect(hangs).toEqual(["job-1"]);
+    expect(await job("job-1")).toMatchObject({ status: "succeeded" });
+  });
 });

@@ -1,3 +1,4 @@
+/// <reference path="./docker-modem-http.d.ts" />
 /**
  * The one way this codebase makes a Docker client. dockerode's transport (docker-modem) sends every request through
  * its own copy of an old follow-redirects: on a 3xx with a Location it issues a second request to wherever the

@@ -352,11 +352,15 @@ describe("an external workspace's life", () => {
     expect([401, 404]).toContain(during.status);
     expect(["removing", "removed"]).toContain((await statusOf(id)).status);
 
-    // The platform's own runner (started by listen) picks the delete up.
+    // The platform's own runner (started by listen) picks the delete up. The workspace reads `removed` as soon as
+    // the operation's last step has moved it, a moment before the runner records the operation's own end.
     await waitFor("the delete to finish", async () =>
       (await statusOf(id)).status === "removed" ? true : undefined,
     );
-    const operation = await platform.call("GET", `/operations/${deleted.body.operation.id}`);
+    const operation = await waitFor("the delete operation to end", async () => {
+      const read = await platform.call("GET", `/operations/${deleted.body.operation.id}`);
+      return read.body.status === "running" ? undefined : read;
+    });
     expect(operation.body.status).toBe("succeeded");
     expect(operation.body.steps.map((step: { name: string }) => step.name)).toEqual([
       "external_agent_disconnected",

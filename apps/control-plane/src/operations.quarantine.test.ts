@@ -14,21 +14,17 @@ import { createOperationRunner } from "./app.ts";
 import { cpOperations } from "./db/schema.ts";
 import { OperationRunner } from "./services/runner.ts";
 import { performWorkspaceOperation, workspaceOperationFailed } from "./services/workspace-operations.ts";
-import { createTestControlPlane, type TenantIdentity, type TestControlPlane } from "./testing.ts";
+import {
+  createTestControlPlane,
+  type TenantIdentity,
+  type TestControlPlane,
+  workspaceSpec,
+} from "./testing.ts";
 
 let cp: TestControlPlane;
 let fake: FakeProvisioner;
 let org: TenantIdentity;
 let other: TenantIdentity;
-
-const spec = (workspaceId: string) => ({
-  workspace_id: workspaceId,
-  runtime: "echo",
-  tier: 2,
-  env: { WORKSPACE_ID: workspaceId },
-  secret_keys: [],
-  metadata: {},
-});
 
 beforeAll(async () => {
   fake = createFakeProvisioner();
@@ -41,7 +37,9 @@ afterAll(() => cp.close());
 
 async function provision(identity: TenantIdentity): Promise<{ workspaceId: string; operationId: string }> {
   const workspaceId = cp.deps.ids.next("ws");
-  const accepted = await cp.tenant(identity, "POST", "/cp/workspaces/provision", { body: spec(workspaceId) });
+  const accepted = await cp.tenant(identity, "POST", "/cp/workspaces/provision", {
+    body: workspaceSpec(workspaceId),
+  });
   expect(accepted.status, accepted.text).toBe(202);
   return { workspaceId, operationId: accepted.body.operation.id };
 }

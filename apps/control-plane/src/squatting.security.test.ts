@@ -15,7 +15,7 @@ import {
 } from "@molecule/provisioner-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDockerTenantBackend, tenantContainerName, tenantVolumeName } from "./tenants/docker.ts";
-import { createTestControlPlane, type TestControlPlane } from "./testing.ts";
+import { createTestControlPlane, type TestControlPlane, workspaceSpec } from "./testing.ts";
 
 const docker = createDockerClient();
 const suffix = randomBytes(3).toString("hex");
@@ -69,15 +69,6 @@ afterAll(async () => {
   await cleanup();
 });
 
-const spec = (workspaceId: string) => ({
-  workspace_id: workspaceId,
-  runtime: "echo",
-  tier: 2,
-  env: { WORKSPACE_ID: workspaceId },
-  secret_keys: [],
-  metadata: {},
-});
-
 async function deleteOrg(slug: string): Promise<void> {
   expect((await cp.admin("DELETE", `/cp/orgs/${slug}`, { confirm: slug })).status).toBe(202);
   await cp.runner.drain();
@@ -93,7 +84,7 @@ describe("resource names across orgs", { timeout: 180_000 }, () => {
 
     for (const name of victimNames) {
       // Through the API: a workspace id must be a minted id.
-      const reply = await cp.tenant(beta, "POST", "/cp/workspaces/provision", { body: spec(name) });
+      const reply = await cp.tenant(beta, "POST", "/cp/workspaces/provision", { body: workspaceSpec(name) });
       expect(reply.status, reply.text).toBe(400);
       expect(reply.body.error.code).toBe("bad_request");
       // At the provisioner boundary, whatever the caller: no engine call is made for it.
@@ -135,7 +126,8 @@ describe("resource names across orgs", { timeout: 180_000 }, () => {
     // Beta's own workspaces still work beside it, under their own names.
     const workspaceId = ids.next("ws");
     expect(
-      (await cp.tenant(beta, "POST", "/cp/workspaces/provision", { body: spec(workspaceId) })).status,
+      (await cp.tenant(beta, "POST", "/cp/workspaces/provision", { body: workspaceSpec(workspaceId) }))
+        .status,
     ).toBe(202);
     await cp.runner.drain();
     expect(await exists("container", `ws-${workspaceId.slice(3)}`)).toBe(true);

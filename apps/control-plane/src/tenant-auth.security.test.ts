@@ -8,6 +8,7 @@ import {
   SHARED_SECRET,
   type TenantIdentity,
   type TestControlPlane,
+  workspaceSpec,
 } from "./testing.ts";
 
 let cp: TestControlPlane;
@@ -17,15 +18,6 @@ let beta: TenantIdentity;
 let alphaWorkspace: string;
 let alphaOperation: string;
 
-const spec = (workspaceId: string) => ({
-  workspace_id: workspaceId,
-  runtime: "echo",
-  tier: 2,
-  env: { WORKSPACE_ID: workspaceId },
-  secret_keys: [],
-  metadata: {},
-});
-
 beforeAll(async () => {
   fake = createFakeProvisioner();
   cp = await createTestControlPlane({ provisioner: fake });
@@ -33,7 +25,9 @@ beforeAll(async () => {
   beta = await cp.createOrg("beta-org");
   await cp.runner.drain();
   alphaWorkspace = "ws_01jcpsecurity0000000000001";
-  const accepted = await cp.tenant(alpha, "POST", "/cp/workspaces/provision", { body: spec(alphaWorkspace) });
+  const accepted = await cp.tenant(alpha, "POST", "/cp/workspaces/provision", {
+    body: workspaceSpec(alphaWorkspace),
+  });
   expect(accepted.status).toBe(202);
   alphaOperation = accepted.body.operation.id;
   await cp.runner.drain();
@@ -53,7 +47,7 @@ async function refused(call: () => ReturnType<TestControlPlane["tenant"]>, messa
 }
 
 const provisionBody = () =>
-  spec(`ws_01jcpsecurity${String(Math.floor(Math.random() * 1e12)).padStart(13, "0")}`);
+  workspaceSpec(`ws_01jcpsecurity${String(Math.floor(Math.random() * 1e12)).padStart(13, "0")}`);
 
 describe("signed tenant requests", () => {
   it("the control case: a correctly signed request is accepted", async () => {
@@ -334,7 +328,7 @@ describe("org isolation", () => {
       ["GET", `/cp/operations/${alphaOperation}`, undefined],
       ["POST", `/cp/workspaces/${alphaWorkspace}/stop`, {}],
       ["POST", `/cp/workspaces/${alphaWorkspace}/suspend`, {}],
-      ["POST", `/cp/workspaces/${alphaWorkspace}/start`, { spec: spec(alphaWorkspace) }],
+      ["POST", `/cp/workspaces/${alphaWorkspace}/start`, { spec: workspaceSpec(alphaWorkspace) }],
       ["DELETE", `/cp/workspaces/${alphaWorkspace}`, undefined],
     ] as const) {
       const reply = await cp.tenant(beta, method, path, body === undefined ? {} : { body });
@@ -350,7 +344,9 @@ describe("org isolation", () => {
 
   it("provisioning a workspace id another org holds is refused (409, generic) without touching it", async () => {
     const before = await cp.snapshot({ exceptNonces: true });
-    const reply = await cp.tenant(beta, "POST", "/cp/workspaces/provision", { body: spec(alphaWorkspace) });
+    const reply = await cp.tenant(beta, "POST", "/cp/workspaces/provision", {
+      body: workspaceSpec(alphaWorkspace),
+    });
     expect(reply.status).toBe(409);
     expect(reply.body.error).toMatchObject({ code: "conflict" });
     expect(reply.text).not.toContain(alpha.orgId);
@@ -367,7 +363,7 @@ describe("org isolation", () => {
     });
     expect(a.status).toBe(202);
     const b = await cp.tenant(beta, "POST", "/cp/workspaces/provision", {
-      body: spec("ws_01jcpsecurity0000000000002"),
+      body: workspaceSpec("ws_01jcpsecurity0000000000002"),
       idempotencyKey: key,
     });
     expect(b.status).toBe(202);

@@ -22,6 +22,16 @@ import { createFakeTenantBackend, type FakeTenantBackend } from "./tenants/fake.
 export const ADMIN_TOKEN = "cp-admin-token-for-tests-0123456789";
 export const SHARED_SECRET = "provision-shared-secret-for-tests-0123456789abcdef";
 
+/** A minimal valid workspace spec a tenant sends to provision or start `workspaceId`. */
+export const workspaceSpec = (workspaceId: string) => ({
+  workspace_id: workspaceId,
+  runtime: "echo",
+  tier: 2,
+  env: { WORKSPACE_ID: workspaceId },
+  secret_keys: [],
+  metadata: {},
+});
+
 export interface ManualClock {
   now(): Date;
   advance(ms: number): void;

@@ -7,21 +7,18 @@ import { createIdGenerator, ErrorEnvelope, isId } from "@molecule/contracts";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HOSTILE_WORKSPACE_IDS } from "../../../test-support/hostile-ids.ts";
-import { createTestControlPlane, type Reply, type TenantIdentity, type TestControlPlane } from "./testing.ts";
+import {
+  createTestControlPlane,
+  type Reply,
+  type TenantIdentity,
+  type TestControlPlane,
+  workspaceSpec,
+} from "./testing.ts";
 
 const ids = createIdGenerator();
 let cp: TestControlPlane;
 let fake: FakeProvisioner;
 let org: TenantIdentity;
-
-const spec = (workspaceId: string) => ({
-  workspace_id: workspaceId,
-  runtime: "echo",
-  tier: 2,
-  env: { WORKSPACE_ID: workspaceId },
-  secret_keys: [],
-  metadata: {},
-});
 
 beforeAll(async () => {
   fake = createFakeProvisioner();
@@ -41,7 +38,7 @@ function expectRefused(reply: Reply, status: number, what: string): void {
 async function stillServes(): Promise<void> {
   expect((await cp.app.request("/health")).status).toBe(200);
   const id = ids.next("ws");
-  const accepted = await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec(id) });
+  const accepted = await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: workspaceSpec(id) });
   expect(accepted.status).toBe(202);
   await cp.runner.drain();
   const shown = await cp.tenant(org, "GET", `/cp/operations/${accepted.body.operation.id}`);
@@ -51,23 +48,25 @@ async function stillServes(): Promise<void> {
 describe("workspace ids a tenant sends", () => {
   it("a provision or start whose spec carries anything but a minted workspace id is a 400; nothing changes", async () => {
     const existing = ids.next("ws");
-    expect((await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec(existing) })).status).toBe(
-      202,
-    );
+    expect(
+      (await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: workspaceSpec(existing) })).status,
+    ).toBe(202);
     await cp.runner.drain();
     const before = await cp.snapshot({ exceptNonces: true });
     const backendBefore = JSON.stringify(fake.workspaces());
 
     for (const bad of HOSTILE_WORKSPACE_IDS) {
       const what = JSON.stringify(bad);
-      const provision = await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec(bad) });
+      const provision = await cp.tenant(org, "POST", "/cp/workspaces/provision", {
+        body: workspaceSpec(bad),
+      });
       expectRefused(provision, 400, `provision ${what}`);
       expect(provision.body.error).toMatchObject({ code: "bad_request" });
       expect(provision.body.error.message).toContain("workspace_id");
       if (bad.length > 3) expect(provision.text).not.toContain(JSON.stringify(bad).slice(1, -1));
 
       const start = await cp.tenant(org, "POST", `/cp/workspaces/${existing}/start`, {
-        body: { spec: spec(bad) },
+        body: { spec: workspaceSpec(bad) },
       });
       expectRefused(start, 400, `start ${what}`);
     }
@@ -80,13 +79,13 @@ describe("workspace ids a tenant sends", () => {
 
   it("every :id route refuses a malformed id before any lookup; nothing changes", async () => {
     const existing = ids.next("ws");
-    expect((await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: spec(existing) })).status).toBe(
-      202,
-    );
+    expect(
+      (await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: workspaceSpec(existing) })).status,
+    ).toBe(202);
     await cp.runner.drain();
     const before = await cp.snapshot({ exceptNonces: true });
     const routes: [string, (id: string) => string, unknown?][] = [
-      ["POST", (id) => `/cp/workspaces/${id}/start`, { spec: spec(existing) }],
+      ["POST", (id) => `/cp/workspaces/${id}/start`, { spec: workspaceSpec(existing) }],
       ["POST", (id) => `/cp/workspaces/${id}/stop`, {}],
       ["POST", (id) => `/cp/workspaces/${id}/suspend`, {}],
       ["DELETE", (id) => `/cp/workspaces/${id}`],

@@ -80,9 +80,9 @@ describe("resolveSecrets", () => {
   it("never generates in production, even for a configuration built without loadConfig", () => {
     const dir = join(folder(), "data");
     const config = loadConfig({ MOLECULE_DATA_DIR: dir });
-    expect(() => resolveSecrets({ ...config, environment: "production" })).toThrow(
-      /production never generates secrets/,
-    );
+    for (const environment of ["production", "prod"] as const) {
+      expect(() => resolveSecrets({ ...config, environment })).toThrow(/production never generates secrets/);
+    }
     expect(existsSync(dir)).toBe(false);
   });
 });

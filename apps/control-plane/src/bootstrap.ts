@@ -1,5 +1,6 @@
 import { configuredOrPersisted, type DataDirSecret } from "@molecule/db/data-dir";
 import { mintHexKey, mintToken } from "@molecule/identity";
+import { isStrictEnvironment } from "@molecule/service-kit/config";
 import type { ControlPlaneConfig } from "./config.ts";
 
 /** Files in MOLECULE_DATA_DIR holding what development generated. */
@@ -23,7 +24,7 @@ export interface ControlPlaneSecrets {
  */
 export function resolveSecrets(config: ControlPlaneConfig): ControlPlaneSecrets {
   const dir = config.data.dir;
-  if (config.environment === "production") {
+  if (isStrictEnvironment(config.environment)) {
     const { adminToken, provisionSharedSecret } = config.auth;
     if (!adminToken || !provisionSharedSecret || !config.secrets.key) {
       throw new Error("production never generates secrets: configure them (see loadConfig)");

@@ -60,6 +60,18 @@ describe("control plane config", () => {
     }
   });
 
+  it("accepts the cloud guides' MOLECULE_ENV names too; prod is as strict as production", () => {
+    expect(() => loadConfig({ ...base, MOLECULE_ENV: "prod" })).toThrow(
+      "CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=prod",
+    );
+    expect(loadConfig({ ...production, MOLECULE_ENV: "prod" }).environment).toBe("prod");
+    for (const name of ["dev", "staging", "test"]) {
+      const config = loadConfig({ MOLECULE_ENV: name });
+      expect(config.environment).toBe(name);
+      expect(config.auth.adminToken).toBeNull();
+    }
+  });
+
   it("leaves the secrets unset in development without them (generated at start-up, see bootstrap.ts)", () => {
     const config = loadConfig({});
     expect(config.environment).toBe("development");

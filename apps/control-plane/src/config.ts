@@ -2,6 +2,7 @@ import { DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
 import {
   ConfigError,
   dockerHostUrl,
+  isStrictEnvironment,
   parseEnv,
   serviceConfig,
   serviceEnv,
@@ -100,13 +101,13 @@ function shape(env: z.infer<typeof EnvSchema>) {
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): ControlPlaneConfig {
   const config = shape(parseEnv(EnvSchema, env));
-  if (config.environment === "production") {
+  if (isStrictEnvironment(config.environment)) {
     const missing = [
       ["CP_ADMIN_API_TOKEN", config.auth.adminToken],
       ["PROVISION_SHARED_SECRET", config.auth.provisionSharedSecret],
       ["CP_SECRETS_ENCRYPTION_KEY", config.secrets.key],
     ].find(([, value]) => !value);
-    if (missing) throw new ConfigError(`${missing[0]} is required when MOLECULE_ENV=production`);
+    if (missing) throw new ConfigError(`${missing[0]} is required when MOLECULE_ENV=${config.environment}`);
   }
   if (config.tenantBackend.name === "external" && !config.tenantBackend.urlTemplate) {
     throw new ConfigError("TENANT_URL_TEMPLATE is required when CP_TENANT_BACKEND=external");

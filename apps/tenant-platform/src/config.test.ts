@@ -35,6 +35,18 @@ describe("loadConfig", () => {
     ).toThrow(/SECRETS_ENCRYPTION_KEY is required/);
   });
 
+  it("applies the production checks to MOLECULE_ENV=prod too, and keeps the name as given", () => {
+    expect(() => loadConfig({ MOLECULE_ENV: "prod" })).toThrow(
+      "ADMIN_TOKEN is required when MOLECULE_ENV=prod",
+    );
+    const strict = { ADMIN_TOKEN: "a-long-enough-admin-token", SECRETS_ENCRYPTION_KEY: "a".repeat(64) };
+    expect(loadConfig({ ...strict, MOLECULE_ENV: "prod" }).environment).toBe("prod");
+    for (const name of ["dev", "staging", "test", "development"]) {
+      expect(loadConfig({ MOLECULE_ENV: name }).environment).toBe(name);
+    }
+    expect(() => loadConfig({ MOLECULE_ENV: "qa" })).toThrow(/MOLECULE_ENV/);
+  });
+
   it("MOLECULE_ORG_ID turns on SaaS mode", () => {
     const config = loadConfig({
       MOLECULE_ORG_ID: "org_abc",

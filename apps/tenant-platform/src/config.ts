@@ -8,6 +8,7 @@ import {
 import {
   ConfigError,
   dockerHostUrl,
+  isStrictEnvironment,
   parseEnv,
   serviceConfig,
   serviceEnv,
@@ -192,11 +193,11 @@ export function loadConfig(env: Record<string, string | undefined>): TenantConfi
   const values = parseEnv(EnvSchema, env);
   const config = shape(values);
   if (config.backend.selection.backend === "controlplane") checkControlPlaneMode(config, env);
-  if (config.environment === "production" && !config.auth.adminToken) {
-    throw new ConfigError("ADMIN_TOKEN is required when MOLECULE_ENV=production");
+  if (isStrictEnvironment(config.environment) && !config.auth.adminToken) {
+    throw new ConfigError(`ADMIN_TOKEN is required when MOLECULE_ENV=${config.environment}`);
   }
-  if (config.environment === "production" && !config.secrets.key) {
-    throw new ConfigError("SECRETS_ENCRYPTION_KEY is required when MOLECULE_ENV=production");
+  if (isStrictEnvironment(config.environment) && !config.secrets.key) {
+    throw new ConfigError(`SECRETS_ENCRYPTION_KEY is required when MOLECULE_ENV=${config.environment}`);
   }
   return config;
 }

@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ConfigError, dockerHostUrl, parseEnv, serviceConfig, serviceEnv } from "./config.ts";
+import {
+  ConfigError,
+  dockerHostUrl,
+  isStrictEnvironment,
+  MOLECULE_ENVIRONMENTS,
+  parseEnv,
+  serviceConfig,
+  serviceEnv,
+} from "./config.ts";
 
 const Schema = z.object({
   ...serviceEnv({ port: 9000, dataDir: "./.data/x" }),
@@ -38,6 +46,26 @@ describe("serviceConfig", () => {
       operations: { leaseMs: 12_000, maxAttempts: 5 },
       logLevel: "info",
     });
+  });
+});
+
+describe("MOLECULE_ENV", () => {
+  it("accepts both vocabularies and keeps the name as given", () => {
+    for (const name of ["development", "test", "production", "dev", "staging", "prod"]) {
+      expect(serviceConfig(parseEnv(Schema, { MOLECULE_ENV: name }), "http://x").environment).toBe(name);
+    }
+    expect(MOLECULE_ENVIRONMENTS).toHaveLength(6);
+  });
+
+  it("refuses any other name with one line", () => {
+    expect(() => parseEnv(Schema, { MOLECULE_ENV: "Production" })).toThrow(
+      /^invalid configuration: MOLECULE_ENV: /,
+    );
+    expect(() => parseEnv(Schema, { MOLECULE_ENV: "qa" })).toThrow(/^invalid configuration: MOLECULE_ENV: /);
+  });
+
+  it("is strict (production checks) for prod and production only", () => {
+    expect(MOLECULE_ENVIRONMENTS.filter(isStrictEnvironment)).toEqual(["production", "prod"]);
   });
 });
 

@@ -2,10 +2,25 @@ import { z } from "zod";
 
 export class ConfigError extends Error {}
 
+/**
+ * MOLECULE_ENV: the operator's name for this environment. Both vocabularies are accepted: the services' own
+ * (`development`, `test`, `production`) and the cloud guides' (`dev`, `staging`, `prod`). The name is kept as given,
+ * since cloud resources are tagged with it.
+ */
+export const MOLECULE_ENVIRONMENTS = ["development", "test", "production", "dev", "staging", "prod"] as const;
+export type MoleculeEnvironment = (typeof MOLECULE_ENVIRONMENTS)[number];
+
+/** The environments where the production checks apply: required secrets are never generated. */
+const STRICT_ENVIRONMENTS: ReadonlySet<string> = new Set<MoleculeEnvironment>(["production", "prod"]);
+
+export function isStrictEnvironment(environment: string): boolean {
+  return STRICT_ENVIRONMENTS.has(environment);
+}
+
 /** The variables every service reads, with the same meaning; only the port and data folder defaults differ. */
 export function serviceEnv(defaults: { port: number; dataDir: string }) {
   return {
-    MOLECULE_ENV: z.enum(["development", "production", "test"]).default("development"),
+    MOLECULE_ENV: z.enum(MOLECULE_ENVIRONMENTS).default("development"),
     PORT: z.coerce.number().int().min(0).max(65535).default(defaults.port),
     HOST: z.string().default("0.0.0.0"),
     MOLECULE_DATA_DIR: z.string().default(defaults.dataDir),

@@ -1,1 +1,8 @@
-export {};
+export {
+  MOTO_APT_PACKAGES,
+  MOTO_VERSION,
+  type MotoOptions,
+  type MotoServer,
+  startMoto,
+  unpackMoto,
+} from "./moto.ts";

@@ -1,0 +1,47 @@
+import {
+  CreateVpcCommand,
+  DescribeRegionsCommand,
+  DescribeVpcsCommand,
+  EC2Client,
+} from "@aws-sdk/client-ec2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type MotoServer, startMoto } from "./moto.ts";
+
+describe("startMoto", () => {
+  let moto: MotoServer;
+  let ec2: EC2Client;
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    ec2 = new EC2Client({
+      endpoint: moto.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "test", secretAccessKey: "test" },
+    });
+  });
+
+  afterAll(async () => {
+    ec2?.destroy();
+    await moto?.stop();
+  });
+
+  it("listens on loopback and answers EC2 calls made with the AWS SDK", async () => {
+    expect(moto.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const regions = await ec2.send(new DescribeRegionsCommand({}));
+    expect(regions.Regions?.map((r) => r.RegionName)).toContain("us-east-1");
+
+    const created = await ec2.send(new CreateVpcCommand({ CidrBlock: "10.42.0.0/16" }));
+    const vpcId = created.Vpc?.VpcId;
+    expect(vpcId).toMatch(/^vpc-/);
+    const described = await ec2.send(new DescribeVpcsCommand({ VpcIds: [vpcId as string] }));
+    expect(described.Vpcs?.[0]?.CidrBlock).toBe("10.42.0.0/16");
+  });
+
+  it("stop() ends the python process", async () => {
+    const second = await startMoto();
+    expect(second.endpoint).not.toBe(moto.endpoint);
+    await second.stop();
+    expect(() => process.kill(second.pid, 0)).toThrow();
+    await expect(fetch(`${second.endpoint}/moto-api/`)).rejects.toThrow();
+  });
+});

@@ -1,5 +1,6 @@
 export * from "./controlplane/index.ts";
 export * from "./docker/index.ts";
+export * from "./ec2/index.ts";
 export * from "./errors.ts";
 export * from "./flyio/index.ts";
 export * from "./naming.ts";

@@ -1,0 +1,276 @@
+/**
+ * How a VM gets its environment without a credential ever being in user-data: the environment (boot token, secrets,
+ * an optional registry pull token) is a JSON bundle in Secrets Manager; user-data holds only the secret's ARN and a
+ * boot script. The script installs a systemd unit that, on every boot, reads the bundle with the instance profile
+ * (`aws secretsmanager get-secret-value`), writes it as a root-only env file, and runs the container image with it
+ * (`docker run --env-file`). So a changed bundle reaches the process on the next boot (stop + start), and an
+ * instance without an instance profile could not read it: one is required.
+ */
+import {
+  CreateSecretCommand,
+  DeleteSecretCommand,
+  DescribeSecretCommand,
+  PutSecretValueCommand,
+  RestoreSecretCommand,
+} from "@aws-sdk/client-secrets-manager";
+import { ProvisionerError } from "../errors.ts";
+import { type AwsAccess, isAwsError, isAwsNotFound } from "./aws.ts";
+import { type Ec2Scope, isOwnedBy, ownerTags, tagMap, type VmOwner } from "./tags.ts";
+
+/** The message of the refusal when no instance profile is configured. */
+export const INSTANCE_PROFILE_REQUIRED =
+  "Secrets Manager + IAM instance profile are required: the VM reads its environment from Secrets Manager with its " +
+  "instance profile, and credentials are never put in user-data (set the instance profile option)";
+
+export function requireInstanceProfile(instanceProfile: string | undefined): string {
+  if (!instanceProfile)
+    throw new ProvisionerError("invalid_spec", `ec2: ${INSTANCE_PROFILE_REQUIRED}`, false);
+  return instanceProfile;
+}
+
+/** A registry login the VM performs before pulling the image (the password stays in the bundle). */
+export interface RegistryLogin {
+  server: string;
+  username: string;
+  password: string;
+}
+
+/** What the secret holds. */
+export interface BootstrapBundle {
+  env: Record<string, string>;
+  registry?: RegistryLogin;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: an env file cannot hold these
+const ENV_FILE_UNSAFE = /[\u0000\n\r]/;
+
+/** Checks every variable fits an env file (one `NAME=value` line); the refusal names the variable, never its value. */
+export function assertEnvFileSafe(env: Record<string, string>): void {
+  for (const [key, value] of Object.entries(env)) {
+    if (!ENV_NAME.test(key)) {
+      throw new ProvisionerError(
+        "invalid_spec",
+        "ec2: an environment variable name is not a shell name",
+        false,
+      );
+    }
+    if (ENV_FILE_UNSAFE.test(value)) {
+      throw new ProvisionerError(
+        "invalid_spec",
+        `ec2: environment variable ${key} holds a line break or NUL, which an env file cannot carry`,
+        false,
+      );
+    }
+  }
+}
+
+/** The bundle secret's name: `molecule/<deployment>/<environment>/<ws-… | tenant-…>`. */
+export function bundleSecretName(scope: Ec2Scope, name: string): string {
+  return `molecule/${scope.deployment}/${scope.environment}/${name}`;
+}
+
+/**
+ * Creates the owner's bundle secret, or replaces its value when it exists (a retry, or new env for a recreate).
+ * A secret of that name that is not the owner's is a conflict. Returns the secret's ARN.
+ */
+export async function putBootstrapBundle(
+  aws: AwsAccess,
+  scope: Ec2Scope,
+  owner: VmOwner,
+  name: string,
+  bundle: BootstrapBundle,
+): Promise<string> {
+  assertEnvFileSafe(bundle.env);
+  const value = JSON.stringify(bundle);
+  const secretName = bundleSecretName(scope, name);
+  try {
+    const created = await aws.call("SecretsManager", "CreateSecret", (abortSignal) =>
+      aws.secrets.send(
+        new CreateSecretCommand({
+          Name: secretName,
+          Description: `Molecule ${owner.role} bootstrap environment`,
+          SecretString: value,
+          Tags: ownerTags(scope, owner),
+        }),
+        { abortSignal },
+      ),
+    );
+    if (!created.ARN)
+      throw new ProvisionerError("backend_error", "AWS SecretsManager CreateSecret answered no ARN", true);
+    return created.ARN;
+  } catch (error) {
+    // Exists (a retry whose answer was lost), or is scheduled for deletion (InvalidRequestException): adopt it.
+    if (!isAwsError(error, "ResourceExistsException", "InvalidRequestException")) throw error;
+  }
+  const existing = await aws.call("SecretsManager", "DescribeSecret", (abortSignal) =>
+    aws.secrets.send(new DescribeSecretCommand({ SecretId: secretName }), { abortSignal }),
+  );
+  if (!existing.ARN || !isOwnedBy(tagMap(existing.Tags), scope, owner)) {
+    throw new ProvisionerError(
+      "conflict",
+      `a secret named ${secretName} exists but is not this ${owner.role}'s`,
+      false,
+    );
+  }
+  const arn = existing.ARN;
+  if (existing.DeletedDate) {
+    await aws.call("SecretsManager", "RestoreSecret", (abortSignal) =>
+      aws.secrets.send(new RestoreSecretCommand({ SecretId: arn }), { abortSignal }),
+    );
+  }
+  await aws.call("SecretsManager", "PutSecretValue", (abortSignal) =>
+    aws.secrets.send(new PutSecretValueCommand({ SecretId: arn, SecretString: value }), { abortSignal }),
+  );
+  return arn;
+}
+
+/** Deletes the secret at once (no recovery window). Already gone is success. */
+export async function deleteBootstrapBundle(aws: AwsAccess, secretId: string): Promise<void> {
+  try {
+    await aws.call("SecretsManager", "DeleteSecret", (abortSignal) =>
+      aws.secrets.send(new DeleteSecretCommand({ SecretId: secretId, ForceDeleteWithoutRecovery: true }), {
+        abortSignal,
+      }),
+    );
+  } catch (error) {
+    if (!isAwsNotFound(error)) throw error;
+  }
+}
+
+/** The secret's ARN when it exists (and is not being deleted), else null. */
+export async function findBootstrapBundle(
+  aws: AwsAccess,
+  scope: Ec2Scope,
+  name: string,
+): Promise<string | null> {
+  try {
+    const found = await aws.call("SecretsManager", "DescribeSecret", (abortSignal) =>
+      aws.secrets.send(new DescribeSecretCommand({ SecretId: bundleSecretName(scope, name) }), {
+        abortSignal,
+      }),
+    );
+    return found.ARN && !found.DeletedDate ? found.ARN : null;
+  } catch (error) {
+    if (isAwsNotFound(error)) return null;
+    throw error;
+  }
+}
+
+export interface BootScript {
+  /** The bundle secret's ARN: the only reference to the environment in user-data. */
+  secretArn: string;
+  region: string;
+  /** The container image to run. */
+  image: string;
+  /** The container's name on the VM (`ws-…`, `tenant-…`). */
+  containerName: string;
+  /** The port the container serves, published on the VM's private address. */
+  port: number;
+  /** Where the container's persistent data lives: a host directory mounted at this path in the container. */
+  dataPath: string;
+  /**
+   * The variable that tells the process the address it is reached at, set from instance metadata (IMDSv2) on every
+   * boot as `http://<private ip>:<port>` (AGENT_PUBLIC_URL for a workspace).
+   */
+  addressEnv?: string;
+}
+
+/** Single-quotes a value for the shell. */
+function sh(value: string): string {
+  return `'${value.replaceAll("'", `'"'"'`)}'`;
+}
+
+const ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/;
+const IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/;
+const CONTAINER_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const DATA_PATH = /^\/[A-Za-z0-9._/-]{0,200}$/;
+
+/**
+ * The user-data: a shell script with no secret in it. It writes the boot unit and starts it; the unit runs on every
+ * boot. Base64, as RunInstances takes it.
+ */
+export function renderUserData(boot: BootScript): string {
+  if (!ARN.test(boot.secretArn))
+    throw new ProvisionerError("invalid_spec", "ec2: unexpected secret ARN", false);
+  if (!IMAGE.test(boot.image))
+    throw new ProvisionerError("invalid_spec", "ec2: unexpected image reference", false);
+  if (!CONTAINER_NAME.test(boot.containerName)) {
+    throw new ProvisionerError("invalid_spec", "ec2: unexpected container name", false);
+  }
+  if (!DATA_PATH.test(boot.dataPath))
+    throw new ProvisionerError("invalid_spec", "ec2: unexpected data path", false);
+  if (boot.addressEnv !== undefined && !ENV_NAME.test(boot.addressEnv)) {
+    throw new ProvisionerError("invalid_spec", "ec2: the address variable is not a shell name", false);
+  }
+  const address = boot.addressEnv
+    ? [
+        `imds_token=$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')`,
+        `private_ip=$(curl -fsS -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/local-ipv4)`,
+        `echo "${boot.addressEnv}=http://$private_ip:$PORT" >> "$env_file"`,
+      ]
+    : [];
+  const start = [
+    "#!/bin/bash",
+    "# Molecule VM boot: reads the environment bundle from Secrets Manager with the instance profile and runs the",
+    "# container with it. No credential is written here.",
+    "set -euo pipefail",
+    "umask 077",
+    `SECRET_ARN=${sh(boot.secretArn)}`,
+    `REGION=${sh(boot.region)}`,
+    `IMAGE=${sh(boot.image)}`,
+    `NAME=${sh(boot.containerName)}`,
+    `PORT=${boot.port}`,
+    `DATA_PATH=${sh(boot.dataPath)}`,
+    "run_dir=/run/molecule",
+    'mkdir -p "$run_dir" /var/lib/molecule/data',
+    'env_file="$run_dir/env"',
+    'bundle="$run_dir/bundle.json"',
+    "trap 'rm -f \"$bundle\"' EXIT",
+    "command -v docker >/dev/null || { dnf install -y docker || yum install -y docker || apt-get install -y docker.io; }",
+    "systemctl enable --now docker",
+    'aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" --query SecretString --output text > "$bundle"',
+    `python3 - "$bundle" > "$env_file" <<'PY'`,
+    "import json, sys",
+    "bundle = json.load(open(sys.argv[1]))",
+    "for key, value in bundle['env'].items():",
+    "    print(f'{key}={value}')",
+    "PY",
+    ...address,
+    `registry=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("registry"); print(r["server"] if r else "")' "$bundle")`,
+    'if [ -n "$registry" ]; then',
+    `  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["registry"]; print(r["username"]); print(r["password"])' "$bundle" | { read -r user; docker login --username "$user" --password-stdin "$registry"; }`,
+    "fi",
+    'docker pull "$IMAGE"',
+    'docker rm -f "$NAME" >/dev/null 2>&1 || true',
+    'docker run -d --name "$NAME" --restart unless-stopped -p "$PORT:$PORT" --env-file "$env_file" -v /var/lib/molecule/data:"$DATA_PATH" "$IMAGE"',
+    'rm -f "$env_file"',
+  ];
+  const unit = [
+    "[Unit]",
+    "Description=Molecule container",
+    "After=network-online.target docker.service",
+    "Wants=network-online.target",
+    "[Service]",
+    "Type=oneshot",
+    "RemainAfterExit=yes",
+    "ExecStart=/usr/local/sbin/molecule-boot",
+    "[Install]",
+    "WantedBy=multi-user.target",
+  ];
+  const script = [
+    "#!/bin/bash",
+    "set -euo pipefail",
+    "cat > /usr/local/sbin/molecule-boot <<'MOLECULE_BOOT'",
+    ...start,
+    "MOLECULE_BOOT",
+    "chmod 0700 /usr/local/sbin/molecule-boot",
+    "cat > /etc/systemd/system/molecule.service <<'MOLECULE_UNIT'",
+    ...unit,
+    "MOLECULE_UNIT",
+    "systemctl daemon-reload",
+    "systemctl enable --now molecule.service",
+    "",
+  ].join("\n");
+  return Buffer.from(script, "utf8").toString("base64");
+}

@@ -31,7 +31,7 @@ const provisioner = createFlyProvisioner({
 
 function spec(i: number): WorkspaceSpec {
   return {
-    workspaceId: `ws_01jbench${String(i).padStart(19, "0")}`,
+    workspaceId: `ws_01jbench${String(i).padStart(18, "0")}`,
     orgId: "org_01jbench000000000000000000",
     deployment: "bench",
     runtime: "hermes",

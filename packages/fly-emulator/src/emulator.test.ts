@@ -119,6 +119,47 @@ describe("fly emulator", () => {
     expect((await call("POST", `/apps/app/machines/${m.id}/lease`, { ttl: 30 })).status).toBe(201);
   });
 
+  it("create with skip_launch and lease_ttl, then update with the nonce: the new config boots as a new version", async () => {
+    const m = (await createMachine("ws-u", { skip_launch: true, lease_ttl: 30 })) as unknown as {
+      id: string;
+      state: string;
+      nonce: string;
+      instance_id: string;
+    };
+    expect(m.state).toBe("created");
+    expect(m.nonce).toMatch(/^[0-9a-f]+$/);
+    const config = {
+      image: "registry/x:2",
+      env: { AGENT_PUBLIC_URL: `http://${m.id}.vm.app.internal:8000` },
+    };
+    // Someone without the nonce cannot touch the machine its creator holds.
+    expect((await call("POST", `/apps/app/machines/${m.id}`, { config })).status).toBe(409);
+    const nonce = { "fly-machine-lease-nonce": m.nonce };
+    expect(
+      (await call("POST", `/apps/app/machines/${m.id}`, { name: "renamed", config }, nonce)).status,
+    ).toBe(400);
+    const updated = await call("POST", `/apps/app/machines/${m.id}`, { config }, nonce);
+    expect(updated.status).toBe(200);
+    expect(updated.body).toMatchObject({ id: m.id, state: "starting", config });
+    expect(updated.body?.instance_id).not.toBe(m.instance_id);
+    // A machine on its way up refuses another update until it settles.
+    expect((await call("POST", `/apps/app/machines/${m.id}`, { config }, nonce)).status).toBe(412);
+    expect((await call("GET", `/apps/app/machines/${m.id}/wait?state=started&timeout=5`)).status).toBe(200);
+    const release = await call("DELETE", `/apps/app/machines/${m.id}/lease`, undefined, nonce);
+    expect(release.status).toBe(200);
+
+    // A started machine restarts on its new config; skip_launch leaves a stopped one stopped.
+    const restarted = await call("POST", `/apps/app/machines/${m.id}`, { config: { image: "registry/x:3" } });
+    expect(restarted.body?.state).toBe("stopping");
+    expect((await call("GET", `/apps/app/machines/${m.id}/wait?state=started&timeout=5`)).status).toBe(200);
+    await call("POST", `/apps/app/machines/${m.id}/stop`);
+    await call("GET", `/apps/app/machines/${m.id}/wait?state=stopped&timeout=5`);
+    const kept = await call("POST", `/apps/app/machines/${m.id}`, { config, skip_launch: true });
+    expect(kept.body?.state).toBe("stopped");
+    expect(emu.machines("app").find((machine) => machine.id === m.id)?.config).toEqual(config);
+    expect((await call("POST", "/apps/app/machines/nope", { config })).status).toBe(404);
+  });
+
   it("volumes: create, attach, refuse deletion while attached, delete after the machine is gone", async () => {
     const vol = await call("POST", "/apps/app/volumes", { name: "ws_vol", region: "ord", size_gb: 1 });
     expect(vol.status).toBe(200);

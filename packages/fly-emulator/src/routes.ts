@@ -84,12 +84,22 @@ export function buildRoutes(state: FlyState, options: RouteOptions): Route[] {
     }),
     r("POST", "/apps/{}/machines", "Machines_create", ({ params, body }) => {
       const app = state.app(params[0]);
-      const m = state.createMachine(app, (body ?? {}) as Parameters<FlyState["createMachine"]>[1]);
-      return { status: 200, body: machineView(m) };
+      const req = (body ?? {}) as Parameters<FlyState["createMachine"]>[1];
+      const m = state.createMachine(app, req);
+      const view = machineView(m);
+      if (req.lease_ttl !== undefined && m.lease) view.nonce = m.lease.nonce;
+      return { status: 200, body: view };
     }),
     r("GET", "/apps/{}/machines/{}", "Machines_show", ({ params }) => {
       const app = state.app(params[0]);
       return { status: 200, body: machineView(state.machine(app, params[1])) };
+    }),
+    r("POST", "/apps/{}/machines/{}", "Machines_update", ({ params, body, headers }) => {
+      const app = state.app(params[0]);
+      const m = state.machine(app, params[1]);
+      state.checkLease(m, headers);
+      const req = (body ?? {}) as Parameters<FlyState["updateMachine"]>[2];
+      return { status: 200, body: machineView(state.updateMachine(app, m, req)) };
     }),
     r("DELETE", "/apps/{}/machines/{}", "Machines_delete", ({ params, query, headers }) => {
       const app = state.app(params[0]);
@@ -200,10 +210,7 @@ export function buildRoutes(state: FlyState, options: RouteOptions): Route[] {
           `lease currently held by ${held.owner}, expires at ${new Date(held.expiresAt * 1000).toISOString()}`,
         );
       }
-      const expiresAt = Math.floor(now / 1000) + ttl;
-      m.lease = held
-        ? { ...held, expiresAt }
-        : { nonce: hex(6), owner: "emulator@example.com", description, expiresAt };
+      state.lease(m, ttl, description);
       return { status: 201, body: leaseView(m) };
     }),
     r("GET", "/apps/{}/machines/{}/lease", "Machines_show_lease", ({ params }) => {

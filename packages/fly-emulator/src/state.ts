@@ -157,12 +157,15 @@ export class FlyState {
 
   createMachine(
     app: AppRecord,
-    req: { name?: string; region?: string; config?: Record<string, unknown>; skip_launch?: boolean },
+    req: {
+      name?: string;
+      region?: string;
+      config?: Record<string, unknown>;
+      skip_launch?: boolean;
+      lease_ttl?: number;
+    },
   ): MachineRecord {
-    const config = req.config;
-    if (!config || typeof config.image !== "string" || config.image === "") {
-      throw new HttpError(400, "invalid config: image is required");
-    }
+    const config = validConfig(req.config);
     const name = req.name ?? `m-${hex(6)}`;
     for (const other of app.machines.values()) {
       if (other.name === name && other.state !== "destroyed") {
@@ -205,12 +208,69 @@ export class FlyState {
     };
     app.machines.set(m.id, m);
     if (volume) volume.attachedMachineId = m.id;
+    // A machine created with `lease_ttl` comes back leased to its creator; the answer carries the nonce.
+    if (req.lease_ttl !== undefined) this.lease(m, req.lease_ttl, "");
     if (!req.skip_launch) {
       const half = Math.floor(this.delays.bootMs / 2);
       this.chain(app, m, [
         ["starting", half],
         ["started", this.delays.bootMs - half],
       ]);
+    }
+    return m;
+  }
+
+  /** Takes (or, for its holder, extends) the machine's lease for `ttlSeconds`. */
+  lease(m: MachineRecord, ttlSeconds: number, description: string): void {
+    const expiresAt = Math.floor(Date.now() / 1000) + ttlSeconds;
+    const held = m.lease && m.lease.expiresAt * 1000 > Date.now() ? m.lease : null;
+    m.lease = held
+      ? { ...held, expiresAt }
+      : { nonce: hex(6), owner: "emulator@example.com", description, expiresAt };
+  }
+
+  /**
+   * Replaces the machine's whole config (Fly has no partial update; name, region and the mounted volume stay) as a
+   * new version, and launches it unless `skip_launch`: a created, stopped or suspended machine boots (a suspended
+   * one's snapshot is discarded), a started one restarts on the new config. A machine in a transition refuses (412).
+   */
+  updateMachine(
+    app: AppRecord,
+    m: MachineRecord,
+    req: { name?: string; region?: string; config?: Record<string, unknown>; skip_launch?: boolean },
+  ): MachineRecord {
+    if (m.state === "destroyed") throw new HttpError(404, "machine not found");
+    const config = validConfig(req.config);
+    if (req.name !== undefined && req.name !== m.name)
+      throw new HttpError(400, "a machine's name cannot change");
+    if (req.region !== undefined && req.region !== m.region) {
+      throw new HttpError(400, "a machine's region cannot change");
+    }
+    const mounted = (m.config.mounts ?? []) as { volume?: string }[];
+    const mounts = (config.mounts ?? []) as { volume?: string }[];
+    if (mounts.length !== mounted.length || mounts.some((mount, i) => mount.volume !== mounted[i]?.volume)) {
+      throw new HttpError(400, "a machine's volume cannot change on update");
+    }
+    if (TRANSIENT.includes(m.state) && m.state !== "created") {
+      throw new HttpError(
+        412,
+        `failed_precondition: unable to update machine from current state: '${m.state}'`,
+      );
+    }
+    m.config = config;
+    m.instanceId = ulid();
+    m.updatedAt = new Date().toISOString();
+    m.events.unshift({ id: ulid(), type: "update", status: m.state, source: "user", timestamp: Date.now() });
+    if (req.skip_launch) return m;
+    if (m.state === "started") {
+      this.setState(app, m, "stopping", "user");
+      this.chain(app, m, [
+        ["starting", this.delays.stopMs],
+        ["started", this.delays.bootMs],
+      ]);
+    } else {
+      this.setState(app, m, "starting", "user");
+      this.chain(app, m, [["started", this.delays.bootMs]]);
     }
     return m;
   }
@@ -277,4 +337,12 @@ export class FlyState {
     }, ms);
     this.timers.add(t);
   }
+}
+
+/** A machine config as create and update require it: an object naming an image. */
+function validConfig(config: Record<string, unknown> | undefined): Record<string, unknown> {
+  if (!config || typeof config.image !== "string" || config.image === "") {
+    throw new HttpError(400, "invalid config: image is required");
+  }
+  return config;
 }

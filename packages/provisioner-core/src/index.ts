@@ -1,3 +1,4 @@
+export * from "./agent-address.ts";
 export * from "./controlplane/index.ts";
 export * from "./docker/index.ts";
 export * from "./ec2/index.ts";

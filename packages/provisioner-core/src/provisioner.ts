@@ -18,8 +18,17 @@ export interface WorkspaceSpec {
 /**
  * What a backend returns about the resources it made, stored on the workspace row as JSON and handed back to
  * every later call, so a retry reuses what exists. Backends keep their own ids here.
+ *
+ * `agentUrl` is the one convention every managed backend follows: the exact address the platform reaches the
+ * workspace's agent at, chosen by the backend and injected into the workspace as `AGENT_PUBLIC_URL` before its
+ * process starts (docker on a user-defined network `http://ws-<workspace id>:<port>`, Fly
+ * `http://<machine id>.vm.<app>.internal:<port>` on the organisation's private network, EC2
+ * `http://<private ip>:<port>`; the controlplane backend carries the control plane's backend's address). Absent when
+ * the backend assigns none (docker on the host's network, where the agent picks its own port). A managed workspace
+ * may register exactly this URL even where the agent URL policy refuses private addresses; read it with
+ * `handleAgentUrl`.
  */
-export type Handle = { backend: string } & Record<string, unknown>;
+export type Handle = { backend: string; agentUrl?: string } & Record<string, unknown>;
 
 /** Identifies a workspace's resources even when no handle was stored (a provision that died early). */
 export interface WorkspaceRef {

@@ -4,6 +4,7 @@
  * what an earlier (possibly crashed or concurrent) call made.
  */
 import type Dockerode from "dockerode";
+import { fixedAgentPort } from "../agent-address.ts";
 import { ProvisionerError } from "../errors.ts";
 import { assertWorkspaceId, LABELS, resourceName } from "../naming.ts";
 import type {
@@ -65,8 +66,6 @@ export interface DockerProvisionerOptions {
 
 export const DOCKER_BACKEND = "docker";
 export const WORKSPACE_MOUNT = "/workspace";
-/** The port the reference workspace image listens on unless the spec sets AGENT_PORT. */
-export const DEFAULT_AGENT_PORT = 8000;
 /** Env keys that are always redacted from logs, whether or not the caller listed them as secret. */
 const ALWAYS_SECRET = ["WORKSPACE_BOOT_TOKEN"];
 const REDACTED = "[redacted]";
@@ -91,9 +90,8 @@ export function assignedAgentUrl(
   env: Record<string, string>,
 ): string | undefined {
   if (!isUserDefinedNetwork(network)) return undefined;
-  const port = Number(env.AGENT_PORT ?? DEFAULT_AGENT_PORT);
-  if (!Number.isInteger(port) || port <= 0) return undefined;
-  return `http://${resourceName(workspaceId)}:${port}`;
+  const port = fixedAgentPort(env);
+  return port === undefined ? undefined : `http://${resourceName(workspaceId)}:${port}`;
 }
 
 /** Where agents sharing the host's network listen. */

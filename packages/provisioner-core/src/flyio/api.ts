@@ -69,7 +69,9 @@ const FLY_ERROR_CLASSES: readonly (readonly [RegExp, string])[] = [
 
 function genericReason(op: string, status: number): string {
   if (status === 400)
-    return op === "Machines_create" ? "Fly refused the machine configuration" : "bad request";
+    return op === "Machines_create" || op === "Machines_update"
+      ? "Fly refused the machine configuration"
+      : "bad request";
   if (status === 401 || status === 403) return "unauthorized";
   if (status === 404) return "not found";
   if (status === 408) return "timed out";

@@ -18,7 +18,14 @@ const FAULTS: [string, FaultAction][] = [
 ];
 
 const OPERATIONS = {
-  provision: ["Volumes_list", "Volumes_create", "Machines_list", "Machines_create", "Machines_wait"],
+  provision: [
+    "Volumes_list",
+    "Volumes_create",
+    "Machines_list",
+    "Machines_create",
+    "Machines_update",
+    "Machines_wait",
+  ],
   stop: ["Machines_create_lease", "Machines_stop", "Machines_wait", "Machines_release_lease"],
   suspend: ["Machines_create_lease", "Machines_suspend", "Machines_wait", "Machines_release_lease"],
   destroy: ["Machines_create_lease", "Machines_delete", "Machines_wait", "Volume_delete"],
@@ -82,6 +89,8 @@ describe.each(FAULTS)("with %s", (_label, fault) => {
     if (fault.kind === "status" && fault.retryAfter) expect(h.sleeps).toContain(1000);
     expect((await h.provisioner.status(ref(spec))).state).toBe("running");
     expectWorld([spec]);
+    const machine = h.emulator.machines(TEST_APP).find((m) => m.id === handle.machineId);
+    expect((machine?.config.env as Record<string, string>).AGENT_PUBLIC_URL).toBe(handle.agentUrl);
   });
 
   it.each(OPERATIONS.stop)("stop survives it on %s", async (operation) => {

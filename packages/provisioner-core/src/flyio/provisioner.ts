@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type BackoffOptions, backoffDelay, isId } from "@molecule/contracts";
 import type { Dispatcher } from "undici";
+import { DEFAULT_AGENT_PORT, fixedAgentPort } from "../agent-address.ts";
 import { ProvisionerError } from "../errors.ts";
 import { assertWorkspaceId, LABELS, resourceName } from "../naming.ts";
 import type {
@@ -73,10 +74,13 @@ interface FlyMachine {
   state?: string;
   region?: string;
   instance_id?: string;
+  /** The whole config as Fly holds it: an update sends it back with the agent's address added. */
   config?: {
     guest?: { memory_mb?: number };
+    env?: Record<string, string>;
     metadata?: Record<string, string>;
     mounts?: { volume?: string }[];
+    [key: string]: unknown;
   };
 }
 
@@ -96,6 +100,28 @@ export interface FlyHandle extends Handle {
   machineName: string;
   volumeId?: string;
   volumeName: string;
+  /** `http://<machine id>.vm.<app>.internal:<port>`: the agent's address on the organisation's private network. */
+  agentUrl?: string;
+}
+
+/**
+ * The address at which the platform reaches a machine's agent: Fly's private-network (6PN) name of that one machine,
+ * which resolves only inside the Fly organisation (the tenant platform must run there too).
+ */
+export function flyAgentUrl(app: string, machineId: string, port: number): string {
+  if (!/^[a-z0-9]+$/.test(machineId) || !/^[a-z0-9][a-z0-9-]*$/.test(app)) {
+    throw new ProvisionerError("backend_error", "flyio: machine id or app name is not a DNS label", false);
+  }
+  return `http://${machineId}.vm.${app}.internal:${port}`;
+}
+
+/**
+ * The agent's port on Fly: the spec's AGENT_PORT, else the default. An agent told to pick any free port
+ * (`AGENT_PORT=0`, as for workspaces sharing a host's network) listens on the default instead, since the platform
+ * must know the address.
+ */
+function flyAgentPort(env: Readonly<Record<string, string>> | undefined): number {
+  return fixedAgentPort(env ?? {}) ?? DEFAULT_AGENT_PORT;
 }
 
 const GONE_VOLUME_STATES = new Set(["destroyed", "destroying", "pending_destroy", "scheduling_destroy"]);
@@ -407,8 +433,7 @@ export class FlyProvisioner implements Provisioner {
         if (twin.id !== volume.id && !twin.attached_machine_id) await this.deleteVolume(twin);
       }
     }
-    await this.waitFor(machine.id, "started");
-    ctx.step?.("machine_started", `machine_id=${machine.id}`);
+    await this.bringUp(machine, ctx);
     return this.handleFor(spec.workspaceId, machine, volume);
   }
 
@@ -427,6 +452,7 @@ export class FlyProvisioner implements Provisioner {
       guest: { cpu_kind: limits.cpuKind, cpus: limits.cpus, memory_mb: limits.memoryMb },
       env: {
         ...spec.env,
+        AGENT_PORT: String(flyAgentPort(spec.env)),
         [FLY_CONFIG_ENV]: Buffer.from(JSON.stringify(config)).toString("base64"),
         MOLECULE_CONFIG_PATH: FLY_CONFIG_PATH,
       },
@@ -487,7 +513,13 @@ export class FlyProvisioner implements Provisioner {
           op: "Machines_create",
           method: "POST",
           path: this.path`/machines`,
-          body: { name: resourceName(spec.workspaceId), region, config: this.machineConfig(spec, volume) },
+          body: {
+            name: resourceName(spec.workspaceId),
+            region,
+            config: this.machineConfig(spec, volume),
+            // Launched by the update that gives it its address, which names the id this answer carries.
+            skip_launch: true,
+          },
           retry: false,
         });
         return reply.body;
@@ -512,7 +544,15 @@ export class FlyProvisioner implements Provisioner {
   // ---- lifecycle helpers ---------------------------------------------------------------------------------------
 
   private async bringUp(machine: FlyMachine, ctx: ProvisionContext): Promise<void> {
-    if (machine.state === "stopped" || machine.state === "suspended" || machine.state === "created") {
+    if (machine.state === "stopping" || machine.state === "suspending") {
+      await this.waitFor(machine.id, machine.state === "stopping" ? "stopped" : "suspended");
+      await this.bringUp({ ...machine, state: machine.state === "stopping" ? "stopped" : "suspended" }, ctx);
+      return;
+    }
+    if (!this.isAddressed(machine)) {
+      // New machines are created unlaunched: their address names the id Fly gave them. The update launches them.
+      await this.assignAddress(machine, ctx);
+    } else if (machine.state === "stopped" || machine.state === "suspended" || machine.state === "created") {
       await this.withLease(machine.id, "start", async (nonce) => {
         const reply = await this.api.call({
           op: "Machines_start",
@@ -523,13 +563,67 @@ export class FlyProvisioner implements Provisioner {
         });
         if (reply.status === 412) await this.expectState(machine.id, ["starting", "started"], reply);
       });
-    } else if (machine.state === "stopping" || machine.state === "suspending") {
-      await this.waitFor(machine.id, machine.state === "stopping" ? "stopped" : "suspended");
-      await this.bringUp({ ...machine, state: machine.state === "stopping" ? "stopped" : "suspended" }, ctx);
-      return;
     }
     await this.waitFor(machine.id, "started");
     ctx.step?.("machine_started", `machine_id=${machine.id}`);
+  }
+
+  /** The agent's address for this machine (its id, the app, the port its config gives the agent). */
+  private agentUrl(machine: FlyMachine): string {
+    return flyAgentUrl(this.options.app, machine.id, flyAgentPort(machine.config?.env));
+  }
+
+  /** True when the machine's config already tells its agent its address. */
+  private isAddressed(machine: FlyMachine): boolean {
+    return machine.config?.env?.AGENT_PUBLIC_URL === this.agentUrl(machine);
+  }
+
+  /**
+   * Updates the machine's config (Fly takes it whole) with AGENT_PUBLIC_URL and AGENT_PORT added. An update without
+   * `skip_launch` launches the new version: a created or stopped machine boots, a started one restarts. No lease is
+   * taken for this one call; a 409 (someone else holds the lease) waits for it and updates under ours. A 412 (the
+   * machine is in a transition, e.g. our own update whose answer was lost) is fine once the machine has the address.
+   */
+  private async assignAddress(machine: FlyMachine, ctx: ProvisionContext): Promise<void> {
+    const agentUrl = this.agentUrl(machine);
+    const env = machine.config?.env ?? {};
+    const config = {
+      ...machine.config,
+      env: { ...env, AGENT_PORT: String(flyAgentPort(env)), AGENT_PUBLIC_URL: agentUrl },
+    };
+    const update = (nonce?: string) =>
+      this.api.call({
+        op: "Machines_update",
+        method: "POST",
+        path: this.path`/machines/${machine.id}`,
+        body: { config },
+        accept: [409, 412],
+        ...(nonce ? { nonce } : {}),
+      });
+    let reply = await update();
+    if (reply.status === 409) {
+      const leased = await this.withLease(machine.id, "update", (nonce) => update(nonce));
+      if (leased === "missing") {
+        throw new ProvisionerError(
+          "not_found",
+          `Fly machine ${machine.id} disappeared before its update`,
+          false,
+        );
+      }
+      reply = leased;
+    }
+    if (reply.status === 412 || reply.status === 409) {
+      const now = await this.getMachine(machine.id);
+      if (!now || !this.isAddressed(now)) {
+        throw new ProvisionerError(
+          "conflict",
+          `Fly machine ${machine.id} is ${now?.state ?? "gone"} and could not be given its address (HTTP ${reply.status})`,
+          true,
+          { machineId: machine.id, state: now?.state, flyRequestId: reply.requestId },
+        );
+      }
+    }
+    ctx.step?.("agent_address_assigned", `machine_id=${machine.id} agent_url=${agentUrl}`);
   }
 
   private async stopMachine(machine: FlyMachine, ctx: ProvisionContext): Promise<void> {
@@ -760,6 +854,7 @@ export class FlyProvisioner implements Provisioner {
       machineName: machine.name ?? resourceName(workspaceId),
       volumeId: volume?.id ?? machine.config?.mounts?.[0]?.volume,
       volumeName: flyVolumeName(workspaceId),
+      agentUrl: this.agentUrl(machine),
     };
   }
 

@@ -18,6 +18,9 @@ describe("control plane config", () => {
       image: "molecule/tenant-platform:latest",
       network: "molecule",
       urlTemplate: null,
+      canaryImage: "molecule/tenant-platform:latest",
+      ghcrPullToken: null,
+      databaseUrl: null,
     });
     expect(config.auth.adminToken).toBeNull();
     expect(config.http.publicUrl).toBe("http://host.docker.internal:8090");
@@ -52,7 +55,7 @@ describe("control plane config", () => {
       [{ ...base, CP_TENANT_BACKEND: "kubernetes" }, "CP_TENANT_BACKEND"],
       [{ ...base, CP_WORKSPACE_BACKEND: "flyio" }, "FLY_API_TOKEN is required"],
       [{ ...base, CP_WORKSPACE_BACKEND: "flyio", FLY_API_TOKEN: "t" }, "FLY_WORKSPACE_APP is required"],
-      [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "CP_WORKSPACE_BACKEND"],
+      [{ ...base, CP_WORKSPACE_BACKEND: "kubernetes" }, "CP_WORKSPACE_BACKEND"],
       [{ ...base, TENANT_NETWORK: "overlay" }, "TENANT_NETWORK"],
     ];
     for (const [env, message] of cases) {
@@ -101,5 +104,159 @@ describe("control plane config", () => {
       FLY_WORKSPACE_APP: "ws-app",
     });
     expect(config.workspaceBackend).toMatchObject({ name: "flyio", flyApp: "ws-app", flyRegion: "ord" });
+  });
+});
+
+describe("control plane config for EC2", () => {
+  const ec2Tenants = {
+    ...base,
+    CP_TENANT_BACKEND: "ec2",
+    AWS_REGION: "eu-west-1",
+    EC2_VPC_ID: "vpc-0123456789abcdef0",
+    EC2_SUBNET_ID: "subnet-0123456789abcdef0",
+    EC2_TENANT_IAM_PROFILE: "molecule-tenant",
+  };
+  const canary = {
+    CANARY_ROLE_ARN: "arn:aws:iam::123456789012:role/molecule-canary",
+    CANARY_REGION: "us-west-2",
+    CANARY_VPC_ID: "vpc-0fedcba9876543210",
+    CANARY_SUBNET_ID: "subnet-0fedcba9876543210",
+  };
+
+  it("takes the EC2 settings with their defaults", () => {
+    const config = loadConfig({
+      ...ec2Tenants,
+      CP_WORKSPACE_BACKEND: "ec2",
+      AWS_ENDPOINT_URL: "http://127.0.0.1:5056",
+      EIC_ENDPOINT_SG_ID: "sg-0aaaaaaaaaaaaaaaa",
+      EC2_TENANT_INGRESS_SG_IDS: "sg-0bbbbbbbbbbbbbbbb, sg-0cccccccccccccccc,",
+      EC2_AMI: "ami-0123456789abcdef0",
+      TENANT_IMAGE: "ghcr.io/acme/tenant-platform:1.2.3",
+      CANARY_TENANT_IMAGE: "ghcr.io/acme/tenant-platform:1.3.0-rc1",
+      GHCR_PULL_TOKEN: "ghp_pull",
+      TENANT_DATABASE_URL: "postgres://tenants.internal/molecule",
+      ...canary,
+    });
+    expect(config.ec2).toEqual({
+      region: "eu-west-1",
+      endpoint: "http://127.0.0.1:5056",
+      vpcId: "vpc-0123456789abcdef0",
+      subnetId: "subnet-0123456789abcdef0",
+      sharedSecurityGroupId: null,
+      eicEndpointSgId: "sg-0aaaaaaaaaaaaaaaa",
+      tenantIngressSgIds: ["sg-0bbbbbbbbbbbbbbbb", "sg-0cccccccccccccccc"],
+      tenantIamProfile: "molecule-tenant",
+      workspaceIamProfile: "molecule-tenant",
+      instanceType: "t3.small",
+      keyName: null,
+      fallbackAmi: "ami-0123456789abcdef0",
+      terminateDeadlineMs: 300_000,
+      canary: {
+        roleArn: canary.CANARY_ROLE_ARN,
+        region: "us-west-2",
+        vpcId: canary.CANARY_VPC_ID,
+        subnetId: canary.CANARY_SUBNET_ID,
+      },
+    });
+    expect(config.tenantBackend).toMatchObject({
+      name: "ec2",
+      image: "ghcr.io/acme/tenant-platform:1.2.3",
+      canaryImage: "ghcr.io/acme/tenant-platform:1.3.0-rc1",
+      ghcrPullToken: "ghp_pull",
+      databaseUrl: "postgres://tenants.internal/molecule",
+      urlTemplate: null,
+    });
+    expect(config.workspaceBackend.name).toBe("ec2");
+  });
+
+  it("a shared group instead of a VPC; the workspace profile of its own; type, key and deadline", () => {
+    const config = loadConfig({
+      ...base,
+      CP_TENANT_BACKEND: "ec2",
+      CP_WORKSPACE_BACKEND: "ec2",
+      AWS_REGION: "us-east-1",
+      EC2_SECURITY_GROUP: "sg-0123456789abcdef0",
+      EC2_TENANT_IAM_PROFILE: "molecule-tenant",
+      EC2_WORKSPACE_IAM_PROFILE: "molecule-workspace",
+      EC2_INSTANCE_TYPE: "m7g.large",
+      EC2_KEY_NAME: "ops",
+      EC2_TERMINATE_DEADLINE_SECONDS: "120",
+    });
+    expect(config.ec2).toMatchObject({
+      vpcId: null,
+      subnetId: null,
+      sharedSecurityGroupId: "sg-0123456789abcdef0",
+      tenantIamProfile: "molecule-tenant",
+      workspaceIamProfile: "molecule-workspace",
+      instanceType: "m7g.large",
+      keyName: "ops",
+      terminateDeadlineMs: 120_000,
+      canary: null,
+    });
+  });
+
+  it("stops with one line naming what is wrong or missing", () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ ...ec2Tenants, AWS_REGION: "" }, "AWS_REGION is required when CP_TENANT_BACKEND=ec2"],
+      [{ ...ec2Tenants, AWS_REGION: "Ireland" }, "AWS_REGION must be a region"],
+      [{ ...ec2Tenants, EC2_TENANT_IAM_PROFILE: "" }, "Secrets Manager + IAM instance profile are required"],
+      [
+        { ...ec2Tenants, EC2_VPC_ID: "", EC2_SUBNET_ID: "" },
+        "EC2_VPC_ID (per-tenant security groups) or EC2_SECURITY_GROUP",
+      ],
+      [{ ...ec2Tenants, EC2_SUBNET_ID: "" }, "EC2_SUBNET_ID is required with EC2_VPC_ID"],
+      [{ ...ec2Tenants, EC2_VPC_ID: "my-vpc" }, "EC2_VPC_ID must be an id like vpc-"],
+      [
+        { ...ec2Tenants, EC2_TENANT_INGRESS_SG_IDS: "sg-0123abcd,0.0.0.0/0" },
+        "EC2_TENANT_INGRESS_SG_IDS must be an id like sg-",
+      ],
+      [{ ...ec2Tenants, EC2_AMI: "ubuntu" }, "EC2_AMI must be an id like ami-"],
+      [{ ...ec2Tenants, EC2_INSTANCE_TYPE: "large" }, "EC2_INSTANCE_TYPE must be an instance type"],
+      [{ ...ec2Tenants, EC2_TERMINATE_DEADLINE_SECONDS: "0" }, "EC2_TERMINATE_DEADLINE_SECONDS"],
+      [{ ...ec2Tenants, AWS_ENDPOINT_URL: "moto" }, "AWS_ENDPOINT_URL must be a URL"],
+      [{ ...ec2Tenants, TENANT_DATABASE_URL: "db" }, "TENANT_DATABASE_URL must be a URL"],
+      [
+        { ...base, CP_WORKSPACE_BACKEND: "ec2", AWS_REGION: "us-east-1", EC2_SECURITY_GROUP: "sg-0123abcd" },
+        "EC2_WORKSPACE_IAM_PROFILE (or EC2_TENANT_IAM_PROFILE) is required when CP_WORKSPACE_BACKEND=ec2",
+      ],
+      [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "AWS_REGION is required when CP_WORKSPACE_BACKEND=ec2"],
+      [
+        { ...ec2Tenants, CANARY_ROLE_ARN: canary.CANARY_ROLE_ARN },
+        "CANARY_ROLE_ARN, CANARY_REGION, CANARY_VPC_ID, CANARY_SUBNET_ID are set together (the canary account): missing CANARY_REGION, CANARY_VPC_ID, CANARY_SUBNET_ID",
+      ],
+      [
+        { ...base, ...canary, CANARY_SUBNET_ID: "" },
+        "are set together (the canary account): missing CANARY_SUBNET_ID",
+      ],
+      [
+        { ...ec2Tenants, ...canary, CANARY_ROLE_ARN: "molecule-canary" },
+        "CANARY_ROLE_ARN must be an IAM role ARN",
+      ],
+    ];
+    for (const [env, message] of cases) {
+      expect(() => loadConfig(env), message).toThrow(message);
+    }
+  });
+
+  it("the production checks come first, whichever MOLECULE_ENV vocabulary", () => {
+    for (const name of ["production", "prod"]) {
+      expect(() => loadConfig({ ...ec2Tenants, MOLECULE_ENV: name })).toThrow(
+        `CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=${name}`,
+      );
+      const config = loadConfig({
+        ...ec2Tenants,
+        ...canary,
+        MOLECULE_ENV: name,
+        CP_ADMIN_API_TOKEN: "t".repeat(16),
+      });
+      expect(config.environment).toBe(name);
+    }
+    expect(loadConfig({ ...ec2Tenants, MOLECULE_ENV: "staging" }).environment).toBe("staging");
+  });
+
+  it("ignores the AWS settings while neither backend is ec2", () => {
+    const config = loadConfig({ ...base, AWS_REGION: "us-east-1" });
+    expect(config.ec2.region).toBe("us-east-1");
+    expect(config.tenantBackend.name).toBe("docker");
   });
 });

@@ -16,6 +16,22 @@ function isKey(text: string): boolean {
   return /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) && Buffer.from(text, "base64").length === 32;
 }
 
+function commaList(text: string): string[] {
+  return text
+    .split(",")
+    .map((part) => part.trim())
+    .filter(Boolean);
+}
+
+/** An AWS resource id of `prefix` (vpc-…, subnet-…, sg-…, ami-…). */
+const awsId = (variable: string, prefix: string) =>
+  z
+    .string()
+    .regex(new RegExp(`^${prefix}-[0-9a-f]{8,17}$`), `${variable} must be an id like ${prefix}-0123abcd`);
+
+const awsRegion = (variable: string) =>
+  z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, `${variable} must be a region such as us-east-1`);
+
 const EnvSchema = z.object({
   ...serviceEnv({ port: 8090, dataDir: "./.data/control-plane" }),
   CP_ADMIN_API_TOKEN: z.string().min(16, "CP_ADMIN_API_TOKEN must be at least 16 characters").optional(),
@@ -30,8 +46,8 @@ const EnvSchema = z.object({
   CP_SECRETS_ENCRYPTION_KEY_VERSION: z.coerce.number().int().min(1).default(1),
   CP_SECRETS_ENCRYPTION_OLD_KEYS: z.string().default(""),
   CP_PUBLIC_URL: z.string().url().optional(),
-  CP_WORKSPACE_BACKEND: z.enum(["docker", "flyio"]).default("docker"),
-  CP_TENANT_BACKEND: z.enum(["docker", "external"]).default("docker"),
+  CP_WORKSPACE_BACKEND: z.enum(["docker", "flyio", "ec2"]).default("docker"),
+  CP_TENANT_BACKEND: z.enum(["docker", "external", "ec2"]).default("docker"),
   TENANT_URL_TEMPLATE: z
     .string()
     .refine(
@@ -40,6 +56,9 @@ const EnvSchema = z.object({
     )
     .optional(),
   TENANT_IMAGE: z.string().default("molecule/tenant-platform:latest"),
+  CANARY_TENANT_IMAGE: z.string().optional(),
+  GHCR_PULL_TOKEN: z.string().optional(),
+  TENANT_DATABASE_URL: z.string().url("TENANT_DATABASE_URL must be a URL").optional(),
   TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
   WORKSPACE_IMAGE_TAG: z.string().default("latest"),
@@ -49,7 +68,36 @@ const EnvSchema = z.object({
   FLY_WORKSPACE_APP: z.string().optional(),
   FLY_REGION: z.string().default("ord"),
   FLY_API_BASE_URL: z.string().url().default("https://api.machines.dev"),
+  AWS_REGION: awsRegion("AWS_REGION").optional(),
+  AWS_ENDPOINT_URL: z.string().url("AWS_ENDPOINT_URL must be a URL").optional(),
+  EC2_VPC_ID: awsId("EC2_VPC_ID", "vpc").optional(),
+  EC2_SUBNET_ID: awsId("EC2_SUBNET_ID", "subnet").optional(),
+  EC2_SECURITY_GROUP: awsId("EC2_SECURITY_GROUP", "sg").optional(),
+  EIC_ENDPOINT_SG_ID: awsId("EIC_ENDPOINT_SG_ID", "sg").optional(),
+  EC2_TENANT_INGRESS_SG_IDS: z
+    .string()
+    .transform(commaList)
+    .pipe(z.array(awsId("EC2_TENANT_INGRESS_SG_IDS", "sg")))
+    .default([]),
+  EC2_TENANT_IAM_PROFILE: z.string().optional(),
+  EC2_WORKSPACE_IAM_PROFILE: z.string().optional(),
+  EC2_INSTANCE_TYPE: z
+    .string()
+    .regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, "EC2_INSTANCE_TYPE must be an instance type such as t3.small")
+    .default("t3.small"),
+  EC2_KEY_NAME: z.string().optional(),
+  EC2_AMI: awsId("EC2_AMI", "ami").optional(),
+  EC2_TERMINATE_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
+  CANARY_ROLE_ARN: z
+    .string()
+    .regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/, "CANARY_ROLE_ARN must be an IAM role ARN")
+    .optional(),
+  CANARY_REGION: awsRegion("CANARY_REGION").optional(),
+  CANARY_VPC_ID: awsId("CANARY_VPC_ID", "vpc").optional(),
+  CANARY_SUBNET_ID: awsId("CANARY_SUBNET_ID", "subnet").optional(),
 });
+
+const CANARY_VARIABLES = ["CANARY_ROLE_ARN", "CANARY_REGION", "CANARY_VPC_ID", "CANARY_SUBNET_ID"] as const;
 
 export type ControlPlaneConfig = ReturnType<typeof shape>;
 
@@ -92,15 +140,89 @@ function shape(env: z.infer<typeof EnvSchema>) {
         env.TENANT_NETWORK === "bridge" && !["host", "bridge", "none"].includes(env.WORKSPACE_NETWORK)
           ? env.WORKSPACE_NETWORK
           : env.TENANT_NETWORK,
-      /** `external`: the org's tenant URL, `{slug}` replaced (tenants are started by the operator). */
+      /**
+       * `external`: the org's tenant URL, `{slug}` replaced (tenants are started by the operator). `ec2`: the same
+       * when set, else the instance's private address.
+       */
       urlTemplate: env.TENANT_URL_TEMPLATE ?? null,
+      /** The image of `is_canary` orgs' tenants (ec2); default TENANT_IMAGE. */
+      canaryImage: env.CANARY_TENANT_IMAGE ?? env.TENANT_IMAGE,
+      /** Secrets handed to EC2 tenants in their bootstrap bundle, never in user-data. */
+      ghcrPullToken: env.GHCR_PULL_TOKEN ?? null,
+      databaseUrl: env.TENANT_DATABASE_URL ?? null,
+    },
+    /** AWS for the ec2 tenant and workspace backends; checked in loadConfig when either is selected. */
+    ec2: {
+      region: env.AWS_REGION ?? null,
+      endpoint: env.AWS_ENDPOINT_URL ?? null,
+      vpcId: env.EC2_VPC_ID ?? null,
+      subnetId: env.EC2_SUBNET_ID ?? null,
+      /** The shared group instances join when there is no VPC to make per-tenant groups in. */
+      sharedSecurityGroupId: env.EC2_SECURITY_GROUP ?? null,
+      /** Source of SSH (22) ingress: the EC2 Instance Connect endpoint's group. */
+      eicEndpointSgId: env.EIC_ENDPOINT_SG_ID ?? null,
+      /** Sources allowed to reach a tenant's HTTP port (a load balancer's group, the control plane's). */
+      tenantIngressSgIds: env.EC2_TENANT_INGRESS_SG_IDS,
+      tenantIamProfile: env.EC2_TENANT_IAM_PROFILE ?? null,
+      workspaceIamProfile: env.EC2_WORKSPACE_IAM_PROFILE ?? env.EC2_TENANT_IAM_PROFILE ?? null,
+      instanceType: env.EC2_INSTANCE_TYPE,
+      keyName: env.EC2_KEY_NAME ?? null,
+      /** The AMI when thin_ami_pins has none for the runtime and region. */
+      fallbackAmi: env.EC2_AMI ?? null,
+      terminateDeadlineMs: env.EC2_TERMINATE_DEADLINE_SECONDS * 1000,
+      /** A second AWS account for `is_canary` orgs, reached with STS AssumeRole. */
+      canary:
+        env.CANARY_ROLE_ARN && env.CANARY_REGION && env.CANARY_VPC_ID && env.CANARY_SUBNET_ID
+          ? {
+              roleArn: env.CANARY_ROLE_ARN,
+              region: env.CANARY_REGION,
+              vpcId: env.CANARY_VPC_ID,
+              subnetId: env.CANARY_SUBNET_ID,
+            }
+          : null,
     },
   };
 }
 
+/** The EC2 rules, one line each, checked when either backend is `ec2` (the canary account's always). */
+function checkEc2(config: ControlPlaneConfig, env: z.infer<typeof EnvSchema>): void {
+  const canarySet = CANARY_VARIABLES.filter((name) => env[name]);
+  if (canarySet.length > 0 && canarySet.length < CANARY_VARIABLES.length) {
+    const missing = CANARY_VARIABLES.filter((name) => !env[name]);
+    throw new ConfigError(
+      `${CANARY_VARIABLES.join(", ")} are set together (the canary account): missing ${missing.join(", ")}`,
+    );
+  }
+  const tenants = config.tenantBackend.name === "ec2";
+  const workspaces = config.workspaceBackend.name === "ec2";
+  if (!tenants && !workspaces) return;
+  const selected = tenants ? "CP_TENANT_BACKEND=ec2" : "CP_WORKSPACE_BACKEND=ec2";
+  const ec2 = config.ec2;
+  if (!ec2.region) throw new ConfigError(`AWS_REGION is required when ${selected}`);
+  if (!ec2.vpcId && !ec2.sharedSecurityGroupId) {
+    throw new ConfigError(
+      `EC2_VPC_ID (per-tenant security groups) or EC2_SECURITY_GROUP (one shared group) is required when ${selected}`,
+    );
+  }
+  if (ec2.vpcId && !ec2.subnetId) {
+    throw new ConfigError("EC2_SUBNET_ID is required with EC2_VPC_ID (a subnet of that VPC)");
+  }
+  if (tenants && !ec2.tenantIamProfile) {
+    throw new ConfigError(
+      "EC2_TENANT_IAM_PROFILE is required when CP_TENANT_BACKEND=ec2: Secrets Manager + IAM instance profile are required (the tenant reads its bootstrap bundle with the profile's role; no secret goes in user-data)",
+    );
+  }
+  if (workspaces && !ec2.workspaceIamProfile) {
+    throw new ConfigError(
+      "EC2_WORKSPACE_IAM_PROFILE (or EC2_TENANT_IAM_PROFILE) is required when CP_WORKSPACE_BACKEND=ec2: Secrets Manager + IAM instance profile are required",
+    );
+  }
+}
+
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): ControlPlaneConfig {
-  const config = shape(parseEnv(EnvSchema, env));
+  const values = parseEnv(EnvSchema, env);
+  const config = shape(values);
   if (isStrictEnvironment(config.environment)) {
     const missing = [
       ["CP_ADMIN_API_TOKEN", config.auth.adminToken],
@@ -119,5 +241,6 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
   if (fly.name === "flyio" && !fly.flyApp) {
     throw new ConfigError("FLY_WORKSPACE_APP is required when CP_WORKSPACE_BACKEND=flyio");
   }
+  checkEc2(config, values);
   return config;
 }

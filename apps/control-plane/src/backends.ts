@@ -5,7 +5,7 @@ import {
   type RuntimeStatus,
 } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
-import type { ControlPlaneConfig } from "./config.ts";
+import { ConfigError, type ControlPlaneConfig } from "./config.ts";
 import type { TenantBackend } from "./tenants/backend.ts";
 import { createDockerTenantBackend } from "./tenants/docker.ts";
 
@@ -33,6 +33,8 @@ export function buildWorkspaceProvisioner(config: ControlPlaneConfig, logger: Lo
         imageTag: backend.imageTag,
         logger: logger.child({ component: "flyio" }),
       });
+    case "ec2":
+      throw new ConfigError("CP_WORKSPACE_BACKEND=ec2 is not available in this build yet");
   }
 }
 
@@ -42,12 +44,15 @@ export function buildTenantBackend(config: ControlPlaneConfig, logger: Logger): 
     case "docker":
       return createDockerTenantBackend({
         image: config.tenantBackend.image,
+        canaryImage: config.tenantBackend.canaryImage,
         network: config.tenantBackend.network,
         deployment: config.deployment,
         logger: logger.child({ component: "tenants" }),
       });
     case "external":
       return createExternalTenantBackend(config.tenantBackend.urlTemplate ?? "");
+    case "ec2":
+      throw new ConfigError("CP_TENANT_BACKEND=ec2 is not available in this build yet");
   }
 }
 

@@ -1,6 +1,6 @@
 import type { ErrorEnvelope } from "@molecule/contracts";
 import { deriveTenantSigningKey, hashToken } from "@molecule/identity";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { createApp } from "./app.ts";
 import { cpOrgs, cpTenantCredentials } from "./db/schema.ts";
 import { ADMIN_TOKEN, createTestControlPlane, SHARED_SECRET, type TestControlPlane } from "./testing.ts";
@@ -143,6 +143,31 @@ describe("orgs (admin API)", () => {
     expect(other.body.error.code).toBe("idempotency_key_reused");
     const orgs = await cp.db.db.select().from(cpOrgs);
     expect(orgs.filter((org) => org.slug.startsWith("vandelay"))).toHaveLength(1);
+  });
+
+  it("is_canary: stored, shown, handed to the tenant backend, and part of the Idempotency-Key's body", async () => {
+    // A control plane of its own: the one above still holds the failing tenant backend's queued faults.
+    const cp = await createTestControlPlane();
+    onTestFinished(() => cp.close());
+    const headers = { "idempotency-key": "create-canary" };
+    const body = { slug: "canary-co", name: "Canary", is_canary: true };
+    const created = await cp.admin("POST", "/cp/orgs", body, headers);
+    expect(created.status).toBe(201);
+    expect(created.body.org.is_canary).toBe(true);
+    expect((await cp.admin("POST", "/cp/orgs", body, headers)).body).toEqual(created.body);
+    const other = await cp.admin("POST", "/cp/orgs", { ...body, is_canary: false }, headers);
+    expect(other.status).toBe(409);
+    expect(other.body.error.code).toBe("idempotency_key_reused");
+    await cp.runner.drain();
+    expect(cp.tenants.inspect(created.body.org.id)?.isCanary).toBe(true);
+    expect((await cp.admin("GET", "/cp/orgs/canary-co")).body.org.is_canary).toBe(true);
+
+    const plain = await cp.createOrg("not-canary");
+    await cp.runner.drain();
+    expect(cp.tenants.inspect(plain.orgId)?.isCanary).toBe(false);
+    expect((await cp.admin("GET", "/cp/orgs/not-canary")).body.org.is_canary).toBe(false);
+    const refused = await cp.admin("POST", "/cp/orgs", { slug: "bad-canary", name: "x", is_canary: "yes" });
+    expect(refused.status).toBe(400);
   });
 
   it("GET of an unknown slug is 404", async () => {

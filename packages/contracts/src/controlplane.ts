@@ -40,6 +40,8 @@ export const OrgSlug = z
 export const CreateOrgBody = z.strictObject({
   slug: OrgSlug,
   name: singleLineText().trim().min(1).max(100),
+  /** Its tenant runs the canary image (and, on EC2, in the canary account). */
+  is_canary: z.boolean().optional(),
 });
 export type CreateOrgBody = z.infer<typeof CreateOrgBody>;
 

@@ -6,6 +6,8 @@ import { CP_OPERATION_KINDS, OPERATION_STATUSES, ORG_STATUSES } from "@molecule/
 import { sql } from "drizzle-orm";
 import {
   bigserial,
+  boolean,
+  check,
   index,
   integer,
   jsonb,
@@ -39,6 +41,8 @@ export const cpOrgs = pgTable(
     status: cpOrgStatus("status").notNull(),
     tenantHandle: jsonb("tenant_handle").$type<StoredHandle | null>(),
     tenantUrl: text("tenant_url"),
+    /** Its tenant runs CANARY_TENANT_IMAGE (on EC2: in the canary account). */
+    isCanary: boolean("is_canary").notNull().default(false),
     /** The tenant's environment (JSON), sealed: a retried provision after a crash uses the same values. */
     tenantEnvSealed: text("tenant_env_sealed"),
     tenantEnvKeyVersion: integer("tenant_env_key_version"),
@@ -166,6 +170,25 @@ export const cpRequestNonces = pgTable(
   ],
 );
 
+/**
+ * The AMI a runtime boots from in a region (EC2 backends); `tenant-platform` is the tenants' runtime. With no row the
+ * backends use EC2_AMI, else fail (not retried). Edited with SQL for now (docs/backends/ec2.md).
+ */
+export const cpThinAmiPins = pgTable(
+  "cp_thin_ami_pins",
+  {
+    runtime: text("runtime").notNull(),
+    region: text("region").notNull(),
+    amiId: text("ami_id").notNull(),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.runtime, table.region] }),
+    check("cp_thin_ami_pins_ami_id_check", sql`${table.amiId} ~ '^ami-[0-9a-f]{8,17}$'`),
+  ],
+);
+
 export type CpOrgRow = typeof cpOrgs.$inferSelect;
 export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
 export type CpOperationRow = typeof cpOperations.$inferSelect;
@@ -178,4 +201,5 @@ export const CP_TABLES = [
   cpBootEvents,
   cpTenantCredentials,
   cpOrgs,
+  cpThinAmiPins,
 ] as const;

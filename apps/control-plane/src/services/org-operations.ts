@@ -88,6 +88,7 @@ async function provisionTenant(
       deployment: deps.settings.deployment,
       env,
       secretKeys: TENANT_SECRET_KEYS,
+      isCanary: org.isCanary,
     },
     org.tenantHandle ?? null,
     { step },

@@ -28,7 +28,11 @@ export class OrgService {
 
   async create(body: CreateOrgBody, key: string | null): Promise<CreatedOrg> {
     const { db, ids, sealer, settings, clock } = this.deps;
-    const requestHash = sha256Hex(JSON.stringify({ slug: body.slug, name: body.name }));
+    const isCanary = body.is_canary === true;
+    // is_canary joins the hash only when set, so keys used before it existed replay as before.
+    const requestHash = sha256Hex(
+      JSON.stringify({ slug: body.slug, name: body.name, ...(isCanary ? { is_canary: true } : {}) }),
+    );
     if (key) {
       const replay = await this.replayCreate(key, requestHash);
       if (replay) return replay;
@@ -62,6 +66,7 @@ export class OrgService {
             slug: body.slug,
             name: body.name,
             status: "provisioning",
+            isCanary,
             tenantEnvSealed: sealed.sealed,
             tenantEnvKeyVersion: sealed.keyVersion,
             createIdempotencyKey: key,

@@ -45,6 +45,7 @@ export function orgView(row: CpOrgRow) {
     name: row.name,
     status: row.status,
     tenant_url: row.tenantUrl,
+    is_canary: row.isCanary,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };

@@ -14,6 +14,8 @@ export interface TenantSpec {
   env: Record<string, string>;
   /** Names of `env` entries whose values are secret: never logged, labelled or returned. */
   secretKeys: readonly string[];
+  /** The org is a canary: its tenant runs the canary image (on EC2: in the canary account). */
+  isCanary: boolean;
 }
 
 export type TenantHandle = { backend: string } & Record<string, unknown>;

@@ -49,6 +49,7 @@ function makeSpec(overrides: Partial<TenantSpec> = {}): TenantSpec {
       LOG_LEVEL: "warn",
     },
     secretKeys: ["ADMIN_TOKEN", "SECRETS_ENCRYPTION_KEY"],
+    isCanary: false,
     ...overrides,
   };
 }

@@ -71,6 +71,8 @@ export interface DockerTenantBackendOptions {
   docker?: Dockerode;
   /** The tenant platform image, e.g. molecule/tenant-platform:latest (pulled, bounded, when absent). */
   image: string;
+  /** The image of canary orgs' tenants (default `image`). */
+  canaryImage?: string;
   /** "host", Docker's default "bridge", or the name of a user-defined network shared with the workspaces. */
   network: string;
   /** Every resource is labelled with it; `listManaged` returns only resources carrying it. */
@@ -167,6 +169,8 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     noun: "org",
   });
 
+  const imageFor = (spec: TenantSpec) => (spec.isCanary && opts.canaryImage) || opts.image;
+
   function validateSpec(spec: TenantSpec): void {
     assertSlug(spec.slug);
     if (spec.deployment !== opts.deployment) {
@@ -262,7 +266,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     const networking = containerNetworking(opts.network, name);
     return {
       name,
-      Image: opts.image,
+      Image: imageFor(spec),
       Env: Object.entries(envFor(spec, port)).map(([key, value]) => `${key}=${value}`),
       Labels: labelsFor(spec, port),
       ...(hostNetwork ? {} : { ExposedPorts: { [portKey]: {} } }),
@@ -327,8 +331,9 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
     } else {
-      const outcome = await ensureImage(docker, opts.image, { timeoutMs: pullTimeoutMs, logger: log });
-      step("image_ready", `${opts.image} ${outcome}`);
+      const image = imageFor(spec);
+      const outcome = await ensureImage(docker, image, { timeoutMs: pullTimeoutMs, logger: log });
+      step("image_ready", `${image} ${outcome}`);
     }
     if (sharedNetwork) await ensureNetwork(docker, opts.network);
     const volume = await ensureVolume(spec);

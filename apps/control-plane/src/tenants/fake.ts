@@ -13,6 +13,7 @@ export interface FakeTenant {
   url: string;
   env: Record<string, string>;
   secretKeys: string[];
+  isCanary: boolean;
   running: boolean;
 }
 
@@ -59,6 +60,7 @@ export function createFakeTenantBackend(options: { name?: string } = {}): FakeTe
           url: `http://tenant-${spec.slug}.invalid:8080`,
           env: { ...spec.env },
           secretKeys: [...spec.secretKeys],
+          isCanary: spec.isCanary,
           running: false,
         };
         state.set(spec.orgId, tenant);

@@ -63,7 +63,7 @@ describe("tenant and workspace names", () => {
       if (OrgSlug.safeParse(slug).success) continue;
       expect(() => tenantContainerName(slug), slug).toThrow(ProvisionerError);
       expect(() => tenantVolumeName(slug), slug).toThrow(ProvisionerError);
-      const spec = { orgId, slug, deployment: "test-names", env: {}, secretKeys: [] };
+      const spec = { orgId, slug, deployment: "test-names", env: {}, secretKeys: [], isCanary: false };
       for (const call of [
         () => backend.provision(spec, null),
         () => backend.destroy({ orgId, slug, handle: null }),

@@ -1,3 +1,5 @@
+export { AwsEmulator, type AwsEmulatorOptions, startAwsEmulator } from "./emulator.ts";
+export type { Fault, FaultAction } from "./faults.ts";
 export {
   MOTO_APT_PACKAGES,
   MOTO_VERSION,
@@ -6,3 +8,5 @@ export {
   startMoto,
   unpackMoto,
 } from "./moto.ts";
+export type { AwsCall } from "./protocol.ts";
+export { DEFAULT_TIMING, type Timing } from "./state.ts";

@@ -127,7 +127,7 @@ export class AwsEmulator {
    * first; a test that looks at moto directly calls it before.
    */
   settle(): Promise<void> {
-    this.settling = this.settling.then(async () => {
+    const next = this.settling.then(async () => {
       const due = this.state.takeDueTerminations();
       const byScope = new Map<string, { scope: Scope; ids: string[] }>();
       for (const t of due) {
@@ -144,7 +144,9 @@ export class AwsEmulator {
         );
       }
     });
-    return this.settling;
+    // One failed round (moto gone) must not fail every later call's settling.
+    this.settling = next.catch(() => {});
+    return next;
   }
 
   // ---- HTTP plumbing -------------------------------------------------------------------------------------------

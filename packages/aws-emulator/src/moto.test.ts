@@ -44,4 +44,10 @@ describe("startMoto", () => {
     expect(() => process.kill(second.pid, 0)).toThrow();
     await expect(fetch(`${second.endpoint}/moto-api/`)).rejects.toThrow();
   });
+
+  it("fails naming the apt-get line when the python it needs is missing, never skipping", async () => {
+    await expect(startMoto({ vendoredOnly: true, python: "/nonexistent/python3" })).rejects.toThrow(
+      /apt-get install -y python3 python3-boto3 .*python3-jsonschema/,
+    );
+  });
 });

@@ -75,6 +75,12 @@ export interface ProvisionContext {
    * it as their idempotency key; local backends ignore it.
    */
   idempotencyKey?: string;
+  /**
+   * The caller's durable operation, the same on every attempt of it (unlike `idempotencyKey`, which changes per
+   * attempt). Backends whose create takes a token the cloud remembers (EC2's RunInstances ClientToken) derive it from
+   * this, so an attempt after a lost answer gets the VM the first one made instead of a second.
+   */
+  operationId?: string;
 }
 
 export interface SuspendResult {

@@ -49,6 +49,7 @@ export async function performWorkspaceOperation(
         {
           step,
           idempotencyKey,
+          operationId: operation.id,
         },
       );
       await save(deps, workspace, { handle, state: "running" });
@@ -62,6 +63,7 @@ export async function performWorkspaceOperation(
         {
           step,
           idempotencyKey,
+          operationId: operation.id,
           recreate: input.recreate ?? false,
         },
       );

@@ -85,6 +85,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         const handle = await provisioner.provision(spec, workspace.handle, {
           step,
           idempotencyKey: callKey("provision"),
+          operationId: operation.id,
         });
         await this.saveHandle(workspace.id, handle);
         await transitionWorkspace(this.platform, workspace.id, "awaiting_agent", { from: ["provisioning"] });
@@ -98,6 +99,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           step,
           recreate: workspace.needsRestart,
           idempotencyKey: callKey("start"),
+          operationId: operation.id,
         });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
@@ -132,6 +134,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           step,
           recreate: true,
           idempotencyKey: callKey("start"),
+          operationId: operation.id,
         });
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);

@@ -97,7 +97,9 @@ export async function findInstances(aws: AwsAccess, scope: Ec2Scope, owner: VmOw
     { Name: "instance-state-name", Values: [...LIVE_INSTANCE_STATES] },
   ]);
   return found
-    .filter((i) => isOwnedBy(i.tags, scope, owner) && (LIVE_INSTANCE_STATES as readonly string[]).includes(i.state))
+    .filter(
+      (i) => isOwnedBy(i.tags, scope, owner) && (LIVE_INSTANCE_STATES as readonly string[]).includes(i.state),
+    )
     .sort((a, b) => (a.launchTime ?? 0) - (b.launchTime ?? 0) || a.id.localeCompare(b.id));
 }
 
@@ -200,9 +202,9 @@ export async function launchInstance(
       false,
     );
   }
-  const input = runInstancesInput(spec);
+  let input = runInstancesInput(spec);
   const backoff = aws.backoff();
-  for (let attempt = 1; ; attempt++) {
+  for (let attempt = 1, generation = 0; ; attempt++) {
     if (attempt > 1) {
       const [found] = await findInstances(aws, spec.scope, spec.owner);
       if (found) return { instance: found, created: false };
@@ -219,17 +221,22 @@ export async function launchInstance(
         throw new ProvisionerError("backend_error", "AWS EC2 RunInstances answered no instance", true);
       }
       const instance = toInstance(raw);
-      if (instance.state === "shutting-down" || instance.state === "terminated") {
-        // A replayed token whose instance was terminated since: this operation's VM is gone; a new attempt (a new
-        // token) makes another.
+      if (instance.state !== "shutting-down" && instance.state !== "terminated")
+        return { instance, created: true };
+      // AWS replayed the token of an earlier attempt whose instance has been terminated since (no live instance was
+      // found by tags): this operation still needs a VM, so the next send carries a token of its own.
+      generation += 1;
+      if (generation > 3) {
         throw new ProvisionerError(
           "conflict",
-          `the instance this operation launched (${instance.id}) was terminated; retry the operation`,
+          `the instances this operation launched were terminated`,
           true,
-          { instanceId: instance.id },
+          {
+            instanceId: instance.id,
+          },
         );
       }
-      return { instance, created: true };
+      input = { ...input, ClientToken: clientToken(spec.clientToken, "replaced", generation) };
     } catch (error) {
       await aws.pauseOrThrow(backoff, error);
     }

@@ -11,7 +11,9 @@ import {
 } from "@aws-sdk/client-ec2";
 import { CreateInstanceProfileCommand, IAMClient } from "@aws-sdk/client-iam";
 import { type MotoServer, startMoto } from "@molecule/aws-emulator";
+import type { WorkspaceSpec } from "../provisioner.ts";
 import { AwsAccess, type AwsAccessOptions } from "./aws.ts";
+import { createEc2Provisioner, type Ec2Provisioner, type Ec2ProvisionerOptions } from "./provisioner.ts";
 import type { Ec2Scope } from "./tags.ts";
 
 export const TEST_REGION = "us-east-1";
@@ -92,6 +94,84 @@ export function testAccess(endpoint: string, options: Partial<AwsAccessOptions> 
     ...options,
   });
   return { access, sleeps };
+}
+
+export interface Ec2Harness {
+  moto: MotoServer;
+  net: AwsNetwork;
+  provisioner: Ec2Provisioner;
+  /** Delays the provisioner asked for (recorded, then shortened). */
+  sleeps: number[];
+  makeSpec(overrides?: Partial<WorkspaceSpec>): WorkspaceSpec;
+  close(): Promise<void>;
+}
+
+export const TEST_BOOT_TOKEN = "boot-secret-token-value";
+
+let seq = 0;
+
+/** moto, a network, and the EC2 workspace provisioner on it. */
+export async function startEc2Harness(
+  options: { provisioner?: Partial<Ec2ProvisionerOptions>; access?: Partial<AwsAccessOptions> } = {},
+): Promise<Ec2Harness> {
+  const moto = await startMoto();
+  const net = await createNetwork(moto.endpoint, "harness");
+  const { access, sleeps } = testAccess(moto.endpoint, options.access);
+  const provisioner = createEc2Provisioner({
+    ...testProvisionerOptions(net, access),
+    ...options.provisioner,
+  });
+  return {
+    moto,
+    net,
+    provisioner,
+    sleeps,
+    makeSpec: makeWorkspaceSpec,
+    async close() {
+      access.destroy();
+      await moto.stop();
+    },
+  };
+}
+
+export function testProvisionerOptions(net: AwsNetwork, access: AwsAccess): Ec2ProvisionerOptions {
+  return {
+    access,
+    region: TEST_REGION,
+    deployment: TEST_SCOPE.deployment,
+    environment: TEST_SCOPE.environment,
+    imageId: net.imageId,
+    subnetId: net.subnetId,
+    vpcId: net.vpcId,
+    eicSecurityGroupId: net.eicGroupId,
+    instanceProfile: net.instanceProfile,
+    agentSourceGroupId: net.tenantGroupId,
+    imagePrefix: "ghcr.io/molecule/workspace-",
+    imageTag: "test",
+    waitDeadlineMs: 10_000,
+    terminateDeadlineMs: 10_000,
+  };
+}
+
+/** A valid workspace spec with a boot token and a secret, unique per call. */
+export function makeWorkspaceSpec(overrides: Partial<WorkspaceSpec> = {}): WorkspaceSpec {
+  seq += 1;
+  const workspaceId = overrides.workspaceId ?? `ws_01jec2spec00000000000${String(seq).padStart(5, "0")}`;
+  return {
+    workspaceId,
+    orgId: TEST_ORG,
+    deployment: TEST_SCOPE.deployment,
+    runtime: "hermes",
+    tier: 3,
+    env: {
+      WORKSPACE_ID: workspaceId,
+      WORKSPACE_BOOT_TOKEN: TEST_BOOT_TOKEN,
+      OPENAI_API_KEY: "sk-test-secret-api-key",
+    },
+    secretKeys: ["WORKSPACE_BOOT_TOKEN", "OPENAI_API_KEY"],
+    metadata: {},
+    ...overrides,
+  };
 }
 
 export { type MotoServer, startMoto };

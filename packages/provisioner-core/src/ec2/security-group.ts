@@ -29,8 +29,8 @@ import {
 export interface IngressRules {
   /** The EC2 Instance Connect endpoint's security group: the only source of `tcp/22`. None: no SSH rule. */
   sshSourceGroupId?: string;
-  /** The port the VM serves (the agent's 8000, the tenant platform's port). */
-  servicePort: number;
+  /** The port the VM serves (the agent's 8000, the tenant platform's port); needed when there are sources. */
+  servicePort?: number;
   /** The only sources of `servicePort`. */
   serviceSourceGroupIds: readonly string[];
 }
@@ -45,7 +45,8 @@ function assertGroupId(id: string, what: string): string {
 
 /** The permissions the rules ask for: one per source group, TCP only. */
 export function ingressPermissions(rules: IngressRules): IpPermission[] {
-  if (!Number.isInteger(rules.servicePort) || rules.servicePort < 1 || rules.servicePort > 65_535) {
+  const port = rules.servicePort ?? 0;
+  if (rules.serviceSourceGroupIds.length > 0 && (!Number.isInteger(port) || port < 1 || port > 65_535)) {
     throw new ProvisionerError("invalid_spec", "ec2: the service port must be 1-65535", false);
   }
   const out: IpPermission[] = [];
@@ -65,8 +66,8 @@ export function ingressPermissions(rules: IngressRules): IpPermission[] {
   for (const source of new Set(rules.serviceSourceGroupIds)) {
     out.push({
       IpProtocol: "tcp",
-      FromPort: rules.servicePort,
-      ToPort: rules.servicePort,
+      FromPort: port,
+      ToPort: port,
       UserIdGroupPairs: [{ GroupId: assertGroupId(source, "a service source group") }],
     });
   }
@@ -226,4 +227,17 @@ export async function deleteSecurityGroup(aws: AwsAccess, groupId: string, deadl
       await aws.sleep(wait);
     }
   }
+}
+
+/** The org's workspaces group (`org-workspaces`): no rules; every workspace VM of the org joins it. */
+export const orgWorkspacesOwner = (orgId: string): VmOwner => ({ role: "org-workspaces", orgId });
+
+/** Creates (or adopts) the org's workspaces group in `vpcId`; the tenant admits it on its port. */
+export function ensureOrgWorkspacesGroup(
+  aws: AwsAccess,
+  scope: Ec2Scope,
+  orgId: string,
+  vpcId: string,
+): Promise<string> {
+  return ensureSecurityGroup(aws, scope, orgWorkspacesOwner(orgId), vpcId, { serviceSourceGroupIds: [] });
 }

@@ -20,7 +20,11 @@ export const EC2_TAGS = {
   name: "Name",
 } as const;
 
-export type VmRole = "tenant" | "workspace";
+/**
+ * `tenant` and `workspace` VMs; `org-workspaces` is the org's one group that every workspace VM of the org also joins:
+ * no rules of its own, it is the source the org's tenant admits on its port (agents reach their platform).
+ */
+export type VmRole = "tenant" | "workspace" | "org-workspaces";
 
 /** The installation whose resources these are: MOLECULE_DEPLOYMENT and MOLECULE_ENV. */
 export interface Ec2Scope {
@@ -79,9 +83,10 @@ export function assertOwner(owner: VmOwner): VmOwner {
   return owner;
 }
 
-/** The owner's deterministic short name: `ws-<workspace id>` or `tenant-<slug>`. */
+/** The owner's deterministic short name: `ws-<workspace id>`, `tenant-<slug>` or `workspaces-<org id>`. */
 export function ownerName(owner: VmOwner): string {
   if (owner.role === "workspace") return resourceName(owner.workspaceId ?? "");
+  if (owner.role === "org-workspaces") return `workspaces-${owner.orgId}`;
   return `tenant-${owner.orgSlug ?? ""}`;
 }
 

@@ -4,7 +4,9 @@
  * listings both roles use.
  */
 import {
+  DescribeImagesCommand,
   DescribeInstanceAttributeCommand,
+  DescribeInstancesCommand,
   DescribeSecurityGroupsCommand,
   DescribeVolumesCommand,
 } from "@aws-sdk/client-ec2";
@@ -14,6 +16,7 @@ import { ProvisionerError } from "../errors.ts";
 import { awsError } from "./aws.ts";
 import { INSTANCE_PROFILE_REQUIRED } from "./bootstrap.ts";
 import { clientToken, findInstances } from "./instances.ts";
+import { ensureOrgWorkspacesGroup } from "./security-group.ts";
 import { EC2_TAGS, type VmOwner } from "./tags.ts";
 import {
   type AwsNetwork,
@@ -235,6 +238,31 @@ describe("a VM", () => {
     await vms.destroy(tenant);
     await vms.destroy(workspace);
     expect(await vms.listOrg(orgId)).toEqual([]);
+  });
+
+  it("boots the AMI its spec names and joins the org's workspaces group, which has no rules and is listed for the org", async () => {
+    const owner = workspaceOwner();
+    const orgGroup = await ensureOrgWorkspacesGroup(access(), TEST_SCOPE, TEST_ORG, net.vpcId);
+    expect(await ensureOrgWorkspacesGroup(access(), TEST_SCOPE, TEST_ORG, net.vpcId)).toBe(orgGroup);
+    const images = await access().ec2.send(new DescribeImagesCommand({ Owners: ["amazon"] }));
+    const other = images.Images?.map((image) => image.ImageId).find((id) => id && id !== net.imageId) ?? "";
+    const vm = await vms.ensure(vmSpec(owner, { imageId: other, memberGroupIds: [orgGroup] }));
+    const described = await access().ec2.send(
+      new DescribeInstancesCommand({ InstanceIds: [vm.instance.id] }),
+    );
+    const raw = described.Reservations?.[0]?.Instances?.[0];
+    expect(raw?.ImageId).toBe(other);
+    const joined = raw?.SecurityGroups?.map((g) => g.GroupId);
+    expect(joined?.sort()).toEqual([vm.securityGroupId, orgGroup].sort());
+    const group = (await access().ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [orgGroup] })))
+      .SecurityGroups?.[0];
+    expect(group?.IpPermissions).toEqual([]);
+    expect(Object.fromEntries((group?.Tags ?? []).map((t) => [t.Key, t.Value]))).toMatchObject({
+      [EC2_TAGS.role]: "org-workspaces",
+      [EC2_TAGS.orgId]: TEST_ORG,
+    });
+    expect((await vms.listOrg(TEST_ORG)).map((r) => r.id)).toContain(orgGroup);
+    await vms.destroy(owner);
   });
 
   it("is invisible to another environment or deployment in the same account", async () => {

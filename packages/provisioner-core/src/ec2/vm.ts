@@ -60,8 +60,11 @@ export interface Ec2VmOptions {
   aws: AwsAccess;
   /** MOLECULE_DEPLOYMENT and MOLECULE_ENV: every resource is tagged with both, every lookup filters on both. */
   scope: Ec2Scope;
-  /** The AMI (with docker, or a package manager to install it, and the AWS CLI: Amazon Linux 2023). */
-  imageId: string;
+  /**
+   * The AMI (with docker, or a package manager to install it, and the AWS CLI: Amazon Linux 2023), unless each
+   * VmSpec names its own.
+   */
+  imageId?: string;
   subnetId: string;
   /** The VPC of the subnet: each VM gets its own security group there. Without it, `securityGroupId` is used. */
   vpcId?: string;
@@ -88,6 +91,10 @@ export interface VmSpec {
   owner: VmOwner;
   /** The container image. */
   image: string;
+  /** The AMI for this VM (e.g. pinned per runtime and region); default the options' `imageId`. */
+  imageId?: string;
+  /** Groups the instance joins beside its own (e.g. the org's workspaces group); at launch only. */
+  memberGroupIds?: readonly string[];
   /** The container's environment: only ever in the bundle secret. */
   env: Record<string, string>;
   registry?: RegistryLogin;
@@ -140,8 +147,6 @@ export class Ec2Vms {
   constructor(readonly options: Ec2VmOptions) {
     this.aws = options.aws;
     this.scope = assertScope(options.scope);
-    if (!options.imageId)
-      throw new ProvisionerError("invalid_spec", "ec2: imageId (the AMI) is required", false);
     if (!options.subnetId) throw new ProvisionerError("invalid_spec", "ec2: subnetId is required", false);
     if (!options.vpcId && !options.securityGroupId) {
       throw new ProvisionerError("invalid_spec", "ec2: vpcId or a shared securityGroupId is required", false);
@@ -186,14 +191,16 @@ export class Ec2Vms {
     }
     const deadline = this.deadline(this.options.waitDeadlineMs, DEFAULT_WAIT_MS);
     if (!instance) {
+      const imageId = spec.imageId ?? this.options.imageId;
+      if (!imageId) throw new ProvisionerError("invalid_spec", "ec2: imageId (the AMI) is required", false);
       const launched = await launchInstance(this.aws, {
         scope: this.scope,
         owner,
         clientToken: clientToken(scopedName(this.scope, owner), spec.operationKey),
-        imageId: this.options.imageId,
+        imageId,
         instanceType: spec.instanceType,
         subnetId: this.options.subnetId,
-        securityGroupIds: [securityGroupId],
+        securityGroupIds: [securityGroupId, ...(spec.memberGroupIds ?? [])],
         instanceProfile: requireInstanceProfile(this.options.instanceProfile),
         keyName: this.options.keyName,
         rootVolumeGb: spec.rootVolumeGb,

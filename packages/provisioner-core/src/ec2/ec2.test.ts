@@ -4,7 +4,9 @@
  */
 import {
   CreateSecurityGroupCommand,
+  DescribeImagesCommand,
   DescribeInstanceAttributeCommand,
+  DescribeInstancesCommand,
   DescribeSecurityGroupsCommand,
   DescribeVolumesCommand,
 } from "@aws-sdk/client-ec2";
@@ -14,6 +16,7 @@ import { ProvisionerError } from "../errors.ts";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { ec2Size } from "../tiers.ts";
 import { createEc2Provisioner, type Ec2Handle } from "./provisioner.ts";
+import { ensureOrgWorkspacesGroup } from "./security-group.ts";
 import { EC2_TAGS, ownerTags } from "./tags.ts";
 import {
   type Ec2Harness,
@@ -148,6 +151,30 @@ describe("the workspace VM", () => {
     ).SecurityGroups?.[0];
     const agentRule = group?.IpPermissions?.find((p) => p.FromPort === 8000);
     expect(agentRule?.UserIdGroupPairs?.map((g) => g.GroupId)).toEqual([tenantGroup.GroupId]);
+  });
+
+  it("joins the org's workspaces group when its tenant made one, and boots the runtime's own AMI when it has one", async () => {
+    const orgId = "org_01jec2orgworkspaces0000000";
+    const orgGroup = await ensureOrgWorkspacesGroup(aws(), TEST_SCOPE, orgId, h.net.vpcId);
+    const images = await aws().ec2.send(new DescribeImagesCommand({ Owners: ["amazon"] }));
+    const pinned = images.Images?.map((i) => i.ImageId).find((id) => id && id !== h.net.imageId) ?? "";
+    const provisioner = createEc2Provisioner({
+      ...testProvisionerOptions(h.net, aws()),
+      imageIdFor: (runtime) => (runtime === "hermes" ? pinned : undefined),
+    });
+    const joined = async (handle: Ec2Handle) =>
+      (await aws().ec2.send(new DescribeInstancesCommand({ InstanceIds: [handle.instanceId] })))
+        .Reservations?.[0]?.Instances?.[0];
+    const inOrg = (await provisioner.provision(h.makeSpec({ orgId, runtime: "hermes" }), null)) as Ec2Handle;
+    const instance = await joined(inOrg);
+    expect(instance?.SecurityGroups?.map((g) => g.GroupId).sort()).toEqual(
+      [inOrg.securityGroupId, orgGroup].sort(),
+    );
+    expect(instance?.ImageId).toBe(pinned);
+    const elsewhere = (await provisioner.provision(h.makeSpec({ runtime: "echo" }), null)) as Ec2Handle;
+    const other = await joined(elsewhere);
+    expect(other?.SecurityGroups?.map((g) => g.GroupId)).toEqual([elsewhere.securityGroupId]);
+    expect(other?.ImageId).toBe(h.net.imageId);
   });
 
   it("uses the groups the control plane names for the agent port", async () => {

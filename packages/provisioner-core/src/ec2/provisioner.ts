@@ -31,7 +31,7 @@ import { ec2Size } from "../tiers.ts";
 import { AwsAccess, type AwsAccessOptions } from "./aws.ts";
 import type { RegistryLogin } from "./bootstrap.ts";
 import type { Ec2Instance } from "./instances.ts";
-import { findSecurityGroups } from "./security-group.ts";
+import { findSecurityGroups, orgWorkspacesOwner } from "./security-group.ts";
 import type { VmOwner } from "./tags.ts";
 import { Ec2Vms, type VmHint, type VmSpec } from "./vm.ts";
 
@@ -54,6 +54,8 @@ export interface Ec2ProvisionerOptions extends AwsAccessOptions {
   environment: string;
   /** EC2_AMI_ID: an AMI with the AWS CLI, python3 and docker (or dnf to install it): Amazon Linux 2023. */
   imageId: string;
+  /** The AMI for a runtime when it has its own (the control plane's pins per runtime and region); else `imageId`. */
+  imageIdFor?: (runtime: string) => Promise<string | undefined> | string | undefined;
   /** EC2_SUBNET_ID: a private subnet the tenants can reach. */
   subnetId: string;
   /** EC2_VPC_ID: each workspace gets its own security group there. Without it, `securityGroupId` is shared. */
@@ -261,6 +263,8 @@ export class Ec2Provisioner implements Provisioner {
       rootVolumeGb: size.volumeGb,
       servicePort: EC2_AGENT_PORT,
       serviceSourceGroupIds: this.options.vpcId ? await this.agentSources(spec.orgId) : [],
+      memberGroupIds: await this.orgWorkspacesGroups(spec.orgId),
+      imageId: (await this.options.imageIdFor?.(spec.runtime)) ?? this.options.imageId,
       addressEnv: "AGENT_PUBLIC_URL",
       dataPath: EC2_WORKSPACE_PATH,
       operationKey: ctx.operationId ? `${ctx.operationId}:${call}` : ctx.idempotencyKey,
@@ -276,6 +280,21 @@ export class Ec2Provisioner implements Provisioner {
       privateIp: vm.privateIp,
       agentUrl: `http://${vm.privateIp}:${EC2_AGENT_PORT}`,
     };
+  }
+
+  /**
+   * The org's workspaces group when its tenant made one (the control plane's EC2 tenant backend): the source the
+   * tenant admits on its port, so the agent reaches its platform. The tenant backend owns (and deletes) it.
+   */
+  private async orgWorkspacesGroups(orgId: string): Promise<string[]> {
+    if (!this.options.vpcId) return [];
+    const groups = await findSecurityGroups(
+      this.vms.aws,
+      this.vms.scope,
+      orgWorkspacesOwner(orgId),
+      this.options.vpcId,
+    );
+    return groups.map((g) => g.GroupId).filter((id): id is string => !!id);
   }
 
   /** The groups that may reach the org's agents: the callback's, else the org's tenant group, else the shared one. */

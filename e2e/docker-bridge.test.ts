@@ -1,13 +1,15 @@
 /**
  * A standalone tenant platform on the host with its workspaces on a user-defined Docker network: workspaces reach
  * the platform through host.docker.internal (the platform listens on 0.0.0.0), the backend tells each agent its
- * address on the network (http://ws-<id>:8000), and the platform reaches it there, resolving container names through
- * the engine. Agent-supplied container names are accepted only for the workspace's own container.
+ * address on the network (http://ws-<id>:8000) and keeps it in the handle, and the platform reaches it there, resolving
+ * container names through the engine. A container name is accepted only as the workspace's own assigned address.
  */
 import { randomBytes } from "node:crypto";
 import { type ServerType, serve } from "@hono/node-server";
+import { workspaces } from "@molecule/db";
 import { createContainerResolver, LABELS, resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createDockerTestPlatform,
@@ -72,6 +74,9 @@ describe("workspaces on a user-defined Docker network, platform on the host", ()
     managedId = created.body.workspace.id;
     const online = await statusBecomes(managedId, "online");
     expect(online.url).toBe(`http://${resourceName(managedId)}:8000`);
+    // What the agent registered is exactly the address the backend assigned and keeps in the handle.
+    const [row] = await platform.deps.db.select().from(workspaces).where(eq(workspaces.id, managedId));
+    expect(row?.handle?.agentUrl).toBe(online.url);
 
     const info = await docker.getNetwork(network).inspect();
     expect(info.Labels).toMatchObject({ [LABELS.managed]: "true" });
@@ -108,7 +113,9 @@ describe("workspaces on a user-defined Docker network, platform on the host", ()
     const other = await platform.call("POST", "/workspaces", { body: { name: "other", runtime: "echo" } });
     expect(other.status).toBe(202);
     const otherId: string = other.body.workspace.id;
-    // The managed workspace cannot claim another workspace's container.
+    // Once its backend has assigned its own address (while provisioning, a refused URL is only "retry later")…
+    await statusBecomes(otherId, "online");
+    // …the managed workspace cannot claim another workspace's container.
     const stolen = await platform.call("POST", "/registry/register", {
       body: { id: otherId, url: `http://${resourceName(managedId)}:8000` },
     });

@@ -1,3 +1,7 @@
+import { type InboundAuth, messageText, startA2AServer } from "@molecule/agent-sdk";
+import { workspaces } from "@molecule/db";
+import { loadConfig } from "@molecule/tenant-platform/config";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type FlyHarness,
@@ -76,5 +80,106 @@ describe("the tenant platform with CONTAINER_BACKEND=flyio, against the Fly emul
     expect(fly.emulator.machines(TEST_APP).filter((m) => m.state !== "destroyed")).toHaveLength(0);
     expect(fly.emulator.volumes(TEST_APP)).toHaveLength(0);
     expect(fly.emulator.violations).toEqual([]);
+  });
+});
+
+describe("a flyio-mode platform (strict agent URL policy) and the machine's private-network address", () => {
+  it("accepts a register of exactly the assigned address, refuses loopback and every other private URL, and reaches it by A2A", async () => {
+    let inbound: InboundAuth = "pending";
+    const agent = await startA2AServer({
+      host: "127.0.0.1",
+      port: 0,
+      card: { name: "on-fly", description: "echoes", skills: [] },
+      inbound: () => inbound,
+      onMessage: async (message) => ({ parts: [{ kind: "text", text: `fly: ${messageText(message)}` }] }),
+    });
+    // What loadConfig gives CONTAINER_BACKEND=flyio: https only, no private addresses.
+    const policy = loadConfig({
+      CONTAINER_BACKEND: "flyio",
+      FLY_API_TOKEN: "t",
+      FLY_WORKSPACE_APP: TEST_APP,
+    }).agentUrls;
+    const strict = await createTestPlatform(
+      fly.provisioner,
+      {
+        deployment: TEST_DEPLOYMENT,
+        allowInsecureAgentUrls: policy.allowInsecure,
+        allowPrivateAgentUrls: policy.allowPrivate,
+        // The test's agent listens on a free loopback port; Fly machines listen on 8000 unless told otherwise.
+        workspaceEnv: { AGENT_PORT: String(agent.port) },
+      },
+      {
+        // Fly's private DNS, played on loopback: only this app's machine names resolve, to the test's agent.
+        resolveAgentHost: async (host) => {
+          if (host.endsWith(`.vm.${TEST_APP}.internal`)) return [{ address: "127.0.0.1", family: 4 }];
+          throw Object.assign(new Error(`ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+        },
+      },
+    );
+    try {
+      await strict.listen();
+      const created = await strict.call("POST", "/workspaces", {
+        body: { name: "private", runtime: "echo" },
+      });
+      expect(created.status).toBe(202);
+      const id: string = created.body.workspace.id;
+      await waitFor(`workspace ${id} to await its agent`, async () => {
+        const { body } = await strict.call("GET", `/workspaces/${id}`);
+        return body.status === "awaiting_agent" ? body : undefined;
+      });
+
+      const machine = fly.emulator
+        .machines(TEST_APP)
+        .find((m) => (m.config.env as Record<string, string>).WORKSPACE_ID === id);
+      const assigned = `http://${machine?.id}.vm.${TEST_APP}.internal:${agent.port}`;
+      const env = (machine?.config.env ?? {}) as Record<string, string>;
+      expect(env.AGENT_PUBLIC_URL).toBe(assigned);
+      const [row] = await strict.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
+      expect(row?.handle?.agentUrl).toBe(assigned);
+
+      const register = (url: string) =>
+        strict.call("POST", "/registry/register", { token: env.WORKSPACE_BOOT_TOKEN, body: { id, url } });
+      for (const url of [
+        "http://127.0.0.1:8000",
+        `http://127.0.0.1:${agent.port}`,
+        `http://10.1.2.3:${agent.port}`,
+        `http://[fdaa:0:1:a7b::2]:${agent.port}`,
+        `http://ffffffffffffff.vm.${TEST_APP}.internal:${agent.port}`,
+        `http://${machine?.id}.vm.${TEST_APP}.internal:${agent.port + 1}`,
+        `http://${machine?.id}.vm.other-app.internal:${agent.port}`,
+      ]) {
+        const refused = await register(url);
+        expect(refused.status, url).toBe(400);
+      }
+      // The refusals spent nothing: the same boot token registers the assigned address.
+      const registered = await register(assigned);
+      expect(registered.status, JSON.stringify(registered.body)).toBe(200);
+      inbound = { token: registered.body.inbound_token };
+      await strict.call("POST", "/registry/heartbeat", {
+        token: registered.body.auth_token,
+        body: { workspace_id: id },
+      });
+
+      const reply = await strict.call("POST", `/workspaces/${id}/a2a`, {
+        body: {
+          jsonrpc: "2.0",
+          id: 1,
+          method: "message/send",
+          params: { message: { role: "user", messageId: "m-1", parts: [{ kind: "text", text: "6pn" }] } },
+        },
+      });
+      expect(reply.status, JSON.stringify(reply.body)).toBe(200);
+      expect(JSON.stringify(reply.body)).toContain("fly: 6pn");
+
+      await strict.call("DELETE", `/workspaces/${id}`);
+      await waitFor(`workspace ${id} to be removed`, async () => {
+        const { body } = await strict.call("GET", `/workspaces/${id}`);
+        return body.status === "removed" ? body : undefined;
+      });
+      expect(fly.emulator.violations).toEqual([]);
+    } finally {
+      await strict.close();
+      await agent.close();
+    }
   });
 });

@@ -175,8 +175,17 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
       Object.keys(env).filter((key) => /^(FLY_API_TOKEN|CP_TENANT_TOKEN|PROVISION_SHARED)/.test(key)),
     ).toEqual([]);
 
-    const registered = await agentCall(env, "/registry/register", env.WORKSPACE_BOOT_TOKEN ?? "", { id });
+    // The machine's address on Fly's private network, assigned by the control plane's backend, reached the tenant
+    // through the operation's answer: the tenant (strict agent URL policy) accepts exactly it, and no other private URL.
+    expect(env.AGENT_PUBLIC_URL).toBe(`http://${machine?.id}.vm.${FLY_APP}.internal:8000`);
+    const boot = env.WORKSPACE_BOOT_TOKEN ?? "";
+    for (const url of ["http://127.0.0.1:8000", `http://ffffffffffffff.vm.${FLY_APP}.internal:8000`]) {
+      const refused = await agentCall(env, "/registry/register", boot, { id, url });
+      expect(refused.status, url).toBe(400);
+    }
+    const registered = await agentCall(env, "/registry/register", boot, { id, url: env.AGENT_PUBLIC_URL });
     expect(registered.status, JSON.stringify(registered.body)).toBe(200);
+    expect((await tenant.call("GET", `/workspaces/${id}`)).body.url).toBe(env.AGENT_PUBLIC_URL);
     const authToken = registered.body.auth_token ?? "";
     expect((await agentCall(env, "/registry/heartbeat", authToken, { workspace_id: id })).status).toBe(200);
     await statusBecomes(id, "online");

@@ -55,6 +55,10 @@ describe("the control plane with the flyio workspace backend, against the Fly em
     const machine = live()[0];
     expect(JSON.stringify(machine?.config.metadata)).toContain(org.orgId);
     expect((machine?.config.env as Record<string, string>).WORKSPACE_BOOT_TOKEN).toBe("fly-boot-secret");
+    // The machine's address on Fly's private network travels back to the tenant in the operation's result.
+    const agentUrl = `http://${machine?.id}.vm.${TEST_APP}.internal:8000`;
+    expect((machine?.config.env as Record<string, string>).AGENT_PUBLIC_URL).toBe(agentUrl);
+    expect(provision.result).toEqual({ agent_url: agentUrl });
     expect(fly.emulator.volumes(TEST_APP)).toHaveLength(1);
     expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("running");
 
@@ -62,8 +66,15 @@ describe("the control plane with the flyio workspace backend, against the Fly em
     expect(fly.emulator.machines(TEST_APP).find((m) => m.id === machine?.id)?.state).toBe("stopped");
     expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("stopped");
 
-    await run("POST", `/cp/workspaces/${id}/start`, { spec, recreate: false });
+    const started = await run("POST", `/cp/workspaces/${id}/start`, { spec, recreate: false });
     expect(fly.emulator.machines(TEST_APP).find((m) => m.id === machine?.id)?.state).toBe("started");
+    expect(started.result).toEqual(provision.result);
+    const stopped = await run("POST", `/cp/workspaces/${id}/stop`, {});
+    expect(stopped.result).toBeNull();
+    const rebuilt = await run("POST", `/cp/workspaces/${id}/start`, { spec, recreate: true });
+    const [again] = live();
+    expect(again?.id).not.toBe(machine?.id);
+    expect(rebuilt.result).toEqual({ agent_url: `http://${again?.id}.vm.${TEST_APP}.internal:8000` });
 
     await run("DELETE", `/cp/workspaces/${id}`);
     expect(live()).toHaveLength(0);

@@ -83,14 +83,25 @@ export const CP_OPERATION_KINDS = ["provision", "start", "stop", "suspend", "des
 export const CpOperationKind = z.enum(CP_OPERATION_KINDS);
 export type CpOperationKind = z.infer<typeof CpOperationKind>;
 
+/**
+ * What a finished operation reports beyond success. suspend: whether the backend suspended (false: it stopped
+ * instead, and why). provision and start: `agent_url`, the address the workspace backend assigned the agent (its
+ * handle's `agentUrl`), which the tenant keeps in its own handle and lets that workspace register.
+ */
+export const CpOperationResult = z.object({
+  suspended: z.boolean().optional(),
+  reason: z.string().optional(),
+  agent_url: z.string().max(2048).optional(),
+});
+export type CpOperationResult = z.infer<typeof CpOperationResult>;
+
 export const CpOperationView = z.object({
   id: z.string(),
   workspace_id: z.string(),
   kind: CpOperationKind,
   status: z.enum(["pending", "running", "succeeded", "failed"]),
   steps: z.array(z.object({ name: z.string(), detail: z.string().optional(), duration_ms: z.number() })),
-  /** suspend only: whether the backend suspended (false: it stopped instead, and why). */
-  result: z.object({ suspended: z.boolean().optional(), reason: z.string().optional() }).nullable(),
+  result: CpOperationResult.nullable(),
   error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).nullable(),
   created_at: z.string(),
   finished_at: z.string().nullable(),

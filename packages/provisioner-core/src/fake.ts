@@ -55,6 +55,11 @@ export interface FakeProvisionerOptions {
   unavailableRuntimes?: readonly string[];
   /** How long a started instance reports `starting` before `running` (default 0). */
   bootMs?: number;
+  /**
+   * Assign each instance an address, as managed backends do: the instance's env gets it as `AGENT_PUBLIC_URL` and
+   * the handle as `agentUrl`. Default: none (like docker on the host's network).
+   */
+  agentUrl?: (workspaceId: string, instanceId: string) => string;
   now?: () => number;
 }
 
@@ -200,7 +205,13 @@ export function createFakeProvisioner(opts: FakeProvisionerOptions = {}): FakePr
   }
 
   function handleOf(ws: FakeWorkspace): Handle {
-    return { backend: name, volumeId: ws.volume?.id ?? null, instanceId: ws.instance?.id ?? null };
+    const agentUrl = ws.instance?.env.AGENT_PUBLIC_URL;
+    return {
+      backend: name,
+      volumeId: ws.volume?.id ?? null,
+      instanceId: ws.instance?.id ?? null,
+      ...(opts.agentUrl && agentUrl ? { agentUrl } : {}),
+    };
   }
 
   function checkOrg(ref: WorkspaceRef): FakeWorkspace | undefined {
@@ -228,13 +239,15 @@ export function createFakeProvisioner(opts: FakeProvisionerOptions = {}): FakePr
     if (!ws.volume) ws.volume = { id: nextId("vol") };
     step(ctx, "volume_ready", ws.volume.id);
     if (!ws.instance) {
+      const id = nextId("inst");
+      const address = opts.agentUrl?.(spec.workspaceId, id);
       ws.instance = {
-        id: nextId("inst"),
+        id,
         state: "stopped",
         exitCode: null,
         runtime: spec.runtime,
         tier: spec.tier,
-        env: { ...spec.env },
+        env: address ? { ...spec.env, AGENT_PUBLIC_URL: address } : { ...spec.env },
       };
     }
     step(ctx, "instance_created", ws.instance.id);

@@ -2,7 +2,12 @@
  * The control plane's tables (mirrored by the hand-written drizzle/*.sql; db/schema.test.ts fails when the two differ). All names carry a
  * `cp_` prefix so this schema can live beside a tenant's in one PostgreSQL server or database.
  */
-import { CP_OPERATION_KINDS, OPERATION_STATUSES, ORG_STATUSES } from "@molecule/contracts";
+import {
+  CP_OPERATION_KINDS,
+  type CpOperationResult,
+  OPERATION_STATUSES,
+  ORG_STATUSES,
+} from "@molecule/contracts";
 import { sql } from "drizzle-orm";
 import {
   bigserial,
@@ -133,7 +138,7 @@ export const cpOperations = pgTable(
     status: cpOperationStatus("status").notNull().default("pending"),
     attempts: integer("attempts").notNull().default(0),
     steps: jsonb("steps").$type<CpOperationStep[]>().notNull().default([]),
-    result: jsonb("result").$type<{ suspended?: boolean; reason?: string } | null>(),
+    result: jsonb("result").$type<CpOperationResult | null>(),
     error: jsonb("error").$type<CpOperationError | null>(),
     idempotencyKey: text("idempotency_key"),
     requestHash: text("request_hash"),

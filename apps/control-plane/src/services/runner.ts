@@ -1,3 +1,4 @@
+import type { CpOperationResult } from "@molecule/contracts";
 import type { Scrubber, StepReporter } from "@molecule/provisioner-core";
 import {
   OperationRunner as DurableOperationRunner,
@@ -10,7 +11,7 @@ import type { ControlPlaneDeps } from "./deps.ts";
 export { OperationDeferred, OperationSuperseded } from "@molecule/service-kit/runner";
 
 export interface OperationOutcome {
-  result?: { suspended?: boolean; reason?: string };
+  result?: CpOperationResult;
 }
 
 /**

@@ -1,5 +1,12 @@
 import type { CpWorkspaceSpec } from "@molecule/contracts";
-import type { Handle, Scrubber, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
+import {
+  type Handle,
+  handleAgentUrl,
+  type Scrubber,
+  type StepReporter,
+  type WorkspaceRef,
+  type WorkspaceSpec,
+} from "@molecule/provisioner-core";
 import { and, eq } from "drizzle-orm";
 import {
   type CpOperationError,
@@ -53,7 +60,7 @@ export async function performWorkspaceOperation(
         },
       );
       await save(deps, workspace, { handle, state: "running" });
-      return undefined;
+      return assigned(handle);
     }
     case "start": {
       const input = openInput(deps, operation);
@@ -68,7 +75,7 @@ export async function performWorkspaceOperation(
         },
       );
       await save(deps, workspace, { handle, state: "running" });
-      return undefined;
+      return assigned(handle);
     }
     case "stop":
       await provisioner.stop(ref, { step, idempotencyKey });
@@ -86,6 +93,12 @@ export async function performWorkspaceOperation(
     default:
       throw new Error(`not a workspace operation: ${operation.kind}`);
   }
+}
+
+/** The agent's address the backend assigned (its handle's `agentUrl`), for the tenant to keep in its own handle. */
+function assigned(handle: Handle): OperationOutcome | undefined {
+  const agentUrl = handleAgentUrl(handle);
+  return agentUrl ? { result: { agent_url: agentUrl } } : undefined;
 }
 
 /** A provision or start that failed for good leaves the workspace `failed`. */

@@ -14,6 +14,7 @@ import type { Caller } from "../http/types.ts";
 import {
   type AgentUrlPolicy,
   createAgentDispatcher,
+  isAssignedAgentUrl,
   isPrivateAddressError,
   isPrivateHost,
   PRIVATE_ADDRESS_MESSAGE,
@@ -74,18 +75,22 @@ export function a2aLimits(deps: PlatformDeps): A2ALimits {
 
 /** Forwards JSON-RPC A2A requests from an authorised caller to a target workspace's registered URL. */
 export class A2AService {
-  private dispatcher: { key: string; agent: Agent } | undefined;
+  private readonly dispatchers = new Map<string, Agent>();
 
   constructor(private readonly deps: PlatformDeps) {}
 
-  /** The connect-time guard for the current policy (settings can change in tests, so it is keyed on them). */
+  /**
+   * The connect-time guard for a policy: one dispatcher (and its connection pool) per policy, since settings can
+   * change in tests and assigned addresses are dialled with private addresses allowed.
+   */
   private agentFor(policy: AgentUrlPolicy): Agent {
     const key = `${policy.allowInsecure}/${policy.allowPrivate}`;
-    if (this.dispatcher?.key !== key) {
-      void this.dispatcher?.agent.close().catch(() => undefined);
-      this.dispatcher = { key, agent: createAgentDispatcher(policy, this.deps.resolveAgentHost) };
+    let agent = this.dispatchers.get(key);
+    if (!agent) {
+      agent = createAgentDispatcher(policy, this.deps.resolveAgentHost);
+      this.dispatchers.set(key, agent);
     }
-    return this.dispatcher.agent;
+    return agent;
   }
 
   /** The target row once the caller may reach it: 404 unknown or removed, 403 not allowed. */
@@ -143,9 +148,12 @@ export class A2AService {
         { status: target.status, retryAfterSeconds: RETRY_AFTER_SECONDS },
       );
     }
+    // The address the target's backend assigned it is dialled even on a private network (Fly's 6PN, a Docker
+    // network, a VPC): the backend chose it. Any other URL is held to the policy, here and at connect time.
+    const assigned = isAssignedAgentUrl(target, target.url);
     const policy: AgentUrlPolicy = {
       allowInsecure: this.deps.settings.allowInsecureAgentUrls,
-      allowPrivate: this.deps.settings.allowPrivateAgentUrls,
+      allowPrivate: assigned || this.deps.settings.allowPrivateAgentUrls,
     };
     // IP literals never reach the connect-time lookup, so a URL stored before the policy changed is checked here.
     if (!policy.allowPrivate && isPrivateHost(new URL(target.url).hostname)) {

@@ -1,6 +1,8 @@
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { isIP, type LookupFunction } from "node:net";
-import { DomainError } from "@molecule/contracts";
+import { DomainError, EXTERNAL_RUNTIME } from "@molecule/contracts";
+import type { WorkspaceRow } from "@molecule/db";
+import { handleAgentUrl } from "@molecule/provisioner-core";
 import { Agent } from "undici";
 
 /** What the operator allows for registered agent URLs (`ALLOW_INSECURE_AGENT_URLS`, `ALLOW_PRIVATE_AGENT_URLS`). */
@@ -149,6 +151,22 @@ export function checkAgentUrl(url: string, policy: AgentUrlPolicy): string | nul
     return "agent URL points at a private, loopback, link-local or metadata address (ALLOW_PRIVATE_AGENT_URLS=false)";
   }
   return null;
+}
+
+/**
+ * True when `url` is exactly the address the workspace's backend assigned its agent (the handle's `agentUrl`: Fly's
+ * `<machine id>.vm.<app>.internal`, the container's name on a Docker network, an EC2 private address). Such a URL
+ * may be registered and reached whatever the policy says about private addresses: the platform's own backend chose
+ * it for this workspace and nobody else. External workspaces have none; any other URL stays under the policy.
+ */
+export function isAssignedAgentUrl(
+  workspace: Pick<WorkspaceRow, "runtime" | "handle">,
+  url: string,
+): boolean {
+  if (workspace.runtime === EXTERNAL_RUNTIME) return false;
+  const assigned = handleAgentUrl(workspace.handle);
+  if (!assigned || !URL.canParse(url) || !URL.canParse(assigned)) return false;
+  return new URL(url).href === new URL(assigned).href;
 }
 
 /** Throws a 400 `bad_request` when the URL breaks the policy. */

@@ -7,9 +7,8 @@ import {
 } from "@molecule/contracts";
 import { type Db, type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
-import { resourceName } from "@molecule/provisioner-core";
 import { and, eq, isNull, sql } from "drizzle-orm";
-import { assertAgentUrl } from "./agent-url-policy.ts";
+import { checkAgentUrl, isAssignedAgentUrl } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { mintInboundToken } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";
@@ -28,23 +27,25 @@ function registeredUrl(workspace: WorkspaceRow, body: RegisterBody): string | nu
 }
 
 /**
- * True when a managed workspace's agent registers the address its backend assigned it on a user-defined Docker
- * network: `http://ws-<its own workspace id>:<port>`. The name is the workspace's container, named by the platform,
- * so the agent cannot point it elsewhere; every other URL (and every external workspace's) goes through the policy.
+ * A registered URL must be the address the workspace's backend assigned (its handle's `agentUrl`) or pass the agent
+ * URL policy. While a managed workspace is `provisioning`, the backend call that assigns the address may not have
+ * returned yet (its agent can start first), or a recreated machine may be getting a new one: a URL the policy refuses
+ * is then answered 503, which agents retry, rather than 400. Nothing is written either way.
  */
-function isAssignedContainerUrl(workspace: WorkspaceRow, url: string): boolean {
-  if (workspace.runtime === EXTERNAL_RUNTIME || !URL.canParse(url)) return false;
-  const parsed = new URL(url);
-  return (
-    parsed.protocol === "http:" &&
-    parsed.hostname === resourceName(workspace.id) &&
-    parsed.port !== "" &&
-    !parsed.username &&
-    !parsed.password &&
-    parsed.pathname === "/" &&
-    !parsed.search &&
-    !parsed.hash
-  );
+function checkRegisteredUrl(workspace: WorkspaceRow, url: string, settings: PlatformDeps["settings"]): void {
+  if (isAssignedAgentUrl(workspace, url)) return;
+  const reason = checkAgentUrl(url, {
+    allowInsecure: settings.allowInsecureAgentUrls,
+    allowPrivate: settings.allowPrivateAgentUrls,
+  });
+  if (!reason) return;
+  if (workspace.runtime !== EXTERNAL_RUNTIME && workspace.status === "provisioning") {
+    throw new DomainError(
+      "backend_unavailable",
+      `workspace ${workspace.id} is still being provisioned and its agent's address is not known yet; register again shortly`,
+    );
+  }
+  throw new DomainError("bad_request", reason, { field: "url" });
 }
 
 /** Registration (boot token → bearer token) and liveness, as agents anywhere use them. */
@@ -88,12 +89,7 @@ export class RegistryService {
       if (!workspace) throw new DomainError("not_found", `workspace ${body.id} not found`);
       if (GONE.has(workspace.status)) throw new DomainError("not_found", `workspace ${body.id} was removed`);
       // Checked before anything is written: a refused URL leaves the boot token unspent.
-      if (body.url && !isAssignedContainerUrl(workspace, body.url)) {
-        assertAgentUrl(body.url, {
-          allowInsecure: settings.allowInsecureAgentUrls,
-          allowPrivate: settings.allowPrivateAgentUrls,
-        });
-      }
+      if (body.url) checkRegisteredUrl(workspace, body.url, settings);
       await tx
         .delete(workspaceTokens)
         .where(and(eq(workspaceTokens.workspaceId, body.id), eq(workspaceTokens.kind, "auth")));

@@ -8,6 +8,7 @@ import { createControlPlaneProvisioner } from "./provisioner.ts";
 import { ControlPlaneUnreachableError, fetchTenantConfig, postBootEvent } from "./tenant.ts";
 import {
   type ControlPlaneHarness,
+  emulatedAgentUrl,
   startControlPlaneHarness,
   TEST_SIGNING_KEY,
   TEST_TENANT_TOKEN,
@@ -61,7 +62,11 @@ describe("controlplane backend: signing and retries", () => {
       2,
     );
     const handle = await h.provisioner.provision(spec, null, { idempotencyKey: "op_1:1:provision" });
-    expect(handle).toEqual({ backend: "controlplane", workspaceId: spec.workspaceId });
+    expect(handle).toEqual({
+      backend: "controlplane",
+      workspaceId: spec.workspaceId,
+      agentUrl: emulatedAgentUrl(spec.workspaceId, 1),
+    });
 
     const sends = posts(h, "/cp/workspaces/provision");
     expect(sends.map((s) => s.outcome)).toEqual([500, 500, 202]);
@@ -265,6 +270,19 @@ describe("controlplane backend: operations", () => {
     const workspace = h.emulator.workspace(spec.workspaceId);
     expect(workspace).toMatchObject({ state: "running", generation: 2 });
     expect(workspace?.spec.env.NEW_SECRET).toBe("x");
+  });
+
+  it("keeps the agent's address the control plane's backend assigned, from each provision and start", async () => {
+    const h = await harness();
+    const spec = h.makeSpec();
+    const handle = await h.provisioner.provision(spec, null);
+    expect(handle.agentUrl).toBe(emulatedAgentUrl(spec.workspaceId, 1));
+    const ref = { workspaceId: spec.workspaceId, orgId: spec.orgId, handle };
+    await h.provisioner.stop(ref);
+    expect((await h.provisioner.start(spec, handle)).agentUrl).toBe(handle.agentUrl);
+    // A rebuilt process may have a new address; the handle takes the one the operation reported.
+    const rebuilt = await h.provisioner.start(spec, handle, { recreate: true });
+    expect(rebuilt.agentUrl).toBe(emulatedAgentUrl(spec.workspaceId, 2));
   });
 
   it("suspend says when the control plane stopped instead", async () => {

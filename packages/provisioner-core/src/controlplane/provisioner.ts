@@ -54,6 +54,8 @@ export interface ControlPlaneProvisionerOptions extends ControlPlaneClientOption
 export interface ControlPlaneHandle extends Handle {
   backend: "controlplane";
   workspaceId: string;
+  /** The address the control plane's workspace backend assigned the agent, as its operation reported it. */
+  agentUrl?: string;
 }
 
 type Operation = CpOperationView;
@@ -153,12 +155,12 @@ export class ControlPlaneProvisioner implements Provisioner {
     const scrub = this.scrubber(spec);
     return scrub.run(async () => {
       const body = toCpSpec(spec);
-      await this.mutate(
+      const operation = await this.mutate(
         { op: "provision", method: "POST", path: "/cp/workspaces/provision", body },
         spec.workspaceId,
         scrub.context(ctx),
       );
-      return this.handle(spec.workspaceId);
+      return this.handle(spec.workspaceId, operation);
     });
   }
 
@@ -166,12 +168,12 @@ export class ControlPlaneProvisioner implements Provisioner {
     const scrub = this.scrubber(spec);
     return scrub.run(async () => {
       const body = { spec: toCpSpec(spec), recreate: ctx?.recreate ?? false };
-      await this.mutate(
+      const operation = await this.mutate(
         { op: "start", method: "POST", path: path(spec.workspaceId, "start"), body },
         spec.workspaceId,
         scrub.context(ctx),
       );
-      return this.handle(spec.workspaceId);
+      return this.handle(spec.workspaceId, operation);
     });
   }
 
@@ -252,8 +254,12 @@ export class ControlPlaneProvisioner implements Provisioner {
     }));
   }
 
-  private handle(workspaceId: string): ControlPlaneHandle {
-    return { backend: "controlplane", workspaceId };
+  /** The tenant's handle: the workspace id, and the agent's address when the control plane's backend assigned one. */
+  private handle(workspaceId: string, operation: Operation | null): ControlPlaneHandle {
+    const agentUrl = operation?.result?.agent_url;
+    return agentUrl
+      ? { backend: "controlplane", workspaceId, agentUrl }
+      : { backend: "controlplane", workspaceId };
   }
 
   /**

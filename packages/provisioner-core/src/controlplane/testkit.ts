@@ -28,6 +28,11 @@ export const TEST_TENANT_TOKEN = "cpt_test_tenant_credential_0123456789";
 export const TEST_SIGNING_KEY = "test-org-signing-key-0123456789abcdef";
 export const TEST_ORG_ID = "org_01jcptest000000000000000000";
 
+/** The address the emulated workspace backend assigns each generation of a workspace's process. */
+export function emulatedAgentUrl(workspaceId: string, generation: number): string {
+  return `http://g${generation}-${workspaceId.replace("_", "-")}.agents.internal:8000`;
+}
+
 export type CpFault =
   /** Answer this status with the error envelope (and Retry-After when given) without doing anything. */
   | { kind: "status"; status: number; code?: string; retryAfter?: string }
@@ -249,17 +254,26 @@ export async function startControlPlaneEmulator(options: CpEmulatorOptions = {})
       const existing = workspaces.get(spec.workspace_id);
       if (!existing) {
         workspaces.set(spec.workspace_id, { spec, state: "running", generation: 1 });
-        return { steps: ["volume_ready", "instance_created", "instance_started"] };
+        return {
+          steps: ["volume_ready", "instance_created", "instance_started"],
+          result: { agent_url: emulatedAgentUrl(spec.workspace_id, 1) },
+        };
       }
       if (kind === "start" && recreate) {
         existing.spec = spec;
         existing.generation += 1;
         existing.state = "running";
-        return { steps: ["instance_recreated", "instance_started"] };
+        return {
+          steps: ["instance_recreated", "instance_started"],
+          result: { agent_url: emulatedAgentUrl(spec.workspace_id, existing.generation) },
+        };
       }
       const wasRunning = existing.state === "running";
       existing.state = "running";
-      return { steps: [wasRunning ? "already_running" : "instance_started"] };
+      return {
+        steps: [wasRunning ? "already_running" : "instance_started"],
+        result: { agent_url: emulatedAgentUrl(spec.workspace_id, existing.generation) },
+      };
     };
   }
 

@@ -206,8 +206,10 @@ describe("retries and controls", () => {
     }
     expect(aws.counts()).toEqual({ DescribeVpcs: 1, "sts.GetCallerIdentity": 2 });
     expect(aws.motoTimeMs()).toBeGreaterThan(0);
+    expect(aws.handlingTimeMs()).toBeGreaterThanOrEqual(aws.motoTimeMs());
     aws.resetCounts();
     expect(aws.counts()).toEqual({});
     expect(aws.motoTimeMs()).toBe(0);
+    expect(aws.handlingTimeMs()).toBe(0);
   });
 });

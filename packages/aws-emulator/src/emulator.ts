@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { performance } from "node:perf_hooks";
 import { handleEc2 } from "./ec2.ts";
 import { type Fault, FaultPlan, isServiceFailure } from "./faults.ts";
 import { type MotoOptions, type MotoServer, startMoto } from "./moto.ts";
@@ -33,6 +34,7 @@ export class AwsEmulator {
   private server: Server | null = null;
   private baseUrl = "";
   private settling: Promise<void> = Promise.resolve();
+  private handlingMs = 0;
 
   constructor(
     motoEndpoint: string,
@@ -103,9 +105,15 @@ export class AwsEmulator {
     return this.moto.waitedMs;
   }
 
+  /** Milliseconds calls spent in the proxy from their last byte received to their answer, moto's time included. */
+  handlingTimeMs(): number {
+    return this.handlingMs;
+  }
+
   resetCounts(): void {
     this.callCounts.clear();
     this.moto.waitedMs = 0;
+    this.handlingMs = 0;
   }
 
   get timing(): Readonly<Timing> {
@@ -155,6 +163,7 @@ export class AwsEmulator {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const body = Buffer.concat(chunks);
+    const started = performance.now();
     const method = (req.method ?? "GET").toUpperCase();
     const url = req.url ?? "/";
     const call = parseCall(method, url, req.headers, body.toString("utf8"));
@@ -184,6 +193,7 @@ export class AwsEmulator {
       return;
     }
     this.reply(res, answer);
+    this.handlingMs += performance.now() - started;
   }
 
   private reply(res: ServerResponse, answer: Answer): void {

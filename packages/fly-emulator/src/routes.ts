@@ -84,11 +84,8 @@ export function buildRoutes(state: FlyState, options: RouteOptions): Route[] {
     }),
     r("POST", "/apps/{}/machines", "Machines_create", ({ params, body }) => {
       const app = state.app(params[0]);
-      const req = (body ?? {}) as Parameters<FlyState["createMachine"]>[1];
-      const m = state.createMachine(app, req);
-      const view = machineView(m);
-      if (req.lease_ttl !== undefined && m.lease) view.nonce = m.lease.nonce;
-      return { status: 200, body: view };
+      const m = state.createMachine(app, (body ?? {}) as Parameters<FlyState["createMachine"]>[1]);
+      return { status: 200, body: machineView(m) };
     }),
     r("GET", "/apps/{}/machines/{}", "Machines_show", ({ params }) => {
       const app = state.app(params[0]);

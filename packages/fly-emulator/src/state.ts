@@ -162,7 +162,6 @@ export class FlyState {
       region?: string;
       config?: Record<string, unknown>;
       skip_launch?: boolean;
-      lease_ttl?: number;
     },
   ): MachineRecord {
     const config = validConfig(req.config);
@@ -208,8 +207,6 @@ export class FlyState {
     };
     app.machines.set(m.id, m);
     if (volume) volume.attachedMachineId = m.id;
-    // A machine created with `lease_ttl` comes back leased to its creator; the answer carries the nonce.
-    if (req.lease_ttl !== undefined) this.lease(m, req.lease_ttl, "");
     if (!req.skip_launch) {
       const half = Math.floor(this.delays.bootMs / 2);
       this.chain(app, m, [

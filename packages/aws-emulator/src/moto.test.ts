@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   CreateVpcCommand,
   DescribeRegionsCommand,
@@ -5,7 +8,7 @@ import {
   EC2Client,
 } from "@aws-sdk/client-ec2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MotoServer, startMoto } from "./moto.ts";
+import { type MotoServer, startMoto, unpackMoto } from "./moto.ts";
 
 describe("startMoto", () => {
   let moto: MotoServer;
@@ -49,5 +52,18 @@ describe("startMoto", () => {
     await expect(startMoto({ vendoredOnly: true, python: "/nonexistent/python3" })).rejects.toThrow(
       /apt-get install -y python3 python3-boto3 .*python3-jsonschema/,
     );
+  });
+
+  it("unpacks once when several callers unpack at the same time, leaving no temporary folder", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "moto-unpack-"));
+    try {
+      const cacheDir = join(parent, "moto");
+      const results = await Promise.all([unpackMoto(cacheDir), unpackMoto(cacheDir), unpackMoto(cacheDir)]);
+      expect(results).toEqual([cacheDir, cacheDir, cacheDir]);
+      expect(existsSync(join(cacheDir, "moto", "server.py"))).toBe(true);
+      expect(readdirSync(parent)).toEqual(["moto"]);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });

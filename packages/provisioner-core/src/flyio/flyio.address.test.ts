@@ -11,7 +11,8 @@ import { type FlyHarness, startFlyHarness, TEST_APP } from "./testkit.ts";
 let h: FlyHarness;
 
 beforeAll(async () => {
-  h = await startFlyHarness();
+  // Patient with leases held by others: the one test that holds one lets go after a moment, never near this.
+  h = await startFlyHarness({ provisioner: { leaseWaitMs: 120_000 } });
 });
 afterAll(async () => {
   await h.close();

@@ -136,6 +136,8 @@ describe("control plane config for EC2", () => {
       GHCR_PULL_TOKEN: "ghp_pull",
       TENANT_DATABASE_URL: "postgres://tenants.internal/molecule",
       ...canary,
+      CANARY_EIC_ENDPOINT_SG_ID: "sg-0dddddddddddddddd",
+      CANARY_TENANT_INGRESS_SG_IDS: "sg-0eeeeeeeeeeeeeeee",
     });
     expect(config.ec2).toEqual({
       region: "eu-west-1",
@@ -156,6 +158,8 @@ describe("control plane config for EC2", () => {
         region: "us-west-2",
         vpcId: canary.CANARY_VPC_ID,
         subnetId: canary.CANARY_SUBNET_ID,
+        eicEndpointSgId: "sg-0dddddddddddddddd",
+        ingressSgIds: ["sg-0eeeeeeeeeeeeeeee"],
       },
     });
     expect(config.tenantBackend).toMatchObject({
@@ -231,6 +235,10 @@ describe("control plane config for EC2", () => {
       [
         { ...ec2Tenants, ...canary, CANARY_ROLE_ARN: "molecule-canary" },
         "CANARY_ROLE_ARN must be an IAM role ARN",
+      ],
+      [
+        { ...ec2Tenants, ...canary, CANARY_TENANT_INGRESS_SG_IDS: "10.0.0.0/8" },
+        "CANARY_TENANT_INGRESS_SG_IDS must be an id like sg-",
       ],
     ];
     for (const [env, message] of cases) {

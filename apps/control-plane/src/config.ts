@@ -95,6 +95,12 @@ const EnvSchema = z.object({
   CANARY_REGION: awsRegion("CANARY_REGION").optional(),
   CANARY_VPC_ID: awsId("CANARY_VPC_ID", "vpc").optional(),
   CANARY_SUBNET_ID: awsId("CANARY_SUBNET_ID", "subnet").optional(),
+  CANARY_EIC_ENDPOINT_SG_ID: awsId("CANARY_EIC_ENDPOINT_SG_ID", "sg").optional(),
+  CANARY_TENANT_INGRESS_SG_IDS: z
+    .string()
+    .transform(commaList)
+    .pipe(z.array(awsId("CANARY_TENANT_INGRESS_SG_IDS", "sg")))
+    .default([]),
 });
 
 const CANARY_VARIABLES = ["CANARY_ROLE_ARN", "CANARY_REGION", "CANARY_VPC_ID", "CANARY_SUBNET_ID"] as const;
@@ -178,6 +184,9 @@ function shape(env: z.infer<typeof EnvSchema>) {
               region: env.CANARY_REGION,
               vpcId: env.CANARY_VPC_ID,
               subnetId: env.CANARY_SUBNET_ID,
+              /** The canary account's own groups: another account's cannot be named in a rule. */
+              eicEndpointSgId: env.CANARY_EIC_ENDPOINT_SG_ID ?? null,
+              ingressSgIds: env.CANARY_TENANT_INGRESS_SG_IDS,
             }
           : null,
     },

@@ -6,7 +6,7 @@ import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle
 import { logSerializers } from "@molecule/service-kit/log";
 import pino from "pino";
 import { createApp, createOperationRunner } from "./app.ts";
-import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
+import { buildAwsAccess, buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
@@ -41,14 +41,10 @@ async function main(): Promise<void> {
     serializers: logSerializers,
   });
 
-  let provisioner: ControlPlaneDeps["provisioner"];
-  let tenants: ControlPlaneDeps["tenants"];
   let sealer: Sealer;
   let secrets: ReturnType<typeof resolveSecrets>;
   try {
     secrets = resolveSecrets(config);
-    provisioner = buildWorkspaceProvisioner(config, logger);
-    tenants = buildTenantBackend(config, logger);
     sealer = Sealer.fromConfig(
       secrets.secretsKey.value,
       config.secrets.keyVersion,
@@ -64,6 +60,17 @@ async function main(): Promise<void> {
     config.data.databaseUrl ? { url: config.data.databaseUrl } : { dataDir: `${config.data.dir}/pglite` },
     CP_MIGRATIONS,
   );
+  let provisioner: ControlPlaneDeps["provisioner"];
+  let tenants: ControlPlaneDeps["tenants"];
+  try {
+    const onAws = config.tenantBackend.name === "ec2" || config.workspaceBackend.name === "ec2";
+    const backendDeps = { logger, db: database.db, aws: onAws ? buildAwsAccess(config, logger) : undefined };
+    provisioner = buildWorkspaceProvisioner(config, backendDeps);
+    tenants = buildTenantBackend(config, backendDeps);
+  } catch (error) {
+    console.error(`molecule control plane: ${(error as Error).message}`);
+    process.exit(1);
+  }
   await database.migrate();
 
   const deps: ControlPlaneDeps = {

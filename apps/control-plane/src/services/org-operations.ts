@@ -36,7 +36,7 @@ export async function performOrgOperation(
   if (!org) throw new OperationSuperseded("the org no longer exists");
   switch (operation.kind) {
     case "provision_tenant":
-      await provisionTenant(deps, org, step, scrub);
+      await provisionTenant(deps, org, operation, step, scrub);
       return undefined;
     case "destroy_org":
       await destroyOrg(deps, org, operation, step);
@@ -66,6 +66,7 @@ export function tenantRef(org: CpOrgRow): TenantRef {
 async function provisionTenant(
   deps: ControlPlaneDeps,
   org: CpOrgRow,
+  operation: CpOperationRow,
   step: StepReporter,
   scrub: Scrubber,
 ): Promise<void> {
@@ -91,7 +92,7 @@ async function provisionTenant(
       isCanary: org.isCanary,
     },
     org.tenantHandle ?? null,
-    { step },
+    { step, operationId: operation.id },
   );
   await deps.db
     .update(cpOrgs)

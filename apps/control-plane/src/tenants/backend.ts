@@ -32,6 +32,15 @@ export interface TenantInstance {
   url: string;
 }
 
+export interface TenantContext {
+  step?: StepReporter;
+  /**
+   * The org operation, the same on every attempt of it: backends whose create takes a token the cloud remembers
+   * (EC2's RunInstances ClientToken) derive it from this.
+   */
+  operationId?: string;
+}
+
 /**
  * Runs tenant platforms, one per org. Every method is idempotent: after a crash or a retryable error, calling it
  * again converges on the same state and never makes a second tenant. Errors are provisioner-core's
@@ -40,11 +49,7 @@ export interface TenantInstance {
 export interface TenantBackend {
   readonly name: string;
   /** Creates (or adopts) the org's tenant and starts it; returns once it is started, not once it is ready. */
-  provision(
-    spec: TenantSpec,
-    handle: TenantHandle | null,
-    ctx?: { step?: StepReporter },
-  ): Promise<TenantInstance>;
+  provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: TenantContext): Promise<TenantInstance>;
   /** Removes the tenant and everything it owns (container, volume). Already gone is success. */
   destroy(ref: TenantRef): Promise<void>;
   status(ref: TenantRef): Promise<RuntimeStatus>;

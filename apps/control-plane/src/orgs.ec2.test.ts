@@ -1,0 +1,192 @@
+/**
+ * DELETE /cp/orgs/:slug with both backends on EC2 (moto behind the fault and fidelity proxy), built from the control
+ * plane's configuration: the org's recorded workspace VM and a stray one tagged with the org but never recorded go
+ * first, then the tenant VM, then the groups (the tenant's, the org's workspaces group) and the bundles. A delete that
+ * fails half-way is retried and converges; nothing of the org is left in the account, and another org is untouched.
+ */
+import { randomBytes } from "node:crypto";
+import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { type AwsEmulator, startAwsEmulator } from "@molecule/aws-emulator";
+import { createIdGenerator } from "@molecule/contracts";
+import { EC2_TAGS, type Ec2Handle, Ec2Vms, type Provisioner } from "@molecule/provisioner-core";
+import { and, eq } from "drizzle-orm";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type AwsNetwork,
+  createNetwork,
+  TEST_CREDENTIALS,
+  testAccess,
+} from "../../../packages/provisioner-core/src/ec2/testkit.ts";
+import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
+import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
+import { loadConfig } from "./config.ts";
+import { CP_MIGRATIONS } from "./db/migrations.ts";
+import { cpOperations, cpOrgs } from "./db/schema.ts";
+import { createTestControlPlane, type TestControlPlane, workspaceSpec } from "./testing.ts";
+
+const DEPLOYMENT = "cp-ec2-orgs";
+const ENVIRONMENT = "prod";
+const ids = createIdGenerator();
+
+let aws: AwsEmulator;
+let net: AwsNetwork;
+let database: TestDatabase;
+let cp: TestControlPlane;
+let provisioner: Provisioner;
+let vms: Ec2Vms;
+
+beforeAll(async () => {
+  aws = await startAwsEmulator();
+  net = await createNetwork(aws.endpoint, `orgs-${randomBytes(3).toString("hex")}`);
+  database = await createTestDatabase({ migrations: CP_MIGRATIONS });
+  const config = loadConfig({
+    MOLECULE_DEPLOYMENT: DEPLOYMENT,
+    MOLECULE_ENV: ENVIRONMENT,
+    CP_ADMIN_API_TOKEN: "a".repeat(32),
+    PROVISION_SHARED_SECRET: "s".repeat(32),
+    CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
+    CP_TENANT_BACKEND: "ec2",
+    CP_WORKSPACE_BACKEND: "ec2",
+    AWS_REGION: "us-east-1",
+    AWS_ENDPOINT_URL: aws.endpoint,
+    EC2_VPC_ID: net.vpcId,
+    EC2_SUBNET_ID: net.subnetId,
+    EIC_ENDPOINT_SG_ID: net.eicGroupId,
+    EC2_TENANT_IAM_PROFILE: net.instanceProfile,
+    EC2_AMI: net.imageId,
+    EC2_TERMINATE_DEADLINE_SECONDS: "20",
+  });
+  const backendDeps = {
+    logger: pino({ level: "silent" }),
+    db: database.db,
+    aws: { primary: testAccess(aws.endpoint).access },
+  };
+  provisioner = buildWorkspaceProvisioner(config, backendDeps);
+  cp = await createTestControlPlane({
+    database,
+    provisioner,
+    tenants: buildTenantBackend(config, backendDeps),
+    settings: { deployment: DEPLOYMENT },
+  });
+  // The account as an operator sees this installation's resources, by their tags.
+  vms = new Ec2Vms({
+    aws: testAccess(aws.endpoint).access,
+    scope: { deployment: DEPLOYMENT, environment: ENVIRONMENT },
+    subnetId: net.subnetId,
+    vpcId: net.vpcId,
+    instanceProfile: net.instanceProfile,
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await cp?.close();
+  await database?.drop();
+  await aws?.close();
+});
+
+const ec2 = () =>
+  new EC2Client({ region: "us-east-1", endpoint: aws.endpoint, credentials: TEST_CREDENTIALS });
+
+async function instancesOf(orgId: string) {
+  const reply = await ec2().send(
+    new DescribeInstancesCommand({ Filters: [{ Name: `tag:${EC2_TAGS.orgId}`, Values: [orgId] }] }),
+  );
+  return (reply.Reservations ?? [])
+    .flatMap((r) => r.Instances ?? [])
+    .filter((i) => i.State?.Name !== "terminated");
+}
+
+/** Runs queued operations until the org is deleted, moving the clock past each retry's backoff. */
+async function untilDeleted(orgId: string): Promise<void> {
+  for (let round = 0; round < 10; round++) {
+    await cp.runner.drain();
+    const [row] = await cp.db.db.select().from(cpOrgs).where(eq(cpOrgs.id, orgId));
+    if (row?.status === "deleted") return;
+    cp.clock.advance(60_000);
+  }
+  throw new Error("the org was not deleted");
+}
+
+describe("deleting an org on EC2", () => {
+  it("removes its workspace VMs (a stray with no row too), its tenant, groups and bundles; survives a failure half-way", async () => {
+    const doomed = await cp.createOrg("ec2-doomed");
+    const keeper = await cp.createOrg("ec2-keeper");
+    await cp.runner.drain();
+    const tenantGroups = await ec2().send(
+      new DescribeSecurityGroupsCommand({
+        Filters: [
+          { Name: `tag:${EC2_TAGS.orgId}`, Values: [doomed.orgId] },
+          { Name: `tag:${EC2_TAGS.role}`, Values: ["org-workspaces"] },
+        ],
+      }),
+    );
+    const orgWorkspacesGroup = tenantGroups.SecurityGroups?.[0]?.GroupId;
+    expect(orgWorkspacesGroup).toMatch(/^sg-/);
+
+    const recorded = ids.next("ws");
+    const provisioned = await cp.tenant(doomed, "POST", "/cp/workspaces/provision", {
+      body: { ...workspaceSpec(recorded), tier: 3 },
+    });
+    expect(provisioned.status, provisioned.text).toBe(202);
+    await cp.runner.drain();
+    const kept = ids.next("ws");
+    await cp.tenant(keeper, "POST", "/cp/workspaces/provision", {
+      body: { ...workspaceSpec(kept), tier: 3 },
+    });
+    await cp.runner.drain();
+
+    // A stray: a workspace VM of the org that the control plane never recorded (a crash before its row).
+    const stray = ids.next("ws");
+    const strayHandle = (await provisioner.provision(
+      {
+        workspaceId: stray,
+        orgId: doomed.orgId,
+        deployment: DEPLOYMENT,
+        runtime: "echo",
+        tier: 3,
+        env: { WORKSPACE_ID: stray },
+        secretKeys: [],
+        metadata: {},
+      },
+      null,
+    )) as Ec2Handle;
+    const before = await instancesOf(doomed.orgId);
+    expect(before.map((i) => i.Tags?.find((t) => t.Key === EC2_TAGS.role)?.Value).sort()).toEqual([
+      "tenant",
+      "workspace",
+      "workspace",
+    ]);
+    // Every workspace VM of the org joined the org's workspaces group, the one its tenant admits on its port.
+    const stayed = before.find((i) => i.InstanceId === strayHandle.instanceId);
+    expect(stayed?.SecurityGroups?.map((g) => g.GroupId)).toContain(orgWorkspacesGroup);
+
+    // The first attempt fails half-way: a group delete keeps failing past its retries (after an instance is gone).
+    aws.inject({ action: "DeleteSecurityGroup", kind: "unavailable", times: 6 });
+    const deleting = await cp.admin("DELETE", "/cp/orgs/ec2-doomed", { confirm: "ec2-doomed" });
+    expect(deleting.status).toBe(202);
+    await cp.runner.drain();
+    const [midway] = await cp.db.db.select().from(cpOrgs).where(eq(cpOrgs.id, doomed.orgId));
+    expect(midway?.status).toBe("deleting");
+    const [operation] = await cp.db.db
+      .select()
+      .from(cpOperations)
+      .where(and(eq(cpOperations.orgId, doomed.orgId), eq(cpOperations.kind, "destroy_org")));
+    expect(operation).toMatchObject({ status: "pending", attempts: 1, error: { retryable: true } });
+    expect(operation?.error?.message).toContain("DeleteSecurityGroup");
+
+    await untilDeleted(doomed.orgId);
+    expect(await instancesOf(doomed.orgId)).toEqual([]);
+    expect(await vms.listOrg(doomed.orgId)).toEqual([]);
+
+    // A second delete answers the tombstone and changes nothing.
+    const again = await cp.admin("DELETE", "/cp/orgs/ec2-doomed", { confirm: "ec2-doomed" });
+    expect(again.status).toBe(202);
+    expect(again.body).toMatchObject({ org: { status: "deleted" }, operation: null });
+
+    // The other org keeps its tenant, its workspace and their groups.
+    const keptResources = await vms.listOrg(keeper.orgId);
+    expect(keptResources.filter((r) => r.kind === "ec2_instance")).toHaveLength(2);
+    expect(keptResources.some((r) => r.workspaceId === kept)).toBe(true);
+  });
+});

@@ -10,7 +10,7 @@ import {
   DescribeImagesCommand,
 } from "@aws-sdk/client-ec2";
 import { CreateInstanceProfileCommand, IAMClient } from "@aws-sdk/client-iam";
-import { type MotoServer, startMoto } from "@molecule/aws-emulator";
+import { type AwsEmulator, type MotoServer, startAwsEmulator, startMoto } from "@molecule/aws-emulator";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { AwsAccess, type AwsAccessOptions } from "./aws.ts";
 import { createEc2Provisioner, type Ec2Provisioner, type Ec2ProvisionerOptions } from "./provisioner.ts";
@@ -96,12 +96,29 @@ export function testAccess(endpoint: string, options: Partial<AwsAccessOptions> 
   return { access, sleeps };
 }
 
+/**
+ * A clock the tests move instead of waiting: every sleep the code under test asks for is recorded and advances it
+ * at once. The emulator's timing (the NotFound window, the shutting-down period) follows the same clock.
+ */
+export class TestClock {
+  private at = Date.UTC(2026, 0, 1);
+  readonly sleeps: number[] = [];
+  readonly now = (): number => this.at;
+  readonly sleep = async (ms: number): Promise<void> => {
+    this.sleeps.push(ms);
+    this.at += ms;
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+}
+
 export interface Ec2Harness {
-  moto: MotoServer;
+  /** The fault and fidelity proxy in front of moto: the provisioner's endpoint. */
+  emulator: AwsEmulator;
   net: AwsNetwork;
   provisioner: Ec2Provisioner;
-  /** Delays the provisioner asked for (recorded, then shortened). */
-  sleeps: number[];
+  clock: TestClock;
+  /** An AwsAccess to the proxy on its own (for looking at the world; faults apply to it too). */
+  inspect: AwsAccess;
   makeSpec(overrides?: Partial<WorkspaceSpec>): WorkspaceSpec;
   close(): Promise<void>;
 }
@@ -110,26 +127,34 @@ export const TEST_BOOT_TOKEN = "boot-secret-token-value";
 
 let seq = 0;
 
-/** moto, a network, and the EC2 workspace provisioner on it. */
+/** The emulator (proxy and moto), a network made directly in moto, and the EC2 workspace provisioner on the proxy. */
 export async function startEc2Harness(
   options: { provisioner?: Partial<Ec2ProvisionerOptions>; access?: Partial<AwsAccessOptions> } = {},
 ): Promise<Ec2Harness> {
-  const moto = await startMoto();
-  const net = await createNetwork(moto.endpoint, "harness");
-  const { access, sleeps } = testAccess(moto.endpoint, options.access);
+  const clock = new TestClock();
+  const emulator = await startAwsEmulator({ now: clock.now });
+  const net = await createNetwork(emulator.motoEndpoint, "harness");
+  const { access } = testAccess(emulator.endpoint, { clock, sleep: clock.sleep, ...options.access });
+  const inspect = new AwsAccess({
+    region: TEST_REGION,
+    endpoint: emulator.endpoint,
+    credentials: TEST_CREDENTIALS,
+  });
   const provisioner = createEc2Provisioner({
     ...testProvisionerOptions(net, access),
     ...options.provisioner,
   });
   return {
-    moto,
+    emulator,
     net,
     provisioner,
-    sleeps,
+    clock,
+    inspect,
     makeSpec: makeWorkspaceSpec,
     async close() {
       access.destroy();
-      await moto.stop();
+      inspect.destroy();
+      await emulator.close();
     },
   };
 }

@@ -226,6 +226,25 @@ describe("the workspace VM", () => {
     expect(h.provisioner.capabilities()).toEqual({ suspend: false });
   });
 
+  it("with hibernation configured, launches hibernation-ready and suspends by hibernating", async () => {
+    const provisioner = createEc2Provisioner({ ...testProvisionerOptions(h.net, aws()), hibernation: true });
+    expect(provisioner.capabilities()).toEqual({ suspend: true });
+    const spec = h.makeSpec();
+    const handle = (await provisioner.provision(spec, null)) as Ec2Handle;
+    expect(
+      (await provisioner.vms.find({ role: "workspace", orgId: spec.orgId, workspaceId: spec.workspaceId }))
+        ?.hibernationConfigured,
+    ).toBe(true);
+    const steps: string[] = [];
+    expect(await provisioner.suspend(ref(spec, handle), { step: (name) => steps.push(name) })).toEqual({
+      suspended: true,
+    });
+    expect(steps).toEqual(["instance_hibernated"]);
+    const started = (await provisioner.start(spec, handle)) as Ec2Handle;
+    expect(started.instanceId).toBe(handle.instanceId);
+    expect((await provisioner.status(ref(spec))).state).toBe("running");
+  });
+
   it("recreates with a new environment: new bundle, same instance, running", async () => {
     const spec = h.makeSpec();
     const handle = (await h.provisioner.provision(spec, null)) as Ec2Handle;

@@ -235,9 +235,10 @@ describe("a VM", () => {
       [EC2_TAGS.orgSlug]: "acme-corp",
       [EC2_TAGS.name]: "tenant-acme-corp",
     });
-    await vms.destroy(tenant);
-    await vms.destroy(workspace);
+    const removed = await vms.destroyOrg(orgId);
+    expect(removed).toHaveLength(6);
     expect(await vms.listOrg(orgId)).toEqual([]);
+    expect(await vms.find(tenant)).toBeNull();
   });
 
   it("boots the AMI its spec names and joins the org's workspaces group, which has no rules and is listed for the org", async () => {

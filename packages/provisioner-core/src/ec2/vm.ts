@@ -326,6 +326,30 @@ export class Ec2Vms {
     ctx.step?.("bootstrap_deleted", "environment bundle removed");
   }
 
+  /**
+   * Removes everything of this installation tagged with `orgId`, whatever its role and whether or not a row names it
+   * (strays included): instances terminated and polled to `terminated`, then groups, then bundle secrets, under one
+   * terminate deadline. Returns what it removed.
+   */
+  async destroyOrg(orgId: string, ctx: VmContext = {}): Promise<ManagedResource[]> {
+    const deadline = this.deadline(this.options.terminateDeadlineMs, DEFAULT_TERMINATE_MS);
+    const resources = await this.listOrg(orgId);
+    const of = (kind: string) => resources.filter((r) => r.kind === kind);
+    for (const instance of of(EC2_RESOURCE_KINDS.instance)) {
+      await terminateInstance(this.aws, instance.id, deadline);
+      ctx.step?.("instance_terminated", `instance_id=${instance.id}`);
+    }
+    for (const group of of(EC2_RESOURCE_KINDS.securityGroup)) {
+      await deleteSecurityGroup(this.aws, group.id, deadline);
+      ctx.step?.("security_group_deleted", `group_id=${group.id}`);
+    }
+    for (const secret of of(EC2_RESOURCE_KINDS.secret)) {
+      await deleteBootstrapBundle(this.aws, secret.id);
+      ctx.step?.("bootstrap_deleted", "environment bundle removed");
+    }
+    return resources;
+  }
+
   /** The instance's private address; a running instance in a VPC always has one. */
   privateIp(instance: Ec2Instance): string {
     if (!instance.privateIp) {

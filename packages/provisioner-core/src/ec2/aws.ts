@@ -48,6 +48,13 @@ export const DEFAULT_AWS_RETRY: RetryPolicy = {
 
 export type AwsService = "EC2" | "SecretsManager";
 
+/**
+ * Answers about a resource made moments ago that AWS does not show everywhere yet (eventual consistency): a new
+ * security group named by AuthorizeSecurityGroupIngress or RunInstances. Calls that name what they just made retry
+ * them (`pauseOrThrow`); elsewhere they mean what they say.
+ */
+export const NOT_YET_VISIBLE: readonly string[] = ["InvalidGroup.NotFound"];
+
 export interface AwsCallOptions {
   /** false for a create that is not idempotent by itself: the caller looks for the resource before trying again. */
   retry?: boolean;
@@ -283,11 +290,26 @@ export class AwsAccess {
     }
   }
 
-  /** Waits `ms` (the injected sleep) after a transient failure; rethrows anything else, or when out of budget. */
-  async pauseOrThrow(backoff: Backoff, error: unknown): Promise<void> {
-    if (!(error instanceof ProvisionerError) || error.details.transient !== true) throw error;
+  /**
+   * After a failed attempt of a sequence the caller retries itself: waits (the injected sleep) when the failure is
+   * transient, or one of `notYetVisible` (an answer about something made moments ago, e.g. NOT_YET_VISIBLE), and the
+   * budget allows; otherwise throws. A not-yet-visible answer that outlasts the budget is thrown retryable.
+   */
+  async pauseOrThrow(backoff: Backoff, error: unknown, notYetVisible: readonly string[] = []): Promise<void> {
+    const lagging = notYetVisible.length > 0 && isAwsError(error, ...notYetVisible);
+    if (!lagging && (!(error instanceof ProvisionerError) || error.details.transient !== true)) throw error;
     const delay = backoff.next();
-    if (delay === null) throw error;
+    if (delay === null) {
+      if (lagging && error instanceof ProvisionerError) {
+        throw new ProvisionerError(
+          error.code,
+          `${error.message}; still not visible, retry later`,
+          true,
+          error.details,
+        );
+      }
+      throw error;
+    }
     await this.sleep(delay);
   }
 

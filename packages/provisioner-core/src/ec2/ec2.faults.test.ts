@@ -209,6 +209,35 @@ describe("fidelity", () => {
     }
   });
 
+  it.each([
+    "AuthorizeSecurityGroupIngress",
+    "RunInstances",
+  ])("waits out a new security group not visible yet to %s (InvalidGroup.NotFound)", async (action) => {
+    const spec = makeSpec();
+    h.emulator.inject({ action, kind: "error", status: 400, code: "InvalidGroup.NotFound", times: 2 });
+    await h.provisioner.provision(spec, null);
+    expect((await h.provisioner.status(ref(spec))).state).toBe("running");
+    await expectWorld([spec]);
+  });
+
+  it("a group that never becomes visible fails retryably, and a retry finishes", async () => {
+    const spec = makeSpec();
+    h.emulator.inject({
+      action: "RunInstances",
+      kind: "error",
+      status: 400,
+      code: "InvalidGroup.NotFound",
+      times: 50,
+    });
+    await expect(h.provisioner.provision(spec, null)).rejects.toMatchObject({
+      code: "not_found",
+      retryable: true,
+    });
+    h.emulator.clearFaults();
+    await h.provisioner.provision(spec, null);
+    await expectWorld([spec]);
+  });
+
   it("retries DependencyViolation while the instance using the group shuts down", async () => {
     const spec = makeSpec();
     const handle = (await h.provisioner.provision(spec, null)) as Ec2Handle;

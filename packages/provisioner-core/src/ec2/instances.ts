@@ -20,7 +20,7 @@ import {
 } from "@aws-sdk/client-ec2";
 import { backoffDelay } from "@molecule/contracts";
 import { ProvisionerError } from "../errors.ts";
-import { type AwsAccess, isAwsError } from "./aws.ts";
+import { type AwsAccess, isAwsError, NOT_YET_VISIBLE } from "./aws.ts";
 import { type Ec2Scope, isOwnedBy, ownerFilters, ownerTags, tagMap, type VmOwner } from "./tags.ts";
 
 export type InstanceState = "pending" | "running" | "shutting-down" | "terminated" | "stopping" | "stopped";
@@ -238,7 +238,7 @@ export async function launchInstance(
       }
       input = { ...input, ClientToken: clientToken(spec.clientToken, "replaced", generation) };
     } catch (error) {
-      await aws.pauseOrThrow(backoff, error);
+      await aws.pauseOrThrow(backoff, error, NOT_YET_VISIBLE);
     }
   }
 }

@@ -15,7 +15,7 @@ import {
 import { backoffDelay } from "@molecule/contracts";
 import { ProvisionerError } from "../errors.ts";
 import type { AwsAccess } from "./aws.ts";
-import { isAwsError, isAwsNotFound } from "./aws.ts";
+import { isAwsError, isAwsNotFound, NOT_YET_VISIBLE } from "./aws.ts";
 import {
   type Ec2Scope,
   isOwnedBy,
@@ -156,34 +156,35 @@ export async function ensureSecurityGroup(
   if (!groupId)
     throw new ProvisionerError("backend_error", "AWS EC2 CreateSecurityGroup answered no group id", true);
   const missing = permissions.filter((p) => !hasPermission(group.IpPermissions ?? [], p));
-  if (missing.length > 0) {
-    try {
-      await aws.call("EC2", "AuthorizeSecurityGroupIngress", (abortSignal) =>
-        aws.ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: missing }), {
-          abortSignal,
-        }),
-      );
-    } catch (error) {
-      if (!isAwsError(error, "InvalidPermission.Duplicate")) throw error;
-      // Some were there already (a retry whose first answer was lost): add the rest one by one.
-      for (const permission of missing) await authorizeOne(aws, groupId, permission);
-    }
-  }
+  if (missing.length > 0) await authorize(aws, groupId, missing);
   return groupId;
 }
 
-async function authorizeOne(aws: AwsAccess, groupId: string, permission: IpPermission): Promise<void> {
-  try {
-    await aws.call("EC2", "AuthorizeSecurityGroupIngress", (abortSignal) =>
-      aws.ec2.send(
-        new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: [permission] }),
-        {
-          abortSignal,
-        },
-      ),
-    );
-  } catch (error) {
-    if (!isAwsError(error, "InvalidPermission.Duplicate")) throw error;
+/**
+ * Adds the permissions; a group made moments ago may not be visible yet (retried). When some exist already (a retry
+ * whose first answer was lost: `InvalidPermission.Duplicate`), adds the rest one by one.
+ */
+async function authorize(aws: AwsAccess, groupId: string, permissions: IpPermission[]): Promise<void> {
+  const backoff = aws.backoff();
+  for (;;) {
+    try {
+      await aws.call("EC2", "AuthorizeSecurityGroupIngress", (abortSignal) =>
+        aws.ec2.send(
+          new AuthorizeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions: permissions }),
+          {
+            abortSignal,
+          },
+        ),
+      );
+      return;
+    } catch (error) {
+      if (isAwsError(error, "InvalidPermission.Duplicate")) {
+        if (permissions.length > 1)
+          for (const permission of permissions) await authorize(aws, groupId, [permission]);
+        return;
+      }
+      await aws.pauseOrThrow(backoff, error, NOT_YET_VISIBLE);
+    }
   }
 }
 

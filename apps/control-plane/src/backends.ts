@@ -178,6 +178,7 @@ export function createExternalTenantBackend(urlTemplate: string): TenantBackend 
       return { handle: { backend: "external" }, url };
     },
     async destroy() {},
+    async sweepOrg() {},
     async status(): Promise<RuntimeStatus> {
       return { state: "unknown", detail: "the tenant is started by the operator" };
     },

@@ -1,11 +1,17 @@
 /**
  * DELETE /cp/orgs/:slug with both backends on EC2 (moto behind the fault and fidelity proxy), built from the control
  * plane's configuration: the org's recorded workspace VM and a stray one tagged with the org but never recorded go
- * first, then the tenant VM, then the groups (the tenant's, the org's workspaces group) and the bundles. A delete that
+ * first, then the tenant VM, then the groups (the tenant's, the org's workspaces group) and the bundles, then the
+ * sweep of whatever is still tagged with the org (an instance with no workspace id). A delete that
  * fails half-way is retried and converges; nothing of the org is left in the account, and another org is untouched.
  */
 import { randomBytes } from "node:crypto";
-import { DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client } from "@aws-sdk/client-ec2";
+import {
+  DescribeInstancesCommand,
+  DescribeSecurityGroupsCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from "@aws-sdk/client-ec2";
 import { type AwsEmulator, startAwsEmulator } from "@molecule/aws-emulator";
 import { createIdGenerator } from "@molecule/contracts";
 import { EC2_TAGS, type Ec2Handle, Ec2Vms, type Provisioner } from "@molecule/provisioner-core";
@@ -19,6 +25,7 @@ import {
   testAccess,
 } from "../../../packages/provisioner-core/src/ec2/testkit.ts";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
+import { waitFor } from "../../../test-support/wait.ts";
 import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
@@ -151,9 +158,35 @@ describe("deleting an org on EC2", () => {
       },
       null,
     )) as Ec2Handle;
-    const before = await instancesOf(doomed.orgId);
+    // And one tagged with the org but with no workspace id at all (made by hand, or by an older release).
+    await ec2().send(
+      new RunInstancesCommand({
+        ImageId: net.imageId,
+        InstanceType: "t3.micro",
+        MinCount: 1,
+        MaxCount: 1,
+        SubnetId: net.subnetId,
+        TagSpecifications: [
+          {
+            ResourceType: "instance",
+            Tags: [
+              { Key: EC2_TAGS.orgId, Value: doomed.orgId },
+              { Key: EC2_TAGS.role, Value: "workspace" },
+              { Key: EC2_TAGS.deployment, Value: DEPLOYMENT },
+              { Key: EC2_TAGS.environment, Value: ENVIRONMENT },
+            ],
+          },
+        ],
+      }),
+    );
+    // (AWS, and the proxy, show a new instance to filtered listings a moment after it is made.)
+    const before = await waitFor("the hand-made instance to be listed", async () => {
+      const found = await instancesOf(doomed.orgId);
+      return found.length === 4 ? found : undefined;
+    });
     expect(before.map((i) => i.Tags?.find((t) => t.Key === EC2_TAGS.role)?.Value).sort()).toEqual([
       "tenant",
+      "workspace",
       "workspace",
       "workspace",
     ]);

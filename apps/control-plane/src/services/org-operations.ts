@@ -162,6 +162,12 @@ async function destroyOrg(
     await provisioner.destroy({ workspaceId, orgId: org.id, handle: null });
     step("stray_workspace_destroyed", workspaceId);
   }
+
+  await tenants.destroy(tenantRef(org));
+  step("tenant_destroyed");
+  // Whatever is still tagged with the org (a stray without a workspace id, a group of the org's) goes too.
+  await tenants.sweepOrg(tenantRef(org));
+  step("org_swept");
   const leftover = (await provisioner.listManaged()).filter((resource) => resource.orgId === org.id);
   if (leftover.length > 0) {
     throw new ProvisionerError(
@@ -170,9 +176,6 @@ async function destroyOrg(
       true,
     );
   }
-
-  await tenants.destroy(tenantRef(org));
-  step("tenant_destroyed");
 
   await db.transaction(async (tx) => {
     await tx.delete(cpRequestNonces).where(eq(cpRequestNonces.orgId, org.id));

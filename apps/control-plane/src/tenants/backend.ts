@@ -52,6 +52,11 @@ export interface TenantBackend {
   provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: TenantContext): Promise<TenantInstance>;
   /** Removes the tenant and everything it owns (container, volume). Already gone is success. */
   destroy(ref: TenantRef): Promise<void>;
+  /**
+   * The org delete's last sweep, after its workspaces and its tenant are destroyed: removes whatever this backend can
+   * still find of the org, whatever made it (a stray without a row or a workspace id). Already gone is success.
+   */
+  sweepOrg(ref: TenantRef): Promise<void>;
   status(ref: TenantRef): Promise<RuntimeStatus>;
   /** Every tenant resource this deployment owns, for reconciling strays. */
   listManaged(): Promise<ManagedResource[]>;

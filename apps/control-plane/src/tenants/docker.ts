@@ -381,6 +381,11 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       }
     },
 
+    // The tenant's resources are found by the org's labels already; the workspaces' are the workspace backend's.
+    async sweepOrg(ref) {
+      await this.destroy(ref);
+    },
+
     async status(ref): Promise<RuntimeStatus> {
       assertSlug(ref.slug);
       return ownedContainerStatus(docker, tenantContainerName(ref.slug), owner(ref.orgId));

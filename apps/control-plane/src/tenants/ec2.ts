@@ -248,6 +248,11 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
       }
     },
 
+    /** Everything of this installation tagged with the org, in every account: both roles, strays included. */
+    async sweepOrg(ref) {
+      for (const account of accounts) await vmsOf(account).destroyOrg(ref.orgId);
+    },
+
     async status(ref): Promise<RuntimeStatus> {
       try {
         for (const account of accountsOf(ref)) {

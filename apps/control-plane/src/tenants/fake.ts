@@ -73,6 +73,9 @@ export function createFakeTenantBackend(options: { name?: string } = {}): FakeTe
       enter("destroy");
       state.delete(ref.orgId);
     },
+    async sweepOrg(ref: TenantRef) {
+      state.delete(ref.orgId);
+    },
     async status(ref: TenantRef): Promise<RuntimeStatus> {
       enter("status");
       const tenant = state.get(ref.orgId);

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProvisionerError } from "../errors.ts";
 import type { WorkspaceSpec } from "../provisioner.ts";
 import { ec2Size } from "../tiers.ts";
+import { AwsAccess } from "./aws.ts";
 import { createEc2Provisioner, type Ec2Handle } from "./provisioner.ts";
 import { ensureOrgWorkspacesGroup } from "./security-group.ts";
 import { EC2_TAGS, ownerTags } from "./tags.ts";
@@ -261,6 +262,39 @@ describe("the workspace VM", () => {
     const bundle = await aws().secrets.send(new GetSecretValueCommand({ SecretId: again.secretArn }));
     expect(JSON.parse(bundle.SecretString ?? "{}").env.OPENAI_API_KEY).toBe("sk-rotated-secret-value");
     expect((await h.provisioner.status(ref(spec))).state).toBe("running");
+  });
+
+  it("without a VPC, every workspace uses the shared group, which destroy leaves alone", async () => {
+    // The canary account's credentials come from a provider (STS AssumeRole in the control plane).
+    const access = new AwsAccess({
+      region: "us-east-1",
+      endpoint: h.emulator.endpoint,
+      credentials: async () => ({ accessKeyId: "canary", secretAccessKey: "canary-secret" }),
+      clock: h.clock,
+      sleep: h.clock.sleep,
+    });
+    try {
+      const shared = createEc2Provisioner({
+        ...testProvisionerOptions(h.net, access),
+        vpcId: undefined,
+        securityGroupId: h.net.tenantGroupId,
+      });
+      const spec = h.makeSpec();
+      const handle = (await shared.provision(spec, null)) as Ec2Handle;
+      expect(handle.securityGroupId).toBe(h.net.tenantGroupId);
+      const kinds = (await shared.listManaged())
+        .filter((r) => r.workspaceId === spec.workspaceId)
+        .map((r) => r.kind);
+      expect(kinds.sort()).toEqual(["ec2_bootstrap_secret", "ec2_instance"]);
+      await shared.destroy(ref(spec, handle));
+      expect((await shared.listManaged()).filter((r) => r.workspaceId === spec.workspaceId)).toEqual([]);
+      const group = await aws().ec2.send(
+        new DescribeSecurityGroupsCommand({ GroupIds: [h.net.tenantGroupId] }),
+      );
+      expect(group.SecurityGroups).toHaveLength(1);
+    } finally {
+      access.destroy();
+    }
   });
 
   it("refuses a spec of another deployment without naming its secrets", async () => {

@@ -66,7 +66,7 @@ export function assertScope(scope: Ec2Scope): Ec2Scope {
 
 /** Checks the owner: a workspace owner has a platform-minted workspace id, a tenant owner a slug-shaped slug. */
 export function assertOwner(owner: VmOwner): VmOwner {
-  if (!/^org_[0-9a-z]{26}$/.test(owner.orgId) && !/^[A-Za-z0-9_-]{1,64}$/.test(owner.orgId)) {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(owner.orgId)) {
     throw new ProvisionerError("invalid_spec", "ec2: org id has an unexpected shape", false);
   }
   if (owner.role === "workspace") assertWorkspaceId(owner.workspaceId);

@@ -187,10 +187,11 @@ const CONTAINER_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const DATA_PATH = /^\/[A-Za-z0-9._/-]{0,200}$/;
 
 /**
- * The user-data: a shell script with no secret in it. It writes the boot unit and starts it; the unit runs on every
- * boot. Base64, as RunInstances takes it.
+ * The script the boot unit runs on every boot: fetch the bundle, write the env file (root-only, removed once the
+ * container has it), log in to the registry when the bundle has a login, run the container. Paths are under
+ * MOLECULE_ROOT, which is empty on a VM (tests run the script under a scratch root with stand-in commands).
  */
-export function renderUserData(boot: BootScript): string {
+export function bootScript(boot: BootScript): string {
   if (!ARN.test(boot.secretArn))
     throw new ProvisionerError("invalid_spec", "ec2: unexpected secret ARN", false);
   if (!IMAGE.test(boot.image))
@@ -210,7 +211,7 @@ export function renderUserData(boot: BootScript): string {
         `echo "${boot.addressEnv}=http://$private_ip:$PORT" >> "$env_file"`,
       ]
     : [];
-  const start = [
+  return [
     "#!/bin/bash",
     "# Molecule VM boot: reads the environment bundle from Secrets Manager with the instance profile and runs the",
     "# container with it. No credential is written here.",
@@ -222,11 +223,14 @@ export function renderUserData(boot: BootScript): string {
     `NAME=${sh(boot.containerName)}`,
     `PORT=${boot.port}`,
     `DATA_PATH=${sh(boot.dataPath)}`,
-    "run_dir=/run/molecule",
-    'mkdir -p "$run_dir" /var/lib/molecule/data',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
+    'root="${MOLECULE_ROOT:-}"',
+    'run_dir="$root/run/molecule"',
+    'data_dir="$root/var/lib/molecule/data"',
+    'mkdir -p "$run_dir" "$data_dir"',
     'env_file="$run_dir/env"',
     'bundle="$run_dir/bundle.json"',
-    "trap 'rm -f \"$bundle\"' EXIT",
+    'trap \'rm -f "$bundle" "$env_file"\' EXIT',
     "command -v docker >/dev/null || { dnf install -y docker || yum install -y docker || apt-get install -y docker.io; }",
     "systemctl enable --now docker",
     'aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" --query SecretString --output text > "$bundle"',
@@ -243,9 +247,17 @@ export function renderUserData(boot: BootScript): string {
     "fi",
     'docker pull "$IMAGE"',
     'docker rm -f "$NAME" >/dev/null 2>&1 || true',
-    'docker run -d --name "$NAME" --restart unless-stopped -p "$PORT:$PORT" --env-file "$env_file" -v /var/lib/molecule/data:"$DATA_PATH" "$IMAGE"',
-    'rm -f "$env_file"',
-  ];
+    'docker run -d --name "$NAME" --restart unless-stopped -p "$PORT:$PORT" --env-file "$env_file" -v "$data_dir:$DATA_PATH" "$IMAGE"',
+    "",
+  ].join("\n");
+}
+
+/**
+ * The user-data: a shell script with no secret in it. It installs `bootScript` as a systemd unit and starts it; the
+ * unit runs on every boot. Base64, as RunInstances takes it.
+ */
+export function renderUserData(boot: BootScript): string {
+  const start = bootScript(boot);
   const unit = [
     "[Unit]",
     "Description=Molecule container",
@@ -262,7 +274,7 @@ export function renderUserData(boot: BootScript): string {
     "#!/bin/bash",
     "set -euo pipefail",
     "cat > /usr/local/sbin/molecule-boot <<'MOLECULE_BOOT'",
-    ...start,
+    start.trimEnd(),
     "MOLECULE_BOOT",
     "chmod 0700 /usr/local/sbin/molecule-boot",
     "cat > /etc/systemd/system/molecule.service <<'MOLECULE_UNIT'",

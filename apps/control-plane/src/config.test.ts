@@ -111,6 +111,7 @@ describe("control plane config for EC2", () => {
   const ec2Tenants = {
     ...base,
     CP_TENANT_BACKEND: "ec2",
+    CP_PUBLIC_URL: "http://cp.internal:8090",
     AWS_REGION: "eu-west-1",
     EC2_VPC_ID: "vpc-0123456789abcdef0",
     EC2_SUBNET_ID: "subnet-0123456789abcdef0",
@@ -178,8 +179,10 @@ describe("control plane config for EC2", () => {
       ...base,
       CP_TENANT_BACKEND: "ec2",
       CP_WORKSPACE_BACKEND: "ec2",
+      CP_PUBLIC_URL: "http://cp.internal:8090",
       AWS_REGION: "us-east-1",
       EC2_SECURITY_GROUP: "sg-0123456789abcdef0",
+      EC2_SUBNET_ID: "subnet-0123456789abcdef0",
       EC2_TENANT_IAM_PROFILE: "molecule-tenant",
       EC2_WORKSPACE_IAM_PROFILE: "molecule-workspace",
       EC2_INSTANCE_TYPE: "m7g.large",
@@ -188,7 +191,7 @@ describe("control plane config for EC2", () => {
     });
     expect(config.ec2).toMatchObject({
       vpcId: null,
-      subnetId: null,
+      subnetId: "subnet-0123456789abcdef0",
       sharedSecurityGroupId: "sg-0123456789abcdef0",
       tenantIamProfile: "molecule-tenant",
       workspaceIamProfile: "molecule-workspace",
@@ -208,7 +211,7 @@ describe("control plane config for EC2", () => {
         { ...ec2Tenants, EC2_VPC_ID: "", EC2_SUBNET_ID: "" },
         "EC2_VPC_ID (per-tenant security groups) or EC2_SECURITY_GROUP",
       ],
-      [{ ...ec2Tenants, EC2_SUBNET_ID: "" }, "EC2_SUBNET_ID is required with EC2_VPC_ID"],
+      [{ ...ec2Tenants, EC2_SUBNET_ID: "" }, "EC2_SUBNET_ID is required when CP_TENANT_BACKEND=ec2"],
       [{ ...ec2Tenants, EC2_VPC_ID: "my-vpc" }, "EC2_VPC_ID must be an id like vpc-"],
       [
         { ...ec2Tenants, EC2_TENANT_INGRESS_SG_IDS: "sg-0123abcd,0.0.0.0/0" },
@@ -220,10 +223,15 @@ describe("control plane config for EC2", () => {
       [{ ...ec2Tenants, AWS_ENDPOINT_URL: "moto" }, "AWS_ENDPOINT_URL must be a URL"],
       [{ ...ec2Tenants, TENANT_DATABASE_URL: "db" }, "TENANT_DATABASE_URL must be a URL"],
       [
-        { ...base, CP_WORKSPACE_BACKEND: "ec2", AWS_REGION: "us-east-1", EC2_SECURITY_GROUP: "sg-0123abcd" },
-        "EC2_WORKSPACE_IAM_PROFILE (or EC2_TENANT_IAM_PROFILE) is required when CP_WORKSPACE_BACKEND=ec2",
+        { ...ec2Tenants, CP_WORKSPACE_BACKEND: "ec2", EC2_TENANT_IAM_PROFILE: "" },
+        "Secrets Manager + IAM instance profile are required",
       ],
-      [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "AWS_REGION is required when CP_WORKSPACE_BACKEND=ec2"],
+      [
+        { ...base, CP_WORKSPACE_BACKEND: "ec2", AWS_REGION: "us-east-1", EC2_SECURITY_GROUP: "sg-0123abcd" },
+        "CP_WORKSPACE_BACKEND=ec2 needs CP_TENANT_BACKEND=ec2",
+      ],
+      [{ ...ec2Tenants, CP_PUBLIC_URL: "" }, "CP_PUBLIC_URL is required when CP_TENANT_BACKEND=ec2"],
+      [{ ...base, CP_WORKSPACE_BACKEND: "ec2" }, "CP_WORKSPACE_BACKEND=ec2 needs CP_TENANT_BACKEND=ec2"],
       [
         { ...ec2Tenants, CANARY_ROLE_ARN: canary.CANARY_ROLE_ARN },
         "CANARY_ROLE_ARN, CANARY_REGION, CANARY_VPC_ID, CANARY_SUBNET_ID are set together (the canary account): missing CANARY_REGION, CANARY_VPC_ID, CANARY_SUBNET_ID",

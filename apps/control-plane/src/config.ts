@@ -204,26 +204,32 @@ function checkEc2(config: ControlPlaneConfig, env: z.infer<typeof EnvSchema>): v
   }
   const tenants = config.tenantBackend.name === "ec2";
   const workspaces = config.workspaceBackend.name === "ec2";
-  if (!tenants && !workspaces) return;
-  const selected = tenants ? "CP_TENANT_BACKEND=ec2" : "CP_WORKSPACE_BACKEND=ec2";
+  if (workspaces && !tenants) {
+    throw new ConfigError(
+      "CP_WORKSPACE_BACKEND=ec2 needs CP_TENANT_BACKEND=ec2: an org's tenant security group is the only source allowed on its agents' port",
+    );
+  }
+  if (!tenants) return;
   const ec2 = config.ec2;
-  if (!ec2.region) throw new ConfigError(`AWS_REGION is required when ${selected}`);
+  if (!ec2.region) throw new ConfigError("AWS_REGION is required when CP_TENANT_BACKEND=ec2");
   if (!ec2.vpcId && !ec2.sharedSecurityGroupId) {
     throw new ConfigError(
-      `EC2_VPC_ID (per-tenant security groups) or EC2_SECURITY_GROUP (one shared group) is required when ${selected}`,
+      "EC2_VPC_ID (per-tenant security groups) or EC2_SECURITY_GROUP (one shared group) is required when CP_TENANT_BACKEND=ec2",
     );
   }
-  if (ec2.vpcId && !ec2.subnetId) {
-    throw new ConfigError("EC2_SUBNET_ID is required with EC2_VPC_ID (a subnet of that VPC)");
+  if (!ec2.subnetId) {
+    throw new ConfigError(
+      "EC2_SUBNET_ID is required when CP_TENANT_BACKEND=ec2 (the instances' subnet; with EC2_VPC_ID, one of that VPC)",
+    );
   }
-  if (tenants && !ec2.tenantIamProfile) {
+  if (!env.CP_PUBLIC_URL) {
+    throw new ConfigError(
+      "CP_PUBLIC_URL is required when CP_TENANT_BACKEND=ec2: the address tenant instances reach the control plane at",
+    );
+  }
+  if (!ec2.tenantIamProfile) {
     throw new ConfigError(
       "EC2_TENANT_IAM_PROFILE is required when CP_TENANT_BACKEND=ec2: Secrets Manager + IAM instance profile are required (the tenant reads its bootstrap bundle with the profile's role; no secret goes in user-data)",
-    );
-  }
-  if (workspaces && !ec2.workspaceIamProfile) {
-    throw new ConfigError(
-      "EC2_WORKSPACE_IAM_PROFILE (or EC2_TENANT_IAM_PROFILE) is required when CP_WORKSPACE_BACKEND=ec2: Secrets Manager + IAM instance profile are required",
     );
   }
 }

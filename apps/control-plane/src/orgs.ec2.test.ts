@@ -54,6 +54,7 @@ beforeAll(async () => {
     PROVISION_SHARED_SECRET: "s".repeat(32),
     CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
     CP_TENANT_BACKEND: "ec2",
+    CP_PUBLIC_URL: "http://cp.internal:8090",
     CP_WORKSPACE_BACKEND: "ec2",
     AWS_REGION: "us-east-1",
     AWS_ENDPOINT_URL: aws.endpoint,

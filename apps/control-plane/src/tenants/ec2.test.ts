@@ -110,6 +110,7 @@ function env(overrides: Record<string, string> = {}): Record<string, string> {
     MOLECULE_DEPLOYMENT: DEPLOYMENT,
     MOLECULE_ENV: ENVIRONMENT,
     CP_TENANT_BACKEND: "ec2",
+    CP_PUBLIC_URL: "http://cp.internal:8090",
     AWS_REGION: REGION,
     AWS_ENDPOINT_URL: aws.endpoint,
     EC2_VPC_ID: net.vpcId,

@@ -103,8 +103,8 @@ export async function findInstances(aws: AwsAccess, scope: Ec2Scope, owner: VmOw
     .sort((a, b) => (a.launchTime ?? 0) - (b.launchTime ?? 0) || a.id.localeCompare(b.id));
 }
 
-/** The owner's instances that are shutting down or terminated (still visible for a while after terminate). */
-export async function findDyingInstances(
+/** Every instance of the owner that is not `terminated` yet: the live ones and those still shutting down. */
+export async function findUnterminatedInstances(
   aws: AwsAccess,
   scope: Ec2Scope,
   owner: VmOwner,
@@ -112,9 +112,9 @@ export async function findDyingInstances(
   return (
     await describeInstances(aws, [
       ...ownerFilters(scope, owner),
-      { Name: "instance-state-name", Values: ["shutting-down"] },
+      { Name: "instance-state-name", Values: [...LIVE_INSTANCE_STATES, "shutting-down"] },
     ])
-  ).filter((i) => isOwnedBy(i.tags, scope, owner));
+  ).filter((i) => isOwnedBy(i.tags, scope, owner) && i.state !== "terminated");
 }
 
 /** One instance by id, or null when AWS does not know it (`InvalidInstanceID.NotFound`). */

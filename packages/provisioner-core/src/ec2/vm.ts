@@ -31,8 +31,8 @@ import {
   clientToken,
   describeInstances,
   type Ec2Instance,
-  findDyingInstances,
   findInstances,
+  findUnterminatedInstances,
   getInstance,
   launchInstance,
   startInstance,
@@ -307,10 +307,9 @@ export class Ec2Vms {
         instances.set(hinted.id, hinted);
       }
     }
-    for (const instance of await findInstances(this.aws, this.scope, owner))
+    for (const instance of await findUnterminatedInstances(this.aws, this.scope, owner)) {
       instances.set(instance.id, instance);
-    for (const instance of await findDyingInstances(this.aws, this.scope, owner))
-      instances.set(instance.id, instance);
+    }
     for (const instance of instances.values()) {
       await terminateInstance(this.aws, instance.id, deadline);
       ctx.step?.("instance_terminated", `instance_id=${instance.id}`);

@@ -1,6 +1,7 @@
 /**
- * The shared conformance suite: every backend runs it unchanged (real Docker engine, the Fly emulator, the
- * control-plane backend over HTTP, the scripted fake). Call it at the top level of a `*.test.ts` file.
+ * The shared conformance suite: every backend runs it unchanged (real Docker engine, the Fly emulator, EC2 on moto
+ * behind the AWS fault and fidelity proxy, the control-plane backend over HTTP, the scripted fake). Call it at the
+ * top level of a `*.test.ts` file.
  *
  *   describeProvisioner("docker", async () => ({ provisioner, makeSpec, cleanup }));
  */

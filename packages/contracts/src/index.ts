@@ -1,4 +1,5 @@
 export * from "./a2a.ts";
+export * from "./admin.ts";
 export * from "./backoff.ts";
 export * from "./controlplane.ts";
 export * from "./errors.ts";

@@ -11,11 +11,47 @@ export type Schema = typeof schema;
 /** One type for both drivers: code above this package never knows which one it runs on. */
 export type Db = PgDatabase<PgQueryResultHKT, Schema>;
 
+/** What `withAdvisoryLock` answers: `acquired: false` when another process (or caller) holds the lock. */
+export type LockOutcome<T> = { acquired: true; value: T } | { acquired: false };
+
+/**
+ * Runs `fn` while holding the PostgreSQL session advisory lock `key`, or answers `acquired: false` at once when
+ * someone else holds it: how a loop that must run once across replicas (the reconciler) elects its leader.
+ */
+export type AdvisoryLock = <T>(key: number, fn: () => Promise<T>) => Promise<LockOutcome<T>>;
+
 export interface Database {
   db: Db;
   driver: "pglite" | "postgres";
   migrate(): Promise<void>;
+  withAdvisoryLock: AdvisoryLock;
   close(): Promise<void>;
+}
+
+/**
+ * The advisory lock over one reserved session: a session lock must be taken and released on the same connection,
+ * which a pool does not promise for two statements. A lock held by this process is refused like one held elsewhere
+ * (PostgreSQL would let the same session take it twice).
+ */
+function advisoryLockOver(runner: MigrationRunner): AdvisoryLock {
+  const held = new Set<number>();
+  return async (key, fn) => {
+    if (held.has(key)) return { acquired: false };
+    held.add(key);
+    try {
+      return await runner.withSession(async (session) => {
+        const [row] = await session.query("SELECT pg_try_advisory_lock($1) AS acquired", [key]);
+        if (row?.acquired !== true) return { acquired: false } as const;
+        try {
+          return { acquired: true, value: await fn() } as const;
+        } finally {
+          await session.query("SELECT pg_advisory_unlock($1)", [key]);
+        }
+      });
+    } finally {
+      held.delete(key);
+    }
+  };
 }
 
 export type DatabaseOptions = { url: string; maxConnections?: number } | { dataDir: string };
@@ -56,6 +92,7 @@ export async function createDatabase(
       db: drizzlePostgres(sql, { schema }) as unknown as Db,
       driver: "postgres",
       migrate: () => runMigrations(runner, migrations),
+      withAdvisoryLock: advisoryLockOver(runner),
       close: () => sql.end({ timeout: 5 }),
     };
   }
@@ -72,6 +109,8 @@ export async function createDatabase(
     db: drizzlePglite(client, { schema }) as unknown as Db,
     driver: "pglite",
     migrate: () => runMigrations(runner, migrations),
+    // one process owns an embedded database: the lock's statements run on its only connection, between others
+    withAdvisoryLock: advisoryLockOver(runner),
     close: () => client.close(),
   };
 }

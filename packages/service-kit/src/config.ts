@@ -17,6 +17,27 @@ export function isStrictEnvironment(environment: string): boolean {
   return STRICT_ENVIRONMENTS.has(environment);
 }
 
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration: a number of seconds (`90`), or a number with a unit (`500ms`, `90s`, `30m`, `1h`), in milliseconds.
+ * `minMs` refuses values too small to be meant (a zero interval would spin).
+ */
+export function duration(name: string, minMs = 1) {
+  return z.string().transform((value, ctx) => {
+    const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+    const ms = match ? Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? "s"] ?? 1000) : Number.NaN;
+    if (!Number.isFinite(ms) || ms < minMs) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${name} must be a duration such as 90 (seconds), 90s, 30m or 1h, at least ${minMs} ms`,
+      });
+      return z.NEVER;
+    }
+    return Math.round(ms);
+  });
+}
+
 /** The variables every service reads, with the same meaning; only the port and data folder defaults differ. */
 export function serviceEnv(defaults: { port: number; dataDir: string }) {
   return {
@@ -37,6 +58,14 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
       .positive()
       .default(256 * 1024),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** The reconciler (both services): how often, whether it deletes orphans, and how old an orphan must be. */
+    RECONCILE_INTERVAL: duration("RECONCILE_INTERVAL", 1000).default(30 * 60_000),
+    RECONCILE_DELETE_ORPHANS: z
+      .enum(["true", "false"], {
+        message: "RECONCILE_DELETE_ORPHANS must be true or false",
+      })
+      .default("false"),
+    ORPHAN_GRACE: duration("ORPHAN_GRACE", 0).default(60 * 60_000),
   };
 }
 
@@ -51,6 +80,11 @@ export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
     deployment: env.MOLECULE_DEPLOYMENT,
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
     logLevel: env.LOG_LEVEL,
+    reconcile: {
+      intervalMs: env.RECONCILE_INTERVAL,
+      deleteOrphans: env.RECONCILE_DELETE_ORPHANS === "true",
+      orphanGraceMs: env.ORPHAN_GRACE,
+    },
   };
 }
 

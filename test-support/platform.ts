@@ -79,6 +79,7 @@ export async function createTestPlatform(
   const clock = new TestClock();
   const deps: PlatformDeps = {
     db: database.db,
+    advisoryLock: database.withAdvisoryLock,
     provisioner,
     sealer: options.sealer ?? Sealer.fromConfig(SECRETS_KEY, 1, ""),
     clock,
@@ -103,6 +104,7 @@ export async function createTestPlatform(
       operationLeaseMs: 5_000,
       operationMaxAttempts: 3,
       workspaceEnv: {},
+      reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
       ...settings,
     },
   };

@@ -1,15 +1,18 @@
 import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
+import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { canvasRoutes } from "./canvas/routes.ts";
 import { identify } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
 import { a2aRoutes } from "./routes/a2a.ts";
+import { adminRoutes } from "./routes/admin.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
 import { heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
 import type { PlatformDeps } from "./services/deps.ts";
+import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
@@ -17,6 +20,8 @@ import { WorkspaceService } from "./services/workspaces.ts";
 export interface AppHooks {
   /** Called when a request queued an operation, so the runner starts it at once. */
   onOperationQueued?: () => void;
+  /** The reconciler `main()` runs on its interval; the admin routes run it on demand (one is made if absent). */
+  reconciler?: Reconciler;
 }
 
 export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
@@ -47,6 +52,7 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));
+  app.route("/admin", adminRoutes(deps, hooks.reconciler ?? createTenantReconciler(deps)));
 
   app.notFound(notFound);
   app.onError(handleError);

@@ -38,6 +38,8 @@ const adminRoutes = (): [string, string, unknown?][] => [
   ["PUT", `/workspaces/${workspaceId}/secrets/K`, { value: "changed" }],
   ["DELETE", `/workspaces/${workspaceId}/secrets/K`],
   ["GET", "/operations/op_0000000000aaaaaaaaaaaaaaaa"],
+  ["POST", "/admin/reconcile"],
+  ["GET", "/admin/stats"],
 ];
 
 describe("admin routes", () => {

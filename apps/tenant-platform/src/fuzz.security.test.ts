@@ -295,6 +295,21 @@ const ROUTES: Record<string, () => Promise<void>> = {
       fuzzParameters(),
     );
   },
+  // The admin routes take no input: hostile query strings and bodies are ignored, never stored.
+  "POST /admin/reconcile": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, hostileJson, async (junk, body) =>
+        probe({ method: "POST", path: `/admin/reconcile?x=${enc(junk)}`, body: JSON.stringify(body) }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /admin/stats": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ method: "GET", path: `/admin/stats?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
   "GET /registry/discover/:id": () =>
     idRoute(
       "GET",

@@ -24,6 +24,7 @@ import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
+import { createTenantReconciler } from "./services/reconcile.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -171,6 +172,7 @@ async function run(
 
   const deps: PlatformDeps = {
     db: database.db,
+    advisoryLock: database.withAdvisoryLock,
     provisioner,
     sealer,
     clock: systemClock,
@@ -195,11 +197,13 @@ async function run(
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
       workspaceEnv: config.workspaces.env,
+      reconcile: config.reconcile,
     },
   };
   const runner = new OperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
-  const app = createApp(deps, { onOperationQueued: () => runner.wake() });
+  const reconciler = createTenantReconciler(deps);
+  const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
 
   let onListening: () => void = () => {};
   let onServerError: (error: Error) => void = () => {};
@@ -228,13 +232,14 @@ async function run(
   void boot?.post("listening");
   runner.start();
   sweeper.start();
+  reconciler.start();
   void boot?.post("ready");
 
   shutdownOnSignals({
     logger,
     server,
     beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
-    loops: [runner, sweeper],
+    loops: [runner, sweeper, reconciler],
     database,
   });
 }

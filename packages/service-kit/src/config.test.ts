@@ -45,7 +45,40 @@ describe("serviceConfig", () => {
       deployment: "local",
       operations: { leaseMs: 12_000, maxAttempts: 5 },
       logLevel: "info",
+      reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     });
+  });
+});
+
+describe("the reconciler's settings", () => {
+  it("take seconds or a number with a unit", () => {
+    const values = parseEnv(Schema, {
+      RECONCILE_INTERVAL: "90",
+      RECONCILE_DELETE_ORPHANS: "true",
+      ORPHAN_GRACE: "15m",
+    });
+    expect(serviceConfig(values, "http://x").reconcile).toEqual({
+      intervalMs: 90_000,
+      deleteOrphans: true,
+      orphanGraceMs: 15 * 60_000,
+    });
+    expect(
+      serviceConfig(parseEnv(Schema, { RECONCILE_INTERVAL: "2h", ORPHAN_GRACE: "0" }), "http://x").reconcile,
+    ).toMatchObject({ intervalMs: 2 * 3_600_000, orphanGraceMs: 0 });
+  });
+
+  it("refuse anything else with one line naming the variable", () => {
+    for (const [name, value] of [
+      ["RECONCILE_INTERVAL", "soon"],
+      ["RECONCILE_INTERVAL", "0"],
+      ["RECONCILE_INTERVAL", "-5m"],
+      ["ORPHAN_GRACE", "1d"],
+      ["RECONCILE_DELETE_ORPHANS", "yes"],
+    ] as const) {
+      expect(() => parseEnv(Schema, { [name]: value }), `${name}=${value}`).toThrow(
+        new RegExp(`^invalid configuration: ${name}: ${name} must be`),
+      );
+    }
   });
 });
 

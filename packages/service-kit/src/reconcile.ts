@@ -9,12 +9,16 @@ import { DomainError, type GhostClaim, type OrphanResource, type ReconcileReport
 import { describeFailure, type ManagedResource } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
 
-/** A resource kind that is the workspace or tenant itself: without one listed, its claim is a ghost. */
+/**
+ * The resource kinds that are the workspace or tenant itself (docker, Fly, EC2, the control plane's workspace, the
+ * fake backend's): a claim with none of them listed is a ghost. Volumes, groups and secrets alone do not run anything.
+ */
 export const COMPUTE_KINDS: ReadonlySet<string> = new Set([
   "container",
   "fly_machine",
   "ec2_instance",
   "workspace",
+  "instance",
 ]);
 
 /** What one backend holds, and how the service judges and removes it. */

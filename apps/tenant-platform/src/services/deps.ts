@@ -1,7 +1,8 @@
 import type { IdGenerator } from "@molecule/contracts";
-import type { Db } from "@molecule/db";
+import type { AdvisoryLock, Db } from "@molecule/db";
 import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
+import type { ReconcileSettings } from "@molecule/service-kit/reconcile";
 import type { Logger } from "pino";
 import type { Resolver } from "./agent-url-policy.ts";
 import type { EventBus } from "./events.ts";
@@ -15,6 +16,8 @@ export const systemClock: Clock = { now: () => new Date() };
 /** What the services and routes are built from; `main()` wires real ones, tests wire real ones too. */
 export interface PlatformDeps {
   db: Db;
+  /** The database's advisory lock: loops that must run once across replicas (the reconciler) take it. */
+  advisoryLock: AdvisoryLock;
   provisioner: Provisioner;
   sealer: Sealer;
   clock: Clock;
@@ -47,4 +50,6 @@ export interface PlatformSettings {
   operationMaxAttempts: number;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
+  /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */
+  reconcile: ReconcileSettings;
 }

@@ -1,0 +1,128 @@
+/**
+ * The tenant platform's reconciler on the real Docker engine: what the engine holds under this deployment's labels
+ * is compared with the workspace rows. A volume labelled as ours with no workspace is an orphan (deleted only when
+ * enabled and past the grace); one labelled for another deployment is never listed or touched; a workspace shown
+ * online whose container is gone becomes failed with the reason.
+ */
+import { randomBytes } from "node:crypto";
+import { createIdGenerator } from "@molecule/contracts";
+import { workspaces } from "@molecule/db";
+import { LABELS, resourceName } from "@molecule/provisioner-core";
+import Dockerode from "dockerode";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDockerTestPlatform, removeDeployment } from "../test-support/docker-platform.ts";
+import type { TestPlatform } from "../test-support/platform.ts";
+
+const docker = new Dockerode();
+const deployment = `rec-${randomBytes(4).toString("hex")}`;
+const otherDeployment = `rec-other-${randomBytes(4).toString("hex")}`;
+const ids = createIdGenerator();
+let platform: TestPlatform;
+
+/** A volume named and labelled as the docker backend labels a workspace's. */
+async function workspaceVolume(workspaceId: string, labelledDeployment: string): Promise<string> {
+  const name = resourceName(workspaceId);
+  await docker.createVolume({
+    Name: name,
+    Labels: {
+      [LABELS.managed]: "true",
+      [LABELS.workspaceId]: workspaceId,
+      [LABELS.orgId]: "org_test",
+      [LABELS.deployment]: labelledDeployment,
+    },
+  });
+  return name;
+}
+
+async function volumeExists(name: string): Promise<boolean> {
+  try {
+    await docker.getVolume(name).inspect();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+beforeAll(async () => {
+  platform = await createDockerTestPlatform({ docker, deployment });
+});
+
+afterAll(async () => {
+  await platform?.close();
+  await removeDeployment(docker, deployment);
+  await removeDeployment(docker, otherDeployment);
+});
+
+describe("the tenant platform's reconciler on docker", () => {
+  it("reports an unclaimed volume of this deployment as an orphan and never lists another deployment's", async () => {
+    const stray = await workspaceVolume(ids.next("ws"), deployment);
+    const foreign = await workspaceVolume(ids.next("ws"), otherDeployment);
+
+    const reconciled = await platform.call("POST", "/admin/reconcile");
+    expect(reconciled.status).toBe(200);
+    expect(reconciled.body.orphans).toBe(1);
+    expect(reconciled.body.orphanList).toEqual([
+      expect.objectContaining({ backend: "docker", kind: "volume", provider_id: stray, deleted: false }),
+    ]);
+    expect(reconciled.body.deleteOrphans).toBe(false);
+
+    const stats = await platform.call("GET", "/admin/stats");
+    expect(stats.status).toBe(200);
+    expect(stats.body).toMatchObject({ orphans: 1, ghosts: 0, hung: 0 });
+    expect(stats.body.lastReconcile.at).toBe(reconciled.body.at);
+    expect(await volumeExists(stray)).toBe(true);
+    expect(await volumeExists(foreign)).toBe(true);
+  });
+
+  it("deletes an orphan only when enabled and once it is older than the grace, and never another deployment's", async () => {
+    const settings = platform.deps.settings.reconcile;
+    const saved = { ...settings };
+    Object.assign(settings, { deleteOrphans: true, orphanGraceMs: 60 * 60_000 });
+    try {
+      const before = await platform.call("POST", "/admin/reconcile");
+      expect(before.body.deleted).toBe(0);
+      const strays = before.body.orphanList.map((orphan: { provider_id: string }) => orphan.provider_id);
+      expect(strays.length).toBe(1);
+      for (const name of strays) expect(await volumeExists(name)).toBe(true);
+
+      platform.clock.advance(60 * 60_000);
+      const after = await platform.call("POST", "/admin/reconcile");
+      expect(after.body.deleted).toBe(1);
+      for (const name of strays) expect(await volumeExists(name)).toBe(false);
+      const foreign = await docker.listVolumes({
+        filters: { label: [`${LABELS.deployment}=${otherDeployment}`] },
+      });
+      expect(foreign.Volumes?.length).toBe(1);
+
+      const clean = await platform.call("POST", "/admin/reconcile");
+      expect(clean.body.orphans).toBe(0);
+    } finally {
+      Object.assign(settings, saved);
+    }
+  });
+
+  it("marks a workspace shown online whose container is gone failed with the reason, and counts it as a ghost", async () => {
+    const id = ids.next("ws");
+    await platform.deps.db.insert(workspaces).values({
+      id,
+      orgId: "org_test",
+      name: "vanished",
+      runtime: "echo",
+      tier: 2,
+      backend: "docker",
+      status: "online",
+    });
+    const reconciled = await platform.call("POST", "/admin/reconcile");
+    expect(reconciled.body.ghosts).toBe(1);
+    expect(reconciled.body.ghostList).toEqual([
+      expect.objectContaining({ id, subject: "workspace", status: "online", action: "marked_failed" }),
+    ]);
+    const [row] = await platform.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
+    expect(row?.status).toBe("failed");
+    expect(row?.statusReason).toContain("no docker machine or container");
+
+    const again = await platform.call("POST", "/admin/reconcile");
+    expect(again.body.ghosts).toBe(0);
+  });
+});

@@ -247,6 +247,11 @@ describe("the EC2 tenant backend", () => {
     const stored = await secretsOf(s.orgId);
     expect(stored.map((x) => x.ARN)).toEqual([handle.secretArn]);
     expect(tagsOf(stored[0]?.Tags)).toMatchObject(expectedTags);
+    // Bound to its instance: the tenant profile's policy lets only that instance read it (docs/backends/ec2.md).
+    const account = handle.secretArn.split(":")[4];
+    expect(tagsOf(stored[0]?.Tags).MoleculeInstanceArn).toBe(
+      `arn:aws:ec2:${REGION}:${account}:instance/${handle.instanceId}`,
+    );
     const bundle = JSON.parse(
       (await secrets().send(new GetSecretValueCommand({ SecretId: handle.secretArn }))).SecretString ?? "{}",
     );

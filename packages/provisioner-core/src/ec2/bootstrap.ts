@@ -12,6 +12,7 @@ import {
   DescribeSecretCommand,
   PutSecretValueCommand,
   RestoreSecretCommand,
+  TagResourceCommand,
 } from "@aws-sdk/client-secrets-manager";
 import { ProvisionerError } from "../errors.ts";
 import { type AwsAccess, isAwsError, isAwsNotFound } from "./aws.ts";
@@ -125,6 +126,32 @@ export async function putBootstrapBundle(
   return arn;
 }
 
+/** The tag naming the one instance whose instance profile may read a bundle (`ec2:SourceInstanceARN`). */
+export const BUNDLE_INSTANCE_TAG = "MoleculeInstanceArn";
+
+/**
+ * Tags the bundle with the ARN of the instance that boots from it, so the instance profile's policy can allow
+ * `GetSecretValue` only where `secretsmanager:ResourceTag/MoleculeInstanceArn` equals `${ec2:SourceInstanceARN}`:
+ * each instance reads its own bundle and no other. Idempotent; the boot script retries until the tag is there.
+ */
+export async function bindBundleToInstance(
+  aws: AwsAccess,
+  secretArn: string,
+  instanceId: string,
+): Promise<void> {
+  const [, partition, , region, account] = secretArn.split(":");
+  const instanceArn = `arn:${partition}:ec2:${region}:${account}:instance/${instanceId}`;
+  await aws.call("SecretsManager", "TagResource", (abortSignal) =>
+    aws.secrets.send(
+      new TagResourceCommand({
+        SecretId: secretArn,
+        Tags: [{ Key: BUNDLE_INSTANCE_TAG, Value: instanceArn }],
+      }),
+      { abortSignal },
+    ),
+  );
+}
+
 /** Deletes the secret at once (no recovery window). Already gone is success. */
 export async function deleteBootstrapBundle(aws: AwsAccess, secretId: string): Promise<void> {
   try {
@@ -233,7 +260,12 @@ export function bootScript(boot: BootScript): string {
     'trap \'rm -f "$bundle" "$env_file"\' EXIT',
     "command -v docker >/dev/null || { dnf install -y docker || yum install -y docker || apt-get install -y docker.io; }",
     "systemctl enable --now docker",
-    'aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" --query SecretString --output text > "$bundle"',
+    "# The bundle is readable once it is tagged with this instance's ARN, just after launch: retry until then.",
+    "for attempt in $(seq 1 30); do",
+    '  aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" --query SecretString --output text > "$bundle" && break',
+    '  [ "$attempt" -lt 30 ] || exit 1',
+    "  sleep 10",
+    "done",
     `python3 - "$bundle" > "$env_file" <<'PY'`,
     "import json, sys",
     "bundle = json.load(open(sys.argv[1]))",

@@ -19,6 +19,7 @@ import type { ManagedResource, StepReporter } from "../provisioner.ts";
 import type { AwsAccess, AwsLogger } from "./aws.ts";
 import {
   type BootstrapBundle,
+  bindBundleToInstance,
   bundleSecretName,
   deleteBootstrapBundle,
   findBootstrapBundle,
@@ -218,9 +219,11 @@ export class Ec2Vms {
       });
       instance = launched.instance;
       ctx.step?.(launched.created ? "instance_created" : "instance_found", `instance_id=${instance.id}`);
+      await bindBundleToInstance(this.aws, secretArn, instance.id);
       instance =
         (await waitForState(this.aws, instance.id, "running", { deadline, justCreated: true })) ?? instance;
     } else {
+      await bindBundleToInstance(this.aws, secretArn, instance.id);
       instance = await startInstance(this.aws, instance, deadline);
     }
     ctx.step?.("instance_running", `instance_id=${instance.id}`);

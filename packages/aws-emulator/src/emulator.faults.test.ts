@@ -1,3 +1,4 @@
+import { Agent, request } from "node:http";
 import { DescribeVpcsCommand, type EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import {
   CreateSecretCommand,
@@ -211,5 +212,27 @@ describe("retries and controls", () => {
     expect(aws.counts()).toEqual({});
     expect(aws.motoTimeMs()).toBe(0);
     expect(aws.handlingTimeMs()).toBe(0);
+  });
+});
+
+describe("connections", () => {
+  it("keeps an idle keep-alive connection open past Node's 5 s default (its close raced the SDK's next call), as AWS does", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const call = () =>
+      new Promise<boolean>((resolve, reject) => {
+        const req = request(`${aws.endpoint}/`, { method: "POST", agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(req.reusedSocket));
+        });
+        req.on("error", reject);
+        req.end("Action=DescribeRegions&Version=2016-11-15");
+      });
+    try {
+      expect(await call()).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 7_000));
+      expect(await call()).toBe(true);
+    } finally {
+      agent.destroy();
+    }
   });
 });

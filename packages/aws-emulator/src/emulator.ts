@@ -53,6 +53,9 @@ export class AwsEmulator {
         res.end(`aws-emulator: ${(error as Error).message}`);
       });
     });
+    // Node closes a keep-alive connection idle for 5 s by default; the AWS SDK's agent ignores the Keep-Alive hint, so
+    // a call that reuses the connection as it closes fails with ECONNRESET. AWS keeps idle connections far longer.
+    server.keepAliveTimeout = 0;
     this.server = server;
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     this.baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

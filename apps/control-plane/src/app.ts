@@ -25,10 +25,10 @@ export function createOperationRunner(deps: ControlPlaneDeps, instanceId: string
   return new OperationRunner(
     deps,
     instanceId,
-    (operation, step, scrub) =>
+    (operation, step, scrub, attempt) =>
       isOrg(operation.kind)
         ? performOrgOperation(deps, operation, step, scrub)
-        : performWorkspaceOperation(deps, operation, step, scrub),
+        : performWorkspaceOperation(deps, operation, step, scrub, attempt),
     (operation, error) =>
       isOrg(operation.kind)
         ? orgOperationFailed(deps, operation, error)

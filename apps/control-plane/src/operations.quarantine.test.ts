@@ -87,9 +87,9 @@ function survivor() {
   const runner = new OperationRunner(
     deps,
     "survivor",
-    (operation, step, scrub) => {
+    (operation, step, scrub, attempt) => {
       performed.push(operation.id);
-      return performWorkspaceOperation(deps, operation, step, scrub);
+      return performWorkspaceOperation(deps, operation, step, scrub, attempt);
     },
     (operation, error) => workspaceOperationFailed(deps, operation, error),
   );

@@ -5,6 +5,7 @@ import {
   dockerHostUrl,
   isStrictEnvironment,
   MOLECULE_ENVIRONMENTS,
+  operationDeadlines,
   parseEnv,
   serviceConfig,
   serviceEnv,
@@ -37,13 +38,18 @@ describe("parseEnv", () => {
 
 describe("serviceConfig", () => {
   it("groups the shared settings, seconds turned into milliseconds", () => {
-    const values = parseEnv(Schema, { OPERATION_LEASE_SECONDS: "12", DATABASE_URL: "postgres://db/x" });
+    const values = parseEnv(Schema, {
+      OPERATION_LEASE_SECONDS: "12",
+      DATABASE_URL: "postgres://db/x",
+      OPERATION_RETENTION_DAYS: "2",
+    });
     expect(serviceConfig(values, "http://cp.example")).toEqual({
       environment: "development",
       http: { port: 9000, host: "0.0.0.0", maxBodyBytes: 256 * 1024, publicUrl: "http://cp.example" },
       data: { dir: "./.data/x", databaseUrl: "postgres://db/x" },
       deployment: "local",
       operations: { leaseMs: 12_000, maxAttempts: 5 },
+      retention: { operationsMs: 2 * 24 * 3_600_000, sweepIntervalMs: 3_600_000 },
       logLevel: "info",
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     });
@@ -106,5 +112,33 @@ describe("dockerHostUrl", () => {
   it("is loopback on the host network and the Docker host from a bridge", () => {
     expect(dockerHostUrl("host", 8080)).toBe("http://127.0.0.1:8080");
     expect(dockerHostUrl("bridge", 8090)).toBe("http://host.docker.internal:8090");
+  });
+});
+
+describe("operationDeadlines", () => {
+  const Deadlines = z.object({ OPERATION_DEADLINES: operationDeadlines({ provision: 900, destroy: 600 }) });
+
+  it("gives every kind its default when unset, in milliseconds", () => {
+    expect(parseEnv(Deadlines, {}).OPERATION_DEADLINES).toEqual({ provision: 900_000, destroy: 600_000 });
+  });
+
+  it("overrides the kinds it names and keeps the rest", () => {
+    expect(parseEnv(Deadlines, { OPERATION_DEADLINES: " provision=1200 , " }).OPERATION_DEADLINES).toEqual({
+      provision: 1_200_000,
+      destroy: 600_000,
+    });
+  });
+
+  it.each([
+    "provison=900",
+    "provision=0",
+    "provision=1.5",
+    "provision",
+    "destroy=-1",
+    "provision=90s",
+  ])("refuses %s with one line naming the variable, the pair and the kinds", (value) => {
+    expect(() => parseEnv(Deadlines, { OPERATION_DEADLINES: value })).toThrow(
+      `invalid configuration: OPERATION_DEADLINES: "${value}" is not kind=seconds with seconds above 0 and a kind among provision, destroy`,
+    );
   });
 });

@@ -52,6 +52,8 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
       .default("local"),
     OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
     OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
+    OPERATION_RETENTION_DAYS: z.coerce.number().positive().default(30),
+    RETENTION_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().default(3600),
     MAX_BODY_BYTES: z.coerce
       .number()
       .int()
@@ -69,6 +71,41 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
   };
 }
 
+export const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * `OPERATION_DEADLINES`: how long one attempt of each operation kind may run, as `kind=seconds` pairs separated by
+ * commas (`provision=1200,destroy=300`); kinds left out keep `defaultsSeconds`. Parsed to milliseconds per kind. An
+ * unknown kind or a value that is not a positive whole number of seconds is refused, naming it.
+ */
+export function operationDeadlines<Kind extends string>(defaultsSeconds: Readonly<Record<Kind, number>>) {
+  const kinds = Object.keys(defaultsSeconds) as Kind[];
+  const toMs = (seconds: Readonly<Record<Kind, number>>) =>
+    Object.fromEntries(kinds.map((kind) => [kind, seconds[kind] * 1000])) as Record<Kind, number>;
+  return z
+    .string()
+    .transform((text, ctx) => {
+      const seconds: Record<Kind, number> = { ...defaultsSeconds };
+      for (const pair of text
+        .split(",")
+        .map((part) => part.trim())
+        .filter(Boolean)) {
+        const match = /^([a-z_]+)\s*=\s*(\d+)$/.exec(pair);
+        const kind = match?.[1] as Kind | undefined;
+        if (!match || kind === undefined || !kinds.includes(kind) || Number(match[2]) <= 0) {
+          ctx.addIssue({
+            code: "custom",
+            message: `"${pair}" is not kind=seconds with seconds above 0 and a kind among ${kinds.join(", ")}`,
+          });
+          return z.NEVER;
+        }
+        seconds[kind] = Number(match[2]);
+      }
+      return toMs(seconds);
+    })
+    .default(() => toMs(defaultsSeconds));
+}
+
 type ServiceEnvValues = z.infer<z.ZodObject<ReturnType<typeof serviceEnv>>>;
 
 /** The settings every service has, grouped as both services' configs group them. */
@@ -79,6 +116,10 @@ export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
     data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
     deployment: env.MOLECULE_DEPLOYMENT,
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
+    retention: {
+      operationsMs: env.OPERATION_RETENTION_DAYS * DAY_MS,
+      sweepIntervalMs: env.RETENTION_SWEEP_INTERVAL_SECONDS * 1000,
+    },
     logLevel: env.LOG_LEVEL,
     reconcile: {
       intervalMs: env.RECONCILE_INTERVAL,

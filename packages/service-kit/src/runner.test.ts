@@ -7,6 +7,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
 import { QUARANTINED, retryDelayMs } from "./operations.ts";
 import {
+  countHungOperations,
+  HUNG,
   OperationDeferred,
   type OperationHandlers,
   OperationRunner,
@@ -76,10 +78,14 @@ function logger() {
   return { logger: pino({ level: "info" }, stream), lines };
 }
 
-function runner(handlers: OperationHandlers<Job, JobError>, instanceId = "runner-a") {
+function runner(
+  handlers: OperationHandlers<Job, JobError>,
+  instanceId = "runner-a",
+  operationDeadlinesMs?: Record<string, number>,
+) {
   const log = logger();
   const run = new OperationRunner<Job, JobError>(
-    { db: database.db, logger: log.logger, clock, settings },
+    { db: database.db, logger: log.logger, clock, settings: { ...settings, operationDeadlinesMs } },
     {
       table: jobs as unknown as OperationsTable,
       subject: "queue",
@@ -252,27 +258,91 @@ describe("the durable-operation runner on a table of its own", () => {
     expect(await job("job-1")).toMatchObject({ status: "succeeded", lockedBy: null });
   });
 
-  it("tells the hang hook of an attempt still running past its deadline, once, and still finishes it", async () => {
+  it("abandons an attempt past its kind's deadline even if it ignores the signal, retries it, and drops its late result", async () => {
     await add("job-1", "q1");
-    const hangs: string[] = [];
-    let hung: () => void = () => {};
-    const reported = new Promise<void>((resolve) => {
-      hung = resolve;
-    });
-    const { run } = runner({
-      perform: async () => {
-        // Runs until the hook has been told: the deadline passes while the attempt is under way.
-        await reported;
-        return undefined;
+    const signals: AbortSignal[] = [];
+    let lateReturn: (value: { result: string }) => void = () => {};
+    let lateWrite: "written" | "refused" | null = null;
+    const { run } = runner(
+      {
+        perform: async (row, step, _scrub, attempt) => {
+          signals.push(attempt.signal);
+          if (row.attempts > 1) return { result: { done: row.attempts } };
+          // A backend call that never returns and ignores its signal, until the test lets it come back late.
+          const late = await new Promise<{ result: string }>((resolve) => {
+            lateReturn = resolve;
+          });
+          step("late_step");
+          try {
+            attempt.ensureCurrent();
+            lateWrite = "written";
+          } catch {
+            lateWrite = "refused";
+          }
+          return late;
+        },
       },
-      hangAfterMs: 0,
-      onHang: (row) => {
-        hangs.push(row.id);
-        hung();
-      },
-    });
+      "runner-a",
+      { work: 5 },
+    );
     expect(await run.drain()).toBe(1);
-    expect(hangs).toEqual(["job-1"]);
-    expect(await job("job-1")).toMatchObject({ status: "succeeded" });
+    expect(signals[0]?.aborted).toBe(true);
+    const hung = await job("job-1");
+    expect(hung).toMatchObject({
+      status: "pending",
+      attempts: 1,
+      lockedBy: null,
+      error: {
+        code: HUNG,
+        message:
+          "work did not finish within its deadline of 5 ms; attempt 1 of 3 was abandoned and the operation will be retried",
+        retryable: true,
+      },
+    });
+    expect(hung.runAfter).toEqual(new Date(clock.now().getTime() + retryDelayMs(1)));
+    clock.advance(retryDelayMs(1));
+    expect(await run.drain()).toBe(1);
+    expect(signals[1]?.aborted).toBe(false);
+    // The first attempt comes back now: its step, its write and its result go nowhere.
+    lateReturn({ result: "late" });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lateWrite).toBe("refused");
+    const done = await job("job-1");
+    expect(done).toMatchObject({ status: "succeeded", attempts: 2, error: null, result: { done: 2 } });
+    expect(done.steps).toEqual([expect.objectContaining({ name: HUNG, detail: "attempt 1 of 3 abandoned" })]);
+    expect(await countHungOperations(database.db, jobs as unknown as OperationsTable)).toBe(1);
+  });
+
+  it("fails a hung operation once its attempts are spent, with an error naming the kind and the deadline", async () => {
+    await add("job-1", "q1", { attempts: 2 });
+    await add("job-2", "q2", { kind: "other" });
+    const failed: JobError[] = [];
+    const { run } = runner(
+      {
+        // Heeds the signal, like the backends: the abandoned call ends at once.
+        perform: (row, _step, _scrub, attempt) =>
+          row.id === "job-2"
+            ? Promise.resolve(undefined)
+            : new Promise((_resolve, reject) => {
+                attempt.signal.addEventListener("abort", () => reject(attempt.signal.reason));
+              }),
+        onFailed: async (_row, error) => {
+          failed.push(error);
+        },
+      },
+      "runner-a",
+      { work: 5 },
+    );
+    // job-2's kind has the default deadline: it finishes within it.
+    expect(await run.drain()).toBe(2);
+    const error = {
+      code: HUNG,
+      message: "work did not finish within its deadline of 5 ms; gave up after 3 attempts",
+      retryable: false,
+    };
+    expect(await job("job-1")).toMatchObject({ status: "failed", attempts: 3, error, lockedBy: null });
+    expect(failed).toEqual([error]);
+    expect(await job("job-2")).toMatchObject({ status: "succeeded", error: null });
+    expect(await countHungOperations(database.db, jobs as unknown as OperationsTable)).toBe(1);
   });
 });

@@ -73,6 +73,41 @@ export interface OperationTableAdapter<Row extends OperationRowBase, StoredError
 export interface OperationRunnerSettings {
   operationLeaseMs: number;
   operationMaxAttempts: number;
+  /**
+   * How long one attempt of each kind may run before it is abandoned as hung (see `OperationRunner`); a kind not
+   * listed gets `DEFAULT_OPERATION_DEADLINE_MS`.
+   */
+  operationDeadlinesMs?: Readonly<Record<string, number>>;
+}
+
+/** The deadline of an operation kind no setting names. */
+export const DEFAULT_OPERATION_DEADLINE_MS = 15 * 60_000;
+
+/** The error code of an attempt abandoned at its deadline, and the step recorded on its row when it happened. */
+export const HUNG = "hung";
+
+/** The reason an abandoned attempt's signal aborts with; the row's error says the same. */
+export class OperationHung extends Error {
+  constructor(
+    readonly kind: string,
+    readonly deadlineMs: number,
+  ) {
+    super(`${kind} did not finish within its deadline of ${duration(deadlineMs)}`);
+  }
+}
+
+function duration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
+}
+
+/**
+ * What one attempt is given besides its row: `signal` aborts when the attempt is abandoned at its deadline (pass it
+ * to every backend call), and `ensureCurrent` throws once it has, so an abandoned attempt that comes back late
+ * writes nothing (call it before each write the attempt makes outside the runner).
+ */
+export interface AttemptContext {
+  signal: AbortSignal;
+  ensureCurrent(): void;
 }
 
 export interface OperationRunnerDeps {
@@ -89,7 +124,12 @@ export interface OperationRunnerDeps {
  * failure, step detail or log line carries it; what it returns is stored on the row when it succeeds.
  */
 export interface OperationHandlers<Row extends OperationRowBase, StoredError> {
-  perform: (row: Row, step: StepReporter, scrub: Scrubber) => Promise<Record<string, unknown> | undefined>;
+  perform: (
+    row: Row,
+    step: StepReporter,
+    scrub: Scrubber,
+    attempt: AttemptContext,
+  ) => Promise<Record<string, unknown> | undefined>;
   /** After an operation ended as failed for good (also when quarantined); not after `OperationSuperseded`. */
   onFailed?: (row: Row, error: StoredError) => Promise<void>;
   /** After any operation ended (succeeded, failed, superseded or quarantined). */
@@ -98,12 +138,6 @@ export interface OperationHandlers<Row extends OperationRowBase, StoredError> {
   onStep?: (row: Row, step: { name: string; durationMs: number }) => void;
   /** The log text of an unexpected error (one that is not a backend error). */
   unexpectedMessage?: string;
-  /**
-   * An attempt still running after this long is reported to `onHang` (once per attempt); the lease keeps being
-   * renewed, so the hook decides what a hang means (a log line, an alert).
-   */
-  hangAfterMs?: number;
-  onHang?: (row: Row, elapsedMs: number) => void;
 }
 
 type Claimed<Row> =
@@ -117,6 +151,12 @@ type Claimed<Row> =
  * renewing, records each step as it finishes, retries retryable backend errors with exponential backoff. A process
  * killed mid-operation leaves a lease that expires; whoever claims the row next runs it again (alone, and only while
  * attempts are left: see ClaimGate), and every backend call is idempotent, so it converges.
+ *
+ * Every kind has a deadline (`operationDeadlinesMs`). An attempt still running past it, lease alive or not, is hung:
+ * its signal aborts, the runner stops waiting for it (whether or not the backend call heeds the signal), records a
+ * `hung` step and error on the row, and retries it like a retryable failure or fails it once its attempts are spent.
+ * Whatever the abandoned attempt does later is fenced off: its steps are dropped, `ensureCurrent` throws, and every
+ * write the runner makes for an attempt matches the row's attempt number as well as the lease holder.
  */
 export class OperationRunner<Row extends OperationRowBase, StoredError> extends WorkLoop<Row> {
   private readonly gate = new ClaimGate();
@@ -154,8 +194,17 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       .where(where);
   }
 
-  private held(id: string): SQL | undefined {
-    return and(eq(this.t.id, id), eq(this.t.lockedBy, this.instanceId));
+  /** The row as this attempt claimed it: still leased to this runner, and not claimed again since. */
+  private held(operation: Row): SQL | undefined {
+    return and(
+      eq(this.t.id, operation.id),
+      eq(this.t.lockedBy, this.instanceId),
+      eq(this.t.attempts, operation.attempts),
+    );
+  }
+
+  private deadlineMs(kind: string): number {
+    return this.deps.settings.operationDeadlinesMs?.[kind] ?? DEFAULT_OPERATION_DEADLINE_MS;
   }
 
   /**
@@ -280,18 +329,23 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       () =>
         this.update(
           { lockedUntil: new Date(clock.now().getTime() + settings.operationLeaseMs) },
-          this.held(operation.id),
+          this.held(operation),
         ),
       (error) => log.warn({ err: error }, "lease renewal failed"),
     );
-    const started = clock.now().getTime();
-    const hang =
-      this.handlers.hangAfterMs !== undefined && this.handlers.onHang
-        ? setTimeout(
-            () => this.handlers.onHang?.(operation, clock.now().getTime() - started),
-            this.handlers.hangAfterMs,
-          )
-        : null;
+    const deadlineMs = this.deadlineMs(operation.kind);
+    const abandon = new AbortController();
+    let deadlineTimer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<typeof HUNG>((resolve) => {
+      deadlineTimer = setTimeout(() => {
+        abandon.abort(new OperationHung(operation.kind, deadlineMs));
+        resolve(HUNG);
+      }, deadlineMs);
+    });
+    const attempt: AttemptContext = {
+      signal: abandon.signal,
+      ensureCurrent: () => abandon.signal.throwIfAborted(),
+    };
     // Learns the secrets the attempt opens, so none reaches the row, an event or the log.
     const scrub = new Scrubber();
     // Appends finished steps to the operation row in order, each with its duration.
@@ -308,19 +362,79 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     );
     try {
       const report = recorder.reporter();
-      const step: StepReporter = (name, detail) =>
-        report(name, detail === undefined ? undefined : scrub.text(detail));
-      const stored = await this.handlers.perform(operation, step, scrub);
+      // An abandoned attempt's late steps are not its operation's any more.
+      const step: StepReporter = (name, detail) => {
+        if (!abandon.signal.aborted) report(name, detail === undefined ? undefined : scrub.text(detail));
+      };
+      const work = this.handlers.perform(operation, step, scrub, attempt);
+      const outcome = await Promise.race([work.then((stored) => ({ stored })), deadline]);
+      clearTimeout(deadlineTimer);
+      if (abandon.signal.aborted) {
+        // The late result or error of the abandoned attempt is dropped (and must not end the process).
+        work.catch(() => {});
+        await recorder.flush().catch(() => {});
+        await this.hung(operation, deadlineMs, log);
+        return;
+      }
       await recorder.flush();
+      const stored = outcome === HUNG ? undefined : outcome.stored;
       await this.finish(operation, "succeeded", null, stored ?? {});
       log.info({ attempts: operation.attempts }, "operation succeeded");
     } catch (error) {
       await recorder.flush().catch(() => {});
-      await this.fail(operation, error, log, scrub);
+      if (abandon.signal.aborted) await this.hung(operation, deadlineMs, log);
+      else await this.fail(operation, error, log, scrub);
     } finally {
-      if (hang) clearTimeout(hang);
+      clearTimeout(deadlineTimer);
       releaseLease();
       this.gate.finished(operation.id);
+    }
+  }
+
+  /**
+   * An attempt past its deadline: a `hung` step on the row (it stays there, so hangs can be counted whatever the
+   * operation's end), then a retry after the usual backoff, or failure with a `hung` error once attempts are spent.
+   */
+  private async hung(operation: Row, deadlineMs: number, log: Logger): Promise<void> {
+    const { settings, clock } = this.deps;
+    const now = clock.now();
+    const reason = new OperationHung(operation.kind, deadlineMs).message;
+    const attempts = `attempt ${operation.attempts} of ${settings.operationMaxAttempts}`;
+    const marked = await this.update(
+      {
+        steps: sql`${this.t.steps} || ${JSON.stringify([
+          {
+            name: HUNG,
+            startedAt: now.toISOString(),
+            durationMs: deadlineMs,
+            detail: `${attempts} abandoned`,
+          },
+        ])}::jsonb`,
+        updatedAt: now,
+      },
+      this.held(operation),
+    ).returning({ id: this.t.id });
+    // Another runner took the row over (this one's lease had lapsed): its attempt decides.
+    if (marked.length === 0) return;
+    if (operation.attempts < settings.operationMaxAttempts) {
+      const delay = retryDelayMs(operation.attempts);
+      const error = this.adapter.storedError({
+        code: HUNG,
+        message: `${reason}; ${attempts} was abandoned and the operation will be retried`,
+        retryable: true,
+      });
+      log.warn({ attempts: operation.attempts, deadlineMs, retryInMs: delay }, "operation hung; will retry");
+      await this.reschedule(operation, new Date(now.getTime() + delay), error, false);
+      return;
+    }
+    const error = this.adapter.storedError({
+      code: HUNG,
+      message: `${reason}; gave up after ${settings.operationMaxAttempts} attempts`,
+      retryable: false,
+    });
+    log.error({ attempts: operation.attempts, deadlineMs }, "operation hung; failed");
+    if (await this.finish(operation, "failed", error)) {
+      await this.handlers.onFailed?.(operation, error);
     }
   }
 
@@ -380,7 +494,7 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
         ...(refundAttempt ? { attempts: sql`${this.t.attempts} - 1` } : {}),
         updatedAt: this.deps.clock.now(),
       },
-      this.held(operation.id),
+      this.held(operation),
     );
   }
 
@@ -394,10 +508,32 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     const now = this.deps.clock.now();
     const finished = await this.update(
       { ...stored, status, error, lockedBy: null, lockedUntil: null, updatedAt: now, finishedAt: now },
-      this.held(operation.id),
+      this.held(operation),
     ).returning({ id: this.t.id });
     if (finished.length === 0) return false;
     this.handlers.onFinished?.(operation, { status, error });
     return true;
   }
+}
+
+/**
+ * How many operations of `table` had at least one attempt abandoned as hung (a `hung` step on the row), whatever
+ * their end; `since` counts only those created from then on. Rows pruned by retention are no longer counted.
+ */
+export async function countHungOperations(
+  // biome-ignore lint/suspicious/noExplicitAny: both apps' schemas are accepted.
+  db: PgDatabase<PgQueryResultHKT, any>,
+  table: OperationsTable,
+  since?: Date,
+): Promise<number> {
+  const [row] = await db
+    .select({ count: sql<number>`count(*)::int` })
+    .from(table)
+    .where(
+      and(
+        sql`${table.steps} @> ${JSON.stringify([{ name: HUNG }])}::jsonb`,
+        since ? gte(table.createdAt, since) : undefined,
+      ),
+    );
+  return row?.count ?? 0;
 }

@@ -1,6 +1,7 @@
 import type { CpOperationResult } from "@molecule/contracts";
 import type { Scrubber, StepReporter } from "@molecule/provisioner-core";
 import {
+  type AttemptContext,
   OperationRunner as DurableOperationRunner,
   type OperationsTable,
   type OperationTableAdapter,
@@ -8,6 +9,7 @@ import {
 import { type CpOperationError, type CpOperationRow, cpOperations } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
+export type { AttemptContext } from "@molecule/service-kit/runner";
 export { OperationDeferred, OperationSuperseded } from "@molecule/service-kit/runner";
 
 export interface OperationOutcome {
@@ -17,11 +19,14 @@ export interface OperationOutcome {
 /**
  * Does the work of one operation kind; called again on every attempt, so it must be idempotent. Every secret it opens
  * (a spec's env, a tenant's tokens) is added to `scrub`, so that no failure, step detail or log line carries it.
+ * `attempt.signal` goes to every backend call; `attempt.ensureCurrent()` before each write keeps an attempt abandoned
+ * at its deadline from writing its late result.
  */
 export type Perform = (
   operation: CpOperationRow,
   step: StepReporter,
   scrub: Scrubber,
+  attempt: AttemptContext,
 ) => Promise<OperationOutcome | undefined>;
 
 /** What happens when an operation fails for good (marks the workspace or org failed). */
@@ -53,8 +58,8 @@ export class OperationRunner extends DurableOperationRunner<CpOperationRow, CpOp
       cpOperationTable,
       instanceId,
       {
-        perform: async (operation, step, scrub) => ({
-          result: (await perform(operation, step, scrub))?.result ?? null,
+        perform: async (operation, step, scrub, attempt) => ({
+          result: (await perform(operation, step, scrub, attempt))?.result ?? null,
         }),
         onFailed,
         unexpectedMessage: "unexpected error; see the control plane log",

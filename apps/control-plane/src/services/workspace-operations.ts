@@ -16,7 +16,7 @@ import {
   cpWorkspaces,
 } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-import { type OperationOutcome, OperationSuperseded } from "./runner.ts";
+import { type AttemptContext, type OperationOutcome, OperationSuperseded } from "./runner.ts";
 import { operationInputAad } from "./sealing.ts";
 
 /** What a workspace operation keeps sealed in its row: the spec (with secret env) and the start flag. */
@@ -25,12 +25,16 @@ export interface WorkspaceOperationInput {
   recreate?: boolean;
 }
 
-/** Runs one workspace operation on the workspace backend with the stored handle. */
+/**
+ * Runs one workspace operation on the workspace backend with the stored handle; an attempt abandoned at its deadline
+ * (`attempt`) writes nothing when its backend call comes back late.
+ */
 export async function performWorkspaceOperation(
   deps: ControlPlaneDeps,
   operation: CpOperationRow,
   step: StepReporter,
   scrub: Scrubber,
+  attempt: AttemptContext,
 ): Promise<OperationOutcome | undefined> {
   const workspaceId = operation.workspaceId ?? "";
   const [row] = await deps.db
@@ -45,6 +49,7 @@ export async function performWorkspaceOperation(
   const workspace = row.workspace;
   const { provisioner } = deps;
   const idempotencyKey = `${operation.id}:${operation.attempts}`;
+  const { signal, ensureCurrent } = attempt;
   const ref: WorkspaceRef = { workspaceId, orgId: operation.orgId, handle: workspace.handle ?? null };
 
   switch (operation.kind) {
@@ -55,10 +60,12 @@ export async function performWorkspaceOperation(
         workspace.handle,
         {
           step,
+          signal,
           idempotencyKey,
           operationId: operation.id,
         },
       );
+      ensureCurrent();
       await save(deps, workspace, { handle, state: "running" });
       return assigned(handle);
     }
@@ -69,25 +76,30 @@ export async function performWorkspaceOperation(
         workspace.handle,
         {
           step,
+          signal,
           idempotencyKey,
           operationId: operation.id,
           recreate: input.recreate ?? false,
         },
       );
+      ensureCurrent();
       await save(deps, workspace, { handle, state: "running" });
       return assigned(handle);
     }
     case "stop":
-      await provisioner.stop(ref, { step, idempotencyKey });
+      await provisioner.stop(ref, { step, signal, idempotencyKey });
+      ensureCurrent();
       await save(deps, workspace, { state: "stopped" });
       return undefined;
     case "suspend": {
-      const result = await provisioner.suspend(ref, { step, idempotencyKey });
+      const result = await provisioner.suspend(ref, { step, signal, idempotencyKey });
+      ensureCurrent();
       await save(deps, workspace, { state: result.suspended ? "suspended" : "stopped" });
       return { result: { suspended: result.suspended, ...(result.reason ? { reason: result.reason } : {}) } };
     }
     case "destroy":
-      await provisioner.destroy(ref, { step, idempotencyKey });
+      await provisioner.destroy(ref, { step, signal, idempotencyKey });
+      ensureCurrent();
       await save(deps, workspace, { handle: null, state: "destroyed" });
       return undefined;
     default:

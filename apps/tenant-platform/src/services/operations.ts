@@ -9,6 +9,7 @@ import {
 } from "@molecule/db";
 import type { Handle, Scrubber, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
 import {
+  type AttemptContext,
   OperationRunner as DurableOperationRunner,
   OperationSuperseded,
   type OperationsTable,
@@ -46,8 +47,8 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       operationTable,
       instanceId,
       {
-        perform: async (operation, step, scrub) => {
-          await this.perform(operation, step, scrub);
+        perform: async (operation, step, scrub, attempt) => {
+          await this.perform(operation, step, scrub, attempt);
           return undefined;
         },
         onFailed: (operation, error) => this.failedForGood(operation, error),
@@ -70,12 +71,22 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     );
   }
 
-  private async perform(operation: OperationRow, step: StepReporter, scrub: Scrubber): Promise<void> {
+  /**
+   * Every backend call gets the attempt's signal; after each one, `ensureCurrent` stops an attempt that was
+   * abandoned at its deadline from writing its late result.
+   */
+  private async perform(
+    operation: OperationRow,
+    step: StepReporter,
+    scrub: Scrubber,
+    attempt: AttemptContext,
+  ): Promise<void> {
     const workspace = await this.workspace(operation.workspaceId);
     if (operation.kind !== "destroy" && (workspace.status === "removing" || workspace.status === "removed")) {
       throw new OperationSuperseded("the workspace is being deleted");
     }
     const { provisioner } = this.platform;
+    const { signal, ensureCurrent } = attempt;
     // Stable across retries of one attempt, new for the next attempt: backends that call a remote API (the control
     // plane) send it as their idempotency key.
     const callKey = (call: string) => `${operation.id}:${operation.attempts}:${call}`;
@@ -84,9 +95,11 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         const spec = scrub.learn(await this.spec(workspace, operation));
         const handle = await provisioner.provision(spec, workspace.handle, {
           step,
+          signal,
           idempotencyKey: callKey("provision"),
           operationId: operation.id,
         });
+        ensureCurrent();
         await this.saveHandle(workspace.id, handle);
         await transitionWorkspace(this.platform, workspace.id, "awaiting_agent", { from: ["provisioning"] });
         return;
@@ -97,24 +110,29 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         // Changed secrets reach the process only through a new one built from the current spec.
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
+          signal,
           recreate: workspace.needsRestart,
           idempotencyKey: callKey("start"),
           operationId: operation.id,
         });
+        ensureCurrent();
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;
       }
       case "stop": {
-        await provisioner.stop(this.ref(workspace), { step, idempotencyKey: callKey("stop") });
+        await provisioner.stop(this.ref(workspace), { step, signal, idempotencyKey: callKey("stop") });
+        ensureCurrent();
         await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
         return;
       }
       case "suspend": {
         const result = await provisioner.suspend(this.ref(workspace), {
           step,
+          signal,
           idempotencyKey: callKey("suspend"),
         });
+        ensureCurrent();
         if (!result.suspended) step("stopped_instead", result.reason);
         const to: WorkspaceStatus = result.suspended ? "suspended" : "stopped";
         await transitionWorkspace(this.platform, workspace.id, to, {
@@ -124,7 +142,8 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         return;
       }
       case "restart": {
-        await provisioner.stop(this.ref(workspace), { step, idempotencyKey: callKey("stop") });
+        await provisioner.stop(this.ref(workspace), { step, signal, idempotencyKey: callKey("stop") });
+        ensureCurrent();
         await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
         await transitionWorkspace(this.platform, workspace.id, "provisioning", { from: ["stopped"] });
         const spec = scrub.learn(await this.spec(workspace, operation));
@@ -132,10 +151,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
+          signal,
           recreate: true,
           idempotencyKey: callKey("start"),
           operationId: operation.id,
         });
+        ensureCurrent();
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
         return;
@@ -143,7 +164,13 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       case "destroy": {
         // An external workspace's agent runs elsewhere: there is nothing of it on the backend to remove.
         if (workspace.runtime === EXTERNAL_RUNTIME) step("external_agent_disconnected");
-        else await provisioner.destroy(this.ref(workspace), { step, idempotencyKey: callKey("destroy") });
+        else
+          await provisioner.destroy(this.ref(workspace), {
+            step,
+            signal,
+            idempotencyKey: callKey("destroy"),
+          });
+        ensureCurrent();
         await this.platform.db.transaction(async (tx) => {
           await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));

@@ -275,4 +275,33 @@ describe("control plane config for EC2", () => {
     expect(config.ec2.region).toBe("us-east-1");
     expect(config.tenantBackend.name).toBe("docker");
   });
+
+  it("gives every operation kind a deadline, OPERATION_DEADLINES overriding some; a bad pair is one line", () => {
+    expect(loadConfig(base).operations.deadlinesMs).toEqual({
+      provision_tenant: 900_000,
+      destroy_org: 600_000,
+      provision: 900_000,
+      start: 900_000,
+      stop: 600_000,
+      suspend: 600_000,
+      destroy: 600_000,
+    });
+    const config = loadConfig({ ...base, OPERATION_DEADLINES: "provision_tenant=1800" });
+    expect(config.operations.deadlinesMs).toMatchObject({ provision_tenant: 1_800_000, provision: 900_000 });
+    expect(() => loadConfig({ ...base, OPERATION_DEADLINES: "restart=60" })).toThrow(
+      /^invalid configuration: OPERATION_DEADLINES: "restart=60" is not kind=seconds with seconds above 0 and a kind among provision_tenant, destroy_org, /,
+    );
+  });
+
+  it("keeps finished operations 30 days and boot events 7 days unless told otherwise", () => {
+    expect(loadConfig(base).retention).toEqual({
+      operationsMs: 30 * 86_400_000,
+      eventsMs: 7 * 86_400_000,
+      sweepIntervalMs: 3_600_000,
+    });
+    expect(loadConfig({ ...base, EVENT_RETENTION_DAYS: "1" }).retention.eventsMs).toBe(86_400_000);
+    expect(() => loadConfig({ ...base, OPERATION_RETENTION_DAYS: "0" })).toThrow(
+      /^invalid configuration: OPERATION_RETENTION_DAYS: /,
+    );
+  });
 });

@@ -1,13 +1,16 @@
 import { DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
 import {
   ConfigError,
+  DAY_MS,
   dockerHostUrl,
   isStrictEnvironment,
+  operationDeadlines,
   parseEnv,
   serviceConfig,
   serviceEnv,
 } from "@molecule/service-kit/config";
 import { z } from "zod";
+import type { CpAnyOperationKind } from "./db/schema.ts";
 
 export { ConfigError };
 
@@ -32,8 +35,24 @@ const awsId = (variable: string, prefix: string) =>
 const awsRegion = (variable: string) =>
   z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, `${variable} must be a region such as us-east-1`);
 
+/**
+ * Seconds one attempt of each kind may run before it is abandoned as hung (OPERATION_DEADLINES overrides). Generous:
+ * an EC2 tenant or workspace can legitimately take minutes to launch and boot.
+ */
+export const DEFAULT_OPERATION_DEADLINES_SECONDS: Record<CpAnyOperationKind, number> = {
+  provision_tenant: 900,
+  destroy_org: 600,
+  provision: 900,
+  start: 900,
+  stop: 600,
+  suspend: 600,
+  destroy: 600,
+};
+
 const EnvSchema = z.object({
   ...serviceEnv({ port: 8090, dataDir: "./.data/control-plane" }),
+  OPERATION_DEADLINES: operationDeadlines(DEFAULT_OPERATION_DEADLINES_SECONDS),
+  EVENT_RETENTION_DAYS: z.coerce.number().positive().default(7),
   CP_ADMIN_API_TOKEN: z.string().min(16, "CP_ADMIN_API_TOKEN must be at least 16 characters").optional(),
   PROVISION_SHARED_SECRET: z
     .string()
@@ -108,12 +127,16 @@ const CANARY_VARIABLES = ["CANARY_ROLE_ARN", "CANARY_REGION", "CANARY_VPC_ID", "
 export type ControlPlaneConfig = ReturnType<typeof shape>;
 
 function shape(env: z.infer<typeof EnvSchema>) {
+  /**
+   * publicUrl: how tenants reach the control plane (injected as their CP_PROVISION_URL). Default: loopback for
+   * host-networked tenants, else the Docker host as seen from a bridge network.
+   */
+  const base = serviceConfig(env, env.CP_PUBLIC_URL ?? dockerHostUrl(env.TENANT_NETWORK, env.PORT));
   return {
-    /**
-     * publicUrl: how tenants reach the control plane (injected as their CP_PROVISION_URL). Default: loopback for
-     * host-networked tenants, else the Docker host as seen from a bridge network.
-     */
-    ...serviceConfig(env, env.CP_PUBLIC_URL ?? dockerHostUrl(env.TENANT_NETWORK, env.PORT)),
+    ...base,
+    operations: { ...base.operations, deadlinesMs: env.OPERATION_DEADLINES },
+    /** Finished operations and tenant boot events older than these are pruned; org tombstones are kept. */
+    retention: { ...base.retention, eventsMs: env.EVENT_RETENTION_DAYS * DAY_MS },
     /**
      * Unset in development: generated once into the data folder at start-up (bootstrap.ts). Production refuses to
      * start without them.

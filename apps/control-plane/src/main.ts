@@ -89,6 +89,7 @@ async function main(): Promise<void> {
       maxBodyBytes: config.http.maxBodyBytes,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
+      operationDeadlinesMs: config.operations.deadlinesMs,
     },
   };
   const runner = createOperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);

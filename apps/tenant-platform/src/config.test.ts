@@ -57,6 +57,37 @@ describe("loadConfig", () => {
   });
 });
 
+describe("operation deadlines and retention", () => {
+  it("gives every kind a deadline (15 min for what creates, 10 min for the rest) and 30 days of finished operations", () => {
+    const config = loadConfig({});
+    expect(config.operations.deadlinesMs).toEqual({
+      provision: 900_000,
+      start: 900_000,
+      restart: 900_000,
+      stop: 600_000,
+      suspend: 600_000,
+      destroy: 600_000,
+    });
+    expect(config.retention).toEqual({ operationsMs: 30 * 86_400_000, sweepIntervalMs: 3_600_000 });
+  });
+
+  it("OPERATION_DEADLINES overrides some kinds; a bad pair stops start-up with one line", () => {
+    const config = loadConfig({
+      OPERATION_DEADLINES: "provision=1800,destroy=120",
+      OPERATION_RETENTION_DAYS: "7",
+    });
+    expect(config.operations.deadlinesMs).toMatchObject({
+      provision: 1_800_000,
+      destroy: 120_000,
+      start: 900_000,
+    });
+    expect(config.retention.operationsMs).toBe(7 * 86_400_000);
+    expect(() => loadConfig({ OPERATION_DEADLINES: "provision_tenant=60" })).toThrow(
+      'invalid configuration: OPERATION_DEADLINES: "provision_tenant=60" is not kind=seconds with seconds above 0 and a kind among provision, start, restart, stop, suspend, destroy',
+    );
+  });
+});
+
 describe("loadConfig in controlplane mode", () => {
   const saas = {
     MOLECULE_ORG_ID: "org_abc",

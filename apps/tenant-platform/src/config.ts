@@ -1,3 +1,4 @@
+import type { OperationKind } from "@molecule/contracts";
 import {
   BackendSelectionError,
   DEFAULT_CP_PROVISION_URL,
@@ -9,6 +10,7 @@ import {
   ConfigError,
   dockerHostUrl,
   isStrictEnvironment,
+  operationDeadlines,
   parseEnv,
   serviceConfig,
   serviceEnv,
@@ -24,8 +26,22 @@ const csv = z.string().transform((value) =>
     .filter(Boolean),
 );
 
+/**
+ * Seconds one attempt of each kind may run before it is abandoned as hung (OPERATION_DEADLINES overrides). Generous:
+ * on the controlplane backend a provision waits for the control plane's own (an EC2 launch takes minutes).
+ */
+export const DEFAULT_OPERATION_DEADLINES_SECONDS: Record<OperationKind, number> = {
+  provision: 900,
+  start: 900,
+  restart: 900,
+  stop: 600,
+  suspend: 600,
+  destroy: 600,
+};
+
 const EnvSchema = z.object({
   ...serviceEnv({ port: 8080, dataDir: "./.data" }),
+  OPERATION_DEADLINES: operationDeadlines(DEFAULT_OPERATION_DEADLINES_SECONDS),
   PLATFORM_URL: z.string().url().optional(),
   ADMIN_TOKEN: z.string().min(16, "ADMIN_TOKEN must be at least 16 characters").optional(),
   SECRETS_ENCRYPTION_KEY: z.string().optional(),
@@ -114,12 +130,14 @@ function shape(env: z.infer<typeof EnvSchema>) {
   const dockerBackend = selection.backend === "docker";
   const flag = (value: "true" | "false" | undefined) =>
     value === undefined ? dockerBackend : value === "true";
+  /**
+   * publicUrl: how workspaces reach this platform. Default: loopback on PORT for host networking, else the Docker
+   * host as seen from a bridge network (the docker backend maps host.docker.internal to the host gateway).
+   */
+  const base = serviceConfig(env, env.PLATFORM_URL ?? dockerHostUrl(env.WORKSPACE_NETWORK, env.PORT));
   return {
-    /**
-     * publicUrl: how workspaces reach this platform. Default: loopback on PORT for host networking, else the Docker
-     * host as seen from a bridge network (the docker backend maps host.docker.internal to the host gateway).
-     */
-    ...serviceConfig(env, env.PLATFORM_URL ?? dockerHostUrl(env.WORKSPACE_NETWORK, env.PORT)),
+    ...base,
+    operations: { ...base.operations, deadlinesMs: env.OPERATION_DEADLINES },
     auth: { adminToken: env.ADMIN_TOKEN },
     secrets: {
       key: env.SECRETS_ENCRYPTION_KEY,

@@ -196,6 +196,7 @@ async function run(
       staleAfterMs: config.liveness.staleAfterMs,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
+      operationDeadlinesMs: config.operations.deadlinesMs,
       workspaceEnv: config.workspaces.env,
       reconcile: config.reconcile,
     },

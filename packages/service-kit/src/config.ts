@@ -80,8 +80,8 @@ export const DAY_MS = 24 * 60 * 60 * 1000;
  */
 export function operationDeadlines<Kind extends string>(defaultsSeconds: Readonly<Record<Kind, number>>) {
   const kinds = Object.keys(defaultsSeconds) as Kind[];
-  const toMs = (seconds: Readonly<Record<Kind, number>>) =>
-    Object.fromEntries(kinds.map((kind) => [kind, seconds[kind] * 1000])) as Record<Kind, number>;
+  const toMs = (seconds: Readonly<Record<Kind, number>>): Record<string, number> =>
+    Object.fromEntries(kinds.map((kind) => [kind, seconds[kind] * 1000]));
   return z
     .string()
     .transform((text, ctx) => {

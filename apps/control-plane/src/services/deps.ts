@@ -37,4 +37,6 @@ export interface ControlPlaneSettings {
   maxBodyBytes: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;
+  /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */
+  operationDeadlinesMs?: Readonly<Record<string, number>>;
 }

@@ -48,6 +48,8 @@ export interface PlatformSettings {
   staleAfterMs: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;
+  /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */
+  operationDeadlinesMs?: Readonly<Record<string, number>>;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

@@ -100,6 +100,7 @@ export function buildWorkspaceProvisioner(config: ControlPlaneConfig, deps: Back
         orgSlug: async (orgId) =>
           (await db.select({ slug: cpOrgs.slug }).from(cpOrgs).where(eq(cpOrgs.id, orgId)))[0]?.slug,
         terminateDeadlineMs: ec2.terminateDeadlineMs,
+        hibernation: ec2.hibernation,
         logger: logger.child({ component: "ec2" }),
       });
     }

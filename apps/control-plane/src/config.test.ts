@@ -154,6 +154,7 @@ describe("control plane config for EC2", () => {
       keyName: null,
       fallbackAmi: "ami-0123456789abcdef0",
       terminateDeadlineMs: 300_000,
+      hibernation: false,
       canary: {
         roleArn: canary.CANARY_ROLE_ARN,
         region: "us-west-2",
@@ -188,6 +189,7 @@ describe("control plane config for EC2", () => {
       EC2_INSTANCE_TYPE: "m7g.large",
       EC2_KEY_NAME: "ops",
       EC2_TERMINATE_DEADLINE_SECONDS: "120",
+      EC2_HIBERNATION: "true",
     });
     expect(config.ec2).toMatchObject({
       vpcId: null,
@@ -198,6 +200,7 @@ describe("control plane config for EC2", () => {
       instanceType: "m7g.large",
       keyName: "ops",
       terminateDeadlineMs: 120_000,
+      hibernation: true,
       canary: null,
     });
   });
@@ -220,6 +223,7 @@ describe("control plane config for EC2", () => {
       [{ ...ec2Tenants, EC2_AMI: "ubuntu" }, "EC2_AMI must be an id like ami-"],
       [{ ...ec2Tenants, EC2_INSTANCE_TYPE: "large" }, "EC2_INSTANCE_TYPE must be an instance type"],
       [{ ...ec2Tenants, EC2_TERMINATE_DEADLINE_SECONDS: "0" }, "EC2_TERMINATE_DEADLINE_SECONDS"],
+      [{ ...ec2Tenants, EC2_HIBERNATION: "yes" }, "EC2_HIBERNATION"],
       [{ ...ec2Tenants, AWS_ENDPOINT_URL: "moto" }, "AWS_ENDPOINT_URL must be a URL"],
       [{ ...ec2Tenants, TENANT_DATABASE_URL: "db" }, "TENANT_DATABASE_URL must be a URL"],
       [

@@ -107,6 +107,7 @@ const EnvSchema = z.object({
   EC2_KEY_NAME: z.string().optional(),
   EC2_AMI: awsId("EC2_AMI", "ami").optional(),
   EC2_TERMINATE_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
+  EC2_HIBERNATION: z.enum(["true", "false"]).default("false"),
   CANARY_ROLE_ARN: z
     .string()
     .regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/, "CANARY_ROLE_ARN must be an IAM role ARN")
@@ -199,6 +200,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
       /** The AMI when thin_ami_pins has none for the runtime and region. */
       fallbackAmi: env.EC2_AMI ?? null,
       terminateDeadlineMs: env.EC2_TERMINATE_DEADLINE_SECONDS * 1000,
+      /** Workspace instances launch hibernation-ready and suspend hibernates them; otherwise suspend stops. */
+      hibernation: env.EC2_HIBERNATION === "true",
       /** A second AWS account for `is_canary` orgs, reached with STS AssumeRole. */
       canary:
         env.CANARY_ROLE_ARN && env.CANARY_REGION && env.CANARY_VPC_ID && env.CANARY_SUBNET_ID

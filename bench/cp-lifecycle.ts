@@ -191,6 +191,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
   cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
   const deps: ControlPlaneDeps = {
     db: cpDb.db,
+    advisoryLock: cpDb.withAdvisoryLock,
     provisioner: tracedBackend(createFakeProvisioner()),
     tenants: createExternalTenantBackend(tenantUrl),
     sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
@@ -206,6 +207,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
       maxBodyBytes: 256 * 1024,
       operationLeaseMs: 30_000,
       operationMaxAttempts: 3,
+      reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     },
   };
   const cpRunner = createOperationRunner(deps, `bench-${process.pid}`);

@@ -1,12 +1,15 @@
 import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
+import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { requireAdmin, requireTenant } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
+import { adminRoutes } from "./routes/admin.ts";
 import { orgRoutes } from "./routes/orgs.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import type { ControlPlaneDeps } from "./services/deps.ts";
 import { orgOperationFailed, performOrgOperation } from "./services/org-operations.ts";
 import { OrgService } from "./services/orgs.ts";
+import { createControlPlaneReconciler } from "./services/reconcile.ts";
 import { OperationRunner } from "./services/runner.ts";
 import { performWorkspaceOperation, workspaceOperationFailed } from "./services/workspace-operations.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
@@ -17,6 +20,8 @@ export { systemClock } from "./services/deps.ts";
 export interface AppHooks {
   /** Called when a request queued an operation, so the runner starts it at once. */
   onOperationQueued?: () => void;
+  /** The reconciler `main()` runs on its interval; the admin routes run it on demand (one is made if absent). */
+  reconciler?: Reconciler;
 }
 
 /** The control plane's operation runner: org operations go to the tenant backend, the rest to the workspace backend. */
@@ -51,6 +56,8 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   // "/x/*" also matches "/x" itself, so each guard is registered once.
   app.use("/cp/orgs/*", requireAdmin(deps));
   app.route("/cp/orgs", orgRoutes(orgs));
+  app.use("/cp/admin/*", requireAdmin(deps));
+  app.route("/cp/admin", adminRoutes(deps, hooks.reconciler ?? createControlPlaneReconciler(deps)));
 
   const tenant = requireTenant(deps);
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);

@@ -173,6 +173,7 @@ export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps
 export function createExternalTenantBackend(urlTemplate: string): TenantBackend {
   return {
     name: "external",
+    ownsNothing: true,
     async provision(spec, _handle, ctx) {
       const url = urlTemplate.replaceAll("{slug}", spec.slug);
       ctx?.step?.("tenant_external", "started by the operator");

@@ -147,6 +147,29 @@ const ROUTES: Record<string, () => Promise<void>> = {
       }),
       fuzzParameters(),
     ),
+  // The admin reconcile and stats take no input: hostile query strings and bodies are ignored, never stored.
+  "POST /cp/admin/reconcile": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe(
+          {
+            as: "admin",
+            method: "POST",
+            path: `/cp/admin/reconcile?x=${enc(junk)}`,
+            body: JSON.stringify({ junk }),
+          },
+          false,
+        ),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /cp/admin/stats": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/cp/admin/stats?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
   "GET /cp/orgs": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>

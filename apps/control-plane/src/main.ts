@@ -11,6 +11,7 @@ import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
+import { createControlPlaneReconciler } from "./services/reconcile.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
 
   const deps: ControlPlaneDeps = {
     db: database.db,
+    advisoryLock: database.withAdvisoryLock,
     provisioner,
     tenants,
     sealer,
@@ -90,10 +92,12 @@ async function main(): Promise<void> {
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,
+      reconcile: config.reconcile,
     },
   };
   const runner = createOperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
-  const app = createApp(deps, { onOperationQueued: () => runner.wake() });
+  const reconciler = createControlPlaneReconciler(deps);
+  const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
 
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
     const where = listeningUrl(info);
@@ -120,8 +124,9 @@ async function main(): Promise<void> {
     }
   });
   runner.start();
+  reconciler.start();
 
-  shutdownOnSignals({ logger, server, loops: [runner], database });
+  shutdownOnSignals({ logger, server, loops: [runner, reconciler], database });
 }
 
 void main().catch((error: unknown) => {

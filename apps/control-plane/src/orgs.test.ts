@@ -194,6 +194,8 @@ describe("admin auth", () => {
         ["GET", "/cp/orgs/authcheck", undefined],
         ["POST", "/cp/orgs", { slug: "intruder", name: "x" }],
         ["DELETE", "/cp/orgs/authcheck", { confirm: "authcheck" }],
+        ["POST", "/cp/admin/reconcile", undefined],
+        ["GET", "/cp/admin/stats", undefined],
       ] as const) {
         const response = await cp.app.request(path, {
           method,
@@ -216,11 +218,18 @@ describe("admin auth", () => {
       "Bearer null",
       "Bearer undefined",
     ]) {
-      const response = await closed.request("/cp/orgs", {
-        headers: authorization === undefined ? {} : { authorization },
-      });
-      expect(response.status).toBe(401);
-      expect(((await response.json()) as ErrorEnvelope).error.message).toContain("CP_ADMIN_API_TOKEN");
+      for (const [method, path] of [
+        ["GET", "/cp/orgs"],
+        ["POST", "/cp/admin/reconcile"],
+        ["GET", "/cp/admin/stats"],
+      ]) {
+        const response = await closed.request(path as string, {
+          method,
+          headers: authorization === undefined ? {} : { authorization },
+        });
+        expect(response.status).toBe(401);
+        expect(((await response.json()) as ErrorEnvelope).error.message).toContain("CP_ADMIN_API_TOKEN");
+      }
     }
   });
 });

@@ -138,6 +138,7 @@ export async function createTestControlPlane(
   const tenants = createFakeTenantBackend();
   const deps: ControlPlaneDeps = {
     db: db.db,
+    advisoryLock: db.withAdvisoryLock,
     provisioner: options.provisioner ?? createFakeProvisioner(),
     tenants: options.tenants ?? tenants,
     sealer: options.sealer ?? Sealer.fromConfig(mintHexKey(), 1, ""),
@@ -152,6 +153,7 @@ export async function createTestControlPlane(
       maxBodyBytes: 256 * 1024,
       operationLeaseMs: 30_000,
       operationMaxAttempts: 3,
+      reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
       ...options.settings,
     },
   };

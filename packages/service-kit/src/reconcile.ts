@@ -18,6 +18,7 @@ export const COMPUTE_KINDS: ReadonlySet<string> = new Set([
   "fly_machine",
   "ec2_instance",
   "workspace",
+  "tenant",
   "instance",
 ]);
 

@@ -1,7 +1,8 @@
 import type { IdGenerator } from "@molecule/contracts";
-import type { Db } from "@molecule/db";
+import type { AdvisoryLock, Db } from "@molecule/db";
 import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
+import type { ReconcileSettings } from "@molecule/service-kit/reconcile";
 import type { Logger } from "pino";
 import type { TenantBackend } from "../tenants/backend.ts";
 
@@ -14,6 +15,8 @@ export const systemClock: Clock = { now: () => new Date() };
 /** What the services and routes are built from; `main()` wires real ones, tests wire real ones and fakes. */
 export interface ControlPlaneDeps {
   db: Db;
+  /** The database's advisory lock: loops that must run once across replicas (the reconciler) take it. */
+  advisoryLock: AdvisoryLock;
   /** Runs workspaces for every org (docker or flyio); the control plane alone holds its credentials. */
   provisioner: Provisioner;
   /** Runs one tenant platform per org. */
@@ -39,4 +42,6 @@ export interface ControlPlaneSettings {
   operationMaxAttempts: number;
   /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */
   operationDeadlinesMs?: Readonly<Record<string, number>>;
+  /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */
+  reconcile: ReconcileSettings;
 }

@@ -48,6 +48,8 @@ export interface TenantContext {
  */
 export interface TenantBackend {
   readonly name: string;
+  /** The tenants run elsewhere (started by the operator): nothing to list, so no org is a ghost and none an orphan. */
+  readonly ownsNothing?: true;
   /** Creates (or adopts) the org's tenant and starts it; returns once it is started, not once it is ready. */
   provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: TenantContext): Promise<TenantInstance>;
   /** Removes the tenant and everything it owns (container, volume). Already gone is success. */

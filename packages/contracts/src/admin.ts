@@ -65,7 +65,7 @@ export const AdminStats = z.object({
     .object({ id: z.string(), kind: z.string(), startedAt: z.string(), ageMs: z.number().int() })
     .nullable(),
   lastReconcile: ReconcileReport.omit({ orphanList: true, ghostList: true, resources: true }).nullable(),
-  /** Running operations whose lease ran out (no worker is renewing it). */
+  /** Operations that had at least one attempt abandoned as hung past their kind's deadline (OPERATION_DEADLINES). */
   hung: z.number().int().nonnegative(),
 });
 export type AdminStats = z.infer<typeof AdminStats>;

@@ -1,13 +1,13 @@
 import type { AdminStats, ReconcileReport } from "@molecule/contracts";
-import { and, asc, count, eq, lt, sql } from "drizzle-orm";
+import { asc, count, eq } from "drizzle-orm";
 import type { AnyPgColumn, PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import type { OperationsTable } from "./runner.ts";
+import { countHungOperations, type OperationsTable } from "./runner.ts";
 
 type AnyDb = PgDatabase<PgQueryResultHKT, Record<string, unknown>>;
 
 /**
  * The operations part of the admin stats, for any operations table the shared runner drives: rows by kind and
- * status, the oldest running one, and how many running rows nobody renews (lease run out: hung).
+ * status, the oldest running one, and how many had an attempt abandoned as hung (the runner's deadline).
  */
 export async function operationStats(
   db: AnyDb,
@@ -30,10 +30,7 @@ export async function operationStats(
     .where(eq(table.status, "running"))
     .orderBy(asc(table.createdAt))
     .limit(1);
-  const [hung] = await db
-    .select({ n: count() })
-    .from(table)
-    .where(and(eq(table.status, "running"), lt(table.lockedUntil, sql`${now.toISOString()}::timestamptz`)));
+  const hung = await countHungOperations(db, table);
   const startedAt = oldest ? new Date(oldest.createdAt as Date) : null;
   return {
     operations,
@@ -46,7 +43,7 @@ export async function operationStats(
             ageMs: Math.max(0, now.getTime() - startedAt.getTime()),
           }
         : null,
-    hung: Number(hung?.n ?? 0),
+    hung,
   };
 }
 

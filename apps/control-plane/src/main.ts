@@ -12,6 +12,7 @@ import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
 import { createControlPlaneReconciler } from "./services/reconcile.ts";
+import { createCpRetention } from "./services/retention.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -125,8 +126,10 @@ async function main(): Promise<void> {
   });
   runner.start();
   reconciler.start();
+  const retention = createCpRetention(deps, database.withAdvisoryLock, config.retention);
+  retention.start();
 
-  shutdownOnSignals({ logger, server, loops: [runner, reconciler], database });
+  shutdownOnSignals({ logger, server, loops: [runner, reconciler, retention], database });
 }
 
 void main().catch((error: unknown) => {

@@ -25,6 +25,7 @@ import { EventBus } from "./services/events.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
+import { createTenantRetention } from "./services/retention.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -204,6 +205,7 @@ async function run(
   const runner = new OperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
   const reconciler = createTenantReconciler(deps);
+  const retention = createTenantRetention(deps, config.retention);
   const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
 
   let onListening: () => void = () => {};
@@ -234,13 +236,14 @@ async function run(
   runner.start();
   sweeper.start();
   reconciler.start();
+  retention.start();
   void boot?.post("ready");
 
   shutdownOnSignals({
     logger,
     server,
     beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
-    loops: [runner, sweeper, reconciler],
+    loops: [runner, sweeper, reconciler, retention],
     database,
   });
 }

@@ -1,0 +1,108 @@
+/**
+ * Retention: finished operations older than OPERATION_RETENTION_DAYS are deleted, once across replicas; pending and
+ * running operations and every workspace row (removed ones included) stay, whatever their age.
+ */
+import { operations, workspaces } from "@molecule/db";
+import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { eq, sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { createTenantRetention, TENANT_RETENTION_LOCK } from "./services/retention.ts";
+
+const DAY = 86_400_000;
+const RETENTION = 30 * DAY;
+let platform: TestPlatform;
+
+beforeAll(async () => {
+  platform = await createTestPlatform(createFakeProvisioner());
+});
+afterAll(() => platform.close());
+
+async function create(name: string): Promise<{ workspaceId: string; operationId: string }> {
+  const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo" } });
+  expect(created.status).toBe(202);
+  return { workspaceId: created.body.workspace.id, operationId: created.body.operation.id };
+}
+
+/** Moves an operation's timestamps `ageMs` into the past (and its status, when given). */
+async function age(
+  operationId: string,
+  ageMs: number,
+  status?: "pending" | "running" | "failed",
+): Promise<void> {
+  const then = new Date(platform.clock.now().getTime() - ageMs);
+  await platform.deps.db
+    .update(operations)
+    .set({
+      createdAt: then,
+      updatedAt: then,
+      finishedAt: status === "pending" || status === "running" ? null : then,
+      ...(status ? { status } : {}),
+      ...(status === "running" ? { lockedBy: "elsewhere", lockedUntil: new Date(Date.now() + DAY) } : {}),
+    })
+    .where(eq(operations.id, operationId));
+}
+
+async function operationIds(): Promise<string[]> {
+  const rows = await platform.deps.db.select({ id: operations.id }).from(operations);
+  return rows.map((row) => row.id).sort();
+}
+
+describe("retention of finished operations", () => {
+  it("deletes exactly the finished operations past the retention and keeps the rest and every workspace", async () => {
+    const oldSucceeded = await create("old-succeeded");
+    const oldFailed = await create("old-failed");
+    const recent = await create("recent");
+    const oldPending = await create("old-pending");
+    const oldRunning = await create("old-running");
+    // Everything but the last two runs now; those two stay queued and running (elsewhere) below.
+    await age(oldPending.operationId, RETENTION + DAY, "pending");
+    await age(oldRunning.operationId, RETENTION + DAY, "running");
+    await platform.deps.db
+      .update(operations)
+      .set({ runAfter: new Date(platform.clock.now().getTime() + DAY) })
+      .where(eq(operations.id, oldPending.operationId));
+    await platform.runner.drain();
+    // A removed workspace: its row stays, and its old destroy operation goes.
+    expect((await platform.call("DELETE", `/workspaces/${oldSucceeded.workspaceId}`)).status).toBe(202);
+    await platform.runner.drain();
+    const [destroy] = await platform.deps.db
+      .select({ id: operations.id })
+      .from(operations)
+      .where(sql`${operations.workspaceId} = ${oldSucceeded.workspaceId} and ${operations.kind} = 'destroy'`);
+    if (!destroy) throw new Error("no destroy operation");
+    await age(oldSucceeded.operationId, RETENTION + DAY);
+    await age(destroy.id, RETENTION + 1);
+    await age(oldFailed.operationId, RETENTION + DAY, "failed");
+    // Just inside the retention: kept.
+    await age(recent.operationId, RETENTION - 1_000);
+    const workspacesBefore = await platform.deps.db.select().from(workspaces).orderBy(workspaces.id);
+    expect(workspacesBefore.find((row) => row.id === oldSucceeded.workspaceId)?.status).toBe("removed");
+
+    const retention = createTenantRetention(platform.deps, {
+      operationsMs: RETENTION,
+      sweepIntervalMs: 60_000,
+    });
+    expect(await retention.sweep()).toEqual({ operations: 3 });
+    expect(await operationIds()).toEqual(
+      [recent.operationId, oldPending.operationId, oldRunning.operationId].sort(),
+    );
+    expect(await platform.deps.db.select().from(workspaces).orderBy(workspaces.id)).toEqual(workspacesBefore);
+    expect(await retention.sweep()).toEqual({ operations: 0 });
+  });
+
+  it("skips its pass while another replica holds the retention lock", async () => {
+    const { operationId } = await create("held");
+    await platform.runner.drain();
+    await age(operationId, RETENTION + DAY);
+    const retention = createTenantRetention(platform.deps, {
+      operationsMs: RETENTION,
+      sweepIntervalMs: 60_000,
+    });
+    const outcome = await platform.deps.advisoryLock(TENANT_RETENTION_LOCK, () => retention.sweep());
+    expect(outcome).toEqual({ acquired: true, value: null });
+    expect(await operationIds()).toContain(operationId);
+    expect(await retention.sweep()).toEqual({ operations: 1 });
+    expect(await operationIds()).not.toContain(operationId);
+  });
+});

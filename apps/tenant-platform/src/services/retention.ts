@@ -1,0 +1,33 @@
+import { operations } from "@molecule/db";
+import { finishedOperations, RetentionSweeper } from "@molecule/service-kit/retention";
+import type { OperationsTable } from "@molecule/service-kit/runner";
+import type { PlatformDeps } from "./deps.ts";
+
+/** The tenant platform's retention lock key (its reconciler's is 74_201_321). */
+export const TENANT_RETENTION_LOCK = 74_201_323;
+
+export interface TenantRetentionSettings {
+  /** OPERATION_RETENTION_DAYS: finished operations older than this are deleted. */
+  operationsMs: number;
+  sweepIntervalMs: number;
+}
+
+/**
+ * Prunes finished operations past their retention. Workspace rows, removed ones included, are never deleted, and
+ * neither is a pending or running operation. (Events are not stored here: they travel through LISTEN/NOTIFY.)
+ */
+export function createTenantRetention(
+  deps: PlatformDeps,
+  settings: TenantRetentionSettings,
+): RetentionSweeper {
+  return new RetentionSweeper(
+    {
+      lock: deps.advisoryLock,
+      lockKey: TENANT_RETENTION_LOCK,
+      clock: deps.clock,
+      logger: deps.logger,
+      intervalMs: settings.sweepIntervalMs,
+    },
+    [finishedOperations(deps.db, operations as unknown as OperationsTable, settings.operationsMs)],
+  );
+}

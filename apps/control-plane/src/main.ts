@@ -126,7 +126,7 @@ async function main(): Promise<void> {
   });
   runner.start();
   reconciler.start();
-  const retention = createCpRetention(deps, database.withAdvisoryLock, config.retention);
+  const retention = createCpRetention(deps, config.retention);
   retention.start();
 
   shutdownOnSignals({ logger, server, loops: [runner, reconciler, retention], database });

@@ -87,10 +87,10 @@ describe("control-plane retention", () => {
     await seed();
     const { db } = cp.deps;
     const orgsBefore = await db.select().from(cpOrgs).orderBy(asc(cpOrgs.id));
-    const retention = createCpRetention(cp.deps, cp.db.withAdvisoryLock, settings);
+    const retention = createCpRetention(cp.deps, settings);
 
     // Another replica is pruning: this one skips its pass and deletes nothing.
-    const held = await cp.db.withAdvisoryLock(CP_RETENTION_LOCK, () => retention.sweep());
+    const held = await cp.deps.advisoryLock(CP_RETENTION_LOCK, () => retention.sweep());
     expect(held).toEqual({ acquired: true, value: null });
     expect(await db.$count(cpOperations)).toBe(6);
 

@@ -1,4 +1,3 @@
-import type { AdvisoryLock } from "@molecule/db";
 import { finishedOperations, RetentionSweeper } from "@molecule/service-kit/retention";
 import type { OperationsTable } from "@molecule/service-kit/runner";
 import { lt } from "drizzle-orm";
@@ -22,15 +21,11 @@ export interface CpRetentionSettings {
  * a deleted org keeps its row (`deleted`) as a tombstone for audit; workspace rows are never deleted either, nor a
  * pending or running operation.
  */
-export function createCpRetention(
-  deps: ControlPlaneDeps,
-  lock: AdvisoryLock,
-  settings: CpRetentionSettings,
-): RetentionSweeper {
+export function createCpRetention(deps: ControlPlaneDeps, settings: CpRetentionSettings): RetentionSweeper {
   const { db } = deps;
   return new RetentionSweeper(
     {
-      lock,
+      lock: deps.advisoryLock,
       lockKey: CP_RETENTION_LOCK,
       clock: deps.clock,
       logger: deps.logger,

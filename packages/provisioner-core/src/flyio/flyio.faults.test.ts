@@ -389,3 +389,25 @@ describe("a volume create that lands after its answer was lost", () => {
     }
   });
 });
+
+describe("a lifecycle call whose signal fires (its operation was abandoned at its deadline)", () => {
+  it("ends a Fly request that never answers with a retryable timeout; a later provision converges", async () => {
+    // Machine create is held far longer than any test runs: only the abort can end the call.
+    h.emulator.inject({ operation: "Machines_create", kind: "slow", delayMs: 10 * 60_000 });
+    const spec = h.makeSpec();
+    const machines = h.emulator.machines(TEST_APP).length;
+    const abandon = new AbortController();
+    const call = h.provisioner.provision(spec, null, {
+      signal: abandon.signal,
+      step: (name) => {
+        if (name === "volume_created") abandon.abort(new Error("deadline passed"));
+      },
+    });
+    await expect(call).rejects.toMatchObject({ code: "timeout", retryable: true });
+    h.emulator.clearFaults();
+    await h.provisioner.provision(spec, null);
+    expect(h.emulator.machines(TEST_APP)).toHaveLength(machines + 1);
+    await h.provisioner.destroy(ref(spec));
+    expect(h.emulator.machines(TEST_APP)).toHaveLength(machines);
+  });
+});

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { type BackoffOptions, backoffDelay, isId } from "@molecule/contracts";
 import type { Dispatcher } from "undici";
@@ -17,7 +18,15 @@ import type {
 } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { TIER_LIMITS } from "../tiers.ts";
-import { FlyApi, type FlyLogger, type FlyRetryOptions, flyError, flyPath } from "./api.ts";
+import {
+  FlyApi,
+  type FlyCall,
+  type FlyLogger,
+  type FlyReply,
+  type FlyRetryOptions,
+  flyError,
+  flyPath,
+} from "./api.ts";
 
 export interface FlyProvisionerOptions {
   /** FLY_API_TOKEN */
@@ -153,6 +162,8 @@ export class FlyProvisioner implements Provisioner {
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** The signal of the lifecycle call under way (see `locked`), so that helpers need not pass it along. */
+  private readonly callSignal = new AsyncLocalStorage<AbortSignal | undefined>();
   /** `/apps/<app>` and the rest of a Machines API path, every interpolated id encoded as one segment (flyPath). */
   private readonly path: (parts: TemplateStringsArray, ...segments: string[]) => string;
 
@@ -188,7 +199,9 @@ export class FlyProvisioner implements Provisioner {
     const scrub = specScrubber(spec, this.options.apiToken);
     return scrub.run(async () => {
       assertWorkspaceId(spec.workspaceId);
-      return this.locked(spec.workspaceId, () => this.doProvision(spec, handle, scrub.context(ctx) ?? {}));
+      return this.locked(spec.workspaceId, ctx.signal, () =>
+        this.doProvision(spec, handle, scrub.context(ctx) ?? {}),
+      );
     });
   }
 
@@ -199,7 +212,7 @@ export class FlyProvisioner implements Provisioner {
 
   private async doStart(spec: WorkspaceSpec, handle: Handle | null, ctx: ProvisionContext): Promise<Handle> {
     assertWorkspaceId(spec.workspaceId);
-    return this.locked(spec.workspaceId, async () => {
+    return this.locked(spec.workspaceId, ctx.signal, async () => {
       // A machine's config is replaced whole on Fly; rebuilding it on the kept volume is the same end state.
       if (ctx.recreate) await this.destroyMachines(spec.workspaceId, handle, ctx);
       const machine = ctx.recreate ? null : await this.findMachine(spec.workspaceId, handle);
@@ -215,7 +228,7 @@ export class FlyProvisioner implements Provisioner {
 
   async stop(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
     assertWorkspaceId(ref.workspaceId);
-    return this.locked(ref.workspaceId, async () => {
+    return this.locked(ref.workspaceId, ctx.signal, async () => {
       const machine = await this.findMachine(ref.workspaceId, ref.handle);
       if (!machine) {
         ctx.step?.("machine_missing", "nothing to stop");
@@ -227,7 +240,7 @@ export class FlyProvisioner implements Provisioner {
 
   async suspend(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<SuspendResult> {
     assertWorkspaceId(ref.workspaceId);
-    return this.locked(ref.workspaceId, async () => {
+    return this.locked(ref.workspaceId, ctx.signal, async () => {
       const machine = await this.findMachine(ref.workspaceId, ref.handle);
       if (!machine) {
         throw new ProvisionerError("not_found", `no Fly machine for workspace ${ref.workspaceId}`, false);
@@ -245,7 +258,7 @@ export class FlyProvisioner implements Provisioner {
       if (machine.state !== "started") await this.waitFor(machine.id, "started");
       try {
         await this.withLease(machine.id, "suspend", async (nonce) => {
-          const reply = await this.api.call({
+          const reply = await this.call({
             op: "Machines_suspend",
             method: "POST",
             path: this.path`/machines/${machine.id}/suspend`,
@@ -270,7 +283,7 @@ export class FlyProvisioner implements Provisioner {
 
   async destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
     assertWorkspaceId(ref.workspaceId);
-    return this.locked(ref.workspaceId, async () => {
+    return this.locked(ref.workspaceId, ctx.signal, async () => {
       await this.destroyMachines(ref.workspaceId, ref.handle, ctx);
       for (const volume of await this.findVolumes(ref.workspaceId, ref.handle)) {
         await this.deleteVolume(volume);
@@ -287,7 +300,7 @@ export class FlyProvisioner implements Provisioner {
   ): Promise<void> {
     for (const machine of await this.findMachines(workspaceId, handle)) {
       const gone = await this.withLease(machine.id, "destroy", async (nonce) => {
-        const reply = await this.api.call({
+        const reply = await this.call({
           op: "Machines_delete",
           method: "DELETE",
           path: this.path`/machines/${machine.id}`,
@@ -339,7 +352,7 @@ export class FlyProvisioner implements Provisioner {
 
   async listManaged(): Promise<ManagedResource[]> {
     const machines = (
-      await this.api.call<FlyMachine[]>({
+      await this.call<FlyMachine[]>({
         op: "Machines_list",
         method: "GET",
         path: this.path`/machines`,
@@ -481,7 +494,7 @@ export class FlyProvisioner implements Provisioner {
         if (found) return { volume: found, uncertain };
       }
       try {
-        const reply = await this.api.call<FlyVolume>({
+        const reply = await this.call<FlyVolume>({
           op: "Volumes_create",
           method: "POST",
           path: this.path`/volumes`,
@@ -509,7 +522,7 @@ export class FlyProvisioner implements Provisioner {
         if (found) return found;
       }
       try {
-        const reply = await this.api.call<FlyMachine>({
+        const reply = await this.call<FlyMachine>({
           op: "Machines_create",
           method: "POST",
           path: this.path`/machines`,
@@ -533,12 +546,40 @@ export class FlyProvisioner implements Provisioner {
     }
   }
 
+  /** A Machines API request under the current lifecycle call's signal. */
+  private call<T = unknown>(call: FlyCall): Promise<FlyReply<T>> {
+    const signal = this.callSignal.getStore();
+    return this.api.call<T>(signal ? { ...call, signal } : call);
+  }
+
+  /** Waits `ms`, or ends with a retryable `timeout` as soon as the current lifecycle call's signal fires. */
+  private pause(ms: number): Promise<void> {
+    const signal = this.callSignal.getStore();
+    if (!signal) return this.sleep(ms);
+    const aborted = () => new ProvisionerError("timeout", "Fly call aborted while waiting", true);
+    if (signal.aborted) return Promise.reject(aborted());
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(aborted());
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.sleep(ms).then(
+        () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        (error: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
   private async pauseOrThrow(backoff: ReturnType<FlyApi["backoff"]>, error: unknown): Promise<void> {
     if (!(error instanceof ProvisionerError) || error.details.transient !== true) throw error;
     const retryAfter = error.details.retryAfterMs;
     const delay = backoff.next(typeof retryAfter === "number" ? retryAfter : undefined);
     if (delay === null) throw error;
-    await this.sleep(delay);
+    await this.pause(delay);
   }
 
   // ---- lifecycle helpers ---------------------------------------------------------------------------------------
@@ -554,7 +595,7 @@ export class FlyProvisioner implements Provisioner {
       await this.assignAddress(machine, ctx);
     } else if (machine.state === "stopped" || machine.state === "suspended" || machine.state === "created") {
       await this.withLease(machine.id, "start", async (nonce) => {
-        const reply = await this.api.call({
+        const reply = await this.call({
           op: "Machines_start",
           method: "POST",
           path: this.path`/machines/${machine.id}/start`,
@@ -592,7 +633,7 @@ export class FlyProvisioner implements Provisioner {
       env: { ...env, AGENT_PORT: String(flyAgentPort(env)), AGENT_PUBLIC_URL: agentUrl },
     };
     const update = (nonce?: string) =>
-      this.api.call({
+      this.call({
         op: "Machines_update",
         method: "POST",
         path: this.path`/machines/${machine.id}`,
@@ -630,7 +671,7 @@ export class FlyProvisioner implements Provisioner {
     if (machine.state === "stopped") return;
     if (machine.state !== "stopping") {
       await this.withLease(machine.id, "stop", async (nonce) => {
-        const reply = await this.api.call({
+        const reply = await this.call({
           op: "Machines_stop",
           method: "POST",
           path: this.path`/machines/${machine.id}/stop`,
@@ -669,7 +710,7 @@ export class FlyProvisioner implements Provisioner {
     let nonce: string | undefined;
     for (let tries = 1; !nonce; tries += 1) {
       const wait = backoffDelay(tries, LEASE_WAIT);
-      const reply = await this.api.call<LeaseBody>({
+      const reply = await this.call<LeaseBody>({
         op: "Machines_create_lease",
         method: "POST",
         path,
@@ -682,7 +723,7 @@ export class FlyProvisioner implements Provisioner {
         if (!nonce) throw new ProvisionerError("backend_error", `Fly lease answer without a nonce`, true);
         break;
       }
-      const held = await this.api.call<LeaseBody>({
+      const held = await this.call<LeaseBody>({
         op: "Machines_show_lease",
         method: "GET",
         path,
@@ -701,12 +742,13 @@ export class FlyProvisioner implements Provisioner {
           { machineId, flyRequestId: reply.requestId },
         );
       }
-      await this.sleep(wait);
+      await this.pause(wait);
     }
     try {
       return await fn(nonce);
     } finally {
       try {
+        // Not tied to the call's signal: the lease is released even when the call was abandoned.
         await this.api.call({
           op: "Machines_release_lease",
           method: "DELETE",
@@ -727,7 +769,7 @@ export class FlyProvisioner implements Provisioner {
     for (;;) {
       const remaining = deadline - this.now();
       const timeout = Math.max(1, Math.min(60, Math.ceil(remaining / 1000)));
-      const reply = await this.api.call<{ state?: string }>({
+      const reply = await this.call<{ state?: string }>({
         op: "Machines_wait",
         method: "GET",
         path: this.path`/machines/${machineId}/wait`,
@@ -760,7 +802,7 @@ export class FlyProvisioner implements Provisioner {
     const deadline = this.now() + (this.options.waitDeadlineMs ?? 300_000);
     for (let tries = 1; ; tries += 1) {
       const wait = backoffDelay(tries, VOLUME_DETACH_WAIT);
-      const reply = await this.api.call({
+      const reply = await this.call({
         op: "Volume_delete",
         method: "DELETE",
         path: this.path`/volumes/${volume.id}`,
@@ -769,14 +811,14 @@ export class FlyProvisioner implements Provisioner {
       if (reply.status !== 412) return;
       // Still attached: the machine is being destroyed. Give flyd a moment.
       if (this.now() + wait > deadline) throw flyError({ op: "Volume_delete" }, reply);
-      await this.sleep(wait);
+      await this.pause(wait);
     }
   }
 
   // ---- lookups -------------------------------------------------------------------------------------------------
 
   private async getMachine(machineId: string): Promise<FlyMachine | null> {
-    const reply = await this.api.call<FlyMachine>({
+    const reply = await this.call<FlyMachine>({
       op: "Machines_show",
       method: "GET",
       path: this.path`/machines/${machineId}`,
@@ -795,7 +837,7 @@ export class FlyProvisioner implements Provisioner {
       if (machine && machine.config?.metadata?.[LABELS.workspaceId] === workspaceId)
         found.set(machine.id, machine);
     }
-    const reply = await this.api.call<FlyMachine[]>({
+    const reply = await this.call<FlyMachine[]>({
       op: "Machines_list",
       method: "GET",
       path: this.path`/machines`,
@@ -821,7 +863,7 @@ export class FlyProvisioner implements Provisioner {
   }
 
   private async listVolumes(): Promise<FlyVolume[]> {
-    const reply = await this.api.call<FlyVolume[]>({
+    const reply = await this.call<FlyVolume[]>({
       op: "Volumes_list",
       method: "GET",
       path: this.path`/volumes`,
@@ -859,9 +901,14 @@ export class FlyProvisioner implements Provisioner {
   }
 
   /** Serialises operations on one workspace inside this process (Fly volume names are not unique). */
-  private locked<T>(workspaceId: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one lifecycle call of a workspace after the ones before it, under its `signal`: every Fly request and wait
+   * it makes (see `call`, `pause`) ends with a retryable `timeout` when the signal fires.
+   */
+  private locked<T>(workspaceId: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(workspaceId) ?? Promise.resolve();
-    const next = previous.then(fn, fn);
+    const run = () => this.callSignal.run(signal, fn);
+    const next = previous.then(run, run);
     const tail = next.catch(() => undefined);
     this.locks.set(workspaceId, tail);
     void tail.then(() => {

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createIdGenerator } from "@molecule/contracts";
-import { workspaces } from "@molecule/db";
+import { workspaceResources, workspaces } from "@molecule/db";
 import { LABELS, resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { eq } from "drizzle-orm";
@@ -124,5 +124,49 @@ describe("the tenant platform's reconciler on docker", () => {
 
     const again = await platform.call("POST", "/admin/reconcile");
     expect(again.body.ghosts).toBe(0);
+  });
+
+  it("audits a provision: volume and container claimed with their provider ids, released by the delete", async () => {
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "audited", runtime: "echo" },
+    });
+    expect(created.status).toBe(202);
+    const id: string = created.body.workspace.id;
+    await platform.runner.drain();
+    const rows = async () =>
+      (await platform.deps.db.select().from(workspaceResources).where(eq(workspaceResources.subjectId, id)))
+        .map((row) => ({ kind: row.kind, name: row.name, state: row.state, providerId: row.providerId }))
+        .sort((a, b) => a.kind.localeCompare(b.kind));
+    const container = await docker.getContainer(resourceName(id)).inspect();
+    expect(await rows()).toEqual([
+      { kind: "container", name: resourceName(id), state: "claimed", providerId: container.Id },
+      { kind: "volume", name: resourceName(id), state: "claimed", providerId: resourceName(id) },
+    ]);
+    const report = await platform.call("POST", "/admin/reconcile");
+    expect(report.body.orphans).toBe(0);
+
+    expect((await platform.call("DELETE", `/workspaces/${id}`)).status).toBe(202);
+    await platform.runner.drain();
+    expect((await rows()).map((row) => row.state)).toEqual(["released", "released"]);
+  });
+
+  it("an intent a crash left behind (the create ran, the claim did not) is resolved by listing", async () => {
+    const id = ids.next("ws");
+    const volume = await workspaceVolume(id, deployment);
+    await platform.deps.db.insert(workspaceResources).values({
+      subjectId: id,
+      orgId: "org_test",
+      backend: "docker",
+      kind: "volume",
+      name: volume,
+      state: "intent",
+    });
+    const report = await platform.call("POST", "/admin/reconcile");
+    expect(report.body.orphanList.map((o: { provider_id: string }) => o.provider_id)).not.toContain(volume);
+    const [row] = await platform.deps.db
+      .select()
+      .from(workspaceResources)
+      .where(eq(workspaceResources.subjectId, id));
+    expect(row).toMatchObject({ state: "claimed", providerId: volume });
   });
 });

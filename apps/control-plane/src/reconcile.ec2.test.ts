@@ -29,7 +29,7 @@ import { waitFor } from "../../../test-support/wait.ts";
 import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
-import { cpWorkspaces } from "./db/schema.ts";
+import { cpTenantResources, cpWorkspaces } from "./db/schema.ts";
 import {
   createTestControlPlane,
   type TenantIdentity,
@@ -121,6 +121,20 @@ describe("the control plane's reconciler on EC2", () => {
     const [row] = await cp.db.db.select().from(cpWorkspaces).where(eq(cpWorkspaces.id, recorded));
     expect(row?.state).toBe("running");
     recordedInstance = (row?.handle as Ec2Handle).instanceId;
+
+    // The audit: every group, bundle and instance the backends made, claimed with its provider id.
+    const audit = await cp.db.db.select().from(cpTenantResources);
+    const claimed = (subject: string, backend: string) =>
+      audit
+        .filter((r) => r.subjectId === subject && r.backend === backend && r.state === "claimed")
+        .map((r) => r.kind)
+        .sort();
+    const kinds = ["ec2_bootstrap_secret", "ec2_instance", "ec2_security_group"];
+    expect(claimed(recorded, "ec2")).toEqual(kinds);
+    expect(claimed(org.orgId, "tenant:ec2")).toEqual(kinds);
+    expect(audit.find((r) => r.kind === "ec2_instance" && r.subjectId === recorded)?.providerId).toBe(
+      recordedInstance,
+    );
 
     const report = await reconcile();
     expect(report).toMatchObject({ orphans: 0, ghosts: 0, errors: [] });

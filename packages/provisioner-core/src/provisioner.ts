@@ -59,6 +59,31 @@ export interface Capabilities {
   suspendMaxMemoryMb?: number;
 }
 
+/**
+ * The audit of what a backend creates, written by the layer that calls the cloud or engine: `intent` before each
+ * create call (so a crash between the call and the caller's commit leaves a row the reconciler can resolve by
+ * listing), `claim` after it with the provider's id. `kind` is the kind `listManaged` reports for it. The caller binds
+ * the workspace (or tenant) the calls are for.
+ */
+export interface ResourceAudit {
+  intent(kind: string, name: string): Promise<void>;
+  claim(kind: string, name: string, providerId: string): Promise<void>;
+}
+
+/** Runs one create call between its audit intent and claim; with no audit, just the call. */
+export async function auditedCreate<T>(
+  audit: ResourceAudit | undefined,
+  kind: string,
+  name: string,
+  create: () => Promise<T>,
+  providerId: (created: T) => string,
+): Promise<T> {
+  await audit?.intent(kind, name);
+  const created = await create();
+  await audit?.claim(kind, name, providerId(created));
+  return created;
+}
+
 /** Reports a finished sub-step (volume created, image pulled, …) so operations can show progress. */
 export type StepReporter = (name: string, detail?: string) => void;
 
@@ -81,6 +106,8 @@ export interface ProvisionContext {
    * this, so an attempt after a lost answer gets the VM the first one made instead of a second.
    */
   operationId?: string;
+  /** Where the backend records each resource it is about to create and then made (see ResourceAudit). */
+  audit?: ResourceAudit;
 }
 
 export interface SuspendResult {

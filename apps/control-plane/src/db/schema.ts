@@ -194,12 +194,39 @@ export const cpThinAmiPins = pgTable(
   ],
 );
 
+/**
+ * The resource audit of what the control plane's backends create (workspace VMs and containers, tenants and what they
+ * own): `subject_id` is the workspace id, or the org id for a tenant's resources. A row is written before each create
+ * call (`intent`), completed with the provider's id (`claimed`), `released` once the subject's destroy succeeded.
+ */
+export const cpTenantResources = pgTable(
+  "cp_tenant_resources",
+  {
+    subjectId: text("subject_id").notNull(),
+    orgId: text("org_id").notNull(),
+    backend: text("backend").notNull(),
+    kind: text("kind").notNull(),
+    name: text("name").notNull(),
+    providerId: text("provider_id"),
+    state: text("state").notNull(),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+    releasedAt: ts("released_at"),
+  },
+  (table) => [
+    primaryKey({ columns: [table.subjectId, table.kind, table.name] }),
+    index("cp_tenant_resources_open_idx").on(table.backend, table.state),
+    check("cp_tenant_resources_state_check", sql`${table.state} IN ('intent', 'claimed', 'released')`),
+  ],
+);
+
 export type CpOrgRow = typeof cpOrgs.$inferSelect;
 export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
 export type CpOperationRow = typeof cpOperations.$inferSelect;
 
 /** Every table, children first: the order a full cleanup deletes in. */
 export const CP_TABLES = [
+  cpTenantResources,
   cpRequestNonces,
   cpOperations,
   cpWorkspaces,

@@ -1,4 +1,5 @@
 import { ProvisionerError, type Scrubber, type StepReporter } from "@molecule/provisioner-core";
+import { releaseAudited, tableAudit, tenantAuditBackend } from "@molecule/service-kit/audit";
 import { and, eq, gte, lt, ne, or } from "drizzle-orm";
 import {
   type CpOperationError,
@@ -9,6 +10,7 @@ import {
   cpOrgs,
   cpRequestNonces,
   cpTenantCredentials,
+  cpTenantResources,
   cpWorkspaces,
 } from "../db/schema.ts";
 import type { TenantRef } from "../tenants/backend.ts";
@@ -92,7 +94,16 @@ async function provisionTenant(
       isCanary: org.isCanary,
     },
     org.tenantHandle ?? null,
-    { step, operationId: operation.id },
+    {
+      step,
+      operationId: operation.id,
+      audit: tableAudit(
+        deps.db,
+        cpTenantResources,
+        { subjectId: org.id, orgId: org.id, backend: tenantAuditBackend(deps.tenants.name) },
+        () => deps.clock.now(),
+      ),
+    },
   );
   await deps.db
     .update(cpOrgs)
@@ -178,6 +189,7 @@ async function destroyOrg(
   }
 
   await db.transaction(async (tx) => {
+    await releaseAudited(tx, cpTenantResources, { orgId: org.id }, clock.now());
     await tx.delete(cpRequestNonces).where(eq(cpRequestNonces.orgId, org.id));
     await tx.delete(cpBootEvents).where(eq(cpBootEvents.orgId, org.id));
     await tx.delete(cpTenantCredentials).where(eq(cpTenantCredentials.orgId, org.id));

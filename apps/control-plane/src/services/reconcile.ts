@@ -1,9 +1,10 @@
 import type { AdminStats, GhostClaim } from "@molecule/contracts";
 import type { ManagedResource } from "@molecule/provisioner-core";
+import { openProviderIds, resolveIntents, tenantAuditBackend } from "@molecule/service-kit/audit";
 import { missingCompute, Reconciler, type ReconcileSource } from "@molecule/service-kit/reconcile";
 import { operationStats, reconcileStats } from "@molecule/service-kit/stats";
 import { and, eq, inArray, ne, notExists, sql } from "drizzle-orm";
-import { cpOperations, cpOrgs, cpWorkspaces } from "../db/schema.ts";
+import { cpOperations, cpOrgs, cpTenantResources, cpWorkspaces } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
 /** The control plane's reconcile lock (a tenant platform's is another; both may share one database server). */
@@ -32,6 +33,16 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
     backend: provisioner.name,
     list: () => provisioner.listManaged(),
     async judge(resources) {
+      // a create that crashed before its claim left an intent: the listing says what it made
+      await resolveIntents(
+        db,
+        cpTenantResources,
+        provisioner.name,
+        resources,
+        (r) => r.workspaceId,
+        clock.now(),
+      );
+      const audited = await openProviderIds(db, cpTenantResources, provisioner.name);
       const rows = await db
         .select({ id: cpWorkspaces.id })
         .from(cpWorkspaces)
@@ -61,7 +72,8 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
         });
       }
       return {
-        claimed: (resource: ManagedResource) => !!resource.workspaceId && claimed.has(resource.workspaceId),
+        claimed: (resource: ManagedResource) =>
+          (!!resource.workspaceId && claimed.has(resource.workspaceId)) || audited.has(resource.id),
         ghosts,
       };
     },
@@ -81,11 +93,14 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
  * it: the org's status is its operations' to change).
  */
 function tenantSource(deps: ControlPlaneDeps): ReconcileSource {
-  const { db, tenants } = deps;
+  const { db, tenants, clock } = deps;
+  const backend = tenantAuditBackend(tenants.name);
   return {
-    backend: `tenant:${tenants.name}`,
+    backend,
     list: () => tenants.listManaged(),
     async judge(resources) {
+      await resolveIntents(db, cpTenantResources, backend, resources, (r) => r.orgId, clock.now());
+      const audited = await openProviderIds(db, cpTenantResources, backend);
       const live = await db
         .select({ id: cpOrgs.id, status: cpOrgs.status })
         .from(cpOrgs)
@@ -97,7 +112,7 @@ function tenantSource(deps: ControlPlaneDeps): ReconcileSource {
         .where(and(eq(cpOrgs.status, "ready"), quietSubject(deps, cpOrgs.id)));
       const ghosts: GhostClaim[] = missingCompute(quiet, resources, (resource) => resource.orgId).map(
         (row) => ({
-          backend: `tenant:${tenants.name}`,
+          backend,
           subject: "tenant",
           id: row.id,
           org_id: row.id,
@@ -107,7 +122,8 @@ function tenantSource(deps: ControlPlaneDeps): ReconcileSource {
         }),
       );
       return {
-        claimed: (resource: ManagedResource) => !!resource.orgId && claimed.has(resource.orgId),
+        claimed: (resource: ManagedResource) =>
+          (!!resource.orgId && claimed.has(resource.orgId)) || audited.has(resource.id),
         ghosts,
       };
     },

@@ -7,12 +7,14 @@ import {
   type WorkspaceRef,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
+import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
 import { and, eq } from "drizzle-orm";
 import {
   type CpOperationError,
   type CpOperationRow,
   type CpWorkspaceRow,
   cpOrgs,
+  cpTenantResources,
   cpWorkspaces,
 } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
@@ -51,6 +53,13 @@ export async function performWorkspaceOperation(
   const idempotencyKey = `${operation.id}:${operation.attempts}`;
   const { signal, ensureCurrent } = attempt;
   const ref: WorkspaceRef = { workspaceId, orgId: operation.orgId, handle: workspace.handle ?? null };
+  // Each resource the backend creates is written down before the call and claimed after (cp_tenant_resources).
+  const audit = tableAudit(
+    deps.db,
+    cpTenantResources,
+    { subjectId: workspaceId, orgId: operation.orgId, backend: provisioner.name },
+    () => deps.clock.now(),
+  );
 
   switch (operation.kind) {
     case "provision": {
@@ -63,6 +72,7 @@ export async function performWorkspaceOperation(
           signal,
           idempotencyKey,
           operationId: operation.id,
+          audit,
         },
       );
       ensureCurrent();
@@ -79,6 +89,7 @@ export async function performWorkspaceOperation(
           signal,
           idempotencyKey,
           operationId: operation.id,
+          audit,
           recreate: input.recreate ?? false,
         },
       );
@@ -100,6 +111,7 @@ export async function performWorkspaceOperation(
     case "destroy":
       await provisioner.destroy(ref, { step, signal, idempotencyKey });
       ensureCurrent();
+      await releaseAudited(deps.db, cpTenantResources, { subjectId: workspaceId }, deps.clock.now());
       await save(deps, workspace, { handle: null, state: "destroyed" });
       return undefined;
     default:

@@ -1,4 +1,4 @@
-import type { ManagedResource, RuntimeStatus, StepReporter } from "@molecule/provisioner-core";
+import type { ManagedResource, ResourceAudit, RuntimeStatus, StepReporter } from "@molecule/provisioner-core";
 
 /** What the control plane asks a tenant backend to run: one org's tenant platform. */
 export interface TenantSpec {
@@ -39,6 +39,8 @@ export interface TenantContext {
    * (EC2's RunInstances ClientToken) derive it from this.
    */
   operationId?: string;
+  /** Where the backend records each resource it is about to create and then made (provisioner-core's ResourceAudit). */
+  audit?: ResourceAudit;
 }
 
 /**

@@ -22,6 +22,7 @@
 import { createServer } from "node:net";
 import { OrgSlug } from "@molecule/contracts";
 import {
+  auditedCreate,
   containerNetworking,
   createContainerUnlessTaken,
   createDockerClient,
@@ -46,12 +47,18 @@ import {
   redactCreateOptions,
   removeContainer,
   removeVolume,
-  type StepReporter,
   specScrubber,
   startContainer,
 } from "@molecule/provisioner-core";
 import type Dockerode from "dockerode";
-import type { TenantBackend, TenantHandle, TenantInstance, TenantRef, TenantSpec } from "./backend.ts";
+import type {
+  TenantBackend,
+  TenantContext,
+  TenantHandle,
+  TenantInstance,
+  TenantRef,
+  TenantSpec,
+} from "./backend.ts";
 
 export const DOCKER_TENANT_BACKEND = "docker";
 export const TENANT_KIND = "tenant";
@@ -321,7 +328,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
   async function provision(
     spec: TenantSpec,
     handle: TenantHandle | null,
-    ctx: { step?: StepReporter } | undefined,
+    ctx: TenantContext | undefined,
   ): Promise<TenantInstance> {
     validateSpec(spec);
     const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
@@ -336,11 +343,23 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       step("image_ready", `${image} ${outcome}`);
     }
     if (sharedNetwork) await ensureNetwork(docker, opts.network);
-    const volume = await ensureVolume(spec);
+    const volume = await auditedCreate(
+      ctx?.audit,
+      "volume",
+      tenantContainerName(spec.slug),
+      () => ensureVolume(spec),
+      (made) => made,
+    );
     step("volume_ready", volume);
     if (!existing) {
       const preferred = isDockerHandle(handle) ? handle.port : undefined;
-      const { info, created } = await ensureContainer(spec, volume, preferred);
+      const { info, created } = await auditedCreate(
+        ctx?.audit,
+        "container",
+        name,
+        () => ensureContainer(spec, volume, preferred),
+        (made) => made.info.Id,
+      );
       existing = info;
       step("container_created", created ? info.Id : `adopted ${info.Id}`);
     } else {
@@ -366,7 +385,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     name: DOCKER_TENANT_BACKEND,
 
     // Nothing the spec holds (the tenant's tokens and keys) leaves in an error or a step detail.
-    provision(spec, handle, ctx?: { step?: StepReporter }): Promise<TenantInstance> {
+    provision(spec, handle, ctx?: TenantContext): Promise<TenantInstance> {
       const scrub = specScrubber(spec);
       return scrub.run(() => provision(spec, handle, scrub.context(ctx)));
     },

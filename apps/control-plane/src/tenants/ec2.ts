@@ -29,12 +29,18 @@ import {
   ProvisionerError,
   type RegistryLogin,
   type RuntimeStatus,
-  type StepReporter,
   specScrubber,
   type VmOwner,
 } from "@molecule/provisioner-core";
 import type { AmiChoice } from "../services/ami.ts";
-import type { TenantBackend, TenantHandle, TenantInstance, TenantRef, TenantSpec } from "./backend.ts";
+import type {
+  TenantBackend,
+  TenantContext,
+  TenantHandle,
+  TenantInstance,
+  TenantRef,
+  TenantSpec,
+} from "./backend.ts";
 
 export const EC2_TENANT_BACKEND = "ec2";
 /** The port the tenant platform listens on inside its VM (published on the VM's private address). */
@@ -160,7 +166,7 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
   async function provision(
     spec: TenantSpec,
     handle: TenantHandle | null,
-    ctx: { step?: StepReporter; operationId?: string },
+    ctx: TenantContext,
   ): Promise<TenantInstance> {
     validate(spec);
     const account = accountFor(spec);

@@ -3,11 +3,13 @@ import {
   type OperationRow,
   operations,
   type WorkspaceRow,
+  workspaceResources,
   workspaceSecrets,
   workspaces,
   workspaceTokens,
 } from "@molecule/db";
 import type { Handle, Scrubber, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
+import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
 import {
   type AttemptContext,
   OperationRunner as DurableOperationRunner,
@@ -90,6 +92,13 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     // Stable across retries of one attempt, new for the next attempt: backends that call a remote API (the control
     // plane) send it as their idempotency key.
     const callKey = (call: string) => `${operation.id}:${operation.attempts}:${call}`;
+    // Each resource the backend creates is written down before the call and claimed after (workspace_resources).
+    const audit = tableAudit(
+      this.platform.db,
+      workspaceResources,
+      { subjectId: workspace.id, orgId: workspace.orgId, backend: provisioner.name },
+      () => this.platform.clock.now(),
+    );
     switch (operation.kind) {
       case "provision": {
         const spec = scrub.learn(await this.spec(workspace, operation));
@@ -98,6 +107,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           signal,
           idempotencyKey: callKey("provision"),
           operationId: operation.id,
+          audit,
         });
         ensureCurrent();
         await this.saveHandle(workspace.id, handle);
@@ -114,6 +124,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           recreate: workspace.needsRestart,
           idempotencyKey: callKey("start"),
           operationId: operation.id,
+          audit,
         });
         ensureCurrent();
         await this.saveHandle(workspace.id, handle);
@@ -155,6 +166,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           recreate: true,
           idempotencyKey: callKey("start"),
           operationId: operation.id,
+          audit,
         });
         ensureCurrent();
         await this.saveHandle(workspace.id, handle);
@@ -171,6 +183,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
             idempotencyKey: callKey("destroy"),
           });
         ensureCurrent();
+        await releaseAudited(
+          this.platform.db,
+          workspaceResources,
+          { subjectId: workspace.id },
+          this.platform.clock.now(),
+        );
         await this.platform.db.transaction(async (tx) => {
           await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));

@@ -5,8 +5,9 @@ import {
   LIVE_STATUSES,
   type WorkspaceStatus,
 } from "@molecule/contracts";
-import { operations, workspaces } from "@molecule/db";
+import { operations, workspaceResources, workspaces } from "@molecule/db";
 import type { ManagedResource } from "@molecule/provisioner-core";
+import { openProviderIds, resolveIntents } from "@molecule/service-kit/audit";
 import { missingCompute, Reconciler, type ReconcileSource } from "@molecule/service-kit/reconcile";
 import { operationStats, reconcileStats } from "@molecule/service-kit/stats";
 import { and, eq, inArray, ne, notExists, sql } from "drizzle-orm";
@@ -33,6 +34,16 @@ function workspaceSource(deps: PlatformDeps): ReconcileSource {
         (resource) => resource.orgId === null || resource.orgId === settings.orgId,
       ),
     async judge(resources) {
+      // a create that crashed before its claim left an intent: the listing says what it made
+      await resolveIntents(
+        db,
+        workspaceResources,
+        provisioner.name,
+        resources,
+        (r) => r.workspaceId,
+        deps.clock.now(),
+      );
+      const audited = await openProviderIds(db, workspaceResources, provisioner.name);
       const rows = await db
         .select({ id: workspaces.id, status: workspaces.status, runtime: workspaces.runtime })
         .from(workspaces)
@@ -81,7 +92,8 @@ function workspaceSource(deps: PlatformDeps): ReconcileSource {
         });
       }
       return {
-        claimed: (resource: ManagedResource) => !!resource.workspaceId && claimed.has(resource.workspaceId),
+        claimed: (resource: ManagedResource) =>
+          (!!resource.workspaceId && claimed.has(resource.workspaceId)) || audited.has(resource.id),
         ghosts,
       };
     },

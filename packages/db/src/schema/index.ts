@@ -1,3 +1,4 @@
 export * from "./credentials.ts";
 export * from "./operations.ts";
+export * from "./resources.ts";
 export * from "./workspaces.ts";

@@ -26,6 +26,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { auditedCreate } from "../provisioner.ts";
 import { type Scrubber, specScrubber } from "../scrub.ts";
 import {
   abortableSleep,
@@ -155,10 +156,18 @@ export class ControlPlaneProvisioner implements Provisioner {
     const scrub = this.scrubber(spec);
     return scrub.run(async () => {
       const body = toCpSpec(spec);
-      const operation = await this.mutate(
-        { op: "provision", method: "POST", path: "/cp/workspaces/provision", body },
+      // The control plane owns the machine and audits it itself; here, one claim of the CP-side workspace.
+      const operation = await auditedCreate(
+        ctx?.audit,
+        "workspace",
         spec.workspaceId,
-        scrub.context(ctx),
+        () =>
+          this.mutate(
+            { op: "provision", method: "POST", path: "/cp/workspaces/provision", body },
+            spec.workspaceId,
+            scrub.context(ctx),
+          ),
+        () => spec.workspaceId,
       );
       return this.handle(spec.workspaceId, operation);
     });

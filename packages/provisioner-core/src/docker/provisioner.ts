@@ -18,6 +18,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { auditedCreate } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { tierLimits } from "../tiers.ts";
 import { createDockerClient } from "./client.ts";
@@ -269,11 +270,24 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     }
     checkSignal(signal, "provision");
     if (isUserDefinedNetwork(opts.network)) await ensureNetwork(docker, opts.network);
-    const volume = await ensureVolume(spec);
+    const volumeName = resourceName(spec.workspaceId);
+    const volume = await auditedCreate(
+      ctx?.audit,
+      "volume",
+      volumeName,
+      () => ensureVolume(spec),
+      (made) => made,
+    );
     step("volume_ready", volume);
     checkSignal(signal, "provision");
     if (!existing) {
-      const { info, created } = await ensureContainer(spec, image, volume);
+      const { info, created } = await auditedCreate(
+        ctx?.audit,
+        "container",
+        name,
+        () => ensureContainer(spec, image, volume),
+        (made) => made.info.Id,
+      );
       existing = info;
       step("container_created", created ? info.Id : `adopted ${info.Id}`);
     } else {

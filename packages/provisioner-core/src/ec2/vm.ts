@@ -15,7 +15,12 @@
 import { DescribeSecurityGroupsCommand } from "@aws-sdk/client-ec2";
 import { ListSecretsCommand } from "@aws-sdk/client-secrets-manager";
 import { ProvisionerError } from "../errors.ts";
-import type { ManagedResource, StepReporter } from "../provisioner.ts";
+import {
+  auditedCreate,
+  type ManagedResource,
+  type ResourceAudit,
+  type StepReporter,
+} from "../provisioner.ts";
 import type { AwsAccess, AwsLogger } from "./aws.ts";
 import {
   type BootstrapBundle,
@@ -129,6 +134,8 @@ export interface Vm {
 
 export interface VmContext {
   step?: StepReporter;
+  /** Each group, bundle and instance is recorded before its create call and claimed after (see ResourceAudit). */
+  audit?: ResourceAudit;
 }
 
 export const EC2_RESOURCE_KINDS = {
@@ -178,7 +185,14 @@ export class Ec2Vms {
    */
   async ensure(spec: VmSpec, hint: VmHint = {}, ctx: VmContext = {}): Promise<Vm> {
     const owner = assertOwner(spec.owner);
-    const securityGroupId = await this.ensureGroup(spec);
+    const name = scopedName(this.scope, owner);
+    const securityGroupId = await auditedCreate(
+      ctx.audit,
+      EC2_RESOURCE_KINDS.securityGroup,
+      name,
+      () => this.ensureGroup(spec),
+      (id) => id,
+    );
     ctx.step?.("security_group_ready", `group_id=${securityGroupId}`);
     let instance = await this.find(owner, hint);
     let secretArn: string | null = null;
@@ -187,36 +201,49 @@ export class Ec2Vms {
       secretArn = await findBootstrapBundle(this.aws, this.scope, ownerName(owner));
     }
     if (!secretArn) {
-      secretArn = await this.putBundle(spec);
+      secretArn = await auditedCreate(
+        ctx.audit,
+        EC2_RESOURCE_KINDS.secret,
+        name,
+        () => this.putBundle(spec),
+        (arn) => arn,
+      );
       ctx.step?.("bootstrap_stored", "environment bundle in Secrets Manager");
     }
     const deadline = this.deadline(this.options.waitDeadlineMs, DEFAULT_WAIT_MS);
     if (!instance) {
       const imageId = spec.imageId ?? this.options.imageId;
       if (!imageId) throw new ProvisionerError("invalid_spec", "ec2: imageId (the AMI) is required", false);
-      const launched = await launchInstance(this.aws, {
-        scope: this.scope,
-        owner,
-        clientToken: clientToken(scopedName(this.scope, owner), spec.operationKey),
-        imageId,
-        instanceType: spec.instanceType,
-        subnetId: this.options.subnetId,
-        securityGroupIds: [securityGroupId, ...(spec.memberGroupIds ?? [])],
-        instanceProfile: requireInstanceProfile(this.options.instanceProfile),
-        keyName: this.options.keyName,
-        rootVolumeGb: spec.rootVolumeGb,
-        rootDeviceName: this.options.rootDeviceName,
-        userData: renderUserData({
-          secretArn,
-          region: this.aws.region,
-          image: spec.image,
-          containerName: ownerName(owner),
-          port: spec.servicePort,
-          dataPath: spec.dataPath,
-          addressEnv: spec.addressEnv,
-        }),
-        hibernation: this.options.hibernation,
-      });
+      const launched = await auditedCreate(
+        ctx.audit,
+        EC2_RESOURCE_KINDS.instance,
+        name,
+        () =>
+          launchInstance(this.aws, {
+            scope: this.scope,
+            owner,
+            clientToken: clientToken(scopedName(this.scope, owner), spec.operationKey),
+            imageId,
+            instanceType: spec.instanceType,
+            subnetId: this.options.subnetId,
+            securityGroupIds: [securityGroupId, ...(spec.memberGroupIds ?? [])],
+            instanceProfile: requireInstanceProfile(this.options.instanceProfile),
+            keyName: this.options.keyName,
+            rootVolumeGb: spec.rootVolumeGb,
+            rootDeviceName: this.options.rootDeviceName,
+            userData: renderUserData({
+              secretArn,
+              region: this.aws.region,
+              image: spec.image,
+              containerName: ownerName(owner),
+              port: spec.servicePort,
+              dataPath: spec.dataPath,
+              addressEnv: spec.addressEnv,
+            }),
+            hibernation: this.options.hibernation,
+          }),
+        (made) => made.instance.id,
+      );
       instance = launched.instance;
       ctx.step?.(launched.created ? "instance_created" : "instance_found", `instance_id=${instance.id}`);
       await bindBundleToInstance(this.aws, secretArn, instance.id);

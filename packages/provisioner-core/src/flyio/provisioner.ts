@@ -16,6 +16,7 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
+import { auditedCreate } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { TIER_LIMITS } from "../tiers.ts";
 import {
@@ -422,12 +423,25 @@ export class FlyProvisioner implements Provisioner {
           volume = null;
         }
         if (!volume) {
-          const created = await this.createVolume(spec, region);
+          const created = await auditedCreate(
+            ctx.audit,
+            "fly_volume",
+            flyVolumeName(spec.workspaceId),
+            () => this.createVolume(spec, region),
+            (made) => made.volume.id,
+          );
           volume = created.volume;
           uncertainVolumeCreate ||= created.uncertain;
           ctx.step?.("volume_created", `volume_id=${volume.id} region=${volume.region ?? region}`);
         }
-        machine = await this.createMachine(spec, region, volume);
+        const attached = volume;
+        machine = await auditedCreate(
+          ctx.audit,
+          "fly_machine",
+          resourceName(spec.workspaceId),
+          () => this.createMachine(spec, region, attached),
+          (made) => made.id,
+        );
         ctx.step?.("machine_created", `machine_id=${machine.id} region=${machine.region ?? region}`);
         break;
       } catch (error) {

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 /**
  * AWS access for every EC2 role (the workspace provisioner, the control plane's tenant backend): the SDK v3 clients
  * built from injected settings (endpoint, region, credentials provider: no process.env here), and one call wrapper.
@@ -230,6 +231,8 @@ export class AwsAccess {
   readonly sleep: (ms: number) => Promise<void>;
   private readonly policy: RetryPolicy;
   private readonly random: () => number;
+  /** The signal of the lifecycle call under way (see `underSignal`), so that helpers need not pass it along. */
+  private readonly callSignal = new AsyncLocalStorage<AbortSignal | undefined>();
 
   constructor(private readonly options: AwsAccessOptions) {
     if (!options.region)
@@ -267,11 +270,12 @@ export class AwsAccess {
     options: AwsCallOptions = {},
   ): Promise<T> {
     const backoff = this.backoff();
+    const signal = options.signal ?? this.callSignal.getStore();
     for (;;) {
-      if (options.signal?.aborted) throw awsError(service, op, { name: "AbortError" });
+      if (signal?.aborted) throw awsError(service, op, { name: "AbortError" });
       let failure: ProvisionerError;
       try {
-        return await send(options.signal);
+        return await send(signal);
       } catch (error) {
         failure = awsError(service, op, error);
         if (options.retry === false || failure.details.transient !== true) throw failure;
@@ -286,7 +290,7 @@ export class AwsAccess {
         { service, operation: op, attempt: backoff.attempts, delayMs: delay, error: failure.message },
         "aws request failed; retrying",
       );
-      await this.sleep(delay);
+      await this.pause(delay);
     }
   }
 
@@ -310,7 +314,37 @@ export class AwsAccess {
       }
       throw error;
     }
-    await this.sleep(delay);
+    await this.pause(delay);
+  }
+
+  /**
+   * Runs `fn` (one lifecycle call) under `signal`: every request it makes through `call` and every `pause` ends with
+   * a retryable `timeout` once the signal fires.
+   */
+  underSignal<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    return this.callSignal.run(signal, fn);
+  }
+
+  /** Waits `ms` (the injected sleep), or ends with a retryable `timeout` as soon as the current call's signal fires. */
+  pause(ms: number): Promise<void> {
+    const signal = this.callSignal.getStore();
+    if (!signal) return this.sleep(ms);
+    const aborted = () => new ProvisionerError("timeout", "AWS call aborted while waiting", true);
+    if (signal.aborted) return Promise.reject(aborted());
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(aborted());
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.sleep(ms).then(
+        () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        (error: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      );
+    });
   }
 
   /** Closes the SDK clients' sockets. */

@@ -350,3 +350,25 @@ describe("failures that must not be retried away", () => {
     await expectWorld([], [spec]);
   });
 });
+
+describe("a lifecycle call whose signal fires (its operation was abandoned at its deadline)", () => {
+  it("ends an AWS request that never answers with a retryable timeout; a later provision converges", async () => {
+    const spec = makeSpec();
+    // RunInstances is held far longer than any test runs: only the abort can end the call.
+    arm("RunInstances", { kind: "slow", delayMs: 10 * 60_000 });
+    const abandon = new AbortController();
+    const call = h.provisioner.provision(spec, null, {
+      operationId: "op_abandoned",
+      signal: abandon.signal,
+      step: (name) => {
+        if (name === "bootstrap_stored") abandon.abort(new Error("deadline passed"));
+      },
+    });
+    await expect(call).rejects.toMatchObject({ retryable: true });
+    h.emulator.clearFaults();
+    await h.provisioner.provision(spec, null, { operationId: "op_abandoned" });
+    await expectWorld([spec]);
+    await h.provisioner.destroy(ref(spec));
+    await expectWorld([], [spec]);
+  });
+});

@@ -302,7 +302,7 @@ export async function waitForState(
         { instanceId, state: instance?.state },
       );
     }
-    await aws.sleep(wait);
+    await aws.pause(wait);
   }
 }
 

@@ -150,8 +150,10 @@ export class Ec2Provisioner implements Provisioner {
     const scrub = specScrubber(spec, this.options.registry?.password);
     return scrub.run(async () => {
       const owner = await this.ownerOf(spec);
-      return this.vms.locked(owner, () =>
-        this.ensure(spec, owner, handle, scrub.context(ctx) ?? {}, "provision"),
+      return this.vms.locked(
+        owner,
+        () => this.ensure(spec, owner, handle, scrub.context(ctx) ?? {}, "provision"),
+        ctx.signal,
       );
     });
   }
@@ -161,47 +163,55 @@ export class Ec2Provisioner implements Provisioner {
     return scrub.run(async () => {
       const owner = await this.ownerOf(spec);
       const scrubbed = scrub.context(ctx) ?? {};
-      return this.vms.locked(owner, async () => {
-        if (ctx.recreate) {
-          // The boot unit rebuilds the container from the bundle on every boot: new env, then a stop and a start.
-          await this.vms.putBundle({ owner, env: spec.env, registry: this.options.registry });
-          scrubbed.step?.("bootstrap_stored", "environment bundle replaced");
-          await this.vms.stop(owner, hintOf(handle), scrubbed);
-        }
-        return this.ensure(spec, owner, handle, scrubbed, "start");
-      });
+      return this.vms.locked(
+        owner,
+        async () => {
+          if (ctx.recreate) {
+            // The boot unit rebuilds the container from the bundle on every boot: new env, then a stop and a start.
+            await this.vms.putBundle({ owner, env: spec.env, registry: this.options.registry });
+            scrubbed.step?.("bootstrap_stored", "environment bundle replaced");
+            await this.vms.stop(owner, hintOf(handle), scrubbed);
+          }
+          return this.ensure(spec, owner, handle, scrubbed, "start");
+        },
+        ctx.signal,
+      );
     });
   }
 
   async stop(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
     const owner = this.refOwner(ref);
-    await this.vms.locked(owner, () => this.vms.stop(owner, hintOf(ref.handle), ctx));
+    await this.vms.locked(owner, () => this.vms.stop(owner, hintOf(ref.handle), ctx), ctx.signal);
   }
 
   async suspend(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<SuspendResult> {
     const owner = this.refOwner(ref);
-    return this.vms.locked(owner, async () => {
-      const instance = await this.vms.find(owner, hintOf(ref.handle));
-      if (!instance) {
-        throw new ProvisionerError("not_found", `no EC2 instance for workspace ${ref.workspaceId}`, false);
-      }
-      if (this.options.hibernation && instance.hibernationConfigured) {
-        await this.vms.stop(owner, { instanceId: instance.id }, { ...ctx, hibernate: true });
-        return { suspended: true };
-      }
-      await this.vms.stop(owner, { instanceId: instance.id }, ctx);
-      return {
-        suspended: false,
-        reason: this.options.hibernation
-          ? "the instance was launched without hibernation; stopped instead"
-          : "EC2 hibernation is not configured for this deployment; stopped instead",
-      };
-    });
+    return this.vms.locked(
+      owner,
+      async () => {
+        const instance = await this.vms.find(owner, hintOf(ref.handle));
+        if (!instance) {
+          throw new ProvisionerError("not_found", `no EC2 instance for workspace ${ref.workspaceId}`, false);
+        }
+        if (this.options.hibernation && instance.hibernationConfigured) {
+          await this.vms.stop(owner, { instanceId: instance.id }, { ...ctx, hibernate: true });
+          return { suspended: true };
+        }
+        await this.vms.stop(owner, { instanceId: instance.id }, ctx);
+        return {
+          suspended: false,
+          reason: this.options.hibernation
+            ? "the instance was launched without hibernation; stopped instead"
+            : "EC2 hibernation is not configured for this deployment; stopped instead",
+        };
+      },
+      ctx.signal,
+    );
   }
 
   async destroy(ref: WorkspaceRef, ctx: ProvisionContext = {}): Promise<void> {
     const owner = this.refOwner(ref);
-    await this.vms.locked(owner, () => this.vms.destroy(owner, hintOf(ref.handle), ctx));
+    await this.vms.locked(owner, () => this.vms.destroy(owner, hintOf(ref.handle), ctx), ctx.signal);
   }
 
   async status(ref: WorkspaceRef): Promise<RuntimeStatus> {

@@ -225,7 +225,7 @@ export async function deleteSecurityGroup(aws: AwsAccess, groupId: string, deadl
           { groupId },
         );
       }
-      await aws.sleep(wait);
+      await aws.pause(wait);
     }
   }
 }

@@ -162,11 +162,15 @@ export class Ec2Vms {
     requireInstanceProfile(options.instanceProfile);
   }
 
-  /** Serialises work on one owner inside this process (a provision racing a provision adopts, never doubles). */
-  locked<T>(owner: VmOwner, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Serialises work on one owner inside this process (a provision racing a provision adopts, never doubles); `fn`
+   * runs under `signal` (AwsAccess.underSignal).
+   */
+  locked<T>(owner: VmOwner, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const key = scopedName(this.scope, owner);
     const previous = this.locks.get(key) ?? Promise.resolve();
-    const next = previous.then(fn, fn);
+    const run = () => this.aws.underSignal(signal, fn);
+    const next = previous.then(run, run);
     const tail = next.catch(() => undefined);
     this.locks.set(key, tail);
     void tail.then(() => {

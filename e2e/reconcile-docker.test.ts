@@ -20,8 +20,12 @@ const otherDeployment = `rec-other-${randomBytes(4).toString("hex")}`;
 const ids = createIdGenerator();
 let platform: TestPlatform;
 
-/** A volume named and labelled as the docker backend labels a workspace's. */
-async function workspaceVolume(workspaceId: string, labelledDeployment: string): Promise<string> {
+/** A volume named and labelled as the docker backend labels a workspace's (optionally with an environment). */
+async function workspaceVolume(
+  workspaceId: string,
+  labelledDeployment: string,
+  environment?: string,
+): Promise<string> {
   const name = resourceName(workspaceId);
   await docker.createVolume({
     Name: name,
@@ -30,6 +34,7 @@ async function workspaceVolume(workspaceId: string, labelledDeployment: string):
       [LABELS.workspaceId]: workspaceId,
       [LABELS.orgId]: "org_test",
       [LABELS.deployment]: labelledDeployment,
+      ...(environment ? { [LABELS.environment]: environment } : {}),
     },
   });
   return name;
@@ -45,7 +50,7 @@ async function volumeExists(name: string): Promise<boolean> {
 }
 
 beforeAll(async () => {
-  platform = await createDockerTestPlatform({ docker, deployment });
+  platform = await createDockerTestPlatform({ docker, deployment, environment: "test" });
 });
 
 afterAll(async () => {
@@ -55,9 +60,10 @@ afterAll(async () => {
 });
 
 describe("the tenant platform's reconciler on docker", () => {
-  it("reports an unclaimed volume of this deployment as an orphan and never lists another deployment's", async () => {
-    const stray = await workspaceVolume(ids.next("ws"), deployment);
+  it("reports an unclaimed volume of this deployment as an orphan and never lists another deployment's or environment's", async () => {
+    const stray = await workspaceVolume(ids.next("ws"), deployment, "test");
     const foreign = await workspaceVolume(ids.next("ws"), otherDeployment);
+    const otherEnvironment = await workspaceVolume(ids.next("ws"), deployment, "staging");
 
     const reconciled = await platform.call("POST", "/admin/reconcile");
     expect(reconciled.status).toBe(200);
@@ -73,6 +79,7 @@ describe("the tenant platform's reconciler on docker", () => {
     expect(stats.body.lastReconcile.at).toBe(reconciled.body.at);
     expect(await volumeExists(stray)).toBe(true);
     expect(await volumeExists(foreign)).toBe(true);
+    expect(await volumeExists(otherEnvironment)).toBe(true);
   });
 
   it("deletes an orphan only when enabled and once it is older than the grace, and never another deployment's", async () => {
@@ -90,6 +97,10 @@ describe("the tenant platform's reconciler on docker", () => {
       const after = await platform.call("POST", "/admin/reconcile");
       expect(after.body.deleted).toBe(1);
       for (const name of strays) expect(await volumeExists(name)).toBe(false);
+      const staging = await docker.listVolumes({
+        filters: { label: [`${LABELS.deployment}=${deployment}`, `${LABELS.environment}=staging`] },
+      });
+      expect(staging.Volumes?.length).toBe(1);
       const foreign = await docker.listVolumes({
         filters: { label: [`${LABELS.deployment}=${otherDeployment}`] },
       });
@@ -138,6 +149,7 @@ describe("the tenant platform's reconciler on docker", () => {
         .map((row) => ({ kind: row.kind, name: row.name, state: row.state, providerId: row.providerId }))
         .sort((a, b) => a.kind.localeCompare(b.kind));
     const container = await docker.getContainer(resourceName(id)).inspect();
+    expect(container.Config.Labels[LABELS.environment]).toBe("test");
     expect(await rows()).toEqual([
       { kind: "container", name: resourceName(id), state: "claimed", providerId: container.Id },
       { kind: "volume", name: resourceName(id), state: "claimed", providerId: resourceName(id) },

@@ -14,6 +14,8 @@ export { removeDeployment };
 export async function createDockerTestPlatform(options: {
   docker: Dockerode;
   deployment: string;
+  /** MOLECULE_ENV for the backend's labels and listing (none by default). */
+  environment?: string;
   network?: string;
   workspaceEnv?: Record<string, string>;
   resolveAgentHost?: PlatformDeps["resolveAgentHost"];
@@ -22,6 +24,7 @@ export async function createDockerTestPlatform(options: {
   const provisioner = createDockerProvisioner({
     docker,
     deployment,
+    ...(options.environment ? { environment: options.environment } : {}),
     imagePrefix: "molecule/workspace-",
     // The tag global-setup built (infra/build-workspace-image.sh reads the same variable): checkouts sharing one
     // engine can each run their own agent code.

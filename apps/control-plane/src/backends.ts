@@ -60,6 +60,7 @@ export function buildWorkspaceProvisioner(config: ControlPlaneConfig, deps: Back
     case "docker":
       return createDockerProvisioner({
         deployment: config.deployment,
+        environment: config.environment,
         imagePrefix: backend.imagePrefix,
         imageTag: backend.imageTag,
         network: backend.network,
@@ -73,6 +74,7 @@ export function buildWorkspaceProvisioner(config: ControlPlaneConfig, deps: Back
         region: backend.flyRegion,
         baseUrl: backend.flyBaseUrl,
         deployment: config.deployment,
+        environment: config.environment,
         imagePrefix: backend.imagePrefix,
         imageTag: backend.imageTag,
         logger: logger.child({ component: "flyio" }),

@@ -49,6 +49,7 @@ export function buildProvisioner(
     case "docker":
       return createDockerProvisioner({
         deployment: config.deployment,
+        environment: config.environment,
         imagePrefix: config.workspaces.imagePrefix,
         imageTag: config.workspaces.imageTag,
         network: config.workspaces.network,
@@ -64,6 +65,7 @@ export function buildProvisioner(
         baseUrl: config.backend.flyBaseUrl,
         waitDeadlineMs: config.backend.flyWaitDeadlineMs,
         deployment: config.deployment,
+        environment: config.environment,
         imagePrefix: config.workspaces.imagePrefix,
         imageTag: config.workspaces.imageTag,
         logger: logger.child({ component: "flyio" }),

@@ -28,6 +28,8 @@ export const LABELS = {
   workspaceId: "molecule.workspace_id",
   orgId: "molecule.org_id",
   deployment: "molecule.deployment",
+  /** MOLECULE_ENV, where the operator sets one: listings skip resources labelled with another environment. */
+  environment: "molecule.environment",
   /** What the resource is, where one engine holds more than workspaces (the control plane's `tenant`). */
   kind: "molecule.kind",
 } as const;

@@ -152,11 +152,19 @@ export async function ownedContainerStatus(
   return containerRuntimeStatus(info.State);
 }
 
-/** Every container and volume carrying all of `labelFilter` (docker label filters, `key` or `key=value`). */
+/**
+ * Every container and volume carrying all of `labelFilter` (docker label filters, `key` or `key=value`), less those
+ * labelled with an environment other than `environment` (docker cannot filter on a label's absence).
+ */
 export async function listManagedResources(
   docker: Dockerode,
   labelFilter: string[],
+  environment?: string,
 ): Promise<ManagedResource[]> {
+  const otherEnvironment = (labels: Record<string, string> | undefined) =>
+    environment !== undefined &&
+    labels?.[LABELS.environment] !== undefined &&
+    labels[LABELS.environment] !== environment;
   const filters = { label: labelFilter };
   const [containers, volumes] = await Promise.all([
     dockerCall("list containers", () => docker.listContainers({ all: true, filters })),
@@ -164,6 +172,7 @@ export async function listManagedResources(
   ]);
   const out: ManagedResource[] = [];
   for (const c of containers ?? []) {
+    if (otherEnvironment(c.Labels)) continue;
     out.push({
       kind: "container",
       id: c.Id,
@@ -174,6 +183,7 @@ export async function listManagedResources(
   }
   for (const v of volumes?.Volumes ?? []) {
     const labels = (v.Labels ?? {}) as Record<string, string>;
+    if (otherEnvironment(labels)) continue;
     out.push({
       kind: "volume",
       id: v.Name,

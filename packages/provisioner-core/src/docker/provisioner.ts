@@ -49,6 +49,11 @@ export interface DockerProvisionerOptions {
   docker?: Dockerode;
   /** Every resource is labelled with it; `listManaged` returns only resources carrying it. */
   deployment: string;
+  /**
+   * MOLECULE_ENV: labelled on what this backend creates; `listManaged` leaves out resources labelled with another
+   * environment (resources made before the label existed carry none and stay listed).
+   */
+  environment?: string;
   /** Image is `${imagePrefix}${spec.runtime}:${imageTag}`, e.g. `molecule/workspace-` + `echo` + `latest`. */
   imagePrefix: string;
   imageTag: string;
@@ -147,6 +152,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   const pullTimeoutMs = opts.pullTimeoutMs ?? 120_000;
   const stopTimeout = opts.stopTimeoutSeconds ?? 10;
   const deploymentFilter = `${LABELS.deployment}=${opts.deployment}`;
+  const labels = (spec: WorkspaceSpec) => ({
+    ...labelsFor(spec),
+    ...(opts.environment ? { [LABELS.environment]: opts.environment } : {}),
+  });
   let hostCpus: number | undefined;
 
   const imageFor = (runtime: string) => `${opts.imagePrefix}${runtime}:${opts.imageTag}`;
@@ -189,7 +198,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     ensureImageOn(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
 
   const ensureVolume = (spec: WorkspaceSpec) =>
-    ensureOwnedVolume(docker, resourceName(spec.workspaceId), labelsFor(spec), owner(spec.workspaceId));
+    ensureOwnedVolume(docker, resourceName(spec.workspaceId), labels(spec), owner(spec.workspaceId));
 
   async function nanoCpus(cpus: number): Promise<number> {
     if (hostCpus === undefined) {
@@ -212,7 +221,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       name,
       Image: image,
       Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
-      Labels: labelsFor(spec),
+      Labels: labels(spec),
       ...(networking.networkingConfig ? { NetworkingConfig: networking.networkingConfig } : {}),
       HostConfig: {
         Memory: memory,
@@ -383,6 +392,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     // Only workspace resources: other managed things of the deployment on this engine (the control plane's tenant
     // containers) carry no workspace id.
     listManaged: (): Promise<ManagedResource[]> =>
-      listManagedResources(docker, [`${LABELS.managed}=true`, deploymentFilter, LABELS.workspaceId]),
+      listManagedResources(
+        docker,
+        [`${LABELS.managed}=true`, deploymentFilter, LABELS.workspaceId],
+        opts.environment,
+      ),
   };
 }

@@ -34,6 +34,11 @@ export interface FlyProvisionerOptions {
   apiToken: string;
   /** FLY_WORKSPACE_APP: the Fly app that holds the workspace machines and volumes. */
   app: string;
+  /**
+   * MOLECULE_ENV: put in each machine's metadata; `listManaged` leaves out machines (and their volumes) with another
+   * environment's (machines made before it carry none and stay listed).
+   */
+  environment?: string;
   /** FLY_REGION (default ord) */
   region: string;
   /** FLY_FALLBACK_REGIONS: tried in order when a region answers insufficient_capacity. */
@@ -360,9 +365,18 @@ export class FlyProvisioner implements Provisioner {
         query: { [`metadata.${LABELS.deployment}`]: this.options.deployment },
       })
     ).body;
+    const environment = this.options.environment;
+    const foreign = new Set(
+      machines
+        .filter((m) => {
+          const theirs = m.config?.metadata?.[LABELS.environment];
+          return environment !== undefined && theirs !== undefined && theirs !== environment;
+        })
+        .map((m) => m.id),
+    );
     const byId = new Map(machines.map((m) => [m.id, m]));
     const out: ManagedResource[] = machines
-      .filter((m) => m.state !== "destroyed")
+      .filter((m) => m.state !== "destroyed" && !foreign.has(m.id))
       .map((m) => ({
         kind: "fly_machine",
         id: m.id,
@@ -373,7 +387,7 @@ export class FlyProvisioner implements Provisioner {
     for (const volume of await this.listVolumes()) {
       const owner = volume.attached_machine_id ? byId.get(volume.attached_machine_id) : undefined;
       // Volumes carry no metadata: ours are attached to our machines, or unattached with a workspace-id name.
-      if (volume.attached_machine_id && !owner) continue;
+      if (volume.attached_machine_id && (!owner || foreign.has(volume.attached_machine_id))) continue;
       const fromName = volume.name && isId("ws", volume.name) ? volume.name : null;
       if (!owner && !fromName) continue;
       out.push({
@@ -489,6 +503,7 @@ export class FlyProvisioner implements Provisioner {
         [LABELS.workspaceId]: spec.workspaceId,
         [LABELS.orgId]: spec.orgId,
         [LABELS.deployment]: spec.deployment,
+        ...(this.options.environment ? { [LABELS.environment]: this.options.environment } : {}),
       },
       restart: { policy: "on-failure", max_retries: 3 },
       auto_destroy: false,

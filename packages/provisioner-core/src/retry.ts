@@ -1,4 +1,5 @@
 import { errors as undiciErrors } from "undici";
+import { ProvisionerError } from "./errors.ts";
 
 /** The backoff policy lives in contracts (pure, shared with service-kit and the agent SDK); re-exported here. */
 export { Backoff, backoffDelay, parseRetryAfter, type RetryPolicy } from "@molecule/contracts";
@@ -38,4 +39,33 @@ export function connectionCause(error: unknown): string {
   if (typeof code === "string" && /^[A-Z][A-Z0-9_]{1,40}$/.test(code)) return code;
   const name = error instanceof Error ? error.name : "";
   return /^[A-Za-z]{1,40}$/.test(name) ? name : "unknown";
+}
+
+/**
+ * Waits `ms` with `sleep`, or ends with a retryable `timeout` as soon as `signal` fires (an operation abandoned at its
+ * deadline stops waiting between a backend's retries and polls). `what` names the backend in the error.
+ */
+export function pauseUnlessAborted(
+  sleep: (ms: number) => Promise<void>,
+  ms: number,
+  signal: AbortSignal | undefined,
+  what: string,
+): Promise<void> {
+  if (!signal) return sleep(ms);
+  const aborted = () => new ProvisionerError("timeout", `${what} call aborted while waiting`, true);
+  if (signal.aborted) return Promise.reject(aborted());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(aborted());
+    signal.addEventListener("abort", onAbort, { once: true });
+    sleep(ms).then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }

@@ -13,7 +13,7 @@ import { EC2Client, type EC2ClientConfig } from "@aws-sdk/client-ec2";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Backoff, type RetryPolicy } from "@molecule/contracts";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
-import { connectionCause, isConnectionError } from "../retry.ts";
+import { connectionCause, isConnectionError, pauseUnlessAborted } from "../retry.ts";
 
 export interface AwsLogger {
   warn(fields: Record<string, unknown>, message: string): void;
@@ -327,24 +327,7 @@ export class AwsAccess {
 
   /** Waits `ms` (the injected sleep), or ends with a retryable `timeout` as soon as the current call's signal fires. */
   pause(ms: number): Promise<void> {
-    const signal = this.callSignal.getStore();
-    if (!signal) return this.sleep(ms);
-    const aborted = () => new ProvisionerError("timeout", "AWS call aborted while waiting", true);
-    if (signal.aborted) return Promise.reject(aborted());
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(aborted());
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.sleep(ms).then(
-        () => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        },
-        (error: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(error);
-        },
-      );
-    });
+    return pauseUnlessAborted(this.sleep, ms, this.callSignal.getStore(), "AWS");
   }
 
   /** Closes the SDK clients' sockets. */

@@ -17,6 +17,7 @@ import type {
   WorkspaceSpec,
 } from "../provisioner.ts";
 import { auditedCreate } from "../provisioner.ts";
+import { pauseUnlessAborted } from "../retry.ts";
 import { specScrubber } from "../scrub.ts";
 import { TIER_LIMITS } from "../tiers.ts";
 import {
@@ -583,24 +584,7 @@ export class FlyProvisioner implements Provisioner {
 
   /** Waits `ms`, or ends with a retryable `timeout` as soon as the current lifecycle call's signal fires. */
   private pause(ms: number): Promise<void> {
-    const signal = this.callSignal.getStore();
-    if (!signal) return this.sleep(ms);
-    const aborted = () => new ProvisionerError("timeout", "Fly call aborted while waiting", true);
-    if (signal.aborted) return Promise.reject(aborted());
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(aborted());
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.sleep(ms).then(
-        () => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        },
-        (error: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(error);
-        },
-      );
-    });
+    return pauseUnlessAborted(this.sleep, ms, this.callSignal.getStore(), "Fly");
   }
 
   private async pauseOrThrow(backoff: ReturnType<FlyApi["backoff"]>, error: unknown): Promise<void> {

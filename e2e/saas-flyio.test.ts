@@ -245,13 +245,18 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
     expect(fly.volumes(FLY_APP)).toHaveLength(0);
     expect(fly.violations).toEqual([]);
 
-    // Every control-plane table with an org_id column holds no row of the org; cp_orgs keeps only the tombstone.
+    // Every control-plane table with an org_id column holds no row of the org; cp_orgs keeps only the tombstone, and
+    // the resource audit keeps the org's rows for audit, every one released.
     const sql = postgres(cpDb.url, { max: 1, onnotice: () => {} });
     try {
       const tables = await sql<{ table_name: string }[]>`
         SELECT table_name FROM information_schema.columns
         WHERE table_schema = 'public' AND table_name LIKE 'cp\\_%' AND column_name = 'org_id'
+          AND table_name <> 'cp_tenant_resources'
         ORDER BY table_name`;
+      const audit = await sql<{ state: string; n: number }[]>`
+        SELECT state, count(*)::int AS n FROM cp_tenant_resources WHERE org_id = ${org.id} GROUP BY state`;
+      expect(audit.map((row) => row.state)).toEqual(["released"]);
       expect(tables.map((t) => t.table_name)).toEqual(
         expect.arrayContaining(["cp_boot_events", "cp_operations", "cp_tenant_credentials", "cp_workspaces"]),
       );

@@ -60,6 +60,18 @@ describe("fly emulator", () => {
     expect(await res.body.json()).toEqual({ error: expect.any(String) });
   });
 
+  it("answers a malformed escape in the path with 400 and keeps serving", async () => {
+    const res = await call("GET", "/apps/app/machines/%E0%A4%A");
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ error: "invalid URL escape in the path" });
+    expect((await call("GET", "/apps/app/machines")).status).toBe(200);
+    // A path no document operation matches is the client's mistake, so the validator records it.
+    expect(new Set(emu.violations)).toEqual(
+      new Set(["GET /apps/app/machines/%E0%A4%A: no such operation in the OpenAPI document"]),
+    );
+    emu.violations.length = 0;
+  });
+
   it("creates, waits, stops, suspends, starts and destroys a machine through the state machine", async () => {
     const m = await createMachine();
     expect(m.state).toBe("created");

@@ -162,9 +162,13 @@ export class OpenApiValidator {
       const op = route.ops[method.toUpperCase()];
       if (!op) continue;
       const params: Record<string, string> = {};
-      route.names.forEach((name, i) => {
-        params[name] = decodeURIComponent(m[i + 1] ?? "");
-      });
+      try {
+        route.names.forEach((name, i) => {
+          params[name] = decodeURIComponent(m[i + 1] ?? "");
+        });
+      } catch {
+        return null; // a malformed escape matches no operation; the emulator answers it 400
+      }
       return {
         operationId: op.operationId,
         template: route.template,

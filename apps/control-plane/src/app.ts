@@ -61,7 +61,7 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
 
   const tenant = requireTenant(deps);
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);
-  app.route("/cp", tenantRoutes(workspaces, orgs));
+  app.route("/cp", tenantRoutes(deps, workspaces, orgs));
 
   app.notFound(notFound);
   app.onError(handleError);

@@ -107,6 +107,40 @@ describe("control plane config", () => {
   });
 });
 
+describe("control plane config for backups", () => {
+  it("flags tenants stale after 36 h by default and passes no backup settings while the prefix is empty", () => {
+    const config = loadConfig({ ...base, TENANT_BACKUP_INTERVAL: "6h" });
+    expect(config.backups).toEqual({ staleAfterMs: 36 * 3_600_000, tenantEnv: {} });
+  });
+
+  it("hands tenants the backup settings that are set, and reads BACKUP_STALE_AFTER as a duration", () => {
+    const config = loadConfig({
+      ...base,
+      BACKUP_STALE_AFTER: "48h",
+      TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
+      TENANT_BACKUP_INTERVAL: "12h",
+      TENANT_BACKUP_S3_REGION: "eu-west-1",
+    });
+    expect(config.backups).toEqual({
+      staleAfterMs: 48 * 3_600_000,
+      tenantEnv: {
+        TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
+        TENANT_BACKUP_INTERVAL: "12h",
+        TENANT_BACKUP_S3_REGION: "eu-west-1",
+      },
+    });
+  });
+
+  it("stops with one line naming the variable", () => {
+    expect(() => loadConfig({ ...base, TENANT_BACKUP_S3_PREFIX: "https://bucket/prefix" })).toThrow(
+      /^invalid configuration: TENANT_BACKUP_S3_PREFIX: .*must be an s3:\/\/bucket\/prefix URL/,
+    );
+    expect(() => loadConfig({ ...base, BACKUP_STALE_AFTER: "soon" })).toThrow(
+      /^invalid configuration: BACKUP_STALE_AFTER: .*must be a duration/,
+    );
+  });
+});
+
 describe("control plane config for EC2", () => {
   const ec2Tenants = {
     ...base,

@@ -1,8 +1,10 @@
+import { S3_URL_PATTERN } from "@molecule/contracts";
 import { DEFAULT_WORKSPACE_NETWORK } from "@molecule/provisioner-core";
 import {
   ConfigError,
   DAY_MS,
   dockerHostUrl,
+  duration,
   isStrictEnvironment,
   operationDeadlines,
   parseEnv,
@@ -121,7 +123,42 @@ const EnvSchema = z.object({
     .transform(commaList)
     .pipe(z.array(awsId("CANARY_TENANT_INGRESS_SG_IDS", "sg")))
     .default([]),
+  BACKUP_STALE_AFTER: duration("BACKUP_STALE_AFTER", 60_000).default(36 * 60 * 60_000),
+  TENANT_BACKUP_S3_PREFIX: z
+    .string()
+    .trim()
+    .refine(
+      (text) => text === "" || S3_URL_PATTERN.test(text),
+      "TENANT_BACKUP_S3_PREFIX must be an s3://bucket/prefix URL (empty disables backups)",
+    )
+    .default(""),
+  TENANT_BACKUP_INTERVAL: z.string().optional(),
+  TENANT_BACKUP_FORMAT: z.string().optional(),
+  TENANT_BACKUP_S3_REGION: z.string().optional(),
+  TENANT_BACKUP_S3_ENDPOINT: z.string().url("TENANT_BACKUP_S3_ENDPOINT must be a URL").optional(),
+  TENANT_BACKUP_S3_ACCESS_KEY_ID: z.string().optional(),
+  TENANT_BACKUP_S3_SECRET_ACCESS_KEY: z.string().optional(),
 });
+
+/**
+ * The backup settings each tenant is provisioned with, passed through as they are set here (the tenant checks its
+ * own values at start-up): nothing at all while TENANT_BACKUP_S3_PREFIX is empty.
+ */
+function tenantBackupEnv(env: z.infer<typeof EnvSchema>): Record<string, string> {
+  if (!env.TENANT_BACKUP_S3_PREFIX) return {};
+  const names = [
+    "TENANT_BACKUP_S3_PREFIX",
+    "TENANT_BACKUP_INTERVAL",
+    "TENANT_BACKUP_FORMAT",
+    "TENANT_BACKUP_S3_REGION",
+    "TENANT_BACKUP_S3_ENDPOINT",
+    "TENANT_BACKUP_S3_ACCESS_KEY_ID",
+    "TENANT_BACKUP_S3_SECRET_ACCESS_KEY",
+  ] as const;
+  return Object.fromEntries(
+    names.flatMap((name) => (env[name] ? [[name, env[name]] as const] : [])),
+  ) as Record<string, string>;
+}
 
 const CANARY_VARIABLES = ["CANARY_ROLE_ARN", "CANARY_REGION", "CANARY_VPC_ID", "CANARY_SUBNET_ID"] as const;
 
@@ -180,6 +217,12 @@ function shape(env: z.infer<typeof EnvSchema>) {
       /** Secrets handed to EC2 tenants in their bootstrap bundle, never in user-data. */
       ghcrPullToken: env.GHCR_PULL_TOKEN ?? null,
       databaseUrl: env.TENANT_DATABASE_URL ?? null,
+    },
+    backups: {
+      /** A tenant with no succeeded backup within this is flagged stale in GET /cp/admin/backups. */
+      staleAfterMs: env.BACKUP_STALE_AFTER,
+      /** Added to every tenant's environment when it is provisioned (docker and EC2 alike). */
+      tenantEnv: tenantBackupEnv(env),
     },
     /** AWS for the ec2 tenant and workspace backends; checked in loadConfig when either is selected. */
     ec2: {

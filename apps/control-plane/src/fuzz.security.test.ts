@@ -48,6 +48,17 @@ const spec = (workspaceId: string) => ({
   metadata: { team: "x" },
 });
 
+const backupReport = {
+  slug: "attacker",
+  outcome: "succeeded",
+  location: "s3://molecule-backups/tenants/attacker/2026-01-01T00-00-00-000Z.dump",
+  format: "pg_dump_custom",
+  size_bytes: 1024,
+  sha256: "0".repeat(64),
+  started_at: "2026-01-01T00:00:00.000Z",
+  finished_at: "2026-01-01T00:00:05.000Z",
+};
+
 interface Sent {
   method: string;
   path: string;
@@ -170,6 +181,13 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  "GET /cp/admin/backups": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/cp/admin/backups?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
   "GET /cp/orgs": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>
@@ -241,6 +259,18 @@ const ROUTES: Record<string, () => Promise<void>> = {
           holdsUnstorableText(storedPart(body, { stage: 1, detail: 1 })),
         ),
       ),
+      fuzzParameters(),
+    ),
+  // A report for another org (its slug) is always refused, like unstorable text.
+  "POST /cp/tenants/backup-report": () =>
+    fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody(backupReport)), async (body) => {
+        const stored = storedPart(body, { slug: 1, location: 1, error: 1 }) as { slug?: unknown } | undefined;
+        await probe(
+          { as: "tenant", method: "POST", path: "/cp/tenants/backup-report", body },
+          holdsUnstorableText(stored) || (stored?.slug !== undefined && stored.slug !== "attacker"),
+        );
+      }),
       fuzzParameters(),
     ),
 };

@@ -94,6 +94,7 @@ async function main(): Promise<void> {
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,
       reconcile: config.reconcile,
+      backups: config.backups,
     },
   };
   const runner = createOperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);

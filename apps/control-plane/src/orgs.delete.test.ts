@@ -36,6 +36,19 @@ describe("deleting an org cascades", () => {
     await cp.tenant(keeper, "POST", "/cp/workspaces/provision", { body: spec(kept) });
     await cp.runner.drain();
     await cp.tenant(doomed, "POST", "/cp/tenants/boot-event", { body: { stage: "ready" } });
+    const reported = await cp.tenant(doomed, "POST", "/cp/tenants/backup-report", {
+      body: {
+        slug: "doomed",
+        outcome: "succeeded",
+        location: "s3://molecule-backups/tenants/doomed/2026-01-01T00-00-00-000Z.dump",
+        format: "pg_dump_custom",
+        size_bytes: 1024,
+        sha256: "0".repeat(64),
+        started_at: "2026-01-01T00:00:00.000Z",
+        finished_at: "2026-01-01T00:00:05.000Z",
+      },
+    });
+    expect(reported.status).toBe(204);
     // A stray: made on the backend for the org but never recorded (e.g. a crash before the row was written).
     await fake.provision(
       {

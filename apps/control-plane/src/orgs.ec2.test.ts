@@ -7,11 +7,13 @@
  */
 import { randomBytes } from "node:crypto";
 import {
+  DescribeInstanceAttributeCommand,
   DescribeInstancesCommand,
   DescribeSecurityGroupsCommand,
   EC2Client,
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
+import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { type AwsEmulator, startAwsEmulator } from "@molecule/aws-emulator";
 import { createIdGenerator } from "@molecule/contracts";
 import { EC2_TAGS, type Ec2Handle, Ec2Vms, type Provisioner } from "@molecule/provisioner-core";
@@ -64,6 +66,10 @@ beforeAll(async () => {
     EC2_TENANT_IAM_PROFILE: net.instanceProfile,
     EC2_AMI: net.imageId,
     EC2_TERMINATE_DEADLINE_SECONDS: "20",
+    TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
+    TENANT_BACKUP_INTERVAL: "12h",
+    TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIABACKUPONLY",
+    TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "backup-secret-access-key",
   });
   const backendDeps = {
     logger: pino({ level: "silent" }),
@@ -75,7 +81,7 @@ beforeAll(async () => {
     database,
     provisioner,
     tenants: buildTenantBackend(config, backendDeps),
-    settings: { deployment: DEPLOYMENT },
+    settings: { deployment: DEPLOYMENT, backups: config.backups },
   });
   // The account as an operator sees this installation's resources, by their tags.
   vms = new Ec2Vms({
@@ -115,6 +121,38 @@ async function untilDeleted(orgId: string): Promise<void> {
   }
   throw new Error("the org was not deleted");
 }
+
+describe("an org's tenant on EC2", () => {
+  it("reads the control plane's backup settings from its bootstrap bundle, never from user-data", async () => {
+    const org = await cp.createOrg("ec2-backed-up");
+    await cp.runner.drain();
+    const [row] = await cp.db.db.select().from(cpOrgs).where(eq(cpOrgs.id, org.orgId));
+    const secretArn = String(row?.tenantHandle?.secretArn ?? "");
+    expect(secretArn).toMatch(/^arn:aws:secretsmanager:/);
+    const secrets = new SecretsManagerClient({
+      region: "us-east-1",
+      endpoint: aws.endpoint,
+      credentials: TEST_CREDENTIALS,
+    });
+    const bundle = JSON.parse(
+      (await secrets.send(new GetSecretValueCommand({ SecretId: secretArn }))).SecretString ?? "{}",
+    );
+    expect(bundle.env).toMatchObject({
+      MOLECULE_ORG_ID: org.orgId,
+      TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
+      TENANT_BACKUP_INTERVAL: "12h",
+      TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIABACKUPONLY",
+      TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "backup-secret-access-key",
+    });
+    const [instance] = await instancesOf(org.orgId);
+    const userData = await ec2().send(
+      new DescribeInstanceAttributeCommand({ InstanceId: instance?.InstanceId, Attribute: "userData" }),
+    );
+    const script = Buffer.from(userData.UserData?.Value ?? "", "base64").toString("utf8");
+    expect(script).toContain(secretArn);
+    expect(script).not.toContain("backup-secret-access-key");
+  });
+});
 
 describe("deleting an org on EC2", () => {
   it("removes its workspace VMs (a stray with no row too), its tenant, groups and bundles; survives a failure half-way", async () => {

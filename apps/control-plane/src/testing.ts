@@ -154,6 +154,7 @@ export async function createTestControlPlane(
       operationLeaseMs: 30_000,
       operationMaxAttempts: 3,
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
+      backups: { staleAfterMs: 36 * 60 * 60_000, tenantEnv: {} },
       ...options.settings,
     },
   };

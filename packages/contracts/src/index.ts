@@ -1,6 +1,7 @@
 export * from "./a2a.ts";
 export * from "./admin.ts";
 export * from "./backoff.ts";
+export * from "./backups.ts";
 export * from "./controlplane.ts";
 export * from "./errors.ts";
 export * from "./ids.ts";

@@ -3,6 +3,8 @@
  * `cp_` prefix so this schema can live beside a tenant's in one PostgreSQL server or database.
  */
 import {
+  type BackupFormat,
+  type BackupOutcome,
   CP_OPERATION_KINDS,
   type CpOperationResult,
   OPERATION_STATUSES,
@@ -10,6 +12,7 @@ import {
 } from "@molecule/contracts";
 import { sql } from "drizzle-orm";
 import {
+  bigint,
   bigserial,
   boolean,
   check,
@@ -91,6 +94,34 @@ export const cpBootEvents = pgTable(
     at: ts("at").notNull().defaultNow(),
   },
   (table) => [index("cp_boot_events_org_idx").on(table.orgId, table.id)],
+);
+
+/**
+ * The backups tenants report (`POST /cp/tenants/backup-report`), succeeded and failed, one row per dump. A report
+ * sent again (a retried call) changes nothing: the location is unique per org.
+ */
+export const cpTenantBackups = pgTable(
+  "cp_tenant_backups",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => cpOrgs.id),
+    outcome: text("outcome").$type<BackupOutcome>().notNull(),
+    location: text("location").notNull(),
+    format: text("format").$type<BackupFormat>().notNull(),
+    sizeBytes: bigint("size_bytes", { mode: "number" }),
+    sha256: text("sha256"),
+    startedAt: ts("started_at").notNull(),
+    finishedAt: ts("finished_at").notNull(),
+    error: text("error"),
+    receivedAt: ts("received_at").notNull().defaultNow(),
+  },
+  (table) => [
+    uniqueIndex("cp_tenant_backups_org_location_idx").on(table.orgId, table.location),
+    index("cp_tenant_backups_org_finished_idx").on(table.orgId, table.finishedAt),
+    check("cp_tenant_backups_outcome_check", sql`${table.outcome} IN ('succeeded', 'failed')`),
+  ],
 );
 
 /** Workspaces the control plane runs on behalf of a tenant; the id is the tenant's own workspace id. */
@@ -223,6 +254,7 @@ export const cpTenantResources = pgTable(
 export type CpOrgRow = typeof cpOrgs.$inferSelect;
 export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
 export type CpOperationRow = typeof cpOperations.$inferSelect;
+export type CpTenantBackupRow = typeof cpTenantBackups.$inferSelect;
 
 /** Every table, children first: the order a full cleanup deletes in. */
 export const CP_TABLES = [
@@ -231,6 +263,7 @@ export const CP_TABLES = [
   cpOperations,
   cpWorkspaces,
   cpBootEvents,
+  cpTenantBackups,
   cpTenantCredentials,
   cpOrgs,
   cpThinAmiPins,

@@ -1,4 +1,5 @@
 import {
+  BackupReportBody,
   BootEventBody,
   CpProvisionBody,
   CpStartBody,
@@ -10,6 +11,8 @@ import { parseWith } from "@molecule/service-kit/http";
 import { type Context, Hono } from "hono";
 import { idempotencyKey, parseJsonBytes } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
+import { recordBackupReport } from "../services/backups.ts";
+import type { ControlPlaneDeps } from "../services/deps.ts";
 import type { OrgService } from "../services/orgs.ts";
 import type { WorkspaceService } from "../services/workspaces.ts";
 
@@ -23,7 +26,7 @@ const operationIdParam = (c: Context) =>
   parseWith(OperationId, c.req.param("id"), "operation id in the path");
 
 /** Routes a tenant calls with its signed credential (mounted behind requireTenant). */
-export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
+export function tenantRoutes(deps: ControlPlaneDeps, workspaces: WorkspaceService, orgs: OrgService) {
   const app = new Hono<AppEnv>();
 
   app.post("/workspaces/provision", async (c) => {
@@ -100,6 +103,13 @@ export function tenantRoutes(workspaces: WorkspaceService, orgs: OrgService) {
   app.post("/tenants/boot-event", async (c) => {
     const event = parseJsonBytes(c.get("rawBody"), BootEventBody);
     await orgs.recordBootEvent(c.get("tenant").orgId, event);
+    return c.body(null, 204);
+  });
+
+  /** A dump the tenant made (or failed to make): recorded for `GET /cp/admin/backups`. */
+  app.post("/tenants/backup-report", async (c) => {
+    const report = parseJsonBytes(c.get("rawBody"), BackupReportBody);
+    await recordBackupReport(deps, c.get("tenant"), report);
     return c.body(null, 204);
   });
 

@@ -44,4 +44,15 @@ export interface ControlPlaneSettings {
   operationDeadlinesMs?: Readonly<Record<string, number>>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */
   reconcile: ReconcileSettings;
+  backups: BackupSettings;
+}
+
+export interface BackupSettings {
+  /** BACKUP_STALE_AFTER: a tenant whose last succeeded backup is older than this is flagged stale. */
+  staleAfterMs: number;
+  /**
+   * The TENANT_BACKUP_* variables every tenant is provisioned with (empty when backups are off); the names listed in
+   * TENANT_BACKUP_SECRET_KEYS are secret.
+   */
+  tenantEnv: Record<string, string>;
 }

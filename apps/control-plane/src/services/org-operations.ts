@@ -9,6 +9,7 @@ import {
   cpOperations,
   cpOrgs,
   cpRequestNonces,
+  cpTenantBackups,
   cpTenantCredentials,
   cpTenantResources,
   cpWorkspaces,
@@ -24,6 +25,7 @@ export const TENANT_SECRET_KEYS = [
   "PROVISION_SHARED_SECRET",
   "ADMIN_TOKEN",
   "SECRETS_ENCRYPTION_KEY",
+  "TENANT_BACKUP_S3_SECRET_ACCESS_KEY",
 ] as const;
 
 const WAIT_FOR_RUNNING_MS = 2_000;
@@ -78,11 +80,15 @@ async function provisionTenant(
   if (!org.tenantEnvSealed || org.tenantEnvKeyVersion === null) {
     throw new Error(`org ${org.id} has no sealed tenant environment`);
   }
-  const env = deps.sealer.openJson<Record<string, string>>(
-    org.tenantEnvSealed,
-    org.tenantEnvKeyVersion,
-    tenantEnvAad(org.id),
-  );
+  // The backup settings are the control plane's current ones, not those of the day the org was created.
+  const env = {
+    ...deps.sealer.openJson<Record<string, string>>(
+      org.tenantEnvSealed,
+      org.tenantEnvKeyVersion,
+      tenantEnvAad(org.id),
+    ),
+    ...deps.settings.backups.tenantEnv,
+  };
   scrub.addSpec({ env, secretKeys: TENANT_SECRET_KEYS, orgId: org.id });
   const instance = await deps.tenants.provision(
     {
@@ -192,6 +198,7 @@ async function destroyOrg(
     await releaseAudited(tx, cpTenantResources, { orgId: org.id }, clock.now());
     await tx.delete(cpRequestNonces).where(eq(cpRequestNonces.orgId, org.id));
     await tx.delete(cpBootEvents).where(eq(cpBootEvents.orgId, org.id));
+    await tx.delete(cpTenantBackups).where(eq(cpTenantBackups.orgId, org.id));
     await tx.delete(cpTenantCredentials).where(eq(cpTenantCredentials.orgId, org.id));
     await tx.delete(cpOperations).where(eq(cpOperations.orgId, org.id));
     await tx.delete(cpWorkspaces).where(eq(cpWorkspaces.orgId, org.id));

@@ -34,6 +34,7 @@ const adminRoutes = (): [string, string, unknown?][] => [
   ["POST", `/workspaces/${workspaceId}/stop`],
   ["POST", `/workspaces/${workspaceId}/start`],
   ["POST", `/workspaces/${workspaceId}/restart`],
+  ["POST", `/workspaces/${workspaceId}/redeploy`],
   ["GET", `/workspaces/${workspaceId}/secrets`],
   ["PUT", `/workspaces/${workspaceId}/secrets/K`, { value: "changed" }],
   ["DELETE", `/workspaces/${workspaceId}/secrets/K`],

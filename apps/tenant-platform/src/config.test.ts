@@ -64,6 +64,7 @@ describe("operation deadlines and retention", () => {
       provision: 900_000,
       start: 900_000,
       restart: 900_000,
+      redeploy: 900_000,
       stop: 600_000,
       suspend: 600_000,
       destroy: 600_000,
@@ -83,7 +84,7 @@ describe("operation deadlines and retention", () => {
     });
     expect(config.retention.operationsMs).toBe(7 * 86_400_000);
     expect(() => loadConfig({ OPERATION_DEADLINES: "provision_tenant=60" })).toThrow(
-      'invalid configuration: OPERATION_DEADLINES: "provision_tenant=60" is not kind=seconds with seconds above 0 and a kind among provision, start, restart, stop, suspend, destroy',
+      'invalid configuration: OPERATION_DEADLINES: "provision_tenant=60" is not kind=seconds with seconds above 0 and a kind among provision, start, restart, redeploy, stop, suspend, destroy',
     );
   });
 });

@@ -34,6 +34,7 @@ export const DEFAULT_OPERATION_DEADLINES_SECONDS: Record<OperationKind, number> 
   provision: 900,
   start: 900,
   restart: 900,
+  redeploy: 900,
   stop: 600,
   suspend: 600,
   destroy: 600,
@@ -56,6 +57,7 @@ const EnvSchema = z.object({
   WORKSPACE_NETWORK: z.string().default(DEFAULT_WORKSPACE_NETWORK),
   IMAGE_PULL_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
   HEARTBEAT_STALE_AFTER: z.coerce.number().positive().default(90),
+  REDEPLOY_ONLINE_TIMEOUT_SECONDS: z.coerce.number().positive().default(300),
   STATUS_SWEEP_INTERVAL: z.coerce.number().positive().default(15),
   A2A_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
   A2A_MAX_REQUEST_BYTES: z.coerce
@@ -169,6 +171,7 @@ function shape(env: z.infer<typeof EnvSchema>) {
     },
     liveness: {
       staleAfterMs: env.HEARTBEAT_STALE_AFTER * 1000,
+      redeployOnlineTimeoutMs: env.REDEPLOY_ONLINE_TIMEOUT_SECONDS * 1000,
       sweepIntervalMs: env.STATUS_SWEEP_INTERVAL * 1000,
     },
     a2a: {

@@ -312,9 +312,9 @@ describe("an external workspace's life", () => {
     expect((await statusOf(id)).status).toBe("online");
   });
 
-  it("refuses stop, start, restart and suspend with 409", async () => {
+  it("refuses stop, start, restart, redeploy and suspend with 409", async () => {
     const { id } = await connected();
-    for (const kind of ["stop", "start", "restart", "suspend"]) {
+    for (const kind of ["stop", "start", "restart", "redeploy", "suspend"]) {
       const response = await platform.call("POST", `/workspaces/${id}/${kind}`);
       expect(response.status, kind).toBe(409);
       expect(response.body.error.code).toBe("conflict");

@@ -194,6 +194,7 @@ const ROUTES: Record<string, () => Promise<void>> = {
   "POST /workspaces/:id/stop": () => idRoute("POST", (id) => `/workspaces/${id}/stop`),
   "POST /workspaces/:id/start": () => idRoute("POST", (id) => `/workspaces/${id}/start`),
   "POST /workspaces/:id/restart": () => idRoute("POST", (id) => `/workspaces/${id}/restart`),
+  "POST /workspaces/:id/redeploy": () => idRoute("POST", (id) => `/workspaces/${id}/redeploy`),
   "POST /workspaces/:id/suspend": () => idRoute("POST", (id) => `/workspaces/${id}/suspend`),
   "GET /workspaces/:id/secrets": () => idRoute("GET", (id) => `/workspaces/${id}/secrets`),
   "GET /workspaces/:id/secrets/values": async () => {

@@ -54,6 +54,7 @@ describe("ids a client sends", () => {
       ["POST", (id) => `/workspaces/${id}/stop`],
       ["POST", (id) => `/workspaces/${id}/start`],
       ["POST", (id) => `/workspaces/${id}/restart`],
+      ["POST", (id) => `/workspaces/${id}/redeploy`],
       ["POST", (id) => `/workspaces/${id}/suspend`],
       ["GET", (id) => `/workspaces/${id}/secrets`],
       ["PUT", (id) => `/workspaces/${id}/secrets/API_KEY`, { value: "v" }],

@@ -195,6 +195,7 @@ async function run(
       allowInsecureAgentUrls: config.agentUrls.allowInsecure,
       allowPrivateAgentUrls: config.agentUrls.allowPrivate,
       staleAfterMs: config.liveness.staleAfterMs,
+      redeployOnlineTimeoutMs: config.liveness.redeployOnlineTimeoutMs,
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,

@@ -44,7 +44,15 @@ export function sourcesOf(to: WorkspaceStatus): WorkspaceStatus[] {
 /** Statuses in which the workspace's process is expected to be running. */
 export const LIVE_STATUSES: readonly WorkspaceStatus[] = ["awaiting_agent", "online", "degraded", "offline"];
 
-export const OPERATION_KINDS = ["provision", "start", "stop", "restart", "suspend", "destroy"] as const;
+export const OPERATION_KINDS = [
+  "provision",
+  "start",
+  "stop",
+  "restart",
+  "redeploy",
+  "suspend",
+  "destroy",
+] as const;
 export const OperationKind = z.enum(OPERATION_KINDS);
 export type OperationKind = z.infer<typeof OperationKind>;
 
@@ -58,6 +66,7 @@ export const OPERATION_ENTRY_STATUS: Record<OperationKind, WorkspaceStatus> = {
   start: "provisioning",
   stop: "stopping",
   restart: "stopping",
+  redeploy: "stopping",
   suspend: "stopping",
   destroy: "removing",
 };

@@ -6,6 +6,7 @@ export * from "./errors.ts";
 export * from "./flyio/index.ts";
 export * from "./naming.ts";
 export * from "./provisioner.ts";
+export * from "./rebuild.ts";
 export * from "./retry.ts";
 export * from "./scrub.ts";
 export * from "./select.ts";

@@ -60,7 +60,7 @@ export function workspaceRoutes(workspaces: WorkspaceService, secrets: SecretSer
     return c.json(await workspaces.requestLifecycle(workspaceId(c.req.param("id")), "destroy", key), 202);
   });
 
-  for (const kind of ["stop", "start", "restart", "suspend"] as const satisfies LifecycleKind[]) {
+  for (const kind of ["stop", "start", "restart", "redeploy", "suspend"] as const satisfies LifecycleKind[]) {
     app.post(`/:id/${kind}`, async (c) => {
       const key = idempotencyKey(c.req.header("idempotency-key"));
       return c.json(await workspaces.requestLifecycle(workspaceId(c.req.param("id")), kind, key), 202);

@@ -46,6 +46,8 @@ export interface PlatformSettings {
   /** `ALLOW_PRIVATE_AGENT_URLS`: agent URLs on loopback, private, link-local or metadata addresses. */
   allowPrivateAgentUrls: boolean;
   staleAfterMs: number;
+  /** REDEPLOY_ONLINE_TIMEOUT_SECONDS: how long a redeploy waits for its agent to be online again (default 300 s). */
+  redeployOnlineTimeoutMs?: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;
   /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */

@@ -8,7 +8,16 @@ import {
   workspaces,
   workspaceTokens,
 } from "@molecule/db";
-import type { Handle, Scrubber, StepReporter, WorkspaceRef, WorkspaceSpec } from "@molecule/provisioner-core";
+import {
+  type Handle,
+  ProvisionerError,
+  pauseUnlessAborted,
+  rebuildWorkspace,
+  type Scrubber,
+  type StepReporter,
+  type WorkspaceRef,
+  type WorkspaceSpec,
+} from "@molecule/provisioner-core";
 import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
 import {
   type AttemptContext,
@@ -25,6 +34,11 @@ import { openOperationInput } from "./operation-input.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 type OperationError = { code: string; message: string };
+
+/** How long a redeploy waits for its agent to be online again (REDEPLOY_ONLINE_TIMEOUT_SECONDS overrides). */
+export const DEFAULT_REDEPLOY_ONLINE_TIMEOUT_MS = 300_000;
+const ONLINE_POLL_MS = 500;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The platform's operations: one at a time per workspace; errors are stored as code and message. */
 const operationTable: OperationTableAdapter<OperationRow, OperationError> = {
@@ -152,25 +166,28 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         });
         return;
       }
-      case "restart": {
-        await provisioner.stop(this.ref(workspace), { step, signal, idempotencyKey: callKey("stop") });
-        ensureCurrent();
-        await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
-        await transitionWorkspace(this.platform, workspace.id, "provisioning", { from: ["stopped"] });
+      case "restart":
+      case "redeploy": {
         const spec = scrub.learn(await this.spec(workspace, operation));
-        await this.forgetHeartbeat(workspace.id);
-        // A restart always starts a fresh process from the current spec (secrets included); the volume stays.
-        const handle = await provisioner.start(spec, workspace.handle, {
+        // A fresh process from the current spec (secrets included) on the backend's current image; the volume stays.
+        const handle = await rebuildWorkspace(provisioner, spec, workspace.handle, {
           step,
           signal,
-          recreate: true,
-          idempotencyKey: callKey("start"),
+          callKey,
           operationId: operation.id,
           audit,
+          afterStop: async () => {
+            ensureCurrent();
+            await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
+            await transitionWorkspace(this.platform, workspace.id, "provisioning", { from: ["stopped"] });
+            await this.forgetHeartbeat(workspace.id);
+          },
         });
         ensureCurrent();
         await this.saveHandle(workspace.id, handle);
         await this.markStarted(workspace.id);
+        // A redeploy is done when the rebuilt workspace's agent is back: whoever rolls a fleet waits on it.
+        if (operation.kind === "redeploy") await this.awaitOnline(workspace.id, step, signal);
         return;
       }
       case "destroy": {
@@ -213,6 +230,33 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         step("records_removed");
         return;
       }
+    }
+  }
+
+  /**
+   * Polls the workspace row (any replica may take the agent's registration and heartbeats) until it is online, and
+   * fails for good when it is not within the redeploy's bound.
+   */
+  private async awaitOnline(workspaceId: string, step: StepReporter, signal: AbortSignal): Promise<void> {
+    const { clock, settings } = this.platform;
+    const timeoutMs = settings.redeployOnlineTimeoutMs ?? DEFAULT_REDEPLOY_ONLINE_TIMEOUT_MS;
+    const started = clock.now().getTime();
+    for (;;) {
+      const { status } = await this.workspace(workspaceId);
+      if (status === "online") {
+        step("agent_online");
+        return;
+      }
+      if (status === "removing" || status === "removed")
+        throw new OperationSuperseded("the workspace is being deleted");
+      if (clock.now().getTime() - started >= timeoutMs) {
+        throw new ProvisionerError(
+          "timeout",
+          `the agent did not come online within ${Math.round(timeoutMs / 1000)} s of the redeploy (it is ${status})`,
+          false,
+        );
+      }
+      await pauseUnlessAborted(sleep, ONLINE_POLL_MS, signal, "redeploy");
     }
   }
 

@@ -38,6 +38,7 @@ export const LIFECYCLE_SOURCES: Record<LifecycleKind, readonly WorkspaceStatus[]
   start: ["stopped", "suspended", "failed"],
   stop: ["awaiting_agent", "online", "degraded", "offline", "suspended", "failed"],
   restart: ["awaiting_agent", "online", "degraded", "offline", "failed"],
+  redeploy: ["awaiting_agent", "online", "degraded", "offline", "failed"],
   suspend: ["awaiting_agent", "online", "degraded", "offline"],
   // Anything that may move to `removing`, as the shared transition table says.
   destroy: sourcesOf("removing"),
@@ -213,7 +214,7 @@ export class WorkspaceService {
     return this.accepted(workspaceId, operationId);
   }
 
-  /** stop, start, restart, suspend, destroy: validated against the status now, then queued durably. */
+  /** stop, start, restart, redeploy, suspend, destroy: validated against the status now, then queued durably. */
   async requestLifecycle(
     workspaceId: string,
     kind: LifecycleKind,
@@ -225,7 +226,7 @@ export class WorkspaceService {
     if (replayed) return replayed;
 
     const operationId = ids.next("op");
-    const needsBootToken = kind === "start" || kind === "restart";
+    const needsBootToken = kind === "start" || kind === "restart" || kind === "redeploy";
     const bootToken = needsBootToken ? mintToken("mbt") : null;
     const outcome = await db.transaction(async (tx) => {
       const [row] = await tx

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
 import { QUARANTINED, retryDelayMs } from "./operations.ts";
 import {
+  AttemptSuperseded,
   countHungOperations,
   HUNG,
   OperationDeferred,
@@ -34,6 +35,11 @@ const jobs = pgTable("runner_jobs", {
   finishedAt: timestamp("finished_at", { withTimezone: true }),
 });
 type Job = typeof jobs.$inferSelect;
+// What an operation's fenced writes change: the state of its subject.
+const subjects = pgTable("runner_subjects", {
+  queue: text("queue").primaryKey(),
+  state: text("state").notNull(),
+});
 type JobError = { code: string; message: string; retryable: boolean };
 
 class Clock {
@@ -58,6 +64,7 @@ beforeAll(async () => {
       attempts integer NOT NULL DEFAULT 0, steps jsonb NOT NULL DEFAULT '[]', result jsonb, error jsonb,
       locked_by text, locked_until timestamptz, run_after timestamptz NOT NULL, created_at timestamptz NOT NULL,
       updated_at timestamptz NOT NULL, finished_at timestamptz)`);
+  await database.db.execute(sql`CREATE TABLE runner_subjects (queue text PRIMARY KEY, state text NOT NULL)`);
 });
 afterAll(async () => {
   await database.drop();
@@ -65,6 +72,7 @@ afterAll(async () => {
 beforeEach(async () => {
   clock = new Clock();
   await database.db.delete(jobs);
+  await database.db.delete(subjects);
 });
 
 function logger() {
@@ -263,6 +271,11 @@ describe("the durable-operation runner on a table of its own", () => {
     const signals: AbortSignal[] = [];
     let lateReturn: (value: { result: string }) => void = () => {};
     let lateWrite: "written" | "refused" | null = null;
+    let lateFenced: "written" | "refused" | "failed" | null = null;
+    let lateDone: () => void = () => {};
+    const lateFinished = new Promise<void>((resolve) => {
+      lateDone = resolve;
+    });
     const { run } = runner(
       {
         perform: async (row, step, _scrub, attempt) => {
@@ -279,6 +292,13 @@ describe("the durable-operation runner on a table of its own", () => {
           } catch {
             lateWrite = "refused";
           }
+          try {
+            await attempt.fenced((tx) => tx.insert(subjects).values({ queue: row.queue, state: "late" }));
+            lateFenced = "written";
+          } catch (error) {
+            lateFenced = error instanceof AttemptSuperseded ? "refused" : "failed";
+          }
+          lateDone();
           return late;
         },
       },
@@ -305,8 +325,10 @@ describe("the durable-operation runner on a table of its own", () => {
     expect(signals[1]?.aborted).toBe(false);
     // The first attempt comes back now: its step, its write and its result go nowhere.
     lateReturn({ result: "late" });
-    await new Promise((resolve) => setImmediate(resolve));
+    await lateFinished;
     expect(lateWrite).toBe("refused");
+    expect(lateFenced).toBe("refused");
+    expect(await database.db.select().from(subjects)).toEqual([]);
     const done = await job("job-1");
     expect(done).toMatchObject({ status: "succeeded", attempts: 2, error: null, result: { done: 2 } });
     expect(done.steps).toEqual([expect.objectContaining({ name: HUNG, detail: "attempt 1 of 3 abandoned" })]);
@@ -344,5 +366,57 @@ describe("the durable-operation runner on a table of its own", () => {
     expect(failed).toEqual([error]);
     expect(await job("job-2")).toMatchObject({ status: "succeeded", error: null });
     expect(await countHungOperations(database.db, jobs as unknown as OperationsTable)).toBe(1);
+  });
+
+  it("a fenced write of an attempt whose row another runner claimed since changes nothing; the current one's lands", async () => {
+    await add("job-1", "q1");
+    let resume: () => void = () => {};
+    const outcomes: string[] = [];
+    const perform: OperationHandlers<Job, JobError>["perform"] = async (row, _step, _scrub, attempt) => {
+      if (row.attempts === 1) {
+        await new Promise<void>((resolve) => {
+          resume = resolve;
+        });
+      }
+      try {
+        await attempt.fenced((tx) =>
+          tx
+            .insert(subjects)
+            .values({ queue: row.queue, state: `written by attempt ${row.attempts}` })
+            .onConflictDoUpdate({
+              target: subjects.queue,
+              set: { state: `written by attempt ${row.attempts}` },
+            }),
+        );
+        outcomes.push(`attempt ${row.attempts} wrote`);
+      } catch (error) {
+        outcomes.push(
+          `attempt ${row.attempts} ${error instanceof AttemptSuperseded ? "superseded" : "failed"}`,
+        );
+        throw error;
+      }
+      return undefined;
+    };
+    const { run: first, lines } = runner({ perform }, "runner-a");
+    const claimed = await first.claim();
+    if (!claimed) throw new Error("nothing claimed");
+    const stalled = first.execute(claimed);
+    // The first runner stalls past its lease; another claims the row and finishes it.
+    clock.advance(settings.operationLeaseMs + 1);
+    const { run: second } = runner({ perform }, "runner-b");
+    expect(await second.drain()).toBe(1);
+    expect(await job("job-1")).toMatchObject({ status: "succeeded", attempts: 2 });
+    resume();
+    await stalled;
+    expect(outcomes).toEqual(["attempt 2 wrote", "attempt 1 superseded"]);
+    const [subject] = await database.db.select().from(subjects).where(eq(subjects.queue, "q1"));
+    expect(subject?.state).toBe("written by attempt 2");
+    expect(await job("job-1")).toMatchObject({
+      status: "succeeded",
+      attempts: 2,
+      error: null,
+      lockedBy: null,
+    });
+    expect(lines.some((line) => String(line.msg).startsWith("attempt superseded"))).toBe(true);
   });
 });

@@ -101,18 +101,31 @@ function duration(ms: number): string {
 }
 
 /**
+ * A write of an attempt that is no longer its operation's (abandoned at its deadline, or its row claimed by another
+ * runner since): it was not made, and the attempt ends without touching the row.
+ */
+export class AttemptSuperseded extends Error {}
+
+// biome-ignore lint/suspicious/noExplicitAny: both apps' schemas are accepted.
+export type RunnerDb = PgDatabase<PgQueryResultHKT, any>;
+
+/**
  * What one attempt is given besides its row: `signal` aborts when the attempt is abandoned at its deadline (pass it
  * to every backend call), and `ensureCurrent` throws once it has, so an abandoned attempt that comes back late
- * writes nothing (call it before each write the attempt makes outside the runner).
+ * writes nothing (call it before each write the attempt makes outside the runner). `fenced` is the stronger form
+ * for the writes that decide the subject's state: it runs `write` in a transaction that first locks the operation's
+ * row as this attempt holds it (leased to this runner, same attempt number), so an attempt that was abandoned, or
+ * whose lease lapsed and whose row another runner claimed, gets `AttemptSuperseded` and writes nothing; a claim by
+ * another runner waits for the transaction, so the check and the write are one.
  */
 export interface AttemptContext {
   signal: AbortSignal;
   ensureCurrent(): void;
+  fenced<T>(write: (tx: RunnerDb) => Promise<T>): Promise<T>;
 }
 
 export interface OperationRunnerDeps {
-  // biome-ignore lint/suspicious/noExplicitAny: both apps' schemas are accepted.
-  db: PgDatabase<PgQueryResultHKT, any>;
+  db: RunnerDb;
   logger: Logger;
   clock: { now(): Date };
   settings: OperationRunnerSettings;
@@ -345,6 +358,7 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     const attempt: AttemptContext = {
       signal: abandon.signal,
       ensureCurrent: () => abandon.signal.throwIfAborted(),
+      fenced: (write) => this.fenced(operation, abandon.signal, write),
     };
     // Learns the secrets the attempt opens, so none reaches the row, an event or the log.
     const scrub = new Scrubber();
@@ -383,12 +397,32 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     } catch (error) {
       await recorder.flush().catch(() => {});
       if (abandon.signal.aborted) await this.hung(operation, deadlineMs, log);
-      else await this.fail(operation, error, log, scrub);
+      else if (error instanceof AttemptSuperseded) {
+        // Another runner holds the row now: its attempt decides, and this one leaves the row alone.
+        log.warn({ attempts: operation.attempts }, `attempt superseded: ${error.message}`);
+      } else await this.fail(operation, error, log, scrub);
     } finally {
       clearTimeout(deadlineTimer);
       releaseLease();
       this.gate.finished(operation.id);
     }
+  }
+
+  /** See `AttemptContext.fenced`. */
+  private async fenced<T>(
+    operation: Row,
+    abandoned: AbortSignal,
+    write: (tx: RunnerDb) => Promise<T>,
+  ): Promise<T> {
+    if (abandoned.aborted) throw new AttemptSuperseded("the attempt was abandoned at its deadline");
+    return this.deps.db.transaction(async (tx) => {
+      const held = await tx.select({ id: this.t.id }).from(this.t).where(this.held(operation)).for("update");
+      if (held.length === 0) {
+        throw new AttemptSuperseded(`operation ${operation.id} is no longer held by this attempt`);
+      }
+      if (abandoned.aborted) throw new AttemptSuperseded("the attempt was abandoned at its deadline");
+      return write(tx);
+    });
   }
 
   /**

@@ -32,7 +32,7 @@ export function createOperationRunner(deps: ControlPlaneDeps, instanceId: string
     instanceId,
     (operation, step, scrub, attempt) =>
       isOrg(operation.kind)
-        ? performOrgOperation(deps, operation, step, scrub)
+        ? performOrgOperation(deps, operation, step, scrub, attempt)
         : performWorkspaceOperation(deps, operation, step, scrub, attempt),
     (operation, error) =>
       isOrg(operation.kind)

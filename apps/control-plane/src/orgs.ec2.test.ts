@@ -32,6 +32,7 @@ import { buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { cpOperations, cpOrgs } from "./db/schema.ts";
+import type { Ec2TenantHandle } from "./tenants/ec2.ts";
 import { createTestControlPlane, type TestControlPlane, workspaceSpec } from "./testing.ts";
 
 const DEPLOYMENT = "cp-ec2-orgs";
@@ -44,6 +45,7 @@ let database: TestDatabase;
 let cp: TestControlPlane;
 let provisioner: Provisioner;
 let vms: Ec2Vms;
+const tenantProvisions: Promise<unknown>[] = [];
 
 beforeAll(async () => {
   aws = await startAwsEmulator();
@@ -77,10 +79,19 @@ beforeAll(async () => {
     aws: { primary: testAccess(aws.endpoint).access },
   };
   provisioner = buildWorkspaceProvisioner(config, backendDeps);
+  const tenants = buildTenantBackend(config, backendDeps);
   cp = await createTestControlPlane({
     database,
     provisioner,
-    tenants: buildTenantBackend(config, backendDeps),
+    // Each tenant provision's outcome is kept, so a test can see an abandoned one end.
+    tenants: {
+      ...tenants,
+      provision(spec, handle, ctx) {
+        const call = tenants.provision(spec, handle, ctx);
+        tenantProvisions.push(call);
+        return call;
+      },
+    },
     settings: { deployment: DEPLOYMENT, backups: config.backups },
   });
   // The account as an operator sees this installation's resources, by their tags.
@@ -260,5 +271,50 @@ describe("deleting an org on EC2", () => {
     const keptResources = await vms.listOrg(keeper.orgId);
     expect(keptResources.filter((r) => r.kind === "ec2_instance")).toHaveLength(2);
     expect(keptResources.some((r) => r.workspaceId === kept)).toBe(true);
+  });
+});
+
+describe("a tenant create that hangs on EC2", () => {
+  it("is abandoned at its deadline (the held RunInstances ends), and the retry leaves exactly one tenant VM", async () => {
+    aws.resetCounts();
+    // RunInstances is held far longer than any test runs: only the attempt's signal can end the call. The deadline
+    // leaves the calls before it (group, bundle) ample time; the hold is for the first attempt only.
+    cp.deps.settings.operationDeadlinesMs = { provision_tenant: 8_000 };
+    aws.inject({
+      action: "RunInstances",
+      kind: "slow",
+      delayMs: 10 * 60_000,
+      when: () => cp.deps.settings.operationDeadlinesMs !== undefined,
+    });
+    const first = tenantProvisions.length;
+    const org = await cp.createOrg("ec2-hangs");
+    expect(await cp.runner.drain()).toBe(1);
+    expect(aws.counts().RunInstances).toBe(1);
+    expect(aws.pendingFaults()).toBe(0);
+    const [hung] = await cp.db.db.select().from(cpOperations).where(eq(cpOperations.orgId, org.orgId));
+    expect(hung).toMatchObject({
+      kind: "provision_tenant",
+      status: "pending",
+      attempts: 1,
+      error: { code: "hung", retryable: true },
+    });
+    expect(hung?.steps.map((step) => step.name)).toContain("hung");
+    // The abandoned call ended with a retryable error instead of waiting on the held request.
+    await expect(tenantProvisions[first]).rejects.toMatchObject({ retryable: true });
+    const [waiting] = await cp.db.db.select().from(cpOrgs).where(eq(cpOrgs.id, org.orgId));
+    expect(waiting).toMatchObject({ status: "provisioning", tenantHandle: null, tenantUrl: null });
+
+    cp.deps.settings.operationDeadlinesMs = undefined;
+    cp.clock.advance(60_000);
+    expect(await cp.runner.drain()).toBe(1);
+    const [done] = await cp.db.db.select().from(cpOperations).where(eq(cpOperations.orgId, org.orgId));
+    expect(done).toMatchObject({ status: "succeeded", attempts: 2 });
+    const instances = await waitFor("the tenant VM to be listed", async () => {
+      const found = await instancesOf(org.orgId);
+      return found.length > 0 ? found : undefined;
+    });
+    expect(instances).toHaveLength(1);
+    const [row] = await cp.db.db.select().from(cpOrgs).where(eq(cpOrgs.id, org.orgId));
+    expect((row?.tenantHandle as Ec2TenantHandle | null)?.instanceId).toBe(instances[0]?.InstanceId);
   });
 });

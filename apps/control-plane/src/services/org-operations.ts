@@ -16,7 +16,12 @@ import {
 } from "../db/schema.ts";
 import type { TenantRef } from "../tenants/backend.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-import { OperationDeferred, type OperationOutcome, OperationSuperseded } from "./runner.ts";
+import {
+  type AttemptContext,
+  OperationDeferred,
+  type OperationOutcome,
+  OperationSuperseded,
+} from "./runner.ts";
 import { tenantEnvAad } from "./sealing.ts";
 
 /** Env names of a tenant whose values are secret. */
@@ -30,20 +35,27 @@ export const TENANT_SECRET_KEYS = [
 
 const WAIT_FOR_RUNNING_MS = 2_000;
 
+/**
+ * Runs one org operation on the tenant backend (and, for a delete, the workspace backend). Every backend call runs
+ * under the attempt's signal, and every write of the org's row is fenced by the attempt (`attempt.fenced`), so an
+ * attempt abandoned at its deadline, or overtaken by another runner after its lease lapsed, changes nothing when it
+ * comes back late.
+ */
 export async function performOrgOperation(
   deps: ControlPlaneDeps,
   operation: CpOperationRow,
   step: StepReporter,
   scrub: Scrubber,
+  attempt: AttemptContext,
 ): Promise<OperationOutcome | undefined> {
   const [org] = await deps.db.select().from(cpOrgs).where(eq(cpOrgs.id, operation.orgId));
   if (!org) throw new OperationSuperseded("the org no longer exists");
   switch (operation.kind) {
     case "provision_tenant":
-      await provisionTenant(deps, org, operation, step, scrub);
+      await provisionTenant(deps, org, operation, step, scrub, attempt);
       return undefined;
     case "destroy_org":
-      await destroyOrg(deps, org, operation, step);
+      await destroyOrg(deps, org, operation, step, attempt);
       return undefined;
     default:
       throw new Error(`not an org operation: ${operation.kind}`);
@@ -73,6 +85,7 @@ async function provisionTenant(
   operation: CpOperationRow,
   step: StepReporter,
   scrub: Scrubber,
+  attempt: AttemptContext,
 ): Promise<void> {
   if (org.status === "deleting" || org.status === "deleted") {
     throw new OperationSuperseded("the org is being deleted");
@@ -102,6 +115,7 @@ async function provisionTenant(
     org.tenantHandle ?? null,
     {
       step,
+      signal: attempt.signal,
       operationId: operation.id,
       audit: tableAudit(
         deps.db,
@@ -111,10 +125,12 @@ async function provisionTenant(
       ),
     },
   );
-  await deps.db
-    .update(cpOrgs)
-    .set({ tenantHandle: instance.handle, tenantUrl: instance.url, updatedAt: deps.clock.now() })
-    .where(eq(cpOrgs.id, org.id));
+  await attempt.fenced((tx) =>
+    tx
+      .update(cpOrgs)
+      .set({ tenantHandle: instance.handle, tenantUrl: instance.url, updatedAt: deps.clock.now() })
+      .where(eq(cpOrgs.id, org.id)),
+  );
   step("tenant_started", instance.url);
 }
 
@@ -128,29 +144,33 @@ async function destroyOrg(
   org: CpOrgRow,
   operation: CpOperationRow,
   step: StepReporter,
+  attempt: AttemptContext,
 ): Promise<void> {
   const { db, clock, provisioner, tenants } = deps;
+  const { signal } = attempt;
   const now = clock.now();
-  await db
-    .update(cpOperations)
-    .set({
-      status: "failed",
-      error: { code: "superseded", message: "the org is being deleted", retryable: false },
-      lockedBy: null,
-      lockedUntil: null,
-      finishedAt: now,
-      updatedAt: now,
-    })
-    .where(
-      and(
-        eq(cpOperations.orgId, org.id),
-        ne(cpOperations.id, operation.id),
-        or(
-          eq(cpOperations.status, "pending"),
-          and(eq(cpOperations.status, "running"), lt(cpOperations.lockedUntil, now)),
+  await attempt.fenced((tx) =>
+    tx
+      .update(cpOperations)
+      .set({
+        status: "failed",
+        error: { code: "superseded", message: "the org is being deleted", retryable: false },
+        lockedBy: null,
+        lockedUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+      })
+      .where(
+        and(
+          eq(cpOperations.orgId, org.id),
+          ne(cpOperations.id, operation.id),
+          or(
+            eq(cpOperations.status, "pending"),
+            and(eq(cpOperations.status, "running"), lt(cpOperations.lockedUntil, now)),
+          ),
         ),
       ),
-    );
+  );
   const [busy] = await db
     .select({ id: cpOperations.id })
     .from(cpOperations)
@@ -167,7 +187,10 @@ async function destroyOrg(
 
   const workspaces = await db.select().from(cpWorkspaces).where(eq(cpWorkspaces.orgId, org.id));
   for (const workspace of workspaces) {
-    await provisioner.destroy({ workspaceId: workspace.id, orgId: org.id, handle: workspace.handle ?? null });
+    await provisioner.destroy(
+      { workspaceId: workspace.id, orgId: org.id, handle: workspace.handle ?? null },
+      { signal },
+    );
     step("workspace_destroyed", workspace.id);
   }
   const strays = new Set(
@@ -176,14 +199,14 @@ async function destroyOrg(
       .map((resource) => resource.workspaceId as string),
   );
   for (const workspaceId of strays) {
-    await provisioner.destroy({ workspaceId, orgId: org.id, handle: null });
+    await provisioner.destroy({ workspaceId, orgId: org.id, handle: null }, { signal });
     step("stray_workspace_destroyed", workspaceId);
   }
 
-  await tenants.destroy(tenantRef(org));
+  await tenants.destroy(tenantRef(org), { signal });
   step("tenant_destroyed");
   // Whatever is still tagged with the org (a stray without a workspace id, a group of the org's) goes too.
-  await tenants.sweepOrg(tenantRef(org));
+  await tenants.sweepOrg(tenantRef(org), { signal });
   step("org_swept");
   const leftover = (await provisioner.listManaged()).filter((resource) => resource.orgId === org.id);
   if (leftover.length > 0) {
@@ -194,7 +217,7 @@ async function destroyOrg(
     );
   }
 
-  await db.transaction(async (tx) => {
+  await attempt.fenced(async (tx) => {
     await releaseAudited(tx, cpTenantResources, { orgId: org.id }, clock.now());
     await tx.delete(cpRequestNonces).where(eq(cpRequestNonces.orgId, org.id));
     await tx.delete(cpBootEvents).where(eq(cpBootEvents.orgId, org.id));

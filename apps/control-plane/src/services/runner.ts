@@ -9,7 +9,7 @@ import {
 import { type CpOperationError, type CpOperationRow, cpOperations } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
-export type { AttemptContext } from "@molecule/service-kit/runner";
+export type { AttemptContext, RunnerDb } from "@molecule/service-kit/runner";
 export { OperationDeferred, OperationSuperseded } from "@molecule/service-kit/runner";
 
 export interface OperationOutcome {
@@ -19,8 +19,8 @@ export interface OperationOutcome {
 /**
  * Does the work of one operation kind; called again on every attempt, so it must be idempotent. Every secret it opens
  * (a spec's env, a tenant's tokens) is added to `scrub`, so that no failure, step detail or log line carries it.
- * `attempt.signal` goes to every backend call; `attempt.ensureCurrent()` before each write keeps an attempt abandoned
- * at its deadline from writing its late result.
+ * `attempt.signal` goes to every backend call; each write of the subject's state goes through `attempt.fenced`, which
+ * keeps an attempt abandoned at its deadline, or overtaken by another runner, from writing its late result.
  */
 export type Perform = (
   operation: CpOperationRow,

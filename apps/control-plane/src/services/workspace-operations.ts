@@ -18,7 +18,7 @@ import {
   cpWorkspaces,
 } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
-import { type AttemptContext, type OperationOutcome, OperationSuperseded } from "./runner.ts";
+import { type AttemptContext, type OperationOutcome, OperationSuperseded, type RunnerDb } from "./runner.ts";
 import { operationInputAad } from "./sealing.ts";
 
 /** What a workspace operation keeps sealed in its row: the spec (with secret env) and the start flag. */
@@ -29,7 +29,7 @@ export interface WorkspaceOperationInput {
 
 /**
  * Runs one workspace operation on the workspace backend with the stored handle; an attempt abandoned at its deadline
- * (`attempt`) writes nothing when its backend call comes back late.
+ * or overtaken by another runner (`attempt.fenced`) writes nothing when its backend call comes back late.
  */
 export async function performWorkspaceOperation(
   deps: ControlPlaneDeps,
@@ -51,7 +51,7 @@ export async function performWorkspaceOperation(
   const workspace = row.workspace;
   const { provisioner } = deps;
   const idempotencyKey = `${operation.id}:${operation.attempts}`;
-  const { signal, ensureCurrent } = attempt;
+  const { signal } = attempt;
   const ref: WorkspaceRef = { workspaceId, orgId: operation.orgId, handle: workspace.handle ?? null };
   // Each resource the backend creates is written down before the call and claimed after (cp_tenant_resources).
   const audit = tableAudit(
@@ -75,8 +75,7 @@ export async function performWorkspaceOperation(
           audit,
         },
       );
-      ensureCurrent();
-      await save(deps, workspace, { handle, state: "running" });
+      await attempt.fenced((tx) => save(deps, tx, workspace, { handle, state: "running" }));
       return assigned(handle);
     }
     case "start": {
@@ -93,26 +92,26 @@ export async function performWorkspaceOperation(
           recreate: input.recreate ?? false,
         },
       );
-      ensureCurrent();
-      await save(deps, workspace, { handle, state: "running" });
+      await attempt.fenced((tx) => save(deps, tx, workspace, { handle, state: "running" }));
       return assigned(handle);
     }
     case "stop":
       await provisioner.stop(ref, { step, signal, idempotencyKey });
-      ensureCurrent();
-      await save(deps, workspace, { state: "stopped" });
+      await attempt.fenced((tx) => save(deps, tx, workspace, { state: "stopped" }));
       return undefined;
     case "suspend": {
       const result = await provisioner.suspend(ref, { step, signal, idempotencyKey });
-      ensureCurrent();
-      await save(deps, workspace, { state: result.suspended ? "suspended" : "stopped" });
+      await attempt.fenced((tx) =>
+        save(deps, tx, workspace, { state: result.suspended ? "suspended" : "stopped" }),
+      );
       return { result: { suspended: result.suspended, ...(result.reason ? { reason: result.reason } : {}) } };
     }
     case "destroy":
       await provisioner.destroy(ref, { step, signal, idempotencyKey });
-      ensureCurrent();
-      await releaseAudited(deps.db, cpTenantResources, { subjectId: workspaceId }, deps.clock.now());
-      await save(deps, workspace, { handle: null, state: "destroyed" });
+      await attempt.fenced(async (tx) => {
+        await releaseAudited(tx, cpTenantResources, { subjectId: workspaceId }, deps.clock.now());
+        await save(deps, tx, workspace, { handle: null, state: "destroyed" });
+      });
       return undefined;
     default:
       throw new Error(`not a workspace operation: ${operation.kind}`);
@@ -165,10 +164,11 @@ function toSpec(deps: ControlPlaneDeps, operation: CpOperationRow, spec: CpWorks
 
 async function save(
   deps: ControlPlaneDeps,
+  tx: RunnerDb,
   workspace: CpWorkspaceRow,
   change: { handle?: Handle | null; state: string },
 ): Promise<void> {
-  await deps.db
+  await tx
     .update(cpWorkspaces)
     .set({ ...change, updatedAt: deps.clock.now() })
     .where(eq(cpWorkspaces.id, workspace.id));

@@ -35,6 +35,11 @@ export interface TenantInstance {
 export interface TenantContext {
   step?: StepReporter;
   /**
+   * Aborts when the org operation's attempt is abandoned at its deadline: every cloud or engine call the backend
+   * makes for it runs under it (EC2 requests and waits, docker calls), so a hung call ends with a retryable error.
+   */
+  signal?: AbortSignal;
+  /**
    * The org operation, the same on every attempt of it: backends whose create takes a token the cloud remembers
    * (EC2's RunInstances ClientToken) derive it from this.
    */
@@ -55,12 +60,12 @@ export interface TenantBackend {
   /** Creates (or adopts) the org's tenant and starts it; returns once it is started, not once it is ready. */
   provision(spec: TenantSpec, handle: TenantHandle | null, ctx?: TenantContext): Promise<TenantInstance>;
   /** Removes the tenant and everything it owns (container, volume). Already gone is success. */
-  destroy(ref: TenantRef): Promise<void>;
+  destroy(ref: TenantRef, ctx?: TenantContext): Promise<void>;
   /**
    * The org delete's last sweep, after its workspaces and its tenant are destroyed: removes whatever this backend can
    * still find of the org, whatever made it (a stray without a row or a workspace id). Already gone is success.
    */
-  sweepOrg(ref: TenantRef): Promise<void>;
+  sweepOrg(ref: TenantRef, ctx?: TenantContext): Promise<void>;
   status(ref: TenantRef): Promise<RuntimeStatus>;
   /** Every tenant resource this deployment owns, for reconciling strays. */
   listManaged(): Promise<ManagedResource[]>;

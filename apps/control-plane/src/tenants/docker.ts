@@ -49,6 +49,7 @@ import {
   removeVolume,
   specScrubber,
   startContainer,
+  throwIfAborted,
 } from "@molecule/provisioner-core";
 import type Dockerode from "dockerode";
 import type {
@@ -333,15 +334,18 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     validateSpec(spec);
     const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
     const name = tenantContainerName(spec.slug);
+    const signal = ctx?.signal;
 
+    throwIfAborted(signal, "tenant provision");
     let existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
     } else {
       const image = imageFor(spec);
-      const outcome = await ensureImage(docker, image, { timeoutMs: pullTimeoutMs, logger: log });
+      const outcome = await ensureImage(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
       step("image_ready", `${image} ${outcome}`);
     }
+    throwIfAborted(signal, "tenant provision");
     if (sharedNetwork) await ensureNetwork(docker, opts.network);
     const volume = await auditedCreate(
       ctx?.audit,
@@ -351,6 +355,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       (made) => made,
     );
     step("volume_ready", volume);
+    throwIfAborted(signal, "tenant provision");
     if (!existing) {
       const preferred = isDockerHandle(handle) ? handle.port : undefined;
       const { info, created } = await auditedCreate(
@@ -366,6 +371,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       step("container_created", `adopted ${existing.Id}`);
     }
     const port = portOf(existing);
+    throwIfAborted(signal, "tenant provision");
     await startContainer(docker, existing.Id);
     step("container_started", existing.Id);
     log.info(
@@ -390,8 +396,9 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       return scrub.run(() => provision(spec, handle, scrub.context(ctx)));
     },
 
-    async destroy(ref) {
+    async destroy(ref, ctx) {
       assertSlug(ref.slug);
+      throwIfAborted(ctx?.signal, "tenant destroy");
       const { containerIds, volumeNames } = await findResources(ref);
       for (const id of containerIds) await removeContainer(docker, id);
       for (const volume of volumeNames) await removeVolume(docker, volume);
@@ -401,8 +408,8 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     },
 
     // The tenant's resources are found by the org's labels already; the workspaces' are the workspace backend's.
-    async sweepOrg(ref) {
-      await this.destroy(ref);
+    async sweepOrg(ref, ctx) {
+      await this.destroy(ref, ctx);
     },
 
     async status(ref): Promise<RuntimeStatus> {

@@ -176,30 +176,38 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
     const ami = await opts.amiFor(region);
     ctx.step?.("ami_chosen", `${ami.amiId} (${ami.source}, ${region}, ${account.name} account)`);
     const sources = [...account.ingressSgIds];
-    if (opts.admitOrgWorkspaces && account.name === "primary" && account.vpcId) {
-      sources.push(await ensureOrgWorkspacesGroup(account.access, opts.scope, spec.orgId, account.vpcId));
+    const vpcId = account.vpcId;
+    if (opts.admitOrgWorkspaces && account.name === "primary" && vpcId) {
+      sources.push(
+        await account.access.underSignal(ctx.signal, () =>
+          ensureOrgWorkspacesGroup(account.access, opts.scope, spec.orgId, vpcId),
+        ),
+      );
     }
     const image = spec.isCanary ? opts.canaryImage : opts.image;
     const registry = registryFor(image);
-    const vm = await machinery.locked(tenant, () =>
-      machinery.ensure(
-        {
-          owner: tenant,
-          image,
-          imageId: ami.amiId,
-          env: envFor(spec),
-          ...(registry ? { registry } : {}),
-          instanceType: opts.instanceType,
-          rootVolumeGb: TENANT_ROOT_VOLUME_GB,
-          servicePort: EC2_TENANT_PORT,
-          serviceSourceGroupIds: sources,
-          addressEnv: "PLATFORM_URL",
-          dataPath: EC2_TENANT_DATA_DIR,
-          ...(ctx.operationId ? { operationKey: `${ctx.operationId}:provision_tenant` } : {}),
-        },
-        hint(handle),
-        ctx,
-      ),
+    const vm = await machinery.locked(
+      tenant,
+      () =>
+        machinery.ensure(
+          {
+            owner: tenant,
+            image,
+            imageId: ami.amiId,
+            env: envFor(spec),
+            ...(registry ? { registry } : {}),
+            instanceType: opts.instanceType,
+            rootVolumeGb: TENANT_ROOT_VOLUME_GB,
+            servicePort: EC2_TENANT_PORT,
+            serviceSourceGroupIds: sources,
+            addressEnv: "PLATFORM_URL",
+            dataPath: EC2_TENANT_DATA_DIR,
+            ...(ctx.operationId ? { operationKey: `${ctx.operationId}:provision_tenant` } : {}),
+          },
+          hint(handle),
+          ctx,
+        ),
+      ctx.signal,
     );
     const tenantHandle: Ec2TenantHandle = {
       backend: EC2_TENANT_BACKEND,
@@ -240,23 +248,29 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
     },
 
     /** Instance (terminated and polled), group, bundle, then the org's workspaces group, in every account. */
-    async destroy(ref) {
+    async destroy(ref, ctx = {}) {
       for (const account of accountsOf(ref)) {
         const machinery = vmsOf(account);
         const tenant = owner(ref);
-        await machinery.locked(tenant, () =>
-          machinery.destroy(
-            tenant,
-            isHandle(ref.handle) && ref.handle.account === account.name ? hint(ref.handle) : {},
-          ),
+        await machinery.locked(
+          tenant,
+          () =>
+            machinery.destroy(
+              tenant,
+              isHandle(ref.handle) && ref.handle.account === account.name ? hint(ref.handle) : {},
+              ctx,
+            ),
+          ctx.signal,
         );
-        await deleteOrgWorkspacesGroups(account, ref.orgId);
+        await account.access.underSignal(ctx.signal, () => deleteOrgWorkspacesGroups(account, ref.orgId));
       }
     },
 
     /** Everything of this installation tagged with the org, in every account: both roles, strays included. */
-    async sweepOrg(ref) {
-      for (const account of accounts) await vmsOf(account).destroyOrg(ref.orgId);
+    async sweepOrg(ref, ctx = {}) {
+      for (const account of accounts) {
+        await account.access.underSignal(ctx.signal, () => vmsOf(account).destroyOrg(ref.orgId, ctx));
+      }
     },
 
     async status(ref): Promise<RuntimeStatus> {

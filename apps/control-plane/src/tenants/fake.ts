@@ -48,6 +48,7 @@ export function createFakeTenantBackend(options: { name?: string } = {}): FakeTe
   return {
     name,
     async provision(spec: TenantSpec, _handle, ctx): Promise<TenantInstance> {
+      ctx?.signal?.throwIfAborted();
       enter("provision");
       let tenant = state.get(spec.orgId);
       if (!tenant) {

@@ -19,6 +19,15 @@ export const noopDockerLogger: DockerLogger = { info() {}, warn() {}, error() {}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Ends a docker lifecycle call whose caller gave up on it (its operation was abandoned) with a retryable timeout. */
+export function throwIfAborted(signal: AbortSignal | undefined, op: string): void {
+  if (signal?.aborted) {
+    throw new ProvisionerError("timeout", `docker ${op} aborted`, true, {
+      reason: signal.reason instanceof Error ? signal.reason.message : String(signal.reason),
+    });
+  }
+}
+
 /** Runs a docker call, mapping its failure; `ok` lists status codes that count as success (returns undefined). */
 export async function dockerCall<T>(
   op: string,

@@ -30,6 +30,7 @@ import {
   removeContainer as removeContainerOn,
   removeVolume as removeVolumeOn,
   startContainer as startContainerOn,
+  throwIfAborted,
 } from "./engine.ts";
 import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
 import {
@@ -160,14 +161,6 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
 
   const imageFor = (runtime: string) => `${opts.imagePrefix}${runtime}:${opts.imageTag}`;
 
-  function checkSignal(signal: AbortSignal | undefined, op: string): void {
-    if (signal?.aborted) {
-      throw new ProvisionerError("timeout", `docker ${op} aborted`, true, {
-        reason: signal.reason instanceof Error ? signal.reason.message : String(signal.reason),
-      });
-    }
-  }
-
   const call = dockerCall;
 
   /** A workspace's resources in this deployment. */
@@ -270,14 +263,14 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     const image = imageFor(spec.runtime);
     const signal = ctx?.signal;
 
-    checkSignal(signal, "provision");
+    throwIfAborted(signal, "provision");
     let existing = await inspectOwnedContainer(docker, name, owner(spec.workspaceId));
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
     } else {
       step("image_ready", `${image} ${await ensureImage(image, signal)}`);
     }
-    checkSignal(signal, "provision");
+    throwIfAborted(signal, "provision");
     if (isUserDefinedNetwork(opts.network)) await ensureNetwork(docker, opts.network);
     const volumeName = resourceName(spec.workspaceId);
     const volume = await auditedCreate(
@@ -288,7 +281,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       (made) => made,
     );
     step("volume_ready", volume);
-    checkSignal(signal, "provision");
+    throwIfAborted(signal, "provision");
     if (!existing) {
       const { info, created } = await auditedCreate(
         ctx?.audit,
@@ -302,7 +295,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     } else {
       step("container_created", `adopted ${existing.Id}`);
     }
-    checkSignal(signal, "provision");
+    throwIfAborted(signal, "provision");
     await startContainer(existing.Id);
     step("container_started", existing.Id);
     const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
@@ -362,20 +355,20 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
 
     async stop(ref, ctx) {
       assertWorkspaceId(ref.workspaceId);
-      checkSignal(ctx?.signal, "stop");
+      throwIfAborted(ctx?.signal, "stop");
       await stopContainer(ref);
     },
 
     async suspend(ref, ctx): Promise<SuspendResult> {
       assertWorkspaceId(ref.workspaceId);
-      checkSignal(ctx?.signal, "suspend");
+      throwIfAborted(ctx?.signal, "suspend");
       await stopContainer(ref);
       return { suspended: false, reason: "docker backend cannot suspend; stopped instead" };
     },
 
     async destroy(ref, ctx) {
       assertWorkspaceId(ref.workspaceId);
-      checkSignal(ctx?.signal, "destroy");
+      throwIfAborted(ctx?.signal, "destroy");
       const { containerIds, volumeNames } = await findResources(ref.workspaceId);
       for (const id of containerIds) await removeContainer(id);
       for (const name of volumeNames) await removeVolume(name);

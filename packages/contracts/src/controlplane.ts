@@ -9,6 +9,7 @@
  */
 import { z } from "zod";
 import { WorkspaceId } from "./ids.ts";
+import { OperationStatus } from "./status.ts";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
 import { EnvValue, SecretKey } from "./workspaces.ts";
 
@@ -51,6 +52,51 @@ export const ORG_STATUSES = ["provisioning", "ready", "failed", "deleting", "del
 export const OrgStatus = z.enum(ORG_STATUSES);
 export type OrgStatus = z.infer<typeof OrgStatus>;
 
+/** An org as the admin API shows it (every `/cp/orgs` answer carries it). */
+export const OrgView = z.object({
+  id: z.string(),
+  slug: z.string(),
+  name: z.string(),
+  status: OrgStatus,
+  tenant_url: z.string().nullable(),
+  is_canary: z.boolean(),
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type OrgView = z.infer<typeof OrgView>;
+
+/** An org-level operation (the tenant's provision, the org's delete) as the admin API shows it. */
+export const OrgOperationView = z.object({
+  id: z.string(),
+  kind: z.string(),
+  status: OperationStatus,
+  attempts: z.number().int().nonnegative(),
+  steps: z.array(z.object({ name: z.string(), detail: z.string().optional(), duration_ms: z.number() })),
+  error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).nullable(),
+  created_at: z.string(),
+  finished_at: z.string().nullable(),
+});
+export type OrgOperationView = z.infer<typeof OrgOperationView>;
+
+/** `GET /cp/orgs`: the orgs that are not deleted, oldest first. */
+export const OrgList = z.object({ orgs: z.array(OrgView) });
+export type OrgList = z.infer<typeof OrgList>;
+
+/**
+ * `POST /cp/orgs` (201): the tenant's credential and admin token, shown here once (and again only to a replay of the
+ * same Idempotency-Key and body).
+ */
+export const CreatedOrg = z.object({
+  org: OrgView,
+  tenant_credential: z.string(),
+  tenant_admin_token: z.string(),
+});
+export type CreatedOrg = z.infer<typeof CreatedOrg>;
+
+/** `DELETE /cp/orgs/:slug` (202): the org and its delete operation (none when it was already deleted). */
+export const DeletedOrg = z.object({ org: OrgView, operation: OrgOperationView.nullable() });
+export type DeletedOrg = z.infer<typeof DeletedOrg>;
+
 export const TENANT_BOOT_STAGES = ["container_started", "migrated", "listening", "ready", "failed"] as const;
 export const TenantBootStage = z.enum(TENANT_BOOT_STAGES);
 
@@ -59,6 +105,21 @@ export const BootEventBody = z.strictObject({
   detail: multiLineText().max(1000).optional(),
 });
 export type BootEventBody = z.infer<typeof BootEventBody>;
+
+/** `GET /cp/orgs/:slug`: the org, its tenant's boot events and its latest org-level operation (none once deleted). */
+export const OrgDetail = z.object({
+  org: OrgView,
+  provision_status: z
+    .object({
+      status: OrgStatus,
+      tenant_url: z.string().nullable(),
+      events: z.array(z.object({ stage: z.string(), detail: z.string().nullable(), at: z.string() })),
+      last_error: z.string().nullable(),
+    })
+    .nullable(),
+  operation: OrgOperationView.nullable(),
+});
+export type OrgDetail = z.infer<typeof OrgDetail>;
 
 // ---- workspaces (tenant, signed) ----
 

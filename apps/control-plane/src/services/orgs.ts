@@ -1,7 +1,11 @@
 import {
   type BootEventBody,
+  type CreatedOrg,
   type CreateOrgBody,
+  type DeletedOrg,
   DomainError,
+  type OrgDetail,
+  type OrgView,
   type TenantRuntimeConfig,
 } from "@molecule/contracts";
 import { deriveTenantSigningKey, hashToken, mintHexKey, mintToken, sha256Hex } from "@molecule/identity";
@@ -11,13 +15,6 @@ import { isUniqueViolation } from "./db-errors.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 import { tenantEnvAad } from "./sealing.ts";
 import { orgOperationView, orgView } from "./views.ts";
-
-export interface CreatedOrg {
-  org: ReturnType<typeof orgView>;
-  /** Shown once (and again only to a replay of the same Idempotency-Key and body). */
-  tenant_credential: string;
-  tenant_admin_token: string;
-}
 
 /** Orgs and their tenants: create (queues the tenant's provision), read, delete (queues the cascade), boot events. */
 export class OrgService {
@@ -123,7 +120,7 @@ export class OrgService {
     };
   }
 
-  async list() {
+  async list(): Promise<OrgView[]> {
     const rows = await this.deps.db
       .select()
       .from(cpOrgs)
@@ -145,7 +142,7 @@ export class OrgService {
     return row;
   }
 
-  async get(slug: string) {
+  async get(slug: string): Promise<OrgDetail> {
     const org = await this.bySlug(slug);
     if (org.status === "deleted") return { org: orgView(org), provision_status: null, operation: null };
     const { db } = this.deps;
@@ -186,7 +183,7 @@ export class OrgService {
    * Queues the cascade (workspaces, tenant, rows). Deleting an org that is being deleted answers its running
    * delete operation; deleting a deleted org answers the tombstone with no operation.
    */
-  async delete(slug: string, confirm: string) {
+  async delete(slug: string, confirm: string): Promise<DeletedOrg> {
     if (confirm !== slug) {
       throw new DomainError("bad_request", `confirm must repeat the org's slug ("${slug}")`);
     }

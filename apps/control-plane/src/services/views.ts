@@ -1,4 +1,4 @@
-import type { CpOperationKind, CpOperationView } from "@molecule/contracts";
+import type { CpOperationKind, CpOperationView, OrgOperationView, OrgView } from "@molecule/contracts";
 import type { CpOperationRow, CpOrgRow } from "../db/schema.ts";
 
 /** What a tenant sees of an operation (contracts' CpOperationView). */
@@ -20,8 +20,8 @@ export function operationView(row: CpOperationRow): CpOperationView {
   };
 }
 
-/** What the operator sees of an org-level operation (provision_tenant, destroy_org). */
-export function orgOperationView(row: CpOperationRow) {
+/** What the operator sees of an org-level operation (provision_tenant, destroy_org): contracts' OrgOperationView. */
+export function orgOperationView(row: CpOperationRow): OrgOperationView {
   return {
     id: row.id,
     kind: row.kind,
@@ -38,7 +38,7 @@ export function orgOperationView(row: CpOperationRow) {
   };
 }
 
-export function orgView(row: CpOrgRow) {
+export function orgView(row: CpOrgRow): OrgView {
   return {
     id: row.id,
     slug: row.slug,

@@ -1,0 +1,215 @@
+/** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`. */
+import { CreatedOrg, DeletedOrg, OrgDetail, OrgList, type OrgView } from "@molecule/contracts";
+import { type Command, CommandFailed, type CommandIo, flag, option, UsageError } from "./command.ts";
+import { cell, duration, json, keyValues, table } from "./output.ts";
+
+/** How long `--wait` follows an org before giving up (the control plane's own deadlines are shorter). */
+const WAIT_LIMIT_MS = 30 * 60_000;
+
+const orgPath = (slug: string) => `/cp/orgs/${encodeURIComponent(slug)}`;
+
+function orgTable(orgs: readonly OrgView[]): string {
+  return table(
+    [
+      { header: "SLUG", value: (org) => org.slug },
+      { header: "NAME", value: (org) => org.name },
+      { header: "STATUS", value: (org) => org.status },
+      { header: "CANARY", value: (org) => org.is_canary },
+      { header: "TENANT URL", value: (org) => org.tenant_url },
+      { header: "CREATED", value: (org) => org.created_at },
+      { header: "ID", value: (org) => org.id },
+    ],
+    orgs,
+  );
+}
+
+/** `: text` with the text made printable, or nothing. */
+function suffix(text: string | null | undefined): string {
+  return text ? `: ${cell(text)}` : "";
+}
+
+/** In `--json` mode stdout carries one JSON document, so progress goes to stderr there. */
+function progress(io: CommandIo, line: string): void {
+  (io.json ? io.stderr : io.stdout)(`${line}\n`);
+}
+
+/**
+ * Polls the org until `settled` says so, printing each boot event and operation step once as it appears. Returns
+ * the last answer.
+ */
+async function follow(
+  io: CommandIo,
+  slug: string,
+  settled: (detail: OrgDetail) => boolean,
+): Promise<{ data: OrgDetail; raw: unknown }> {
+  const seen = new Set<string>();
+  const deadline = io.now() + WAIT_LIMIT_MS;
+  for (;;) {
+    const answer = await io.client.call("GET", orgPath(slug), OrgDetail);
+    const { provision_status: status, operation } = answer.data;
+    for (const event of status?.events ?? []) {
+      const key = `event ${event.at} ${event.stage}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      progress(io, `  ${cell(event.at)}  tenant ${cell(event.stage)}${suffix(event.detail)}`);
+    }
+    for (const step of operation?.steps ?? []) {
+      const key = `step ${operation?.id} ${step.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      progress(
+        io,
+        `  ${cell(operation?.kind)} step ${cell(step.name)} (${duration(step.duration_ms)})${suffix(step.detail)}`,
+      );
+    }
+    if (settled(answer.data)) return answer;
+    if (io.now() > deadline) {
+      throw new CommandFailed(
+        `org ${slug} is still ${answer.data.org.status} after ${duration(WAIT_LIMIT_MS)}; see molecule-cp orgs show ${slug}`,
+      );
+    }
+    await io.sleep(io.pollIntervalMs);
+  }
+}
+
+const list: Command = {
+  name: ["orgs", "list"],
+  summary: "the orgs that are not deleted, oldest first",
+  async run(io) {
+    const { data, raw } = await io.client.call("GET", "/cp/orgs", OrgList);
+    if (io.json) io.stdout(json(raw));
+    else io.stdout(data.orgs.length === 0 ? "no orgs\n" : orgTable(data.orgs));
+    return 0;
+  },
+};
+
+const show: Command = {
+  name: ["orgs", "show"],
+  synopsis: "<slug>",
+  summary: "one org: its tenant's boot events and its latest provision or delete",
+  args: ["slug"],
+  async run(io, input) {
+    const { data, raw } = await io.client.call("GET", orgPath(input.args[0] ?? ""), OrgDetail);
+    if (io.json) {
+      io.stdout(json(raw));
+      return 0;
+    }
+    const { org, provision_status: status, operation } = data;
+    io.stdout(
+      keyValues([
+        ["slug", org.slug],
+        ["name", org.name],
+        ["id", org.id],
+        ["status", org.status],
+        ["canary", org.is_canary],
+        ["tenant url", org.tenant_url],
+        ["created", org.created_at],
+        ["updated", org.updated_at],
+        ["last error", status?.last_error],
+      ]),
+    );
+    if (status && status.events.length > 0) {
+      io.stdout(
+        `\n${table(
+          [
+            { header: "AT", value: (event) => event.at },
+            { header: "TENANT BOOT", value: (event) => event.stage },
+            { header: "DETAIL", value: (event) => event.detail },
+          ],
+          status.events,
+        )}`,
+      );
+    }
+    if (operation) {
+      const error = operation.error && `${operation.error.code}: ${operation.error.message}`;
+      io.stdout(
+        `\noperation ${cell(operation.id)} ${cell(operation.kind)} ${cell(operation.status)}, ${operation.attempts} attempt(s)${suffix(error)}\n`,
+      );
+    }
+    return 0;
+  },
+};
+
+const create: Command = {
+  name: ["orgs", "create"],
+  synopsis: "<slug> --name NAME [--canary] [--wait]",
+  summary: "an org and its tenant; prints the tenant's admin token once",
+  details: `  --name NAME      the org's display name
+  --canary         its tenant runs the canary image
+  --wait           follow the tenant's boot until it is ready (exit 0) or failed (exit 1)`,
+  args: ["slug"],
+  options: { name: { type: "string" }, canary: { type: "boolean" }, wait: { type: "boolean" } },
+  async run(io, input) {
+    const slug = input.args[0] ?? "";
+    const name = option(input, "name");
+    if (name === undefined) throw new UsageError("orgs create needs --name NAME (see --help)");
+    const body = { slug, name, ...(flag(input, "canary") ? { is_canary: true } : {}) };
+    const created = await io.client.call("POST", "/cp/orgs", CreatedOrg, body);
+    if (!io.json) {
+      io.stdout(
+        keyValues([
+          ["created", `${created.data.org.slug} (${created.data.org.id})`],
+          ["status", created.data.org.status],
+          ["canary", created.data.org.is_canary],
+          ["tenant admin token", created.data.tenant_admin_token],
+        ]),
+      );
+      io.stdout("The tenant admin token is shown this once: give it to the org's administrator.\n");
+    }
+    let org = created.data.org;
+    if (flag(input, "wait")) {
+      progress(io, `waiting for the tenant of ${slug} …`);
+      const final = await follow(io, slug, (detail) => detail.org.status !== "provisioning");
+      org = final.data.org;
+      const error = org.status === "failed" ? final.data.provision_status?.last_error : null;
+      progress(io, `org ${slug} is ${org.status}${suffix(error)}`);
+    }
+    if (io.json) io.stdout(json({ ...(created.raw as object), org }));
+    return org.status === "failed" ? 1 : 0;
+  },
+};
+
+const remove: Command = {
+  name: ["orgs", "delete"],
+  synopsis: "<slug> --confirm <slug> [--wait]",
+  summary: "an org, its tenant and every workspace it runs",
+  details: `  --confirm SLUG   the org's slug again: deleting removes its tenant and every workspace
+  --wait           follow the delete until it finishes (exit 1 if it fails)`,
+  args: ["slug"],
+  options: { confirm: { type: "string" }, wait: { type: "boolean" } },
+  async run(io, input) {
+    const slug = input.args[0] ?? "";
+    const confirm = option(input, "confirm");
+    if (confirm === undefined) {
+      throw new UsageError(`orgs delete needs --confirm ${slug}: it removes the tenant and every workspace`);
+    }
+    const deleted = await io.client.call("DELETE", orgPath(slug), DeletedOrg, { confirm });
+    let { org, operation } = deleted.data;
+    if (!io.json) {
+      io.stdout(
+        operation
+          ? `org ${cell(org.slug)} is ${cell(org.status)}: operation ${cell(operation.id)} (${cell(operation.status)})\n`
+          : `org ${cell(org.slug)} is already deleted\n`,
+      );
+    }
+    if (flag(input, "wait") && operation) {
+      const started = operation.id;
+      const final = await follow(
+        io,
+        slug,
+        (detail) =>
+          detail.org.status === "deleted" ||
+          (detail.operation?.id === started && detail.operation.status === "failed"),
+      );
+      org = final.data.org;
+      operation = final.data.operation ?? operation;
+      const error = operation.error && `${operation.error.code}: ${operation.error.message}`;
+      progress(io, `org ${slug} is ${org.status}${suffix(error)}`);
+    }
+    if (io.json) io.stdout(json({ ...(deleted.raw as object), org, operation }));
+    // Waiting ends when the org is deleted or its delete failed.
+    return flag(input, "wait") && org.status !== "deleted" ? 1 : 0;
+  },
+};
+
+export const ORG_COMMANDS: readonly Command[] = [list, show, create, remove];

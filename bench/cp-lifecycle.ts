@@ -208,6 +208,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
       operationLeaseMs: 30_000,
       operationMaxAttempts: 3,
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
+      backups: { staleAfterMs: 36 * 60 * 60_000, tenantEnv: {} },
     },
   };
   const cpRunner = createOperationRunner(deps, `bench-${process.pid}`);

@@ -2,7 +2,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
-import { AdminStats, CreatedOrg, DeletedOrg, OrgList, ReconcileReport } from "@molecule/contracts";
+import {
+  AdminStats,
+  BackupsOverview,
+  CreatedOrg,
+  DeletedOrg,
+  OrgList,
+  ReconcileReport,
+} from "@molecule/contracts";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test-support/net.ts";
@@ -210,6 +217,61 @@ describe("molecule-cp against a control plane over HTTP", () => {
     expect(after.lastReconcile?.at).toBe(JSON.parse(report.stdout).at);
   });
 
+  it("backups: a table with stale and failed tenants flagged, --json, and --check failing on them", async () => {
+    const good = await cp.createOrg("cli-backup-good");
+    const bad = await cp.createOrg("cli-backup-bad");
+    await cp.createOrg("cli-backup-never");
+    const finished = new Date();
+    const started = new Date(finished.getTime() - 5_000);
+    const report = (slug: string, outcome: "succeeded" | "failed") => ({
+      slug,
+      outcome,
+      location: `s3://molecule-backups/tenants/${slug}/${started.getTime()}.dump`,
+      format: "pg_dump_custom",
+      size_bytes: outcome === "succeeded" ? 4096 : null,
+      sha256: outcome === "succeeded" ? "ab".repeat(32) : null,
+      started_at: started.toISOString(),
+      finished_at: finished.toISOString(),
+      ...(outcome === "failed" ? { error: "pg_dump: connection refused" } : {}),
+    });
+    for (const [who, outcome] of [
+      [good, "succeeded"],
+      [bad, "failed"],
+    ] as const) {
+      const sent = await cp.tenant(who, "POST", "/cp/tenants/backup-report", {
+        body: report(who.slug, outcome),
+      });
+      expect(sent.status, sent.text).toBe(204);
+    }
+
+    const shown = await cpcli(["backups"]);
+    expect(shown.code).toBe(0);
+    const lines = shown.stdout.split("\n");
+    expect(lines[0]).toMatch(
+      /^SLUG\s+ORG STATUS\s+LAST\s+OUTCOME\s+LAST GOOD\s+SIZE\s+FLAGS\s+LOCATION \/ ERROR$/,
+    );
+    const row = (slug: string) => lines.find((l) => l.startsWith(`${slug} `)) ?? "";
+    expect(row("cli-backup-good")).toMatch(
+      /\ssucceeded\s+\S+\s+4\.0 KiB\s+-\s+s3:\/\/molecule-backups\/tenants\/cli-backup-good\/\d+\.dump$/,
+    );
+    expect(row("cli-backup-bad")).toMatch(/\sfailed\s+-\s+-\s+STALE,FAILED\s+pg_dump: connection refused$/);
+    // An org that never reported is stale, with nothing to restore.
+    expect(row("cli-backup-never")).toMatch(/\sprovisioning\s+-\s+-\s+-\s+-\s+STALE\s+-$/);
+    const view = BackupsOverview.parse(JSON.parse((await cpcli(["backups", "--json"])).stdout));
+    expect(shown.stdout).toContain(
+      `${view.summary.tenants} tenant(s), ${view.summary.stale} stale (no good backup within 36 h 0 min), 1 failed\n`,
+    );
+    expect(view.tenants.find((t) => t.slug === "cli-backup-good")).toMatchObject({
+      stale: false,
+      failed: false,
+    });
+
+    // For monitoring: stale or failed tenants make --check exit 1, after the same table.
+    const checked = await cpcli(["backups", "--check"]);
+    expect(checked.code).toBe(1);
+    expect(checked.stdout).toBe(shown.stdout);
+  });
+
   it("create --wait prints the tenant's boot as it happens and exits 0 once it is ready", async () => {
     const run = spawnCp(["orgs", "create", "cli-boot", "--name", "Boot", "--wait"], {
       CP_URL: url,
@@ -279,7 +341,14 @@ describe("molecule-cp usage", () => {
   it("prints help for the tool, a group and each command", async () => {
     const top = await usage(["--help"]);
     expect(top.code).toBe(0);
-    for (const command of ["orgs list", "orgs create <slug>", "orgs delete <slug>", "reconcile", "stats"]) {
+    for (const command of [
+      "orgs list",
+      "orgs create <slug>",
+      "orgs delete <slug>",
+      "backups",
+      "reconcile",
+      "stats",
+    ]) {
       expect(top.stdout).toContain(`  ${command}`);
     }
     expect((await usage(["orgs", "-h"])).stdout).not.toContain("  stats");

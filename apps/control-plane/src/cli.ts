@@ -1,7 +1,8 @@
 #!/usr/bin/env tsx
 /**
- * `molecule-cp`: what an operator does daily with a control plane, through its admin API: orgs, the reconciler and
- * the counters. Tables for people, `--json` for scripts; the server's error code, message and request id on failure.
+ * `molecule-cp`: what an operator does daily with a control plane, through its admin API: orgs, backups, the
+ * reconciler and the counters. Tables for people, `--json` for scripts; the server's error code, message and request
+ * id on failure.
  *
  *   CP_URL=https://cp.example.com CP_ADMIN_API_TOKEN=… npx tsx apps/control-plane/src/cli.ts orgs list
  *
@@ -12,11 +13,12 @@ import { realpathSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { ADMIN_COMMANDS } from "./cli/admin.ts";
+import { BACKUP_COMMANDS } from "./cli/backups.ts";
 import { AdminClient, ApiError, ConnectionError } from "./cli/client.ts";
 import { type Command, CommandFailed, parseCommandLine, UsageError } from "./cli/command.ts";
 import { ORG_COMMANDS } from "./cli/orgs.ts";
 
-export const COMMANDS: readonly Command[] = [...ORG_COMMANDS, ...ADMIN_COMMANDS];
+export const COMMANDS: readonly Command[] = [...ORG_COMMANDS, ...BACKUP_COMMANDS, ...ADMIN_COMMANDS];
 
 export const TITLE = `Usage: molecule-cp <command> [options]
 

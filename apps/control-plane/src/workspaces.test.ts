@@ -4,7 +4,7 @@ import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provision
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOperationRunner } from "./app.ts";
-import { cpOperations } from "./db/schema.ts";
+import { cpOperations, cpWorkspaces } from "./db/schema.ts";
 import { createTestControlPlane, type TenantIdentity, type TestControlPlane } from "./testing.ts";
 
 let cp: TestControlPlane;
@@ -243,6 +243,31 @@ describe("the operation runner", () => {
     await cp.runner.drain();
     expect((await operation(start.body.operation.id)).status).toBe("succeeded");
     expect(fake.inspect(id)?.instance?.state).toBe("running");
+  });
+
+  it("a stop, suspend or start queued behind a destroy is superseded: the destroyed workspace stays destroyed", async () => {
+    const id = await provisioned();
+    const destroy = await cp.tenant(org, "DELETE", `/cp/workspaces/${id}`);
+    const later = [
+      await cp.tenant(org, "POST", `/cp/workspaces/${id}/stop`, { body: {} }),
+      await cp.tenant(org, "POST", `/cp/workspaces/${id}/start`, { body: { spec: spec(id) } }),
+      await cp.tenant(org, "POST", `/cp/workspaces/${id}/suspend`, { body: {} }),
+    ];
+    for (const accepted of later) expect(accepted.status).toBe(202);
+    await cp.runner.drain();
+
+    expect((await operation(destroy.body.operation.id)).status).toBe("succeeded");
+    for (const accepted of later) {
+      expect(await operation(accepted.body.operation.id)).toMatchObject({
+        status: "failed",
+        error: { code: "superseded", message: "the workspace was destroyed" },
+      });
+    }
+    expect(fake.inspect(id)).toBeUndefined();
+    const [row] = await cp.db.db.select().from(cpWorkspaces).where(eq(cpWorkspaces.id, id));
+    expect(row?.state).toBe("destroyed");
+    const listed = await cp.tenant(org, "GET", "/cp/workspaces");
+    expect(listed.body.workspaces.map((w: { workspace_id: string }) => w.workspace_id)).not.toContain(id);
   });
 
   it("resumes an operation whose runner died once its lease expires, and converges on one workspace", async () => {

@@ -27,6 +27,9 @@ export interface WorkspaceOperationInput {
   recreate?: boolean;
 }
 
+/** The operations that no longer apply once their workspace was destroyed. */
+const WORKSPACE_GONE_SUPERSEDES: ReadonlySet<string> = new Set(["stop", "suspend", "start"]);
+
 /**
  * Runs one workspace operation on the workspace backend with the stored handle; an attempt abandoned at its deadline
  * or overtaken by another runner (`attempt.fenced`) writes nothing when its backend call comes back late.
@@ -49,6 +52,11 @@ export async function performWorkspaceOperation(
     throw new OperationSuperseded("the org is being deleted");
   }
   const workspace = row.workspace;
+  // A stop, suspend or start asked for before a destroy ran runs after it: it must not bring back (or mark stopped)
+  // a workspace whose machine the destroy removed. A provision of the id may make it again; a destroy is a no-op.
+  if (workspace.state === "destroyed" && WORKSPACE_GONE_SUPERSEDES.has(operation.kind)) {
+    throw new OperationSuperseded("the workspace was destroyed");
+  }
   const { provisioner } = deps;
   const idempotencyKey = `${operation.id}:${operation.attempts}`;
   const { signal } = attempt;

@@ -1,3 +1,4 @@
+import { ORG_OPERATION_KINDS } from "@molecule/contracts";
 import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
@@ -11,6 +12,8 @@ import { orgOperationFailed, performOrgOperation } from "./services/org-operatio
 import { OrgService } from "./services/orgs.ts";
 import { createControlPlaneReconciler } from "./services/reconcile.ts";
 import { OperationRunner } from "./services/runner.ts";
+import { TenantLifecycleService } from "./services/tenant-lifecycle.ts";
+import { performTenantLifecycle } from "./services/tenant-operations.ts";
 import { performWorkspaceOperation, workspaceOperationFailed } from "./services/workspace-operations.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
 
@@ -26,14 +29,18 @@ export interface AppHooks {
 
 /** The control plane's operation runner: org operations go to the tenant backend, the rest to the workspace backend. */
 export function createOperationRunner(deps: ControlPlaneDeps, instanceId: string, pollIntervalMs?: number) {
-  const isOrg = (kind: string) => kind === "provision_tenant" || kind === "destroy_org";
+  const isOrg = (kind: string) => (ORG_OPERATION_KINDS as readonly string[]).includes(kind);
+  const isLifecycle = (kind: string) =>
+    kind === "stop_tenant" || kind === "start_tenant" || kind === "redeploy_tenant";
   return new OperationRunner(
     deps,
     instanceId,
     (operation, step, scrub, attempt) =>
-      isOrg(operation.kind)
-        ? performOrgOperation(deps, operation, step, scrub, attempt)
-        : performWorkspaceOperation(deps, operation, step, scrub, attempt),
+      isLifecycle(operation.kind)
+        ? performTenantLifecycle(deps, operation, step, scrub, attempt)
+        : isOrg(operation.kind)
+          ? performOrgOperation(deps, operation, step, scrub, attempt)
+          : performWorkspaceOperation(deps, operation, step, scrub, attempt),
     (operation, error) =>
       isOrg(operation.kind)
         ? orgOperationFailed(deps, operation, error)
@@ -45,6 +52,7 @@ export function createOperationRunner(deps: ControlPlaneDeps, instanceId: string
 export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   const orgs = new OrgService(deps, hooks.onOperationQueued);
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
+  const lifecycle = new TenantLifecycleService(deps, hooks.onOperationQueued);
 
   const app = new Hono<AppEnv>();
 
@@ -57,7 +65,10 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   app.use("/cp/orgs/*", requireAdmin(deps));
   app.route("/cp/orgs", orgRoutes(orgs));
   app.use("/cp/admin/*", requireAdmin(deps));
-  app.route("/cp/admin", adminRoutes(deps, hooks.reconciler ?? createControlPlaneReconciler(deps)));
+  app.route(
+    "/cp/admin",
+    adminRoutes(deps, hooks.reconciler ?? createControlPlaneReconciler(deps), lifecycle),
+  );
 
   const tenant = requireTenant(deps);
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);

@@ -6,6 +6,7 @@ import {
   createEc2Provisioner,
   createFlyProvisioner,
   type Provisioner,
+  ProvisionerError,
   type RegistryLogin,
   type RuntimeStatus,
 } from "@molecule/provisioner-core";
@@ -161,6 +162,7 @@ export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps
         databaseUrl: tenantBackend.databaseUrl ?? undefined,
         urlTemplate: tenantBackend.urlTemplate,
         terminateDeadlineMs: ec2.terminateDeadlineMs,
+        commandDeadlineMs: tenantBackend.commandDeadlineMs,
       });
     }
   }
@@ -173,9 +175,20 @@ export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps
  * `{slug}` replaced.
  */
 export function createExternalTenantBackend(urlTemplate: string): TenantBackend {
+  const elsewhere = async (): Promise<never> => {
+    throw new ProvisionerError(
+      "invalid_spec",
+      "CP_TENANT_BACKEND=external: tenants are started by the operator; stop, start and redeploy them where they run",
+      false,
+    );
+  };
   return {
     name: "external",
     ownsNothing: true,
+    imageFor: () => "",
+    stop: elsewhere,
+    start: elsewhere,
+    redeploy: elsewhere,
     async provision(spec, _handle, ctx) {
       const url = urlTemplate.replaceAll("{slug}", spec.slug);
       ctx?.step?.("tenant_external", "started by the operator");

@@ -21,6 +21,8 @@ describe("control plane config", () => {
       canaryImage: "molecule/tenant-platform:latest",
       ghcrPullToken: null,
       databaseUrl: null,
+      commandDeadlineMs: 600_000,
+      readyDeadlineMs: 300_000,
     });
     expect(config.auth.adminToken).toBeNull();
     expect(config.http.publicUrl).toBe("http://host.docker.internal:8090");
@@ -323,6 +325,9 @@ describe("control plane config for EC2", () => {
       stop: 600_000,
       suspend: 600_000,
       destroy: 600_000,
+      stop_tenant: 900_000,
+      start_tenant: 1_200_000,
+      redeploy_tenant: 1_200_000,
     });
     const config = loadConfig({ ...base, OPERATION_DEADLINES: "provision_tenant=1800" });
     expect(config.operations.deadlinesMs).toMatchObject({ provision_tenant: 1_800_000, provision: 900_000 });

@@ -49,6 +49,10 @@ export const DEFAULT_OPERATION_DEADLINES_SECONDS: Record<CpAnyOperationKind, num
   stop: 600,
   suspend: 600,
   destroy: 600,
+  stop_tenant: 900,
+  start_tenant: 1200,
+  // The SSM command (TENANT_COMMAND_DEADLINE_SECONDS) and the wait for ready (TENANT_READY_DEADLINE_SECONDS) fit.
+  redeploy_tenant: 1200,
 };
 
 const EnvSchema = z.object({
@@ -78,6 +82,8 @@ const EnvSchema = z.object({
     .optional(),
   TENANT_IMAGE: z.string().default("molecule/tenant-platform:latest"),
   CANARY_TENANT_IMAGE: z.string().optional(),
+  TENANT_COMMAND_DEADLINE_SECONDS: z.coerce.number().positive().default(600),
+  TENANT_READY_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
   GHCR_PULL_TOKEN: z.string().optional(),
   TENANT_DATABASE_URL: z.string().url("TENANT_DATABASE_URL must be a URL").optional(),
   TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
@@ -217,6 +223,10 @@ function shape(env: z.infer<typeof EnvSchema>) {
       /** Secrets handed to EC2 tenants in their bootstrap bundle, never in user-data. */
       ghcrPullToken: env.GHCR_PULL_TOKEN ?? null,
       databaseUrl: env.TENANT_DATABASE_URL ?? null,
+      /** How long a redeploy's SSM command (ec2) may run before it is cancelled and the redeploy fails. */
+      commandDeadlineMs: env.TENANT_COMMAND_DEADLINE_SECONDS * 1000,
+      /** How long a started or redeployed tenant may take to report `ready` (with the new image). */
+      readyDeadlineMs: env.TENANT_READY_DEADLINE_SECONDS * 1000,
     },
     backups: {
       /** A tenant with no succeeded backup within this is flagged stale in GET /cp/admin/backups. */

@@ -100,6 +100,11 @@ async function probe(request: Sent, mustRefuse: boolean): Promise<void> {
 }
 
 const idSegment = fc.oneof(hostileId.map(enc), fc.constantFrom("%ED%A0%80", "%00", "..%2F..%2Fetc", "%"));
+/** Neither an AMI pin's runtime nor its region (both of this shape at most). */
+const pinSegment = fc.oneof(
+  hostileString.filter((value) => !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(value)).map(enc),
+  fc.constantFrom("%00", "echo%00", "..%2F"),
+);
 const slugSegment = fc.oneof(
   hostileString.filter((value) => !SLUG.test(value)).map(enc),
   fc.constantFrom("%00", "acme%00", "..%2F"),
@@ -185,6 +190,69 @@ const ROUTES: Record<string, () => Promise<void>> = {
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>
         probe({ as: "admin", method: "GET", path: `/cp/admin/backups?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  // Tenant lifecycle: a hostile slug is refused; a fuzzed redeploy body goes to an org that does not exist, so even
+  // a valid one is refused (404) and nothing is queued that would wait for a tenant no test plays.
+  "POST /cp/admin/tenants/:slug/stop": () => slugRoute("POST", (slug) => `/cp/admin/tenants/${slug}/stop`),
+  "POST /cp/admin/tenants/:slug/start": () => slugRoute("POST", (slug) => `/cp/admin/tenants/${slug}/start`),
+  "POST /cp/admin/tenants/:slug/redeploy": async () => {
+    await slugRoute("POST", (slug) => `/cp/admin/tenants/${slug}/redeploy`, "{}");
+    await fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ image: "ghcr.io/acme/tenant:1" })), async (body) =>
+        probe({ as: "admin", method: "POST", path: "/cp/admin/tenants/no-such-org/redeploy", body }, true),
+      ),
+      fuzzParameters(),
+    );
+  },
+  "PATCH /cp/admin/orgs/:slug": async () => {
+    await slugRoute("PATCH", (slug) => `/cp/admin/orgs/${slug}`, JSON.stringify({ is_canary: true }));
+    await fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ is_canary: true })), async (body) =>
+        probe({ as: "admin", method: "PATCH", path: "/cp/admin/orgs/attacker", body }, false),
+      ),
+      fuzzParameters(),
+    );
+  },
+  "GET /cp/admin/ami-pins": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/cp/admin/ami-pins?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "PUT /cp/admin/ami-pins/:runtime/:region": async () => {
+    await fc.assert(
+      fc.asyncProperty(pinSegment, fc.boolean(), async (segment, first) =>
+        probe(
+          {
+            as: "admin",
+            method: "PUT",
+            path: first ? `/cp/admin/ami-pins/${segment}/us-east-1` : `/cp/admin/ami-pins/echo/${segment}`,
+            body: JSON.stringify({ ami_id: "ami-0123abcd" }),
+          },
+          true,
+        ),
+      ),
+      fuzzParameters(),
+    );
+    await fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ ami_id: "ami-0123abcd" })), async (body) => {
+        const stored = storedPart(body, { ami_id: 1 }) as { ami_id?: unknown } | undefined;
+        const ami = stored?.ami_id;
+        await probe(
+          { as: "admin", method: "PUT", path: "/cp/admin/ami-pins/echo/us-east-1", body },
+          typeof ami === "string" && !/^ami-[0-9a-f]{8,17}$/.test(ami),
+        );
+      }),
+      fuzzParameters(),
+    );
+  },
+  "DELETE /cp/admin/ami-pins/:runtime/:region": () =>
+    fc.assert(
+      fc.asyncProperty(pinSegment, async (segment) =>
+        probe({ as: "admin", method: "DELETE", path: `/cp/admin/ami-pins/${segment}/us-east-1` }, true),
       ),
       fuzzParameters(),
     ),
@@ -274,6 +342,16 @@ const ROUTES: Record<string, () => Promise<void>> = {
       fuzzParameters(),
     ),
 };
+
+/** An admin route whose `:slug` is hostile: always refused, nothing changes. */
+function slugRoute(method: string, path: (slug: string) => string, body?: string): Promise<void> {
+  return fc.assert(
+    fc.asyncProperty(slugSegment, async (slug) =>
+      probe({ as: "admin", method, path: path(slug), ...(body === undefined ? {} : { body }) }, true),
+    ),
+    fuzzParameters(),
+  );
+}
 
 /** A tenant route whose `:id` is hostile, or is the victim org's workspace: always refused, nothing changes. */
 function idRoute(method: string, path: (id: string) => string, body?: string): Promise<void> {

@@ -93,6 +93,7 @@ async function main(): Promise<void> {
       operationLeaseMs: config.operations.leaseMs,
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,
+      tenantReadyDeadlineMs: config.tenantBackend.readyDeadlineMs,
       reconcile: config.reconcile,
       backups: config.backups,
     },

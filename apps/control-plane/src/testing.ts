@@ -153,6 +153,8 @@ export async function createTestControlPlane(
       maxBodyBytes: 256 * 1024,
       operationLeaseMs: 30_000,
       operationMaxAttempts: 3,
+      tenantReadyDeadlineMs: 60_000,
+      tenantReadyPollMs: 50,
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
       backups: { staleAfterMs: 36 * 60 * 60_000, tenantEnv: {} },
       ...options.settings,

@@ -103,6 +103,7 @@ describe("loadConfig in controlplane mode", () => {
       tenantToken: "cpt_tenant_credential",
       signingKey: "derived-org-signing-key",
       startupWaitMs: 60_000,
+      image: null,
     });
     expect(DEFAULT_CP_PROVISION_URL).toBe("http://127.0.0.1:8090");
     expect(

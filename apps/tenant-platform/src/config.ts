@@ -1,4 +1,4 @@
-import type { OperationKind } from "@molecule/contracts";
+import { ImageRef, type OperationKind } from "@molecule/contracts";
 import {
   BackendSelectionError,
   DEFAULT_CP_PROVISION_URL,
@@ -80,6 +80,8 @@ const EnvSchema = z.object({
   CP_TENANT_TOKEN: z.string().optional(),
   PROVISION_SHARED_SECRET: z.string().optional(),
   CP_STARTUP_WAIT_SECONDS: z.coerce.number().positive().default(60),
+  /** The image this platform runs as, set by the control plane's tenant backend; reported with its boot events. */
+  MOLECULE_IMAGE: ImageRef.optional(),
   ALLOW_INSECURE_AGENT_URLS: z.enum(["true", "false"]).optional(),
   ALLOW_PRIVATE_AGENT_URLS: z.enum(["true", "false"]).optional(),
 });
@@ -159,6 +161,7 @@ function shape(env: z.infer<typeof EnvSchema>) {
       tenantToken: env.CP_TENANT_TOKEN,
       signingKey: env.PROVISION_SHARED_SECRET,
       startupWaitMs: env.CP_STARTUP_WAIT_SECONDS * 1000,
+      image: env.MOLECULE_IMAGE ?? null,
     },
     workspaces: {
       allowedRuntimes: env.ALLOWED_RUNTIMES,

@@ -45,8 +45,9 @@ export const REDACTED_PATHS = [
 ];
 
 /**
- * Boot events tell the control plane how far start-up got. They are posted in order without holding start-up up,
- * and a failure to post one is logged, never fatal.
+ * Boot events tell the control plane how far start-up got, and which image runs (MOLECULE_IMAGE, when the tenant
+ * backend set it: a redeploy waits for `ready` with its image). They are posted in order without holding start-up
+ * up, and a failure to post one is logged, never fatal.
  */
 class BootReporter {
   private queue: Promise<unknown> = Promise.resolve();
@@ -55,10 +56,15 @@ class BootReporter {
     private readonly client: ControlPlaneClient,
     private readonly logger: Logger,
     private readonly secrets: readonly string[],
+    private readonly image: string | null,
   ) {}
 
   post(stage: BootEventBody["stage"], detail?: string): Promise<unknown> {
-    const event: BootEventBody = detail === undefined ? { stage } : { stage, detail: this.scrub(detail) };
+    const event: BootEventBody = {
+      stage,
+      ...(detail === undefined ? {} : { detail: this.scrub(detail) }),
+      ...(this.image ? { image: this.image } : {}),
+    };
     this.queue = this.queue.then(() => postBootEvent(this.client, event, this.logger));
     return this.queue;
   }
@@ -100,14 +106,19 @@ async function main(): Promise<void> {
   let boot: BootReporter | undefined;
   if (selection.backend === "controlplane") {
     const client = buildControlPlaneClient(config, logger);
-    const reporter = new BootReporter(client, logger, [
-      config.controlPlane.tenantToken ?? "",
-      config.controlPlane.signingKey ?? "",
-      config.auth.adminToken ?? "",
-      config.secrets.key ?? "",
-      config.data.databaseUrl ?? "",
-      databasePassword(config.data.databaseUrl),
-    ]);
+    const reporter = new BootReporter(
+      client,
+      logger,
+      [
+        config.controlPlane.tenantToken ?? "",
+        config.controlPlane.signingKey ?? "",
+        config.auth.adminToken ?? "",
+        config.secrets.key ?? "",
+        config.data.databaseUrl ?? "",
+        databasePassword(config.data.databaseUrl),
+      ],
+      config.controlPlane.image,
+    );
     try {
       runtime = await fetchTenantConfig(client, { waitMs: config.controlPlane.startupWaitMs, logger });
     } catch (error) {

@@ -48,7 +48,8 @@ export type CreateOrgBody = z.infer<typeof CreateOrgBody>;
 
 export const DeleteOrgBody = z.strictObject({ confirm: singleLineText().max(100) });
 
-export const ORG_STATUSES = ["provisioning", "ready", "failed", "deleting", "deleted"] as const;
+/** `stopped`: an operator stopped its tenant (POST /cp/admin/tenants/:slug/stop); a start makes it `provisioning` again. */
+export const ORG_STATUSES = ["provisioning", "ready", "failed", "deleting", "deleted", "stopped"] as const;
 export const OrgStatus = z.enum(ORG_STATUSES);
 export type OrgStatus = z.infer<typeof OrgStatus>;
 
@@ -60,12 +61,17 @@ export const OrgView = z.object({
   status: OrgStatus,
   tenant_url: z.string().nullable(),
   is_canary: z.boolean(),
+  /** The image the tenant last reported `ready` with (null until a tenant reports one). */
+  tenant_image: z.string().nullable(),
   created_at: z.string(),
   updated_at: z.string(),
 });
 export type OrgView = z.infer<typeof OrgView>;
 
-/** An org-level operation (the tenant's provision, the org's delete) as the admin API shows it. */
+/**
+ * An org-level operation (the tenant's provision, the org's delete, the tenant's stop, start and redeploy: see
+ * ORG_OPERATION_KINDS) as the admin API shows it.
+ */
 export const OrgOperationView = z.object({
   id: z.string(),
   kind: z.string(),
@@ -100,9 +106,23 @@ export type DeletedOrg = z.infer<typeof DeletedOrg>;
 export const TENANT_BOOT_STAGES = ["container_started", "migrated", "listening", "ready", "failed"] as const;
 export const TenantBootStage = z.enum(TENANT_BOOT_STAGES);
 
+/**
+ * A container image reference (`[registry[:port]/]name[:tag][@sha256:digest]`), checked before it reaches a backend
+ * or a shell command: lower-case path components, no spaces, no shell characters.
+ */
+export const ImageRef = z
+  .string()
+  .max(255)
+  .regex(
+    /^(?:[A-Za-z0-9.-]+(?::\d{1,5})?\/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/,
+    "image must be an image reference such as ghcr.io/acme/tenant-platform:1.2.3",
+  );
+
 export const BootEventBody = z.strictObject({
   stage: TenantBootStage,
   detail: multiLineText().max(1000).optional(),
+  /** The image the tenant runs (MOLECULE_IMAGE, set by the tenant backend): a redeploy waits for it on `ready`. */
+  image: ImageRef.optional(),
 });
 export type BootEventBody = z.infer<typeof BootEventBody>;
 
@@ -113,7 +133,15 @@ export const OrgDetail = z.object({
     .object({
       status: OrgStatus,
       tenant_url: z.string().nullable(),
-      events: z.array(z.object({ stage: z.string(), detail: z.string().nullable(), at: z.string() })),
+      events: z.array(
+        z.object({
+          stage: z.string(),
+          detail: z.string().nullable(),
+          /** The image the tenant reported it runs (null for a tenant that does not say). */
+          image: z.string().nullable(),
+          at: z.string(),
+        }),
+      ),
       last_error: z.string().nullable(),
     })
     .nullable(),

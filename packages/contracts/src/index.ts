@@ -8,5 +8,6 @@ export * from "./ids.ts";
 export * from "./inbound.ts";
 export * from "./registry.ts";
 export * from "./status.ts";
+export * from "./tenant-admin.ts";
 export * from "./text.ts";
 export * from "./workspaces.ts";

@@ -1,4 +1,9 @@
-import { CP_OPERATION_KINDS, OPERATION_STATUSES, ORG_STATUSES } from "@molecule/contracts";
+import {
+  CP_OPERATION_KINDS,
+  OPERATION_STATUSES,
+  ORG_OPERATION_KINDS,
+  ORG_STATUSES,
+} from "@molecule/contracts";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type Catalog, compareSchemas } from "../../../../test-support/schema-drift.ts";
 import { CP_MIGRATIONS } from "./migrations.ts";
@@ -23,6 +28,12 @@ describe("the control plane's schema", () => {
       "provision_tenant",
       "destroy_org",
       ...CP_OPERATION_KINDS,
+      "stop_tenant",
+      "start_tenant",
+      "redeploy_tenant",
     ]);
+    expect([...(migrated.enums.cp_operation_kind ?? [])].sort()).toEqual(
+      [...ORG_OPERATION_KINDS, ...CP_OPERATION_KINDS].sort(),
+    );
   });
 });

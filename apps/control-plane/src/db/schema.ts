@@ -8,6 +8,7 @@ import {
   CP_OPERATION_KINDS,
   type CpOperationResult,
   OPERATION_STATUSES,
+  ORG_OPERATION_KINDS,
   ORG_STATUSES,
 } from "@molecule/contracts";
 import { sql } from "drizzle-orm";
@@ -29,9 +30,17 @@ import {
 
 const ts = (name: string) => timestamp(name, { withTimezone: true });
 
-export const ORG_OPERATION_KINDS = ["provision_tenant", "destroy_org"] as const;
+export { ORG_OPERATION_KINDS };
 export const WORKSPACE_OPERATION_KINDS = CP_OPERATION_KINDS;
-export const CP_ALL_OPERATION_KINDS = [...ORG_OPERATION_KINDS, ...WORKSPACE_OPERATION_KINDS] as const;
+/** In the database enum's order: a kind added later is appended (ALTER TYPE … ADD VALUE), wherever it belongs. */
+export const CP_ALL_OPERATION_KINDS = [
+  "provision_tenant",
+  "destroy_org",
+  ...WORKSPACE_OPERATION_KINDS,
+  "stop_tenant",
+  "start_tenant",
+  "redeploy_tenant",
+] as const;
 export type CpAnyOperationKind = (typeof CP_ALL_OPERATION_KINDS)[number];
 
 export const cpOrgStatus = pgEnum("cp_org_status", ORG_STATUSES);
@@ -51,6 +60,8 @@ export const cpOrgs = pgTable(
     tenantUrl: text("tenant_url"),
     /** Its tenant runs CANARY_TENANT_IMAGE (on EC2: in the canary account). */
     isCanary: boolean("is_canary").notNull().default(false),
+    /** The image its tenant last reported `ready` with (a boot event's `image`). */
+    tenantImage: text("tenant_image"),
     /** The tenant's environment (JSON), sealed: a retried provision after a crash uses the same values. */
     tenantEnvSealed: text("tenant_env_sealed"),
     tenantEnvKeyVersion: integer("tenant_env_key_version"),
@@ -91,6 +102,8 @@ export const cpBootEvents = pgTable(
       .references(() => cpOrgs.id),
     stage: text("stage").notNull(),
     detail: text("detail"),
+    /** The image the tenant runs, as it reported it. */
+    image: text("image"),
     at: ts("at").notNull().defaultNow(),
   },
   (table) => [index("cp_boot_events_org_idx").on(table.orgId, table.id)],
@@ -150,6 +163,12 @@ export interface CpOperationStep {
   durationMs: number;
 }
 
+/** What an org operation was asked to do beyond its kind. */
+export interface CpOperationInput {
+  /** redeploy_tenant: the image the tenant must run (resolved when the redeploy was asked for). */
+  image?: string;
+}
+
 export interface CpOperationError {
   code: string;
   message: string;
@@ -173,6 +192,8 @@ export const cpOperations = pgTable(
     error: jsonb("error").$type<CpOperationError | null>(),
     idempotencyKey: text("idempotency_key"),
     requestHash: text("request_hash"),
+    /** Inputs that must survive a crash and are not secret (a redeploy's image). */
+    input: jsonb("input").$type<CpOperationInput | null>(),
     /** Inputs that must survive a crash and are secret (a workspace spec with its env), sealed. */
     sealedInput: text("sealed_input"),
     sealedKeyVersion: integer("sealed_key_version"),
@@ -208,7 +229,7 @@ export const cpRequestNonces = pgTable(
 
 /**
  * The AMI a runtime boots from in a region (EC2 backends); `tenant-platform` is the tenants' runtime. With no row the
- * backends use EC2_AMI, else fail (not retried). Edited with SQL for now (docs/backends/ec2.md).
+ * backends use EC2_AMI, else fail (not retried). Edited through /cp/admin/ami-pins.
  */
 export const cpThinAmiPins = pgTable(
   "cp_thin_ami_pins",

@@ -14,7 +14,7 @@ import {
   cpTenantResources,
   cpWorkspaces,
 } from "../db/schema.ts";
-import type { TenantRef } from "../tenants/backend.ts";
+import type { TenantRef, TenantSpec } from "../tenants/backend.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 import {
   type AttemptContext,
@@ -62,13 +62,16 @@ export async function performOrgOperation(
   }
 }
 
-/** A tenant provision that failed for good leaves the org `failed` (shown in provision_status). */
+/**
+ * A tenant provision or start that failed for good leaves the org `failed` (shown in provision_status); a failed stop
+ * or redeploy leaves its status as it was (the tenant still runs what it ran).
+ */
 export async function orgOperationFailed(
   deps: ControlPlaneDeps,
   operation: CpOperationRow,
   _error: CpOperationError,
 ): Promise<void> {
-  if (operation.kind !== "provision_tenant") return;
+  if (operation.kind !== "provision_tenant" && operation.kind !== "start_tenant") return;
   await deps.db
     .update(cpOrgs)
     .set({ status: "failed", updatedAt: deps.clock.now() })
@@ -79,17 +82,8 @@ export function tenantRef(org: CpOrgRow): TenantRef {
   return { orgId: org.id, slug: org.slug, handle: org.tenantHandle ?? null };
 }
 
-async function provisionTenant(
-  deps: ControlPlaneDeps,
-  org: CpOrgRow,
-  operation: CpOperationRow,
-  step: StepReporter,
-  scrub: Scrubber,
-  attempt: AttemptContext,
-): Promise<void> {
-  if (org.status === "deleting" || org.status === "deleted") {
-    throw new OperationSuperseded("the org is being deleted");
-  }
+/** The org's tenant spec, from its sealed environment; every secret in it is added to `scrub`. */
+export function tenantSpec(deps: ControlPlaneDeps, org: CpOrgRow, scrub: Scrubber): TenantSpec {
   if (!org.tenantEnvSealed || org.tenantEnvKeyVersion === null) {
     throw new Error(`org ${org.id} has no sealed tenant environment`);
   }
@@ -103,28 +97,38 @@ async function provisionTenant(
     ...deps.settings.backups.tenantEnv,
   };
   scrub.addSpec({ env, secretKeys: TENANT_SECRET_KEYS, orgId: org.id });
-  const instance = await deps.tenants.provision(
-    {
-      orgId: org.id,
-      slug: org.slug,
-      deployment: deps.settings.deployment,
-      env,
-      secretKeys: TENANT_SECRET_KEYS,
-      isCanary: org.isCanary,
-    },
-    org.tenantHandle ?? null,
-    {
-      step,
-      signal: attempt.signal,
-      operationId: operation.id,
-      audit: tableAudit(
-        deps.db,
-        cpTenantResources,
-        { subjectId: org.id, orgId: org.id, backend: tenantAuditBackend(deps.tenants.name) },
-        () => deps.clock.now(),
-      ),
-    },
-  );
+  return {
+    orgId: org.id,
+    slug: org.slug,
+    deployment: deps.settings.deployment,
+    env,
+    secretKeys: TENANT_SECRET_KEYS,
+    isCanary: org.isCanary,
+  };
+}
+
+async function provisionTenant(
+  deps: ControlPlaneDeps,
+  org: CpOrgRow,
+  operation: CpOperationRow,
+  step: StepReporter,
+  scrub: Scrubber,
+  attempt: AttemptContext,
+): Promise<void> {
+  if (org.status === "deleting" || org.status === "deleted") {
+    throw new OperationSuperseded("the org is being deleted");
+  }
+  const instance = await deps.tenants.provision(tenantSpec(deps, org, scrub), org.tenantHandle ?? null, {
+    step,
+    signal: attempt.signal,
+    operationId: operation.id,
+    audit: tableAudit(
+      deps.db,
+      cpTenantResources,
+      { subjectId: org.id, orgId: org.id, backend: tenantAuditBackend(deps.tenants.name) },
+      () => deps.clock.now(),
+    ),
+  });
   await attempt.fenced((tx) =>
     tx
       .update(cpOrgs)

@@ -4,6 +4,7 @@ import {
   type CreateOrgBody,
   type DeletedOrg,
   DomainError,
+  ORG_OPERATION_KINDS,
   type OrgDetail,
   type OrgView,
   type TenantRuntimeConfig,
@@ -154,10 +155,9 @@ export class OrgService {
     const [operation] = await db
       .select()
       .from(cpOperations)
-      .where(
-        and(eq(cpOperations.orgId, org.id), inArray(cpOperations.kind, ["provision_tenant", "destroy_org"])),
-      )
-      .orderBy(desc(cpOperations.createdAt))
+      .where(and(eq(cpOperations.orgId, org.id), inArray(cpOperations.kind, [...ORG_OPERATION_KINDS])))
+      // Ids sort by time too: they order operations asked for in the same millisecond.
+      .orderBy(desc(cpOperations.createdAt), desc(cpOperations.id))
       .limit(1);
     const lastFailedEvent = [...events].reverse().find((event) => event.stage === "failed");
     const lastError =
@@ -171,6 +171,7 @@ export class OrgService {
         events: events.map((event) => ({
           stage: event.stage,
           detail: event.detail,
+          image: event.image,
           at: event.at.toISOString(),
         })),
         last_error: lastError,
@@ -225,13 +226,26 @@ export class OrgService {
     };
   }
 
-  /** A boot event from the org's tenant: `ready` makes the org ready, `failed` makes it failed. */
+  /**
+   * A boot event from the org's tenant: `ready` makes the org ready (and records the image it reported), `failed`
+   * makes it failed.
+   */
   async recordBootEvent(orgId: string, event: BootEventBody) {
     const { db, clock } = this.deps;
     const now = clock.now();
-    await db
-      .insert(cpBootEvents)
-      .values({ orgId, stage: event.stage, detail: event.detail ?? null, at: now });
+    await db.insert(cpBootEvents).values({
+      orgId,
+      stage: event.stage,
+      detail: event.detail ?? null,
+      image: event.image ?? null,
+      at: now,
+    });
+    if (event.stage === "ready" && event.image) {
+      await db
+        .update(cpOrgs)
+        .set({ tenantImage: event.image, updatedAt: now })
+        .where(and(eq(cpOrgs.id, orgId), ne(cpOrgs.status, "deleted")));
+    }
     if (event.stage === "ready" || event.stage === "failed") {
       const from = event.stage === "ready" ? ["provisioning", "failed"] : ["provisioning", "ready"];
       await db

@@ -1,4 +1,10 @@
-import type { CpOperationKind, CpOperationView, OrgOperationView, OrgView } from "@molecule/contracts";
+import type {
+  CpOperationKind,
+  CpOperationView,
+  OrgOperationKind,
+  OrgOperationView,
+  OrgView,
+} from "@molecule/contracts";
 import type { CpOperationRow, CpOrgRow } from "../db/schema.ts";
 
 /** What a tenant sees of an operation (contracts' CpOperationView). */
@@ -20,11 +26,11 @@ export function operationView(row: CpOperationRow): CpOperationView {
   };
 }
 
-/** What the operator sees of an org-level operation (provision_tenant, destroy_org): contracts' OrgOperationView. */
+/** What the operator sees of an org-level operation (contracts' OrgOperationView). */
 export function orgOperationView(row: CpOperationRow): OrgOperationView {
   return {
     id: row.id,
-    kind: row.kind,
+    kind: row.kind as OrgOperationKind,
     status: row.status,
     attempts: row.attempts,
     steps: row.steps.map((step) => ({
@@ -46,6 +52,7 @@ export function orgView(row: CpOrgRow): OrgView {
     status: row.status,
     tenant_url: row.tenantUrl,
     is_canary: row.isCanary,
+    tenant_image: row.tenantImage,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };

@@ -48,6 +48,14 @@ export interface TenantContext {
   audit?: ResourceAudit;
 }
 
+/** What a redeploy did, for the operation's steps and for a failure's message. */
+export interface TenantRedeployed {
+  /** The end of the recreate's output (the SSM command's on EC2), secrets taken out. */
+  output?: string;
+  /** The tenant's new handle and URL, when the recreate changed them (docker: a new container id). */
+  instance?: TenantInstance;
+}
+
 /**
  * Runs tenant platforms, one per org. Every method is idempotent: after a crash or a retryable error, calling it
  * again converges on the same state and never makes a second tenant. Errors are provisioner-core's
@@ -67,6 +75,27 @@ export interface TenantBackend {
    */
   sweepOrg(ref: TenantRef, ctx?: TenantContext): Promise<void>;
   status(ref: TenantRef): Promise<RuntimeStatus>;
+  /** The image an org's tenant runs unless a redeploy names one: TENANT_IMAGE, or CANARY_TENANT_IMAGE for a canary. */
+  imageFor(isCanary: boolean): string;
+  /**
+   * Stops the tenant and keeps everything it has (EC2 StopInstances, never a termination; docker stops the container;
+   * data and workspaces stay). Already stopped is success; no tenant is a non-retryable `not_found`.
+   */
+  stop(ref: TenantRef, ctx?: TenantContext): Promise<void>;
+  /** Starts a stopped tenant as it was (its data, its image). Already running is success. */
+  start(ref: TenantRef, ctx?: TenantContext): Promise<void>;
+  /**
+   * Makes the tenant run `image`, keeping its data: docker recreates the container on the same volume and port, EC2
+   * runs the boot unit again through SSM Run Command with the new image (never a reboot). Resolves once the new
+   * container was started, not once it is ready. A recreate that fails, or does not finish in time, throws a
+   * non-retryable error whose message carries its output (redacted).
+   */
+  redeploy(
+    spec: TenantSpec,
+    handle: TenantHandle | null,
+    image: string,
+    ctx?: TenantContext,
+  ): Promise<TenantRedeployed>;
   /** Every tenant resource this deployment owns, for reconciling strays. */
   listManaged(): Promise<ManagedResource[]>;
 }

@@ -57,6 +57,7 @@ import type {
   TenantContext,
   TenantHandle,
   TenantInstance,
+  TenantRedeployed,
   TenantRef,
   TenantSpec,
 } from "./backend.ts";
@@ -65,6 +66,8 @@ export const DOCKER_TENANT_BACKEND = "docker";
 export const TENANT_KIND = "tenant";
 /** Where the tenant's volume is mounted; MOLECULE_DATA_DIR. */
 export const TENANT_DATA_DIR = "/data";
+/** Seconds a stopped tenant gets to shut down (drain HTTP, stop its loops) before it is killed. */
+const STOP_TIMEOUT_SECONDS = 30;
 /** The port a tenant listens on (and is published on), so an adopted container keeps its URL. */
 export const TENANT_PORT_LABEL = "molecule.tenant_port";
 
@@ -268,14 +271,20 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     };
   }
 
-  function createOptions(spec: TenantSpec, port: number, volume: string): Dockerode.ContainerCreateOptions {
+  function createOptions(
+    spec: TenantSpec,
+    port: number,
+    volume: string,
+    image: string,
+  ): Dockerode.ContainerCreateOptions {
     const portKey = `${port}/tcp`;
     const name = tenantContainerName(spec.slug);
     const networking = containerNetworking(opts.network, name);
+    const env = { ...envFor(spec, port), MOLECULE_IMAGE: image };
     return {
       name,
-      Image: imageFor(spec),
-      Env: Object.entries(envFor(spec, port)).map(([key, value]) => `${key}=${value}`),
+      Image: image,
+      Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
       Labels: labelsFor(spec, port),
       ...(hostNetwork ? {} : { ExposedPorts: { [portKey]: {} } }),
       ...(networking.networkingConfig ? { NetworkingConfig: networking.networkingConfig } : {}),
@@ -305,11 +314,16 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     ensureOwnedVolume(docker, tenantVolumeName(spec.slug), labelsFor(spec, 0), owner(spec.orgId));
 
   /** Creates the container on a newly chosen port, or adopts the one an earlier or concurrent call made. */
-  function ensureContainer(spec: TenantSpec, volume: string, preferredPort: number | undefined) {
+  function ensureContainer(
+    spec: TenantSpec,
+    volume: string,
+    preferredPort: number | undefined,
+    image = imageFor(spec),
+  ) {
     return createOrAdoptContainer(docker, tenantContainerName(spec.slug), owner(spec.orgId), () =>
       serialized(async () => {
         const port = await allocatePort(preferredPort);
-        const options = createOptions(spec, port, volume);
+        const options = createOptions(spec, port, volume, image);
         log.info(
           { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, spec.secretKeys) },
           "docker: creating tenant container",
@@ -387,8 +401,99 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     return { handle: tenantHandle, url: `http://127.0.0.1:${port}` };
   }
 
+  /** The org's tenant container, or a non-retryable `not_found` naming it. */
+  async function ownedTenant(ref: TenantRef): Promise<Dockerode.ContainerInspectInfo> {
+    const name = tenantContainerName(ref.slug);
+    const info = await inspectOwnedContainer(docker, name, owner(ref.orgId));
+    if (!info) throw new ProvisionerError("not_found", `the org has no tenant container (${name})`, false);
+    return info;
+  }
+
+  /**
+   * Replaces the container with one of `image` on the same volume and port: the image is made available first (a
+   * failed pull leaves the running tenant alone), then the old container goes and the new one starts. A retry after
+   * a crash in between finds no container and creates it.
+   */
+  async function redeploy(
+    spec: TenantSpec,
+    handle: TenantHandle | null,
+    image: string,
+    ctx: TenantContext | undefined,
+  ): Promise<TenantRedeployed> {
+    validateSpec(spec);
+    const step = (name: string, detail?: string) => ctx?.step?.(name, detail);
+    const name = tenantContainerName(spec.slug);
+    const signal = ctx?.signal;
+    const outcome = await ensureImage(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
+    step("image_ready", `${image} ${outcome}`);
+    throwIfAborted(signal, "tenant redeploy");
+    if (sharedNetwork) await ensureNetwork(docker, opts.network);
+    const volume = await auditedCreate(
+      ctx?.audit,
+      "volume",
+      name,
+      () => ensureVolume(spec),
+      (made) => made,
+    );
+    throwIfAborted(signal, "tenant redeploy");
+    const existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
+    const port = existing ? portOf(existing) : isDockerHandle(handle) ? handle.port : undefined;
+    if (existing) {
+      await removeContainer(docker, existing.Id);
+      step("container_removed", `${existing.Id} (${existing.Config.Image})`);
+    }
+    const { info } = await auditedCreate(
+      ctx?.audit,
+      "container",
+      name,
+      () => ensureContainer(spec, volume, port, image),
+      (made) => made.info.Id,
+    );
+    await startContainer(docker, info.Id);
+    step("container_started", `${info.Id} on ${volume}`);
+    log.info(
+      { orgId: spec.orgId, slug: spec.slug, containerId: info.Id, image },
+      "docker: tenant redeployed",
+    );
+    const tenantHandle: DockerTenantHandle = {
+      backend: DOCKER_TENANT_BACKEND,
+      containerId: info.Id,
+      volume,
+      port: portOf(info),
+    };
+    return {
+      output: `container ${info.Id} runs ${image} on volume ${volume}`,
+      instance: { handle: tenantHandle, url: `http://127.0.0.1:${portOf(info)}` },
+    };
+  }
+
   return {
     name: DOCKER_TENANT_BACKEND,
+
+    imageFor: (isCanary) => (isCanary && opts.canaryImage) || opts.image,
+
+    async stop(ref, ctx) {
+      throwIfAborted(ctx?.signal, "tenant stop");
+      const info = await ownedTenant(ref);
+      await dockerCall(
+        "stop container",
+        () => docker.getContainer(info.Id).stop({ t: STOP_TIMEOUT_SECONDS }),
+        [304],
+      );
+      ctx?.step?.("container_stopped", info.Id);
+    },
+
+    async start(ref, ctx) {
+      throwIfAborted(ctx?.signal, "tenant start");
+      const info = await ownedTenant(ref);
+      await startContainer(docker, info.Id);
+      ctx?.step?.("container_started", info.Id);
+    },
+
+    redeploy(spec, handle, image, ctx) {
+      const scrub = specScrubber(spec);
+      return scrub.run(() => redeploy(spec, handle, image, scrub.context(ctx)));
+    },
 
     // Nothing the spec holds (the tenant's tokens and keys) leaves in an error or a step detail.
     provision(spec, handle, ctx?: TenantContext): Promise<TenantInstance> {

@@ -38,6 +38,7 @@ import type {
   TenantContext,
   TenantHandle,
   TenantInstance,
+  TenantRedeployed,
   TenantRef,
   TenantSpec,
 } from "./backend.ts";
@@ -85,6 +86,10 @@ export interface Ec2TenantBackendOptions {
   urlTemplate?: string | null;
   waitDeadlineMs?: number;
   terminateDeadlineMs: number;
+  /** TENANT_COMMAND_DEADLINE_SECONDS × 1000: how long a redeploy's SSM command may run. */
+  commandDeadlineMs: number;
+  /** Between two looks at a running SSM command (default 2 s). */
+  commandPollMs?: number;
 }
 
 export interface Ec2TenantHandle extends TenantHandle {
@@ -224,6 +229,49 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
     return { handle: tenantHandle, url };
   }
 
+  /** The account and machinery holding the org's tenant instance, or a non-retryable `not_found`. */
+  async function locate(ref: TenantRef, signal: AbortSignal | undefined) {
+    for (const account of accountsOf(ref)) {
+      const machinery = vmsOf(account);
+      const instance = await account.access.underSignal(signal, () =>
+        machinery.find(owner(ref), hint(ref.handle)),
+      );
+      if (instance) return { account, machinery, instanceId: instance.id };
+    }
+    throw new ProvisionerError("not_found", "the org has no tenant instance", false);
+  }
+
+  async function redeploy(
+    spec: TenantSpec,
+    handle: TenantHandle | null,
+    image: string,
+    ctx: TenantContext,
+  ): Promise<TenantRedeployed> {
+    validate(spec);
+    const ref = { orgId: spec.orgId, slug: spec.slug, handle };
+    const { account, machinery, instanceId } = await locate(ref, ctx.signal);
+    const tenant = owner(spec);
+    const result = await machinery.locked(
+      tenant,
+      () =>
+        machinery.redeploy(
+          {
+            owner: tenant,
+            image,
+            servicePort: EC2_TENANT_PORT,
+            addressEnv: "PLATFORM_URL",
+            dataPath: EC2_TENANT_DATA_DIR,
+          },
+          { instanceId },
+          { deadlineMs: opts.commandDeadlineMs, pollMs: opts.commandPollMs },
+          ctx,
+        ),
+      ctx.signal,
+    );
+    ctx.step?.("image_deployed", `${image} on ${instanceId} (${account.name} account)`);
+    return { output: result.output };
+  }
+
   /** The org's workspaces group goes after the tenant's, whose rule names it. */
   async function deleteOrgWorkspacesGroups(account: Ec2TenantAccount, orgId: string): Promise<void> {
     if (!account.vpcId) return;
@@ -245,6 +293,26 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
     provision(spec, handle, ctx = {}) {
       const scrub = specScrubber(spec, opts.registryToken, opts.databaseUrl);
       return scrub.run(() => provision(spec, handle, scrub.context(ctx) ?? {}));
+    },
+
+    imageFor: (isCanary) => (isCanary ? opts.canaryImage : opts.image),
+
+    /** StopInstances, waited for `stopped`: never a termination; the root volume keeps the tenant's data. */
+    async stop(ref, ctx = {}) {
+      const { machinery, instanceId } = await locate(ref, ctx.signal);
+      await machinery.locked(owner(ref), () => machinery.stop(owner(ref), { instanceId }, ctx), ctx.signal);
+    },
+
+    /** StartInstances, waited for `running`; the boot unit runs the tenant's container again. */
+    async start(ref, ctx = {}) {
+      const { machinery, instanceId } = await locate(ref, ctx.signal);
+      await machinery.locked(owner(ref), () => machinery.start(owner(ref), { instanceId }, ctx), ctx.signal);
+    },
+
+    // The command's output is the VM's: nothing of the spec (nor the pull token or database URL) leaves in it.
+    redeploy(spec, handle, image, ctx = {}) {
+      const scrub = specScrubber(spec, opts.registryToken, opts.databaseUrl);
+      return scrub.run(() => redeploy(spec, handle, image, scrub.context(ctx) ?? {}));
     },
 
     /** Instance (terminated and polled), group, bundle, then the org's workspaces group, in every account. */

@@ -15,9 +15,15 @@ export interface FakeTenant {
   secretKeys: string[];
   isCanary: boolean;
   running: boolean;
+  image: string;
+  /** How many times it was recreated by a redeploy. */
+  redeploys: number;
 }
 
-type Method = "provision" | "destroy" | "status" | "listManaged";
+type Method = "provision" | "destroy" | "status" | "listManaged" | "stop" | "start" | "redeploy";
+
+export const FAKE_TENANT_IMAGE = "molecule/tenant-platform:fake";
+export const FAKE_CANARY_IMAGE = "molecule/tenant-platform:fake-canary";
 
 export interface FakeTenantBackend extends TenantBackend {
   /** The next `times` calls of `method` throw `error` (default: a retryable backend_unavailable). */
@@ -45,6 +51,12 @@ export function createFakeTenantBackend(options: { name?: string } = {}): FakeTe
 
   const handleOf = (tenant: FakeTenant): TenantHandle => ({ backend: name, tenantId: tenant.id });
 
+  function existing(ref: { orgId: string }): FakeTenant {
+    const tenant = state.get(ref.orgId);
+    if (!tenant) throw new ProvisionerError("not_found", "fake tenant backend: the org has no tenant", false);
+    return tenant;
+  }
+
   return {
     name,
     async provision(spec: TenantSpec, _handle, ctx): Promise<TenantInstance> {
@@ -63,12 +75,36 @@ export function createFakeTenantBackend(options: { name?: string } = {}): FakeTe
           secretKeys: [...spec.secretKeys],
           isCanary: spec.isCanary,
           running: false,
+          image: spec.isCanary ? FAKE_CANARY_IMAGE : FAKE_TENANT_IMAGE,
+          redeploys: 0,
         };
         state.set(spec.orgId, tenant);
         ctx?.step?.("tenant_created", tenant.id);
       }
       tenant.running = true;
       return { handle: handleOf(tenant), url: tenant.url };
+    },
+    imageFor: (isCanary) => (isCanary ? FAKE_CANARY_IMAGE : FAKE_TENANT_IMAGE),
+    async stop(ref, ctx) {
+      enter("stop");
+      const tenant = existing(ref);
+      tenant.running = false;
+      ctx?.step?.("tenant_stopped", tenant.id);
+    },
+    async start(ref, ctx) {
+      enter("start");
+      const tenant = existing(ref);
+      tenant.running = true;
+      ctx?.step?.("tenant_started", tenant.id);
+    },
+    async redeploy(spec, _handle, image, ctx) {
+      enter("redeploy");
+      const tenant = existing(spec);
+      tenant.image = image;
+      tenant.running = true;
+      tenant.redeploys += 1;
+      ctx?.step?.("tenant_recreated", `${tenant.id} runs ${image}`);
+      return { output: `${tenant.id} runs ${image}` };
     },
     async destroy(ref: TenantRef) {
       enter("destroy");

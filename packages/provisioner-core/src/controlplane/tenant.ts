@@ -110,10 +110,11 @@ export async function postBootEvent(
       method: "POST",
       path: "/cp/tenants/boot-event",
       idempotencyKey: newIdempotencyKey(),
-      body:
-        event.detail === undefined
-          ? { stage: event.stage }
-          : { stage: event.stage, detail: event.detail.slice(0, 1000) },
+      body: {
+        stage: event.stage,
+        ...(event.detail === undefined ? {} : { detail: event.detail.slice(0, 1000) }),
+        ...(event.image === undefined ? {} : { image: event.image }),
+      },
       maxAttempts: 3,
     });
     return true;

@@ -11,6 +11,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
  */
 import { EC2Client, type EC2ClientConfig } from "@aws-sdk/client-ec2";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { SSMClient } from "@aws-sdk/client-ssm";
 import { Backoff, type RetryPolicy } from "@molecule/contracts";
 import { ProvisionerError, type ProvisionerErrorCode } from "../errors.ts";
 import { connectionCause, isConnectionError, pauseUnlessAborted } from "../retry.ts";
@@ -47,7 +48,7 @@ export const DEFAULT_AWS_RETRY: RetryPolicy = {
   maxElapsedMs: 60_000,
 };
 
-export type AwsService = "EC2" | "SecretsManager";
+export type AwsService = "EC2" | "SecretsManager" | "SSM";
 
 /**
  * Answers about a resource made moments ago that AWS does not show everywhere yet (eventual consistency): a new
@@ -220,12 +221,13 @@ export function awsError(service: AwsService, op: string, error: unknown): Provi
 }
 
 /**
- * The EC2 and Secrets Manager clients and the one call wrapper both EC2 roles use. The SDK retries nothing; `call`
+ * The EC2, Secrets Manager and SSM clients and the one call wrapper both EC2 roles use. The SDK retries nothing; `call`
  * retries transient failures under the policy, and maps every failure with `awsError`.
  */
 export class AwsAccess {
   readonly ec2: EC2Client;
   readonly secrets: SecretsManagerClient;
+  readonly ssm: SSMClient;
   readonly region: string;
   readonly now: () => number;
   readonly sleep: (ms: number) => Promise<void>;
@@ -252,6 +254,7 @@ export class AwsAccess {
     };
     this.ec2 = new EC2Client(config);
     this.secrets = new SecretsManagerClient(config);
+    this.ssm = new SSMClient(config);
   }
 
   /** A fresh retry budget under this access's policy, for callers that retry a sequence of calls themselves. */
@@ -334,5 +337,6 @@ export class AwsAccess {
   destroy(): void {
     this.ec2.destroy();
     this.secrets.destroy();
+    this.ssm.destroy();
   }
 }

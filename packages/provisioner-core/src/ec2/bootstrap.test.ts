@@ -83,7 +83,7 @@ describe("the boot script", () => {
     );
     expect(calls).toContain("docker login --username bot --password-stdin ghcr.io");
     expect(calls).toContain(
-      `docker run -d --name ws-01jabc --restart unless-stopped -p 8000:8000 --env-file ${env.MOLECULE_ROOT}/run/molecule/env -v ${env.MOLECULE_ROOT}/var/lib/molecule/data:/workspace ghcr.io/molecule/workspace-hermes:1.2.3`,
+      `docker run -d --name ws-01jabc --restart unless-stopped -p 8000:8000 --env-file ${env.MOLECULE_ROOT}/run/molecule/env -e MOLECULE_IMAGE=ghcr.io/molecule/workspace-hermes:1.2.3 -v ${env.MOLECULE_ROOT}/var/lib/molecule/data:/workspace ghcr.io/molecule/workspace-hermes:1.2.3`,
     );
     // No argument of any command carried a secret, and nothing with the environment is left behind.
     for (const secret of ["boot-token-with", "registry-pull-secret"]) expect(calls).not.toContain(secret);

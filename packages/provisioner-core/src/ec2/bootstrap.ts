@@ -279,9 +279,23 @@ export function bootScript(boot: BootScript): string {
     "fi",
     'docker pull "$IMAGE"',
     'docker rm -f "$NAME" >/dev/null 2>&1 || true',
-    'docker run -d --name "$NAME" --restart unless-stopped -p "$PORT:$PORT" --env-file "$env_file" -v "$data_dir:$DATA_PATH" "$IMAGE"',
+    'docker run -d --name "$NAME" --restart unless-stopped -p "$PORT:$PORT" --env-file "$env_file" -e "MOLECULE_IMAGE=$IMAGE" -v "$data_dir:$DATA_PATH" "$IMAGE"',
     "",
   ].join("\n");
+}
+
+/** Where user-data installs the boot script, and the unit that runs it on every boot. */
+export const BOOT_SCRIPT_PATH = "/usr/local/sbin/molecule-boot";
+export const BOOT_UNIT = "molecule.service";
+
+/** Shell lines that write `content` to `path` (under MOLECULE_ROOT when set), root-only and executable. */
+function installScript(path: string, content: string): string[] {
+  return [
+    `cat > "\${MOLECULE_ROOT:-}${path}" <<'MOLECULE_BOOT'`,
+    content.trimEnd(),
+    "MOLECULE_BOOT",
+    `chmod 0700 "\${MOLECULE_ROOT:-}${path}"`,
+  ];
 }
 
 /**
@@ -298,23 +312,50 @@ export function renderUserData(boot: BootScript): string {
     "[Service]",
     "Type=oneshot",
     "RemainAfterExit=yes",
-    "ExecStart=/usr/local/sbin/molecule-boot",
+    `ExecStart=${BOOT_SCRIPT_PATH}`,
     "[Install]",
     "WantedBy=multi-user.target",
   ];
   const script = [
     "#!/bin/bash",
     "set -euo pipefail",
-    "cat > /usr/local/sbin/molecule-boot <<'MOLECULE_BOOT'",
-    start.trimEnd(),
-    "MOLECULE_BOOT",
-    "chmod 0700 /usr/local/sbin/molecule-boot",
-    "cat > /etc/systemd/system/molecule.service <<'MOLECULE_UNIT'",
+    ...installScript(BOOT_SCRIPT_PATH, start),
+    `cat > /etc/systemd/system/${BOOT_UNIT} <<'MOLECULE_UNIT'`,
     ...unit,
     "MOLECULE_UNIT",
     "systemctl daemon-reload",
-    "systemctl enable --now molecule.service",
+    `systemctl enable --now ${BOOT_UNIT}`,
     "",
   ].join("\n");
   return Buffer.from(script, "utf8").toString("base64");
+}
+
+/**
+ * The shell script an SSM Run Command (`AWS-RunShellScript`) runs to move a VM to another image without a reboot:
+ * it installs the boot script for `boot.image` where user-data put the first one and restarts the boot unit, which
+ * pulls the image (a failed pull leaves the running container alone), replaces the container and keeps its data
+ * directory. Later boots run the new image too. When the unit fails, the previous boot script is put back and the
+ * unit run again with it, so the VM goes back to the image it ran; the command then fails with the unit's log.
+ */
+export function redeployScript(boot: BootScript): string {
+  const next = `${BOOT_SCRIPT_PATH}.next`;
+  const previous = `${BOOT_SCRIPT_PATH}.previous`;
+  const at = (path: string) => `"\${MOLECULE_ROOT:-}${path}"`;
+  return [
+    "#!/bin/bash",
+    "set -euo pipefail",
+    ...installScript(next, bootScript(boot)),
+    `cp -p ${at(BOOT_SCRIPT_PATH)} ${at(previous)}`,
+    `mv ${at(next)} ${at(BOOT_SCRIPT_PATH)}`,
+    `if ! systemctl restart ${BOOT_UNIT}; then`,
+    `  journalctl -u ${BOOT_UNIT} -n 40 --no-pager 2>&1 || true`,
+    `  mv ${at(previous)} ${at(BOOT_SCRIPT_PATH)}`,
+    `  systemctl restart ${BOOT_UNIT} || true`,
+    `  echo "molecule: ${boot.containerName} could not be moved to ${boot.image}; it runs its previous image again" >&2`,
+    "  exit 1",
+    "fi",
+    `rm -f ${at(previous)}`,
+    `echo "molecule: ${boot.containerName} runs ${boot.image}"`,
+    "",
+  ].join("\n");
 }

@@ -30,9 +30,11 @@ import {
   findBootstrapBundle,
   putBootstrapBundle,
   type RegistryLogin,
+  redeployScript,
   renderUserData,
   requireInstanceProfile,
 } from "./bootstrap.ts";
+import { runShellCommand, type ShellCommandResult } from "./commands.ts";
 import {
   clientToken,
   describeInstances,
@@ -130,6 +132,16 @@ export interface Vm {
   secretArn: string;
   /** The address the platform reaches the VM at. */
   privateIp: string;
+}
+
+/** What a redeploy changes: the image; the rest must be what the VM was launched with. */
+export type VmRedeploySpec = Pick<VmSpec, "owner" | "image" | "servicePort" | "addressEnv" | "dataPath">;
+
+export interface VmRedeployOptions {
+  /** How long the SSM command may run. */
+  deadlineMs: number;
+  /** Between two looks at the command (default 2 s). */
+  pollMs?: number;
 }
 
 export interface VmContext {
@@ -305,6 +317,56 @@ export class Ec2Vms {
     );
     ctx.step?.("instance_running", `instance_id=${running.id}`);
     return running;
+  }
+
+  /**
+   * Moves the running VM's container to `spec.image` without a reboot: an SSM Run Command (`redeployScript`)
+   * installs the boot script for the new image and restarts the boot unit, which pulls it and replaces the container
+   * on the same data directory; later boots run the new image too. A VM that is not running is a non-retryable
+   * conflict; a command that fails or outlives `deadlineMs` fails with its output (see runShellCommand).
+   */
+  async redeploy(
+    spec: VmRedeploySpec,
+    hint: VmHint,
+    options: VmRedeployOptions,
+    ctx: VmContext = {},
+  ): Promise<ShellCommandResult> {
+    const owner = assertOwner(spec.owner);
+    const instance = await this.find(owner, hint);
+    if (!instance) {
+      throw new ProvisionerError("not_found", `no instance of ${ownerName(owner)} to redeploy`, false);
+    }
+    if (instance.state !== "running") {
+      throw new ProvisionerError(
+        "conflict",
+        `instance ${instance.id} is ${instance.state}: start it before a redeploy`,
+        false,
+        { instanceId: instance.id },
+      );
+    }
+    const secretArn = await findBootstrapBundle(this.aws, this.scope, ownerName(owner));
+    if (!secretArn) {
+      throw new ProvisionerError("not_found", `${ownerName(owner)} has no bootstrap bundle`, false);
+    }
+    const script = redeployScript({
+      secretArn,
+      region: this.aws.region,
+      image: spec.image,
+      containerName: ownerName(owner),
+      port: spec.servicePort,
+      dataPath: spec.dataPath,
+      addressEnv: spec.addressEnv,
+    });
+    const result = await runShellCommand(this.aws, {
+      instanceId: instance.id,
+      script,
+      comment: `molecule: ${ownerName(owner)} to ${spec.image}`,
+      deadlineMs: options.deadlineMs,
+      pollMs: options.pollMs,
+      onSent: (commandId) => ctx.step?.("command_sent", `command_id=${commandId} instance_id=${instance.id}`),
+    });
+    ctx.step?.("command_succeeded", `command_id=${result.commandId}`);
+    return result;
   }
 
   /** Stops (or, with `hibernate`, hibernates) the VM and waits for `stopped`; false when it has no instance. */

@@ -58,7 +58,13 @@ describe("orgs (admin API)", () => {
     expect(tenant?.env.SECRETS_ENCRYPTION_KEY).toMatch(/^[0-9a-f]{64}$/);
     expect(tenant?.env.ADMIN_TOKEN).toMatch(/^mat_/);
     expect([...(tenant?.secretKeys ?? [])].sort()).toEqual(
-      ["ADMIN_TOKEN", "CP_TENANT_TOKEN", "PROVISION_SHARED_SECRET", "SECRETS_ENCRYPTION_KEY"].sort(),
+      [
+        "ADMIN_TOKEN",
+        "CP_TENANT_TOKEN",
+        "PROVISION_SHARED_SECRET",
+        "SECRETS_ENCRYPTION_KEY",
+        "TENANT_BACKUP_S3_SECRET_ACCESS_KEY",
+      ].sort(),
     );
 
     const shown = await cp.admin("GET", "/cp/orgs/globex");

@@ -42,8 +42,8 @@ export interface ControlPlaneSettings {
   operationMaxAttempts: number;
   /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */
   operationDeadlinesMs?: Readonly<Record<string, number>>;
-  /** TENANT_READY_DEADLINE_SECONDS: how long a started or redeployed tenant may take to report `ready`. */
-  tenantReadyDeadlineMs: number;
+  /** TENANT_READY_DEADLINE_SECONDS: how long a started or redeployed tenant may take to report `ready` (5 min). */
+  tenantReadyDeadlineMs?: number;
   /** Between two looks for the tenant's `ready` boot event (default 1 s). */
   tenantReadyPollMs?: number;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

@@ -21,6 +21,7 @@ import type { ControlPlaneDeps } from "./deps.ts";
 import { tenantRef, tenantSpec } from "./org-operations.ts";
 import { type AttemptContext, OperationSuperseded } from "./runner.ts";
 
+const DEFAULT_READY_DEADLINE_MS = 300_000;
 const DEFAULT_READY_POLL_MS = 1_000;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -127,8 +128,8 @@ async function waitForReady(
   signal: AbortSignal,
   output?: string,
 ): Promise<void> {
-  const { tenantReadyDeadlineMs: deadlineMs, tenantReadyPollMs } = deps.settings;
-  const pollMs = tenantReadyPollMs ?? DEFAULT_READY_POLL_MS;
+  const deadlineMs = deps.settings.tenantReadyDeadlineMs ?? DEFAULT_READY_DEADLINE_MS;
+  const pollMs = deps.settings.tenantReadyPollMs ?? DEFAULT_READY_POLL_MS;
   const withOutput = (text: string) => (output ? `${text}; the recreate said: ${output}` : text);
   for (let waited = 0; ; waited += pollMs) {
     const events = await deps.db

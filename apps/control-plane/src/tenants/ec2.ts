@@ -86,8 +86,8 @@ export interface Ec2TenantBackendOptions {
   urlTemplate?: string | null;
   waitDeadlineMs?: number;
   terminateDeadlineMs: number;
-  /** TENANT_COMMAND_DEADLINE_SECONDS × 1000: how long a redeploy's SSM command may run. */
-  commandDeadlineMs: number;
+  /** TENANT_COMMAND_DEADLINE_SECONDS × 1000: how long a redeploy's SSM command may run (default 10 min). */
+  commandDeadlineMs?: number;
   /** Between two looks at a running SSM command (default 2 s). */
   commandPollMs?: number;
 }
@@ -263,7 +263,7 @@ export function createEc2TenantBackend(opts: Ec2TenantBackendOptions): TenantBac
             dataPath: EC2_TENANT_DATA_DIR,
           },
           { instanceId },
-          { deadlineMs: opts.commandDeadlineMs, pollMs: opts.commandPollMs },
+          { deadlineMs: opts.commandDeadlineMs ?? 600_000, pollMs: opts.commandPollMs },
           ctx,
         ),
       ctx.signal,

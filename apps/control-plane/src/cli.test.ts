@@ -204,6 +204,7 @@ describe("molecule-cp against a control plane over HTTP", () => {
     const reconcile = await cpcli(["reconcile"]);
     expect(reconcile.code).toBe(0);
     expect(reconcile.stdout).toMatch(/^orphans\s+0$/m);
+    expect(reconcile.stdout).toMatch(/^replica\s+\S+$/m);
     expect(reconcile.stdout).toMatch(/^deleted\s+0 \(RECONCILE_DELETE_ORPHANS is off\)$/m);
 
     const report = await cpcli(["reconcile", "--json"]);
@@ -215,6 +216,10 @@ describe("molecule-cp against a control plane over HTTP", () => {
     // The pass just run is the stats' last reconcile.
     const after = AdminStats.parse(JSON.parse((await cpcli(["stats", "--json"])).stdout));
     expect(after.lastReconcile?.at).toBe(JSON.parse(report.stdout).at);
+    const again = await cpcli(["stats"]);
+    expect(again.stdout).toMatch(
+      new RegExp(`^last reconcile\\s+\\S+ by ${after.lastReconcile?.replica} \\(`, "m"),
+    );
   });
 
   it("backups: a table with stale and failed tenants flagged, --json, and --check failing on them", async () => {

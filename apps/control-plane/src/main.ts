@@ -98,8 +98,9 @@ async function main(): Promise<void> {
       backups: config.backups,
     },
   };
-  const runner = createOperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
-  const reconciler = createControlPlaneReconciler(deps);
+  const instanceId = `${process.pid}-${deps.ids.next("req")}`;
+  const runner = createOperationRunner(deps, instanceId);
+  const reconciler = createControlPlaneReconciler(deps, instanceId);
   const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
 
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {

@@ -94,7 +94,7 @@ describe("control-plane retention", () => {
     expect(held).toEqual({ acquired: true, value: null });
     expect(await db.$count(cpOperations)).toBe(6);
 
-    expect(await retention.sweep()).toEqual({ operations: 3, nonces: 1, bootEvents: 1 });
+    expect(await retention.sweep()).toEqual({ operations: 3, reconcileRuns: 0, nonces: 1, bootEvents: 1 });
     const kept = await db.select({ id: cpOperations.id }).from(cpOperations).orderBy(asc(cpOperations.id));
     expect(kept.map((row) => row.id)).toEqual(["op_old_pending", "op_old_running", "op_recent"]);
     const nonces = await db.select({ nonce: cpRequestNonces.nonce }).from(cpRequestNonces);
@@ -104,6 +104,6 @@ describe("control-plane retention", () => {
     expect(await db.select().from(cpOrgs).orderBy(asc(cpOrgs.id))).toEqual(orgsBefore);
     expect(await db.$count(cpWorkspaces)).toBe(1);
 
-    expect(await retention.sweep()).toEqual({ operations: 0, nonces: 0, bootEvents: 0 });
+    expect(await retention.sweep()).toEqual({ operations: 0, reconcileRuns: 0, nonces: 0, bootEvents: 0 });
   });
 });

@@ -214,9 +214,10 @@ async function run(
       reconcile: config.reconcile,
     },
   };
-  const runner = new OperationRunner(deps, `${process.pid}-${deps.ids.next("req")}`);
+  const instanceId = `${process.pid}-${deps.ids.next("req")}`;
+  const runner = new OperationRunner(deps, instanceId);
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
-  const reconciler = createTenantReconciler(deps);
+  const reconciler = createTenantReconciler(deps, instanceId);
   const retention = createTenantRetention(deps, config.retention);
   const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
 

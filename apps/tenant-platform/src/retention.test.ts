@@ -1,12 +1,14 @@
 /**
- * Retention: finished operations older than OPERATION_RETENTION_DAYS are deleted, once across replicas; pending and
- * running operations and every workspace row (removed ones included) stay, whatever their age.
+ * Retention: finished operations and reconcile passes older than OPERATION_RETENTION_DAYS are deleted, once across
+ * replicas; pending and running operations, the newest reconcile pass and every workspace row (removed ones included)
+ * stay, whatever their age.
  */
-import { operations, workspaces } from "@molecule/db";
+import { operations, reconcileRuns, workspaces } from "@molecule/db";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { createTenantReconciler } from "./services/reconcile.ts";
 import { createTenantRetention, TENANT_RETENTION_LOCK } from "./services/retention.ts";
 
 const DAY = 86_400_000;
@@ -83,12 +85,12 @@ describe("retention of finished operations", () => {
       operationsMs: RETENTION,
       sweepIntervalMs: 60_000,
     });
-    expect(await retention.sweep()).toEqual({ operations: 3 });
+    expect(await retention.sweep()).toEqual({ operations: 3, reconcileRuns: 0 });
     expect(await operationIds()).toEqual(
       [recent.operationId, oldPending.operationId, oldRunning.operationId].sort(),
     );
     expect(await platform.deps.db.select().from(workspaces).orderBy(workspaces.id)).toEqual(workspacesBefore);
-    expect(await retention.sweep()).toEqual({ operations: 0 });
+    expect(await retention.sweep()).toEqual({ operations: 0, reconcileRuns: 0 });
   });
 
   it("skips its pass while another replica holds the retention lock", async () => {
@@ -102,7 +104,30 @@ describe("retention of finished operations", () => {
     const outcome = await platform.deps.advisoryLock(TENANT_RETENTION_LOCK, () => retention.sweep());
     expect(outcome).toEqual({ acquired: true, value: null });
     expect(await operationIds()).toContain(operationId);
-    expect(await retention.sweep()).toEqual({ operations: 1 });
+    expect(await retention.sweep()).toEqual({ operations: 1, reconcileRuns: 0 });
     expect(await operationIds()).not.toContain(operationId);
+  });
+
+  it("deletes reconcile passes past the retention but always keeps the newest, which the stats show", async () => {
+    const reconciler = createTenantReconciler(platform.deps, "retention-test");
+    const oldest = await reconciler.run();
+    platform.clock.advance(DAY);
+    const newest = await reconciler.run();
+    platform.clock.advance(RETENTION + DAY);
+    const retention = createTenantRetention(platform.deps, {
+      operationsMs: RETENTION,
+      sweepIntervalMs: 60_000,
+    });
+    // Both are past the retention now: the older goes, the newest stays.
+    expect((await retention.sweep())?.reconcileRuns).toBe(1);
+    const kept = await platform.deps.db.select().from(reconcileRuns);
+    expect(kept.map((run) => run.startedAt.toISOString())).toEqual([newest.at]);
+    expect(kept.map((run) => run.startedAt.toISOString())).not.toContain(oldest.at);
+    expect((await platform.call("GET", "/admin/stats")).body.lastReconcile.at).toBe(newest.at);
+    const latest = await reconciler.run();
+    expect((await retention.sweep())?.reconcileRuns).toBe(1);
+    expect(
+      (await platform.deps.db.select().from(reconcileRuns)).map((run) => run.startedAt.toISOString()),
+    ).toEqual([latest.at]);
   });
 });

@@ -34,6 +34,8 @@ export type GhostClaim = z.infer<typeof GhostClaim>;
 /** One reconcile pass, as `POST …/admin/reconcile` answers it and the stats' `lastReconcile` holds it. */
 export const ReconcileReport = z.object({
   at: z.string(),
+  /** The process that ran the pass (host and process id, as its logs name it). */
+  replica: z.string(),
   durationMs: z.number().int().nonnegative(),
   orphans: z.number().int().nonnegative(),
   ghosts: z.number().int().nonnegative(),

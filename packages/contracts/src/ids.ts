@@ -2,12 +2,12 @@ import { randomBytes } from "node:crypto";
 import { z } from "zod";
 
 /**
- * Prefixed, time-sortable ids: `ws_`, `op_`, `org_` followed by 10 chars of time and 16 of randomness, all lower-case
+ * Prefixed, time-sortable ids: `ws_`, `op_`, `org_`, `rcn_` (a reconcile pass) followed by 10 chars of time and 16 of randomness, all lower-case
  * letters and digits. Every id a client may send is checked against its schema here (`WorkspaceId`, `OperationId`,
  * `OrgId`) where it enters a service, and again at the provisioner boundary before a resource name or an engine or
  * cloud path is built from it.
  */
-export const ID_PREFIXES = ["ws", "op", "org", "evt", "req"] as const;
+export const ID_PREFIXES = ["ws", "op", "org", "evt", "req", "rcn"] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"; // Crockford base32, lower case

@@ -4,10 +4,14 @@
  * reports orphans (live resources nobody claims) and ghosts (claims whose resource is gone). The services supply the
  * claims and apply the results (a ghost workspace becomes `failed`; an orphan is destroyed through its backend only
  * when enabled and past the grace period). One replica runs a pass at a time, elected by a PostgreSQL advisory lock.
+ * Each pass and each unclaimed resource's first sighting are kept in the database (ReconcileStore), so the stats of
+ * any replica show the last pass, whoever ran it, and the grace period survives restarts and changes of leader.
  */
+import { hostname } from "node:os";
 import { DomainError, type GhostClaim, type OrphanResource, type ReconcileReport } from "@molecule/contracts";
 import { describeFailure, type ManagedResource } from "@molecule/provisioner-core";
 import type { Logger } from "pino";
+import type { OrphanSighting, ReconcileStore } from "./reconcile-runs.ts";
 
 /**
  * The resource kinds that are the workspace or tenant itself (docker, Fly, EC2, the control plane's workspace, the
@@ -55,6 +59,12 @@ export interface ReconcilerDeps {
   clock: { now(): Date };
   logger: Logger;
   settings: ReconcileSettings;
+  /** The service's reconcile tables. */
+  store: ReconcileStore;
+  /** Names this process in the passes it records (host and process id). */
+  replica: string;
+  /** Ids of recorded passes (`rcn_…`). */
+  ids: { next(prefix: "rcn"): string };
 }
 
 /**
@@ -70,15 +80,17 @@ export function missingCompute<T extends { id: string }>(
   return claims.filter((claim) => !present.has(claim.id));
 }
 
-const resourceKey = (backend: string, resource: ManagedResource) =>
+/** This process as a replica: its host and process id. */
+export function processReplicaId(): string {
+  return `${hostname()}-${process.pid}`;
+}
+
+const resourceKey = (backend: string, resource: Pick<ManagedResource, "kind" | "id">) =>
   `${backend}\u0000${resource.kind}\u0000${resource.id}`;
 
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
-  private last: ReconcileReport | null = null;
-  /** When each unclaimed resource was first seen unclaimed; forgotten as soon as it is claimed or gone. */
-  private readonly firstSeen = new Map<string, Date>();
 
   constructor(private readonly deps: ReconcilerDeps) {}
 
@@ -102,9 +114,9 @@ export class Reconciler {
     await this.running;
   }
 
-  /** The last pass this process ran, or null. */
-  lastReport(): ReconcileReport | null {
-    return this.last;
+  /** The last pass any replica recorded, or null. */
+  lastReport(): Promise<ReconcileReport | null> {
+    return this.deps.store.lastRun();
   }
 
   /** One pass now; a 409 `conflict` when another replica (or another call here) is reconciling. */
@@ -113,13 +125,20 @@ export class Reconciler {
     if (!outcome.acquired) {
       throw new DomainError("conflict", "another replica is reconciling now; try again when it has finished");
     }
-    this.last = outcome.value;
     return outcome.value;
   }
 
   private async pass(): Promise<ReconcileReport> {
-    const { clock, settings, logger } = this.deps;
+    const { clock, settings, logger, store } = this.deps;
     const started = clock.now();
+    // When each unclaimed resource was first seen unclaimed; forgotten as soon as it is claimed, deleted or gone.
+    const firstSeen = new Map<string, OrphanSighting>();
+    for (const sighting of await store.sightings()) {
+      firstSeen.set(
+        resourceKey(sighting.backend, { kind: sighting.kind, id: sighting.providerId }),
+        sighting,
+      );
+    }
     const orphanList: OrphanResource[] = [];
     const ghostList: GhostClaim[] = [];
     const errors: ReconcileReport["errors"] = [];
@@ -137,8 +156,7 @@ export class Reconciler {
         const message = describeFailure(error, "the backend could not be listed").message;
         errors.push({ backend: source.backend, message });
         logger.warn({ backend: source.backend, reason: message }, "reconcile: backend listing failed");
-        for (const key of this.firstSeen.keys())
-          if (key.startsWith(`${source.backend}\u0000`)) seenNow.add(key);
+        for (const key of firstSeen.keys()) if (key.startsWith(`${source.backend}\u0000`)) seenNow.add(key);
         continue;
       }
       byBackend[source.backend] = (byBackend[source.backend] ?? 0) + resources.length;
@@ -148,15 +166,20 @@ export class Reconciler {
         if (judged.claimed(resource)) continue;
         const key = resourceKey(source.backend, resource);
         seenNow.add(key);
-        const firstSeen = this.firstSeen.get(key) ?? started;
-        this.firstSeen.set(key, firstSeen);
-        const ageMs = Math.max(0, started.getTime() - firstSeen.getTime());
+        const sighting = firstSeen.get(key) ?? {
+          backend: source.backend,
+          kind: resource.kind,
+          providerId: resource.id,
+          firstSeenAt: started,
+        };
+        firstSeen.set(key, sighting);
+        const ageMs = Math.max(0, started.getTime() - sighting.firstSeenAt.getTime());
         let deleted = false;
         if (settings.deleteOrphans && ageMs >= settings.orphanGraceMs) {
           try {
             await source.destroy(resource);
             deleted = true;
-            this.firstSeen.delete(key);
+            seenNow.delete(key);
             logger.warn(
               { backend: source.backend, kind: resource.kind, providerId: resource.id, ageMs },
               "reconcile: orphan deleted",
@@ -179,16 +202,20 @@ export class Reconciler {
           provider_id: resource.id,
           workspace_id: resource.workspaceId,
           org_id: resource.orgId,
-          first_seen_at: firstSeen.toISOString(),
+          first_seen_at: sighting.firstSeenAt.toISOString(),
           age_ms: ageMs,
           deleted,
         });
       }
       ghostList.push(...judged.ghosts);
     }
-    for (const key of [...this.firstSeen.keys()]) if (!seenNow.has(key)) this.firstSeen.delete(key);
+    await store.saveSightings(
+      [...firstSeen].filter(([key]) => seenNow.has(key)).map(([, sighting]) => sighting),
+      started,
+    );
     const report: ReconcileReport = {
       at: started.toISOString(),
+      replica: this.deps.replica,
       durationMs: Math.max(0, clock.now().getTime() - started.getTime()),
       orphans: orphanList.length,
       ghosts: ghostList.length,
@@ -200,6 +227,7 @@ export class Reconciler {
       resources: { byBackend, byOrg },
       errors,
     };
+    await store.recordRun(this.deps.ids.next("rcn"), report, clock.now());
     logger.info(
       {
         orphans: report.orphans,

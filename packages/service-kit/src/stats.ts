@@ -47,7 +47,7 @@ export async function operationStats(
   };
 }
 
-/** The stats' reconcile part, from the last pass this process ran (null before the first). */
+/** The stats' reconcile part, from the last pass any replica recorded (null before the first). */
 export function reconcileStats(
   report: ReconcileReport | null,
 ): Pick<AdminStats, "orphans" | "ghosts" | "orphanList" | "ghostList" | "resources" | "lastReconcile"> {

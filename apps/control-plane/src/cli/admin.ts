@@ -63,6 +63,7 @@ const reconcile: Command = {
     io.stdout(
       keyValues([
         ["at", data.at],
+        ["replica", data.replica],
         ["took", duration(data.durationMs)],
         ["orphans", data.orphans],
         ["ghosts", data.ghosts],
@@ -96,7 +97,7 @@ const stats: Command = {
         [
           "last reconcile",
           last &&
-            `${last.at} (${duration(last.durationMs)}: ${last.orphans} orphans, ${last.ghosts} ghosts, ${last.deleted} deleted)`,
+            `${last.at} by ${last.replica} (${duration(last.durationMs)}: ${last.orphans} orphans, ${last.ghosts} ghosts, ${last.deleted} deleted)`,
         ],
       ]),
     );

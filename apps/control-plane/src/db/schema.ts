@@ -272,6 +272,38 @@ export const cpTenantResources = pgTable(
   ],
 );
 
+/** One reconcile pass, whichever replica ran it: what the admin stats show as the last reconcile. */
+export const cpReconcileRuns = pgTable(
+  "cp_reconcile_runs",
+  {
+    id: text("id").primaryKey(),
+    /** The process that ran it (host and process id). */
+    replica: text("replica").notNull(),
+    startedAt: ts("started_at").notNull(),
+    finishedAt: ts("finished_at").notNull(),
+    durationMs: integer("duration_ms").notNull(),
+    orphans: integer("orphans").notNull(),
+    ghosts: integer("ghosts").notNull(),
+    deleted: integer("deleted").notNull(),
+    /** The whole report (contracts' ReconcileReport). */
+    report: jsonb("report").notNull(),
+  },
+  (table) => [index("cp_reconcile_runs_started_idx").on(table.startedAt)],
+);
+
+/** Each resource the reconciler found unclaimed, with when it first did (ORPHAN_GRACE counts from then). */
+export const cpOrphanSightings = pgTable(
+  "cp_orphan_sightings",
+  {
+    backend: text("backend").notNull(),
+    kind: text("kind").notNull(),
+    providerId: text("provider_id").notNull(),
+    firstSeenAt: ts("first_seen_at").notNull(),
+    lastSeenAt: ts("last_seen_at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.backend, table.kind, table.providerId] })],
+);
+
 export type CpOrgRow = typeof cpOrgs.$inferSelect;
 export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
 export type CpOperationRow = typeof cpOperations.$inferSelect;
@@ -279,6 +311,8 @@ export type CpTenantBackupRow = typeof cpTenantBackups.$inferSelect;
 
 /** Every table, children first: the order a full cleanup deletes in. */
 export const CP_TABLES = [
+  cpReconcileRuns,
+  cpOrphanSightings,
   cpTenantResources,
   cpRequestNonces,
   cpOperations,

@@ -1,10 +1,23 @@
 import type { AdminStats, GhostClaim } from "@molecule/contracts";
 import type { ManagedResource } from "@molecule/provisioner-core";
 import { openProviderIds, resolveIntents, tenantAuditBackend } from "@molecule/service-kit/audit";
-import { missingCompute, Reconciler, type ReconcileSource } from "@molecule/service-kit/reconcile";
+import {
+  missingCompute,
+  processReplicaId,
+  Reconciler,
+  type ReconcileSource,
+} from "@molecule/service-kit/reconcile";
+import { tableReconcileStore } from "@molecule/service-kit/reconcile-runs";
 import { operationStats, reconcileStats } from "@molecule/service-kit/stats";
 import { and, eq, inArray, ne, notExists, sql } from "drizzle-orm";
-import { cpOperations, cpOrgs, cpTenantResources, cpWorkspaces } from "../db/schema.ts";
+import {
+  cpOperations,
+  cpOrgs,
+  cpOrphanSightings,
+  cpReconcileRuns,
+  cpTenantResources,
+  cpWorkspaces,
+} from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
 /** The control plane's reconcile lock (a tenant platform's is another; both may share one database server). */
@@ -137,8 +150,15 @@ function tenantSource(deps: ControlPlaneDeps): ReconcileSource {
   };
 }
 
-export function createControlPlaneReconciler(deps: ControlPlaneDeps): Reconciler {
+/** `replica` names this process in the passes it records (main passes the id its runner claims with). */
+export function createControlPlaneReconciler(
+  deps: ControlPlaneDeps,
+  replica = processReplicaId(),
+): Reconciler {
   return new Reconciler({
+    store: tableReconcileStore(deps.db, { runs: cpReconcileRuns, sightings: cpOrphanSightings }),
+    replica,
+    ids: deps.ids,
     sources: () => [workspaceSource(deps), ...(deps.tenants.ownsNothing ? [] : [tenantSource(deps)])],
     lock: deps.advisoryLock,
     lockKey: CP_RECONCILE_LOCK,
@@ -150,7 +170,7 @@ export function createControlPlaneReconciler(deps: ControlPlaneDeps): Reconciler
 
 export async function controlPlaneStats(deps: ControlPlaneDeps, reconciler: Reconciler): Promise<AdminStats> {
   return {
-    ...reconcileStats(reconciler.lastReport()),
+    ...reconcileStats(await reconciler.lastReport()),
     ...(await operationStats(deps.db, cpOperations, deps.clock.now())),
   };
 }

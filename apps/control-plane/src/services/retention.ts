@@ -1,7 +1,8 @@
+import { pruneReconcileRuns } from "@molecule/service-kit/reconcile-runs";
 import { finishedOperations, RetentionSweeper } from "@molecule/service-kit/retention";
 import type { OperationsTable } from "@molecule/service-kit/runner";
 import { lt } from "drizzle-orm";
-import { cpBootEvents, cpOperations, cpRequestNonces } from "../db/schema.ts";
+import { cpBootEvents, cpOperations, cpReconcileRuns, cpRequestNonces } from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
 /** The control plane's retention lock key (its migrations take 74_201_312). */
@@ -16,8 +17,9 @@ export interface CpRetentionSettings {
 }
 
 /**
- * Prunes finished operations and tenant boot events past their retention, and request nonces past their replay
- * window (the signature check also prunes those it passes, but only while requests arrive). Orgs are never deleted:
+ * Prunes finished operations and reconcile passes (the newest pass is kept) past OPERATION_RETENTION_DAYS, tenant
+ * boot events past theirs, and request nonces past their replay window (the signature check also prunes those it
+ * passes, but only while requests arrive). Orgs are never deleted:
  * a deleted org keeps its row (`deleted`) as a tombstone for audit; workspace rows are never deleted either, nor a
  * pending or running operation.
  */
@@ -33,6 +35,7 @@ export function createCpRetention(deps: ControlPlaneDeps, settings: CpRetentionS
     },
     [
       finishedOperations(db, cpOperations as unknown as OperationsTable, settings.operationsMs),
+      pruneReconcileRuns(db, cpReconcileRuns, settings.operationsMs),
       {
         name: "nonces",
         prune: async (now) =>

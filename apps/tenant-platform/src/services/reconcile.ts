@@ -5,10 +5,16 @@ import {
   LIVE_STATUSES,
   type WorkspaceStatus,
 } from "@molecule/contracts";
-import { operations, workspaceResources, workspaces } from "@molecule/db";
+import { operations, orphanSightings, reconcileRuns, workspaceResources, workspaces } from "@molecule/db";
 import type { ManagedResource } from "@molecule/provisioner-core";
 import { openProviderIds, resolveIntents } from "@molecule/service-kit/audit";
-import { missingCompute, Reconciler, type ReconcileSource } from "@molecule/service-kit/reconcile";
+import {
+  missingCompute,
+  processReplicaId,
+  Reconciler,
+  type ReconcileSource,
+} from "@molecule/service-kit/reconcile";
+import { tableReconcileStore } from "@molecule/service-kit/reconcile-runs";
 import { operationStats, reconcileStats } from "@molecule/service-kit/stats";
 import { and, eq, inArray, ne, notExists, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
@@ -105,8 +111,12 @@ function workspaceSource(deps: PlatformDeps): ReconcileSource {
   };
 }
 
-export function createTenantReconciler(deps: PlatformDeps): Reconciler {
+/** `replica` names this process in the passes it records (main passes the id its runner claims with). */
+export function createTenantReconciler(deps: PlatformDeps, replica = processReplicaId()): Reconciler {
   return new Reconciler({
+    store: tableReconcileStore(deps.db, { runs: reconcileRuns, sightings: orphanSightings }),
+    replica,
+    ids: deps.ids,
     sources: () => [workspaceSource(deps)],
     lock: deps.advisoryLock,
     lockKey: TENANT_RECONCILE_LOCK,
@@ -118,7 +128,7 @@ export function createTenantReconciler(deps: PlatformDeps): Reconciler {
 
 export async function tenantStats(deps: PlatformDeps, reconciler: Reconciler): Promise<AdminStats> {
   return {
-    ...reconcileStats(reconciler.lastReport()),
+    ...reconcileStats(await reconciler.lastReport()),
     ...(await operationStats(deps.db, operations, deps.clock.now())),
   };
 }

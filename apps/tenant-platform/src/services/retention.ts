@@ -1,4 +1,5 @@
-import { operations } from "@molecule/db";
+import { operations, reconcileRuns } from "@molecule/db";
+import { pruneReconcileRuns } from "@molecule/service-kit/reconcile-runs";
 import { finishedOperations, RetentionSweeper } from "@molecule/service-kit/retention";
 import type { OperationsTable } from "@molecule/service-kit/runner";
 import type { PlatformDeps } from "./deps.ts";
@@ -13,7 +14,7 @@ export interface TenantRetentionSettings {
 }
 
 /**
- * Prunes finished operations past their retention. Workspace rows, removed ones included, are never deleted, and
+ * Prunes finished operations and reconcile passes past OPERATION_RETENTION_DAYS (the newest pass is kept). Workspace rows, removed ones included, are never deleted, and
  * neither is a pending or running operation. (Events are not stored here: they travel through LISTEN/NOTIFY.)
  */
 export function createTenantRetention(
@@ -28,6 +29,9 @@ export function createTenantRetention(
       logger: deps.logger,
       intervalMs: settings.sweepIntervalMs,
     },
-    [finishedOperations(deps.db, operations as unknown as OperationsTable, settings.operationsMs)],
+    [
+      finishedOperations(deps.db, operations as unknown as OperationsTable, settings.operationsMs),
+      pruneReconcileRuns(deps.db, reconcileRuns, settings.operationsMs),
+    ],
   );
 }

@@ -1,4 +1,5 @@
 export * from "./credentials.ts";
 export * from "./operations.ts";
+export * from "./reconcile.ts";
 export * from "./resources.ts";
 export * from "./workspaces.ts";

@@ -4,6 +4,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
+import { type DatabaseDump, dumpPglite, dumpPostgres, type PgDumpFormat } from "./dump.ts";
 import { type MigrationRunner, type MigrationSet, PLATFORM_MIGRATIONS, runMigrations } from "./migrate.ts";
 import * as schema from "./schema/index.ts";
 
@@ -20,11 +21,20 @@ export type LockOutcome<T> = { acquired: true; value: T } | { acquired: false };
  */
 export type AdvisoryLock = <T>(key: number, fn: () => Promise<T>) => Promise<LockOutcome<T>>;
 
+export interface DumpOptions {
+  /** PostgreSQL: `custom` (default) or `plain`. The embedded database has one format. */
+  pgFormat?: PgDumpFormat;
+  /** PostgreSQL: where pg_dump is looked for (the service's PATH). */
+  searchPath: string;
+}
+
 export interface Database {
   db: Db;
   driver: "pglite" | "postgres";
   migrate(): Promise<void>;
   withAdvisoryLock: AdvisoryLock;
+  /** The whole database as one dump stream: `pg_dump` on PostgreSQL, PGlite's data-folder dump when embedded. */
+  dump(options: DumpOptions): Promise<DatabaseDump>;
   close(): Promise<void>;
 }
 
@@ -93,6 +103,8 @@ export async function createDatabase(
       driver: "postgres",
       migrate: () => runMigrations(runner, migrations),
       withAdvisoryLock: advisoryLockOver(runner),
+      dump: async (dump) =>
+        dumpPostgres(options.url, { searchPath: dump.searchPath, format: dump.pgFormat ?? "custom" }),
       close: () => sql.end({ timeout: 5 }),
     };
   }
@@ -111,6 +123,7 @@ export async function createDatabase(
     migrate: () => runMigrations(runner, migrations),
     // one process owns an embedded database: the lock's statements run on its only connection, between others
     withAdvisoryLock: advisoryLockOver(runner),
+    dump: () => dumpPglite(client),
     close: () => client.close(),
   };
 }

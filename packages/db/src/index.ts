@@ -4,8 +4,18 @@ export {
   type Database,
   type DatabaseOptions,
   type Db,
+  type DumpOptions,
   type LockOutcome,
   type Schema,
 } from "./client.ts";
+export {
+  type DatabaseDump,
+  DumpError,
+  type DumpFormat,
+  findExecutable,
+  type PgDumpFormat,
+  restorePglite,
+  restorePostgres,
+} from "./dump.ts";
 export { listMigrations, type MigrationSet, PLATFORM_MIGRATIONS } from "./migrate.ts";
 export * from "./schema/index.ts";

@@ -1,3 +1,4 @@
+export * from "./backups.ts";
 export * from "./credentials.ts";
 export * from "./operations.ts";
 export * from "./reconcile.ts";

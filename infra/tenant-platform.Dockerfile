@@ -15,6 +15,11 @@ RUN pnpm install --frozen-lockfile --filter "@molecule/tenant-platform..." --fil
 
 FROM node:20-slim
 ENV NODE_ENV=production HOME=/data MOLECULE_DATA_DIR=/data PORT=8080
+# pg_dump for TENANT_BACKUP_S3_PREFIX backups of a PostgreSQL DATABASE_URL (and pg_restore/psql for restoring). Its
+# major version must be the server's or newer: Debian bookworm's is 15; use a newer base or client for a newer server.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
 # /data holds the embedded database and generated tokens; it belongs to the unprivileged "node" user (uid 1000).
 RUN mkdir -p /data && chown node:node /data && chmod 0700 /data
 COPY --from=build --chown=root:root /out/app /app

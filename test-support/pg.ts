@@ -47,6 +47,16 @@ export async function ensureTemplate(migrations: MigrationSet = PLATFORM_MIGRATI
   }
 }
 
+async function dropDatabase(name: string, database: Database): Promise<void> {
+  await database.close();
+  const cleanup = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    await cleanup.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await cleanup.end();
+  }
+}
+
 export interface TestDatabase extends Database {
   url: string;
   drop(): Promise<void>;
@@ -71,14 +81,24 @@ export async function createTestDatabase(options: { migrations?: MigrationSet } 
   return {
     ...database,
     url,
-    async drop() {
-      await database.close();
-      const cleanup = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
-      try {
-        await cleanup.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await cleanup.end();
-      }
-    },
+    drop: () => dropDatabase(name, database),
+  };
+}
+
+/** A new, empty database (no tables, not migrated): where a dump is restored. */
+export async function createEmptyTestDatabase(): Promise<TestDatabase> {
+  const name = `molecule_t_${randomBytes(6).toString("hex")}`;
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name} TEMPLATE template0`);
+  } finally {
+    await admin.end();
+  }
+  const url = urlFor(name);
+  const database = await createDatabase({ url, maxConnections: 5 });
+  return {
+    ...database,
+    url,
+    drop: () => dropDatabase(name, database),
   };
 }

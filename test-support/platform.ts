@@ -4,6 +4,7 @@ import { createIdGenerator } from "@molecule/contracts";
 import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { createApp } from "@molecule/tenant-platform";
+import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
@@ -66,6 +67,8 @@ export async function createTestPlatform(
      * platform closes: its owner drops it.
      */
     database?: TestDatabase;
+    /** Database backups, for the backup routes (built with `buildTenantBackups` over this platform's deps). */
+    backups?: (deps: PlatformDeps, database: TestDatabase) => TenantBackups | null;
   } = {},
 ): Promise<TestPlatform> {
   const database = options.database ?? (await createTestDatabase());
@@ -111,7 +114,8 @@ export async function createTestPlatform(
   const runner = new OperationRunner(deps, "test-runner", 100);
   let server: ServerType | undefined;
   const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000);
-  const app = createApp(deps, { onOperationQueued: () => runner.wake() });
+  const backups = options.backups?.(deps, database) ?? null;
+  const app = createApp(deps, { onOperationQueued: () => runner.wake(), ...(backups ? { backups } : {}) });
   return {
     app,
     deps,

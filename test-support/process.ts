@@ -271,3 +271,22 @@ export async function killAllPlatformProcesses(): Promise<void> {
   );
   await Promise.all(waiting);
 }
+
+/** Runs the restore command (apps/tenant-platform/src/restore.ts) as an operator would; its exit code and output. */
+export function runRestore(args: readonly string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(REPO_ROOT, "apps/tenant-platform/src/restore.ts"), ...args],
+      { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? "" }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+    });
+    child.once("close", (code) => resolve({ code, output }));
+  });
+}

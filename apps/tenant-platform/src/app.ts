@@ -11,6 +11,7 @@ import { operationRoutes } from "./routes/operations.ts";
 import { heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
+import type { TenantBackups } from "./services/backups.ts";
 import type { PlatformDeps } from "./services/deps.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
@@ -22,6 +23,8 @@ export interface AppHooks {
   onOperationQueued?: () => void;
   /** The reconciler `main()` runs on its interval; the admin routes run it on demand (one is made if absent). */
   reconciler?: Reconciler;
+  /** Database backups (TENANT_BACKUP_S3_PREFIX); absent, the backup routes answer 409. */
+  backups?: TenantBackups;
 }
 
 export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
@@ -52,7 +55,10 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));
-  app.route("/admin", adminRoutes(deps, hooks.reconciler ?? createTenantReconciler(deps)));
+  app.route(
+    "/admin",
+    adminRoutes(deps, hooks.reconciler ?? createTenantReconciler(deps), hooks.backups ?? null),
+  );
 
   app.notFound(notFound);
   app.onError(handleError);

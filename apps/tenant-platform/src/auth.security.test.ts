@@ -41,6 +41,8 @@ const adminRoutes = (): [string, string, unknown?][] => [
   ["GET", "/operations/op_0000000000aaaaaaaaaaaaaaaa"],
   ["POST", "/admin/reconcile"],
   ["GET", "/admin/stats"],
+  ["POST", "/admin/backup"],
+  ["GET", "/admin/backups"],
 ];
 
 describe("admin routes", () => {

@@ -180,3 +180,76 @@ describe("loadConfig in controlplane mode", () => {
     expect(loadConfig({}).controlPlane.tenantToken).toBeUndefined();
   });
 });
+
+describe("backups", () => {
+  it("are off while TENANT_BACKUP_S3_PREFIX is empty", () => {
+    expect(loadConfig({}).backups).toBeNull();
+    expect(loadConfig({ TENANT_BACKUP_S3_PREFIX: "  ", TENANT_BACKUP_INTERVAL: "1h" }).backups).toBeNull();
+  });
+
+  it("take the prefix, a daily interval, pg_dump's custom format and the control plane's report URL by default", () => {
+    const config = loadConfig({
+      TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants/eu/",
+      CP_PROVISION_URL: "https://cp.example.com/",
+      PATH: "/usr/bin:/bin",
+    });
+    expect(config.backups).toEqual({
+      target: { bucket: "molecule-backups", keyPrefix: "tenants/eu" },
+      intervalMs: 24 * 3_600_000,
+      pgFormat: "custom",
+      reportUrl: "https://cp.example.com/cp/tenants/backup-report",
+      searchPath: "/usr/bin:/bin",
+      s3: { region: "us-east-1", endpoint: null, credentials: null },
+    });
+    expect(loadConfig({ TENANT_BACKUP_S3_PREFIX: "s3://bucket" }).backups?.reportUrl).toBe(
+      `${DEFAULT_CP_PROVISION_URL}/cp/tenants/backup-report`,
+    );
+  });
+
+  it("take every setting as given", () => {
+    const config = loadConfig({
+      TENANT_BACKUP_S3_PREFIX: "s3://bucket/x",
+      TENANT_BACKUP_INTERVAL: "6h",
+      TENANT_BACKUP_FORMAT: "plain",
+      TENANT_BACKUP_REPORT_URL: "https://reports.example.com/in?org=1",
+      TENANT_BACKUP_S3_REGION: "eu-west-1",
+      TENANT_BACKUP_S3_ENDPOINT: "http://127.0.0.1:9000",
+      TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIA",
+      TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "secret",
+    });
+    expect(config.backups).toMatchObject({
+      intervalMs: 6 * 3_600_000,
+      pgFormat: "plain",
+      reportUrl: "https://reports.example.com/in?org=1",
+      s3: {
+        region: "eu-west-1",
+        endpoint: "http://127.0.0.1:9000",
+        credentials: { accessKeyId: "AKIA", secretAccessKey: "secret" },
+      },
+    });
+  });
+
+  it("stop start-up with one line naming the variable, never its value", () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [
+        { TENANT_BACKUP_S3_PREFIX: "https://bucket/prefix" },
+        /^invalid configuration: TENANT_BACKUP_S3_PREFIX: /,
+      ],
+      [{ TENANT_BACKUP_S3_PREFIX: "s3://bkt/p", TENANT_BACKUP_INTERVAL: "daily" }, /TENANT_BACKUP_INTERVAL/],
+      [{ TENANT_BACKUP_S3_PREFIX: "s3://bkt/p", TENANT_BACKUP_FORMAT: "zip" }, /TENANT_BACKUP_FORMAT/],
+      [{ TENANT_BACKUP_REPORT_URL: "not a url" }, /TENANT_BACKUP_REPORT_URL/],
+      [
+        { TENANT_BACKUP_S3_PREFIX: "s3://bkt/p", TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "only-half" },
+        /^TENANT_BACKUP_S3_ACCESS_KEY_ID and TENANT_BACKUP_S3_SECRET_ACCESS_KEY are set together/,
+      ],
+    ];
+    for (const [env, message] of cases) {
+      expect(() => loadConfig(env)).toThrow(message);
+      try {
+        loadConfig(env);
+      } catch (error) {
+        expect((error as Error).message).not.toContain("only-half");
+      }
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { ImageRef, type OperationKind } from "@molecule/contracts";
+import { ImageRef, type OperationKind, parseS3Prefix } from "@molecule/contracts";
 import {
   BackendSelectionError,
   DEFAULT_CP_PROVISION_URL,
@@ -9,6 +9,7 @@ import {
 import {
   ConfigError,
   dockerHostUrl,
+  duration,
   isStrictEnvironment,
   operationDeadlines,
   parseEnv,
@@ -84,7 +85,29 @@ const EnvSchema = z.object({
   MOLECULE_IMAGE: ImageRef.optional(),
   ALLOW_INSECURE_AGENT_URLS: z.enum(["true", "false"]).optional(),
   ALLOW_PRIVATE_AGENT_URLS: z.enum(["true", "false"]).optional(),
+  TENANT_BACKUP_S3_PREFIX: z
+    .string()
+    .trim()
+    .refine(
+      (text) => text === "" || parseS3Prefix(text) !== null,
+      "TENANT_BACKUP_S3_PREFIX must be an s3://bucket/prefix URL (empty disables backups)",
+    )
+    .default(""),
+  TENANT_BACKUP_INTERVAL: duration("TENANT_BACKUP_INTERVAL", 60_000).default(24 * 3_600_000),
+  TENANT_BACKUP_FORMAT: z
+    .enum(["custom", "plain"], { message: "TENANT_BACKUP_FORMAT must be custom or plain" })
+    .default("custom"),
+  TENANT_BACKUP_REPORT_URL: z.string().url("TENANT_BACKUP_REPORT_URL must be a URL").optional(),
+  TENANT_BACKUP_S3_REGION: z.string().default("us-east-1"),
+  TENANT_BACKUP_S3_ENDPOINT: z.string().url("TENANT_BACKUP_S3_ENDPOINT must be a URL").optional(),
+  TENANT_BACKUP_S3_ACCESS_KEY_ID: z.string().optional(),
+  TENANT_BACKUP_S3_SECRET_ACCESS_KEY: z.string().optional(),
+  /** Where pg_dump is looked for. */
+  PATH: z.string().default(""),
 });
+
+/** Where the control plane takes backup reports, under its base URL, unless TENANT_BACKUP_REPORT_URL says otherwise. */
+export const BACKUP_REPORT_PATH = "/cp/tenants/backup-report";
 
 /**
  * Cloud credentials a tenant in controlplane mode must not hold: the control plane alone talks to Fly and AWS. The
@@ -186,6 +209,37 @@ function shape(env: z.infer<typeof EnvSchema>) {
       allowInsecure: flag(env.ALLOW_INSECURE_AGENT_URLS),
       allowPrivate: flag(env.ALLOW_PRIVATE_AGENT_URLS),
     },
+    backups: backupSettings(env),
+  };
+}
+
+/**
+ * Backups are on when TENANT_BACKUP_S3_PREFIX is set. Reports go to TENANT_BACKUP_REPORT_URL, by default the
+ * control plane's (CP_PROVISION_URL + /cp/tenants/backup-report), signed with the tenant's credential: they are sent
+ * only by a tenant that has one (controlplane mode). The S3 credentials are the pair given here or the AWS SDK's
+ * default chain (an EC2 instance profile).
+ */
+function backupSettings(env: z.infer<typeof EnvSchema>) {
+  const target = parseS3Prefix(env.TENANT_BACKUP_S3_PREFIX);
+  if (!target) return null;
+  const cpBase = (env.CP_PROVISION_URL ?? DEFAULT_CP_PROVISION_URL).replace(/\/+$/, "");
+  return {
+    target,
+    intervalMs: env.TENANT_BACKUP_INTERVAL,
+    pgFormat: env.TENANT_BACKUP_FORMAT,
+    reportUrl: env.TENANT_BACKUP_REPORT_URL ?? `${cpBase}${BACKUP_REPORT_PATH}`,
+    searchPath: env.PATH,
+    s3: {
+      region: env.TENANT_BACKUP_S3_REGION,
+      endpoint: env.TENANT_BACKUP_S3_ENDPOINT ?? null,
+      credentials:
+        env.TENANT_BACKUP_S3_ACCESS_KEY_ID && env.TENANT_BACKUP_S3_SECRET_ACCESS_KEY
+          ? {
+              accessKeyId: env.TENANT_BACKUP_S3_ACCESS_KEY_ID,
+              secretAccessKey: env.TENANT_BACKUP_S3_SECRET_ACCESS_KEY,
+            }
+          : null,
+    },
   };
 }
 
@@ -217,6 +271,11 @@ export function loadConfig(env: Record<string, string | undefined>): TenantConfi
   const values = parseEnv(EnvSchema, env);
   const config = shape(values);
   if (config.backend.selection.backend === "controlplane") checkControlPlaneMode(config, env);
+  if (Boolean(values.TENANT_BACKUP_S3_ACCESS_KEY_ID) !== Boolean(values.TENANT_BACKUP_S3_SECRET_ACCESS_KEY)) {
+    throw new ConfigError(
+      "TENANT_BACKUP_S3_ACCESS_KEY_ID and TENANT_BACKUP_S3_SECRET_ACCESS_KEY are set together (or neither: the AWS SDK's default credentials, e.g. an instance profile)",
+    );
+  }
   if (isStrictEnvironment(config.environment) && !config.auth.adminToken) {
     throw new ConfigError(`ADMIN_TOKEN is required when MOLECULE_ENV=${config.environment}`);
   }

@@ -311,6 +311,21 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  // Backups are not configured here: hostile query strings and bodies get the 409 and change nothing.
+  "POST /admin/backup": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, hostileJson, async (junk, body) =>
+        probe({ method: "POST", path: `/admin/backup?x=${enc(junk)}`, body: JSON.stringify(body) }, true),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /admin/backups": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ method: "GET", path: `/admin/backups?x=${enc(junk)}` }, true),
+      ),
+      fuzzParameters(),
+    ),
   "GET /registry/discover/:id": () =>
     idRoute(
       "GET",

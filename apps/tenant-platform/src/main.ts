@@ -13,6 +13,7 @@ import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle
 import { logSerializers } from "@molecule/service-kit/log";
 import pino, { type Logger } from "pino";
 import { createApp } from "./app.ts";
+import { buildTenantBackups } from "./backups.ts";
 import { loadConfig } from "./config.ts";
 import {
   buildAgentHostResolver,
@@ -42,6 +43,7 @@ export const REDACTED_PATHS = [
   "*.tenantToken",
   "*.signingKey",
   "*.adminToken",
+  "*.secretAccessKey",
 ];
 
 /**
@@ -219,7 +221,13 @@ async function run(
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
   const reconciler = createTenantReconciler(deps, instanceId);
   const retention = createTenantRetention(deps, config.retention);
-  const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
+  // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
+  const backups = buildTenantBackups(config, deps, database, runtime?.slug ?? config.deployment);
+  const app = createApp(deps, {
+    onOperationQueued: () => runner.wake(),
+    reconciler,
+    ...(backups ? { backups } : {}),
+  });
 
   let onListening: () => void = () => {};
   let onServerError: (error: Error) => void = () => {};
@@ -250,13 +258,14 @@ async function run(
   sweeper.start();
   reconciler.start();
   retention.start();
+  backups?.start();
   void boot?.post("ready");
 
   shutdownOnSignals({
     logger,
     server,
     beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
-    loops: [runner, sweeper, reconciler, retention],
+    loops: [runner, sweeper, reconciler, retention, ...(backups ? [backups] : [])],
     database,
   });
 }

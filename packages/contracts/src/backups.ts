@@ -23,6 +23,19 @@ export type BackupFormat = z.infer<typeof BackupFormat>;
 /** `s3://<bucket>/<key>`: a bucket name as S3 allows it, then a key of printable characters. */
 export const S3_URL_PATTERN = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/([^\s]*))?$/;
 
+/** A bucket and the key prefix under it (no leading or trailing slash; empty for the bucket's root). */
+export interface S3Prefix {
+  bucket: string;
+  keyPrefix: string;
+}
+
+/** `s3://bucket/some/prefix/` → `{bucket, keyPrefix: "some/prefix"}`; null when it is not an s3:// URL. */
+export function parseS3Prefix(text: string): S3Prefix | null {
+  const match = S3_URL_PATTERN.exec(text.trim());
+  if (!match?.[1]) return null;
+  return { bucket: match[1], keyPrefix: (match[2] ?? "").replace(/^\/+|\/+$/g, "") };
+}
+
 const isoTime = z.iso.datetime({ offset: true });
 
 export const BackupReportBody = z
@@ -104,3 +117,21 @@ export const BackupsOverview = z.object({
   }),
 });
 export type BackupsOverview = z.infer<typeof BackupsOverview>;
+
+export const BACKUP_RUN_STATUSES = ["running", "succeeded", "failed"] as const;
+
+/** One backup attempt as the tenant records it: `POST /admin/backup` answers one, `GET /admin/backups` lists them. */
+export const TenantBackupRun = z.object({
+  id: z.number().int(),
+  status: z.enum(BACKUP_RUN_STATUSES),
+  location: z.string(),
+  format: BackupFormat,
+  size_bytes: z.number().int().nonnegative().nullable(),
+  sha256: z.string().nullable(),
+  error: z.string().nullable(),
+  started_at: z.string(),
+  finished_at: z.string().nullable(),
+  /** When the control plane accepted the report; null when it was not (or could not be) reported. */
+  reported_at: z.string().nullable(),
+});
+export type TenantBackupRun = z.infer<typeof TenantBackupRun>;

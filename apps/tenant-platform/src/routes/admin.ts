@@ -1,15 +1,29 @@
+import { DomainError } from "@molecule/contracts";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { requireAdmin } from "../http/auth.ts";
 import type { AppEnv } from "../http/types.ts";
+import type { TenantBackups } from "../services/backups.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import { tenantStats } from "../services/reconcile.ts";
 
-/** `POST /admin/reconcile` (one pass now, answered with its report; 409 while another replica reconciles), `GET /admin/stats`. */
-export function adminRoutes(deps: PlatformDeps, reconciler: Reconciler) {
+/**
+ * `POST /admin/reconcile` (one pass now, answered with its report; 409 while another replica reconciles), `GET
+ * /admin/stats`, `POST /admin/backup` (a database backup now, answered with its record; 409 while one runs, or when
+ * backups are not configured) and `GET /admin/backups` (the latest attempts).
+ */
+export function adminRoutes(deps: PlatformDeps, reconciler: Reconciler, backups: TenantBackups | null) {
   const app = new Hono<AppEnv>();
   app.use("*", requireAdmin());
   app.post("/reconcile", async (c) => c.json(await reconciler.run()));
   app.get("/stats", async (c) => c.json(await tenantStats(deps, reconciler)));
+  const configured = () => {
+    if (!backups) {
+      throw new DomainError("conflict", "backups are not configured: TENANT_BACKUP_S3_PREFIX is empty");
+    }
+    return backups;
+  };
+  app.post("/backup", async (c) => c.json(await configured().runNow()));
+  app.get("/backups", async (c) => c.json({ backups: await configured().list() }));
   return app;
 }

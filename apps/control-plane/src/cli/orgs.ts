@@ -1,12 +1,8 @@
 /** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`. */
 import { CreatedOrg, DeletedOrg, OrgDetail, OrgList, type OrgView } from "@molecule/contracts";
-import { type Command, CommandFailed, type CommandIo, flag, option, UsageError } from "./command.ts";
-import { cell, duration, json, keyValues, table } from "./output.ts";
-
-/** How long `--wait` follows an org before giving up (the control plane's own deadlines are shorter). */
-const WAIT_LIMIT_MS = 30 * 60_000;
-
-const orgPath = (slug: string) => `/cp/orgs/${encodeURIComponent(slug)}`;
+import { type Command, flag, option, UsageError } from "./command.ts";
+import { followOrg, orgPath, progress, suffix } from "./follow.ts";
+import { cell, json, keyValues, table } from "./output.ts";
 
 function orgTable(orgs: readonly OrgView[]): string {
   return table(
@@ -21,55 +17,6 @@ function orgTable(orgs: readonly OrgView[]): string {
     ],
     orgs,
   );
-}
-
-/** `: text` with the text made printable, or nothing. */
-function suffix(text: string | null | undefined): string {
-  return text ? `: ${cell(text)}` : "";
-}
-
-/** In `--json` mode stdout carries one JSON document, so progress goes to stderr there. */
-function progress(io: CommandIo, line: string): void {
-  (io.json ? io.stderr : io.stdout)(`${line}\n`);
-}
-
-/**
- * Polls the org until `settled` says so, printing each boot event and operation step once as it appears. Returns
- * the last answer.
- */
-async function follow(
-  io: CommandIo,
-  slug: string,
-  settled: (detail: OrgDetail) => boolean,
-): Promise<{ data: OrgDetail; raw: unknown }> {
-  const seen = new Set<string>();
-  const deadline = io.now() + WAIT_LIMIT_MS;
-  for (;;) {
-    const answer = await io.client.call("GET", orgPath(slug), OrgDetail);
-    const { provision_status: status, operation } = answer.data;
-    for (const event of status?.events ?? []) {
-      const key = `event ${event.at} ${event.stage}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      progress(io, `  ${cell(event.at)}  tenant ${cell(event.stage)}${suffix(event.detail)}`);
-    }
-    for (const step of operation?.steps ?? []) {
-      const key = `step ${operation?.id} ${step.name}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      progress(
-        io,
-        `  ${cell(operation?.kind)} step ${cell(step.name)} (${duration(step.duration_ms)})${suffix(step.detail)}`,
-      );
-    }
-    if (settled(answer.data)) return answer;
-    if (io.now() > deadline) {
-      throw new CommandFailed(
-        `org ${slug} is still ${answer.data.org.status} after ${duration(WAIT_LIMIT_MS)}; see molecule-cp orgs show ${slug}`,
-      );
-    }
-    await io.sleep(io.pollIntervalMs);
-  }
 }
 
 const list: Command = {
@@ -159,7 +106,7 @@ const create: Command = {
     let org = created.data.org;
     if (flag(input, "wait")) {
       progress(io, `waiting for the tenant of ${slug} …`);
-      const final = await follow(io, slug, (detail) => detail.org.status !== "provisioning");
+      const final = await followOrg(io, slug, (detail) => detail.org.status !== "provisioning");
       org = final.data.org;
       const error = org.status === "failed" ? final.data.provision_status?.last_error : null;
       progress(io, `org ${slug} is ${org.status}${suffix(error)}`);
@@ -194,7 +141,7 @@ const remove: Command = {
     }
     if (flag(input, "wait") && operation) {
       const started = operation.id;
-      const final = await follow(
+      const final = await followOrg(
         io,
         slug,
         (detail) =>

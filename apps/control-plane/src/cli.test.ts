@@ -9,6 +9,7 @@ import {
   DeletedOrg,
   OrgList,
   ReconcileReport,
+  TenantOperationAccepted,
 } from "@molecule/contracts";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +19,7 @@ import { createApp, createOperationRunner } from "./app.ts";
 import { TOKEN_FLAG_WARNING } from "./cli/command.ts";
 import { runCli } from "./cli.ts";
 import { cpOrgs } from "./db/schema.ts";
+import { FAKE_TENANT_IMAGE } from "./tenants/fake.ts";
 import { ADMIN_TOKEN, createTestControlPlane, realClock, type TestControlPlane } from "./testing.ts";
 
 const ENTRY = fileURLToPath(new URL("./cli.ts", import.meta.url));
@@ -57,7 +59,8 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   }
 }
 
-describe("molecule-cp against a control plane over HTTP", () => {
+// Each test starts several CLI processes (node + tsx); a loaded machine starts them slowly.
+describe("molecule-cp against a control plane over HTTP", { timeout: 180_000 }, () => {
   let cp: TestControlPlane;
   let runner: ReturnType<typeof createOperationRunner>;
   let server: ReturnType<typeof serve>;
@@ -103,7 +106,7 @@ describe("molecule-cp against a control plane over HTTP", () => {
     const table = await cpcli(["orgs", "list"]);
     expect(table.code).toBe(0);
     const lines = table.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+CANARY\s+TENANT URL\s+CREATED\s+ID$/);
+    expect(lines[0]).toMatch(/^SLUG\s+NAME\s+STATUS\s+CANARY\s+TENANT URL\s+IMAGE\s+CREATED\s+ID$/);
     const line = lines.find((l) => l.startsWith("cli-acme "));
     expect(line).toMatch(/^cli-acme\s+Acme Corp\s+(provisioning|ready)\s+yes\s+/);
     expect(line).toContain(row?.id);
@@ -133,66 +136,74 @@ describe("molecule-cp against a control plane over HTTP", () => {
     expect(answer.tenant_admin_token).toMatch(/^mat_/);
   });
 
-  it("a refused call exits 1 with the server's code, message and request id, and changes nothing", async () => {
-    const before = await cp.rowCounts();
-    const missing = await cpcli(["orgs", "show", "cli-nobody"]);
-    expect(missing.code).toBe(1);
-    expect(missing.stdout).toBe("");
-    expect(missing.stderr).toMatch(
-      /^molecule-cp: not_found: no org with slug "cli-nobody" \(HTTP 404, request req_[0-9a-f]{16}\)\n$/,
-    );
+  it(
+    "a refused call exits 1 with the server's code, message and request id, and changes nothing",
+    { timeout: 180_000 },
+    async () => {
+      const before = await cp.rowCounts();
+      const missing = await cpcli(["orgs", "show", "cli-nobody"]);
+      expect(missing.code).toBe(1);
+      expect(missing.stdout).toBe("");
+      expect(missing.stderr).toMatch(
+        /^molecule-cp: not_found: no org with slug "cli-nobody" \(HTTP 404, request req_[0-9a-f]{16}\)\n$/,
+      );
 
-    const badSlug = await cpcli(["orgs", "create", "Not A Slug", "--name", "x"]);
-    expect(badSlug.code).toBe(1);
-    expect(badSlug.stderr).toMatch(
-      /^molecule-cp: bad_request: .*slug.*\(HTTP 400, request req_[0-9a-f]{16}\)\n$/,
-    );
+      const badSlug = await cpcli(["orgs", "create", "Not A Slug", "--name", "x"]);
+      expect(badSlug.code).toBe(1);
+      expect(badSlug.stderr).toMatch(
+        /^molecule-cp: bad_request: .*slug.*\(HTTP 400, request req_[0-9a-f]{16}\)\n$/,
+      );
 
-    const wrongConfirm = await cpcli(["orgs", "delete", "cli-acme", "--confirm", "cli-other"]);
-    expect(wrongConfirm.code).toBe(1);
-    expect(wrongConfirm.stderr).toContain(`bad_request: confirm must repeat the org's slug ("cli-acme")`);
-    expect(await cp.rowCounts()).toEqual(before);
-  });
+      const wrongConfirm = await cpcli(["orgs", "delete", "cli-acme", "--confirm", "cli-other"]);
+      expect(wrongConfirm.code).toBe(1);
+      expect(wrongConfirm.stderr).toContain(`bad_request: confirm must repeat the org's slug ("cli-acme")`);
+      expect(await cp.rowCounts()).toEqual(before);
+    },
+  );
 
-  it("flags win over the environment; a flag token works with a warning and is never printed", async () => {
-    const deadUrl = `http://127.0.0.1:${await freePort()}`;
-    const flagToken = "not-the-admin-token-0123456789";
+  it(
+    "flags win over the environment; a flag token works with a warning and is never printed",
+    { timeout: 180_000 },
+    async () => {
+      const deadUrl = `http://127.0.0.1:${await freePort()}`;
+      const flagToken = "not-the-admin-token-0123456789";
 
-    // --url over CP_URL.
-    const byFlag = await cpcli(["orgs", "list", "--url", url], { CP_URL: deadUrl });
-    expect(byFlag).toMatchObject({ code: 0, stderr: "" });
-    expect(byFlag.stdout).toMatch(/^SLUG/);
+      // --url over CP_URL.
+      const byFlag = await cpcli(["orgs", "list", "--url", url], { CP_URL: deadUrl });
+      expect(byFlag).toMatchObject({ code: 0, stderr: "" });
+      expect(byFlag.stdout).toMatch(/^SLUG/);
 
-    // CP_URL alone: nothing listens there.
-    const unreachable = await cpcli(["orgs", "list"], { CP_URL: deadUrl });
-    expect(unreachable.code).toBe(1);
-    expect(unreachable.stderr).toBe(
-      `molecule-cp: cannot reach the control plane at ${deadUrl}: ECONNREFUSED\n`,
-    );
+      // CP_URL alone: nothing listens there.
+      const unreachable = await cpcli(["orgs", "list"], { CP_URL: deadUrl });
+      expect(unreachable.code).toBe(1);
+      expect(unreachable.stderr).toBe(
+        `molecule-cp: cannot reach the control plane at ${deadUrl}: ECONNREFUSED\n`,
+      );
 
-    // --token over CP_ADMIN_API_TOKEN: the wrong flag token is used (401) and appears nowhere.
-    const wrongFlag = await cpcli(["stats", "--token", flagToken]);
-    expect(wrongFlag.code).toBe(1);
-    expect(wrongFlag.stderr).toMatch(
-      new RegExp(
-        `^molecule-cp: ${TOKEN_FLAG_WARNING}\\nmolecule-cp: unauthorized: an admin bearer token is required \\(HTTP 401, request ${REQUEST_ID.source}\\)\\n$`,
-      ),
-    );
-    expect(wrongFlag.stdout + wrongFlag.stderr).not.toContain(flagToken);
+      // --token over CP_ADMIN_API_TOKEN: the wrong flag token is used (401) and appears nowhere.
+      const wrongFlag = await cpcli(["stats", "--token", flagToken]);
+      expect(wrongFlag.code).toBe(1);
+      expect(wrongFlag.stderr).toMatch(
+        new RegExp(
+          `^molecule-cp: ${TOKEN_FLAG_WARNING}\\nmolecule-cp: unauthorized: an admin bearer token is required \\(HTTP 401, request ${REQUEST_ID.source}\\)\\n$`,
+        ),
+      );
+      expect(wrongFlag.stdout + wrongFlag.stderr).not.toContain(flagToken);
 
-    // The right token by flag, a wrong one in the environment: the flag's is used.
-    const rightFlag = await cpcli(["stats", "--json", "--token", ADMIN_TOKEN], {
-      CP_ADMIN_API_TOKEN: flagToken,
-    });
-    expect(rightFlag.code).toBe(0);
-    expect(rightFlag.stderr).toBe(`molecule-cp: ${TOKEN_FLAG_WARNING}\n`);
-    AdminStats.parse(JSON.parse(rightFlag.stdout));
+      // The right token by flag, a wrong one in the environment: the flag's is used.
+      const rightFlag = await cpcli(["stats", "--json", "--token", ADMIN_TOKEN], {
+        CP_ADMIN_API_TOKEN: flagToken,
+      });
+      expect(rightFlag.code).toBe(0);
+      expect(rightFlag.stderr).toBe(`molecule-cp: ${TOKEN_FLAG_WARNING}\n`);
+      AdminStats.parse(JSON.parse(rightFlag.stdout));
 
-    // Neither: bad usage, before any request.
-    const none = await cpcli(["orgs", "list"], { CP_ADMIN_API_TOKEN: "" });
-    expect(none).toMatchObject({ code: 2, stdout: "" });
-    expect(none.stderr).toBe("molecule-cp: no admin token: set CP_ADMIN_API_TOKEN or pass --token\n");
-  });
+      // Neither: bad usage, before any request.
+      const none = await cpcli(["orgs", "list"], { CP_ADMIN_API_TOKEN: "" });
+      expect(none).toMatchObject({ code: 2, stdout: "" });
+      expect(none.stderr).toBe("molecule-cp: no admin token: set CP_ADMIN_API_TOKEN or pass --token\n");
+    },
+  );
 
   it("stats and reconcile print tables, and JSON that the contracts read", async () => {
     const stats = await cpcli(["stats"]);
@@ -222,107 +233,204 @@ describe("molecule-cp against a control plane over HTTP", () => {
     );
   });
 
-  it("backups: a table with stale and failed tenants flagged, --json, and --check failing on them", async () => {
-    const good = await cp.createOrg("cli-backup-good");
-    const bad = await cp.createOrg("cli-backup-bad");
-    await cp.createOrg("cli-backup-never");
-    const finished = new Date();
-    const started = new Date(finished.getTime() - 5_000);
-    const report = (slug: string, outcome: "succeeded" | "failed") => ({
-      slug,
-      outcome,
-      location: `s3://molecule-backups/tenants/${slug}/${started.getTime()}.dump`,
-      format: "pg_dump_custom",
-      size_bytes: outcome === "succeeded" ? 4096 : null,
-      sha256: outcome === "succeeded" ? "ab".repeat(32) : null,
-      started_at: started.toISOString(),
-      finished_at: finished.toISOString(),
-      ...(outcome === "failed" ? { error: "pg_dump: connection refused" } : {}),
-    });
-    for (const [who, outcome] of [
-      [good, "succeeded"],
-      [bad, "failed"],
-    ] as const) {
-      const sent = await cp.tenant(who, "POST", "/cp/tenants/backup-report", {
-        body: report(who.slug, outcome),
+  it(
+    "backups: a table with stale and failed tenants flagged, --json, and --check failing on them",
+    { timeout: 180_000 },
+    async () => {
+      const good = await cp.createOrg("cli-backup-good");
+      const bad = await cp.createOrg("cli-backup-bad");
+      await cp.createOrg("cli-backup-never");
+      const finished = new Date();
+      const started = new Date(finished.getTime() - 5_000);
+      const report = (slug: string, outcome: "succeeded" | "failed") => ({
+        slug,
+        outcome,
+        location: `s3://molecule-backups/tenants/${slug}/${started.getTime()}.dump`,
+        format: "pg_dump_custom",
+        size_bytes: outcome === "succeeded" ? 4096 : null,
+        sha256: outcome === "succeeded" ? "ab".repeat(32) : null,
+        started_at: started.toISOString(),
+        finished_at: finished.toISOString(),
+        ...(outcome === "failed" ? { error: "pg_dump: connection refused" } : {}),
       });
-      expect(sent.status, sent.text).toBe(204);
-    }
+      for (const [who, outcome] of [
+        [good, "succeeded"],
+        [bad, "failed"],
+      ] as const) {
+        const sent = await cp.tenant(who, "POST", "/cp/tenants/backup-report", {
+          body: report(who.slug, outcome),
+        });
+        expect(sent.status, sent.text).toBe(204);
+      }
 
-    const shown = await cpcli(["backups"]);
-    expect(shown.code).toBe(0);
-    const lines = shown.stdout.split("\n");
-    expect(lines[0]).toMatch(
-      /^SLUG\s+ORG STATUS\s+LAST\s+OUTCOME\s+LAST GOOD\s+SIZE\s+FLAGS\s+LOCATION \/ ERROR$/,
-    );
-    const row = (slug: string) => lines.find((l) => l.startsWith(`${slug} `)) ?? "";
-    expect(row("cli-backup-good")).toMatch(
-      /\ssucceeded\s+\S+\s+4\.0 KiB\s+-\s+s3:\/\/molecule-backups\/tenants\/cli-backup-good\/\d+\.dump$/,
-    );
-    expect(row("cli-backup-bad")).toMatch(/\sfailed\s+-\s+-\s+STALE,FAILED\s+pg_dump: connection refused$/);
-    // An org that never reported is stale, with nothing to restore.
-    expect(row("cli-backup-never")).toMatch(/\sprovisioning\s+-\s+-\s+-\s+-\s+STALE\s+-$/);
-    const view = BackupsOverview.parse(JSON.parse((await cpcli(["backups", "--json"])).stdout));
-    expect(shown.stdout).toContain(
-      `${view.summary.tenants} tenant(s), ${view.summary.stale} stale (no good backup within 36 h 0 min), 1 failed\n`,
-    );
-    expect(view.tenants.find((t) => t.slug === "cli-backup-good")).toMatchObject({
-      stale: false,
-      failed: false,
-    });
-
-    // For monitoring: stale or failed tenants make --check exit 1, after the same table.
-    const checked = await cpcli(["backups", "--check"]);
-    expect(checked.code).toBe(1);
-    expect(checked.stdout).toBe(shown.stdout);
-  });
-
-  it("create --wait prints the tenant's boot as it happens and exits 0 once it is ready", async () => {
-    const run = spawnCp(["orgs", "create", "cli-boot", "--name", "Boot", "--wait"], {
-      CP_URL: url,
-      CP_ADMIN_API_TOKEN: ADMIN_TOKEN,
-    });
-    // The tenant the runner provisioned reports its boot, signed with the credential it was given.
-    let credential = "";
-    await until("the tenant to be provisioned", () => {
-      credential = cp.tenants.tenants().find((t) => t.slug === "cli-boot")?.env.CP_TENANT_TOKEN ?? "";
-      return credential !== "";
-    });
-    const orgId = cp.tenants.tenants().find((t) => t.slug === "cli-boot")?.orgId ?? "";
-    const identity = { orgId, slug: "cli-boot", credential };
-    await until("the CLI to be waiting", () => run.stdout().includes("waiting for the tenant of cli-boot"));
-    for (const stage of ["container_started", "migrated"]) {
-      expect((await cp.tenant(identity, "POST", "/cp/tenants/boot-event", { body: { stage } })).status).toBe(
-        204,
+      const shown = await cpcli(["backups"]);
+      expect(shown.code).toBe(0);
+      const lines = shown.stdout.split("\n");
+      expect(lines[0]).toMatch(
+        /^SLUG\s+ORG STATUS\s+LAST\s+OUTCOME\s+LAST GOOD\s+SIZE\s+FLAGS\s+LOCATION \/ ERROR$/,
       );
-      await until(`the ${stage} line`, () => new RegExp(`tenant ${stage}\\n`).test(run.stdout()));
-    }
-    // The lines came one by one, while the org was still provisioning.
-    expect(run.stdout()).not.toContain("is ready");
-    await cp.tenant(identity, "POST", "/cp/tenants/boot-event", { body: { stage: "ready" } });
-    expect(await run.exited).toBe(0);
-    printed.push(run.stdout(), run.stderr());
-    const lines = run.stdout().split("\n");
-    const started = lines.findIndex((l) => l.endsWith("tenant container_started"));
-    expect(started).toBeGreaterThan(lines.findIndex((l) => l.startsWith("waiting for")));
-    expect(lines.findIndex((l) => l.endsWith("tenant migrated"))).toBeGreaterThan(started);
-    expect(run.stdout()).toMatch(/tenant ready\norg cli-boot is ready\n$/);
-  });
+      const row = (slug: string) => lines.find((l) => l.startsWith(`${slug} `)) ?? "";
+      expect(row("cli-backup-good")).toMatch(
+        /\ssucceeded\s+\S+\s+4\.0 KiB\s+-\s+s3:\/\/molecule-backups\/tenants\/cli-backup-good\/\d+\.dump$/,
+      );
+      expect(row("cli-backup-bad")).toMatch(/\sfailed\s+-\s+-\s+STALE,FAILED\s+pg_dump: connection refused$/);
+      // An org that never reported is stale, with nothing to restore.
+      expect(row("cli-backup-never")).toMatch(/\sprovisioning\s+-\s+-\s+-\s+-\s+STALE\s+-$/);
+      const view = BackupsOverview.parse(JSON.parse((await cpcli(["backups", "--json"])).stdout));
+      expect(shown.stdout).toContain(
+        `${view.summary.tenants} tenant(s), ${view.summary.stale} stale (no good backup within 36 h 0 min), 1 failed\n`,
+      );
+      expect(view.tenants.find((t) => t.slug === "cli-backup-good")).toMatchObject({
+        stale: false,
+        failed: false,
+      });
 
-  it("delete --wait follows the delete to its end; --json prints the final org and operation", async () => {
-    const deleted = await cpcli(["orgs", "delete", "cli-json", "--confirm", "cli-json", "--wait", "--json"]);
-    expect(deleted.code).toBe(0);
-    const answer = DeletedOrg.parse(JSON.parse(deleted.stdout));
-    expect(answer.org.status).toBe("deleted");
-    expect(answer.operation).toMatchObject({ kind: "destroy_org" });
-    // Progress went to stderr, so stdout stays one JSON document.
-    expect(deleted.stderr).toContain("org cli-json is deleted");
-    const listed = OrgList.parse(JSON.parse((await cpcli(["orgs", "list", "--json"])).stdout));
-    expect(listed.orgs.map((org) => org.slug)).not.toContain("cli-json");
+      // For monitoring: stale or failed tenants make --check exit 1, after the same table.
+      const checked = await cpcli(["backups", "--check"]);
+      expect(checked.code).toBe(1);
+      expect(checked.stdout).toBe(shown.stdout);
+    },
+  );
 
-    const again = await cpcli(["orgs", "delete", "cli-json", "--confirm", "cli-json"]);
-    expect(again).toMatchObject({ code: 0, stdout: "org cli-json is already deleted\n" });
-  });
+  it(
+    "create --wait prints the tenant's boot as it happens and exits 0 once it is ready",
+    { timeout: 180_000 },
+    async () => {
+      const run = spawnCp(["orgs", "create", "cli-boot", "--name", "Boot", "--wait"], {
+        CP_URL: url,
+        CP_ADMIN_API_TOKEN: ADMIN_TOKEN,
+      });
+      // The tenant the runner provisioned reports its boot, signed with the credential it was given.
+      let credential = "";
+      await until("the tenant to be provisioned", () => {
+        credential = cp.tenants.tenants().find((t) => t.slug === "cli-boot")?.env.CP_TENANT_TOKEN ?? "";
+        return credential !== "";
+      });
+      const orgId = cp.tenants.tenants().find((t) => t.slug === "cli-boot")?.orgId ?? "";
+      const identity = { orgId, slug: "cli-boot", credential };
+      await until("the CLI to be waiting", () => run.stdout().includes("waiting for the tenant of cli-boot"));
+      for (const stage of ["container_started", "migrated"]) {
+        expect(
+          (await cp.tenant(identity, "POST", "/cp/tenants/boot-event", { body: { stage } })).status,
+        ).toBe(204);
+        await until(`the ${stage} line`, () => new RegExp(`tenant ${stage}\\n`).test(run.stdout()));
+      }
+      // The lines came one by one, while the org was still provisioning.
+      expect(run.stdout()).not.toContain("is ready");
+      await cp.tenant(identity, "POST", "/cp/tenants/boot-event", { body: { stage: "ready" } });
+      expect(await run.exited).toBe(0);
+      printed.push(run.stdout(), run.stderr());
+      const lines = run.stdout().split("\n");
+      const started = lines.findIndex((l) => l.endsWith("tenant container_started"));
+      expect(started).toBeGreaterThan(lines.findIndex((l) => l.startsWith("waiting for")));
+      expect(lines.findIndex((l) => l.endsWith("tenant migrated"))).toBeGreaterThan(started);
+      expect(run.stdout()).toMatch(/tenant ready\norg cli-boot is ready\n$/);
+    },
+  );
+
+  it(
+    "tenants stop, start and redeploy: the operation followed to its end with --wait",
+    { timeout: 180_000 },
+    async () => {
+      const org = await cp.createOrg("cli-ops");
+      await until("the tenant to be provisioned", () => cp.tenants.inspect(org.orgId)?.running === true);
+      const bootEvent = async (body: Record<string, string>) => {
+        const sent = await cp.tenant(org, "POST", "/cp/tenants/boot-event", { body });
+        expect(sent.status, sent.text).toBe(204);
+      };
+      await bootEvent({ stage: "ready", image: FAKE_TENANT_IMAGE });
+
+      const stopped = await cpcli(["tenants", "stop", "cli-ops", "--wait"]);
+      expect(stopped, stopped.stderr).toMatchObject({ code: 0, stderr: "" });
+      expect(stopped.stdout).toMatch(/^tenant of cli-ops: stop_tenant op_\S+ \((pending|running)\)\n/);
+      expect(stopped.stdout).toMatch(
+        /^ {2}stop_tenant step tenant_stopped \(\d+ (ms|s)\): fake-tenant-\d+$/m,
+      );
+      expect(stopped.stdout).toMatch(/stop_tenant succeeded; org cli-ops is stopped\n$/);
+      expect(cp.tenants.inspect(org.orgId)?.running).toBe(false);
+
+      // A stopped tenant is not redeployed: the server's conflict, exit 1.
+      const refused = await cpcli(["tenants", "redeploy", "cli-ops"]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(
+        /^molecule-cp: conflict: the tenant of "cli-ops" is stopped: start it before a redeploy \(HTTP 409, request req_[0-9a-f]{16}\)\n$/,
+      );
+
+      // start --wait goes on until the tenant reports ready, and prints that boot event (not the older ones).
+      const starting = spawnCp(["tenants", "start", "cli-ops", "--wait"], {
+        CP_URL: url,
+        CP_ADMIN_API_TOKEN: ADMIN_TOKEN,
+      });
+      await until("the tenant to be started", () => cp.tenants.inspect(org.orgId)?.running === true);
+      await until("the start step line", () =>
+        starting.stdout().includes("start_tenant step tenant_started"),
+      );
+      expect(starting.stdout()).not.toContain("start_tenant succeeded");
+      await bootEvent({ stage: "ready", image: FAKE_TENANT_IMAGE });
+      expect(await starting.exited).toBe(0);
+      printed.push(starting.stdout(), starting.stderr());
+      expect(starting.stdout().match(/tenant ready on /g)).toHaveLength(1);
+      expect(starting.stdout()).toMatch(
+        /tenant ready on molecule\/tenant-platform:fake\n {2}start_tenant step tenant_ready \(\d+ (ms|s)\)\nstart_tenant succeeded; org cli-ops is ready\n$/,
+      );
+
+      // redeploy --image --wait --json: progress on stderr, the final org and operation on stdout.
+      const image = "registry.example.com/molecule/tenant-platform:2.0.0";
+      const redeploying = spawnCp(["tenants", "redeploy", "cli-ops", "--image", image, "--wait", "--json"], {
+        CP_URL: url,
+        CP_ADMIN_API_TOKEN: ADMIN_TOKEN,
+      });
+      await until("the tenant to be recreated", () => cp.tenants.inspect(org.orgId)?.redeploys === 1);
+      await until("the recreate step line", () => redeploying.stderr().includes("step tenant_recreated"));
+      await bootEvent({ stage: "ready", image });
+      expect(await redeploying.exited).toBe(0);
+      printed.push(redeploying.stdout(), redeploying.stderr());
+      const answer = TenantOperationAccepted.parse(JSON.parse(redeploying.stdout()));
+      expect(answer.operation).toMatchObject({ kind: "redeploy_tenant", status: "succeeded" });
+      expect(answer.org).toMatchObject({ status: "ready", tenant_image: image });
+      expect(redeploying.stderr()).toContain(`redeploy_tenant succeeded; org cli-ops is ready`);
+      const listed = await cpcli(["orgs", "list"]);
+      expect(listed.stdout.split("\n").find((l) => l.startsWith("cli-ops "))).toContain(image);
+
+      const missing = await cpcli(["tenants", "stop", "cli-nobody"]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(
+        /^molecule-cp: not_found: .*cli-nobody.*\(HTTP 404, request req_[0-9a-f]{16}\)\n$/,
+      );
+      const badImage = await cpcli(["tenants", "redeploy", "cli-ops", "--image", "not an image"]);
+      expect(badImage.code).toBe(1);
+      expect(badImage.stderr).toMatch(
+        /^molecule-cp: bad_request: .*image.*\(HTTP 400, request req_[0-9a-f]{16}\)\n$/,
+      );
+    },
+  );
+
+  it(
+    "delete --wait follows the delete to its end; --json prints the final org and operation",
+    { timeout: 180_000 },
+    async () => {
+      const deleted = await cpcli([
+        "orgs",
+        "delete",
+        "cli-json",
+        "--confirm",
+        "cli-json",
+        "--wait",
+        "--json",
+      ]);
+      expect(deleted.code).toBe(0);
+      const answer = DeletedOrg.parse(JSON.parse(deleted.stdout));
+      expect(answer.org.status).toBe("deleted");
+      expect(answer.operation).toMatchObject({ kind: "destroy_org" });
+      // Progress went to stderr, so stdout stays one JSON document.
+      expect(deleted.stderr).toContain("org cli-json is deleted");
+      const listed = OrgList.parse(JSON.parse((await cpcli(["orgs", "list", "--json"])).stdout));
+      expect(listed.orgs.map((org) => org.slug)).not.toContain("cli-json");
+
+      const again = await cpcli(["orgs", "delete", "cli-json", "--confirm", "cli-json"]);
+      expect(again).toMatchObject({ code: 0, stdout: "org cli-json is already deleted\n" });
+    },
+  );
 });
 
 describe("molecule-cp usage", () => {

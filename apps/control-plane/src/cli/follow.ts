@@ -42,7 +42,8 @@ export async function followOrg(
       const key = `event ${event.at} ${event.stage}`;
       if (seen.has(key) || Date.parse(event.at) < since) continue;
       seen.add(key);
-      progress(io, `  ${cell(event.at)}  tenant ${cell(event.stage)}${suffix(event.detail)}`);
+      const image = event.image ? ` on ${cell(event.image)}` : "";
+      progress(io, `  ${cell(event.at)}  tenant ${cell(event.stage)}${image}${suffix(event.detail)}`);
     }
     for (const step of operation?.steps ?? []) {
       const key = `step ${operation?.id} ${step.name}`;

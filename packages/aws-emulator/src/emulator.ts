@@ -6,6 +6,7 @@ import { type Fault, FaultPlan, isServiceFailure } from "./faults.ts";
 import { type MotoOptions, type MotoServer, startMoto } from "./moto.ts";
 import { MotoClient } from "./moto-client.ts";
 import { type Answer, errorAnswer, failureAnswer, parseCall } from "./protocol.ts";
+import { type CommandOutcome, type CommandScript, type SentCommand, SsmState } from "./ssm.ts";
 import { DEFAULT_TIMING, FidelityState, type Scope, type Timing } from "./state.ts";
 
 /**
@@ -29,6 +30,8 @@ export class AwsEmulator {
   private readonly faults = new FaultPlan();
   private readonly callCounts = new Map<string, number>();
   private readonly state: FidelityState;
+  private readonly ssm = new SsmState();
+  private readonly now: () => number;
   private readonly moto: MotoClient;
   private readonly sleep: (ms: number) => Promise<void>;
   private server: Server | null = null;
@@ -42,7 +45,8 @@ export class AwsEmulator {
     private readonly ownedMoto: MotoServer | null = null,
   ) {
     this.moto = new MotoClient(motoEndpoint);
-    this.state = new FidelityState({ ...DEFAULT_TIMING, ...options.timing }, options.now ?? Date.now);
+    this.now = options.now ?? Date.now;
+    this.state = new FidelityState({ ...DEFAULT_TIMING, ...options.timing }, this.now);
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
@@ -96,6 +100,7 @@ export class AwsEmulator {
 
   clearFaults(): void {
     this.faults.clear();
+    this.ssm.clear();
   }
 
   /** Calls received per action (`RunInstances`, `secretsmanager.CreateSecret`, …), faulted ones included. */
@@ -126,6 +131,33 @@ export class AwsEmulator {
   /** Changes the timing for what happens from now on. */
   setTiming(timing: Partial<Timing>): void {
     Object.assign(this.state.timing, timing);
+  }
+
+  /**
+   * How the next SSM command (to `instanceId`, or to any instance) ends: `Failed` with an exit code and output, or
+   * `InProgress` until `finishCommand` or its executionTimeout; without a script, moto's `Success`.
+   */
+  scriptCommand(script: CommandScript): void {
+    this.ssm.script(script);
+  }
+
+  /** Command scripts not yet used by a command. */
+  pendingCommandScripts(): number {
+    return this.ssm.pendingScripts();
+  }
+
+  /** Ends an invocation a script kept `InProgress`, as the instance finishing the command would. */
+  finishCommand(
+    commandId: string,
+    instanceId: string,
+    outcome: Exclude<CommandOutcome, { status: "InProgress" }>,
+  ): void {
+    this.ssm.finish(commandId, instanceId, outcome);
+  }
+
+  /** Every SSM command accepted so far, oldest first. */
+  sentCommands(): SentCommand[] {
+    return this.ssm.sent.map((command) => structuredClone(command));
   }
 
   /** Stuck: terminated instances stay `shutting-down` until unstuck (for deadline tests). */
@@ -189,7 +221,9 @@ export class AwsEmulator {
       answer =
         call.service === "ec2"
           ? await handleEc2(call, { state: this.state, moto: this.moto, relay })
-          : await relay();
+          : call.service === "ssm"
+            ? await this.ssm.handle(call, { moto: this.moto, now: this.now, relay })
+            : await relay();
     }
     if (fault?.kind === "drop-after") {
       req.socket.destroy();

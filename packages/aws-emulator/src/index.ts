@@ -9,4 +9,5 @@ export {
   unpackMoto,
 } from "./moto.ts";
 export type { AwsCall } from "./protocol.ts";
+export type { CommandOutcome, CommandScript, SentCommand } from "./ssm.ts";
 export { DEFAULT_TIMING, type Timing } from "./state.ts";

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type BootScript, bootScript, renderUserData } from "./bootstrap.ts";
+import { type BootScript, bootScript, redeployScript, renderUserData } from "./bootstrap.ts";
 
 const run = promisify(execFile);
 
@@ -105,5 +105,74 @@ describe("the boot script", () => {
     expect(userData).toContain("systemctl enable --now molecule.service");
     await writeFile(join(dir, "user-data"), userData);
     await run("bash", ["-n", join(dir, "user-data")]);
+  });
+});
+
+describe("the redeploy script (an SSM command)", () => {
+  const NEXT = "ghcr.io/molecule/workspace-hermes:1.3.0";
+
+  /** The VM as user-data left it: the boot script installed; `systemctl restart` runs it as the unit would. */
+  async function bootedVm(pullFails: string | null): Promise<Record<string, string>> {
+    const env = await standIns(BUNDLE);
+    const sbin = join(env.MOLECULE_ROOT as string, "usr", "local", "sbin");
+    await run("mkdir", ["-p", sbin]);
+    await writeFile(join(sbin, "molecule-boot"), bootScript(BOOT));
+    await chmod(join(sbin, "molecule-boot"), 0o700);
+    await writeFile(
+      join(dir, "bin", "systemctl"),
+      `#!/bin/bash\necho "systemctl $*" >> "${dir}/calls"\nif [ "$1" = restart ]; then bash "$MOLECULE_ROOT/usr/local/sbin/molecule-boot"; fi\n`,
+    );
+    if (pullFails) {
+      await writeFile(
+        join(dir, "bin", "docker"),
+        `#!/bin/bash\necho "docker $*" >> "${dir}/calls"\nif [ "$1" = pull ] && [ "$2" = "${pullFails}" ]; then echo "manifest unknown" >&2; exit 1; fi\n`,
+      );
+    }
+    return env;
+  }
+
+  it("installs the boot script for the new image and restarts the unit: the container runs it on the same data", async () => {
+    const env = await bootedVm(null);
+    await writeFile(join(dir, "redeploy"), redeployScript({ ...BOOT, image: NEXT }));
+    const { stdout } = await run("bash", [join(dir, "redeploy")], { env });
+    expect(stdout).toContain(`molecule: ws-01jabc runs ${NEXT}`);
+    const calls = await readFile(join(dir, "calls"), "utf8");
+    expect(calls).toContain("systemctl restart molecule.service");
+    expect(calls).toContain(`docker pull ${NEXT}`);
+    expect(calls).toContain(
+      `-e MOLECULE_IMAGE=${NEXT} -v ${env.MOLECULE_ROOT}/var/lib/molecule/data:/workspace ${NEXT}`,
+    );
+    expect(calls).not.toContain("reboot");
+    // The next boot runs the new image too; nothing of the switch is left behind.
+    const installed = await readFile(
+      join(env.MOLECULE_ROOT as string, "usr/local/sbin/molecule-boot"),
+      "utf8",
+    );
+    expect(installed).toBe(`${bootScript({ ...BOOT, image: NEXT }).trimEnd()}\n`);
+    expect((await readdir(join(env.MOLECULE_ROOT as string, "usr/local/sbin"))).sort()).toEqual([
+      "molecule-boot",
+    ]);
+    expect(calls).not.toContain("registry-pull-secret");
+  });
+
+  it("fails with the unit's output when the new image cannot be pulled, and puts the previous boot script back", async () => {
+    const env = await bootedVm(NEXT);
+    await writeFile(join(dir, "redeploy"), redeployScript({ ...BOOT, image: NEXT }));
+    const failure = await run("bash", [join(dir, "redeploy")], { env }).then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toContain("manifest unknown");
+    expect(failure?.stderr).toContain(`could not be moved to ${NEXT}; it runs its previous image again`);
+    const installed = await readFile(
+      join(env.MOLECULE_ROOT as string, "usr/local/sbin/molecule-boot"),
+      "utf8",
+    );
+    expect(installed).toBe(bootScript(BOOT));
+    const calls = await readFile(join(dir, "calls"), "utf8");
+    // The previous image is pulled and run again by the restored unit; the new one never ran.
+    expect(calls).toContain(`docker pull ${BOOT.image}`);
+    expect(calls).not.toContain(`MOLECULE_IMAGE=${NEXT}`);
   });
 });

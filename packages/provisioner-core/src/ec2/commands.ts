@@ -17,6 +17,8 @@ import { ProvisionerError } from "../errors.ts";
 import { type AwsAccess, isAwsError } from "./aws.ts";
 
 export const SHELL_DOCUMENT = "AWS-RunShellScript";
+/** How much longer than the caller's deadline the instance lets the script run, when nobody cancels it. */
+const EXECUTION_TIMEOUT_SLACK_S = 30;
 
 /** Statuses after which an invocation changes no more. */
 const FINISHED = new Set(["Success", "Failed", "Cancelled", "TimedOut", "Cancelling"]);
@@ -29,7 +31,10 @@ export interface ShellCommand {
   script: string;
   /** Shown in the SSM console's history (at most 100 characters). */
   comment: string;
-  /** How long the command may run, from the moment it is sent (the document's executionTimeout too). */
+  /**
+   * How long the command may run, from the moment it is sent; past it the command is cancelled and fails. The
+   * document's executionTimeout is a little longer: the instance ends the script itself should nobody cancel it.
+   */
   deadlineMs: number;
   /** Between two looks at the invocation (default 2 s). */
   pollMs?: number;
@@ -63,7 +68,10 @@ export async function runShellCommand(aws: AwsAccess, command: ShellCommand): Pr
         DocumentName: SHELL_DOCUMENT,
         InstanceIds: [instanceId],
         Comment: command.comment.slice(0, 100),
-        Parameters: { commands: [command.script], executionTimeout: [String(seconds)] },
+        Parameters: {
+          commands: [command.script],
+          executionTimeout: [String(seconds + EXECUTION_TIMEOUT_SLACK_S)],
+        },
         // The time the command may wait for the instance's agent to pick it up (SSM's minimum is 30 s).
         TimeoutSeconds: Math.max(30, seconds),
       }),

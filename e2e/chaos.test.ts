@@ -1,0 +1,549 @@
+/**
+ * The chaos run: two control-plane processes on one database (EC2 tenants on moto behind the AWS fault proxy, Fly
+ * workspaces on the Fly emulator) and two replicas of one standalone tenant platform (docker workspaces running the
+ * echo agent), all on one PostgreSQL server. For CHAOS_SECONDS (default 180) a seeded driver sends random workspace
+ * creates, stops, starts, restarts and deletes to the tenant, org creates and deletes and signed workspace calls to
+ * the control plane, through any replica; meanwhile processes are SIGKILLed and started again on the same port, and
+ * the emulators inject faults. Then the faults stop, every process is up, every accepted operation reaches its
+ * terminal state, one reconcile runs on each service (orphan deletion on, no grace), and the world must be exact:
+ * every live workspace and org has exactly one resource of each kind, nothing else exists, no orphan or ghost
+ * remains, and every status agrees with its backend. `CHAOS_SEED=<n>` replays the driver's decisions of a run.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type AwsEmulator, startAwsEmulator } from "@molecule/aws-emulator";
+import { resourceName } from "@molecule/provisioner-core";
+import Dockerode from "dockerode";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";
+import {
+  createNetwork,
+  TEST_CREDENTIALS,
+  TEST_REGION,
+} from "../packages/provisioner-core/src/ec2/testkit.ts";
+import { type FlyHarness, startFlyHarness } from "../packages/provisioner-core/src/flyio/testkit.ts";
+import { ControlPlaneDriver, type CpOrg } from "../test-support/chaos/cp-driver.ts";
+import { FaultInjector } from "../test-support/chaos/faults.ts";
+import { Fleet, type RunningProcess } from "../test-support/chaos/fleet.ts";
+import { Ledger, type TrackedOperation } from "../test-support/chaos/ledger.ts";
+import { chaosSeed, SeededRandom } from "../test-support/chaos/random.ts";
+import { TenantDriver } from "../test-support/chaos/tenant-driver.ts";
+import { controlPlaneOperationState, tenantOperationState } from "../test-support/chaos/terminal.ts";
+import { dockerWorld, ec2World, flyWorld } from "../test-support/chaos/world.ts";
+import { startControlPlaneProcess } from "../test-support/control-plane.ts";
+import { removeDeployment } from "../test-support/docker-platform.ts";
+import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
+import {
+  freePort,
+  killAllPlatformProcesses,
+  startPlatformProcess,
+  uniqueDeployment,
+} from "../test-support/process.ts";
+import { waitFor } from "../test-support/wait.ts";
+
+const SEED = chaosSeed(process.env.CHAOS_SEED);
+const CHAOS_MS = Number(process.env.CHAOS_SECONDS ?? "180") * 1000;
+/** A replica is SIGKILLed every KILL_EVERY_MS (a random point in it) and started again after RESTART_AFTER_MS. */
+const KILL_EVERY_MS = [8_000, 20_000] as const;
+const RESTART_AFTER_MS = [300, 3_000] as const;
+/** One fault is armed every FAULT_EVERY_MS; the next matching request consumes it. */
+const FAULT_EVERY_MS = [1_500, 4_000] as const;
+/** Pause of each driver between its requests. */
+const THINK_MS = [200, 1_500] as const;
+/** Convergence, not timing: long enough for a loaded 2-core machine, never part of what is asserted. */
+const SETTLE_MS = 300_000;
+const READY_MS = 180_000;
+
+const FLY_APP = "molecule-ws-chaos";
+const FLY_TOKEN = `fly-chaos-${randomBytes(8).toString("hex")}`;
+const ENVIRONMENT = "test";
+
+const docker = new Dockerode();
+const deployment = uniqueDeployment();
+const rng = new SeededRandom(SEED);
+const ledger = new Ledger();
+
+let aws: AwsEmulator;
+let harness: FlyHarness;
+let cpDb: TestDatabase;
+let tenantDb: TestDatabase;
+let cpSql: postgres.Sql;
+let fleet: Fleet;
+let faults: FaultInjector;
+let tenant: TenantDriver;
+let cp: ControlPlaneDriver;
+const adminToken = `adm_${randomBytes(16).toString("hex")}`;
+const cpAdminToken = `mca_${randomBytes(16).toString("hex")}`;
+const sharedSecret = randomBytes(32).toString("hex");
+const started = Date.now();
+/** Each replica's data folder, removed at the end. */
+const dataDirs: string[] = [];
+const at = () => `+${((Date.now() - started) / 1000).toFixed(1)}s`;
+
+beforeAll(async () => {
+  console.log(`chaos: seed ${SEED} (replay with CHAOS_SEED=${SEED}), ${CHAOS_MS / 1000} s`);
+  aws = await startAwsEmulator();
+  const network = await createNetwork(aws.endpoint, `chaos-${randomBytes(3).toString("hex")}`);
+  harness = await startFlyHarness({ emulator: { token: FLY_TOKEN, apps: [FLY_APP] } });
+  cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
+  tenantDb = await createTestDatabase();
+  cpSql = postgres(cpDb.url, { max: 2, onnotice: () => {} });
+  faults = new FaultInjector(harness.emulator, aws);
+
+  // What both services share: quick takeover of a killed process's operations, the reconciler only on demand,
+  // deleting every orphan it finds (no grace: it runs once everything has settled).
+  const common = {
+    HOST: "127.0.0.1",
+    MOLECULE_DEPLOYMENT: deployment,
+    MOLECULE_ENV: ENVIRONMENT,
+    OPERATION_LEASE_SECONDS: "2",
+    RECONCILE_INTERVAL: "24h",
+    RECONCILE_DELETE_ORPHANS: "true",
+    ORPHAN_GRACE: "0",
+    LOG_LEVEL: "info",
+  };
+  const [tenantA, tenantB, cpA, cpB] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const tenantEnv = {
+    ...common,
+    DATABASE_URL: tenantDb.url,
+    CONTAINER_BACKEND: "docker",
+    WORKSPACE_NETWORK: "host",
+    WORKSPACE_IMAGE_TAG: process.env.WORKSPACE_IMAGE_TAG ?? "latest",
+    ADMIN_TOKEN: adminToken,
+    SECRETS_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
+    // agents heartbeat every 2 s; one silent for 6 s is offline, and online again with its next heartbeat
+    HEARTBEAT_STALE_AFTER: "6",
+    STATUS_SWEEP_INTERVAL: "1",
+  };
+  const cpEnv = {
+    ...common,
+    DATABASE_URL: cpDb.url,
+    CP_PUBLIC_URL: `http://127.0.0.1:${cpA}`,
+    CP_ADMIN_API_TOKEN: cpAdminToken,
+    PROVISION_SHARED_SECRET: sharedSecret,
+    CP_SECRETS_ENCRYPTION_KEY: randomBytes(32).toString("hex"),
+    CP_WORKSPACE_BACKEND: "flyio",
+    FLY_API_TOKEN: FLY_TOKEN,
+    FLY_WORKSPACE_APP: FLY_APP,
+    FLY_API_BASE_URL: harness.emulator.url,
+    CP_TENANT_BACKEND: "ec2",
+    AWS_REGION: TEST_REGION,
+    AWS_ENDPOINT_URL: aws.endpoint,
+    AWS_ACCESS_KEY_ID: TEST_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: TEST_CREDENTIALS.secretAccessKey,
+    EC2_VPC_ID: network.vpcId,
+    EC2_SUBNET_ID: network.subnetId,
+    EIC_ENDPOINT_SG_ID: network.eicGroupId,
+    EC2_TENANT_INGRESS_SG_IDS: network.tenantGroupId,
+    EC2_TENANT_IAM_PROFILE: network.instanceProfile,
+    EC2_AMI: network.imageId,
+    TENANT_IMAGE: "ghcr.io/molecule/tenant-platform:chaos",
+    EC2_TERMINATE_DEADLINE_SECONDS: "60",
+  };
+  const tenantReplica = (name: string, port: number) => {
+    const dataDir = mkdtempSync(join(tmpdir(), `molecule-chaos-${name}-`));
+    dataDirs.push(dataDir);
+    return {
+      name,
+      service: "tenant" as const,
+      url: `http://127.0.0.1:${port}`,
+      start: (): Promise<RunningProcess> =>
+        startPlatformProcess({
+          env: { ...tenantEnv, PORT: String(port) },
+          dataDir,
+          readyTimeoutMs: READY_MS,
+        }),
+    };
+  };
+  const cpReplica = (name: string, port: number) => {
+    const dataDir = mkdtempSync(join(tmpdir(), `molecule-chaos-${name}-`));
+    dataDirs.push(dataDir);
+    return {
+      name,
+      service: "control-plane" as const,
+      url: `http://127.0.0.1:${port}`,
+      start: (): Promise<RunningProcess> =>
+        startControlPlaneProcess({
+          env: { ...cpEnv, PORT: String(port) },
+          dataDir,
+          readyTimeoutMs: READY_MS,
+        }),
+    };
+  };
+  fleet = new Fleet([
+    tenantReplica("tenant-a", tenantA),
+    tenantReplica("tenant-b", tenantB),
+    cpReplica("cp-a", cpA),
+    cpReplica("cp-b", cpB),
+  ]);
+  await fleet.ensureAllUp();
+
+  tenant = new TenantDriver({
+    urls: fleet.of("tenant").map((replica) => replica.url),
+    adminToken,
+    ledger,
+    maxLive: 6,
+  });
+  cp = new ControlPlaneDriver({
+    urls: fleet.of("control-plane").map((replica) => replica.url),
+    adminToken: cpAdminToken,
+    sharedSecret,
+    ledger,
+    maxOrgs: 3,
+    maxWorkspacesPerOrg: 3,
+    async tenantProvisioned(orgId) {
+      const [row] = await cpSql<{ status: string }[]>`
+        SELECT status FROM cp_operations WHERE org_id = ${orgId} AND kind = 'provision_tenant'
+        ORDER BY created_at DESC LIMIT 1`;
+      return row?.status === "succeeded";
+    },
+  });
+}, 300_000);
+
+afterAll(async () => {
+  faults?.stop();
+  await killAllPlatformProcesses();
+  await removeDeployment(docker, deployment).catch((error: unknown) => console.error(error));
+  await cpSql?.end();
+  await harness?.close();
+  await aws?.close();
+  await cpDb?.drop();
+  await tenantDb?.drop();
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
+}, 180_000);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Sleeps `ms`, or until the chaos window closes if that comes first. */
+const sleepWithin = (ms: number, until: number) => sleep(Math.max(0, Math.min(ms, until - Date.now())));
+
+/** Runs `act` with pauses until the chaos window closes; the request in flight then still gets its answer. */
+async function actor(random: SeededRandom, until: number, act: (random: SeededRandom) => Promise<void>) {
+  while (Date.now() < until) {
+    await act(random);
+    await sleepWithin(random.ms(...THINK_MS), until);
+  }
+}
+
+/**
+ * SIGKILLs a random replica at random moments and starts it again on the same port after a pause, without waiting for
+ * it to be up before the next kill (so both replicas of a service may be down at once).
+ */
+async function killer(random: SeededRandom, until: number) {
+  const restarts: Promise<unknown>[] = [];
+  for (;;) {
+    await sleepWithin(random.ms(...KILL_EVERY_MS), until);
+    if (Date.now() >= until) break;
+    const replica = random.pick(fleet.replicas);
+    if (!replica.isUp) continue;
+    await replica.kill();
+    const downFor = random.ms(...RESTART_AFTER_MS);
+    console.log(`chaos: ${at()} SIGKILLed ${replica.name}; starting it again in ${downFor} ms`);
+    restarts.push(sleep(downFor).then(() => replica.start()));
+  }
+  await Promise.all(restarts);
+}
+
+/** Notes each accepted operation's end as it comes (an org's delete removes its operations' rows with it). */
+async function watcher(until: number) {
+  while (Date.now() < until) {
+    await noteTerminalOperations();
+    await sleepWithin(2_000, until);
+  }
+}
+
+async function noteTerminalOperations(): Promise<void> {
+  for (const operation of ledger.pending()) {
+    const terminal = await finalStateOf(operation);
+    if (terminal) Object.assign(operation, terminal);
+  }
+}
+
+async function injector(random: SeededRandom, until: number) {
+  while (Date.now() < until) {
+    await sleepWithin(random.ms(...FAULT_EVERY_MS), until);
+    if (Date.now() < until) faults.injectOne(random);
+  }
+}
+
+async function finalStateOf(operation: TrackedOperation) {
+  return operation.service === "tenant"
+    ? tenantOperationState(tenant, operation)
+    : controlPlaneOperationState(cpSql, operation);
+}
+
+/** Waits until every accepted operation has ended; on timeout names each one still open. */
+async function everyOperationTerminal(): Promise<void> {
+  await waitFor(
+    "every accepted operation to reach a terminal state",
+    async () => {
+      await noteTerminalOperations();
+      return ledger.pending().length === 0 ? true : undefined;
+    },
+    SETTLE_MS,
+    1_000,
+  ).catch((error: unknown) => {
+    const open = ledger.pending().map((o) => `${o.service} ${o.kind} ${o.id} on ${o.subject}`);
+    throw new Error(`${(error as Error).message}\nstill open:\n${open.join("\n")}`);
+  });
+}
+
+/** The tenant's workspaces that are not removed, as its API shows them. */
+async function tenantWorkspaces(): Promise<{ id: string; status: string; status_reason: string | null }[]> {
+  const { status, body } = await tenant.get("/workspaces");
+  if (status !== 200) throw new Error(`GET /workspaces answered ${status}`);
+  return body.workspaces;
+}
+
+/** Each live org's workspaces as its tenant sees them (destroyed ones are not listed). */
+async function controlPlaneWorkspaces(): Promise<Map<CpOrg, { workspace_id: string; state: string }[]>> {
+  const byOrg = new Map<CpOrg, { workspace_id: string; state: string }[]>();
+  for (const org of cp.liveOrgs()) {
+    const { status, body } = await cp.listWorkspaces(org);
+    if (status !== 200) throw new Error(`GET /cp/workspaces for ${org.slug} answered ${status}`);
+    byOrg.set(org, body.workspaces);
+  }
+  return byOrg;
+}
+
+/**
+ * A workspace whose operation failed for good (its attempts spent on killed processes or faults) is started again,
+ * and an org whose tenant provision failed is deleted, as an operator would; each is counted in the table.
+ */
+async function recoverFailures(): Promise<string[]> {
+  const recovered: string[] = [];
+  for (const workspace of await tenantWorkspaces()) {
+    if (workspace.status !== "failed") continue;
+    recovered.push(`tenant workspace ${workspace.id}: ${workspace.status_reason}`);
+    await tenant.lifecycle(rng, "start", { id: workspace.id, deleted: false });
+  }
+  for (const [org, workspaces] of await controlPlaneWorkspaces()) {
+    const { body } = await cp.adminGet(`/cp/orgs/${org.slug}`);
+    if (body.org.status === "failed") {
+      recovered.push(`org ${org.slug}: ${body.provision_status?.last_error}`);
+      await cp.deleteOrg(rng, org);
+      continue;
+    }
+    for (const workspace of workspaces) {
+      if (workspace.state !== "failed") continue;
+      recovered.push(`control-plane workspace ${workspace.workspace_id} of ${org.slug}`);
+      const known = org.workspaces.get(workspace.workspace_id);
+      if (known) await cp.workspaceCall(rng, "start", org, known);
+    }
+  }
+  return recovered;
+}
+
+function withOutputs(error: unknown): Error {
+  const failed = error instanceof Error ? error : new Error(String(error));
+  failed.message = `${failed.message}\n(seed ${SEED}; replay with CHAOS_SEED=${SEED})\n${fleet?.outputs() ?? ""}`;
+  return failed;
+}
+
+describe("chaos: two control planes and two tenant replicas on one PostgreSQL, processes killed, faults injected", () => {
+  it(
+    "every request ends, every live workspace and org has exactly its resources, no orphan, no ghost",
+    { timeout: CHAOS_MS + 15 * 60_000 },
+    async () => {
+      try {
+        // 1. Chaos.
+        const until = Date.now() + CHAOS_MS;
+        await Promise.all([
+          actor(rng.fork(), until, (r) => tenant.act(r)),
+          actor(rng.fork(), until, (r) => tenant.act(r)),
+          actor(rng.fork(), until, (r) => cp.act(r)),
+          actor(rng.fork(), until, (r) => cp.act(r)),
+          killer(rng.fork(), until),
+          injector(rng.fork(), until),
+          watcher(until),
+        ]);
+        const chaosEnded = Date.now();
+
+        // 2. Calm: no more faults, every process up, every accepted operation ended; then the failures recovered.
+        faults.stop();
+        await fleet.ensureAllUp();
+        await everyOperationTerminal();
+        const recovered = await recoverFailures();
+        await everyOperationTerminal();
+
+        // 3. Every agent back online (kills of its platform make it offline for a while) or stopped.
+        const workspaces = await waitFor(
+          "every tenant workspace to be online or stopped",
+          async () => {
+            const list = await tenantWorkspaces();
+            return list.every((w) => w.status === "online" || w.status === "stopped") ? list : undefined;
+          },
+          SETTLE_MS,
+          1_000,
+        ).catch(async (error: unknown) => {
+          throw new Error(
+            `${(error as Error).message}\n${JSON.stringify(await tenantWorkspaces(), null, 1)}`,
+          );
+        });
+        const cpWorkspaces = await controlPlaneWorkspaces();
+
+        // 4. One reconcile per service, orphan deletion on.
+        const tenantReplica = fleet.byName("tenant-a");
+        const cpReplica = fleet.byName("cp-a");
+        const tenantReport = await fetchJson(tenantReplica.url, adminToken, "POST", "/admin/reconcile");
+        const cpReport = await fetchJson(cpReplica.url, cpAdminToken, "POST", "/cp/admin/reconcile");
+        expect(tenantReport.status, JSON.stringify(tenantReport.body)).toBe(200);
+        expect(cpReport.status, JSON.stringify(cpReport.body)).toBe(200);
+        for (const report of [tenantReport.body, cpReport.body]) {
+          expect(report.errors).toEqual([]);
+          // a ghost is a status that disagrees with its backend
+          expect(report.ghostList).toEqual([]);
+          // whatever leaked was found and deleted
+          expect(report.orphanList.filter((o: { deleted: boolean }) => !o.deleted)).toEqual([]);
+        }
+
+        // 5. Nothing remains: a second read of what the reconcilers see, and the stats.
+        const tenantAgain = await fetchJson(tenantReplica.url, adminToken, "POST", "/admin/reconcile");
+        const cpAgain = await fetchJson(cpReplica.url, cpAdminToken, "POST", "/cp/admin/reconcile");
+        const tenantStats = await fetchJson(tenantReplica.url, adminToken, "GET", "/admin/stats");
+        const cpStats = await fetchJson(cpReplica.url, cpAdminToken, "GET", "/cp/admin/stats");
+        for (const [name, again, stats] of [
+          ["tenant", tenantAgain, tenantStats],
+          ["control plane", cpAgain, cpStats],
+        ] as const) {
+          expect(again.body.orphanList, name).toEqual([]);
+          expect(again.body.ghostList, name).toEqual([]);
+          expect(stats.body, name).toMatchObject({ orphans: 0, ghosts: 0 });
+          expect(stats.body.lastReconcile.at, name).toBe(again.body.at);
+        }
+
+        // 6. The backends, read directly.
+        // Docker: one container and one volume per live tenant workspace, its status the container's; nothing else.
+        const dockerNow = await dockerWorld(docker, deployment);
+        const liveTenant = new Map(workspaces.map((w) => [w.id, w.status]));
+        for (const [id, status] of liveTenant) {
+          const containers = dockerNow.containers.get(id) ?? [];
+          expect(
+            containers.map((c) => c.name),
+            id,
+          ).toEqual([resourceName(id)]);
+          expect(dockerNow.volumes.get(id), id).toEqual([resourceName(id)]);
+          expect(containers[0]?.running, `${id} is ${status}`).toBe(status === "online");
+        }
+        expect([...dockerNow.containers.keys()].filter((id) => !liveTenant.has(id))).toEqual([]);
+        expect([...dockerNow.volumes.keys()].filter((id) => !liveTenant.has(id))).toEqual([]);
+        for (const workspace of tenant.workspaces.values()) {
+          if (workspace.deleted) expect(liveTenant.has(workspace.id), workspace.id).toBe(false);
+        }
+
+        // Fly: one machine (with its one volume) per live control-plane workspace, started ↔ running.
+        const flyNow = flyWorld(harness.emulator, FLY_APP);
+        const liveCp = new Map<string, string>();
+        for (const list of cpWorkspaces.values()) for (const w of list) liveCp.set(w.workspace_id, w.state);
+        for (const [id, state] of liveCp) {
+          expect(["running", "stopped"], `${id} is ${state}`).toContain(state);
+          const machines = flyNow.machines.get(id) ?? [];
+          expect(machines.length, `machines of ${id}`).toBe(1);
+          expect(machines[0]?.state, `${id} is ${state}`).toBe(state === "running" ? "started" : "stopped");
+          expect(flyNow.volumes.map((v) => v.id)).toContain(machines[0]?.volumeId);
+        }
+        expect([...flyNow.machines.keys()].filter((id) => !liveCp.has(id))).toEqual([]);
+        expect(flyNow.volumes.length).toBe(liveCp.size);
+        for (const org of cp.orgs.values()) {
+          for (const w of org.workspaces.values()) {
+            if (w.destroyed || org.deleted) expect(liveCp.has(w.id), w.id).toBe(false);
+          }
+        }
+        expect(harness.emulator.violations).toEqual([]);
+
+        // EC2: one running tenant instance per live org, nothing of a deleted org (instance, group, bundle).
+        const ec2Now = await ec2World(aws.endpoint, deployment);
+        const liveOrgs = new Set(cp.liveOrgs().map((org) => org.id));
+        for (const org of cp.liveOrgs()) {
+          const { body } = await cp.adminGet(`/cp/orgs/${org.slug}`);
+          expect(["provisioning", "ready"], org.slug).toContain(body.org.status);
+          expect(body.org.status === "ready", org.slug).toBe(org.ready);
+          const instances = ec2Now.instances.get(org.id) ?? [];
+          expect(
+            instances.map((i) => i.State?.Name),
+            org.slug,
+          ).toEqual(["running"]);
+          expect(ec2Now.secretsByOrg.get(org.id)?.length, org.slug).toBe(1);
+        }
+        expect([...ec2Now.instances.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
+        expect([...ec2Now.groupsByOrg.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
+        expect([...ec2Now.secretsByOrg.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
+        for (const org of cp.orgs.values()) {
+          if (!org.deleted) continue;
+          const { body } = await cp.adminGet(`/cp/orgs/${org.slug}`);
+          expect(body.org.status, org.slug).toBe("deleted");
+        }
+
+        // 7. No process died on its own, no request was answered with a server error.
+        expect(fleet.crashes.map((c) => `${c.replica} ${JSON.stringify(c.exit)}\n${c.output}`)).toEqual([]);
+        const serverErrors = ledger.requestRows().filter((row) => /(^|, )5\d\d/.test(row.outcomes));
+        expect(serverErrors).toEqual([]);
+
+        printTable({
+          chaosSeconds: (chaosEnded - (until - CHAOS_MS)) / 1000,
+          totalSeconds: (Date.now() - started) / 1000,
+          recovered,
+          reports: { tenant: tenantReport.body, cp: cpReport.body },
+          live: { tenant: liveTenant.size, cp: liveCp.size, orgs: liveOrgs.size },
+        });
+      } catch (error) {
+        throw withOutputs(error);
+      }
+    },
+  );
+});
+
+async function fetchJson(url: string, token: string, method: string, path: string) {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(120_000),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+function printTable(figures: {
+  chaosSeconds: number;
+  totalSeconds: number;
+  recovered: string[];
+  // biome-ignore lint/suspicious/noExplicitAny: reports are printed field by field
+  reports: { tenant: any; cp: any };
+  live: { tenant: number; cp: number; orgs: number };
+}) {
+  const fault = faults.summary();
+  const rows: [string, string][] = [
+    ["seed", `${SEED} (CHAOS_SEED=${SEED})`],
+    [
+      "duration",
+      `${figures.chaosSeconds.toFixed(0)} s of chaos, ${figures.totalSeconds.toFixed(0)} s in all`,
+    ],
+    [
+      "requests",
+      `${ledger.totalRequests()} sent, every one answered (${ledger.resends} sent again after no answer)`,
+    ],
+    ...ledger.requestRows().map(({ kind, outcomes }): [string, string] => [`  ${kind}`, outcomes]),
+    ["operations", `${ledger.operations.length} accepted, every one terminal`],
+    ...ledger.operationRows().map(({ kind, outcomes }): [string, string] => [`  ${kind}`, outcomes]),
+    ["kills", `${fleet.kills} SIGKILLs: ${fleet.replicas.map((r) => `${r.name} ${r.kills}`).join(", ")}`],
+    [
+      "faults",
+      `Fly ${fault.fly.hit} of ${fault.fly.armed} armed hit, AWS ${fault.aws.hit} of ${fault.aws.armed}`,
+    ],
+    ["  armed", fault.byKind],
+    ["recovered", figures.recovered.length === 0 ? "none failed" : figures.recovered.join("; ")],
+    [
+      "orphans",
+      `tenant ${figures.reports.tenant.orphans} found, ${figures.reports.tenant.deleted} cleaned; control plane ${figures.reports.cp.orphans} found, ${figures.reports.cp.deleted} cleaned`,
+    ],
+    ["ghosts", `tenant ${figures.reports.tenant.ghosts}, control plane ${figures.reports.cp.ghosts}`],
+    [
+      "at the end",
+      `${figures.live.tenant} docker workspaces, ${figures.live.cp} Fly workspaces, ${figures.live.orgs} orgs on EC2; orphans 0, ghosts 0`,
+    ],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length));
+  console.log(["chaos run", ...rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`)].join("\n"));
+}

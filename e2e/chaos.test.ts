@@ -27,7 +27,7 @@ import {
 import { type FlyHarness, startFlyHarness } from "../packages/provisioner-core/src/flyio/testkit.ts";
 import { ControlPlaneDriver, type CpOrg } from "../test-support/chaos/cp-driver.ts";
 import { FaultInjector } from "../test-support/chaos/faults.ts";
-import { Fleet, type RunningProcess } from "../test-support/chaos/fleet.ts";
+import { Fleet, type Replica, type RunningProcess } from "../test-support/chaos/fleet.ts";
 import { Ledger, type TrackedOperation } from "../test-support/chaos/ledger.ts";
 import { chaosSeed, SeededRandom } from "../test-support/chaos/random.ts";
 import { TenantDriver } from "../test-support/chaos/tenant-driver.ts";
@@ -49,6 +49,8 @@ const CHAOS_MS = Number(process.env.CHAOS_SECONDS ?? "180") * 1000;
 /** A replica is SIGKILLed every KILL_EVERY_MS (a random point in it) and started again after RESTART_AFTER_MS. */
 const KILL_EVERY_MS = [8_000, 20_000] as const;
 const RESTART_AFTER_MS = [300, 3_000] as const;
+/** How long a kill meant to land mid-operation waits for the replica to be running one. */
+const MID_OPERATION_WAIT_MS = 5_000;
 /** One fault is armed every FAULT_EVERY_MS; the next matching request consumes it. */
 const FAULT_EVERY_MS = [1_500, 4_000] as const;
 /** Pause of each driver between its requests. */
@@ -71,6 +73,7 @@ let harness: FlyHarness;
 let cpDb: TestDatabase;
 let tenantDb: TestDatabase;
 let cpSql: postgres.Sql;
+let tenantSql: postgres.Sql;
 let fleet: Fleet;
 let faults: FaultInjector;
 let tenant: TenantDriver;
@@ -81,6 +84,7 @@ const sharedSecret = randomBytes(32).toString("hex");
 const started = Date.now();
 /** Each replica's data folder, removed at the end. */
 const dataDirs: string[] = [];
+let killedMidOperation = 0;
 const at = () => `+${((Date.now() - started) / 1000).toFixed(1)}s`;
 
 beforeAll(async () => {
@@ -91,6 +95,7 @@ beforeAll(async () => {
   cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
   tenantDb = await createTestDatabase();
   cpSql = postgres(cpDb.url, { max: 2, onnotice: () => {} });
+  tenantSql = postgres(tenantDb.url, { max: 2, onnotice: () => {} });
   faults = new FaultInjector(harness.emulator, aws);
 
   // What both services share: quick takeover of a killed process's operations, the reconciler only on demand,
@@ -208,6 +213,7 @@ afterAll(async () => {
   await killAllPlatformProcesses();
   await removeDeployment(docker, deployment).catch((error: unknown) => console.error(error));
   await cpSql?.end();
+  await tenantSql?.end();
   await harness?.close();
   await aws?.close();
   await cpDb?.drop();
@@ -238,12 +244,33 @@ async function killer(random: SeededRandom, until: number) {
     if (Date.now() >= until) break;
     const replica = random.pick(fleet.replicas);
     if (!replica.isUp) continue;
+    // Half the kills wait (a few seconds at most) for the replica to be in the middle of an operation.
+    const during = random.chance(0.5) ? await untilRunningAnOperation(replica) : null;
     await replica.kill();
+    if (during) killedMidOperation += 1;
     const downFor = random.ms(...RESTART_AFTER_MS);
-    console.log(`chaos: ${at()} SIGKILLed ${replica.name}; starting it again in ${downFor} ms`);
+    console.log(
+      `chaos: ${at()} SIGKILLed ${replica.name}${during ? ` running ${during}` : ""}; starting it again in ${downFor} ms`,
+    );
     restarts.push(sleep(downFor).then(() => replica.start()));
   }
   await Promise.all(restarts);
+}
+
+/** Waits until the replica holds a running operation's lease (its id), for up to MID_OPERATION_WAIT_MS (null). */
+async function untilRunningAnOperation(replica: Replica): Promise<string | null> {
+  const pid = replica.process?.pid;
+  if (pid === undefined) return null;
+  const sql = replica.service === "tenant" ? tenantSql : cpSql;
+  const table = replica.service === "tenant" ? "operations" : "cp_operations";
+  const deadline = Date.now() + MID_OPERATION_WAIT_MS;
+  while (Date.now() < deadline) {
+    const [running] = await sql<{ id: string }[]>`
+      SELECT id FROM ${sql(table)} WHERE status = 'running' AND locked_by LIKE ${`${pid}-%`} LIMIT 1`;
+    if (running) return running.id;
+    await sleep(25);
+  }
+  return null;
 }
 
 /** Notes each accepted operation's end as it comes (an org's delete removes its operations' rows with it). */
@@ -481,7 +508,14 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
         const serverErrors = ledger.requestRows().filter((row) => /(^|, )5\d\d/.test(row.outcomes));
         expect(serverErrors).toEqual([]);
 
+        // Operations that needed more than one attempt: taken over after a kill, or retried after a fault.
+        const [tenantRetried] = await tenantSql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM operations WHERE attempts > 1`;
+        const [cpRetried] = await cpSql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM cp_operations WHERE attempts > 1`;
+
         printTable({
+          retried: { tenant: tenantRetried?.n ?? 0, cp: cpRetried?.n ?? 0 },
           chaosSeconds: (chaosEnded - (until - CHAOS_MS)) / 1000,
           totalSeconds: (Date.now() - started) / 1000,
           recovered,
@@ -506,6 +540,7 @@ async function fetchJson(url: string, token: string, method: string, path: strin
 }
 
 function printTable(figures: {
+  retried: { tenant: number; cp: number };
   chaosSeconds: number;
   totalSeconds: number;
   recovered: string[];
@@ -527,7 +562,14 @@ function printTable(figures: {
     ...ledger.requestRows().map(({ kind, outcomes }): [string, string] => [`  ${kind}`, outcomes]),
     ["operations", `${ledger.operations.length} accepted, every one terminal`],
     ...ledger.operationRows().map(({ kind, outcomes }): [string, string] => [`  ${kind}`, outcomes]),
-    ["kills", `${fleet.kills} SIGKILLs: ${fleet.replicas.map((r) => `${r.name} ${r.kills}`).join(", ")}`],
+    [
+      "  retried",
+      `tenant ${figures.retried.tenant}, control plane ${figures.retried.cp} ran more than one attempt (kills, faults; a deleted org's are gone)`,
+    ],
+    [
+      "kills",
+      `${fleet.kills} SIGKILLs (${killedMidOperation} while the replica ran an operation): ${fleet.replicas.map((r) => `${r.name} ${r.kills}`).join(", ")}`,
+    ],
     [
       "faults",
       `Fly ${fault.fly.hit} of ${fault.fly.armed} armed hit, AWS ${fault.aws.hit} of ${fault.aws.armed}`,

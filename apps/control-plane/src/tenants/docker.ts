@@ -49,6 +49,7 @@ import {
   removeVolume,
   specScrubber,
   startContainer,
+  stopContainer,
   throwIfAborted,
 } from "@molecule/provisioner-core";
 import type Dockerode from "dockerode";
@@ -385,8 +386,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       step("container_created", `adopted ${existing.Id}`);
     }
     const port = portOf(existing);
-    throwIfAborted(signal, "tenant provision");
-    await startContainer(docker, existing.Id);
+    await startContainer(docker, existing.Id, signal);
     step("container_started", existing.Id);
     log.info(
       { orgId: spec.orgId, slug: spec.slug, containerId: existing.Id, port },
@@ -439,7 +439,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     const existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
     const port = existing ? portOf(existing) : isDockerHandle(handle) ? handle.port : undefined;
     if (existing) {
-      await removeContainer(docker, existing.Id);
+      await removeContainer(docker, existing.Id, signal);
       step("container_removed", `${existing.Id} (${existing.Config.Image})`);
     }
     const { info } = await auditedCreate(
@@ -449,7 +449,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       () => ensureContainer(spec, volume, port, image),
       (made) => made.info.Id,
     );
-    await startContainer(docker, info.Id);
+    await startContainer(docker, info.Id, signal);
     step("container_started", `${info.Id} on ${volume}`);
     log.info(
       { orgId: spec.orgId, slug: spec.slug, containerId: info.Id, image },
@@ -475,18 +475,14 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     async stop(ref, ctx) {
       throwIfAborted(ctx?.signal, "tenant stop");
       const info = await ownedTenant(ref);
-      await dockerCall(
-        "stop container",
-        () => docker.getContainer(info.Id).stop({ t: STOP_TIMEOUT_SECONDS }),
-        [304],
-      );
+      await stopContainer(docker, info.Id, STOP_TIMEOUT_SECONDS, ctx?.signal);
       ctx?.step?.("container_stopped", info.Id);
     },
 
     async start(ref, ctx) {
       throwIfAborted(ctx?.signal, "tenant start");
       const info = await ownedTenant(ref);
-      await startContainer(docker, info.Id);
+      await startContainer(docker, info.Id, ctx?.signal);
       ctx?.step?.("container_started", info.Id);
     },
 
@@ -505,8 +501,8 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       assertSlug(ref.slug);
       throwIfAborted(ctx?.signal, "tenant destroy");
       const { containerIds, volumeNames } = await findResources(ref);
-      for (const id of containerIds) await removeContainer(docker, id);
-      for (const volume of volumeNames) await removeVolume(docker, volume);
+      for (const id of containerIds) await removeContainer(docker, id, ctx?.signal);
+      for (const volume of volumeNames) await removeVolume(docker, volume, ctx?.signal);
       if (containerIds.length + volumeNames.length > 0) {
         log.info({ orgId: ref.orgId, slug: ref.slug, containerIds, volumeNames }, "docker: destroyed tenant");
       }

@@ -1,11 +1,15 @@
 /**
  * Docker engine operations shared by everything that runs containers on the local engine (the workspace backend
- * here, the control plane's tenant backend): idempotent start/remove, a bounded image pull, and the mapping from a
- * container's state to a RuntimeStatus. Each maps engine failures to ProvisionerError.
+ * here, the control plane's tenant backend): idempotent start/stop/remove, a bounded image pull, and the mapping from
+ * a container's state to a RuntimeStatus. Each maps engine failures to ProvisionerError. Each takes the caller's
+ * signal and hands it to the engine request (docker-modem aborts the HTTP request), so a call whose operation was
+ * abandoned (a stop waiting out a long grace period, a pull, a removal waiting for a concurrent one) ends at once
+ * with a retryable `timeout` instead of running on.
  */
 import type Dockerode from "dockerode";
 import { ProvisionerError } from "../errors.ts";
 import type { RuntimeStatus } from "../provisioner.ts";
+import { pauseUnlessAborted } from "../retry.ts";
 import { dockerErrorClass, dockerReason, dockerStatusCode, toProvisionerError } from "./errors.ts";
 
 /** pino-compatible: fields first, then the message. */
@@ -17,7 +21,7 @@ export interface DockerLogger {
 
 export const noopDockerLogger: DockerLogger = { info() {}, warn() {}, error() {} };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Ends a docker lifecycle call whose caller gave up on it (its operation was abandoned) with a retryable timeout. */
 export function throwIfAborted(signal: AbortSignal | undefined, op: string): void {
@@ -28,15 +32,21 @@ export function throwIfAborted(signal: AbortSignal | undefined, op: string): voi
   }
 }
 
-/** Runs a docker call, mapping its failure; `ok` lists status codes that count as success (returns undefined). */
+/**
+ * Runs a docker call, mapping its failure; `ok` lists status codes that count as success (returns undefined). With a
+ * `signal`, `fn` gets it to pass to dockerode as `abortSignal`; once it fires the call ends with a retryable `timeout`.
+ */
 export async function dockerCall<T>(
   op: string,
-  fn: () => Promise<T>,
+  fn: (abortSignal: AbortSignal | undefined) => Promise<T>,
   ok: number[] = [],
+  signal?: AbortSignal,
 ): Promise<T | undefined> {
+  throwIfAborted(signal, op);
   try {
-    return await fn();
+    return await fn(signal);
   } catch (error) {
+    throwIfAborted(signal, op);
     const status = dockerStatusCode(error);
     if (status !== undefined && ok.includes(status)) return undefined;
     throw toProvisionerError(op, error);
@@ -52,10 +62,16 @@ export function inspectContainer(
 }
 
 /** Starts a container; already running (or started by a concurrent call) is success. */
-export async function startContainer(docker: Dockerode, nameOrId: string): Promise<void> {
+export async function startContainer(
+  docker: Dockerode,
+  nameOrId: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  throwIfAborted(signal, "start container");
   try {
-    await docker.getContainer(nameOrId).start();
+    await docker.getContainer(nameOrId).start({ abortSignal: signal });
   } catch (error) {
+    throwIfAborted(signal, "start container");
     if (dockerStatusCode(error) === 304) return; // already running
     const info = await inspectContainer(docker, nameOrId).catch(() => undefined);
     if (info?.State.Running) return; // a concurrent start won
@@ -63,29 +79,55 @@ export async function startContainer(docker: Dockerode, nameOrId: string): Promi
   }
 }
 
+/**
+ * Stops a running container, giving its process `timeoutSeconds` after SIGTERM before the engine kills it; already
+ * stopped or gone is success. The engine answers only once the container has stopped: the signal ends the wait.
+ */
+export async function stopContainer(
+  docker: Dockerode,
+  nameOrId: string,
+  timeoutSeconds: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  await dockerCall(
+    "stop container",
+    (abortSignal) => docker.getContainer(nameOrId).stop({ t: timeoutSeconds, abortSignal }),
+    [304, 404],
+    signal,
+  );
+}
+
 /** Force-removes a container; already gone is success, a concurrent removal is waited for. */
-export async function removeContainer(docker: Dockerode, nameOrId: string): Promise<void> {
+export async function removeContainer(
+  docker: Dockerode,
+  nameOrId: string,
+  signal?: AbortSignal,
+): Promise<void> {
   for (let attempt = 0; ; attempt++) {
+    throwIfAborted(signal, "remove container");
     try {
-      await docker.getContainer(nameOrId).remove({ force: true });
+      await docker.getContainer(nameOrId).remove({ force: true, abortSignal: signal });
       return;
     } catch (error) {
+      throwIfAborted(signal, "remove container");
       const status = dockerStatusCode(error);
       if (status === 404) return;
       // 409: "removal already in progress" (a concurrent destroy): wait for it to finish.
       if (status !== 409 || attempt >= 50) throw toProvisionerError("remove container", error);
-      await sleep(200);
+      await pauseUnlessAborted(sleep, 200, signal, "docker");
     }
   }
 }
 
 /** Removes a volume; already gone is success. Still in use after ~10 s is a retryable conflict. */
-export async function removeVolume(docker: Dockerode, name: string): Promise<void> {
+export async function removeVolume(docker: Dockerode, name: string, signal?: AbortSignal): Promise<void> {
   for (let attempt = 0; ; attempt++) {
+    throwIfAborted(signal, "remove volume");
     try {
-      await docker.getVolume(name).remove();
+      await docker.getVolume(name).remove({ abortSignal: signal });
       return;
     } catch (error) {
+      throwIfAborted(signal, "remove volume");
       const status = dockerStatusCode(error);
       if (status === 404) return;
       // 409: still in use by a container being removed.
@@ -95,7 +137,7 @@ export async function removeVolume(docker: Dockerode, name: string): Promise<voi
           ? new ProvisionerError("conflict", mapped.message, true, mapped.details)
           : mapped;
       }
-      await sleep(200);
+      await pauseUnlessAborted(sleep, 200, signal, "docker");
     }
   }
 }
@@ -159,7 +201,12 @@ export async function ensureImage(
   image: string,
   options: { timeoutMs: number; signal?: AbortSignal; logger?: DockerLogger },
 ): Promise<"present" | "pulled"> {
-  const found = await dockerCall("inspect image", () => docker.getImage(image).inspect(), [404]);
+  const found = await dockerCall(
+    "inspect image",
+    () => docker.getImage(image).inspect(),
+    [404],
+    options.signal,
+  );
   if (found) return "present";
   options.logger?.info({ image }, "docker: pulling missing image");
   await pullImage(docker, image, options);

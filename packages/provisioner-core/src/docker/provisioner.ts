@@ -30,6 +30,7 @@ import {
   removeContainer as removeContainerOn,
   removeVolume as removeVolumeOn,
   startContainer as startContainerOn,
+  stopContainer as stopContainerOn,
   throwIfAborted,
 } from "./engine.ts";
 import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
@@ -253,7 +254,8 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     );
   }
 
-  const startContainer = (name: string) => startContainerOn(docker, name);
+  const startContainer = (name: string, signal: AbortSignal | undefined) =>
+    startContainerOn(docker, name, signal);
 
   /** Image, volume, container, running: creates only what is missing. Shared by provision and start. */
   async function converge(spec: WorkspaceSpec, ctx: ProvisionContext | undefined): Promise<DockerHandle> {
@@ -296,7 +298,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       step("container_created", `adopted ${existing.Id}`);
     }
     throwIfAborted(signal, "provision");
-    await startContainer(existing.Id);
+    await startContainer(existing.Id, signal);
     step("container_started", existing.Id);
     const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
     return {
@@ -309,11 +311,11 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     };
   }
 
-  async function stopContainer(ref: WorkspaceRef): Promise<void> {
+  async function stopWorkspace(ref: WorkspaceRef, signal: AbortSignal | undefined): Promise<void> {
     const info = await inspectOwnedContainer(docker, resourceName(ref.workspaceId), owner(ref.workspaceId));
     if (!info) return;
     if (!info.State.Running && !info.State.Restarting && !info.State.Paused) return;
-    await call("stop container", () => docker.getContainer(info.Id).stop({ t: stopTimeout }), [304, 404]);
+    await stopContainerOn(docker, info.Id, stopTimeout, signal);
   }
 
   /** Every container/volume of the workspace in this deployment: the named ones plus any labelled strays. */
@@ -322,8 +324,10 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     return findOwnedResources(docker, owner(workspaceId), { container: name, volume: name });
   }
 
-  const removeContainer = (id: string) => removeContainerOn(docker, id);
-  const removeVolume = (name: string) => removeVolumeOn(docker, name);
+  const removeContainer = (id: string, signal: AbortSignal | undefined) =>
+    removeContainerOn(docker, id, signal);
+  const removeVolume = (name: string, signal: AbortSignal | undefined) =>
+    removeVolumeOn(docker, name, signal);
 
   const capabilities: Capabilities = { suspend: false };
 
@@ -346,7 +350,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
         const scrubbed = scrub.context(ctx);
         if (scrubbed?.recreate) {
           const { containerIds } = await findResources(spec.workspaceId);
-          for (const id of containerIds) await removeContainer(id);
+          for (const id of containerIds) await removeContainer(id, scrubbed.signal);
           scrubbed.step?.("container_removed", "recreating from the current spec");
         }
         return converge(spec, scrubbed);
@@ -356,13 +360,13 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     async stop(ref, ctx) {
       assertWorkspaceId(ref.workspaceId);
       throwIfAborted(ctx?.signal, "stop");
-      await stopContainer(ref);
+      await stopWorkspace(ref, ctx?.signal);
     },
 
     async suspend(ref, ctx): Promise<SuspendResult> {
       assertWorkspaceId(ref.workspaceId);
       throwIfAborted(ctx?.signal, "suspend");
-      await stopContainer(ref);
+      await stopWorkspace(ref, ctx?.signal);
       return { suspended: false, reason: "docker backend cannot suspend; stopped instead" };
     },
 
@@ -370,8 +374,8 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       assertWorkspaceId(ref.workspaceId);
       throwIfAborted(ctx?.signal, "destroy");
       const { containerIds, volumeNames } = await findResources(ref.workspaceId);
-      for (const id of containerIds) await removeContainer(id);
-      for (const name of volumeNames) await removeVolume(name);
+      for (const id of containerIds) await removeContainer(id, ctx?.signal);
+      for (const name of volumeNames) await removeVolume(name, ctx?.signal);
       if (containerIds.length + volumeNames.length > 0) {
         log.info({ workspaceId: ref.workspaceId, containerIds, volumeNames }, "docker: destroyed workspace");
       }

@@ -6,6 +6,9 @@
  *   POST /cp/orgs → tenant container starts → boot events → org ready
  *   tenant API (its URL, tenant_admin_token): create a workspace → it runs on the control plane's docker backend,
  *   its agent registers with the tenant → online
+ *   POST /cp/admin/tenants/:slug/redeploy onto another tag of the image → the tenant container is recreated on the
+ *   same volume and reports ready with that image; its workspace is still there and its container untouched
+ *   POST …/stop, …/start → the tenant container stops (the org shows stopped) and comes back ready
  *   DELETE /cp/orgs/:slug → workspace container, tenant container and volume, and the org's rows are gone
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -31,6 +34,9 @@ const SLOW_MS = 240_000;
 const docker = new Dockerode();
 const deployment = uniqueDeployment();
 const slug = `loop-${randomBytes(3).toString("hex")}`;
+/** The same build under a second reference: what a redeploy moves the tenant to. */
+const NEXT_TAG = `redeploy-${slug}`;
+const NEXT_IMAGE = `molecule/tenant-platform:${NEXT_TAG}`;
 
 let database: TestDatabase;
 let cp: { url: string; child: ChildProcess; output: () => string };
@@ -79,6 +85,7 @@ async function startControlPlane(): Promise<typeof cp> {
     CP_TENANT_BACKEND: "docker",
     TENANT_NETWORK: "host",
     TENANT_IMAGE,
+    TENANT_READY_DEADLINE_SECONDS: String(SLOW_MS / 1000),
     LOG_LEVEL: "info",
   };
   for (const key of ["PATH", "HOME", "TMPDIR", "DOCKER_HOST"]) {
@@ -140,6 +147,7 @@ async function logsOf(name: string): Promise<string> {
 
 beforeAll(async () => {
   await docker.getImage(TENANT_IMAGE).inspect(); // built by the global setup, like the workspace image
+  await docker.getImage(TENANT_IMAGE).tag({ repo: "molecule/tenant-platform", tag: NEXT_TAG });
   database = await createTestDatabase({ migrations: CP_MIGRATIONS });
   cp = await startControlPlane();
 }, 180_000);
@@ -154,8 +162,37 @@ afterAll(async () => {
   for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
     await docker.getVolume(volume.Name).remove({ force: true });
   }
+  await docker
+    .getImage(NEXT_IMAGE)
+    .remove()
+    .catch(() => undefined);
   await database?.drop();
 }, 120_000);
+
+/** Waits for the org's latest operation, of `kind`, to succeed; its failure fails the test with the tenant's log. */
+async function operationSucceeded(kind: string) {
+  let lastSeen: unknown;
+  return waitFor(
+    `${kind} of ${slug} to succeed`,
+    async () => {
+      const { body } = await cpCall("GET", `/cp/orgs/${slug}`);
+      lastSeen = body;
+      if (body.operation?.kind !== kind) return undefined;
+      if (body.operation.status === "failed") {
+        throw new Error(
+          `${kind} failed: ${JSON.stringify(body.operation)}\n${await logsOf(`tenant-${slug}`)}`,
+        );
+      }
+      return body.operation.status === "succeeded" ? body : undefined;
+    },
+    SLOW_MS,
+    500,
+  ).catch(async (error: Error) => {
+    throw new Error(
+      `${error.message}\nlast seen: ${JSON.stringify(lastSeen)}\ntenant log:\n${await logsOf(`tenant-${slug}`)}`,
+    );
+  });
+}
 
 describe("org loop on docker: control plane → tenant container → workspace container", () => {
   it(
@@ -244,7 +281,43 @@ describe("org loop on docker: control plane → tenant container → workspace c
       });
       expect(wsInfo.HostConfig.NetworkMode).toBe("host");
 
-      // 3. Delete the org: the cascade removes the workspace, the tenant and the org's rows.
+      // 3. Redeploy the tenant onto another reference of the image: a new container on the same volume and port,
+      //    ready with that image; the workspace it runs is still in its database and its container untouched.
+      const before = await docker.getContainer(`tenant-${slug}`).inspect();
+      expect(ready.org.tenant_image).toBe(TENANT_IMAGE);
+      const redeploy = await cpCall("POST", `/cp/admin/tenants/${slug}/redeploy`, { image: NEXT_IMAGE });
+      expect(redeploy.status, JSON.stringify(redeploy.body)).toBe(202);
+      const redeployed = await operationSucceeded("redeploy_tenant");
+      expect(redeployed.org).toMatchObject({
+        status: "ready",
+        tenant_image: NEXT_IMAGE,
+        tenant_url: tenantUrl,
+      });
+      const after = await docker.getContainer(`tenant-${slug}`).inspect();
+      expect(after.Id).not.toBe(before.Id);
+      expect(after.Config.Image).toBe(NEXT_IMAGE);
+      expect(after.Config.Env).toContain(`MOLECULE_IMAGE=${NEXT_IMAGE}`);
+      expect(after.Mounts.map((mount) => mount.Name)).toEqual([`tenant-${slug}-data`]);
+      const kept = await tenantCall("GET", `/workspaces/${workspaceId}`);
+      expect(kept.status).toBe(200);
+      expect(kept.body.id).toBe(workspaceId);
+      expect((await docker.getContainer(workspaceContainer).inspect()).Id).toBe(wsInfo.Id);
+
+      // 4. Stop and start: the same container, stopped (the org shows it) and back once the tenant is ready.
+      expect((await cpCall("POST", `/cp/admin/tenants/${slug}/stop`)).status).toBe(202);
+      const stopped = await operationSucceeded("stop_tenant");
+      expect(stopped.org.status).toBe("stopped");
+      expect((await docker.getContainer(`tenant-${slug}`).inspect()).State.Running).toBe(false);
+      expect((await docker.getContainer(workspaceContainer).inspect()).State.Running).toBe(true);
+      expect((await cpCall("POST", `/cp/admin/tenants/${slug}/start`)).status).toBe(202);
+      const started = await operationSucceeded("start_tenant");
+      expect(started.org).toMatchObject({ status: "ready", tenant_image: NEXT_IMAGE });
+      const restarted = await docker.getContainer(`tenant-${slug}`).inspect();
+      expect(restarted.Id).toBe(after.Id);
+      expect(restarted.State.Running).toBe(true);
+      expect((await tenantCall("GET", `/workspaces/${workspaceId}`)).body.id).toBe(workspaceId);
+
+      // 5. Delete the org: the cascade removes the workspace, the tenant and the org's rows.
       const deleted = await cpCall("DELETE", `/cp/orgs/${slug}`, { confirm: slug });
       expect(deleted.status, JSON.stringify(deleted.body)).toBe(202);
       expect(deleted.body.operation).toMatchObject({ kind: "destroy_org" });

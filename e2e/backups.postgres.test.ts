@@ -278,6 +278,23 @@ describe("a tenant's backup on PostgreSQL", () => {
     expect((await overviewLine()).failed).toBe(false);
   });
 
+  it("after a failed scheduled backup the next try waits an hour, not a whole interval", async () => {
+    const config = loadConfig(tenantEnv({ TENANT_BACKUP_INTERVAL: "3h" }));
+    const scheduled = buildTenantBackups(config, platform.deps, platform.database, SLUG);
+    if (!scheduled) throw new Error("backups are configured");
+    platform.clock.advance(3 * 3_600_000);
+    aws.inject({ action: "*", when: (call) => call.service === "s3", kind: "unavailable", times: 20 });
+    const failed = await scheduled.runIfDue();
+    aws.clearFaults();
+    expect(failed?.status).toBe("failed");
+    expect(await scheduled.runIfDue()).toBeNull();
+    platform.clock.advance(3_600_000 - 1_000);
+    expect(await scheduled.runIfDue()).toBeNull();
+    platform.clock.advance(1_000);
+    expect((await scheduled.runIfDue())?.status).toBe("succeeded");
+    expect(await scheduled.runIfDue()).toBeNull();
+  });
+
   it("without pg_dump on PATH a backup fails with a line saying what to install", async () => {
     const config = loadConfig(tenantEnv({ PATH: scratch() }));
     const backups = buildTenantBackups(config, platform.deps, platform.database, SLUG);

@@ -1,6 +1,6 @@
 /**
  * Builds the tenant's backups from its configuration: the S3 client (the configured key pair, else the AWS SDK's
- * default chain, e.g. an EC2 instance profile), the control plane's signed client for the reports, and the dump
+ * default chain), the control plane's signed client for the reports, and the dump
  * format of the database it runs on.
  */
 import { S3Client } from "@aws-sdk/client-s3";

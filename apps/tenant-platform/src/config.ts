@@ -217,7 +217,8 @@ function shape(env: z.infer<typeof EnvSchema>) {
  * Backups are on when TENANT_BACKUP_S3_PREFIX is set. Reports go to TENANT_BACKUP_REPORT_URL, by default the
  * control plane's (CP_PROVISION_URL + /cp/tenants/backup-report), signed with the tenant's credential: they are sent
  * only by a tenant that has one (controlplane mode). The S3 credentials are the pair given here or the AWS SDK's
- * default chain (an EC2 instance profile).
+ * default chain (a standalone platform's task role or environment; a container on the control plane's EC2 cannot reach
+ * its instance profile, so the control plane hands its tenants the pair).
  */
 function backupSettings(env: z.infer<typeof EnvSchema>) {
   const target = parseS3Prefix(env.TENANT_BACKUP_S3_PREFIX);

@@ -120,6 +120,7 @@ export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps
         canaryImage: config.tenantBackend.canaryImage,
         network: config.tenantBackend.network,
         deployment: config.deployment,
+        environment: config.environment,
         logger: logger.child({ component: "tenants" }),
       });
     case "external":

@@ -118,7 +118,14 @@ beforeAll(async () => {
 afterAll(cleanup);
 
 describe("docker tenant backend (host network)", { timeout: 400_000 }, () => {
-  const backend = createDockerTenantBackend({ docker, image: IMAGE, network: "host", deployment, logger });
+  const backend = createDockerTenantBackend({
+    docker,
+    image: IMAGE,
+    network: "host",
+    deployment,
+    environment: "production",
+    logger,
+  });
 
   it("provisions a tenant that answers /health, adopts it on a second provision, and destroys it", async () => {
     const spec = makeSpec();
@@ -137,7 +144,12 @@ describe("docker tenant backend (host network)", { timeout: 400_000 }, () => {
       "molecule.org_id": spec.orgId,
       "molecule.deployment": deployment,
       "molecule.kind": "tenant",
+      "molecule.environment": "production",
       [TENANT_PORT_LABEL]: String(handle.port),
+    });
+    expect((await docker.getVolume(handle.volume).inspect()).Labels).toMatchObject({
+      "molecule.org_id": spec.orgId,
+      "molecule.environment": "production",
     });
     expect(info.HostConfig).toMatchObject({
       NetworkMode: "host",
@@ -268,6 +280,61 @@ describe("docker tenant backend (host network)", { timeout: 400_000 }, () => {
 
     await other.destroy({ orgId: spec.orgId, slug: spec.slug, handle: theirs.handle });
     expect(await exists("container", tenantContainerName(spec.slug))).toBe(false);
+  });
+
+  it("lists only this environment's tenants: another environment's are never listed, unlabelled older ones are", async () => {
+    const labels = (orgId: string, environment?: string) => ({
+      "molecule.managed": "true",
+      "molecule.org_id": orgId,
+      "molecule.deployment": deployment,
+      "molecule.kind": "tenant",
+      ...(environment ? { "molecule.environment": environment } : {}),
+    });
+    const staging = makeSpec();
+    const older = makeSpec();
+    // Made by another environment's control plane of the same deployment name, and by a release before the label.
+    for (const [spec, environment] of [
+      [staging, "staging"],
+      [older, undefined],
+    ] as const) {
+      await docker.createVolume({
+        Name: tenantVolumeName(spec.slug),
+        Labels: labels(spec.orgId, environment),
+      });
+      await docker.createContainer({
+        name: tenantContainerName(spec.slug),
+        Image: IMAGE,
+        Labels: labels(spec.orgId, environment),
+        HostConfig: { NetworkMode: "none" },
+      });
+    }
+    const listed = await backend.listManaged();
+    expect(listed.filter((r) => r.orgId === staging.orgId)).toEqual([]);
+    expect(
+      listed
+        .filter((r) => r.orgId === older.orgId)
+        .map((r) => r.kind)
+        .sort(),
+    ).toEqual(["container", "volume"]);
+    const stagingBackend = createDockerTenantBackend({
+      docker,
+      image: IMAGE,
+      network: "host",
+      deployment,
+      environment: "staging",
+      logger,
+    });
+    expect(
+      (await stagingBackend.listManaged())
+        .filter((r) => r.orgId === staging.orgId)
+        .map((r) => r.kind)
+        .sort(),
+    ).toEqual(["container", "volume"]);
+    expect(await exists("container", tenantContainerName(staging.slug))).toBe(true);
+    for (const spec of [staging, older]) {
+      await docker.getContainer(tenantContainerName(spec.slug)).remove({ force: true });
+      await docker.getVolume(tenantVolumeName(spec.slug)).remove();
+    }
   });
 
   it("picks host ports from portRange or hostPortAllocator, never one another tenant holds", async () => {

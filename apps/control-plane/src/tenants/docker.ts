@@ -1,8 +1,9 @@
 /**
  * The docker tenant backend: one tenant platform container per org on the local engine, with its data (embedded
  * database, generated files) on a named volume. Names are deterministic (`tenant-<slug>`, `tenant-<slug>-data`) and
- * every resource is labelled with the org, the deployment and `molecule.kind=tenant`, so a provision retried after a
- * crash adopts the container, volume and port the first attempt made.
+ * every resource is labelled with the org, the deployment, the environment and `molecule.kind=tenant`, so a provision
+ * retried after a crash adopts the container, volume and port the first attempt made, and the reconciler lists only
+ * this deployment's and this environment's tenants.
  *
  * The tenant in controlplane mode runs no containers itself: no docker socket is mounted, all capabilities are
  * dropped, the root filesystem is read-only (writable /data and /tmp only).
@@ -89,6 +90,11 @@ export interface DockerTenantBackendOptions {
   network: string;
   /** Every resource is labelled with it; `listManaged` returns only resources carrying it. */
   deployment: string;
+  /**
+   * MOLECULE_ENV: labelled on every container and volume (`molecule.environment`); `listManaged` leaves out another
+   * environment's (resources made before the label existed carry none and stay listed), as the workspace backend does.
+   */
+  environment?: string;
   logger?: DockerLogger;
   /** Host ports to pick from (first free one wins). Default: an ephemeral port the kernel picks. */
   portRange?: { min: number; max: number };
@@ -171,6 +177,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       [LABELS.orgId]: spec.orgId,
       [LABELS.deployment]: opts.deployment,
       [LABELS.kind]: TENANT_KIND,
+      ...(opts.environment ? { [LABELS.environment]: opts.environment } : {}),
       ...(port ? { [TENANT_PORT_LABEL]: String(port) } : {}),
     };
   }
@@ -519,6 +526,10 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     },
 
     listManaged: (): Promise<ManagedResource[]> =>
-      listManagedResources(docker, [`${LABELS.managed}=true`, deploymentFilter, kindFilter]),
+      listManagedResources(
+        docker,
+        [`${LABELS.managed}=true`, deploymentFilter, kindFilter],
+        opts.environment,
+      ),
   };
 }

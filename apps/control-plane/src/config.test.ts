@@ -137,6 +137,15 @@ describe("control plane config for backups", () => {
     expect(() => loadConfig({ ...base, TENANT_BACKUP_S3_PREFIX: "https://bucket/prefix" })).toThrow(
       /^invalid configuration: TENANT_BACKUP_S3_PREFIX: .*must be an s3:\/\/bucket\/prefix URL/,
     );
+    expect(() => loadConfig({ ...base, TENANT_BACKUP_INTERVAL: "nightly" })).toThrow(
+      /^invalid configuration: TENANT_BACKUP_INTERVAL: .*must be a duration/,
+    );
+    expect(() => loadConfig({ ...base, TENANT_BACKUP_FORMAT: "zip" })).toThrow(
+      /TENANT_BACKUP_FORMAT must be custom or plain/,
+    );
+    expect(() => loadConfig({ ...base, TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIA" })).toThrow(
+      /^TENANT_BACKUP_S3_ACCESS_KEY_ID and/,
+    );
     expect(() => loadConfig({ ...base, BACKUP_STALE_AFTER: "soon" })).toThrow(
       /^invalid configuration: BACKUP_STALE_AFTER: .*must be a duration/,
     );

@@ -138,8 +138,17 @@ const EnvSchema = z.object({
       "TENANT_BACKUP_S3_PREFIX must be an s3://bucket/prefix URL (empty disables backups)",
     )
     .default(""),
-  TENANT_BACKUP_INTERVAL: z.string().optional(),
-  TENANT_BACKUP_FORMAT: z.string().optional(),
+  // Checked here as the tenant checks them, and passed on as written: a bad value stops this start-up, not every tenant's.
+  TENANT_BACKUP_INTERVAL: z
+    .string()
+    .refine(
+      (text) => duration("TENANT_BACKUP_INTERVAL", 60_000).safeParse(text).success,
+      "TENANT_BACKUP_INTERVAL must be a duration such as 24h or 90m, at least a minute",
+    )
+    .optional(),
+  TENANT_BACKUP_FORMAT: z
+    .enum(["custom", "plain"], { message: "TENANT_BACKUP_FORMAT must be custom or plain" })
+    .optional(),
   TENANT_BACKUP_S3_REGION: z.string().optional(),
   TENANT_BACKUP_S3_ENDPOINT: z.string().url("TENANT_BACKUP_S3_ENDPOINT must be a URL").optional(),
   TENANT_BACKUP_S3_ACCESS_KEY_ID: z.string().optional(),
@@ -336,5 +345,10 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     throw new ConfigError("FLY_WORKSPACE_APP is required when CP_WORKSPACE_BACKEND=flyio");
   }
   checkEc2(config, values);
+  if (Boolean(values.TENANT_BACKUP_S3_ACCESS_KEY_ID) !== Boolean(values.TENANT_BACKUP_S3_SECRET_ACCESS_KEY)) {
+    throw new ConfigError(
+      "TENANT_BACKUP_S3_ACCESS_KEY_ID and TENANT_BACKUP_S3_SECRET_ACCESS_KEY are set together (or neither)",
+    );
+  }
   return config;
 }

@@ -30,6 +30,7 @@ import { deriveTenantSigningKey, Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { ControlPlaneClient } from "@molecule/provisioner-core";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { EventBus } from "@molecule/service-kit/events";
 import pino from "pino";
 import { createApp, createOperationRunner } from "../apps/control-plane/src/app.ts";
 import { createExternalTenantBackend } from "../apps/control-plane/src/backends.ts";
@@ -195,6 +196,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
     provisioner: tracedBackend(createFakeProvisioner()),
     tenants: createExternalTenantBackend(tenantUrl),
     sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
+    events: new EventBus(),
     clock: systemClock,
     ids: createIdGenerator(),
     // one line per request at info, as in production, written where nobody reads it

@@ -19,6 +19,8 @@ export async function createDockerTestPlatform(options: {
   network?: string;
   workspaceEnv?: Record<string, string>;
   resolveAgentHost?: PlatformDeps["resolveAgentHost"];
+  /** Settings over the test defaults (the org a control plane created for it and that org's admin token, say). */
+  settings?: Partial<PlatformDeps["settings"]>;
 }): Promise<TestPlatform> {
   const { docker, deployment, network = "host" } = options;
   const provisioner = createDockerProvisioner({
@@ -33,7 +35,11 @@ export async function createDockerTestPlatform(options: {
   });
   return createTestPlatform(
     provisioner,
-    { deployment, workspaceEnv: options.workspaceEnv ?? { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" } },
+    {
+      deployment,
+      workspaceEnv: options.workspaceEnv ?? { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" },
+      ...options.settings,
+    },
     { sweepIntervalMs: 1_000, resolveAgentHost: options.resolveAgentHost },
   );
 }

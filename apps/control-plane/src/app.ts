@@ -6,11 +6,13 @@ import { requireAdmin, requireTenant } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { orgRoutes } from "./routes/orgs.ts";
+import { rolloutRoutes } from "./routes/rollouts.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import type { ControlPlaneDeps } from "./services/deps.ts";
 import { orgOperationFailed, performOrgOperation } from "./services/org-operations.ts";
 import { OrgService } from "./services/orgs.ts";
 import { createControlPlaneReconciler } from "./services/reconcile.ts";
+import { RolloutService } from "./services/rollouts.ts";
 import { OperationRunner } from "./services/runner.ts";
 import { TenantLifecycleService } from "./services/tenant-lifecycle.ts";
 import { performTenantLifecycle } from "./services/tenant-operations.ts";
@@ -19,10 +21,13 @@ import { WorkspaceService } from "./services/workspaces.ts";
 
 export type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
 export { systemClock } from "./services/deps.ts";
+export { createRolloutRunner } from "./services/runner.ts";
 
 export interface AppHooks {
   /** Called when a request queued an operation, so the runner starts it at once. */
   onOperationQueued?: () => void;
+  /** Called when a rollout was queued, so the rollout runner starts it at once. */
+  onRolloutQueued?: () => void;
   /** The reconciler `main()` runs on its interval; the admin routes run it on demand (one is made if absent). */
   reconciler?: Reconciler;
 }
@@ -69,6 +74,7 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
     "/cp/admin",
     adminRoutes(deps, hooks.reconciler ?? createControlPlaneReconciler(deps), lifecycle),
   );
+  app.route("/cp/admin", rolloutRoutes(new RolloutService(deps, hooks.onRolloutQueued), deps.events));
 
   const tenant = requireTenant(deps);
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);

@@ -256,6 +256,65 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  // A valid body queues a rollout (of no ready tenant here; the rollout runner is not started) or answers a plan.
+  "POST /cp/admin/tenants/workspaces/redeploy-fleet": () =>
+    fc.assert(
+      fc.asyncProperty(
+        rawBody(mutatedBody({ canary_slugs: ["victim"], batch_size: 2, soak_seconds: 0, dry_run: true })),
+        async (body) =>
+          probe(
+            { as: "admin", method: "POST", path: "/cp/admin/tenants/workspaces/redeploy-fleet", body },
+            false,
+          ),
+      ),
+      fuzzParameters(),
+    ),
+  "POST /cp/admin/tenants/:slug/workspaces/redeploy": () =>
+    fc.assert(
+      fc.asyncProperty(slugSegment, rawBody(mutatedBody({ dry_run: true })), async (slug, body) =>
+        probe(
+          { as: "admin", method: "POST", path: `/cp/admin/tenants/${slug}/workspaces/redeploy`, body },
+          true,
+        ),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /cp/admin/rollouts": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/cp/admin/rollouts?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /cp/admin/rollouts/:id": () =>
+    fc.assert(
+      fc.asyncProperty(idSegment, async (id) =>
+        probe({ as: "admin", method: "GET", path: `/cp/admin/rollouts/${id}` }, true),
+      ),
+      fuzzParameters(),
+    ),
+  "POST /cp/admin/rollouts/:id/cancel": () =>
+    fc.assert(
+      fc.asyncProperty(idSegment, async (id) =>
+        probe({ as: "admin", method: "POST", path: `/cp/admin/rollouts/${id}/cancel` }, true),
+      ),
+      fuzzParameters(),
+    ),
+  // A stream that stays open: each hostile query string still opens it (and changes nothing); it is closed at once.
+  "GET /cp/admin/events": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) => {
+        const before = await tables.dump();
+        const response = await cp.app.request(`/cp/admin/events?x=${enc(junk)}`, {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        });
+        expect(response.status).toBe(200);
+        expect(response.headers.get("content-type")).toContain("text/event-stream");
+        await response.body?.cancel();
+        expect(await tables.dump()).toBe(before);
+      }),
+      fuzzParameters(),
+    ),
   "GET /cp/orgs": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>

@@ -2,10 +2,11 @@ import { serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
 import { CP_SECRETS_KEY_NAMES, Sealer } from "@molecule/identity";
+import { EventBus } from "@molecule/service-kit/events";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
 import pino from "pino";
-import { createApp, createOperationRunner } from "./app.ts";
+import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
 import { buildAwsAccess, buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
     provisioner,
     tenants,
     sealer,
+    events: new EventBus(),
     clock: systemClock,
     ids: createIdGenerator(),
     logger,
@@ -101,7 +103,12 @@ async function main(): Promise<void> {
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;
   const runner = createOperationRunner(deps, instanceId);
   const reconciler = createControlPlaneReconciler(deps, instanceId);
-  const app = createApp(deps, { onOperationQueued: () => runner.wake(), reconciler });
+  const rollouts = createRolloutRunner(deps, instanceId);
+  const app = createApp(deps, {
+    onOperationQueued: () => runner.wake(),
+    onRolloutQueued: () => rollouts.wake(),
+    reconciler,
+  });
 
   const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
     const where = listeningUrl(info);
@@ -128,11 +135,18 @@ async function main(): Promise<void> {
     }
   });
   runner.start();
+  rollouts.start();
   reconciler.start();
   const retention = createCpRetention(deps, config.retention);
   retention.start();
 
-  shutdownOnSignals({ logger, server, loops: [runner, reconciler, retention], database });
+  shutdownOnSignals({
+    logger,
+    server,
+    loops: [runner, rollouts, reconciler, retention],
+    database,
+    beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
+  });
 }
 
 void main().catch((error: unknown) => {

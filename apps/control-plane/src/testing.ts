@@ -8,10 +8,11 @@ import { CP_HEADERS, createIdGenerator } from "@molecule/contracts";
 import { deriveTenantSigningKey, mintHexKey, mintNonce, Sealer, signRequest } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { EventBus } from "@molecule/service-kit/events";
 import { getTableName } from "drizzle-orm";
 import pino from "pino";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
-import { createApp, createOperationRunner } from "./app.ts";
+import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { CP_TABLES, cpRequestNonces } from "./db/schema.ts";
 import type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
@@ -90,6 +91,8 @@ export interface TestControlPlane {
   deps: ControlPlaneDeps;
   app: ReturnType<typeof createApp>;
   runner: OperationRunner;
+  /** The rollout runner (not started: tests start it when they want rollouts to run). */
+  rollouts: ReturnType<typeof createRolloutRunner>;
   /** The fake tenant backend; the app uses it unless `options.tenants` was given. */
   tenants: FakeTenantBackend;
   clock: ManualClock;
@@ -142,6 +145,7 @@ export async function createTestControlPlane(
     provisioner: options.provisioner ?? createFakeProvisioner(),
     tenants: options.tenants ?? tenants,
     sealer: options.sealer ?? Sealer.fromConfig(mintHexKey(), 1, ""),
+    events: new EventBus(),
     clock,
     ids: createIdGenerator(),
     logger: options.logger ?? pino({ level: "silent" }),
@@ -160,7 +164,8 @@ export async function createTestControlPlane(
       ...options.settings,
     },
   };
-  const app = createApp(deps);
+  const rollouts = createRolloutRunner(deps, `test-rollouts-${randomBytes(3).toString("hex")}`, 100);
+  const app = createApp(deps, { onRolloutQueued: () => rollouts.wake() });
   const runner = createOperationRunner(deps, `test-${randomBytes(3).toString("hex")}`);
 
   const admin: TestControlPlane["admin"] = async (method, path, body, headers = {}) =>
@@ -208,6 +213,7 @@ export async function createTestControlPlane(
     deps,
     app,
     runner,
+    rollouts,
     tenants,
     clock,
     admin,
@@ -232,6 +238,8 @@ export async function createTestControlPlane(
     },
     async close() {
       await runner.stop();
+      await rollouts.stop();
+      deps.events.close();
       if (!options.database) await db.drop();
     },
   };

@@ -7,6 +7,7 @@ export * from "./errors.ts";
 export * from "./ids.ts";
 export * from "./inbound.ts";
 export * from "./registry.ts";
+export * from "./rollouts.ts";
 export * from "./status.ts";
 export * from "./tenant-admin.ts";
 export * from "./text.ts";

@@ -4,6 +4,7 @@ export * from "./docker/index.ts";
 export * from "./ec2/index.ts";
 export * from "./errors.ts";
 export * from "./flyio/index.ts";
+export * from "./json-client.ts";
 export * from "./naming.ts";
 export * from "./provisioner.ts";
 export * from "./rebuild.ts";

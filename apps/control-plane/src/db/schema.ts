@@ -10,6 +10,9 @@ import {
   OPERATION_STATUSES,
   ORG_OPERATION_KINDS,
   ORG_STATUSES,
+  type RolloutScope,
+  type RolloutTenantStatus,
+  type RolloutWorkspace,
 } from "@molecule/contracts";
 import { sql } from "drizzle-orm";
 import {
@@ -211,6 +214,48 @@ export const cpOperations = pgTable(
   ],
 );
 
+/** A rollout's plan, fixed when it is asked for: the phases in order, each a set of tenants taken side by side. */
+export interface RolloutPlan {
+  canarySlugs: string[];
+  batchSize: number;
+  soakSeconds: number;
+  phases: { name: string; canary: boolean; tenants: { slug: string; orgId: string }[] }[];
+}
+
+/** One tenant's progress in a rollout, keyed by slug in `cp_rollouts.tenants`. */
+export interface RolloutTenantProgress {
+  status: RolloutTenantStatus;
+  workspaces: RolloutWorkspace[];
+  error: string | null;
+}
+
+export const cpRollouts = pgTable(
+  "cp_rollouts",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind").$type<RolloutScope>().notNull(),
+    subject: text("subject").notNull(),
+    status: cpOperationStatus("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    steps: jsonb("steps").$type<CpOperationStep[]>().notNull().default([]),
+    error: jsonb("error").$type<CpOperationError | null>(),
+    plan: jsonb("plan").$type<RolloutPlan>().notNull(),
+    tenants: jsonb("tenants").$type<Record<string, RolloutTenantProgress>>().notNull().default({}),
+    cancelRequestedAt: ts("cancel_requested_at"),
+    lockedBy: text("locked_by"),
+    lockedUntil: ts("locked_until"),
+    runAfter: ts("run_after").notNull().defaultNow(),
+    createdAt: ts("created_at").notNull().defaultNow(),
+    updatedAt: ts("updated_at").notNull().defaultNow(),
+    finishedAt: ts("finished_at"),
+  },
+  (table) => [
+    index("cp_rollouts_claim_idx").on(table.status, table.runAfter),
+    index("cp_rollouts_created_idx").on(table.createdAt),
+    check("cp_rollouts_kind_check", sql`${table.kind} IN ('tenant', 'fleet')`),
+  ],
+);
+
 /** Nonces of accepted signed requests, kept until the signature window has passed, so a replay is refused. */
 export const cpRequestNonces = pgTable(
   "cp_request_nonces",
@@ -308,9 +353,11 @@ export type CpOrgRow = typeof cpOrgs.$inferSelect;
 export type CpWorkspaceRow = typeof cpWorkspaces.$inferSelect;
 export type CpOperationRow = typeof cpOperations.$inferSelect;
 export type CpTenantBackupRow = typeof cpTenantBackups.$inferSelect;
+export type CpRolloutRow = typeof cpRollouts.$inferSelect;
 
 /** Every table, children first: the order a full cleanup deletes in. */
 export const CP_TABLES = [
+  cpRollouts,
   cpReconcileRuns,
   cpOrphanSightings,
   cpTenantResources,

@@ -2,9 +2,11 @@ import type { IdGenerator } from "@molecule/contracts";
 import type { AdvisoryLock, Db } from "@molecule/db";
 import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
+import type { EventBus } from "@molecule/service-kit/events";
 import type { ReconcileSettings } from "@molecule/service-kit/reconcile";
 import type { Logger } from "pino";
 import type { TenantBackend } from "../tenants/backend.ts";
+import type { RolloutEventType } from "./rollout-events.ts";
 
 export interface Clock {
   now(): Date;
@@ -22,6 +24,8 @@ export interface ControlPlaneDeps {
   /** Runs one tenant platform per org. */
   tenants: TenantBackend;
   sealer: Sealer;
+  /** The control plane's event stream (`GET /cp/admin/events`): rollout progress, in this process. */
+  events: EventBus<RolloutEventType>;
   clock: Clock;
   ids: IdGenerator;
   logger: Logger;

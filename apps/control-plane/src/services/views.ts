@@ -4,8 +4,10 @@ import type {
   OrgOperationKind,
   OrgOperationView,
   OrgView,
+  RolloutTenant,
+  RolloutView,
 } from "@molecule/contracts";
-import type { CpOperationRow, CpOrgRow } from "../db/schema.ts";
+import type { CpOperationRow, CpOrgRow, CpRolloutRow } from "../db/schema.ts";
 
 /** What a tenant sees of an operation (contracts' CpOperationView). */
 export function operationView(row: CpOperationRow): CpOperationView {
@@ -55,5 +57,42 @@ export function orgView(row: CpOrgRow): OrgView {
     tenant_image: row.tenantImage,
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
+  };
+}
+
+/** What the operator sees of a rollout: its plan with each tenant's progress (contracts' RolloutView). */
+export function rolloutView(row: CpRolloutRow): RolloutView {
+  const cancelled = row.error?.code === "superseded" && row.cancelRequestedAt !== null;
+  const tenants: RolloutTenant[] = row.plan.phases.flatMap((phase) =>
+    phase.tenants.map((tenant) => {
+      const progress = row.tenants[tenant.slug];
+      return {
+        slug: tenant.slug,
+        org_id: tenant.orgId,
+        phase: phase.name,
+        status: progress?.status ?? "pending",
+        workspaces: progress?.workspaces ?? [],
+        error: progress?.error ?? null,
+      };
+    }),
+  );
+  return {
+    id: row.id,
+    scope: row.kind,
+    status: cancelled ? "cancelled" : row.status,
+    dry_run: false,
+    canary_slugs: row.plan.canarySlugs,
+    batch_size: row.plan.batchSize,
+    soak_seconds: row.plan.soakSeconds,
+    tenants,
+    steps: row.steps.map((step) => ({
+      name: step.name,
+      ...(step.detail ? { detail: step.detail } : {}),
+      duration_ms: step.durationMs,
+    })),
+    error: row.error ? { code: cancelled ? "cancelled" : row.error.code, message: row.error.message } : null,
+    cancel_requested: row.cancelRequestedAt !== null,
+    created_at: row.createdAt.toISOString(),
+    finished_at: row.finishedAt?.toISOString() ?? null,
   };
 }

@@ -94,11 +94,11 @@ interface CpErrorBody {
 }
 
 /**
- * The control plane's error envelope. Its messages are built from codes and safe fields like this service's own; a
- * message is still cut to one short line, and a code or request id that does not look like one is dropped. Anything
- * that is not an envelope (a proxy's page, say) is not quoted at all.
+ * The error envelope both services answer with (the control plane's, a tenant platform's). Its messages are built
+ * from codes and safe fields like this service's own; a message is still cut to one short line, and a code or request
+ * id that does not look like one is dropped. Anything that is not an envelope (a proxy's page, say) is not quoted.
  */
-function envelope(body: unknown): { code?: string; message?: string; requestId?: string } {
+export function errorEnvelope(body: unknown): { code?: string; message?: string; requestId?: string } {
   const error = body && typeof body === "object" ? (body as CpErrorBody).error : undefined;
   if (!error || typeof error !== "object") return {};
   const token = (value: unknown, pattern: RegExp) =>
@@ -117,7 +117,7 @@ function envelope(body: unknown): { code?: string; message?: string; requestId?:
 
 /** Maps a control-plane error answer to a ProvisionerError that says which call failed, why, and its request id. */
 export function cpError(call: Pick<CpCall, "op" | "method" | "path">, reply: CpReply): ProvisionerError {
-  const env = envelope(reply.body);
+  const env = errorEnvelope(reply.body);
   const status = reply.status;
   let code: ProvisionerErrorCode = "backend_error";
   let retryable = false;

@@ -1,4 +1,5 @@
 export {
+  abortableSleep,
   ControlPlaneClient,
   type ControlPlaneClientOptions,
   type CpCall,
@@ -7,6 +8,7 @@ export {
   type CpRetryOptions,
   DEFAULT_CP_PROVISION_URL,
   DEFAULT_CP_RETRY,
+  errorEnvelope,
   IDEMPOTENCY_KEY_HEADER,
 } from "./client.ts";
 export * from "./provisioner.ts";

@@ -5,7 +5,9 @@
  * plays the instance's boot: it finds the bundle's ARN in the instance's user-data, reads the bundle from Secrets
  * Manager and starts the tenant platform with that environment (only the port, listen address, data folder and the
  * PLATFORM_URL the boot script derives from the instance's address are this machine's). The tenant reports its boot
- * and the org becomes ready; a workspace runs through the tenant and the control plane; `DELETE /cp/orgs/:slug`
+ * and the org becomes ready; a workspace runs through the tenant and the control plane; a redeploy sends one SSM
+ * command, and the test plays it (the tenant process restarted on the same data with the new image, as the command's
+ * restart of the boot unit does), so the redeploy succeeds once the tenant reports ready with it; `DELETE /cp/orgs/:slug`
  * leaves no instance, security group or secret of the org in the account, and no container.
  */
 import { randomBytes } from "node:crypto";
@@ -95,6 +97,7 @@ beforeAll(async () => {
       EC2_TENANT_IAM_PROFILE: net.instanceProfile,
       EC2_AMI: net.imageId,
       TENANT_IMAGE: "ghcr.io/molecule/tenant-platform:e2e",
+      TENANT_READY_DEADLINE_SECONDS: String(SLOW_MS / 1000),
       TENANT_DATABASE_URL: tenantDb.url,
       EC2_TERMINATE_DEADLINE_SECONDS: "60",
     },
@@ -202,19 +205,24 @@ describe("SaaS on EC2: the control plane makes the tenant's instance, the tenant
         Object.keys(bundle.env).filter((key) => key.startsWith("AWS_") || key.startsWith("FLY_")),
       ).toEqual([]);
       const port = await freePort();
-      tenant = await startPlatformProcess({
-        env: {
-          WORKSPACE_NETWORK: undefined,
-          ...bundle.env,
-          // This machine's, not the VM's: a free loopback port, a data folder, and the address the boot script
-          // would derive from the instance's private IP.
-          PORT: String(port),
-          HOST: "127.0.0.1",
-          MOLECULE_DATA_DIR: mkdtempSync(join(tmpdir(), "molecule-ec2-tenant-")),
-          PLATFORM_URL: `http://127.0.0.1:${port}`,
-        },
-        readyTimeoutMs: SLOW_MS,
-      });
+      const dataDir = mkdtempSync(join(tmpdir(), "molecule-ec2-tenant-"));
+      /** The boot unit's container: the bundle's environment, the image it runs, this machine's port and data. */
+      const bootTenant = (image: string) =>
+        startPlatformProcess({
+          env: {
+            WORKSPACE_NETWORK: undefined,
+            ...bundle.env,
+            // This machine's, not the VM's: a free loopback port, a data folder, and the address the boot script
+            // would derive from the instance's private IP.
+            PORT: String(port),
+            HOST: "127.0.0.1",
+            MOLECULE_DATA_DIR: dataDir,
+            PLATFORM_URL: `http://127.0.0.1:${port}`,
+            MOLECULE_IMAGE: image,
+          },
+          readyTimeoutMs: SLOW_MS,
+        });
+      tenant = await bootTenant("ghcr.io/molecule/tenant-platform:e2e");
       expect(tenant.adminToken).toBe(adminToken);
       const ready = await waitFor(
         "the org to be ready",
@@ -247,7 +255,36 @@ describe("SaaS on EC2: the control plane makes the tenant's instance, the tenant
       const container = workspaceId.replace("_", "-");
       expect((await docker.getContainer(container).inspect()).State.Running).toBe(true);
 
-      // 4. Delete the org: the workspace, the instance, its group and its bundle go.
+      // 4. Redeploy: one SSM command on the instance. Played here as the VM would run it: the boot unit restarts the
+      //    container on the same data with the new image, and the tenant reports ready with it.
+      const nextImage = "ghcr.io/molecule/tenant-platform:e2e-next";
+      const redeploy = await cp.admin("POST", `/cp/admin/tenants/${SLUG}/redeploy`, { image: nextImage });
+      expect(redeploy.status, JSON.stringify(redeploy.body)).toBe(202);
+      const command = await waitFor("the redeploy's SSM command", async () =>
+        aws.sentCommands().find((sent) => sent.instanceIds.includes(instance?.InstanceId ?? "")),
+      );
+      expect(command.commands.join("\n")).toContain(`IMAGE='${nextImage}'`);
+      await tenant.kill("SIGTERM");
+      tenant = await bootTenant(nextImage);
+      const redeployed = await waitFor(
+        "the redeploy to succeed",
+        async () => {
+          const { body } = await cp.admin("GET", `/cp/orgs/${SLUG}`);
+          if (body.operation?.status === "failed")
+            throw new Error(`redeploy failed: ${JSON.stringify(body)}`);
+          return body.operation?.kind === "redeploy_tenant" && body.operation.status === "succeeded"
+            ? body
+            : undefined;
+        },
+        SLOW_MS,
+      );
+      expect(redeployed.org).toMatchObject({ status: "ready", tenant_image: nextImage });
+      const kept = await tenant.call("GET", `/workspaces/${workspaceId}`);
+      expect(kept.body.id).toBe(workspaceId);
+      expect(await instancesOf(orgId)).toHaveLength(1);
+      expect(aws.counts().RebootInstances).toBeUndefined();
+
+      // 5. Delete the org: the workspace, the instance, its group and its bundle go.
       expect(await groupsOf(orgId)).toHaveLength(1);
       expect(await secretsOf(orgId)).toHaveLength(1);
       const deleted = await cp.admin("DELETE", `/cp/orgs/${SLUG}`, { confirm: SLUG });

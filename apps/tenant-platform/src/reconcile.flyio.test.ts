@@ -1,7 +1,10 @@
 /**
  * The tenant platform's reconciler on the Fly emulator: a machine destroyed behind the platform's back makes the
- * online workspace `failed` with the reason and counts as a ghost; the volume and machine it made were audited.
+ * online workspace `failed` with the reason and counts as a ghost; the volume and machine it made were audited. A
+ * volume that was never attached carries no owner (Fly volumes have no metadata): it is this installation's by its
+ * name, a workspace id, inside the workspace app, and any other name is left alone.
  */
+import { createIdGenerator } from "@molecule/contracts";
 import { workspaceResources, workspaces } from "@molecule/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -72,5 +75,43 @@ describe("the tenant platform's reconciler on Fly", () => {
     expect(JSON.stringify(workspace)).toContain("the reconciler found no flyio machine or container");
     const stats = await platform.call("GET", "/admin/stats");
     expect(stats.body).toMatchObject({ ghosts: 1, orphans: 0 });
+  });
+
+  it("a volume never attached is ours by its workspace-id name: reported as an orphan, deleted past the grace; other names are left alone", async () => {
+    const createVolume = async (name: string): Promise<string> => {
+      const response = await fetch(`${fly.emulator.url}/v1/apps/${TEST_APP}/volumes`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${fly.emulator.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ name, region: "ord", size_gb: 1 }),
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { id: string }).id;
+    };
+    // What a provision leaves when it dies between its volume and its machine, with no row (nor audit) to claim it.
+    const strayWorkspace = createIdGenerator().next("ws");
+    const stray = await createVolume(strayWorkspace);
+    const foreign = await createVolume("someone_elses_data");
+
+    const reported = await platform.call("POST", "/admin/reconcile");
+    expect(reported.status).toBe(200);
+    const volumes = reported.body.orphanList.filter((o: { kind: string }) => o.kind === "fly_volume");
+    expect(volumes).toEqual([
+      expect.objectContaining({ provider_id: stray, workspace_id: strayWorkspace, deleted: false }),
+    ]);
+
+    // The reconciler reads its settings object on each pass.
+    const settings = platform.deps.settings.reconcile;
+    Object.assign(settings, { deleteOrphans: true, orphanGraceMs: 0 });
+    try {
+      const deleted = await platform.call("POST", "/admin/reconcile");
+      expect(deleted.body.orphanList).toEqual([
+        expect.objectContaining({ provider_id: stray, workspace_id: strayWorkspace, deleted: true }),
+      ]);
+    } finally {
+      Object.assign(settings, { deleteOrphans: false, orphanGraceMs: 60 * 60_000 });
+    }
+    const left = fly.emulator.volumes(TEST_APP).filter((v) => v.state !== "destroyed");
+    expect(left.map((v) => v.id)).toContain(foreign);
+    expect(left.map((v) => v.id)).not.toContain(stray);
   });
 });

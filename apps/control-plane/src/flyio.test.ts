@@ -82,4 +82,37 @@ describe("the control plane with the flyio workspace backend, against the Fly em
     expect((await cp.tenant(org, "GET", `/cp/workspaces/${id}/status`)).body.state).toBe("missing");
     expect(fly.emulator.violations).toEqual([]);
   });
+
+  it("a volume never attached (no metadata) takes its org from the workspace's row and is deleted past the grace; one of a workspace it never had is only reported", async () => {
+    const createVolume = async (name: string): Promise<string> => {
+      const response = await fetch(`${fly.emulator.url}/v1/apps/${TEST_APP}/volumes`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${fly.emulator.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ name, region: "ord", size_gb: 1 }),
+      });
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { id: string }).id;
+    };
+    // A create that landed after the workspace's destroy (the first test's workspace, its row kept as destroyed).
+    const late = await createVolume("ws_01jcpflyio0000000000000001");
+    const unknown = await createVolume("ws_01jcpflyio0000000000000999");
+    const settings = cp.deps.settings.reconcile;
+    Object.assign(settings, { deleteOrphans: true, orphanGraceMs: 0 });
+    try {
+      const reconciled = await cp.admin("POST", "/cp/admin/reconcile");
+      expect(reconciled.status).toBe(200);
+      const volumes = reconciled.body.orphanList.filter((o: { kind: string }) => o.kind === "fly_volume");
+      expect(volumes).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ provider_id: late, org_id: null, deleted: true }),
+          expect.objectContaining({ provider_id: unknown, org_id: null, deleted: false }),
+        ]),
+      );
+    } finally {
+      Object.assign(settings, { deleteOrphans: false, orphanGraceMs: 60 * 60_000 });
+    }
+    const left = fly.emulator.volumes(TEST_APP).map((volume) => volume.id);
+    expect(left).not.toContain(late);
+    expect(left).toContain(unknown);
+  });
 });

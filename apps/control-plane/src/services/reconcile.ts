@@ -42,6 +42,13 @@ const quietSubject = (deps: ControlPlaneDeps, subject: typeof cpOrgs.id | typeof
  */
 function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
   const { db, provisioner, clock, logger } = deps;
+  const rowOrg = async (workspaceId: string) =>
+    (
+      await db
+        .select({ orgId: cpWorkspaces.orgId })
+        .from(cpWorkspaces)
+        .where(eq(cpWorkspaces.id, workspaceId))
+    )[0]?.orgId ?? null;
   return {
     backend: provisioner.name,
     list: () => provisioner.listManaged(),
@@ -91,11 +98,17 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
       };
     },
     async destroy(resource) {
-      if (!resource.workspaceId || !resource.orgId) {
-        throw new Error(`${resource.kind} ${resource.id} names no workspace and org`);
+      if (!resource.workspaceId) throw new Error(`${resource.kind} ${resource.id} names no workspace`);
+      // A resource without an owner label (a Fly volume never attached carries no metadata, only its name) takes
+      // its org from the workspace's row; one this control plane never had a row for is only reported.
+      const orgId = resource.orgId ?? (await rowOrg(resource.workspaceId));
+      if (!orgId) {
+        throw new Error(
+          `${resource.kind} ${resource.id} names no org and no workspace this control plane had`,
+        );
       }
       // the backend's own destroy path: it removes only what carries this deployment's labels or tags
-      await provisioner.destroy({ workspaceId: resource.workspaceId, orgId: resource.orgId, handle: null });
+      await provisioner.destroy({ workspaceId: resource.workspaceId, orgId, handle: null });
     },
   };
 }

@@ -21,6 +21,7 @@ import { buildTenantBackups } from "@molecule/tenant-platform/backups";
 import { loadConfig } from "@molecule/tenant-platform/config";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ControlPlaneProcess, startControlPlaneProcess } from "../test-support/control-plane.ts";
+import { freePort } from "../test-support/net.ts";
 import { createEmptyTestDatabase } from "../test-support/pg.ts";
 import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
 import { runRestore } from "../test-support/process.ts";
@@ -293,6 +294,24 @@ describe("a tenant's backup on PostgreSQL", () => {
     platform.clock.advance(1_000);
     expect((await scheduled.runIfDue())?.status).toBe("succeeded");
     expect(await scheduled.runIfDue()).toBeNull();
+  });
+
+  it("a report the control plane did not get is sent again at the next check", async () => {
+    const unreachable = loadConfig(
+      tenantEnv({
+        TENANT_BACKUP_REPORT_URL: `http://127.0.0.1:${await freePort()}/cp/tenants/backup-report`,
+      }),
+    );
+    const lost = await buildTenantBackups(unreachable, platform.deps, platform.database, SLUG)?.runNow();
+    expect(lost).toMatchObject({ status: "succeeded", reported_at: null });
+    expect((await overviewLine()).last?.location).not.toBe(lost?.location);
+    // The next check (nothing due: the backup is recent) delivers it.
+    const config = loadConfig(tenantEnv());
+    expect(await buildTenantBackups(config, platform.deps, platform.database, SLUG)?.runIfDue()).toBeNull();
+    expect((await overviewLine()).last_success?.location).toBe(lost?.location);
+    const listed = await platform.call("GET", "/admin/backups");
+    const row = listed.body.backups.find((run: { id: number }) => run.id === lost?.id);
+    expect(row.reported_at).not.toBeNull();
   });
 
   it("without pg_dump on PATH a backup fails with a line saying what to install", async () => {

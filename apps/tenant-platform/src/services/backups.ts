@@ -18,7 +18,7 @@ import {
 } from "@molecule/contracts";
 import { type BackupRunRow, backupRuns, type DatabaseDump, type DumpOptions } from "@molecule/db";
 import type { ControlPlaneClient } from "@molecule/provisioner-core";
-import { desc, eq } from "drizzle-orm";
+import { and, desc, eq, isNull, ne } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 
 /** The tenant platform's backup lock key (its reconciler's is 74_201_321, its retention's 74_201_323). */
@@ -142,6 +142,7 @@ export class TenantBackups {
    */
   async runIfDue(): Promise<TenantBackupRun | null> {
     const outcome = await this.deps.advisoryLock(TENANT_BACKUP_LOCK, async () => {
+      await this.reportPending();
       const now = this.deps.clock.now().getTime();
       const [latest] = await this.deps.db
         .select()
@@ -260,6 +261,23 @@ export class TenantBackups {
       this.upload = null;
     }
     return { sizeBytes, sha256: hash.digest("hex") };
+  }
+
+  /**
+   * Reports again the finished attempts whose report did not get through (the control plane was down), newest first,
+   * a few per check: the control plane's view of a tenant's backups catches up once it answers.
+   */
+  private async reportPending(): Promise<void> {
+    if (!this.deps.report) return;
+    const pending = await this.deps.db
+      .select()
+      .from(backupRuns)
+      .where(and(isNull(backupRuns.reportedAt), ne(backupRuns.status, "running")))
+      .orderBy(desc(backupRuns.startedAt))
+      .limit(5);
+    for (const row of pending) {
+      if ((await this.report(row)).reportedAt === null) return; // still unreachable: next check
+    }
   }
 
   /** Sends the report; a failure to deliver it is logged, and the row keeps `reported_at` null. */

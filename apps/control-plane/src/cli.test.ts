@@ -483,6 +483,13 @@ describe("molecule-cp usage", () => {
       [["orgs", "show"], "missing <slug>: molecule-cp orgs show <slug> (see --help)"],
       [["orgs", "show", "a", "b"], 'unexpected argument "b" (see --help)'],
       [["orgs", "create", "acme"], "orgs create needs --name NAME (see --help)"],
+      // A flag here, a list there: each command reads its own options.
+      [
+        ["orgs", "create", "acme", "--canary=yes", "--name", "x"],
+        "Option '--canary' does not take an argument",
+      ],
+      [["fleet", "redeploy", "--canary"], "Option '--canary <value>' argument missing"],
+      [["fleet", "redeploy", "--batch", "two"], '--batch must be a whole number, got "two"'],
       [["orgs", "delete", "acme"], "orgs delete needs --confirm acme"],
       [["stats", "--timeout", "0"], "--timeout must be a whole number from 1 to 3600"],
       [["stats"], "no control plane URL: set CP_URL or pass --url", { CP_URL: "" }],

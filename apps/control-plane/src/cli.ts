@@ -1,7 +1,7 @@
 #!/usr/bin/env tsx
 /**
  * `molecule-cp`: what an operator does daily with a control plane, through its admin API: orgs, their tenants
- * (stop, start, redeploy), backups, the reconciler and the counters. Tables for people, `--json` for scripts; the server's error code, message and request
+ * (stop, start, redeploy), workspace image rollouts, backups, the reconciler and the counters. Tables for people, `--json` for scripts; the server's error code, message and request
  * id on failure.
  *
  *   CP_URL=https://cp.example.com CP_ADMIN_API_TOKEN=… npx tsx apps/control-plane/src/cli.ts orgs list
@@ -17,11 +17,13 @@ import { BACKUP_COMMANDS } from "./cli/backups.ts";
 import { AdminClient, ApiError, ConnectionError } from "./cli/client.ts";
 import { type Command, CommandFailed, parseCommandLine, UsageError } from "./cli/command.ts";
 import { ORG_COMMANDS } from "./cli/orgs.ts";
+import { ROLLOUT_COMMANDS } from "./cli/rollouts.ts";
 import { TENANT_COMMANDS } from "./cli/tenants.ts";
 
 export const COMMANDS: readonly Command[] = [
   ...ORG_COMMANDS,
   ...TENANT_COMMANDS,
+  ...ROLLOUT_COMMANDS,
   ...BACKUP_COMMANDS,
   ...ADMIN_COMMANDS,
 ];

@@ -125,21 +125,17 @@ export function parseCommandLine(
   commands: readonly Command[],
   title: string,
 ): CommandLine {
-  // Every command's options are known in the first pass, so a value is never mistaken for the command's name.
-  const everyOption: Record<string, OptionSpec> = { ...GLOBAL_OPTIONS };
-  for (const command of commands) Object.assign(everyOption, command.options);
-  const first = parse(argv, everyOption);
-  const words = first.positionals;
-
+  const words = commandWords(argv);
+  const help = helpAsked(argv);
   const command = commands.find((candidate) => candidate.name.every((part, i) => words[i] === part));
   if (!command) {
     if (words.length === 0) {
-      if (first.values.help) return { kind: "help", text: overview(commands, title) };
+      if (help) return { kind: "help", text: overview(commands, title) };
       throw new UsageError("missing command (see --help)");
     }
     const group = commands.filter((candidate) => candidate.name.length > 1 && candidate.name[0] === words[0]);
-    if (group.length > 0 && (words.length === 1 || first.values.help)) {
-      if (first.values.help) return { kind: "help", text: overview(group, title) };
+    if (group.length > 0 && (words.length === 1 || help)) {
+      if (help) return { kind: "help", text: overview(group, title) };
       const names = group.map((candidate) => candidate.name[1]).join(", ");
       throw new UsageError(`${words[0]} needs one of: ${names} (see --help)`);
     }
@@ -176,6 +172,35 @@ export function parseCommandLine(
     timeoutMs: wholeNumber("--timeout", text(values.timeout), DEFAULT_TIMEOUT_SECONDS, 1, 3600) * 1000,
     warnings: flagToken === undefined ? [] : [TOKEN_FLAG_WARNING],
   };
+}
+
+/**
+ * The command's words: the first two arguments that are not global options (with their values). They come before the
+ * command's own options, whose names and types differ between commands (`--canary` is a flag of `orgs create` and
+ * takes a list in `fleet redeploy`), so the first option that is not global ends them.
+ */
+function commandWords(argv: readonly string[]): string[] {
+  const words: string[] = [];
+  for (let i = 0; i < argv.length && words.length < 2; i += 1) {
+    const arg = argv[i] ?? "";
+    if (arg === "--") break;
+    if (!arg.startsWith("-")) {
+      words.push(arg);
+      continue;
+    }
+    const name = arg.replace(/^--?/, "").split("=")[0] ?? "";
+    const spec = Object.entries(GLOBAL_OPTIONS).find(
+      ([long, option]) => long === name || ("short" in option && option.short === name),
+    )?.[1];
+    if (!spec) break;
+    if (spec.type === "string" && !arg.includes("=")) i += 1;
+  }
+  return words;
+}
+
+function helpAsked(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).some((arg) => arg === "-h" || arg === "--help");
 }
 
 function parse(argv: readonly string[], options: Record<string, OptionSpec>) {
@@ -221,7 +246,8 @@ export function wholeNumber(
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!/^\d+$/.test(raw) || value < min || value > max) {
-    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    const range = max < Number.MAX_SAFE_INTEGER ? ` from ${min} to ${max}` : "";
+    throw new UsageError(`${flag} must be a whole number${range}, got ${JSON.stringify(raw)}`);
   }
   return value;
 }

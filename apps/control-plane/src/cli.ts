@@ -100,6 +100,11 @@ function isEntry(): boolean {
 }
 
 if (isEntry()) {
+  // Interrupted while following something: end the line a progress bar may be on, so the prompt starts afresh.
+  process.once("SIGINT", () => {
+    if (process.stdout.isTTY) process.stdout.write("\n");
+    process.exit(130);
+  });
   runCli(process.argv.slice(2), {
     env: process.env,
     stdout: (text) => process.stdout.write(text),

@@ -34,7 +34,7 @@ const list: Command = {
 const show: Command = {
   name: ["orgs", "show"],
   synopsis: "<slug>",
-  summary: "one org: its tenant's boot events and its latest provision or delete",
+  summary: "one org: its tenant's boot events and its latest operation",
   args: ["slug"],
   async run(io, input) {
     const { data, raw } = await io.client.call("GET", orgPath(input.args[0] ?? ""), OrgDetail);

@@ -25,6 +25,7 @@ import {
   OperationSuperseded,
   type OperationsTable,
   type OperationTableAdapter,
+  type RunnerDb,
 } from "@molecule/service-kit/runner";
 import { eq } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
@@ -88,8 +89,9 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
   }
 
   /**
-   * Every backend call gets the attempt's signal; after each one, `ensureCurrent` stops an attempt that was
-   * abandoned at its deadline from writing its late result.
+   * Every backend call gets the attempt's signal, and every write of the workspace's row is fenced by the attempt
+   * (`attempt.fenced`), so an attempt abandoned at its deadline, or overtaken by another replica after its lease
+   * lapsed, changes nothing when it comes back late.
    */
   private async perform(
     operation: OperationRow,
@@ -102,7 +104,8 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       throw new OperationSuperseded("the workspace is being deleted");
     }
     const { provisioner } = this.platform;
-    const { signal, ensureCurrent } = attempt;
+    const { signal } = attempt;
+    const within = attempt.fenced;
     // Stable across retries of one attempt, new for the next attempt: backends that call a remote API (the control
     // plane) send it as their idempotency key.
     const callKey = (call: string) => `${operation.id}:${operation.attempts}:${call}`;
@@ -123,14 +126,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           operationId: operation.id,
           audit,
         });
-        ensureCurrent();
-        await this.saveHandle(workspace.id, handle);
-        await transitionWorkspace(this.platform, workspace.id, "awaiting_agent", { from: ["provisioning"] });
+        await this.markStarted(attempt, workspace.id, handle);
         return;
       }
       case "start": {
         const spec = scrub.learn(await this.spec(workspace, operation));
-        await this.forgetHeartbeat(workspace.id);
+        await attempt.fenced((tx) => this.forgetHeartbeat(tx, workspace.id));
         // Changed secrets reach the process only through a new one built from the current spec.
         const handle = await provisioner.start(spec, workspace.handle, {
           step,
@@ -140,15 +141,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           operationId: operation.id,
           audit,
         });
-        ensureCurrent();
-        await this.saveHandle(workspace.id, handle);
-        await this.markStarted(workspace.id);
+        await this.markStarted(attempt, workspace.id, handle);
         return;
       }
       case "stop": {
         await provisioner.stop(this.ref(workspace), { step, signal, idempotencyKey: callKey("stop") });
-        ensureCurrent();
-        await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
+        await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"], within });
         return;
       }
       case "suspend": {
@@ -157,12 +155,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           signal,
           idempotencyKey: callKey("suspend"),
         });
-        ensureCurrent();
         if (!result.suspended) step("stopped_instead", result.reason);
         const to: WorkspaceStatus = result.suspended ? "suspended" : "stopped";
         await transitionWorkspace(this.platform, workspace.id, to, {
           from: ["stopping"],
           reason: result.reason,
+          within,
         });
         return;
       }
@@ -177,15 +175,15 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           operationId: operation.id,
           audit,
           afterStop: async () => {
-            ensureCurrent();
-            await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"] });
-            await transitionWorkspace(this.platform, workspace.id, "provisioning", { from: ["stopped"] });
-            await this.forgetHeartbeat(workspace.id);
+            await transitionWorkspace(this.platform, workspace.id, "stopped", { from: ["stopping"], within });
+            await transitionWorkspace(this.platform, workspace.id, "provisioning", {
+              from: ["stopped"],
+              within,
+            });
+            await attempt.fenced((tx) => this.forgetHeartbeat(tx, workspace.id));
           },
         });
-        ensureCurrent();
-        await this.saveHandle(workspace.id, handle);
-        await this.markStarted(workspace.id);
+        await this.markStarted(attempt, workspace.id, handle);
         // A redeploy is done when the rebuilt workspace's agent is back: whoever rolls a fleet waits on it.
         if (operation.kind === "redeploy") await this.awaitOnline(workspace.id, step, signal);
         return;
@@ -199,14 +197,13 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
             signal,
             idempotencyKey: callKey("destroy"),
           });
-        ensureCurrent();
-        await releaseAudited(
-          this.platform.db,
-          workspaceResources,
-          { subjectId: workspace.id },
-          this.platform.clock.now(),
-        );
-        await this.platform.db.transaction(async (tx) => {
+        await attempt.fenced(async (tx) => {
+          await releaseAudited(
+            tx,
+            workspaceResources,
+            { subjectId: workspace.id },
+            this.platform.clock.now(),
+          );
           await tx.delete(workspaceTokens).where(eq(workspaceTokens.workspaceId, workspace.id));
           await tx.delete(workspaceSecrets).where(eq(workspaceSecrets.workspaceId, workspace.id));
           await tx
@@ -261,20 +258,24 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
   }
 
   /** The old process's last heartbeat says nothing about the new one; cleared before the new one can send its first. */
-  private async forgetHeartbeat(workspaceId: string): Promise<void> {
-    await this.platform.db
-      .update(workspaces)
-      .set({ lastHeartbeatAt: null })
-      .where(eq(workspaces.id, workspaceId));
+  private async forgetHeartbeat(tx: RunnerDb, workspaceId: string): Promise<void> {
+    await tx.update(workspaces).set({ lastHeartbeatAt: null }).where(eq(workspaces.id, workspaceId));
   }
 
-  /** An agent that already heartbeated while the backend call finished has moved it online: that move stands. */
-  private async markStarted(workspaceId: string): Promise<void> {
-    await this.platform.db
-      .update(workspaces)
-      .set({ needsRestart: false })
-      .where(eq(workspaces.id, workspaceId));
-    await transitionWorkspace(this.platform, workspaceId, "awaiting_agent", { from: ["provisioning"] });
+  /**
+   * Saves the started process's handle and waits for its agent, in one fenced write. An agent that already
+   * heartbeated while the backend call finished has moved it online: that move stands.
+   */
+  private async markStarted(attempt: AttemptContext, workspaceId: string, handle: Handle): Promise<void> {
+    await transitionWorkspace(this.platform, workspaceId, "awaiting_agent", {
+      from: ["provisioning"],
+      within: (move) =>
+        attempt.fenced(async (tx) => {
+          await this.saveHandle(tx, workspaceId, handle);
+          await tx.update(workspaces).set({ needsRestart: false }).where(eq(workspaces.id, workspaceId));
+          return move(tx);
+        }),
+    });
   }
 
   /** After an operation ended as failed for good: the workspace fails with the operation's reason. */
@@ -308,8 +309,8 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     return { workspaceId: workspace.id, orgId: workspace.orgId, handle: workspace.handle ?? null };
   }
 
-  private async saveHandle(workspaceId: string, handle: Handle): Promise<void> {
-    await this.platform.db
+  private async saveHandle(tx: RunnerDb, workspaceId: string, handle: Handle): Promise<void> {
+    await tx
       .update(workspaces)
       .set({ handle, updatedAt: this.platform.clock.now() })
       .where(eq(workspaces.id, workspaceId));

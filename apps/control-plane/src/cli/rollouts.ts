@@ -4,16 +4,8 @@
  * changes, or, when stdout is a terminal, one progress bar redrawn in place; then the per-tenant results.
  */
 import { RolloutAccepted, RolloutList, type RolloutTenant, type RolloutView } from "@molecule/contracts";
-import {
-  type Command,
-  CommandFailed,
-  type CommandIo,
-  flag,
-  type Invocation,
-  option,
-  wholeNumber,
-} from "./command.ts";
-import { progress, suffix, WAIT_LIMIT_MS } from "./follow.ts";
+import { type Command, type CommandIo, flag, type Invocation, option, wholeNumber } from "./command.ts";
+import { progress, suffix } from "./follow.ts";
 import { cell, duration, json, table } from "./output.ts";
 
 const rolloutPath = (id: string) => `/cp/admin/rollouts/${encodeURIComponent(id)}`;
@@ -95,21 +87,18 @@ export function barProgress(write: (text: string) => void, width = 24): Progress
   };
 }
 
-/** Follows the rollout to its end; returns the last answer. */
+/**
+ * Follows the rollout to its end; returns the last answer. No limit of its own: a fleet with a long soak can take
+ * hours, and the control plane ends every rollout itself (its attempts have a deadline).
+ */
 async function followRollout(io: CommandIo, id: string): Promise<{ data: RolloutView; raw: unknown }> {
   // On a terminal (and not in --json mode) a bar; else lines, on stderr in --json mode.
   const view = io.tty && !io.json ? barProgress(io.stdout) : lineProgress((line) => progress(io, line));
-  const deadline = io.now() + WAIT_LIMIT_MS;
   try {
     for (;;) {
       const answer = await io.client.call("GET", rolloutPath(id), RolloutAccepted);
       view.update(answer.data.rollout);
       if (FINISHED.has(answer.data.rollout.status)) return { data: answer.data.rollout, raw: answer.raw };
-      if (io.now() > deadline) {
-        throw new CommandFailed(
-          `rollout ${id} is still ${answer.data.rollout.status} after ${duration(WAIT_LIMIT_MS)}; it goes on: molecule-cp fleet status ${id}`,
-        );
-      }
       await io.sleep(io.pollIntervalMs);
     }
   } finally {

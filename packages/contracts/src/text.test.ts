@@ -120,7 +120,7 @@ describe("NUL in stored input", () => {
 });
 
 describe("environment values (secrets, the control plane's env)", () => {
-  it("carry whatever a process environment can (a PEM key, tabs, escape codes); only NUL is refused", () => {
+  it("carry whatever a process environment can (a PEM key, tabs, escape codes); NUL and lone surrogates are refused", () => {
     for (const fine of [
       "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n",
       "a\tb",
@@ -133,8 +133,15 @@ describe("environment values (secrets, the control plane's env)", () => {
     }
     const refused = PutSecretBody.safeParse({ value: "MARKER-secret\u0000tail" });
     expect(refused.error?.issues).toEqual([
-      expect.objectContaining({ path: ["value"], message: "must not contain NUL (\\u0000)" }),
+      expect.objectContaining({
+        path: ["value"],
+        message: "must not contain NUL (\\u0000) or unpaired surrogates",
+      }),
     ]);
+    for (const lone of ["\ud800", "tail\udfff", "\udfff\ud800"]) {
+      expect(PutSecretBody.safeParse({ value: lone }).success, JSON.stringify(lone)).toBe(false);
+      expect(CpProvisionBody.safeParse({ ...spec, env: { API_KEY: lone } }).success).toBe(false);
+    }
     // The refusal names the field, never the value.
     expect(JSON.stringify(refused.error?.issues)).not.toContain("MARKER");
   });

@@ -60,6 +60,12 @@ export function isMultiLineText(value: string): boolean {
 }
 
 /** True when every string and key in a JSON value can be stored (no NUL, no lone surrogate) and it is not too deep. */
+/** What a process environment can carry unchanged: any text but NUL and unpaired surrogates (UTF-8 has no bytes
+ * for those: they would arrive as U+FFFD, a different value than the one stored). */
+export function isEnvText(value: string): boolean {
+  return clean(value, allButNul);
+}
+
 export function isStorableJson(value: unknown, depth = 0): boolean {
   if (typeof value === "string") return clean(value, allButNul);
   if (value === null || typeof value !== "object") return true;

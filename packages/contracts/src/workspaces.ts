@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { OperationKind, OperationStatus, WorkspaceStatus } from "./status.ts";
-import { multiLineText, singleLineText } from "./text.ts";
+import { isEnvText, multiLineText, singleLineText } from "./text.ts";
 
 export const TIERS = [2, 3, 4] as const;
 export const Tier = z.union([z.literal(2), z.literal(3), z.literal(4)], {
@@ -13,12 +13,14 @@ export const SECRET_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 export const SecretKey = z.string().regex(SECRET_KEY_PATTERN, "must look like an environment variable name");
 /**
  * What an environment variable can carry: any text without NUL, which no process environment can hold (the engine
- * refuses the container, quoting the variable). Secret values and the control plane's env values are this.
+ * refuses the container, quoting the variable), and without an unpaired surrogate, which no UTF-8 environment can
+ * hold either (it would reach the agent as U+FFFD, not as the value stored). Secret values and the control plane's
+ * env values are this.
  */
 export const EnvValue = z
   .string()
   .max(64 * 1024)
-  .refine((value) => !value.includes("\u0000"), "must not contain NUL (\\u0000)");
+  .refine(isEnvText, "must not contain NUL (\\u0000) or unpaired surrogates");
 export const SecretValue = EnvValue;
 
 /** Names a runtime may not override: the platform owns them. */

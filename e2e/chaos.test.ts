@@ -504,6 +504,40 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
           expect(body.org.status, org.slug).toBe("deleted");
         }
 
+        // The resource audit agrees: each live workspace's (and org's) compute resource is claimed with the id the
+        // backend shows, and no open claim names anything that is gone.
+        const tenantAudit = await tenantSql<
+          { subject_id: string; kind: string; provider_id: string | null }[]
+        >`
+          SELECT workspace_id AS subject_id, kind, provider_id FROM workspace_resources WHERE state <> 'released'`;
+        for (const row of tenantAudit) expect(liveTenant.has(row.subject_id), JSON.stringify(row)).toBe(true);
+        for (const id of liveTenant.keys()) {
+          const claimed = tenantAudit.filter((row) => row.subject_id === id && row.kind === "container");
+          expect(
+            claimed.map((row) => row.provider_id),
+            id,
+          ).toEqual([dockerNow.containers.get(id)?.[0]?.id]);
+        }
+        const cpAudit = await cpSql<{ subject_id: string; kind: string; provider_id: string | null }[]>`
+          SELECT subject_id, kind, provider_id FROM cp_tenant_resources WHERE state <> 'released'`;
+        for (const row of cpAudit) {
+          expect(liveCp.has(row.subject_id) || liveOrgs.has(row.subject_id), JSON.stringify(row)).toBe(true);
+        }
+        for (const id of liveCp.keys()) {
+          const claimed = cpAudit.filter((row) => row.subject_id === id && row.kind === "fly_machine");
+          expect(
+            claimed.map((row) => row.provider_id),
+            id,
+          ).toEqual([flyNow.machines.get(id)?.[0]?.id]);
+        }
+        for (const id of liveOrgs) {
+          const claimed = cpAudit.filter((row) => row.subject_id === id && row.kind === "ec2_instance");
+          expect(
+            claimed.map((row) => row.provider_id),
+            id,
+          ).toEqual([ec2Now.instances.get(id)?.[0]?.InstanceId]);
+        }
+
         // 7. No process died on its own, no request was answered with a server error.
         expect(fleet.crashes.map((c) => `${c.replica} ${JSON.stringify(c.exit)}\n${c.output}`)).toEqual([]);
         const serverErrors = ledger.requestRows().filter((row) => /(^|, )5\d\d/.test(row.outcomes));

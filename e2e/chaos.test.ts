@@ -30,6 +30,7 @@ import { FaultInjector } from "../test-support/chaos/faults.ts";
 import { Fleet, type Replica, type RunningProcess } from "../test-support/chaos/fleet.ts";
 import { Ledger, type TrackedOperation } from "../test-support/chaos/ledger.ts";
 import { chaosSeed, SeededRandom } from "../test-support/chaos/random.ts";
+import { Saboteur } from "../test-support/chaos/sabotage.ts";
 import { TenantDriver } from "../test-support/chaos/tenant-driver.ts";
 import { controlPlaneOperationState, tenantOperationState } from "../test-support/chaos/terminal.ts";
 import { dockerWorld, ec2World, flyWorld } from "../test-support/chaos/world.ts";
@@ -53,6 +54,9 @@ const RESTART_AFTER_MS = [300, 3_000] as const;
 const MID_OPERATION_WAIT_MS = 5_000;
 /** One fault is armed every FAULT_EVERY_MS; the next matching request consumes it. */
 const FAULT_EVERY_MS = [1_500, 4_000] as const;
+/** Resources leaked behind the platform's back during the chaos, per backend (each at a random moment). */
+const DOCKER_LEAKS = [1, 2] as const;
+const FLY_LEAKS = [1, 2] as const;
 /** Pause of each driver between its requests. */
 const THINK_MS = [200, 1_500] as const;
 /** Convergence, not timing: long enough for a loaded 2-core machine, never part of what is asserted. */
@@ -78,6 +82,7 @@ let fleet: Fleet;
 let faults: FaultInjector;
 let tenant: TenantDriver;
 let cp: ControlPlaneDriver;
+let saboteur: Saboteur;
 const adminToken = `adm_${randomBytes(16).toString("hex")}`;
 const cpAdminToken = `mca_${randomBytes(16).toString("hex")}`;
 const sharedSecret = randomBytes(32).toString("hex");
@@ -97,6 +102,14 @@ beforeAll(async () => {
   cpSql = postgres(cpDb.url, { max: 2, onnotice: () => {} });
   tenantSql = postgres(tenantDb.url, { max: 2, onnotice: () => {} });
   faults = new FaultInjector(harness.emulator, aws);
+  saboteur = new Saboteur({
+    docker,
+    dockerImage: `molecule/workspace-echo:${process.env.WORKSPACE_IMAGE_TAG ?? "latest"}`,
+    tenantOrgId: "org_local",
+    fly: { url: harness.emulator.url, token: FLY_TOKEN, app: FLY_APP },
+    aws: { endpoint: aws.endpoint, imageId: network.imageId, subnetId: network.subnetId },
+    scope: { deployment, environment: ENVIRONMENT },
+  });
 
   // What both services share: quick takeover of a killed process's operations, the reconciler only on demand,
   // deleting every orphan it finds (no grace: it runs once everything has settled).
@@ -295,6 +308,69 @@ async function injector(random: SeededRandom, until: number) {
   }
 }
 
+/**
+ * Leaks docker workspaces and Fly machines for workspaces that do not exist, each at a random moment of the chaos
+ * window (nothing reconciles during it: the pass runs on demand only, so each is still there for the cleaning pass).
+ */
+async function leaker(random: SeededRandom, until: number) {
+  const leaks = [
+    ...Array.from({ length: random.int(...DOCKER_LEAKS) }, () => "docker" as const),
+    ...Array.from({ length: random.int(...FLY_LEAKS) }, () => "fly" as const),
+  ];
+  for (const kind of leaks) {
+    await sleepWithin(random.ms(1_000, CHAOS_MS / leaks.length), until);
+    if (kind === "docker") await saboteur.leakDockerWorkspace();
+    else await saboteur.leakFlyMachine();
+    console.log(`chaos: ${at()} leaked a ${kind} workspace's resources`);
+  }
+}
+
+/**
+ * An org that was deleted (one made and deleted now when the run deleted none), for the EC2 leak: its tombstone names
+ * it, so the reconciler can sweep what is tagged with it.
+ */
+async function aDeletedOrg(): Promise<CpOrg> {
+  const deleted = [...cp.orgs.values()].filter((org) => org.deleted);
+  if (deleted.length > 0) return rng.pick(deleted);
+  const before = new Set(cp.orgs.keys());
+  await cp.createOrg(rng);
+  await everyOperationTerminal();
+  const org = [...cp.orgs.values()].find((candidate) => !before.has(candidate.slug));
+  if (!org) throw new Error("the org made for the EC2 leak was not created");
+  await cp.deleteOrg(rng, org);
+  await everyOperationTerminal();
+  return org;
+}
+
+/**
+ * Ghosts, made once everything is calm (no operation runs on them, so the pass judges them and nothing else changes
+ * them first): one online tenant workspace's container removed, one running control-plane workspace's machine
+ * destroyed; then waits until the tenant's agent is offline and the machine is gone from the app's listing.
+ */
+async function makeGhosts(
+  workspaces: { id: string; status: string }[],
+  cpWorkspaces: Map<CpOrg, { workspace_id: string; state: string }[]>,
+): Promise<void> {
+  const online = workspaces.filter((w) => w.status === "online");
+  const tenantGhost = online.length > 0 ? rng.pick(online).id : null;
+  if (tenantGhost) await saboteur.removeContainer(tenantGhost);
+  const running = [...cpWorkspaces.values()].flat().filter((w) => w.state === "running");
+  const cpGhost = running.length > 0 ? rng.pick(running).workspace_id : null;
+  const machine = cpGhost ? flyWorld(harness.emulator, FLY_APP).machines.get(cpGhost)?.[0] : undefined;
+  if (cpGhost && machine) await saboteur.destroyFlyMachine(cpGhost, machine.id);
+  await waitFor(
+    "each ghost's resource gone and the tenant's agent offline",
+    async () => {
+      const tenantSettled =
+        !tenantGhost || (await tenantWorkspaces()).find((w) => w.id === tenantGhost)?.status === "offline";
+      const flySettled = !cpGhost || !flyWorld(harness.emulator, FLY_APP).machines.has(cpGhost);
+      return tenantSettled && flySettled ? true : undefined;
+    },
+    SETTLE_MS,
+    500,
+  );
+}
+
 async function finalStateOf(operation: TrackedOperation) {
   return operation.service === "tenant"
     ? tenantOperationState(tenant, operation)
@@ -314,6 +390,21 @@ async function everyOperationTerminal(): Promise<void> {
   ).catch((error: unknown) => {
     const open = ledger.pending().map((o) => `${o.service} ${o.kind} ${o.id} on ${o.subject}`);
     throw new Error(`${(error as Error).message}\nstill open:\n${open.join("\n")}`);
+  });
+}
+
+/** Waits until every agent is back online (kills of its platform make it offline for a while) or stopped. */
+async function settledTenantWorkspaces(): Promise<{ id: string; status: string }[]> {
+  return waitFor(
+    "every tenant workspace to be online or stopped",
+    async () => {
+      const list = await tenantWorkspaces();
+      return list.every((w) => w.status === "online" || w.status === "stopped") ? list : undefined;
+    },
+    SETTLE_MS,
+    1_000,
+  ).catch(async (error: unknown) => {
+    throw new Error(`${(error as Error).message}\n${JSON.stringify(await tenantWorkspaces(), null, 1)}`);
   });
 }
 
@@ -385,6 +476,7 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
           killer(rng.fork(), until),
           injector(rng.fork(), until),
           watcher(until),
+          leaker(rng.fork(), until),
         ]);
         const chaosEnded = Date.now();
 
@@ -395,36 +487,62 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
         const recovered = await recoverFailures();
         await everyOperationTerminal();
 
-        // 3. Every agent back online (kills of its platform make it offline for a while) or stopped.
-        const workspaces = await waitFor(
-          "every tenant workspace to be online or stopped",
-          async () => {
-            const list = await tenantWorkspaces();
-            return list.every((w) => w.status === "online" || w.status === "stopped") ? list : undefined;
-          },
-          SETTLE_MS,
-          1_000,
-        ).catch(async (error: unknown) => {
-          throw new Error(
-            `${(error as Error).message}\n${JSON.stringify(await tenantWorkspaces(), null, 1)}`,
-          );
-        });
-        const cpWorkspaces = await controlPlaneWorkspaces();
+        // 3. Every agent back online (kills of its platform make it offline for a while) or stopped; then, behind
+        // the platform's back, an EC2 tenant instance leaked for a deleted org (now: faults are off, so one
+        // RunInstances makes exactly one) and the ghosts made.
+        await makeGhosts(await settledTenantWorkspaces(), await controlPlaneWorkspaces());
+        await saboteur.leakEc2Tenant(await aDeletedOrg());
 
-        // 4. One reconcile per service, orphan deletion on.
+        // 4. One reconcile per service, orphan deletion on: exactly the leaked resources are orphans, all deleted;
+        // exactly the ghosts made are ghosts, each workspace marked failed.
         const tenantReplica = fleet.byName("tenant-a");
         const cpReplica = fleet.byName("cp-a");
         const tenantReport = await fetchJson(tenantReplica.url, adminToken, "POST", "/admin/reconcile");
         const cpReport = await fetchJson(cpReplica.url, cpAdminToken, "POST", "/cp/admin/reconcile");
         expect(tenantReport.status, JSON.stringify(tenantReport.body)).toBe(200);
         expect(cpReport.status, JSON.stringify(cpReport.body)).toBe(200);
-        for (const report of [tenantReport.body, cpReport.body]) {
-          expect(report.errors).toEqual([]);
+        for (const [service, report] of [
+          ["tenant", tenantReport.body],
+          ["control-plane", cpReport.body],
+        ] as const) {
+          expect(report.errors, service).toEqual([]);
+          const orphans: { workspace_id: string | null; org_id: string | null; deleted: boolean }[] =
+            report.orphanList;
+          expect(orphans.map((o) => o.workspace_id ?? o.org_id).sort(), service).toEqual(
+            saboteur.expectedOrphans(service),
+          );
+          expect(
+            orphans.filter((o) => !o.deleted),
+            service,
+          ).toEqual([]);
           // a ghost is a status that disagrees with its backend
-          expect(report.ghostList).toEqual([]);
-          // whatever leaked was found and deleted
-          expect(report.orphanList.filter((o: { deleted: boolean }) => !o.deleted)).toEqual([]);
+          const ghosts: { id: string; action: string }[] = report.ghostList;
+          expect(
+            ghosts.map((g) => `${g.id} ${g.action}`),
+            service,
+          ).toEqual(
+            saboteur.ghosts.filter((g) => g.service === service).map((g) => `${g.workspaceId} marked_failed`),
+          );
         }
+        const liveTenantNow = await tenantWorkspaces();
+        for (const ghost of saboteur.ghosts.filter((g) => g.service === "tenant")) {
+          expect(liveTenantNow.find((w) => w.id === ghost.workspaceId)).toMatchObject({
+            status: "failed",
+            status_reason: expect.stringContaining("the reconciler found no docker"),
+          });
+        }
+        const cpStatesNow = new Map(
+          [...(await controlPlaneWorkspaces()).values()].flat().map((w) => [w.workspace_id, w.state]),
+        );
+        for (const ghost of saboteur.ghosts.filter((g) => g.service === "control-plane")) {
+          expect(cpStatesNow.get(ghost.workspaceId), ghost.workspaceId).toBe("failed");
+        }
+
+        // The ghosts recovered as any failed workspace is (started again: its container or machine is made anew).
+        recovered.push(...(await recoverFailures()));
+        await everyOperationTerminal();
+        const workspaces = await settledTenantWorkspaces();
+        const cpWorkspaces = await controlPlaneWorkspaces();
 
         // 5. Nothing remains: a second read of what the reconcilers see, and the stats.
         const tenantAgain = await fetchJson(tenantReplica.url, adminToken, "POST", "/admin/reconcile");
@@ -498,6 +616,19 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
         expect([...ec2Now.instances.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
         expect([...ec2Now.groupsByOrg.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
         expect([...ec2Now.secretsByOrg.keys()].filter((id) => !liveOrgs.has(id))).toEqual([]);
+        // none of the leaked resources remains
+        for (const leak of saboteur.leaks) {
+          const left =
+            leak.backend === "docker"
+              ? [
+                  ...(dockerNow.containers.get(leak.owner) ?? []),
+                  ...(dockerNow.volumes.get(leak.owner) ?? []),
+                ]
+              : leak.backend === "flyio"
+                ? (flyNow.machines.get(leak.owner) ?? [])
+                : (ec2Now.instances.get(leak.owner) ?? []);
+          expect(left, `${leak.backend} ${leak.owner}`).toEqual([]);
+        }
         for (const org of cp.orgs.values()) {
           if (!org.deleted) continue;
           const { body } = await cp.adminGet(`/cp/orgs/${org.slug}`);
@@ -610,6 +741,7 @@ function printTable(figures: {
       `Fly ${fault.fly.hit} of ${fault.fly.armed} armed hit, AWS ${fault.aws.hit} of ${fault.aws.armed}`,
     ],
     ["  armed", fault.byKind],
+    ["sabotage", saboteur.summary()],
     ["recovered", figures.recovered.length === 0 ? "none failed" : figures.recovered.join("; ")],
     [
       "orphans",

@@ -409,7 +409,7 @@ async function settledTenantWorkspaces(): Promise<{ id: string; status: string }
 }
 
 /** The tenant's workspaces that are not removed, as its API shows them. */
-async function tenantWorkspaces(): Promise<{ id: string; status: string; status_reason: string | null }[]> {
+async function tenantWorkspaces(): Promise<{ id: string; status: string; statusReason: string | null }[]> {
   const { status, body } = await tenant.get("/workspaces");
   if (status !== 200) throw new Error(`GET /workspaces answered ${status}`);
   return body.workspaces;
@@ -434,7 +434,7 @@ async function recoverFailures(): Promise<string[]> {
   const recovered: string[] = [];
   for (const workspace of await tenantWorkspaces()) {
     if (workspace.status !== "failed") continue;
-    recovered.push(`tenant workspace ${workspace.id}: ${workspace.status_reason}`);
+    recovered.push(`tenant workspace ${workspace.id}: ${workspace.statusReason}`);
     await tenant.lifecycle(rng, "start", { id: workspace.id, deleted: false });
   }
   for (const [org, workspaces] of await controlPlaneWorkspaces()) {
@@ -528,7 +528,7 @@ describe("chaos: two control planes and two tenant replicas on one PostgreSQL, p
         for (const ghost of saboteur.ghosts.filter((g) => g.service === "tenant")) {
           expect(liveTenantNow.find((w) => w.id === ghost.workspaceId)).toMatchObject({
             status: "failed",
-            status_reason: expect.stringContaining("the reconciler found no docker"),
+            statusReason: expect.stringContaining("the reconciler found no docker"),
           });
         }
         const cpStatesNow = new Map(

@@ -4,10 +4,12 @@
  * echo agent), all on one PostgreSQL server. For CHAOS_SECONDS (default 180) a seeded driver sends random workspace
  * creates, stops, starts, restarts and deletes to the tenant, org creates and deletes and signed workspace calls to
  * the control plane, through any replica; meanwhile processes are SIGKILLed and started again on the same port, and
- * the emulators inject faults. Then the faults stop, every process is up, every accepted operation reaches its
- * terminal state, one reconcile runs on each service (orphan deletion on, no grace), and the world must be exact:
- * every live workspace and org has exactly one resource of each kind, nothing else exists, no orphan or ghost
- * remains, and every status agrees with its backend. `CHAOS_SEED=<n>` replays the driver's decisions of a run.
+ * the emulators inject faults; behind the platform's back, resources of workspaces and orgs that do not exist are
+ * leaked and live workspaces' containers and machines removed. Then the faults stop, every process is up, every
+ * accepted operation reaches its terminal state, one reconcile runs on each service (orphan deletion on, no grace)
+ * and reports exactly the leaked resources as orphans (deleted) and the removed ones as ghosts (marked failed, then
+ * started again), and the world must be exact: every live workspace and org has exactly one resource of each kind,
+ * nothing else exists, no orphan or ghost remains, and every status agrees with its backend. `CHAOS_SEED=<n>` replays the driver's decisions of a run.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -462,7 +464,7 @@ function withOutputs(error: unknown): Error {
 
 describe("chaos: two control planes and two tenant replicas on one PostgreSQL, processes killed, faults injected", () => {
   it(
-    "every request ends, every live workspace and org has exactly its resources, no orphan, no ghost",
+    "every request ends, every live workspace and org has exactly its resources, the leaked ones cleaned as orphans, the removed ones found as ghosts",
     { timeout: CHAOS_MS + 15 * 60_000 },
     async () => {
       try {

@@ -130,6 +130,13 @@ export function streamEvents<Type extends string>(
           await stream.write(": keepalive\n\n");
         }
       }
+    } catch (error) {
+      // Left to Hono, it would reach the console unformatted; it goes to the request's log, and the stream ends
+      // (the client reconnects with Last-Event-ID).
+      (c.get("logger") as Logger | undefined)?.error(
+        { err: loggableError(error) },
+        "event stream ended by an error",
+      );
     } finally {
       subscription.unsubscribe();
       unwatch?.();

@@ -33,7 +33,12 @@ import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { cpOperations, cpOrgs } from "./db/schema.ts";
 import type { Ec2TenantHandle } from "./tenants/ec2.ts";
-import { createTestControlPlane, type TestControlPlane, workspaceSpec } from "./testing.ts";
+import {
+  createTestControlPlane,
+  ec2ControlPlaneEnv,
+  type TestControlPlane,
+  workspaceSpec,
+} from "./testing.ts";
 
 const DEPLOYMENT = "cp-ec2-orgs";
 const ENVIRONMENT = "prod";
@@ -51,28 +56,18 @@ beforeAll(async () => {
   aws = await startAwsEmulator();
   net = await createNetwork(aws.endpoint, `orgs-${randomBytes(3).toString("hex")}`);
   database = await createTestDatabase({ migrations: CP_MIGRATIONS });
-  const config = loadConfig({
-    MOLECULE_DEPLOYMENT: DEPLOYMENT,
-    MOLECULE_ENV: ENVIRONMENT,
-    CP_ADMIN_API_TOKEN: "a".repeat(32),
-    PROVISION_SHARED_SECRET: "s".repeat(32),
-    CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
-    CP_TENANT_BACKEND: "ec2",
-    CP_PUBLIC_URL: "http://cp.internal:8090",
-    CP_WORKSPACE_BACKEND: "ec2",
-    AWS_REGION: "us-east-1",
-    AWS_ENDPOINT_URL: aws.endpoint,
-    EC2_VPC_ID: net.vpcId,
-    EC2_SUBNET_ID: net.subnetId,
-    EIC_ENDPOINT_SG_ID: net.eicGroupId,
-    EC2_TENANT_IAM_PROFILE: net.instanceProfile,
-    EC2_AMI: net.imageId,
-    EC2_TERMINATE_DEADLINE_SECONDS: "20",
-    TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
-    TENANT_BACKUP_INTERVAL: "12h",
-    TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIABACKUPONLY",
-    TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "backup-secret-access-key",
-  });
+  const config = loadConfig(
+    ec2ControlPlaneEnv(aws.endpoint, net, {
+      MOLECULE_DEPLOYMENT: DEPLOYMENT,
+      MOLECULE_ENV: ENVIRONMENT,
+      CP_WORKSPACE_BACKEND: "ec2",
+      EC2_TERMINATE_DEADLINE_SECONDS: "20",
+      TENANT_BACKUP_S3_PREFIX: "s3://molecule-backups/tenants",
+      TENANT_BACKUP_INTERVAL: "12h",
+      TENANT_BACKUP_S3_ACCESS_KEY_ID: "AKIABACKUPONLY",
+      TENANT_BACKUP_S3_SECRET_ACCESS_KEY: "backup-secret-access-key",
+    }),
+  );
   const backendDeps = {
     logger: pino({ level: "silent" }),
     db: database.db,

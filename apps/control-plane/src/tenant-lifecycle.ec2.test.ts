@@ -28,7 +28,12 @@ import { buildTenantBackend } from "./backends.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { cpOrgs } from "./db/schema.ts";
-import { createTestControlPlane, type TenantIdentity, type TestControlPlane } from "./testing.ts";
+import {
+  createTestControlPlane,
+  ec2ControlPlaneEnv,
+  type TenantIdentity,
+  type TestControlPlane,
+} from "./testing.ts";
 
 const DEPLOYMENT = "cp-ec2-lifecycle";
 const OLD_IMAGE = "ghcr.io/molecule/tenant-platform:1.0.0";
@@ -45,24 +50,14 @@ beforeAll(async () => {
   aws = await startAwsEmulator({ now: clock.now });
   net = await createNetwork(aws.endpoint, `life-${randomBytes(3).toString("hex")}`);
   database = await createTestDatabase({ migrations: CP_MIGRATIONS });
-  const config = loadConfig({
-    MOLECULE_DEPLOYMENT: DEPLOYMENT,
-    MOLECULE_ENV: "prod",
-    CP_ADMIN_API_TOKEN: "a".repeat(32),
-    PROVISION_SHARED_SECRET: "s".repeat(32),
-    CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
-    CP_TENANT_BACKEND: "ec2",
-    CP_PUBLIC_URL: "http://cp.internal:8090",
-    AWS_REGION: TEST_REGION,
-    AWS_ENDPOINT_URL: aws.endpoint,
-    EC2_VPC_ID: net.vpcId,
-    EC2_SUBNET_ID: net.subnetId,
-    EIC_ENDPOINT_SG_ID: net.eicGroupId,
-    EC2_TENANT_IAM_PROFILE: net.instanceProfile,
-    EC2_AMI: net.imageId,
-    TENANT_IMAGE: OLD_IMAGE,
-    TENANT_COMMAND_DEADLINE_SECONDS: "60",
-  });
+  const config = loadConfig(
+    ec2ControlPlaneEnv(aws.endpoint, net, {
+      MOLECULE_DEPLOYMENT: DEPLOYMENT,
+      AWS_REGION: TEST_REGION,
+      TENANT_IMAGE: OLD_IMAGE,
+      TENANT_COMMAND_DEADLINE_SECONDS: "60",
+    }),
+  );
   const access = testAccess(aws.endpoint, { clock, sleep: clock.sleep }).access;
   cp = await createTestControlPlane({
     database,

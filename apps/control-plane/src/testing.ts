@@ -11,6 +11,7 @@ import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { EventBus } from "@molecule/service-kit/events";
 import { getTableName } from "drizzle-orm";
 import pino from "pino";
+import type { AwsNetwork } from "../../../packages/provisioner-core/src/ec2/testkit.ts";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
 import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
@@ -32,6 +33,33 @@ export const workspaceSpec = (workspaceId: string) => ({
   secret_keys: [],
   metadata: {},
 });
+
+/**
+ * The environment of a control plane whose tenants are EC2 instances in `net` (from the EC2 testkit's
+ * `createNetwork`) on the AWS emulator at `endpoint`, in MOLECULE_ENV prod; `extra` adds settings or overrides these.
+ */
+export function ec2ControlPlaneEnv(
+  endpoint: string,
+  net: AwsNetwork,
+  extra: Record<string, string>,
+): Record<string, string> {
+  return {
+    MOLECULE_ENV: "prod",
+    CP_ADMIN_API_TOKEN: "a".repeat(32),
+    PROVISION_SHARED_SECRET: "s".repeat(32),
+    CP_SECRETS_ENCRYPTION_KEY: "a".repeat(64),
+    CP_TENANT_BACKEND: "ec2",
+    CP_PUBLIC_URL: "http://cp.internal:8090",
+    AWS_REGION: "us-east-1",
+    AWS_ENDPOINT_URL: endpoint,
+    EC2_VPC_ID: net.vpcId,
+    EC2_SUBNET_ID: net.subnetId,
+    EIC_ENDPOINT_SG_ID: net.eicGroupId,
+    EC2_TENANT_IAM_PROFILE: net.instanceProfile,
+    EC2_AMI: net.imageId,
+    ...extra,
+  };
+}
 
 export interface ManualClock {
   now(): Date;

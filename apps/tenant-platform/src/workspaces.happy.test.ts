@@ -195,6 +195,43 @@ describe("workspace lifecycle through the API", () => {
     expect(provision.body.error.code).toBe("superseded");
   });
 
+  it("carries the workspace's fields at the top level of every workspace answer, and under workspace too", async () => {
+    const headers = { "idempotency-key": "create-top-level-1" };
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "top-level", runtime: "echo" },
+      headers,
+    });
+    const { workspace, operation, ...top } = created.body;
+    expect(top).toEqual(workspace);
+    expect(created.body.id).toMatch(/^ws_/);
+    expect(operation.kind).toBe("provision");
+    const replayed = await platform.call("POST", "/workspaces", {
+      body: { name: "top-level", runtime: "echo" },
+      headers,
+    });
+    expect(replayed.body.id).toBe(created.body.id);
+    expect(replayed.body.workspace.id).toBe(created.body.id);
+    await platform.runner.drain();
+
+    const got = await platform.call("GET", `/workspaces/${created.body.id}`);
+    expect(got.body).toMatchObject({ id: created.body.id, name: "top-level" });
+    const listed = await platform.call("GET", "/workspaces");
+    expect(listed.body.workspaces.find((w: { id: string }) => w.id === created.body.id)).toEqual(got.body);
+
+    for (const [method, path] of [
+      ["POST", `/workspaces/${created.body.id}/stop`],
+      ["DELETE", `/workspaces/${created.body.id}`],
+    ] as const) {
+      const answer = await platform.call(method, path);
+      expect(answer.status).toBe(202);
+      const { workspace: nested, operation: queued, ...fields } = answer.body;
+      expect(fields).toEqual(nested);
+      expect(fields.id).toBe(created.body.id);
+      expect(queued.workspaceId).toBe(created.body.id);
+      await platform.runner.drain();
+    }
+  });
+
   it("same Idempotency-Key and body give the same workspace; a different body is refused", async () => {
     const headers = { "idempotency-key": "create-zeta-1" };
     const body = { name: "zeta", runtime: "echo", tier: 2 };

@@ -148,7 +148,12 @@ export const OperationView = z.object({
 });
 export type OperationView = z.infer<typeof OperationView>;
 
-export const AcceptedOperation = z.object({ workspace: WorkspaceView, operation: OperationView });
+/**
+ * The answer to a create or lifecycle request: the workspace's fields at the top level (so `jq -r .id` gives its id,
+ * as the self-hosting guide's scripts expect), the same view under `workspace` (what the canvas, the CLIs and the
+ * control plane's rollouts read), and the operation that was queued.
+ */
+export const AcceptedOperation = WorkspaceView.extend({ workspace: WorkspaceView, operation: OperationView });
 export type AcceptedOperation = z.infer<typeof AcceptedOperation>;
 
 /**

@@ -1,4 +1,4 @@
-import type { OperationView, Tier, WorkspaceView } from "@molecule/contracts";
+import type { AcceptedOperation, OperationView, Tier, WorkspaceView } from "@molecule/contracts";
 import type { OperationRow, WorkspaceRow } from "@molecule/db";
 
 export function toWorkspaceView(row: WorkspaceRow): WorkspaceView {
@@ -33,4 +33,10 @@ export function toOperationView(row: OperationRow): OperationView {
     updatedAt: row.updatedAt.toISOString(),
     finishedAt: row.finishedAt?.toISOString() ?? null,
   };
+}
+
+/** A create or lifecycle answer: the workspace at the top level and under `workspace`, with its operation. */
+export function toAcceptedOperation(workspace: WorkspaceRow, operation: OperationRow): AcceptedOperation {
+  const view = toWorkspaceView(workspace);
+  return { ...view, workspace: view, operation: toOperationView(operation) };
 }

@@ -29,7 +29,7 @@ import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openOperationInput, sealOperationInput } from "./operation-input.ts";
-import { toOperationView, toWorkspaceView } from "./views.ts";
+import { toAcceptedOperation, toOperationView, toWorkspaceView } from "./views.ts";
 
 export type LifecycleKind = Exclude<OperationKind, "provision">;
 
@@ -155,7 +155,7 @@ export class WorkspaceService {
     }
     const workspace = await this.getRow(existing.workspaceId);
     return {
-      accepted: { workspace: toWorkspaceView(workspace), operation: toOperationView(existing) },
+      accepted: toAcceptedOperation(workspace, existing),
       operation: existing,
     };
   }
@@ -446,6 +446,6 @@ export class WorkspaceService {
     const workspace = await this.getRow(workspaceId);
     const [operation] = await this.deps.db.select().from(operations).where(eq(operations.id, operationId));
     if (!operation) throw new DomainError("internal", `operation ${operationId} vanished`);
-    return { workspace: toWorkspaceView(workspace), operation: toOperationView(operation) };
+    return toAcceptedOperation(workspace, operation);
   }
 }

@@ -1,5 +1,6 @@
+import { timingSafeEqual } from "node:crypto";
 import { type Db, workspaceTokens } from "@molecule/db";
-import { hashToken, secretsEqual } from "@molecule/identity";
+import { hashToken } from "@molecule/identity";
 import { and, eq, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 
@@ -9,11 +10,26 @@ import type { PlatformDeps } from "./deps.ts";
  */
 export type Credential = { kind: "admin" } | { kind: "token"; tokenHash: string };
 
-/** Null when there is no token. */
+/** The admin token's hash, computed once per configured value rather than on every request. */
+let adminHash: { token: string; hash: Buffer } | null = null;
+
+function adminTokenHash(token: string): Buffer {
+  if (adminHash?.token !== token) adminHash = { token, hash: Buffer.from(hashToken(token), "hex") };
+  return adminHash.hash;
+}
+
+/**
+ * Null when there is no token. One SHA-256 per request: the presented token's hash is both what a workspace token is
+ * looked up by and what is compared, in constant time, with the admin token's hash (equal-length digests, so the
+ * comparison says nothing about the admin token's length or content).
+ */
 export function credentialOf(deps: PlatformDeps, token: string | null): Credential | null {
   if (!token) return null;
-  if (deps.settings.adminToken && secretsEqual(token, deps.settings.adminToken)) return { kind: "admin" };
-  return { kind: "token", tokenHash: hashToken(token) };
+  const tokenHash = hashToken(token);
+  const admin = deps.settings.adminToken;
+  if (admin && timingSafeEqual(Buffer.from(tokenHash, "hex"), adminTokenHash(admin)))
+    return { kind: "admin" };
+  return { kind: "token", tokenHash };
 }
 
 /** The lookup runs on every authenticated request: its SQL is built once per database handle. */

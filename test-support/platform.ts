@@ -6,6 +6,12 @@ import type { Provisioner } from "@molecule/provisioner-core";
 import { createApp } from "@molecule/tenant-platform";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
+import {
+  HeartbeatBatcher,
+  heartbeatFlushIntervalMs,
+  SINGLE_PROCESS,
+  type WorkspaceChangeSource,
+} from "@molecule/tenant-platform/heartbeats";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
 import pino from "pino";
@@ -40,6 +46,11 @@ export interface TestPlatform {
   database: TestDatabase;
   runner: OperationRunner;
   sweeper: LivenessSweeper;
+  /**
+   * Steady-state heartbeats, buffered: written by `heartbeats.flush()` (or the sweep's `markStale`), and by its timer
+   * once `listen()` has started the loops.
+   */
+  heartbeats: HeartbeatBatcher;
   clock: TestClock;
   /** Every log line the platform wrote, for checking that no secret leaks into logs. */
   logs: string[];
@@ -67,6 +78,11 @@ export async function createTestPlatform(
      * platform closes: its owner drops it.
      */
     database?: TestDatabase;
+    /**
+     * How this process hears other processes' changes to workspaces and tokens (default: it is alone on its database,
+     * so only its own changes count).
+     */
+    changes?: WorkspaceChangeSource | null;
     /** Database backups, for the backup routes (built with `buildTenantBackups` over this platform's deps). */
     backups?: (deps: PlatformDeps, database: TestDatabase) => TenantBackups | null;
   } = {},
@@ -113,15 +129,26 @@ export async function createTestPlatform(
   };
   const runner = new OperationRunner(deps, "test-runner", 100);
   let server: ServerType | undefined;
-  const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000);
+  const heartbeats = new HeartbeatBatcher(
+    deps,
+    heartbeatFlushIntervalMs(deps.settings.staleAfterMs),
+    options.changes === undefined ? SINGLE_PROCESS : options.changes,
+  );
+  heartbeats.start({ timer: false });
+  const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000, heartbeats);
   const backups = options.backups?.(deps, database) ?? null;
-  const app = createApp(deps, { onOperationQueued: () => runner.wake(), ...(backups ? { backups } : {}) });
+  const app = createApp(deps, {
+    onOperationQueued: () => runner.wake(),
+    heartbeats,
+    ...(backups ? { backups } : {}),
+  });
   return {
     app,
     deps,
     database,
     runner,
     sweeper,
+    heartbeats,
     clock,
     logs,
     async call(method, path, options = {}) {
@@ -146,6 +173,7 @@ export async function createTestPlatform(
       deps.settings.publicUrl = url;
       runner.start();
       sweeper.start();
+      heartbeats.start();
       return url;
     },
     async close() {
@@ -157,6 +185,7 @@ export async function createTestPlatform(
       }
       await runner.stop();
       await sweeper.stop();
+      await heartbeats.stop();
       if (!options.database) await database.drop();
     },
   };

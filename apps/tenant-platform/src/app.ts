@@ -13,6 +13,7 @@ import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
 import type { TenantBackups } from "./services/backups.ts";
 import type { PlatformDeps } from "./services/deps.ts";
+import type { HeartbeatBatcher } from "./services/heartbeats.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
@@ -25,12 +26,14 @@ export interface AppHooks {
   reconciler?: Reconciler;
   /** Database backups (TENANT_BACKUP_S3_PREFIX); absent, the backup routes answer 409. */
   backups?: TenantBackups;
+  /** Steady-state heartbeats answered from memory and written in batches (`main()` runs its flush loop). */
+  heartbeats?: HeartbeatBatcher;
 }
 
 export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
-  const registry = new RegistryService(deps);
+  const registry = new RegistryService(deps, hooks.heartbeats ?? null);
 
   const app = new Hono<AppEnv>();
 

@@ -23,6 +23,7 @@ import {
 } from "./provisioner.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
+import { HeartbeatBatcher, heartbeatFlushIntervalMs, SINGLE_PROCESS } from "./services/heartbeats.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
@@ -218,7 +219,13 @@ async function run(
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;
   const runner = new OperationRunner(deps, instanceId);
-  const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs);
+  // Without a way to hear other replicas' changes, a PostgreSQL-backed process writes every heartbeat itself.
+  const heartbeats = new HeartbeatBatcher(
+    deps,
+    heartbeatFlushIntervalMs(config.liveness.staleAfterMs),
+    database.driver === "pglite" ? SINGLE_PROCESS : null,
+  );
+  const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs, heartbeats);
   const reconciler = createTenantReconciler(deps, instanceId);
   const retention = createTenantRetention(deps, config.retention);
   // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
@@ -226,6 +233,7 @@ async function run(
   const app = createApp(deps, {
     onOperationQueued: () => runner.wake(),
     reconciler,
+    heartbeats,
     ...(backups ? { backups } : {}),
   });
 
@@ -254,6 +262,7 @@ async function run(
   server.once("error", (error) => onServerError(error));
   await listening;
   void boot?.post("listening");
+  heartbeats.start();
   runner.start();
   sweeper.start();
   reconciler.start();
@@ -265,7 +274,8 @@ async function run(
     logger,
     server,
     beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
-    loops: [runner, sweeper, reconciler, retention, ...(backups ? [backups] : [])],
+    // The heartbeat batcher's stop writes what it still holds, before the database closes.
+    loops: [heartbeats, runner, sweeper, reconciler, retention, ...(backups ? [backups] : [])],
     database,
   });
 }

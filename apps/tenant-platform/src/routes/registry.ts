@@ -5,7 +5,7 @@ import { readJson } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import type { RegistryService } from "../services/registry.ts";
-import { credentialOf, workspaceForToken } from "../services/tokens.ts";
+import { credentialOf } from "../services/tokens.ts";
 
 /** `POST /registry/register`; mounted behind `identify` (the admin may register an agent by hand). */
 export function registryRoutes(registry: RegistryService) {
@@ -38,7 +38,7 @@ export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService) {
     try {
       body = await readJson(c, HeartbeatBody);
     } catch (error) {
-      if (credential.kind === "token" && !(await workspaceForToken(deps.db, credential.tokenHash))) {
+      if (credential.kind === "token" && !(await registry.isCurrentToken(credential.tokenHash))) {
         throw new DomainError("unauthorized", NO_TOKEN);
       }
       throw error;

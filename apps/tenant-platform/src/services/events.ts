@@ -23,10 +23,38 @@ export type PublishInput = BusPublishInput<PlatformEventType>;
 
 export class EventBus extends ServiceEventBus<PlatformEventType> {
   private readonly credentialWatchers = new Map<string, Set<() => void>>();
+  private readonly changeWatchers = new Set<(workspaceId: string) => void>();
 
   override close(): void {
     this.credentialWatchers.clear();
+    this.changeWatchers.clear();
     super.close();
+  }
+
+  override publish(input: PublishInput): PlatformEvent {
+    const event = super.publish(input);
+    if (input.type === "workspace.status" && input.workspaceId) this.workspaceChanged(input.workspaceId);
+    return event;
+  }
+
+  /**
+   * Calls `onChange` with the workspace's id whenever this process has committed a change to its status or its
+   * bearer tokens (what memory of a workspace keyed by its token must forget). Not a subscription: it is neither
+   * counted nor closed with the streams.
+   */
+  watchWorkspaceChanges(onChange: (workspaceId: string) => void): () => void {
+    this.changeWatchers.add(onChange);
+    return () => this.changeWatchers.delete(onChange);
+  }
+
+  private workspaceChanged(workspaceId: string): void {
+    for (const onChange of this.changeWatchers) {
+      try {
+        onChange(workspaceId);
+      } catch {
+        // A broken watcher never breaks the write that changed the workspace.
+      }
+    }
   }
 
   /**
@@ -50,6 +78,7 @@ export class EventBus extends ServiceEventBus<PlatformEventType> {
 
   /** Tells the watchers of `workspaceId` that its tokens changed; called once the change is committed. */
   credentialsChanged(workspaceId: string): void {
+    this.workspaceChanged(workspaceId);
     for (const onChange of [...(this.credentialWatchers.get(workspaceId) ?? [])]) {
       try {
         onChange();

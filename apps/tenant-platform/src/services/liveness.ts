@@ -2,6 +2,7 @@ import { EXTERNAL_RUNTIME, LIVE_STATUSES } from "@molecule/contracts";
 import { operations, workspaces } from "@molecule/db";
 import { and, eq, inArray, isNotNull, lt, ne, notExists, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
+import type { HeartbeatBatcher } from "./heartbeats.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 /**
@@ -24,6 +25,8 @@ export class LivenessSweeper {
   constructor(
     private readonly deps: PlatformDeps,
     private readonly intervalMs: number,
+    /** This process's buffered heartbeats, written before the stale ones are looked for. */
+    private readonly heartbeats: HeartbeatBatcher | null = null,
   ) {}
 
   start(): void {
@@ -48,7 +51,12 @@ export class LivenessSweeper {
     await this.checkBackend();
   }
 
+  /**
+   * Heartbeats buffered in this process are written first; other replicas' buffers are at most one flush interval
+   * (≤ 1 s, a tenth of the threshold) behind, which the threshold absorbs.
+   */
   async markStale(): Promise<number> {
+    await this.heartbeats?.flush();
     const { db, clock, settings } = this.deps;
     const cutoff = new Date(clock.now().getTime() - settings.staleAfterMs);
     const reason = `no heartbeat for over ${Math.round(settings.staleAfterMs / 1000)} s`;

@@ -10,6 +10,7 @@ import { hashToken, mintToken } from "@molecule/identity";
 import { and, eq, isNull, sql } from "drizzle-orm";
 import { checkAgentUrl, isAssignedAgentUrl } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
+import type { HeartbeatBatcher } from "./heartbeats.ts";
 import { mintInboundToken } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { type Credential, workspaceForToken } from "./tokens.ts";
@@ -50,7 +51,11 @@ function checkRegisteredUrl(workspace: WorkspaceRow, url: string, settings: Plat
 
 /** Registration (boot token → bearer token) and liveness, as agents anywhere use them. */
 export class RegistryService {
-  constructor(private readonly deps: PlatformDeps) {}
+  constructor(
+    private readonly deps: PlatformDeps,
+    /** Steady-state heartbeats answered from memory and written in batches; without it every beat is written. */
+    private readonly batcher: HeartbeatBatcher | null = null,
+  ) {}
 
   /**
    * Exchanges a one-time boot token (or the admin token, for operators registering an agent by hand) for the
@@ -125,6 +130,15 @@ export class RegistryService {
    * no such workspace.
    */
   async heartbeat(credential: Credential, body: HeartbeatBody) {
+    const target = body.status === "degraded" ? "degraded" : "online";
+    const interval = heartbeatIntervalSeconds(this.deps.settings.staleAfterMs);
+    // The admin's heartbeats (by hand, rare) are always written at once.
+    const batcher = credential.kind === "token" ? this.batcher : null;
+    if (batcher && credential.kind === "token") {
+      const steady = batcher.record(credential.tokenHash, body.workspace_id, target, body.status ?? "ok");
+      if (steady) return { ok: true as const, status: steady, heartbeat_interval_seconds: interval };
+    }
+    const mark = batcher?.mark() ?? 0;
     const queries = this.heartbeatQueries();
     const values = {
       at: this.deps.clock.now().toISOString(),
@@ -152,10 +166,11 @@ export class RegistryService {
       workspaceId: workspace.id,
       data: { at: workspace.lastHeartbeatAt?.toISOString() ?? null, status: body.status ?? "ok" },
     });
-    const target = body.status === "degraded" ? "degraded" : "online";
-    // The steady state (already where the heartbeat says) costs one UPDATE; only a change reads back.
-    const interval = heartbeatIntervalSeconds(this.deps.settings.staleAfterMs);
+    // The steady state (already where the heartbeat says) costs one UPDATE, and is remembered so the next beats
+    // with this token are answered from memory; a change (remembered at its next beat) reads back.
     if (workspace.status === target) {
+      if (credential.kind === "token")
+        batcher?.remember(mark, credential.tokenHash, workspace.id, workspace.status);
       return { ok: true as const, status: workspace.status, heartbeat_interval_seconds: interval };
     }
     await transitionWorkspace(this.deps, workspace.id, target, {
@@ -172,6 +187,11 @@ export class RegistryService {
       status: current?.status ?? workspace.status,
       heartbeat_interval_seconds: interval,
     };
+  }
+
+  /** Whether `tokenHash` is some workspace's current bearer token (memory vouches for it, or the database says so). */
+  async isCurrentToken(tokenHash: string): Promise<boolean> {
+    return this.batcher?.vouchesFor(tokenHash) || (await workspaceForToken(this.deps.db, tokenHash)) !== null;
   }
 
   private prepared: ReturnType<typeof prepareHeartbeats> | undefined;

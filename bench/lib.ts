@@ -62,6 +62,8 @@ export async function startBenchPlatform(env: Record<string, string> = {}): Prom
   };
 }
 
+const SEED_BATCH = 5_000;
+
 export interface SeededWorkspace {
   id: string;
   /** The workspace's bearer token when `withTokens` was set, else "". */
@@ -71,7 +73,7 @@ export interface SeededWorkspace {
 /**
  * Writes `count` workspace rows (runtime echo, tier 2, docker backend, no container), and with `withTokens` one
  * bearer token each, hashed the way registration stores it, so each can authenticate as an agent that
- * registered. Rows go in batches of 1,000 (one INSERT each).
+ * registered. Rows go in batches of 5,000 (one INSERT each, under PostgreSQL's 65,535 parameters).
  */
 export async function seedWorkspaces(
   platform: BenchPlatform,
@@ -85,8 +87,8 @@ export async function seedWorkspaces(
     token: options.withTokens ? mintToken("mwt") : "",
   }));
   const { db } = platform.database;
-  for (let start = 0; start < count; start += 1_000) {
-    const batch = seeded.slice(start, start + 1_000);
+  for (let start = 0; start < count; start += SEED_BATCH) {
+    const batch = seeded.slice(start, start + SEED_BATCH);
     await db.insert(workspaces).values(
       batch.map((ws, i) => ({
         id: ws.id,

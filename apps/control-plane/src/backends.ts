@@ -5,6 +5,7 @@ import {
   createDockerProvisioner,
   createEc2Provisioner,
   createFlyProvisioner,
+  HOST_GATEWAY_NAME,
   type Provisioner,
   ProvisionerError,
   type RegistryLogin,
@@ -16,6 +17,7 @@ import type { ControlPlaneConfig } from "./config.ts";
 import { cpOrgs } from "./db/schema.ts";
 import { chooseAmi, TENANT_RUNTIME } from "./services/ami.ts";
 import type { TenantBackend } from "./tenants/backend.ts";
+import { createTenantDatabases, hostForBridge, type TenantDatabases } from "./tenants/databases.ts";
 import { createDockerTenantBackend } from "./tenants/docker.ts";
 import { createEc2TenantBackend, type Ec2TenantAccount, registryOf } from "./tenants/ec2.ts";
 
@@ -23,6 +25,8 @@ import { createEc2TenantBackend, type Ec2TenantAccount, registryOf } from "./ten
 export interface BackendDeps {
   logger: Logger;
   db: Db;
+  /** The secret each org's tenant database password is derived from (PROVISION_SHARED_SECRET), for per-org databases. */
+  tenantDatabaseSecret?: string;
   /** AWS clients for the ec2 backends (default: one per account, from config); tests pass their own. */
   aws?: { primary: AwsAccess; canary?: AwsAccess | null };
 }
@@ -110,6 +114,22 @@ export function buildWorkspaceProvisioner(config: ControlPlaneConfig, deps: Back
   }
 }
 
+/** TENANT_DATABASES=per-org: a database per org on the configured server, reached from tenant containers. */
+function perOrgDatabases(config: ControlPlaneConfig, deps: BackendDeps): TenantDatabases | undefined {
+  const perOrg = config.tenantBackend.perOrgDatabases;
+  if (!perOrg?.adminUrl) return undefined;
+  if (!deps.tenantDatabaseSecret)
+    throw new Error("per-org tenant databases need the provision shared secret");
+  const network = config.tenantBackend.network;
+  const tenantHost = network === "host" ? undefined : hostForBridge(perOrg.adminUrl, HOST_GATEWAY_NAME);
+  return createTenantDatabases({
+    adminUrl: perOrg.adminUrl,
+    passwordSecret: deps.tenantDatabaseSecret,
+    deployment: config.deployment,
+    ...(tenantHost ? { tenantHost } : {}),
+  });
+}
+
 /** The backend that runs one tenant platform per org (CP_TENANT_BACKEND). */
 export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps): TenantBackend {
   const { logger, db } = deps;
@@ -122,6 +142,7 @@ export function buildTenantBackend(config: ControlPlaneConfig, deps: BackendDeps
         deployment: config.deployment,
         environment: config.environment,
         logger: logger.child({ component: "tenants" }),
+        databases: perOrgDatabases(config, deps),
       });
     case "external":
       return createExternalTenantBackend(config.tenantBackend.urlTemplate ?? "");

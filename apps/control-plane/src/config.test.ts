@@ -21,6 +21,7 @@ describe("control plane config", () => {
       canaryImage: "molecule/tenant-platform:latest",
       ghcrPullToken: null,
       databaseUrl: null,
+      perOrgDatabases: null,
       commandDeadlineMs: 600_000,
       readyDeadlineMs: 300_000,
     });
@@ -94,6 +95,50 @@ describe("control plane config", () => {
       name: "external",
       urlTemplate: "https://{slug}.tenants.example.com",
     });
+  });
+
+  it("gives docker tenants a database per org on CP_TENANT_DATABASE_URL, else on its own DATABASE_URL", () => {
+    expect(loadConfig(base).tenantBackend.perOrgDatabases).toBeNull();
+    const own = loadConfig({
+      ...base,
+      TENANT_DATABASES: "per-org",
+      DATABASE_URL: "postgres://cp@db.internal:5432/molecule_cp",
+    });
+    expect(own.tenantBackend.perOrgDatabases).toEqual({
+      adminUrl: "postgres://cp@db.internal:5432/molecule_cp",
+    });
+    const other = loadConfig({
+      ...base,
+      TENANT_DATABASES: "per-org",
+      DATABASE_URL: "postgres://cp@db.internal:5432/molecule_cp",
+      CP_TENANT_DATABASE_URL: "postgres://admin@tenants.internal:5432/postgres",
+    });
+    expect(other.tenantBackend.perOrgDatabases).toEqual({
+      adminUrl: "postgres://admin@tenants.internal:5432/postgres",
+    });
+    for (const [env, message] of [
+      [
+        { TENANT_DATABASES: "per-org" },
+        "TENANT_DATABASES=per-org needs CP_TENANT_DATABASE_URL (or DATABASE_URL)",
+      ],
+      [{ TENANT_DATABASES: "yes" }, "TENANT_DATABASES"],
+      [
+        { CP_TENANT_DATABASE_URL: "postgres://a@b/c" },
+        "CP_TENANT_DATABASE_URL is used only with TENANT_DATABASES=per-org",
+      ],
+      [{ TENANT_DATABASES: "per-org", CP_TENANT_DATABASE_URL: "mysql://a@b/c" }, "must be a postgres:// URL"],
+      [
+        {
+          TENANT_DATABASES: "per-org",
+          CP_TENANT_DATABASE_URL: "postgres://a@b/c",
+          CP_TENANT_BACKEND: "external",
+          TENANT_URL_TEMPLATE: "https://{slug}.example.com",
+        },
+        "TENANT_DATABASES=per-org needs CP_TENANT_BACKEND=docker",
+      ],
+    ] as const) {
+      expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+    }
   });
 
   it("accepts a production configuration", () => {

@@ -86,6 +86,11 @@ const EnvSchema = z.object({
   TENANT_READY_DEADLINE_SECONDS: z.coerce.number().positive().default(300),
   GHCR_PULL_TOKEN: z.string().optional(),
   TENANT_DATABASE_URL: z.string().url("TENANT_DATABASE_URL must be a URL").optional(),
+  TENANT_DATABASES: z.enum(["embedded", "per-org"]).default("embedded"),
+  CP_TENANT_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\/[^\s]+$/, "CP_TENANT_DATABASE_URL must be a postgres:// URL")
+    .optional(),
   TENANT_NETWORK: z.enum(["host", "bridge"]).default("bridge"),
   WORKSPACE_IMAGE_PREFIX: z.string().default("molecule/workspace-"),
   WORKSPACE_IMAGE_TAG: z.string().default("latest"),
@@ -232,6 +237,14 @@ function shape(env: z.infer<typeof EnvSchema>) {
       /** Secrets handed to EC2 tenants in their bootstrap bundle, never in user-data. */
       ghcrPullToken: env.GHCR_PULL_TOKEN ?? null,
       databaseUrl: env.TENANT_DATABASE_URL ?? null,
+      /**
+       * TENANT_DATABASES=per-org (docker): each org's tenant gets its own database on this server (an admin URL:
+       * CP_TENANT_DATABASE_URL, else the control plane's own DATABASE_URL), made and dropped with the org.
+       */
+      perOrgDatabases:
+        env.TENANT_DATABASES === "per-org"
+          ? { adminUrl: env.CP_TENANT_DATABASE_URL ?? env.DATABASE_URL ?? null }
+          : null,
       /** How long a redeploy's SSM command (ec2) may run before it is cancelled and the redeploy fails. */
       commandDeadlineMs: env.TENANT_COMMAND_DEADLINE_SECONDS * 1000,
       /** How long a started or redeployed tenant may take to report `ready` (with the new image). */
@@ -322,6 +335,26 @@ function checkEc2(config: ControlPlaneConfig, env: z.infer<typeof EnvSchema>): v
   }
 }
 
+function checkTenantDatabases(config: ControlPlaneConfig, values: z.infer<typeof EnvSchema>): void {
+  const perOrg = config.tenantBackend.perOrgDatabases;
+  if (!perOrg) {
+    if (values.CP_TENANT_DATABASE_URL) {
+      throw new ConfigError("CP_TENANT_DATABASE_URL is used only with TENANT_DATABASES=per-org");
+    }
+    return;
+  }
+  if (config.tenantBackend.name !== "docker") {
+    throw new ConfigError(
+      "TENANT_DATABASES=per-org needs CP_TENANT_BACKEND=docker (ec2 tenants take TENANT_DATABASE_URL)",
+    );
+  }
+  if (!perOrg.adminUrl) {
+    throw new ConfigError(
+      "TENANT_DATABASES=per-org needs CP_TENANT_DATABASE_URL (or DATABASE_URL): the server the org databases are made on",
+    );
+  }
+}
+
 /** Reads the environment once; a bad value stops start-up with one line naming the variable. */
 export function loadConfig(env: Record<string, string | undefined>): ControlPlaneConfig {
   const values = parseEnv(EnvSchema, env);
@@ -345,6 +378,7 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     throw new ConfigError("FLY_WORKSPACE_APP is required when CP_WORKSPACE_BACKEND=flyio");
   }
   checkEc2(config, values);
+  checkTenantDatabases(config, values);
   if (Boolean(values.TENANT_BACKUP_S3_ACCESS_KEY_ID) !== Boolean(values.TENANT_BACKUP_S3_SECRET_ACCESS_KEY)) {
     throw new ConfigError(
       "TENANT_BACKUP_S3_ACCESS_KEY_ID and TENANT_BACKUP_S3_SECRET_ACCESS_KEY are set together (or neither)",

@@ -67,7 +67,12 @@ async function main(): Promise<void> {
   let tenants: ControlPlaneDeps["tenants"];
   try {
     const onAws = config.tenantBackend.name === "ec2" || config.workspaceBackend.name === "ec2";
-    const backendDeps = { logger, db: database.db, aws: onAws ? buildAwsAccess(config, logger) : undefined };
+    const backendDeps = {
+      logger,
+      db: database.db,
+      aws: onAws ? buildAwsAccess(config, logger) : undefined,
+      tenantDatabaseSecret: secrets.provisionSharedSecret.value,
+    };
     provisioner = buildWorkspaceProvisioner(config, backendDeps);
     tenants = buildTenantBackend(config, backendDeps);
   } catch (error) {

@@ -11,8 +11,11 @@
 import { randomBytes } from "node:crypto";
 import { type AddressInfo, createServer } from "node:net";
 import { createDockerClient, ProvisionerError } from "@molecule/provisioner-core";
+import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ADMIN_DATABASE_URL } from "../../../../test-support/pg.ts";
 import type { TenantSpec } from "./backend.ts";
+import { createTenantDatabases } from "./databases.ts";
 import {
   createDockerTenantBackend,
   type DockerTenantHandle,
@@ -526,5 +529,67 @@ describe("docker tenant backend (user-defined network)", { timeout: 400_000 }, (
     await backend.destroy({ orgId: spec.orgId, slug: spec.slug, handle });
     await backend.destroy({ orgId: second.orgId, slug: second.slug, handle: secondHandle });
     expect(await exists("volume", handle.volume)).toBe(false);
+  });
+});
+
+describe("docker tenant backend with a database per org", { timeout: 400_000 }, () => {
+  const databases = createTenantDatabases({
+    adminUrl: ADMIN_DATABASE_URL,
+    passwordSecret: randomBytes(32).toString("hex"),
+    deployment,
+  });
+  const backend = createDockerTenantBackend({
+    docker,
+    image: IMAGE,
+    network: "host",
+    deployment,
+    logger,
+    databases,
+  });
+
+  it("hands the tenant DATABASE_URL of its own database, migrated by the tenant, and drops it with the tenant", async () => {
+    const spec = makeSpec();
+    const steps: string[] = [];
+    const instance = await backend.provision(spec, null, { step: (name) => steps.push(name) });
+    const handle = instance.handle as DockerTenantHandle;
+    expect(steps).toEqual([
+      "image_ready",
+      "volume_ready",
+      "database_ready",
+      "container_created",
+      "container_started",
+    ]);
+    await waitForHealth(instance.url, handle.containerId);
+
+    const name = databases.nameFor(spec);
+    const password = databases.passwordFor(spec);
+    const info = await docker.getContainer(handle.containerId).inspect();
+    const databaseUrl = info.Config.Env.find((entry) => entry.startsWith("DATABASE_URL="))?.slice(13);
+    expect(databaseUrl).toBe(await databases.ensure(spec));
+    const tenantDb = postgres(databaseUrl as string, { max: 1, onnotice: () => {} });
+    try {
+      const tables = await tenantDb`SELECT tablename FROM pg_tables WHERE tablename = 'workspaces'`;
+      expect(tables).toHaveLength(1);
+    } finally {
+      await tenantDb.end();
+    }
+    // The credential is in the tenant's environment only.
+    expect(JSON.stringify(info.Config.Labels)).not.toContain(password);
+    expect(logLines.join("\n")).not.toContain(password);
+    expect(logLines.join("\n")).toContain("DATABASE_URL=[redacted]");
+
+    const ref = { orgId: spec.orgId, slug: spec.slug, handle: instance.handle };
+    // A retried provision adopts the container and keeps the database and its credential.
+    expect(await backend.provision(spec, instance.handle)).toEqual(instance);
+
+    await backend.destroy(ref);
+    const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      expect(await admin`SELECT 1 FROM pg_database WHERE datname = ${name}`).toHaveLength(0);
+      expect(await admin`SELECT 1 FROM pg_roles WHERE rolname = ${name}`).toHaveLength(0);
+    } finally {
+      await admin.end();
+    }
+    await backend.destroy(ref);
   });
 });

@@ -63,6 +63,7 @@ import type {
   TenantRef,
   TenantSpec,
 } from "./backend.ts";
+import type { TenantDatabases } from "./databases.ts";
 
 export const DOCKER_TENANT_BACKEND = "docker";
 export const TENANT_KIND = "tenant";
@@ -106,6 +107,11 @@ export interface DockerTenantBackendOptions {
   memoryMb?: number;
   /** Bound on pulling a missing image (default 120 s). */
   pullTimeoutMs?: number;
+  /**
+   * A PostgreSQL database per org (TENANT_DATABASES=per-org): made before the container, handed to it as
+   * DATABASE_URL, dropped with the tenant. Without it each tenant keeps an embedded database on its volume.
+   */
+  databases?: TenantDatabases;
 }
 
 /**
@@ -266,11 +272,12 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     return `http://${HOST_GATEWAY_NAME}:${port}`;
   }
 
-  function envFor(spec: TenantSpec, port: number): Record<string, string> {
+  function envFor(spec: TenantSpec, port: number, databaseUrl: string | undefined): Record<string, string> {
     const cpUrl = cpUrlFor(spec);
     return {
       ...(hostNetwork ? { WORKSPACE_NETWORK: "host" } : {}),
       ...spec.env,
+      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
       MOLECULE_DATA_DIR: TENANT_DATA_DIR,
       PORT: String(port),
       HOST: hostNetwork ? "127.0.0.1" : "0.0.0.0",
@@ -284,11 +291,12 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     port: number,
     volume: string,
     image: string,
+    databaseUrl: string | undefined,
   ): Dockerode.ContainerCreateOptions {
     const portKey = `${port}/tcp`;
     const name = tenantContainerName(spec.slug);
     const networking = containerNetworking(opts.network, name);
-    const env = { ...envFor(spec, port), MOLECULE_IMAGE: image };
+    const env = { ...envFor(spec, port, databaseUrl), MOLECULE_IMAGE: image };
     return {
       name,
       Image: image,
@@ -325,20 +333,37 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
   function ensureContainer(
     spec: TenantSpec,
     volume: string,
+    databaseUrl: string | undefined,
     preferredPort: number | undefined,
     image = imageFor(spec),
   ) {
     return createOrAdoptContainer(docker, tenantContainerName(spec.slug), owner(spec.orgId), () =>
       serialized(async () => {
         const port = await allocatePort(preferredPort);
-        const options = createOptions(spec, port, volume, image);
+        const options = createOptions(spec, port, volume, image, databaseUrl);
+        const secretKeys = [...spec.secretKeys, "DATABASE_URL"];
         log.info(
-          { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, spec.secretKeys) },
+          { orgId: spec.orgId, slug: spec.slug, options: redactCreateOptions(options, secretKeys) },
           "docker: creating tenant container",
         );
         return createContainerUnlessTaken(docker, options);
       }),
     );
+  }
+
+  /** The org's database (made unless it exists), when tenants get one: its DATABASE_URL. */
+  async function ensureDatabase(
+    spec: TenantSpec,
+    step: (name: string, detail?: string) => void,
+  ): Promise<string | undefined> {
+    if (!opts.databases) return undefined;
+    const url = await opts.databases.ensure(spec);
+    step("database_ready", opts.databases.nameFor(spec));
+    log.info(
+      { orgId: spec.orgId, slug: spec.slug, database: opts.databases.nameFor(spec) },
+      "docker: tenant database ready",
+    );
+    return url;
   }
 
   /** Every container/volume of the org's tenant in this deployment: the named ones plus any labelled strays. */
@@ -378,13 +403,15 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     );
     step("volume_ready", volume);
     throwIfAborted(signal, "tenant provision");
+    const databaseUrl = await ensureDatabase(spec, step);
+    throwIfAborted(signal, "tenant provision");
     if (!existing) {
       const preferred = isDockerHandle(handle) ? handle.port : undefined;
       const { info, created } = await auditedCreate(
         ctx?.audit,
         "container",
         name,
-        () => ensureContainer(spec, volume, preferred),
+        () => ensureContainer(spec, volume, databaseUrl, preferred),
         (made) => made.info.Id,
       );
       existing = info;
@@ -443,6 +470,8 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       (made) => made,
     );
     throwIfAborted(signal, "tenant redeploy");
+    const databaseUrl = await ensureDatabase(spec, step);
+    throwIfAborted(signal, "tenant redeploy");
     const existing = await inspectOwnedContainer(docker, name, owner(spec.orgId));
     const port = existing ? portOf(existing) : isDockerHandle(handle) ? handle.port : undefined;
     if (existing) {
@@ -453,7 +482,7 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       ctx?.audit,
       "container",
       name,
-      () => ensureContainer(spec, volume, port, image),
+      () => ensureContainer(spec, volume, databaseUrl, port, image),
       (made) => made.info.Id,
     );
     await startContainer(docker, info.Id, signal);
@@ -494,13 +523,13 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
     },
 
     redeploy(spec, handle, image, ctx) {
-      const scrub = specScrubber(spec);
+      const scrub = specScrubber(spec, opts.databases?.passwordFor(spec));
       return scrub.run(() => redeploy(spec, handle, image, scrub.context(ctx)));
     },
 
     // Nothing the spec holds (the tenant's tokens and keys) leaves in an error or a step detail.
     provision(spec, handle, ctx?: TenantContext): Promise<TenantInstance> {
-      const scrub = specScrubber(spec);
+      const scrub = specScrubber(spec, opts.databases?.passwordFor(spec));
       return scrub.run(() => provision(spec, handle, scrub.context(ctx)));
     },
 
@@ -512,6 +541,11 @@ export function createDockerTenantBackend(opts: DockerTenantBackendOptions): Ten
       for (const volume of volumeNames) await removeVolume(docker, volume, ctx?.signal);
       if (containerIds.length + volumeNames.length > 0) {
         log.info({ orgId: ref.orgId, slug: ref.slug, containerIds, volumeNames }, "docker: destroyed tenant");
+      }
+      if (opts.databases) {
+        throwIfAborted(ctx?.signal, "tenant destroy");
+        await opts.databases.drop(ref);
+        ctx?.step?.("database_dropped", opts.databases.nameFor(ref));
       }
     },
 

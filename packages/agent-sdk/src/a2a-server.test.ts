@@ -61,7 +61,16 @@ describe("A2A server", () => {
     const card = await fetch(`${base}/.well-known/agent-card.json`);
     expect(card.status).toBe(200);
     expect(card.headers.get("content-type")).toBe("application/json");
-    expect(await card.json()).toEqual({ name: "echo", version: "1.0.0", url: base });
+    expect(card.headers.get("vary")).toBe("A2A-Version");
+    expect(await card.json()).toMatchObject({
+      name: "echo",
+      version: "1.0.0",
+      url: base,
+      protocolVersion: "0.3.0",
+      preferredTransport: "JSONRPC",
+      additionalInterfaces: [{ url: base, transport: "JSONRPC" }],
+      capabilities: { streaming: true },
+    });
     expect((await fetch(`${base}/nope`)).status).toBe(404);
     const get = await fetch(`${base}/`);
     expect([get.status, get.headers.get("allow")]).toEqual([405, "POST"]);
@@ -110,8 +119,11 @@ describe("A2A server", () => {
   });
 
   it("answers -32601 to an unknown method, echoing the id", async () => {
-    const { body } = await rpc({ jsonrpc: "2.0", id: 9, method: "tasks/get", params: {} });
-    expect(body).toMatchObject({ id: 9, error: { code: -32601 } });
+    // 0.3 has no tasks/list over JSON-RPC; 1.0's ListTasks is another name.
+    for (const method of ["tasks/list", "message/sendd", "sendMessage"]) {
+      const { body } = await rpc({ jsonrpc: "2.0", id: 9, method, params: {} });
+      expect(body, method).toMatchObject({ id: 9, error: { code: -32601 } });
+    }
   });
 
   it("answers -32602 to invalid message/send params", async () => {

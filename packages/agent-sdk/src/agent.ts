@@ -9,7 +9,7 @@
  */
 import {
   type A2AMessage,
-  type HandlerResult,
+  type HandlerAnswer,
   type InboundAuth,
   type MessageContext,
   type StartedA2AServer,
@@ -41,7 +41,7 @@ export interface AgentMessageContext extends MessageContext {
 export type AgentMessageHandler = (
   message: A2AMessage,
   context: AgentMessageContext,
-) => HandlerResult | Promise<HandlerResult>;
+) => HandlerAnswer | Promise<HandlerAnswer>;
 
 export interface RunAgentOptions {
   platformUrl: string;

@@ -1,28 +1,50 @@
 export { CALLER_HEADER, INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 export {
-  type A2AMessage,
-  type A2AServerOptions,
+  A2A_VERSION_HEADER,
+  cardFor,
+  PROTOCOL_VERSIONS,
+  type ProtocolVersion,
+  requestedVersion,
+} from "./a2a-card.ts";
+export {
   type AgentReply,
-  createA2AServer,
-  DEFAULT_MAX_BODY_BYTES,
+  asTask,
+  type HandlerAnswer,
   type HandlerResult,
-  type InboundAuth,
-  JSONRPC_ERRORS,
   type MessageContext,
   type MessageHandler,
-  messageText,
-  type Part,
   type ReplyChunk,
-  type StartedA2AServer,
+  type TaskReply,
+  type TaskReplyState,
+} from "./a2a-handler.ts";
+export {
+  type A2AMessage,
+  A2ARequestError,
+  type A2ATask,
+  type Artifact,
+  isTerminal,
+  JSONRPC_ERRORS,
+  messageText,
+  type OtherPart,
+  type Part,
   type StreamEvent,
-  startA2AServer,
+  TERMINAL_STATES,
   type TaskArtifactUpdateEvent,
   type TaskEvent,
   type TaskState,
   type TaskStatus,
   type TaskStatusUpdateEvent,
   type TextPart,
+} from "./a2a-protocol.ts";
+export {
+  type A2AServerOptions,
+  createA2AServer,
+  DEFAULT_MAX_BODY_BYTES,
+  type InboundAuth,
+  type StartedA2AServer,
+  startA2AServer,
 } from "./a2a-server.ts";
+export { eventToV1, isV1Method, messageFromV1, messageToV1, taskToV1, V1_METHODS } from "./a2a-v1.ts";
 export {
   type AgentMessageContext,
   type AgentMessageHandler,
@@ -74,3 +96,4 @@ export {
   redact,
   silentLogger,
 } from "./log.ts";
+export { InMemoryTaskStore, type InMemoryTaskStoreOptions, type TaskFilter, type TaskStore } from "./task-store.ts";

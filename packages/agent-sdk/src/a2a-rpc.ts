@@ -121,7 +121,8 @@ const V1: Dialect = {
   message: (params) => messageFromV1(params.message),
   blocking: (configuration) => configuration.returnImmediately !== true,
   task: taskToV1,
-  sendResult: (result) => (result.kind === "task" ? { task: taskToV1(result) } : { message: messageToV1(result) }),
+  sendResult: (result) =>
+    result.kind === "task" ? { task: taskToV1(result) } : { message: messageToV1(result) },
   event: eventToV1,
   error: (code, message) => {
     const reason = ERROR_REASONS[code];
@@ -148,7 +149,9 @@ export async function dispatch(call: RpcCall, deps: RpcDeps): Promise<void> {
         `${A2A_VERSION_HEADER} ${String(call.versionHeader)} is not supported: this agent speaks A2A 1.0 and 0.3`,
       );
     }
-    const operation = Object.hasOwn(dialect.operations, call.method) ? dialect.operations[call.method] : undefined;
+    const operation = Object.hasOwn(dialect.operations, call.method)
+      ? dialect.operations[call.method]
+      : undefined;
     if (!operation) throw fail(JSONRPC_ERRORS.methodNotFound, `method not found: ${call.method}`);
     const params = asRecord(call.params);
     if (!params && operation !== "extendedCard") {
@@ -212,7 +215,9 @@ async function send(call: RpcCall, dialect: Dialect, params: Record<string, unkn
     const done = runReply(run, async () => answer, signal, deps);
     if (!dialect.blocking(configuration)) {
       done.catch((err: unknown) => deps.log("error", "a2a_task_failed", errorFields(err)));
-      return respond(call, { result: dialect.sendResult(withHistory(structuredClone(run.task), historyLength)) });
+      return respond(call, {
+        result: dialect.sendResult(withHistory(structuredClone(run.task), historyLength)),
+      });
     }
     await done;
     const task = (await deps.hub.current(run.id)) ?? run.task;
@@ -283,9 +288,14 @@ async function stream(call: RpcCall, dialect: Dialect, params: Record<string, un
     listener,
   );
   if (outcome === "failed") {
-    await out.raw({ jsonrpc: "2.0", id: call.id, error: dialect.error(JSONRPC_ERRORS.internalError, "internal error") });
+    await out.raw({
+      jsonrpc: "2.0",
+      id: call.id,
+      error: dialect.error(JSONRPC_ERRORS.internalError, "internal error"),
+    });
   }
-  if (outcome === "stopped" && !call.res.writableEnded) deps.log("info", "a2a_stream_abandoned", { taskId: run.id });
+  if (outcome === "stopped" && !call.res.writableEnded)
+    deps.log("info", "a2a_stream_abandoned", { taskId: run.id });
   call.res.end();
 }
 
@@ -325,7 +335,8 @@ async function listTasks(params: Record<string, unknown>, deps: RpcDeps) {
     throw fail(JSONRPC_ERRORS.invalidParams, "invalid params: pageSize must be an integer from 1 to 100");
   }
   const offset = params.pageToken ? Number(params.pageToken) : 0;
-  if (!Number.isInteger(offset) || offset < 0) throw fail(JSONRPC_ERRORS.invalidParams, "invalid params: pageToken");
+  if (!Number.isInteger(offset) || offset < 0)
+    throw fail(JSONRPC_ERRORS.invalidParams, "invalid params: pageToken");
   let state: TaskState | undefined;
   if (params.status !== undefined && params.status !== "TASK_STATE_UNSPECIFIED" && params.status !== 0) {
     state = stateFromV1(params.status);
@@ -364,7 +375,10 @@ async function cancel(taskId: string, hub: TaskHub): Promise<A2ATask> {
   if (!task) throw taskNotFound(taskId);
   if (task.status.state === "canceled") return task;
   if (isTerminal(task.status.state)) {
-    throw fail(JSONRPC_ERRORS.taskNotCancelable, `task ${taskId} is ${task.status.state} and cannot be canceled`);
+    throw fail(
+      JSONRPC_ERRORS.taskNotCancelable,
+      `task ${taskId} is ${task.status.state} and cannot be canceled`,
+    );
   }
   task.status = { state: "canceled", timestamp: new Date().toISOString() };
   await hub.store.save(task);
@@ -418,7 +432,10 @@ async function runReply(
       deps.log("error", "a2a_handler_failed", { taskId, ...errorFields(err) });
       await deps.hub.finish(
         run,
-        { state: "failed", message: agentMessage([{ kind: "text", text: "internal error" }], taskId, contextId) },
+        {
+          state: "failed",
+          message: agentMessage([{ kind: "text", text: "internal error" }], taskId, contextId),
+        },
         { ...(quiet ? { quiet } : {}) },
       );
       return "failed";
@@ -449,7 +466,10 @@ async function prepare(message: A2AMessage, hub: TaskHub) {
       );
     }
     if (hub.running(existing.id)) {
-      throw fail(JSONRPC_ERRORS.unsupportedOperation, `task ${existing.id} is still working; wait for it to stop`);
+      throw fail(
+        JSONRPC_ERRORS.unsupportedOperation,
+        `task ${existing.id} is still working; wait for it to stop`,
+      );
     }
     if (message.contextId && message.contextId !== existing.contextId) {
       throw fail(
@@ -489,7 +509,8 @@ function agentMessage(parts: Part[], taskId: string, contextId: string): A2AMess
 /** A copy of the task with at most `historyLength` of its latest messages (all when undefined, none for 0). */
 function withHistory(task: A2ATask, historyLength: number | undefined): A2ATask {
   const copy = structuredClone(task);
-  if (historyLength !== undefined) copy.history = historyLength <= 0 ? [] : copy.history.slice(-historyLength);
+  if (historyLength !== undefined)
+    copy.history = historyLength <= 0 ? [] : copy.history.slice(-historyLength);
   return copy;
 }
 
@@ -525,14 +546,16 @@ function messageFromV03(raw: unknown): A2AMessage | string {
   if (typeof message.messageId !== "string" || message.messageId === "") {
     return "message.messageId must be a non-empty string";
   }
-  if (!Array.isArray(message.parts) || message.parts.length === 0) return "message.parts must be a non-empty array";
+  if (!Array.isArray(message.parts) || message.parts.length === 0)
+    return "message.parts must be a non-empty array";
   for (const [i, part] of message.parts.entries()) {
     const p = asRecord(part);
     if (!p || typeof p.kind !== "string") return `message.parts[${i}].kind must be a string`;
     if (p.kind === "text" && typeof p.text !== "string") return `message.parts[${i}].text must be a string`;
   }
   for (const key of ["contextId", "taskId"] as const) {
-    if (message[key] !== undefined && typeof message[key] !== "string") return `message.${key} must be a string`;
+    if (message[key] !== undefined && typeof message[key] !== "string")
+      return `message.${key} must be a string`;
   }
   return message as unknown as A2AMessage;
 }
@@ -551,7 +574,11 @@ function respond(call: RpcCall, body: { result: unknown } | { error: unknown }):
 
 /** An error after the stream has begun: the last event, then the end. */
 async function endWithError(call: RpcCall, dialect: Dialect, err: A2ARequestError): Promise<void> {
-  await eventWriter(call, dialect).raw({ jsonrpc: "2.0", id: call.id, error: dialect.error(err.code, err.message) });
+  await eventWriter(call, dialect).raw({
+    jsonrpc: "2.0",
+    id: call.id,
+    error: dialect.error(err.code, err.message),
+  });
   call.res.end();
 }
 
@@ -565,7 +592,8 @@ function eventWriter(call: RpcCall, dialect: Dialect) {
   };
   return {
     open() {
-      if (!res.headersSent) res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      if (!res.headersSent)
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     },
     write: (event: StreamEvent) => enqueue({ jsonrpc: "2.0", id: call.id, result: dialect.event(event) }),
     raw: enqueue,

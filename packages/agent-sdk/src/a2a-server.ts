@@ -179,10 +179,18 @@ async function handleRpc(req: IncomingMessage, res: ServerResponse, ctx: RpcCont
   try {
     payload = JSON.parse(body.toString("utf8"));
   } catch {
-    return sendJson(res, 200, rpcError(null, JSONRPC_ERRORS.parseError, "parse error: body is not valid JSON"));
+    return sendJson(
+      res,
+      200,
+      rpcError(null, JSONRPC_ERRORS.parseError, "parse error: body is not valid JSON"),
+    );
   }
   if (Array.isArray(payload)) {
-    return sendJson(res, 200, rpcError(null, JSONRPC_ERRORS.invalidRequest, "batch requests are not supported"));
+    return sendJson(
+      res,
+      200,
+      rpcError(null, JSONRPC_ERRORS.invalidRequest, "batch requests are not supported"),
+    );
   }
   const request = asRecord(payload);
   const rawId = request?.id;

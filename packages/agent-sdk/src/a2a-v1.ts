@@ -143,7 +143,8 @@ export function messageFromV1(raw: unknown): A2AMessage | string {
     parts.push(part);
   }
   for (const key of ["contextId", "taskId"] as const) {
-    if (message[key] !== undefined && typeof message[key] !== "string") return `message.${key} must be a string`;
+    if (message[key] !== undefined && typeof message[key] !== "string")
+      return `message.${key} must be a string`;
   }
   const metadata = asRecord(message.metadata);
   const strings = (value: unknown) =>

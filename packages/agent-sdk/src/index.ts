@@ -28,12 +28,12 @@ export {
   type OtherPart,
   type Part,
   type StreamEvent,
-  TERMINAL_STATES,
   type TaskArtifactUpdateEvent,
   type TaskEvent,
   type TaskState,
   type TaskStatus,
   type TaskStatusUpdateEvent,
+  TERMINAL_STATES,
   type TextPart,
 } from "./a2a-protocol.ts";
 export {
@@ -96,4 +96,9 @@ export {
   redact,
   silentLogger,
 } from "./log.ts";
-export { InMemoryTaskStore, type InMemoryTaskStoreOptions, type TaskFilter, type TaskStore } from "./task-store.ts";
+export {
+  InMemoryTaskStore,
+  type InMemoryTaskStoreOptions,
+  type TaskFilter,
+  type TaskStore,
+} from "./task-store.ts";

@@ -4,12 +4,7 @@
  * task, saved to the store, then handed to the followers in order; a task leaves the hub when it stops running
  * (a terminal or interrupted state), and from then on the store alone answers for it.
  */
-import type {
-  A2ATask,
-  TaskArtifactUpdateEvent,
-  TaskStatus,
-  TaskStatusUpdateEvent,
-} from "./a2a-protocol.ts";
+import type { A2ATask, TaskArtifactUpdateEvent, TaskStatus, TaskStatusUpdateEvent } from "./a2a-protocol.ts";
 import type { TaskStore } from "./task-store.ts";
 
 export type TaskUpdate = TaskStatusUpdateEvent | TaskArtifactUpdateEvent;
@@ -132,7 +127,8 @@ function apply(task: A2ATask, update: TaskUpdate): void {
     if (update.status.message) task.history.push(update.status.message);
     return;
   }
-  const artifacts = (task.artifacts ??= []);
+  task.artifacts ??= [];
+  const artifacts = task.artifacts;
   const existing = artifacts.find((a) => a.artifactId === update.artifact.artifactId);
   if (existing && update.append) existing.parts.push(...structuredClone(update.artifact.parts));
   else if (existing) Object.assign(existing, structuredClone(update.artifact));

@@ -12,14 +12,67 @@ import { loadConfig } from "@molecule/tenant-platform/config";
 import { createTestDatabase, ensureTemplate, type TestDatabase } from "../test-support/pg.ts";
 import { type PlatformProcess, startPlatformProcess } from "../test-support/process.ts";
 
-export interface BenchPlatform {
+/** A platform process the bench reaches over its API only. */
+export interface BenchProcess {
   process: PlatformProcess;
-  /** The platform's database, open from the bench too (for writing fixtures). */
-  database: TestDatabase;
   /** The org the platform serves (what `MOLECULE_ORG_ID` resolves to). */
   orgId: string;
-  /** Stops the process (SIGTERM), drops the database, removes the data folder. Idempotent. */
+  /** Stops the process (SIGTERM), drops its database, removes the data folder. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface BenchPlatform extends BenchProcess {
+  /** The platform's database, open from the bench too (for writing fixtures). */
+  database: TestDatabase;
+}
+
+/** The databases a bench runs against, from `BENCH_DATABASE` (`postgres`, `embedded`, or both comma-separated). */
+export function benchDatabases(fallback = "postgres,embedded"): ("postgres" | "embedded")[] {
+  const names = (process.env.BENCH_DATABASE ?? fallback).split(",").map((name) => name.trim());
+  const known = names.filter(
+    (name): name is "postgres" | "embedded" => name === "postgres" || name === "embedded",
+  );
+  if (known.length !== names.length || known.length === 0) {
+    throw new Error(`BENCH_DATABASE must list postgres and/or embedded, got ${process.env.BENCH_DATABASE}`);
+  }
+  return known;
+}
+
+/**
+ * `BENCH_CPU_PROF=<folder>` starts the platform with `--cpu-prof` writing there (a `.cpuprofile` per process, written
+ * when it exits after SIGTERM; open it in Chrome's DevTools or speedscope).
+ */
+function profiling(): Record<string, string> {
+  const folder = process.env.BENCH_CPU_PROF;
+  return folder ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${folder}` } : {};
+}
+
+/**
+ * The platform on its embedded database (PGlite in its data folder, no `DATABASE_URL`), as `pnpm start` runs it,
+ * with the same settings as {@link startBenchPlatform}. Fixtures go through its API.
+ */
+export async function startEmbeddedBenchPlatform(env: Record<string, string> = {}): Promise<BenchProcess> {
+  const platformEnv: Record<string, string> = {
+    CONTAINER_BACKEND: "docker",
+    ALLOW_INSECURE_AGENT_URLS: "true",
+    ALLOW_PRIVATE_AGENT_URLS: "true",
+    STATUS_SWEEP_INTERVAL: "3600",
+    ...profiling(),
+    ...env,
+  };
+  const process = await startPlatformProcess({ env: platformEnv });
+  let closing: Promise<void> | undefined;
+  return {
+    process,
+    orgId: loadConfig(platformEnv).org.id,
+    close() {
+      closing ??= (async () => {
+        await process.kill("SIGTERM").catch(() => process.kill("SIGKILL"));
+        rmSync(process.dataDir, { recursive: true, force: true });
+      })();
+      return closing;
+    },
+  };
 }
 
 /**
@@ -37,6 +90,7 @@ export async function startBenchPlatform(env: Record<string, string> = {}): Prom
     ALLOW_INSECURE_AGENT_URLS: "true",
     ALLOW_PRIVATE_AGENT_URLS: "true",
     STATUS_SWEEP_INTERVAL: "3600",
+    ...profiling(),
     ...env,
   };
   let process: PlatformProcess;

@@ -5,12 +5,14 @@
  */
 import { rmSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { createIdGenerator } from "@molecule/contracts";
 import { workspaces, workspaceTokens } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
 import { loadConfig } from "@molecule/tenant-platform/config";
 import { createTestDatabase, ensureTemplate, type TestDatabase } from "../test-support/pg.ts";
-import { type PlatformProcess, startPlatformProcess } from "../test-support/process.ts";
+import { type PlatformProcess, REPO_ROOT, startPlatformProcess } from "../test-support/process.ts";
 
 /** A platform process the bench reaches over its API only. */
 export interface BenchProcess {
@@ -39,12 +41,16 @@ export function benchDatabases(fallback = "postgres,embedded"): ("postgres" | "e
 }
 
 /**
- * `BENCH_CPU_PROF=<folder>` starts the platform with `--cpu-prof` writing there (a `.cpuprofile` per process, written
- * when it exits after SIGTERM; open it in Chrome's DevTools or speedscope).
+ * `BENCH_CPU_PROF=<folder>` profiles the platform process (bench/cpu-profile.mjs): a `.cpuprofile` per process,
+ * written when it exits after SIGTERM; open it in Chrome's DevTools or speedscope.
  */
 function profiling(): Record<string, string> {
   const folder = process.env.BENCH_CPU_PROF;
-  return folder ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${folder}` } : {};
+  if (!folder) return {};
+  return {
+    NODE_OPTIONS: `--import ${pathToFileURL(join(REPO_ROOT, "bench/cpu-profile.mjs")).href}`,
+    BENCH_CPU_PROF_DIR: resolve(folder),
+  };
 }
 
 /**

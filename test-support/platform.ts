@@ -3,7 +3,8 @@ import { type ServerType, serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
-import { createApp } from "@molecule/tenant-platform";
+import { frontDoorServer } from "@molecule/service-kit/http";
+import { createPlatform } from "@molecule/tenant-platform";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import {
@@ -41,7 +42,7 @@ export interface TestResponse {
 }
 
 export interface TestPlatform {
-  app: ReturnType<typeof createApp>;
+  app: ReturnType<typeof createPlatform>["app"];
   deps: PlatformDeps;
   database: TestDatabase;
   runner: OperationRunner;
@@ -59,7 +60,10 @@ export interface TestPlatform {
     path: string,
     options?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
   ): Promise<TestResponse>;
-  /** Serves the app on 127.0.0.1 (a free port), points PLATFORM_URL at it and starts the loops. */
+  /**
+   * Serves the app on 127.0.0.1 (a free port) with the raw routes in front, as `main()` does, points PLATFORM_URL at
+   * it and starts the loops.
+   */
   listen(): Promise<string>;
   close(): Promise<void>;
 }
@@ -137,7 +141,7 @@ export async function createTestPlatform(
   heartbeats.start({ timer: false });
   const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000, heartbeats);
   const backups = options.backups?.(deps, database) ?? null;
-  const app = createApp(deps, {
+  const { app, rawRoutes } = createPlatform(deps, {
     onOperationQueued: () => runner.wake(),
     heartbeats,
     ...(backups ? { backups } : {}),
@@ -166,8 +170,15 @@ export async function createTestPlatform(
     },
     async listen() {
       const url = await new Promise<string>((resolve) => {
-        server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) =>
-          resolve(`http://127.0.0.1:${info.port}`),
+        // As main() serves it: the raw routes in front of the Hono app.
+        server = serve(
+          {
+            fetch: app.fetch,
+            port: 0,
+            hostname: "127.0.0.1",
+            createServer: frontDoorServer(rawRoutes, deps.logger),
+          },
+          (info) => resolve(`http://127.0.0.1:${info.port}`),
         );
       });
       deps.settings.publicUrl = url;

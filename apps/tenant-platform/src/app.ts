@@ -1,4 +1,4 @@
-import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
+import { handleError, limitBody, notFound, type RawRoute, requestLog } from "@molecule/service-kit/http";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { canvasRoutes } from "./canvas/routes.ts";
@@ -30,7 +30,22 @@ export interface AppHooks {
   heartbeats?: HeartbeatBatcher;
 }
 
+/**
+ * The platform's HTTP surface: the Hono app, and the raw routes served in front of it on Node's request and response
+ * (service-kit `frontDoor`) for the hottest paths. `main()` and the test platform serve both; `app.request()` reaches
+ * the Hono app only.
+ */
+export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
+  const rawRoutes: RawRoute[] = [];
+  return { app: createHonoApp(deps, hooks), rawRoutes };
+}
+
+/** The Hono app alone, for tests that call it in process. */
 export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
+  return createPlatform(deps, hooks).app;
+}
+
+function createHonoApp(deps: PlatformDeps, hooks: AppHooks) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
   const registry = new RegistryService(deps, hooks.heartbeats ?? null);

@@ -9,10 +9,11 @@ import {
   fetchTenantConfig,
   postBootEvent,
 } from "@molecule/provisioner-core";
+import { frontDoorServer } from "@molecule/service-kit/http";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
 import pino, { type Logger } from "pino";
-import { createApp } from "./app.ts";
+import { createPlatform } from "./app.ts";
 import { buildTenantBackups } from "./backups.ts";
 import { loadConfig } from "./config.ts";
 import {
@@ -230,7 +231,7 @@ async function run(
   const retention = createTenantRetention(deps, config.retention);
   // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
   const backups = buildTenantBackups(config, deps, database, runtime?.slug ?? config.deployment);
-  const app = createApp(deps, {
+  const { app, rawRoutes } = createPlatform(deps, {
     onOperationQueued: () => runner.wake(),
     reconciler,
     heartbeats,
@@ -243,22 +244,30 @@ async function run(
     onListening = resolve;
     onServerError = reject;
   });
-  const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.http.host }, (info) => {
-    onListening();
-    const where = listeningUrl(info);
-    logger.info(
-      { url: where, backend: provisioner.name, database: database.driver, dataDir: config.data.dir },
-      "tenant platform listening",
-    );
-    console.log(
-      `\nMolecule tenant platform listening on ${where} (backend: ${provisioner.name}, database: ${database.driver})`,
-    );
-    if (admin.created || !config.auth.adminToken) {
-      console.log(
-        `Admin token${admin.created ? " (generated now)" : ""}: ${admin.value}\n  (kept in ${config.data.dir}/admin-token; set ADMIN_TOKEN to choose your own)\n`,
+  const server = serve(
+    {
+      fetch: app.fetch,
+      port: config.http.port,
+      hostname: config.http.host,
+      createServer: frontDoorServer(rawRoutes, logger),
+    },
+    (info) => {
+      onListening();
+      const where = listeningUrl(info);
+      logger.info(
+        { url: where, backend: provisioner.name, database: database.driver, dataDir: config.data.dir },
+        "tenant platform listening",
       );
-    }
-  });
+      console.log(
+        `\nMolecule tenant platform listening on ${where} (backend: ${provisioner.name}, database: ${database.driver})`,
+      );
+      if (admin.created || !config.auth.adminToken) {
+        console.log(
+          `Admin token${admin.created ? " (generated now)" : ""}: ${admin.value}\n  (kept in ${config.data.dir}/admin-token; set ADMIN_TOKEN to choose your own)\n`,
+        );
+      }
+    },
+  );
   server.once("error", (error) => onServerError(error));
   await listening;
   void boot?.post("listening");

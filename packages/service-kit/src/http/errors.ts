@@ -2,6 +2,7 @@ import { DomainError, type ErrorCode, type ErrorEnvelope } from "@molecule/contr
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { Logger } from "pino";
 import { loggableError } from "../log.ts";
 import type { ServiceEnv } from "./env.ts";
 
@@ -39,15 +40,25 @@ export function statusFor(code: ErrorCode): ContentfulStatusCode {
   }
 }
 
+/** The error envelope's body; `details` only when given. */
+export function errorEnvelope(
+  code: ErrorCode,
+  message: string,
+  requestId: string,
+  details?: unknown,
+): ErrorEnvelope {
+  const body: ErrorEnvelope = { error: { code, message, requestId } };
+  if (details !== undefined) body.error.details = details;
+  return body;
+}
+
 export function errorResponse<E extends ServiceEnv>(
   c: Context<E>,
   code: ErrorCode,
   message: string,
   details?: unknown,
 ) {
-  const body: ErrorEnvelope = { error: { code, message, requestId: c.get("requestId") ?? "unknown" } };
-  if (details !== undefined) body.error.details = details;
-  return c.json(body, statusFor(code));
+  return c.json(errorEnvelope(code, message, c.get("requestId") ?? "unknown", details), statusFor(code));
 }
 
 const CLIENT_ERROR_CODES: Partial<Record<number, ErrorCode>> = {
@@ -81,24 +92,38 @@ function clientError(error: unknown): { code: ErrorCode; message: string } | nul
 /** Domain errors that are the service's own fault (not the caller's, not an upstream's): worth a log line of their own. */
 const SERVICE_FAULTS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["internal", "secrets_key_unavailable"]);
 
+/** What an error thrown while serving a request is answered with: its code, a message fit to show, and details. */
+export interface ShapedError {
+  code: ErrorCode;
+  message: string;
+  details?: unknown;
+}
+
 /**
- * `app.onError`: a domain error keeps its code and message, and a client error the framework raised gets its 4xx;
- * both are logged only by the request line, except a domain error that is the service's own fault (`SERVICE_FAULTS`,
- * e.g. a value sealed with a key this process lacks), also logged at error with its code and message (a domain
- * error's message is written to be shown). Anything else is logged once as an unhandled error (a database error
- * without its statement or parameters, see `loggableError`) and answered generically.
+ * The one translation of a thrown error into what the client is told, for Hono's `onError` and the raw routes
+ * (front-door.ts) alike: a domain error keeps its code and message, and a client error the framework raised gets its
+ * 4xx; both are logged only by the request line, except a domain error that is the service's own fault
+ * (`SERVICE_FAULTS`, e.g. a value sealed with a key this process lacks), also logged at error with its code and message
+ * (a domain error's message is written to be shown). Anything else is logged once as an unhandled error (a database
+ * error without its statement or parameters, see `loggableError`) and answered generically. `logger` is the request's.
  */
-export function handleError<E extends ServiceEnv>(error: unknown, c: Context<E>) {
+export function shapeError(error: unknown, logger: Logger | undefined): ShapedError {
   if (error instanceof DomainError) {
     if (SERVICE_FAULTS.has(error.code)) {
-      c.get("logger")?.error({ code: error.code, reason: error.message }, "request failed");
+      logger?.error({ code: error.code, reason: error.message }, "request failed");
     }
-    return errorResponse(c, error.code, error.message, error.details);
+    return { code: error.code, message: error.message, details: error.details };
   }
   const client = clientError(error);
-  if (client) return errorResponse(c, client.code, client.message);
-  c.get("logger")?.error({ err: loggableError(error) }, "unhandled error");
-  return errorResponse(c, "internal", "internal error; quote the request id when reporting it");
+  if (client) return client;
+  logger?.error({ err: loggableError(error) }, "unhandled error");
+  return { code: "internal", message: "internal error; quote the request id when reporting it" };
+}
+
+/** `app.onError`: {@link shapeError} in the envelope. */
+export function handleError<E extends ServiceEnv>(error: unknown, c: Context<E>) {
+  const shaped = shapeError(error, c.get("logger"));
+  return errorResponse(c, shaped.code, shaped.message, shaped.details);
 }
 
 /** `app.notFound`: the envelope, naming the method and path nobody serves. */

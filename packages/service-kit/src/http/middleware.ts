@@ -5,6 +5,31 @@ import type { Logger } from "pino";
 import type { ServiceEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
 
+/** `req_` and 16 hex digits: the id every request gets, returned in `x-request-id` and written on its log lines. */
+export function newRequestId(): string {
+  return `req_${randomBytes(8).toString("hex")}`;
+}
+
+/** The request log line's fields, for the Hono middleware and the raw routes alike. */
+export function logRequest(
+  logger: Logger,
+  line: { requestId: string; method: string; route: string; status: number; started: number },
+  quietRoute: boolean,
+): void {
+  const quiet = quietRoute && line.status >= 200 && line.status < 300;
+  if (quiet && !logger.isLevelEnabled("debug")) return;
+  logger[quiet ? "debug" : "info"](
+    {
+      requestId: line.requestId,
+      method: line.method,
+      route: line.route,
+      status: line.status,
+      durationMs: Math.round((performance.now() - line.started) * 10) / 10,
+    },
+    "request",
+  );
+}
+
 export interface RequestLogOptions {
   /**
    * Routes (`"POST /registry/heartbeat"`: method, a space, the route pattern) whose successful (2xx) answers are logged
@@ -20,25 +45,17 @@ export interface RequestLogOptions {
 export function requestLog(logger: Logger, options: RequestLogOptions = {}): MiddlewareHandler<ServiceEnv> {
   const debugRoutes = new Set(options.debugRoutes);
   return async (c, next) => {
-    const requestId = `req_${randomBytes(8).toString("hex")}`;
+    const requestId = newRequestId();
     const started = performance.now();
     c.set("requestId", requestId);
     c.set("logger", logger.child({ requestId }));
     c.header("x-request-id", requestId);
     await next();
     const route = c.req.routePath;
-    const status = c.res.status;
-    const quiet = status >= 200 && status < 300 && debugRoutes.has(`${c.req.method} ${route}`);
-    if (quiet && !logger.isLevelEnabled("debug")) return;
-    logger[quiet ? "debug" : "info"](
-      {
-        requestId,
-        method: c.req.method,
-        route,
-        status,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-      },
-      "request",
+    logRequest(
+      logger,
+      { requestId, method: c.req.method, route, status: c.res.status, started },
+      debugRoutes.has(`${c.req.method} ${route}`),
     );
   };
 }

@@ -8,6 +8,9 @@ import { ADMIN_DATABASE_URL, createTestDatabase } from "./pg.ts";
  * What PostgreSQL itself reports about a schema, normalised by the server (types through `format_type`, defaults
  * through `pg_get_expr`, indexes and constraints through `pg_get_*def`), so two databases built by differently
  * written SQL compare equal exactly when they hold the same tables, columns, enums, indexes and constraints.
+ * Functions and triggers are not compared: drizzle's schema cannot express them (the change-notification triggers
+ * exist only in the hand-written SQL), so their own tests check what they do (packages/db notifications.test.ts,
+ * the control plane's db/notifications.test.ts).
  */
 export interface Catalog {
   enums: Record<string, string[]>;

@@ -6,6 +6,7 @@ import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { type DatabaseDump, dumpPglite, dumpPostgres, type PgDumpFormat } from "./dump.ts";
 import { type MigrationRunner, type MigrationSet, PLATFORM_MIGRATIONS, runMigrations } from "./migrate.ts";
+import { type Listen, type Notify, PostgresListener, pgliteListen } from "./notifications.ts";
 import * as schema from "./schema/index.ts";
 
 export type Schema = typeof schema;
@@ -35,6 +36,13 @@ export interface Database {
   withAdvisoryLock: AdvisoryLock;
   /** The whole database as one dump stream: `pg_dump` on PostgreSQL, PGlite's data-folder dump when embedded. */
   dump(options: DumpOptions): Promise<DatabaseDump>;
+  /**
+   * LISTEN on `channel` (see notifications.ts): PostgreSQL over one dedicated connection per process, opened on first
+   * use and ended by `close`; the embedded database on its own connection. Resolves once listening.
+   */
+  listen: Listen;
+  /** `pg_notify(channel, payload)`, delivered at commit to every listener, this process's included. */
+  notify: Notify;
   close(): Promise<void>;
 }
 
@@ -98,6 +106,7 @@ export async function createDatabase(
         }
       },
     };
+    let listener: PostgresListener | null = null;
     return {
       db: drizzlePostgres(sql, { schema }) as unknown as Db,
       driver: "postgres",
@@ -105,7 +114,14 @@ export async function createDatabase(
       withAdvisoryLock: advisoryLockOver(runner),
       dump: async (dump) =>
         dumpPostgres(options.url, { searchPath: dump.searchPath, format: dump.pgFormat ?? "custom" }),
-      close: () => sql.end({ timeout: 5 }),
+      listen: (channel, onNotify, onConnect, onDisconnect) => {
+        listener ??= new PostgresListener(options.url);
+        return listener.listen(channel, onNotify, onConnect, onDisconnect);
+      },
+      notify: async (channel, payload) => void (await sql`SELECT pg_notify(${channel}, ${payload})`),
+      close: async () => {
+        await Promise.all([sql.end({ timeout: 5 }), listener?.close()]);
+      },
     };
   }
   if (!options.dataDir.startsWith("memory://")) mkdirSync(options.dataDir, { recursive: true });
@@ -124,6 +140,9 @@ export async function createDatabase(
     // one process owns an embedded database: the lock's statements run on its only connection, between others
     withAdvisoryLock: advisoryLockOver(runner),
     dump: () => dumpPglite(client),
+    listen: pgliteListen(client),
+    notify: async (channel, payload) =>
+      void (await client.query("SELECT pg_notify($1, $2)", [channel, payload])),
     close: () => client.close(),
   };
 }

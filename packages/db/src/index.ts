@@ -18,4 +18,10 @@ export {
   restorePostgres,
 } from "./dump.ts";
 export { listMigrations, type MigrationSet, PLATFORM_MIGRATIONS } from "./migrate.ts";
+export {
+  type Listen,
+  MAX_NOTIFY_PAYLOAD_BYTES,
+  type Notify,
+  type NotifyHandler,
+} from "./notifications.ts";
 export * from "./schema/index.ts";

@@ -170,9 +170,14 @@ describe("a remote agent run with molecule-agent", () => {
       }),
     });
     expect(response.status).toBe(200);
-    const answer = (await response.json()) as { result: { parts: { text: string }[] } };
-    expect(answer).toMatchObject({ jsonrpc: "2.0", id: 7, result: { role: "agent" } });
-    expect(answer.result.parts[0]?.text).toBe("echo: hello there");
+    // The echo agent runs each message as a task: the answer is the completed task with the reply as its artifact.
+    const answer = (await response.json()) as { result: { artifacts: { parts: { text: string }[] }[] } };
+    expect(answer).toMatchObject({
+      jsonrpc: "2.0",
+      id: 7,
+      result: { kind: "task", status: { state: "completed" } },
+    });
+    expect(answer.result.artifacts[0]?.parts[0]?.text).toBe("echo: hello there");
     // The same agent called directly, around the platform, refuses: it answers only its platform's proxy.
     const direct = await fetch(`http://127.0.0.1:${port}/`, {
       method: "POST",

@@ -279,7 +279,9 @@ describe("molecule-agent process", () => {
         "message/send",
         platform.workspace("ws_cli_proc").inboundToken,
       );
-      expect(await reply.json()).toMatchObject({ result: { parts: [{ kind: "text", text: "echo: hi" }] } });
+      expect(await reply.json()).toMatchObject({
+        result: { kind: "task", artifacts: [{ parts: [{ kind: "text", text: "echo: hi" }] }] },
+      });
       // The loop goes on beating at --heartbeat-interval-ms.
       await until("three heartbeats", () => platform.workspace("ws_cli_proc").heartbeats.length >= 3);
     } finally {

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readEventStream } from "./event-stream.ts";
 import { sendText, spawnEntry, waitForEvent } from "./testing/agent-process.ts";
@@ -44,9 +45,21 @@ describe("echo-agent process", () => {
       expect((await sendText(url, "ping")).status).toBe(401);
       expect((await sendText(url, "ping", "message/send", "in_guessed")).status).toBe(401);
       const res = await sendText(url, "ping", "message/send", inbound);
-      expect(await res.json()).toMatchObject({
-        result: { role: "agent", parts: [{ kind: "text", text: "echo: ping" }] },
+      // The echo runs as a task: the answer is the completed task, which can be fetched again afterwards.
+      const sent = (await res.json()) as { result: { id: string } };
+      const completed = {
+        kind: "task",
+        status: { state: "completed" },
+        history: [{ role: "user", parts: [{ kind: "text", text: "ping" }] }],
+        artifacts: [{ parts: [{ kind: "text", text: "echo: ping" }] }],
+      };
+      expect(sent).toMatchObject({ result: completed });
+      const fetched = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", [INBOUND_TOKEN_HEADER]: inbound ?? "" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tasks/get", params: { id: sent.result.id } }),
       });
+      expect(await fetched.json()).toMatchObject({ id: 2, result: { ...completed, id: sent.result.id } });
 
       // Streamed, the reply comes in pieces: the prefix, then the words.
       const streamed = await sendText(url, "ping pong", "message/stream", inbound);

@@ -5,7 +5,7 @@
  */
 import { type AgentStop, runAgent } from "./agent.ts";
 import type { AgentCard } from "./client.ts";
-import { echoReply } from "./echo.ts";
+import { echoTask } from "./echo.ts";
 import type { EchoConfig } from "./echo-config.ts";
 import type { LogFields, Logger } from "./log.ts";
 
@@ -48,7 +48,7 @@ export async function runEchoProcess(options: EchoProcessOptions): Promise<Agent
       host: options.host,
       publicUrl: options.publicUrl,
       card: options.card,
-      onMessage: echoReply,
+      onMessage: echoTask,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       signal: controller.signal,
       log,

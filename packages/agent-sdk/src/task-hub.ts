@@ -4,7 +4,14 @@
  * task, saved to the store, then handed to the followers in order; a task leaves the hub when it stops running
  * (a terminal or interrupted state), and from then on the store alone answers for it.
  */
-import type { A2ATask, TaskArtifactUpdateEvent, TaskStatus, TaskStatusUpdateEvent } from "./a2a-protocol.ts";
+import type {
+  A2ATask,
+  Part,
+  TaskArtifactUpdateEvent,
+  TaskStatus,
+  TaskStatusUpdateEvent,
+  TextPart,
+} from "./a2a-protocol.ts";
 import type { TaskStore } from "./task-store.ts";
 
 export type TaskUpdate = TaskStatusUpdateEvent | TaskArtifactUpdateEvent;
@@ -120,6 +127,16 @@ export class TaskHub {
   }
 }
 
+/** Adds parts as a reply's pieces join (`partsBuilder`): text that follows text continues it. */
+function appendParts(parts: Part[], added: Part[]): void {
+  for (const part of added) {
+    const last = parts.at(-1);
+    if (last?.kind === "text" && part.kind === "text" && !last.metadata && !part.metadata) {
+      (last as TextPart).text += (part as TextPart).text;
+    } else parts.push(part);
+  }
+}
+
 /** Changes the task as the update says: a new status (its message joins the history), or artifact parts. */
 function apply(task: A2ATask, update: TaskUpdate): void {
   if (update.kind === "status-update") {
@@ -130,7 +147,7 @@ function apply(task: A2ATask, update: TaskUpdate): void {
   task.artifacts ??= [];
   const artifacts = task.artifacts;
   const existing = artifacts.find((a) => a.artifactId === update.artifact.artifactId);
-  if (existing && update.append) existing.parts.push(...structuredClone(update.artifact.parts));
+  if (existing && update.append) appendParts(existing.parts, structuredClone(update.artifact.parts));
   else if (existing) Object.assign(existing, structuredClone(update.artifact));
   else artifacts.push(structuredClone(update.artifact));
 }

@@ -256,6 +256,14 @@ describe("A2A 1.0 only", () => {
     );
     expect(next.tasks.map((t) => t.id)).toEqual([first.id]);
     expect(next.nextPageToken).toBe("");
+    const later = new Date(Date.now() + 60_000).toISOString();
+    const none = await client.listTasks(
+      ListTasksRequest.fromJSON({ contextId: first.contextId, statusTimestampAfter: later }),
+    );
+    expect([none.totalSize, none.tasks]).toEqual([0, []]);
+    expect(
+      await codeOf(client.listTasks(ListTasksRequest.fromJSON({ statusTimestampAfter: "yesterday" }))),
+    ).toBe(-32602);
   });
 
   it("serves a 0.3 card without A2A-Version and a 1.0 card with A2A-Version: 1.0", async () => {

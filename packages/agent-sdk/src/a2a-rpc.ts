@@ -328,7 +328,11 @@ async function resubscribe(call: RpcCall, dialect: Dialect, taskId: string, deps
   call.res.end();
 }
 
-/** `ListTasks` (1.0 only): newest first, `pageSize` (1-100, default 50) at a time, artifacts only when asked. */
+/**
+ * `ListTasks` (1.0 only): newest first, `pageSize` (1-100, default 50) at a time, artifacts only when asked, those
+ * updated at or after `statusTimestampAfter` when given. `pageSize` in the answer is the one used, as the official SDK
+ * answers it.
+ */
 async function listTasks(params: Record<string, unknown>, deps: RpcDeps) {
   const pageSize = params.pageSize ?? 50;
   if (typeof pageSize !== "number" || !Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100) {
@@ -345,11 +349,24 @@ async function listTasks(params: Record<string, unknown>, deps: RpcDeps) {
   if (params.contextId !== undefined && typeof params.contextId !== "string") {
     throw fail(JSONRPC_ERRORS.invalidParams, "invalid params: contextId must be a string");
   }
+  const after = params.statusTimestampAfter;
+  if (
+    after !== undefined &&
+    (typeof after !== "string" || !ISO_TIMESTAMP.test(after) || Number.isNaN(Date.parse(after)))
+  ) {
+    throw fail(
+      JSONRPC_ERRORS.invalidParams,
+      "invalid params: statusTimestampAfter must be an ISO 8601 timestamp",
+    );
+  }
   const historyLength = historyLengthParam(params);
-  const all = await deps.hub.store.list({
+  const listed = await deps.hub.store.list({
     ...(params.contextId ? { contextId: params.contextId as string } : {}),
     ...(state ? { state } : {}),
   });
+  const all = after
+    ? listed.filter((task) => Date.parse(task.status.timestamp) >= Date.parse(after))
+    : listed;
   const page = all.slice(offset, offset + pageSize).map((task) => {
     const shown = withHistory(task, historyLength);
     if (params.includeArtifacts !== true) delete shown.artifacts;
@@ -384,6 +401,9 @@ async function cancel(taskId: string, hub: TaskHub): Promise<A2ATask> {
   await hub.store.save(task);
   return task;
 }
+
+/** An ISO 8601 date, or date and time (Date.parse alone also takes "-1", a year). */
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$/;
 
 type RunOutcome = "ended" | "failed" | "stopped";
 

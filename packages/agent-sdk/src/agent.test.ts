@@ -81,7 +81,16 @@ describe("runAgent", () => {
     expect(info.secrets).toEqual({ API_KEY: "sk-secret-value" });
     const ws = platform.workspace("ws_run");
     expect(ws.url).toBe(info.url);
-    expect(ws.agentCard).toMatchObject({ name: "echo-test", url: info.url });
+    expect(ws.agentCard).toMatchObject({
+      name: "echo-test",
+      url: info.url,
+      preferredTransport: "JSONRPC",
+      additionalInterfaces: [{ url: info.url, transport: "JSONRPC" }],
+      supportedInterfaces: [
+        { url: info.url, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
+        { url: info.url, protocolBinding: "JSONRPC", protocolVersion: "0.3" },
+      ],
+    });
 
     expect(info.a2aAuth).toBe("inbound_token");
     const reply = await send(`http://127.0.0.1:${info.port}/`, "hello", ws.inboundToken);

@@ -7,6 +7,8 @@
  * 401 to any request without the inbound token that came with the auth token. From a platform that issues no inbound
  * token it serves anyone, and says so in a warning.
  */
+
+import { cardFor } from "./a2a-card.ts";
 import {
   type A2AMessage,
   type HandlerAnswer,
@@ -116,6 +118,12 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     ...((options.card.url ?? publicUrl) ? { url: options.card.url ?? publicUrl ?? undefined } : {}),
   });
 
+  /** What the platform keeps and shows callers: the card as 0.3 clients read it, with 1.0's interfaces beside. */
+  const registeredCard = (): AgentCard => {
+    const served = card();
+    return typeof served.url === "string" ? (cardFor(served, served.url, "0.3") as AgentCard) : served;
+  };
+
   const store = options.stateDir === null ? null : new CredentialStore(options.stateDir);
   let current: CredentialManager | null = null;
   // Asked on every request: pending until the first token, and again while a rejected one is being replaced.
@@ -166,7 +174,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       bootToken: options.bootToken,
       authToken: options.authToken,
       inboundToken: options.inboundToken,
-      registration: () => ({ url: publicUrl, agentCard: card() }),
+      registration: () => ({ url: publicUrl, agentCard: registeredCard() }),
       retry,
       sleep,
       log,

@@ -60,12 +60,37 @@ export interface TestPlatform {
     path: string,
     options?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
   ): Promise<TestResponse>;
+  /** As `call`, over real HTTP to the served platform (after `listen()`): the raw routes answer what they serve. */
+  callServed(
+    method: string,
+    path: string,
+    options?: { token?: string | null; body?: unknown; headers?: Record<string, string> },
+  ): Promise<TestResponse>;
   /**
    * Serves the app on 127.0.0.1 (a free port) with the raw routes in front, as `main()` does, points PLATFORM_URL at
    * it and starts the loops.
    */
   listen(): Promise<string>;
   close(): Promise<void>;
+}
+
+/** One test request, with the admin token unless another (or null) is given, the body sent as JSON. */
+async function testCall(
+  send: (init: RequestInit) => Response | Promise<Response>,
+  method: string,
+  options: { token?: string | null; body?: unknown; headers?: Record<string, string> },
+): Promise<TestResponse> {
+  const headers: Record<string, string> = { ...options.headers };
+  const token = options.token === undefined ? ADMIN_TOKEN : options.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (options.body !== undefined) {
+    body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+    headers["content-type"] ??= "application/json";
+  }
+  const response = await send({ method, headers, body });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
 }
 
 /** The tenant platform in process, on a fresh real PostgreSQL database, with the given backend. */
@@ -133,6 +158,7 @@ export async function createTestPlatform(
   };
   const runner = new OperationRunner(deps, "test-runner", 100);
   let server: ServerType | undefined;
+  let served: string | undefined;
   const heartbeats = new HeartbeatBatcher(
     deps,
     heartbeatFlushIntervalMs(deps.settings.staleAfterMs),
@@ -155,18 +181,10 @@ export async function createTestPlatform(
     heartbeats,
     clock,
     logs,
-    async call(method, path, options = {}) {
-      const headers: Record<string, string> = { ...options.headers };
-      const token = options.token === undefined ? ADMIN_TOKEN : options.token;
-      if (token) headers.authorization = `Bearer ${token}`;
-      let body: string | undefined;
-      if (options.body !== undefined) {
-        body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
-        headers["content-type"] ??= "application/json";
-      }
-      const response = await app.request(path, { method, headers, body });
-      const text = await response.text();
-      return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
+    call: (method, path, options = {}) => testCall((init) => app.request(path, init), method, options),
+    callServed(method, path, options = {}) {
+      if (!served) throw new Error("callServed needs listen() first");
+      return testCall((init) => fetch(`${served}${path}`, init), method, options);
     },
     async listen() {
       const url = await new Promise<string>((resolve) => {
@@ -182,6 +200,7 @@ export async function createTestPlatform(
         );
       });
       deps.settings.publicUrl = url;
+      served = url;
       runner.start();
       sweeper.start();
       heartbeats.start();

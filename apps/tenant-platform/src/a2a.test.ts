@@ -90,8 +90,22 @@ async function addWorkspace(name: string, url: string | null, card?: Record<stri
   return { id, token, inboundToken, url };
 }
 
+/**
+ * How the proxy is reached: served over HTTP (the raw route in front of the Hono app, as `main()` serves it) or in
+ * process with `app.request()` (the Hono route). Every proxy test runs both ways.
+ */
+let via: "served" | "in process" = "served";
+
+function proxyCall(
+  id: string,
+  options: { token: string | null; body: unknown; headers?: Record<string, string> },
+) {
+  const path = `/workspaces/${id}/a2a`;
+  return via === "served" ? platform.callServed("POST", path, options) : platform.call("POST", path, options);
+}
+
 function a2a(id: string, body: unknown, token: string | null) {
-  return platform.call("POST", `/workspaces/${id}/a2a`, { token, body });
+  return proxyCall(id, { token, body });
 }
 
 beforeAll(async () => {
@@ -165,7 +179,11 @@ afterAll(async () => {
   await platform.close();
 });
 
-describe("POST /workspaces/:id/a2a", () => {
+describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s", (how) => {
+  beforeAll(() => {
+    via = how;
+  });
+
   it("forwards message/send from one workspace to another with the caller's own token", async () => {
     const response = await a2a(target.id, send("hello", 42), caller.token);
     expect(response.status).toBe(200);
@@ -204,7 +222,11 @@ describe("POST /workspaces/:id/a2a", () => {
   });
 
   it("passes message/stream through unbuffered: the first event arrives before the upstream finishes", async () => {
-    const response = await fetch(`${base}/workspaces/${streamer.id}/a2a`, {
+    upstreamFinishedAt = 0;
+    const path = `/workspaces/${streamer.id}/a2a`;
+    const request = (init: RequestInit) =>
+      via === "served" ? fetch(`${base}${path}`, init) : platform.app.request(path, init);
+    const response = await request({
       method: "POST",
       headers: { authorization: `Bearer ${caller.token}`, "content-type": "application/json" },
       body: JSON.stringify(send("stream please", 7, "message/stream")),
@@ -247,7 +269,7 @@ describe("POST /workspaces/:id/a2a", () => {
 
   it("presents the target's inbound token itself and forwards none of the caller's headers", async () => {
     recorded.length = 0;
-    const response = await platform.call("POST", `/workspaces/${recorder.id}/a2a`, {
+    const response = await proxyCall(recorder.id, {
       token: caller.token,
       body: send("forged"),
       headers: { [INBOUND_TOKEN_HEADER]: "mit_forged-by-the-caller", "x-molecule-caller": "admin" },
@@ -261,7 +283,7 @@ describe("POST /workspaces/:id/a2a", () => {
     expect(JSON.stringify(seen)).not.toContain("forged-by-the-caller");
     expect(JSON.stringify(seen)).not.toContain(caller.token);
     // A caller holding the target's inbound token gains nothing by sending it: the platform still decides.
-    const stolen = await platform.call("POST", `/workspaces/${recorder.id}/a2a`, {
+    const stolen = await proxyCall(recorder.id, {
       token: null,
       body: send("stolen"),
       headers: { [INBOUND_TOKEN_HEADER]: recorder.inboundToken },
@@ -386,7 +408,7 @@ describe("POST /workspaces/:id/a2a", () => {
     }
     const plain = await a2a(target.id, send("x"), caller.token);
     expect(plain.status).toBe(200);
-    const refused = await platform.call("POST", `/workspaces/${target.id}/a2a`, {
+    const refused = await proxyCall(target.id, {
       token: caller.token,
       body: JSON.stringify(send("x")),
       headers: { "content-type": "text/plain" },

@@ -4,7 +4,7 @@ import { Hono } from "hono";
 import { canvasRoutes } from "./canvas/routes.ts";
 import { identify } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
-import { a2aRoutes } from "./routes/a2a.ts";
+import { a2aRawRoute, a2aRoutes } from "./routes/a2a.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
@@ -36,8 +36,9 @@ export interface AppHooks {
  * the Hono app only.
  */
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
-  const rawRoutes: RawRoute[] = [];
-  return { app: createHonoApp(deps, hooks), rawRoutes };
+  const a2a = new A2AService(deps);
+  const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a)];
+  return { app: createHonoApp(deps, hooks, a2a), rawRoutes };
 }
 
 /** The Hono app alone, for tests that call it in process. */
@@ -45,7 +46,7 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   return createPlatform(deps, hooks).app;
 }
 
-function createHonoApp(deps: PlatformDeps, hooks: AppHooks) {
+function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
   const registry = new RegistryService(deps, hooks.heartbeats ?? null);
@@ -57,7 +58,7 @@ function createHonoApp(deps: PlatformDeps, hooks: AppHooks) {
   app.use("*", requestLog(deps.logger, { debugRoutes: ["POST /registry/heartbeat"] }));
 
   // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
-  app.route("/", a2aRoutes(deps, new A2AService(deps)));
+  app.route("/", a2aRoutes(deps, a2a));
 
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 

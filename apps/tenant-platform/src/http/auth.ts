@@ -9,12 +9,20 @@ export function bearerToken(header: string | undefined): string | null {
   return match?.[1] ?? null;
 }
 
-/** Who is calling: the admin, a workspace (by its bearer token), or nobody. Never fails open. */
-export async function resolveCaller(deps: PlatformDeps, token: string | null): Promise<Caller | null> {
+/**
+ * Who is calling: the admin, a workspace (by its bearer token), or nobody. Never fails open. `tokenOwner` finds the
+ * workspace a token hash belongs to (the database by default; the A2A proxy passes its directory).
+ */
+export async function resolveCaller(
+  deps: PlatformDeps,
+  token: string | null,
+  tokenOwner: (tokenHash: string) => Promise<string | null> = (tokenHash) =>
+    workspaceForToken(deps.db, tokenHash),
+): Promise<Caller | null> {
   const credential = credentialOf(deps, token);
   if (!credential) return null;
   if (credential.kind === "admin") return credential;
-  const workspaceId = await workspaceForToken(deps.db, credential.tokenHash);
+  const workspaceId = await tokenOwner(credential.tokenHash);
   return workspaceId ? { kind: "workspace", workspaceId, tokenHash: credential.tokenHash } : null;
 }
 

@@ -14,20 +14,30 @@ function readAsJson(type: string): boolean {
 }
 
 /**
- * The body's text and its JSON value, for every route that takes JSON (the A2A proxy forwards the text as it came).
- * Any type other than JSON or curl's default is 415; text that is not JSON is 400; an empty body is `{}`.
+ * The JSON value of a body's text, as every route that takes JSON reads it: any type other than JSON or curl's
+ * default is 415; text that is not JSON is 400; an empty body is `{}`. With `text` null, only the type is checked.
  */
-export async function readJsonText(c: Context): Promise<{ text: string; value: unknown }> {
-  const type = c.req.header("content-type");
+export function parseJsonText(type: string | undefined, text: string | null): unknown {
   if (type && !readAsJson(type)) {
     throw new DomainError("unsupported_media_type", `expected an application/json body, got ${type}`);
   }
-  const text = await c.req.text();
+  if (text === null) return undefined;
   try {
-    return { text, value: text === "" ? {} : JSON.parse(text) };
+    return text === "" ? {} : JSON.parse(text);
   } catch {
     throw new DomainError("bad_request", "body is not valid JSON");
   }
+}
+
+/**
+ * The body's text and its JSON value ({@link parseJsonText}), for every route that takes JSON (the A2A proxy forwards
+ * the text as it came).
+ */
+export async function readJsonText(c: Context): Promise<{ text: string; value: unknown }> {
+  const type = c.req.header("content-type");
+  parseJsonText(type, null);
+  const text = await c.req.text();
+  return { text, value: parseJsonText(type, text) };
 }
 
 /** Reads a JSON body (as `readJsonText` does) and validates it. */

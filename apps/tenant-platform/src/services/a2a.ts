@@ -8,8 +8,8 @@ import {
 } from "@molecule/contracts";
 import { type WorkspaceRow, workspaces } from "@molecule/db";
 import { eq } from "drizzle-orm";
-import type { Agent } from "undici";
-import { fetch as undiciFetch } from "undici";
+import type { Agent, Dispatcher } from "undici";
+import { resolveCaller } from "../http/auth.ts";
 import type { Caller } from "../http/types.ts";
 import {
   type AgentUrlPolicy,
@@ -21,6 +21,7 @@ import {
 } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openInboundToken } from "./inbound-token.ts";
+import { workspaceForToken } from "./tokens.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
 export type A2AParty = { kind: "admin"; orgId: string } | { kind: "workspace"; id: string; orgId: string };
@@ -73,15 +74,70 @@ export function a2aLimits(deps: PlatformDeps): A2ALimits {
   };
 }
 
+/** What the proxy needs to know of a workspace at either end of a call (the target's row, the caller's org). */
+export type A2ARoute = Pick<
+  WorkspaceRow,
+  "id" | "orgId" | "status" | "url" | "runtime" | "handle" | "inboundTokenSealed" | "inboundTokenKeyVersion"
+>;
+
+const ROUTE_COLUMNS = {
+  id: workspaces.id,
+  orgId: workspaces.orgId,
+  status: workspaces.status,
+  url: workspaces.url,
+  runtime: workspaces.runtime,
+  handle: workspaces.handle,
+  inboundTokenSealed: workspaces.inboundTokenSealed,
+  inboundTokenKeyVersion: workspaces.inboundTokenKeyVersion,
+} as const;
+
+/**
+ * Where the proxy looks up who is calling and where a target is. Read from the database each time by default
+ * ({@link databaseDirectory}); the cached directory answers from memory what the change feed has not invalidated.
+ */
+export interface A2ADirectory {
+  /** The workspace whose current bearer token hashes to `tokenHash`, or null. */
+  tokenOwner(tokenHash: string): Promise<string | null>;
+  /** The workspace's routing facts, or null when there is no such row. */
+  route(workspaceId: string): Promise<A2ARoute | null>;
+}
+
+export function databaseDirectory(deps: PlatformDeps): A2ADirectory {
+  return {
+    tokenOwner: (tokenHash) => workspaceForToken(deps.db, tokenHash),
+    async route(workspaceId) {
+      const [row] = await deps.db
+        .select(ROUTE_COLUMNS)
+        .from(workspaces)
+        .where(eq(workspaces.id, workspaceId));
+      return row ?? null;
+    },
+  };
+}
+
+/**
+ * A proxied answer, ready for either HTTP layer to write: a JSON answer read whole (capped), or an event stream
+ * passed through chunk by chunk (capped, with an idle timeout). `cancel` stops the stream (the client went away).
+ */
+export type A2AAnswer =
+  | { kind: "json"; contentType: string; body: Uint8Array }
+  | { kind: "stream"; contentType: string; chunks: AsyncIterable<Uint8Array>; cancel(): void };
+
+/** The headers a streamed answer goes out with. */
+export const STREAM_HEADERS = { "cache-control": "no-cache", "x-accel-buffering": "no" } as const;
+
 /** Forwards JSON-RPC A2A requests from an authorised caller to a target workspace's registered URL. */
 export class A2AService {
   private readonly dispatchers = new Map<string, Agent>();
 
-  constructor(private readonly deps: PlatformDeps) {}
+  constructor(
+    private readonly deps: PlatformDeps,
+    readonly directory: A2ADirectory = databaseDirectory(deps),
+  ) {}
 
   /**
-   * The connect-time guard for a policy: one dispatcher (and its connection pool) per policy, since settings can
-   * change in tests and assigned addresses are dialled with private addresses allowed.
+   * The connect-time guard for a policy: one dispatcher (and its connection pool per origin) per policy, since
+   * settings can change in tests and assigned addresses are dialled with private addresses allowed.
    */
   private agentFor(policy: AgentUrlPolicy): Agent {
     const key = `${policy.allowInsecure}/${policy.allowPrivate}`;
@@ -93,19 +149,23 @@ export class A2AService {
     return agent;
   }
 
-  /** The target row once the caller may reach it: 404 unknown or removed, 403 not allowed. */
-  async authorise(caller: Caller, targetId: string): Promise<WorkspaceRow> {
-    const [target] = await this.deps.db.select().from(workspaces).where(eq(workspaces.id, targetId));
+  /** Who called, from the bearer token (the admin, a workspace, or nobody), through the directory. */
+  resolveCaller(token: string | null): Promise<Caller | null> {
+    return resolveCaller(this.deps, token, (tokenHash) => this.directory.tokenOwner(tokenHash));
+  }
+
+  /** The target's route once the caller may reach it: 404 unknown or removed, 403 not allowed. */
+  private async authoriseRoute(caller: Caller, targetId: string): Promise<A2ARoute> {
+    const [target, own] = await Promise.all([
+      this.directory.route(targetId),
+      caller.kind === "workspace" ? this.directory.route(caller.workspaceId) : null,
+    ]);
     if (!target || GONE.has(target.status))
       throw new DomainError("not_found", `workspace ${targetId} not found`);
     let party: A2AParty;
     if (caller.kind === "admin") {
       party = { kind: "admin", orgId: this.deps.settings.orgId };
     } else {
-      const [own] = await this.deps.db
-        .select({ id: workspaces.id, orgId: workspaces.orgId, status: workspaces.status })
-        .from(workspaces)
-        .where(eq(workspaces.id, caller.workspaceId));
       if (!own || GONE.has(own.status))
         throw new DomainError("unauthorized", "the calling workspace is gone");
       party = { kind: "workspace", id: own.id, orgId: own.orgId };
@@ -116,6 +176,15 @@ export class A2AService {
         rule: verdict.rule,
       });
     }
+    return target;
+  }
+
+  /** The target row once the caller may reach it: 404 unknown or removed, 403 not allowed. */
+  async authorise(caller: Caller, targetId: string): Promise<WorkspaceRow> {
+    await this.authoriseRoute(caller, targetId);
+    const [target] = await this.deps.db.select().from(workspaces).where(eq(workspaces.id, targetId));
+    if (!target || GONE.has(target.status))
+      throw new DomainError("not_found", `workspace ${targetId} not found`);
     return target;
   }
 
@@ -131,14 +200,18 @@ export class A2AService {
   }
 
   /**
-   * Sends the raw JSON-RPC body to the target and returns the upstream response, ready to hand to the client:
-   * JSON answers are read whole (capped); event streams are passed through chunk by chunk, capped and with an
-   * idle timeout. The request to the target is built here from scratch: none of the caller's headers (its token, or
-   * an `x-molecule-inbound-token` of its own) is forwarded. The target's inbound token proves the request comes
-   * through this check; `x-molecule-caller` says who asked.
+   * Sends the raw JSON-RPC body to the target and returns its answer, ready for the HTTP layer to write. The request
+   * to the target is built here from scratch: none of the caller's headers (its token, or an
+   * `x-molecule-inbound-token` of its own) is forwarded. The target's inbound token proves the request comes through
+   * this check; `x-molecule-caller` says who asked.
    */
-  async forward(caller: Caller, targetId: string, request: A2ARequest, rawBody: string): Promise<Response> {
-    const target = await this.authorise(caller, targetId);
+  async forward(
+    caller: Caller,
+    targetId: string,
+    request: A2ARequest,
+    rawBody: string | Uint8Array,
+  ): Promise<A2AAnswer> {
+    const target = await this.authoriseRoute(caller, targetId);
     if (!RECEIVING.has(target.status) || !target.url) {
       throw new DomainError(
         "upstream_unavailable",
@@ -150,13 +223,14 @@ export class A2AService {
     }
     // The address the target's backend assigned it is dialled even on a private network (Fly's 6PN, a Docker
     // network, a VPC): the backend chose it. Any other URL is held to the policy, here and at connect time.
+    const url = new URL(target.url);
     const assigned = isAssignedAgentUrl(target, target.url);
     const policy: AgentUrlPolicy = {
       allowInsecure: this.deps.settings.allowInsecureAgentUrls,
       allowPrivate: assigned || this.deps.settings.allowPrivateAgentUrls,
     };
     // IP literals never reach the connect-time lookup, so a URL stored before the policy changed is checked here.
-    if (!policy.allowPrivate && isPrivateHost(new URL(target.url).hostname)) {
+    if (!policy.allowPrivate && isPrivateHost(url.hostname)) {
       throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
     }
     // Null for an agent registered before inbound tokens existed (it accepts calls without one). A value this process
@@ -165,163 +239,154 @@ export class A2AService {
     const limits = a2aLimits(this.deps);
     const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
-    const log = this.deps.logger.child({
-      a2a: {
-        caller: caller.kind === "admin" ? "admin" : caller.workspaceId,
-        target: targetId,
-        method: request.method,
-      },
-    });
+    const callerName = caller.kind === "admin" ? "admin" : caller.workspaceId;
+    const logger = this.deps.logger;
+    const context = { a2a: { caller: callerName, target: targetId, method: request.method } };
+    const log = (level: "info" | "warn", fields: Record<string, unknown>, message: string) =>
+      logger[level]({ ...context, ...fields }, message);
 
     // Metadata only: never the bodies.
     const delivered = (bytes: number, streamed: boolean) =>
       this.deps.events.publish({
         type: "a2a.delivery",
         workspaceId: targetId,
-        data: {
-          caller: caller.kind === "admin" ? "admin" : caller.workspaceId,
-          method: request.method,
-          durationMs: elapsed(started),
-          bytes,
-          streamed,
-        },
+        data: { caller: callerName, method: request.method, durationMs: elapsed(started), bytes, streamed },
       });
 
     const controller = new AbortController();
     let timedOut = false;
-    let timer = setTimeout(() => {
+    const expire = () => {
       timedOut = true;
       controller.abort();
-    }, limits.timeoutMs);
+    };
+    let timer = setTimeout(expire, limits.timeoutMs);
     const armIdle = () => {
       clearTimeout(timer);
-      timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort();
-      }, limits.timeoutMs);
+      timer = setTimeout(expire, limits.timeoutMs);
     };
 
-    let upstream: Response;
+    let upstream: Dispatcher.ResponseData;
     try {
-      upstream = (await undiciFetch(target.url, {
+      upstream = await this.agentFor(policy).request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
         method: "POST",
         headers: {
           "content-type": "application/json",
           accept: streaming ? "text/event-stream, application/json" : "application/json",
-          [CALLER_HEADER]: caller.kind === "admin" ? "admin" : caller.workspaceId,
+          [CALLER_HEADER]: callerName,
           ...(inboundToken ? { [INBOUND_TOKEN_HEADER]: inboundToken } : {}),
         },
         body: rawBody,
-        redirect: "manual",
         signal: controller.signal,
-        dispatcher: this.agentFor(policy),
-      })) as unknown as Response;
+      });
     } catch (err) {
       clearTimeout(timer);
       if (isPrivateAddressError(err)) {
-        log.warn({ durationMs: elapsed(started) }, "a2a upstream refused: private address");
+        log("warn", { durationMs: elapsed(started) }, "a2a upstream refused: private address");
         throw new DomainError("bad_gateway", PRIVATE_ADDRESS_MESSAGE, { workspaceId: targetId });
       }
-      log.warn({ durationMs: elapsed(started), timedOut, cause: causeCode(err) }, "a2a upstream failed");
+      log("warn", { durationMs: elapsed(started), timedOut, cause: causeCode(err) }, "a2a upstream failed");
       throw upstreamError(targetId, timedOut, limits.timeoutMs);
     }
+    const body = upstream.body;
 
-    if (upstream.status < 200 || upstream.status > 299) {
+    if (upstream.statusCode < 200 || upstream.statusCode > 299) {
       clearTimeout(timer);
-      await upstream.body?.cancel().catch(() => undefined);
-      log.warn({ durationMs: elapsed(started), upstreamStatus: upstream.status }, "a2a upstream refused");
-      throw new DomainError("bad_gateway", `workspace ${targetId} answered HTTP ${upstream.status}`, {
-        upstreamStatus: upstream.status,
+      discard(body);
+      log(
+        "warn",
+        { durationMs: elapsed(started), upstreamStatus: upstream.statusCode },
+        "a2a upstream refused",
+      );
+      throw new DomainError("bad_gateway", `workspace ${targetId} answered HTTP ${upstream.statusCode}`, {
+        upstreamStatus: upstream.statusCode,
       });
     }
-    const declared = Number(upstream.headers.get("content-length"));
+    const declared = Number(upstream.headers["content-length"]);
     if (Number.isFinite(declared) && declared > limits.maxResponseBytes) {
       clearTimeout(timer);
-      await upstream.body?.cancel().catch(() => undefined);
+      discard(body);
       throw tooLarge(targetId, limits.maxResponseBytes);
     }
 
-    const type = upstream.headers.get("content-type") ?? "application/json";
-    if (streaming && /^text\/event-stream\b/i.test(type) && upstream.body) {
+    const typeHeader = upstream.headers["content-type"];
+    const type = (Array.isArray(typeHeader) ? typeHeader[0] : typeHeader) ?? "application/json";
+    if (streaming && /^text\/event-stream\b/i.test(type)) {
       armIdle();
-      const reader = upstream.body.getReader();
-      let size = 0;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(out) {
-          let chunk: Awaited<ReturnType<typeof reader.read>>;
-          try {
-            chunk = await reader.read();
-          } catch {
-            clearTimeout(timer);
-            log.warn({ durationMs: elapsed(started), timedOut, bytes: size }, "a2a stream broke");
-            out.error(new Error("upstream stream failed"));
-            return;
+      async function* relay(): AsyncGenerator<Uint8Array> {
+        let size = 0;
+        let finished = false;
+        try {
+          for await (const chunk of body as AsyncIterable<Buffer>) {
+            size += chunk.byteLength;
+            if (size > limits.maxResponseBytes) {
+              log("warn", { bytes: size }, "a2a stream exceeded the response cap");
+              throw new Error("response cap exceeded");
+            }
+            armIdle();
+            yield chunk;
           }
-          if (chunk.done) {
-            clearTimeout(timer);
-            log.info({ durationMs: elapsed(started), bytes: size }, "a2a stream done");
-            delivered(size, true);
-            out.close();
-            return;
+          finished = true;
+          log("info", { durationMs: elapsed(started), bytes: size }, "a2a stream done");
+          delivered(size, true);
+        } catch (err) {
+          if (size <= limits.maxResponseBytes) {
+            log("warn", { durationMs: elapsed(started), timedOut, bytes: size }, "a2a stream broke");
           }
-          size += chunk.value.byteLength;
-          if (size > limits.maxResponseBytes) {
-            clearTimeout(timer);
-            log.warn({ bytes: size }, "a2a stream exceeded the response cap");
-            await reader.cancel().catch(() => undefined);
-            out.error(new Error("response cap exceeded"));
-            return;
-          }
-          armIdle();
-          out.enqueue(chunk.value);
-        },
-        async cancel() {
+          throw new Error("upstream stream failed", { cause: err });
+        } finally {
           clearTimeout(timer);
-          await reader.cancel().catch(() => undefined);
+          if (!finished) discard(body);
+        }
+      }
+      return {
+        kind: "stream",
+        contentType: type,
+        chunks: relay(),
+        cancel: () => {
+          clearTimeout(timer);
+          controller.abort();
+          discard(body);
         },
-      });
-      return new Response(body, {
-        status: 200,
-        headers: { "content-type": type, "cache-control": "no-cache", "x-accel-buffering": "no" },
-      });
+      };
     }
 
     // A JSON answer (also when a streaming method is answered with a plain JSON-RPC error).
     let bytes: Uint8Array;
     try {
-      bytes = await readCapped(upstream, limits.maxResponseBytes);
+      bytes = await readCapped(body, limits.maxResponseBytes);
     } catch (err) {
-      log.warn({ durationMs: elapsed(started), timedOut, cause: causeCode(err) }, "a2a upstream failed");
-      if (err instanceof DomainError) throw err;
+      log("warn", { durationMs: elapsed(started), timedOut, cause: causeCode(err) }, "a2a upstream failed");
       throw upstreamError(targetId, timedOut, limits.timeoutMs);
     } finally {
       clearTimeout(timer);
     }
     if (bytes === TOO_LARGE) throw tooLarge(targetId, limits.maxResponseBytes);
-    log.info({ durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
+    log("info", { durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
     delivered(bytes.byteLength, false);
-    return new Response(bytes, { status: 200, headers: { "content-type": type } });
+    return { kind: "json", contentType: type, body: bytes };
   }
 }
 
 const TOO_LARGE = new Uint8Array(0);
 
-async function readCapped(response: Response, max: number): Promise<Uint8Array> {
-  if (!response.body) return new Uint8Array(0);
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
+/** Drops an upstream body not (fully) read; its connection is closed, and the abort it reports is expected. */
+function discard(body: Dispatcher.ResponseData["body"]): void {
+  body.on("error", () => undefined);
+  body.destroy();
+}
+
+/** The whole body, or TOO_LARGE (the rest unread, the connection dropped) once it passes `max` bytes. */
+async function readCapped(body: AsyncIterable<Buffer>, max: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => undefined);
-      return TOO_LARGE;
-    }
-    chunks.push(value);
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    if (size > max) return TOO_LARGE; // leaving the loop destroys the body
+    chunks.push(chunk);
   }
-  return Buffer.concat(chunks);
+  return chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks, size);
 }
 
 function tooLarge(targetId: string, max: number): DomainError {

@@ -228,6 +228,42 @@ describe("docker backend specifics", () => {
     await provisioner.destroy({ ...spec, handle: first });
   });
 
+  it("never takes a volume or container under its name that is not this workspace's", async () => {
+    const foreignVolume = makeSpec();
+    const name = resourceName(foreignVolume.workspaceId);
+    // Same name, the labels of another workspace of the deployment.
+    await docker.createVolume({
+      Name: name,
+      Labels: { [LABELS.workspaceId]: "ws_someoneelse", [LABELS.deployment]: deployment },
+    });
+    const volumeError = await provisioner.provision(foreignVolume, null).catch((e: unknown) => e);
+    expect(volumeError).toMatchObject({ code: "conflict", retryable: false });
+    expect((volumeError as Error).message).toContain(`a volume named ${name}`);
+    await expect(docker.getContainer(name).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    expect((await docker.getVolume(name).inspect()).Labels).toEqual({
+      [LABELS.workspaceId]: "ws_someoneelse",
+      [LABELS.deployment]: deployment,
+    });
+    await docker.getVolume(name).remove();
+
+    const foreignContainer = makeSpec();
+    const taken = resourceName(foreignContainer.workspaceId);
+    const stranger = await docker.createContainer({
+      name: taken,
+      Image: `${image.imagePrefix}${image.runtime}:${image.imageTag}`,
+      Labels: { [LABELS.deployment]: deployment },
+      HostConfig: { NetworkMode: "none" },
+    });
+    try {
+      const containerError = await provisioner.provision(foreignContainer, null).catch((e: unknown) => e);
+      expect(containerError).toMatchObject({ code: "conflict", retryable: false });
+      expect((containerError as Error).message).toContain(`a container named ${taken}`);
+      expect((await stranger.inspect()).State.Status).toBe("created");
+    } finally {
+      await stranger.remove({ force: true });
+    }
+  });
+
   it("converges under heavy concurrency: 8 provisions, then stops and destroys racing", async () => {
     const spec = makeSpec();
     const handles = await Promise.all(Array.from({ length: 8 }, () => provisioner.provision(spec, null)));

@@ -50,8 +50,9 @@ export async function inspectOwnedContainer(
 }
 
 /**
- * Creates the volume `name` with `labels`, or adopts the one of that name an earlier call made (creating a volume whose
- * name exists returns the existing one), after checking it is `owner`'s.
+ * Creates the volume `name` with `labels`, or adopts the one of that name an earlier call made, after checking it is
+ * `owner`'s. Creating a volume whose name exists answers with the existing one, labels included, so one request both
+ * makes and checks it; an answer without labels (not the engine's) is checked with an inspect.
  */
 export async function ensureOwnedVolume(
   docker: Dockerode,
@@ -59,43 +60,90 @@ export async function ensureOwnedVolume(
   labels: Record<string, string>,
   owner: DockerOwner,
 ): Promise<string> {
-  await dockerCall("create volume", () => docker.createVolume({ Name: name, Labels: labels }));
-  const info = await dockerCall("inspect volume", () => docker.getVolume(name).inspect());
-  if (!ownedBy(owner, info?.Labels)) throw notOwnedError(owner, "volume", name);
+  // dockerode's createVolume keeps only the name of the answer: the request is made as it makes it.
+  const made = await dockerCall(
+    "create volume",
+    () =>
+      new Promise<{ Labels?: Labels }>((resolve, reject) =>
+        docker.modem.dial(
+          {
+            path: "/volumes/create?",
+            method: "POST",
+            allowEmpty: true,
+            options: { Name: name, Labels: labels },
+            statusCodes: { 200: true, 201: true, 500: "server error" },
+          },
+          (error: unknown, data: unknown) =>
+            error ? reject(error) : resolve((data ?? {}) as { Labels?: Labels }),
+        ),
+      ),
+  );
+  const found =
+    made && "Labels" in made
+      ? made.Labels
+      : (await dockerCall("inspect volume", () => docker.getVolume(name).inspect()))?.Labels;
+  if (!ownedBy(owner, found)) throw notOwnedError(owner, "volume", name);
   return name;
 }
 
-/** Creates a container: true when made now, false when its name is taken (409). */
+/** Creates a container: its id when made now, null when its name is taken (409). */
 export async function createContainerUnlessTaken(
   docker: Dockerode,
   options: Dockerode.ContainerCreateOptions,
-): Promise<boolean> {
+): Promise<string | null> {
   try {
-    await docker.createContainer(options);
-    return true;
+    return (await docker.createContainer(options)).id;
   } catch (error) {
     if (dockerStatusCode(error) !== 409) throw toProvisionerError("create container", error);
-    return false;
+    return null;
   }
 }
 
 /**
- * Runs `create` (true: it made the container `name`; false: the name was taken) and returns that container, checked
- * to be `owner`'s. A concurrent create may still be registering the name, so a missing container is retried briefly.
+ * The container `name`, checked to be `owner`'s, once it can be inspected: a concurrent create may still be
+ * registering the name, so a missing container is retried briefly.
+ */
+async function adoptContainer(
+  docker: Dockerode,
+  name: string,
+  owner: DockerOwner,
+): Promise<Dockerode.ContainerInspectInfo> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const info = await inspectOwnedContainer(docker, name, owner);
+    if (info) return info;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+}
+
+/**
+ * Runs `create` (the id: it made the container `name`; null: the name was taken) and returns that container's
+ * details, checked to be `owner`'s.
  */
 export async function createOrAdoptContainer(
   docker: Dockerode,
   name: string,
   owner: DockerOwner,
-  create: () => Promise<boolean>,
+  create: () => Promise<string | null>,
 ): Promise<{ info: Dockerode.ContainerInspectInfo; created: boolean }> {
-  const created = await create();
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const info = await inspectOwnedContainer(docker, name, owner);
-    if (info) return { info, created };
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new ProvisionerError("conflict", `container ${name} exists but cannot be inspected`, true);
+  const created = (await create()) !== null;
+  return { info: await adoptContainer(docker, name, owner), created };
+}
+
+/**
+ * Runs `create` from `options` and returns the container's id and image: of the one it made (nothing more to ask the
+ * engine: it was made from the caller's options, so it is the owner's), or of the owner's container that already
+ * had the name.
+ */
+export async function createOrAdoptContainerId(
+  docker: Dockerode,
+  owner: DockerOwner,
+  options: Dockerode.ContainerCreateOptions & { name: string; Image: string },
+): Promise<{ id: string; image: string; created: boolean }> {
+  const id = await createContainerUnlessTaken(docker, options);
+  if (id !== null) return { id, image: options.Image, created: true };
+  const adopted = await adoptContainer(docker, options.name, owner);
+  return { id: adopted.Id, image: adopted.Config.Image, created: false };
 }
 
 /**

@@ -18,15 +18,14 @@ import type {
   WorkspaceRef,
   WorkspaceSpec,
 } from "../provisioner.ts";
-import { auditedCreate } from "../provisioner.ts";
 import { specScrubber } from "../scrub.ts";
 import { tierLimits } from "../tiers.ts";
 import { createDockerClient } from "./client.ts";
 import {
   type DockerLogger,
   dockerCall,
-  ensureImage as ensureImageOn,
   noopDockerLogger,
+  pullImage,
   removeContainer as removeContainerOn,
   removeVolume as removeVolumeOn,
   startContainer as startContainerOn,
@@ -35,8 +34,7 @@ import {
 } from "./engine.ts";
 import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
 import {
-  createContainerUnlessTaken,
-  createOrAdoptContainer,
+  createOrAdoptContainerId,
   type DockerOwner,
   ensureOwnedVolume,
   findOwnedResources,
@@ -188,9 +186,6 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     }
   }
 
-  const ensureImage = (image: string, signal: AbortSignal | undefined) =>
-    ensureImageOn(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
-
   const ensureVolume = (spec: WorkspaceSpec) =>
     ensureOwnedVolume(docker, resourceName(spec.workspaceId), labels(spec), owner(spec.workspaceId));
 
@@ -211,7 +206,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     const name = resourceName(spec.workspaceId);
     const env = agentEnv(opts.network, spec.workspaceId, spec.env);
     const networking = containerNetworking(opts.network, name);
-    const options: Dockerode.ContainerCreateOptions = {
+    const options: Dockerode.ContainerCreateOptions & { name: string; Image: string } = {
       name,
       Image: image,
       Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
@@ -242,71 +237,92 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     spec: WorkspaceSpec,
     image: string,
     volume: string,
-  ): Promise<{ info: Dockerode.ContainerInspectInfo; created: boolean }> {
-    const name = resourceName(spec.workspaceId);
+  ): Promise<{ id: string; image: string; created: boolean }> {
     const options = await createOptions(spec, image, volume);
     log.info(
       { workspaceId: spec.workspaceId, options: redactCreateOptions(options, spec.secretKeys) },
       "docker: creating container",
     );
-    return createOrAdoptContainer(docker, name, owner(spec.workspaceId), () =>
-      createContainerUnlessTaken(docker, options),
-    );
+    return createOrAdoptContainerId(docker, owner(spec.workspaceId), options);
   }
 
   const startContainer = (name: string, signal: AbortSignal | undefined) =>
     startContainerOn(docker, name, signal);
 
-  /** Image, volume, container, running: creates only what is missing. Shared by provision and start. */
+  /** Present already (the engine's answer to an inspect), without pulling: undefined when it is not. */
+  const imagePresent = (image: string, signal: AbortSignal | undefined) =>
+    dockerCall("inspect image", () => docker.getImage(image).inspect(), [404], signal);
+
+  /**
+   * Image, volume, container, running: creates only what is missing. Shared by provision and start. Every engine
+   * request is on the path to a running agent, so the look-ups that do not depend on each other go together, each
+   * audit claim goes alongside the next engine request, and nothing is inspected that the engine already said.
+   */
   async function converge(spec: WorkspaceSpec, ctx: ProvisionContext | undefined): Promise<DockerHandle> {
     validate(spec);
     const step = (name: Step, detail?: string) => ctx?.step?.(name, detail);
     const name = resourceName(spec.workspaceId);
     const image = imageFor(spec.runtime);
     const signal = ctx?.signal;
+    const audit = ctx?.audit;
 
     throwIfAborted(signal, "provision");
-    let existing = await inspectOwnedContainer(docker, name, owner(spec.workspaceId));
+    const [existing, present] = await Promise.all([
+      inspectOwnedContainer(docker, name, owner(spec.workspaceId)),
+      imagePresent(image, signal),
+      isUserDefinedNetwork(opts.network) ? ensureNetwork(docker, opts.network) : undefined,
+    ]);
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
+    } else if (present) {
+      step("image_ready", `${image} present`);
     } else {
-      step("image_ready", `${image} ${await ensureImage(image, signal)}`);
+      log.info({ image }, "docker: pulling missing image");
+      await pullImage(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
+      step("image_ready", `${image} pulled`);
     }
     throwIfAborted(signal, "provision");
-    if (isUserDefinedNetwork(opts.network)) await ensureNetwork(docker, opts.network);
     const volumeName = resourceName(spec.workspaceId);
-    const volume = await auditedCreate(
-      ctx?.audit,
-      "volume",
-      volumeName,
-      () => ensureVolume(spec),
-      (made) => made,
-    );
+    await audit?.intent("volume", volumeName);
+    const volume = await ensureVolume(spec);
     step("volume_ready", volume);
     throwIfAborted(signal, "provision");
-    if (!existing) {
-      const { info, created } = await auditedCreate(
-        ctx?.audit,
-        "container",
-        name,
-        () => ensureContainer(spec, image, volume),
-        (made) => made.info.Id,
-      );
-      existing = info;
-      step("container_created", created ? info.Id : `adopted ${info.Id}`);
-    } else {
-      step("container_created", `adopted ${existing.Id}`);
+    // Each claim (a database write) rides along with the next engine request; all are awaited before returning.
+    const claims: Promise<void>[] = [];
+    const claim = (kind: string, made: string, providerId: string) => {
+      if (!audit) return;
+      const claimed = audit.claim(kind, made, providerId);
+      claimed.catch(() => {}); // observed below; never an unhandled rejection meanwhile
+      claims.push(claimed);
+    };
+    claim("volume", volumeName, volume);
+    let container: { id: string; image: string };
+    try {
+      if (!existing) {
+        await audit?.intent("container", name);
+        const made = await ensureContainer(spec, image, volume);
+        claim("container", name, made.id);
+        container = made;
+        step("container_created", made.created ? made.id : `adopted ${made.id}`);
+      } else {
+        container = { id: existing.Id, image: existing.Config.Image };
+        step("container_created", `adopted ${existing.Id}`);
+      }
+      throwIfAborted(signal, "provision");
+      await startContainer(container.id, signal);
+      step("container_started", container.id);
+    } finally {
+      // A failed step still waits for the claims it started, and its error is the one reported.
+      await Promise.allSettled(claims);
     }
-    throwIfAborted(signal, "provision");
-    await startContainer(existing.Id, signal);
-    step("container_started", existing.Id);
+    await Promise.all(claims);
     const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
     return {
       backend: DOCKER_BACKEND,
-      containerId: existing.Id,
+      containerId: container.id,
       containerName: name,
       volumeName: volume,
-      image: existing.Config.Image,
+      image: container.image,
       ...(agentUrl ? { agentUrl } : {}),
     };
   }

@@ -153,11 +153,13 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     portMoved = true;
     server = await startA2AServer({ ...serverOptions, port: 0 });
   }
-  if (options.port === 0 && store && server.port !== previousPort) {
-    await store.savePort(options.workspaceId, server.port).catch((err: unknown) => {
-      log("warn", "port_not_persisted", errorFields(err));
-    });
-  }
+  // Written while the agent registers; waited for before it reports ready.
+  const portSaved =
+    options.port === 0 && store && server.port !== previousPort
+      ? store.savePort(options.workspaceId, server.port).catch((err: unknown) => {
+          log("warn", "port_not_persisted", errorFields(err));
+        })
+      : Promise.resolve();
   publicUrl = options.publicUrl === undefined ? `http://127.0.0.1:${server.port}` : options.publicUrl;
   log("info", "a2a_listening", { host: options.host, port: server.port, url: publicUrl });
   options.onListening?.({ port: server.port, url: publicUrl });
@@ -181,7 +183,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     });
     current = credentials;
 
-    await credentials.acquire(signal);
+    await credentials.acquire(signal, { persistInBackground: true });
     if (!credentials.inboundToken) {
       log("warn", "a2a_open", {
         reason: `no inbound token came with the ${credentials.source} auth token; anyone who reaches the port can call this agent`,
@@ -212,6 +214,8 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       }
     }
 
+    // The first heartbeat moves the workspace online: by then what a restart needs is on disk.
+    await Promise.all([portSaved, credentials.persisted()]);
     const heartbeat = runHeartbeatLoop({
       client,
       token: () => credentials.token ?? "",
@@ -242,6 +246,8 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     log("error", "agent_failed", errorFields(err));
     throw err;
   } finally {
+    // Never reject; a write under way ends before the agent does.
+    await Promise.all([portSaved, current?.persisted()]);
     log("info", "agent_stopping", {});
     await server.close();
     log("info", "agent_stopped", {});

@@ -94,6 +94,42 @@ describe("PlatformClient against the fake platform", () => {
   });
 });
 
+describe("PlatformClient transports", () => {
+  const platform = new FakePlatform();
+  beforeAll(() => platform.start());
+  afterAll(() => platform.stop());
+
+  it("sends over node:http unless given a fetch: a process's first fetch costs an agent's start-up its undici load", async () => {
+    const boot = platform.addWorkspace("ws_nofetch", { K: "v" });
+    const globalFetch = globalThis.fetch;
+    globalThis.fetch = () => Promise.reject(new Error("the global fetch was used"));
+    try {
+      const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_nofetch" });
+      const { authToken } = await client.register(boot, { url: null, agentCard: {} });
+      expect(await client.pullSecrets(authToken)).toEqual({ K: "v" });
+      expect(await client.heartbeat(authToken)).toMatchObject({ ok: true, status: "online" });
+    } finally {
+      globalThis.fetch = globalFetch;
+    }
+  });
+
+  it("sends through the fetch it is given", async () => {
+    const boot = platform.addWorkspace("ws_fetch");
+    const seen: string[] = [];
+    const client = new PlatformClient({
+      platformUrl: platform.url,
+      workspaceId: "ws_fetch",
+      fetch: (input, init) => {
+        seen.push(`${init.method} ${new URL(input).pathname}`);
+        return fetch(input, init);
+      },
+    });
+    const { authToken } = await client.register(boot, { url: null, agentCard: {} });
+    await client.heartbeat(authToken);
+    expect(seen).toEqual(["POST /registry/register", "POST /registry/heartbeat"]);
+  });
+});
+
 describe("PlatformClient transport failures", () => {
   let server: Server | null = null;
   afterEach(async () => {

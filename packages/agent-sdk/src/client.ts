@@ -1,6 +1,7 @@
 /**
  * The platform's registry and secrets API as seen from a workspace agent: register (boot token → auth token),
- * heartbeat, and pulling the workspace's secret values. Uses the global fetch (injectable); nothing else at run time.
+ * heartbeat, and pulling the workspace's secret values. Sends over node:http(s) (`nodeHttpTransport`), or the `fetch`
+ * it is given; nothing else at run time.
  * The wire format is contracts' (`registry.ts`), imported as types only, so the bundled SDK carries no zod: what is
  * sent is checked against those types when this compiles, and answers are checked field by field here.
  */
@@ -11,9 +12,9 @@ import type {
   AgentCard as RegistryAgentCard,
   HeartbeatBody as RegistryHeartbeatBody,
 } from "@molecule/contracts";
+import { type FetchLike, fetchTransport, nodeHttpTransport, type Transport } from "./http-transport.ts";
 
-/** The subset of `fetch` this client uses; the global fetch satisfies it. */
-export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+export type { FetchLike } from "./http-transport.ts";
 
 /**
  * An A2A agent card: the registry's (`name`, `description`, `version`, `skills`; other fields pass through) with the
@@ -96,6 +97,7 @@ export class PlatformError extends Error {
 export interface PlatformClientOptions {
   platformUrl: string;
   workspaceId: string;
+  /** Sends every request through this `fetch` instead of node:http(s). */
   fetch?: FetchLike;
   /** Per-request timeout. Default 10 s. */
   timeoutMs?: number;
@@ -108,7 +110,7 @@ export interface CallOptions {
 export class PlatformClient {
   readonly platformUrl: string;
   readonly workspaceId: string;
-  readonly #fetch: FetchLike;
+  readonly #send: Transport;
   readonly #timeoutMs: number;
 
   constructor(options: PlatformClientOptions) {
@@ -124,7 +126,7 @@ export class PlatformClient {
     if (!options.workspaceId) throw new TypeError("workspaceId is required");
     this.platformUrl = url.href.replace(/\/+$/, "");
     this.workspaceId = options.workspaceId;
-    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#send = options.fetch ? fetchTransport(options.fetch) : nodeHttpTransport;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
   }
 
@@ -201,16 +203,15 @@ export class PlatformClient {
     const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
 
-    let response: Response;
+    let status: number;
     let text: string;
     try {
-      response = await this.#fetch(`${this.platformUrl}${path}`, {
+      ({ status, text } = await this.#send(`${this.platformUrl}${path}`, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         signal: combined,
-      });
-      text = await response.text();
+      }));
     } catch (err) {
       if (signal?.aborted) throw aborted();
       if (timeout.aborted) {
@@ -234,19 +235,19 @@ export class PlatformClient {
     } catch {
       parsed = undefined;
     }
-    if (!response.ok) {
+    if (status < 200 || status > 299) {
       const envelope = field(parsed, "error");
       const code = field(envelope, "code");
       const message = field(envelope, "message");
       const requestId = field(envelope, "requestId");
       throw new PlatformError({
-        status: response.status,
-        code: typeof code === "string" ? code : `http_${response.status}`,
-        message: `${method} ${path} answered ${response.status}${typeof message === "string" ? `: ${message}` : ""}`,
+        status,
+        code: typeof code === "string" ? code : `http_${status}`,
+        message: `${method} ${path} answered ${status}${typeof message === "string" ? `: ${message}` : ""}`,
         requestId: typeof requestId === "string" ? requestId : undefined,
       });
     }
-    if (parsed === undefined) throw invalidResponse(path, response.status);
+    if (parsed === undefined) throw invalidResponse(path, status);
     return parsed;
   }
 }
@@ -269,6 +270,9 @@ function aborted(): PlatformError {
 }
 
 function describeNetworkError(err: unknown): string {
+  // node:http puts the system error's code on the error itself; fetch on its cause.
+  const own = field(err, "code");
+  if (typeof own === "string") return own;
   const cause = field(err, "cause");
   const code = field(cause, "code");
   if (typeof code === "string") return code;

@@ -119,6 +119,40 @@ describe("CredentialManager", () => {
     expect(platform.workspace("ws_restart").registrations).toBe(1);
   });
 
+  it("with persistInBackground, hands out the registered token while the store still writes it", async () => {
+    const boot = platform.addWorkspace("ws_background", { K: "v" });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // A disk that takes its time: the write ends only when the test says so.
+    class SlowStore extends CredentialStore {
+      override async save(...args: Parameters<CredentialStore["save"]>): Promise<void> {
+        await held;
+        return super.save(...args);
+      }
+    }
+    const m = new CredentialManager({
+      client: new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_background" }),
+      store: new SlowStore(dir),
+      bootToken: boot,
+      registration: () => ({ url: null, agentCard: {} }),
+    });
+    const token = await m.acquire(undefined, { persistInBackground: true });
+    const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_background" });
+    expect(await m.withToken(undefined, (t) => client.pullSecrets(t))).toEqual({ K: "v" });
+    let written = false;
+    const persisted = m.persisted().then(() => {
+      written = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(written).toBe(false);
+    expect(await new CredentialStore(dir).load("ws_background")).toBeNull();
+    release();
+    await persisted;
+    expect(await new CredentialStore(dir).load("ws_background")).toMatchObject({ authToken: token });
+  });
+
   it("trades a stored token from before inbound tokens for a registration when a fresh boot token is at hand", async () => {
     const boot = platform.addWorkspace("ws_upgrade", { K: "v" });
     const first = manager("ws_upgrade", { bootToken: boot });

@@ -179,6 +179,7 @@ export class CredentialManager {
   #source: CredentialSource | null = null;
   #explicitUsed = false;
   #bootTokenSpent = false;
+  #persisting: Promise<void> = Promise.resolve();
 
   constructor(options: CredentialManagerOptions) {
     this.#opts = options;
@@ -201,7 +202,17 @@ export class CredentialManager {
     return this.#source;
   }
 
-  async acquire(signal?: AbortSignal): Promise<string> {
+  /**
+   * The token to use, registering when there is none; resolves once a registered token is in the store, or, with
+   * `persistInBackground`, at once while the write goes on (see `persisted`).
+   */
+  async acquire(signal?: AbortSignal, options: { persistInBackground?: boolean } = {}): Promise<string> {
+    const token = await this.#acquire(signal);
+    if (!options.persistInBackground) await this.#persisting;
+    return token;
+  }
+
+  async #acquire(signal?: AbortSignal): Promise<string> {
     if (this.#token) return this.#token;
     const { authToken, inboundToken, store, client } = this.#opts;
     if (authToken && !this.#explicitUsed) {
@@ -229,6 +240,15 @@ export class CredentialManager {
     return this.#register(signal);
   }
 
+  /**
+   * Resolves once the token registered last is in the store, or failed to get there (logged, never thrown). An agent
+   * starting up acquires with `persistInBackground`, so its next requests overlap that write (an fsync), and waits
+   * for this before its first heartbeat: an agent seen online has its token on disk.
+   */
+  persisted(): Promise<void> {
+    return this.#persisting;
+  }
+
   /** The current token was rejected (401): forget it and register again if a boot token is still unspent. */
   async renew(signal?: AbortSignal): Promise<string> {
     const rejected = this.#source;
@@ -236,6 +256,8 @@ export class CredentialManager {
     this.#inboundToken = null;
     this.#source = null;
     const { store, client } = this.#opts;
+    // A write still under way would put the rejected token back after the clear.
+    await this.#persisting;
     if (store && (rejected === "stored" || rejected === "registered"))
       await store.clear(client.workspaceId).catch(() => {});
     this.#log("warn", "auth_token_rejected", { source: rejected });
@@ -246,11 +268,14 @@ export class CredentialManager {
           "token is available; issue a new boot token for this workspace and restart the agent with it",
       );
     }
-    return this.#register(signal);
+    const token = await this.#register(signal);
+    await this.#persisting;
+    return token;
   }
 
+  /** Runs `call` with the token (not waiting for a write of it still under way), renewing once on 401. */
   async withToken<T>(signal: AbortSignal | undefined, call: (token: string) => Promise<T>): Promise<T> {
-    const token = await this.acquire(signal);
+    const token = await this.#acquire(signal);
     try {
       return await call(token);
     } catch (err) {
@@ -287,17 +312,19 @@ export class CredentialManager {
         this.#set(res.authToken, res.inboundToken, "registered");
         this.#log("info", "registered", { url: registration.url, attempts: attempt });
         if (store) {
-          await store
-            .save({
-              workspaceId: client.workspaceId,
-              authToken: res.authToken,
-              inboundToken: res.inboundToken,
-              platformUrl: client.platformUrl,
-            })
-            .catch((err: unknown) => {
+          const record = {
+            workspaceId: client.workspaceId,
+            authToken: res.authToken,
+            inboundToken: res.inboundToken,
+            platformUrl: client.platformUrl,
+          };
+          // After any earlier write, so the files land in the order the tokens came.
+          this.#persisting = this.#persisting.then(() =>
+            store.save(record).catch((err: unknown) => {
               // The agent still works; it just cannot survive a restart without a new boot token.
               this.#log("warn", "credentials_not_persisted", { dir: store.dir, ...errorFields(err) });
-            });
+            }),
+          );
         }
         return res.authToken;
       } catch (err) {

@@ -1,22 +1,25 @@
 /**
  * Time from `POST /workspaces` to `online` for the echo image on the real Docker engine, against a bare container
  * run of the same image until its process answers `GET /health`, measured in the same run and interleaved.
- * Prints median/min/max of both, the ratio of the medians, the median added milliseconds, and the median of each
- * recorded operation step. Loopback only; a fresh PostgreSQL database; everything labelled with the bench's
- * deployment is removed at the end (and on error). Bounded: stops starting iterations after ~4 minutes.
+ * Prints median/min/max of both, the ratio of the medians, the median added milliseconds, the median of each
+ * recorded operation step, and the phases after the container's process started, from the agent's own log lines
+ * (both paths: the bare run's agent starts the same way, then fails to register with nobody). Loopback only; a fresh PostgreSQL database; everything labelled with the bench's
+ * deployment is removed at the end (and on error). Bounded: stops starting iterations after ~4 minutes. The image is
+ * built from this checkout first (a hash check when unchanged), so the agent measured is this checkout's.
  *
- *   pnpm exec tsx bench/provision-to-online.ts [N]      (default N=5)
+ *   pnpm exec tsx bench/provision-to-online.ts [N]      (default N=5; WORKSPACE_IMAGE_TAG as the tests read it)
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createDockerProvisioner } from "@molecule/provisioner-core";
+import { createDockerProvisioner, resourceName } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
 import { freePort } from "../test-support/net.ts";
 import { ensureTemplate } from "../test-support/pg.ts";
 import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
 
 const N = Math.max(1, Number(process.argv[2] ?? 5) || 5);
-const IMAGE = "molecule/workspace-echo:latest";
+const IMAGE_TAG = process.env.WORKSPACE_IMAGE_TAG ?? "latest";
+const IMAGE = `molecule/workspace-echo:${IMAGE_TAG}`;
 const POLL_MS = 20;
 const STEP_TIMEOUT_MS = 60_000;
 const BUDGET_MS = 240_000;
@@ -42,13 +45,9 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, inter
   }
 }
 
-async function ensureImage(): Promise<void> {
-  try {
-    await docker.getImage(IMAGE).inspect();
-  } catch {
-    console.error(`${IMAGE} is absent: building it`);
-    execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: ["ignore", "ignore", "inherit"] });
-  }
+/** The image of this checkout's agent (infra/build-workspace-image.sh reuses an unchanged one). */
+function buildImage(): void {
+  execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: ["ignore", "ignore", "inherit"] });
 }
 
 async function cleanup(): Promise<void> {
@@ -67,9 +66,53 @@ async function cleanup(): Promise<void> {
   }
 }
 
+/** Epoch ms of the container's process start and of each of its agent's log events (the first of each name). */
+async function agentTimeline(container: Dockerode.Container): Promise<Record<string, number>> {
+  const info = await container.inspect();
+  const marks: Record<string, number> = { process_started: Date.parse(info.State.StartedAt) };
+  const text = (await container.logs({ stdout: true, stderr: true })).toString("utf8");
+  for (const match of text.matchAll(/\{"time":"([^"]+)","level":"[a-z]+","event":"([a-z0-9_]+)"/g)) {
+    const [, time, event] = match;
+    if (time && event && marks[event] === undefined) marks[event] = Date.parse(time);
+  }
+  return marks;
+}
+
+interface Phase {
+  name: string;
+  durationMs: number;
+}
+
+/** The phases between marks that are all present, in order. */
+function phases(marks: Record<string, number>, spans: [string, string, string][]): Phase[] {
+  const out: Phase[] = [];
+  for (const [name, from, to] of spans) {
+    const a = marks[from];
+    const b = marks[to];
+    if (a !== undefined && b !== undefined) out.push({ name, durationMs: b - a });
+  }
+  return out;
+}
+
+const AGENT_START: [string, string, string][] = [
+  ["  process start → listening", "process_started", "a2a_listening"],
+];
+const AGENT_ARRIVAL: [string, string, string][] = [
+  ...AGENT_START,
+  ["  listening → registered", "a2a_listening", "registered"],
+  ["  registered → ready (secrets)", "registered", "agent_ready"],
+  ["  ready → online (heartbeat)", "agent_ready", "online"],
+];
+
+interface BaselineRun {
+  totalMs: number;
+  phases: Phase[];
+}
+
 /** A bare `docker run -d --rm --network host -e …` of the image (via the Engine API), until /health answers 200. */
-async function baseline(i: number): Promise<number> {
+async function baseline(i: number): Promise<BaselineRun> {
   const port = await freePort();
+  const startedAt = Date.now();
   const started = performance.now();
   const container = await docker.createContainer({
     Image: IMAGE,
@@ -90,7 +133,16 @@ async function baseline(i: number): Promise<number> {
       await response.arrayBuffer();
       return response.status === 200 ? true : undefined;
     });
-    return performance.now() - started;
+    const totalMs = performance.now() - started;
+    // Not timed from here on.
+    const marks = { ...(await agentTimeline(container)), created: startedAt };
+    return {
+      totalMs,
+      phases: phases(marks, [
+        ["  create+start → process start", "created", "process_started"],
+        ...AGENT_START,
+      ]),
+    };
   } finally {
     await container.remove({ force: true }).catch(() => {});
   }
@@ -98,8 +150,12 @@ async function baseline(i: number): Promise<number> {
 
 interface PlatformRun {
   totalMs: number;
-  steps: { name: string; durationMs: number }[];
+  steps: Phase[];
+  phases: Phase[];
 }
+
+/** When each workspace went online, as the platform published it (exact, unlike the bench's polling). */
+const onlineAt = new Map<string, number>();
 
 async function viaPlatform(platform: TestPlatform, i: number): Promise<PlatformRun> {
   const postedAt = Date.now();
@@ -122,7 +178,7 @@ async function viaPlatform(platform: TestPlatform, i: number): Promise<PlatformR
     throw new Error(`${(error as Error).message}; last seen ${JSON.stringify(last)}`);
   }
   const totalMs = performance.now() - started;
-  const onlineAt = Date.now();
+  const seenOnlineAt = Date.now();
 
   // Not timed from here on.
   const operation = await until(`operation ${operationId} to finish`, async () => {
@@ -138,8 +194,11 @@ async function viaPlatform(platform: TestPlatform, i: number): Promise<PlatformR
     const end = Date.parse(lastStep.startedAt) + lastStep.durationMs;
     steps.push({ name: "(POST → runner picks up)", durationMs: first - postedAt });
     for (const step of recorded) steps.push({ name: step.name, durationMs: step.durationMs });
-    steps.push({ name: "(last step → online)", durationMs: onlineAt - end });
+    steps.push({ name: "(last step → online)", durationMs: seenOnlineAt - end });
   }
+  const marks = await agentTimeline(docker.getContainer(resourceName(id)));
+  const online = onlineAt.get(id);
+  if (online !== undefined) marks.online = online;
 
   await platform.call("DELETE", `/workspaces/${id}`);
   await until(
@@ -150,7 +209,7 @@ async function viaPlatform(platform: TestPlatform, i: number): Promise<PlatformR
     },
     100,
   );
-  return { totalMs, steps };
+  return { totalMs, steps, phases: phases(marks, AGENT_ARRIVAL) };
 }
 
 function median(values: number[]): number {
@@ -162,13 +221,23 @@ function median(values: number[]): number {
 
 const fmt = (ms: number) => ms.toFixed(0).padStart(7);
 
+/** The median of each named phase over the runs, in the order they first appear. */
+function printMedians(runs: Phase[][]): void {
+  const names: string[] = [];
+  for (const run of runs) for (const phase of run) if (!names.includes(phase.name)) names.push(phase.name);
+  for (const name of names) {
+    const values = runs.flatMap((run) => run.filter((p) => p.name === name).map((p) => p.durationMs));
+    console.log(`  ${name.padEnd(32)}${fmt(median(values))}`);
+  }
+}
+
 async function main(): Promise<void> {
-  await ensureImage();
+  buildImage();
   await ensureTemplate();
   const provisioner = createDockerProvisioner({
     deployment,
     imagePrefix: "molecule/workspace-",
-    imageTag: "latest",
+    imageTag: IMAGE_TAG,
     network: "host",
   });
   const platform = await createTestPlatform(
@@ -178,12 +247,16 @@ async function main(): Promise<void> {
   );
   try {
     await platform.listen();
+    platform.deps.events.subscribe({}, (event) => {
+      if (event.type === "workspace.status" && event.data.to === "online" && event.workspaceId)
+        onlineAt.set(event.workspaceId, Date.now());
+    });
     const benchStarted = Date.now();
     // Warm-up, untimed.
     await baseline(0);
     await viaPlatform(platform, 0);
 
-    const bare: number[] = [];
+    const bareRuns: BaselineRun[] = [];
     const runs: PlatformRun[] = [];
     for (let i = 1; i <= N; i++) {
       if (Date.now() - benchStarted > BUDGET_MS) {
@@ -192,17 +265,18 @@ async function main(): Promise<void> {
       }
       // Alternate which goes first so neither always runs on a just-freed engine.
       if (i % 2) {
-        bare.push(await baseline(i));
+        bareRuns.push(await baseline(i));
         runs.push(await viaPlatform(platform, i));
       } else {
         runs.push(await viaPlatform(platform, i));
-        bare.push(await baseline(i));
+        bareRuns.push(await baseline(i));
       }
       console.error(
-        `#${i}: docker run → /health ${bare.at(-1)?.toFixed(0)} ms; POST → online ${runs.at(-1)?.totalMs.toFixed(0)} ms`,
+        `#${i}: docker run → /health ${bareRuns.at(-1)?.totalMs.toFixed(0)} ms; POST → online ${runs.at(-1)?.totalMs.toFixed(0)} ms`,
       );
     }
     if (runs.length === 0) throw new Error("no iterations ran");
+    const bare = bareRuns.map((run) => run.totalMs);
 
     const totals = runs.map((run) => run.totalMs);
     const added = runs.map((run, i) => run.totalMs - (bare[i] ?? Number.NaN));
@@ -220,13 +294,12 @@ async function main(): Promise<void> {
     console.log(`median added: ${median(added).toFixed(0)} ms (per-iteration platform − baseline)`);
 
     console.log("\nmedian of the create operation's steps (ms)");
-    const names: string[] = [];
-    for (const run of runs)
-      for (const step of run.steps) if (!names.includes(step.name)) names.push(step.name);
-    for (const name of names) {
-      const values = runs.flatMap((run) => run.steps.filter((s) => s.name === name).map((s) => s.durationMs));
-      console.log(`  ${name.padEnd(28)}${fmt(median(values))}`);
-    }
+    printMedians(runs.map((run) => run.steps));
+    console.log("\nafter the process started, from the agent's log (ms)");
+    console.log("  docker run:");
+    printMedians(bareRuns.map((run) => run.phases));
+    console.log("  POST /workspaces (online: the platform's status event):");
+    printMedians(runs.map((run) => run.phases));
   } finally {
     await platform.close().catch((error) => console.error(`closing the platform: ${String(error)}`));
     await cleanup();

@@ -2,13 +2,21 @@
  * infra/compose.yaml as a self-hoster's compose implementation reads it: `docker compose config` (the plugin) or
  * Debian's docker-compose 1.29 (the gate installs it), which validates the file against the compose schema and prints
  * it resolved. The published images' names, the wiring between the services, the hardening and the refusal to start
- * without the secrets are checked on that output.
+ * without the secrets are checked on that output; then the tenant platform service is run from the file.
  */
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { beforeAll, describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../test-support/process.ts";
+import Dockerode from "dockerode";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ADMIN_DATABASE_URL } from "../test-support/pg.ts";
+import { freePort, REPO_ROOT } from "../test-support/process.ts";
+import { waitFor } from "../test-support/wait.ts";
 
 const run = promisify(execFile);
 const COMPOSE_FILE = join(REPO_ROOT, "infra/compose.yaml");
@@ -31,13 +39,21 @@ async function findCompose(): Promise<string[]> {
   }
 }
 
-async function config(env: Record<string, string>): Promise<string> {
-  const [command, ...args] = compose;
-  const { stdout } = await run(command as string, [...args, "-p", "molecule", "-f", COMPOSE_FILE, "config"], {
+async function composeRun(
+  project: string,
+  files: string[],
+  args: string[],
+  env: Record<string, string>,
+): Promise<string> {
+  const [command, ...prefix] = compose;
+  const fileArgs = files.flatMap((file) => ["-f", file]);
+  const { stdout } = await run(command as string, [...prefix, "-p", project, ...fileArgs, ...args], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", ...env },
   });
   return stdout;
 }
+
+const config = (env: Record<string, string>) => composeRun("molecule", [COMPOSE_FILE], ["config"], env);
 
 /** The lines of one top-level service in the resolved file, up to the next service. */
 function service(resolved: string, name: string): string {
@@ -93,5 +109,162 @@ describe("infra/compose.yaml", () => {
       const env = Object.fromEntries(Object.entries(SECRETS).filter(([key]) => key !== missing));
       await expect(config(env)).rejects.toMatchObject({ stderr: expect.stringContaining(`set ${missing}`) });
     }
+  });
+});
+
+/**
+ * The tenant-platform service run for real from the file, on the locally built molecule/tenant-platform image, with
+ * its docker backend on this engine. There is no registry here for the postgres image, so the file's own switch for an
+ * external server is used: POSTGRES_HOST/POSTGRES_PORT name this machine's PostgreSQL (through a forwarder on the
+ * Docker bridge's gateway address, as it listens on loopback only) and `up --no-deps` starts the platform alone.
+ */
+describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
+  const suffix = randomBytes(4).toString("hex");
+  const project = `molecule-e2e-${suffix}`;
+  const role = `compose_${suffix}`;
+  const network = `molecule-compose-${suffix}`;
+  const deployment = `compose-e2e-${suffix}`;
+  const docker = new Dockerode();
+  const dir = mkdtempSync(join(tmpdir(), "molecule-compose-"));
+  const override = join(dir, "compose.override.yaml");
+  let forwarder: Server;
+  let env: Record<string, string>;
+  let url: string;
+
+  beforeAll(async () => {
+    // host-gateway is the default bridge's address (docker0, listed by `ip` even while the link is down).
+    const { stdout: docker0 } = await run("ip", ["-4", "-o", "addr", "show", "docker0"]);
+    const gateway = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(docker0)?.[1];
+    if (!gateway) throw new Error(`no IPv4 address on docker0 for the forwarder to listen on: ${docker0}`);
+    forwarder = createServer((client) => {
+      const server = connect(
+        Number(new URL(ADMIN_DATABASE_URL).port || 5432),
+        new URL(ADMIN_DATABASE_URL).hostname,
+      );
+      client.pipe(server).pipe(client);
+      client.on("error", () => server.destroy());
+      server.on("error", () => client.destroy());
+    });
+    await new Promise<void>((resolve) => forwarder.listen(0, gateway, resolve));
+    const forwarderPort = (forwarder.address() as { port: number }).port;
+    const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(`CREATE ROLE ${role} LOGIN`);
+      await admin.unsafe(`CREATE DATABASE ${role} OWNER ${role}`);
+    } finally {
+      await admin.end();
+    }
+    writeFileSync(
+      override,
+      'services:\n  tenant-platform:\n    extra_hosts: ["host.docker.internal:host-gateway"]\n',
+    );
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    env = {
+      ...SECRETS,
+      POSTGRES_HOST: "host.docker.internal",
+      POSTGRES_PORT: String(forwarderPort),
+      POSTGRES_USER: role,
+      POSTGRES_DB: role,
+      MOLECULE_PORT: String(port),
+      MOLECULE_DEPLOYMENT: deployment,
+      WORKSPACE_NETWORK: network,
+      DOCKER_GID: String(statSync("/var/run/docker.sock").gid),
+    };
+  }, 120_000);
+
+  afterAll(async () => {
+    // Workspace containers are the platform's, not compose's: removed by their deployment label first.
+    const filters = { label: [`molecule.deployment=${deployment}`] };
+    for (const container of await docker.listContainers({ all: true, filters })) {
+      await docker.getContainer(container.Id).remove({ force: true });
+    }
+    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
+      await docker.getVolume(volume.Name).remove({ force: true });
+    }
+    try {
+      if (env) await composeRun(project, [COMPOSE_FILE, override], ["down", "-v", "--remove-orphans"], env);
+    } finally {
+      forwarder?.close();
+      const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+      try {
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${role} WITH (FORCE)`);
+        await admin.unsafe(`DROP ROLE IF EXISTS ${role}`);
+      } finally {
+        await admin.end();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("starts the platform on PostgreSQL; the guide's snippet works against it and a workspace comes online on its network", async () => {
+    await composeRun(project, [COMPOSE_FILE, override], ["up", "-d", "--no-deps", "tenant-platform"], env);
+    await waitFor(
+      "the compose tenant platform to answer /health",
+      async () => {
+        const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) }).catch(
+          () => null,
+        );
+        return response?.ok ? true : undefined;
+      },
+      180_000,
+      500,
+    ).catch(async (error: Error) => {
+      const logs = await composeRun(project, [COMPOSE_FILE, override], ["logs", "--tail", "40"], env).catch(
+        (e: Error) => e.message,
+      );
+      throw new Error(`${error.message}\n${logs}`);
+    });
+
+    const { stdout } = await run(
+      "bash",
+      [
+        "-c",
+        `set -euo pipefail
+WORKSPACE=$(curl -s -X POST "\${PLATFORM_URL}/workspaces" -H "Authorization: Bearer \${ADMIN_TOKEN}" \\
+  -H "Content-Type: application/json" -d '{"name": "CI Agent", "runtime": "external", "external": true, "url": "https://ci-agent.example.com"}')
+WORKSPACE_ID=$(echo $WORKSPACE | jq -r '.id')
+echo "$WORKSPACE_ID"`,
+      ],
+      { env: { PATH: process.env.PATH ?? "", PLATFORM_URL: url, ADMIN_TOKEN: SECRETS.ADMIN_TOKEN } },
+    );
+    const externalId = stdout.trim();
+    expect(externalId).toMatch(/^ws_/);
+    // Kept in the PostgreSQL database the file pointed it at.
+    const db = postgres(`${ADMIN_DATABASE_URL.replace(/\/[^/]*$/, "")}/${role}`, {
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      expect(await db`SELECT name FROM workspaces WHERE id = ${externalId}`).toEqual([{ name: "CI Agent" }]);
+    } finally {
+      await db.end();
+    }
+
+    // A managed workspace: the platform starts it through the mounted socket on the workspaces' network, the agent
+    // registers at http://tenant-platform:8080 and the platform reaches it at its container name.
+    const headers = { authorization: `Bearer ${SECRETS.ADMIN_TOKEN}`, "content-type": "application/json" };
+    const created = await fetch(`${url}/workspaces`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ name: "echo", runtime: "echo" }),
+    });
+    expect(created.status).toBe(202);
+    const workspaceId = ((await created.json()) as { id: string }).id;
+    let last: unknown;
+    await waitFor(
+      `workspace ${workspaceId} to be online`,
+      async () => {
+        const response = await fetch(`${url}/workspaces/${workspaceId}`, { headers });
+        last = await response.json();
+        return (last as { status: string }).status === "online" ? true : undefined;
+      },
+      180_000,
+      500,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; last seen ${JSON.stringify(last)}`);
+    });
+    const container = await docker.getContainer(workspaceId.replace("_", "-")).inspect();
+    expect(Object.keys(container.NetworkSettings.Networks)).toEqual([network]);
   });
 });

@@ -56,6 +56,14 @@ afterAll(async () => {
   for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
     await docker.getVolume(volume.Name).remove({ force: true });
   }
+  // A failed run's org database and role, made for this slug (the org delete drops them when it runs).
+  for (const { datname } of (await adminQuery(
+    "SELECT datname FROM pg_database WHERE datname LIKE $1",
+    `tenant_${slug.replace("-", "_")}_%`,
+  )) as { datname: string }[]) {
+    await adminQuery(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    await adminQuery(`DROP ROLE IF EXISTS "${datname}"`);
+  }
   await database?.drop();
 }, 120_000);
 

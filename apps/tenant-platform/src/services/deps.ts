@@ -48,6 +48,11 @@ export interface PlatformSettings {
   staleAfterMs: number;
   /** REDEPLOY_ONLINE_TIMEOUT_SECONDS: how long a redeploy waits for its agent to be online again (default 300 s). */
   redeployOnlineTimeoutMs?: number;
+  /**
+   * How often a redeploy waiting for its agent re-reads the workspace for a status change this process was not told
+   * of (default 500 ms); one it is told of ends the wait at once.
+   */
+  redeployOnlinePollMs?: number;
   operationLeaseMs: number;
   operationMaxAttempts: number;
   /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */

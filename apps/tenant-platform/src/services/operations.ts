@@ -38,8 +38,36 @@ type OperationError = { code: string; message: string };
 
 /** How long a redeploy waits for its agent to be online again (REDEPLOY_ONLINE_TIMEOUT_SECONDS overrides). */
 export const DEFAULT_REDEPLOY_ONLINE_TIMEOUT_MS = 300_000;
-const ONLINE_POLL_MS = 500;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** How often a redeploy re-reads its workspace for a change it was not told of (`redeployOnlinePollMs`). */
+export const DEFAULT_REDEPLOY_ONLINE_POLL_MS = 500;
+
+/** A wait that ends after its time, or at once when woken; a wake while nobody waits is kept until `reset`. */
+class Wakeup {
+  private woken = false;
+  private waiting: (() => void) | null = null;
+
+  wake(): void {
+    this.woken = true;
+    this.waiting?.();
+  }
+
+  reset(): void {
+    this.woken = false;
+  }
+
+  within(ms: number): Promise<void> {
+    if (this.woken) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        this.waiting = null;
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      this.waiting = end;
+    });
+  }
+}
 
 /** The platform's operations: one at a time per workspace; errors are stored as code and message. */
 const operationTable: OperationTableAdapter<OperationRow, OperationError> = {
@@ -231,29 +259,41 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
   }
 
   /**
-   * Polls the workspace row (any replica may take the agent's registration and heartbeats) until it is online, and
-   * fails for good when it is not within the redeploy's bound.
+   * Waits until the workspace is online, and fails for good when it is not within the redeploy's bound. Any status
+   * change of the workspace this process hears of (the agent's first heartbeat, taken here; or, once its event bus
+   * carries them, by another replica) re-reads the row at once; the poll is for changes it does not hear of.
    */
   private async awaitOnline(workspaceId: string, step: StepReporter, signal: AbortSignal): Promise<void> {
-    const { clock, settings } = this.platform;
+    const { clock, settings, events } = this.platform;
     const timeoutMs = settings.redeployOnlineTimeoutMs ?? DEFAULT_REDEPLOY_ONLINE_TIMEOUT_MS;
+    const pollMs = settings.redeployOnlinePollMs ?? DEFAULT_REDEPLOY_ONLINE_POLL_MS;
     const started = clock.now().getTime();
-    for (;;) {
-      const { status } = await this.workspace(workspaceId);
-      if (status === "online") {
-        step("agent_online");
-        return;
+    const changed = new Wakeup();
+    const subscription = events.subscribe({ workspaceId }, (event) => {
+      if (event.type === "workspace.status") changed.wake();
+    });
+    try {
+      for (;;) {
+        // A change heard of while the row is read is not lost: the wait below ends at once.
+        changed.reset();
+        const { status } = await this.workspace(workspaceId);
+        if (status === "online") {
+          step("agent_online");
+          return;
+        }
+        if (status === "removing" || status === "removed")
+          throw new OperationSuperseded("the workspace is being deleted");
+        if (clock.now().getTime() - started >= timeoutMs) {
+          throw new ProvisionerError(
+            "timeout",
+            `the agent did not come online within ${Math.round(timeoutMs / 1000)} s of the redeploy (it is ${status})`,
+            false,
+          );
+        }
+        await pauseUnlessAborted((ms) => changed.within(ms), pollMs, signal, "redeploy");
       }
-      if (status === "removing" || status === "removed")
-        throw new OperationSuperseded("the workspace is being deleted");
-      if (clock.now().getTime() - started >= timeoutMs) {
-        throw new ProvisionerError(
-          "timeout",
-          `the agent did not come online within ${Math.round(timeoutMs / 1000)} s of the redeploy (it is ${status})`,
-          false,
-        );
-      }
-      await pauseUnlessAborted(sleep, ONLINE_POLL_MS, signal, "redeploy");
+    } finally {
+      subscription.unsubscribe();
     }
   }
 

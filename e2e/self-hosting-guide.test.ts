@@ -23,14 +23,18 @@ const GUIDE_CREATE = `WORKSPACE=$(curl -s -X POST "\${PLATFORM_URL}/workspaces" 
   -H "Content-Type: application/json" -d '{"name": "CI Agent", "runtime": "external", "external": true, "url": "…"}')
 WORKSPACE_ID=$(echo $WORKSPACE | jq -r '.id')`;
 
-/** What the agent does next, with the documented bodies: `{id, url, agent_card}`, then `{workspace_id}`. */
+/**
+ * What the agent does next, with the documented bodies: `{id, url, agent_card}`, then `{workspace_id}` with the load
+ * fields agents written for Molecule send beside it (accepted and ignored).
+ */
 const REGISTER_AND_HEARTBEAT = `REGISTRATION_TOKEN=$(echo "$WORKSPACE" | jq -r '.connection.registration_token')
 REGISTERED=$(curl -s -X POST "\${PLATFORM_URL}/registry/register" -H "Authorization: Bearer \${REGISTRATION_TOKEN}" \\
   -H "Content-Type: application/json" \\
   -d "{\\"id\\": \\"\${WORKSPACE_ID}\\", \\"url\\": \\"${AGENT_URL}\\", \\"agent_card\\": {\\"name\\": \\"CI Agent\\", \\"skills\\": []}}")
 AUTH_TOKEN=$(echo "$REGISTERED" | jq -r '.auth_token')
 curl -s -X POST "\${PLATFORM_URL}/registry/heartbeat" -H "Authorization: Bearer \${AUTH_TOKEN}" \\
-  -H "Content-Type: application/json" -d "{\\"workspace_id\\": \\"\${WORKSPACE_ID}\\"}" >/dev/null`;
+  -H "Content-Type: application/json" \\
+  -d "{\\"workspace_id\\": \\"\${WORKSPACE_ID}\\", \\"error_rate\\": 0, \\"sample_error\\": \\"\\", \\"active_tasks\\": 0, \\"uptime_seconds\\": 12}" >/dev/null`;
 
 function script(...parts: string[]): string {
   return ["set -euo pipefail", ...parts].join("\n");

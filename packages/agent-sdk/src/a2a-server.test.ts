@@ -3,6 +3,8 @@ import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type A2AMessage,
+  type A2ATask,
+  asTask,
   DEFAULT_MAX_BODY_BYTES,
   type InboundAuth,
   type MessageContext,
@@ -523,5 +525,100 @@ describe("messageText", () => {
         ],
       }),
     ).toBe("a\nb");
+  });
+});
+
+describe("A2A server, tasks over raw JSON-RPC", () => {
+  let tasks: StartedA2AServer;
+  let url = "";
+  let release = gate();
+  beforeAll(async () => {
+    tasks = await startA2AServer({
+      host: "127.0.0.1",
+      port: 0,
+      card: { name: "tasks" },
+      onMessage: (message) =>
+        asTask(
+          (async function* () {
+            yield "begun";
+            await release.opened;
+            yield ` then ${messageText(message)}`;
+          })(),
+        ),
+    });
+    url = `http://127.0.0.1:${tasks.port}/`;
+  });
+  afterAll(() => tasks.close());
+
+  const call = (method: string, params: unknown, signal?: AbortSignal) =>
+    fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: "r", method, params }),
+      signal,
+    });
+
+  it("answers 0.3 tasks/resubscribe as an event stream even for an error, 1.0 SubscribeToTask as JSON", async () => {
+    const legacy = await call("tasks/resubscribe", { id: "missing" });
+    expect(legacy.headers.get("content-type")).toBe("text/event-stream");
+    if (!legacy.body) throw new Error("no body");
+    const events: unknown[] = [];
+    for await (const event of readEventStream(legacy.body)) events.push(event);
+    expect(events).toMatchObject([{ id: "r", error: { code: -32001 } }]);
+
+    const current = await call("SubscribeToTask", { id: "missing" });
+    expect(current.headers.get("content-type")).toBe("application/json");
+    expect(await current.json()).toMatchObject({ id: "r", error: { code: -32001 } });
+  });
+
+  it("keeps a task run by asTask going when its streaming client leaves; it ends completed", async () => {
+    release = gate();
+    let closedEarly = 0;
+    tasks.server.prependListener("request", (_req, response) =>
+      response.on("close", () => {
+        if (!response.writableFinished) closedEarly++;
+      }),
+    );
+    const client = new AbortController();
+    const res = await call(
+      "message/stream",
+      { message: { role: "user", messageId: "m", parts: [{ kind: "text", text: "left" }] } },
+      client.signal,
+    );
+    if (!res.body) throw new Error("no body");
+    const events = readEventStream(res.body);
+    const first = (await events.next()).value as { result: { id: string } };
+    const taskId = first.result.id;
+    client.abort();
+    await events.return(undefined);
+    // Only once the server has seen the client go does the handler go on.
+    await expect.poll(() => closedEarly).toBe(1);
+    release.open();
+    await expect
+      .poll(
+        async () => ((await (await call("tasks/get", { id: taskId })).json()) as { result: A2ATask }).result,
+      )
+      .toMatchObject({
+        status: { state: "completed" },
+        artifacts: [{ parts: [{ kind: "text", text: "begun then left" }] }],
+      });
+  });
+
+  it("runs a notification to tasks/cancel and answers 204", async () => {
+    release = gate();
+    const started = (await (
+      await call("message/send", {
+        message: { role: "user", messageId: "m", parts: [{ kind: "text", text: "x" }] },
+        configuration: { blocking: false },
+      })
+    ).json()) as { result: A2ATask };
+    expect(started.result.status.state).toBe("working");
+    const note = await fetch(url, {
+      method: "POST",
+      body: JSON.stringify({ jsonrpc: "2.0", method: "tasks/cancel", params: { id: started.result.id } }),
+    });
+    expect([note.status, await note.text()]).toEqual([204, ""]);
+    const got = (await (await call("tasks/get", { id: started.result.id })).json()) as { result: A2ATask };
+    expect(got.result.status.state).toBe("canceled");
   });
 });

@@ -12,6 +12,7 @@ export const UNIT_TESTS = [
   "apps/tenant-platform/src/config.test.ts",
   "apps/tenant-platform/src/services/transitions.test.ts",
   "packages/agent-sdk/src/a2a-interop.test.ts",
+  "packages/agent-sdk/src/a2a-reference.test.ts",
   "packages/agent-sdk/src/a2a-server.test.ts",
   "packages/agent-sdk/src/agent.test.ts",
   "packages/agent-sdk/src/boot-config.test.ts",

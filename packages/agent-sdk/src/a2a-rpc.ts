@@ -97,9 +97,9 @@ const V03: Dialect = {
   },
   message: (params) => messageFromV03(params.message),
   blocking: (configuration) => configuration.blocking !== false,
-  task: (task) => task,
-  sendResult: (result) => result,
-  event: (event) => event,
+  task: taskToV03,
+  sendResult: (result) => (result.kind === "task" ? taskToV03(result) : result),
+  event: (event) => (event.kind === "task" ? taskToV03(event) : event),
   error: (code, message) => ({ code, message }),
 };
 
@@ -135,6 +135,16 @@ const V1: Dialect = {
       : { code, message };
   },
 };
+
+/** A task as 0.3 sends it: no empty `history` or `artifacts` (as the official SDK leaves them out). */
+function taskToV03(task: A2ATask): A2ATask {
+  const { history, artifacts, ...rest } = task;
+  return {
+    ...rest,
+    ...(history.length ? { history } : {}),
+    ...(artifacts?.length ? { artifacts } : {}),
+  } as A2ATask;
+}
 
 const fail = (code: JsonRpcErrorCode, message: string) => new A2ARequestError(code, message);
 

@@ -216,8 +216,9 @@ export function eventToV1(event: StreamEvent | A2AMessage): Record<string, unkno
           taskId: event.taskId,
           contextId: event.contextId,
           artifact: artifactToV1(event.artifact),
-          append: event.append,
-          lastChunk: event.lastChunk ?? false,
+          // Proto3 JSON leaves out a false flag.
+          ...(event.append ? { append: true } : {}),
+          ...(event.lastChunk ? { lastChunk: true } : {}),
         },
       };
     default:

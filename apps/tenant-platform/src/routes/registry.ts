@@ -1,7 +1,7 @@
 import { DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
 import { Hono } from "hono";
 import { bearerToken } from "../http/auth.ts";
-import { readJson } from "../http/body.ts";
+import { parseJsonText, parseWith, readJson } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import type { RegistryService } from "../services/registry.ts";
@@ -23,28 +23,52 @@ export function registryRoutes(registry: RegistryService) {
 
 const NO_TOKEN = "heartbeats need the workspace's bearer token";
 
+/** What a heartbeat needs of its request, however it was served. */
+export interface HeartbeatRequest {
+  authorization: string | undefined;
+  contentType: string | undefined;
+  /** The body's text, within the body limit (a longer one throws `payload_too_large`). */
+  text(): Promise<string>;
+}
+
 /**
- * `POST /registry/heartbeat`, mounted before `identify`: it checks its token itself, in the statement that records
- * the heartbeat, so the steady state is one round trip. The answers are those of every route: 401 before the body
- * is read when there is no token, and 401 rather than 400 for a bad body sent with an unknown token.
+ * `POST /registry/heartbeat`, the same rules whichever way it is served: 401 before the body is read when there is
+ * no token, and 401 rather than 400 (or 413, 415) for a bad body sent with an unknown token. The token is checked in
+ * the statement that records the heartbeat, or by memory for the steady state (`RegistryService.heartbeat`).
  */
+export async function answerHeartbeat(
+  deps: PlatformDeps,
+  registry: RegistryService,
+  request: HeartbeatRequest,
+) {
+  const credential = credentialOf(deps, bearerToken(request.authorization));
+  if (!credential) throw new DomainError("unauthorized", NO_TOKEN);
+  let body: HeartbeatBody;
+  try {
+    parseJsonText(request.contentType, null); // the type is refused before the body is read
+    body = parseWith(HeartbeatBody, parseJsonText(request.contentType, await request.text()), "body");
+  } catch (error) {
+    if (credential.kind === "token" && !(await registry.isCurrentToken(credential.tokenHash))) {
+      throw new DomainError("unauthorized", NO_TOKEN);
+    }
+    throw error;
+  }
+  return registry.heartbeat(credential, body);
+}
+
+/** The heartbeat for `app.request()` and any server without the raw route; mounted before `identify`. */
 export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService) {
   const app = new Hono<AppEnv>();
 
-  app.post("/heartbeat", async (c) => {
-    const credential = credentialOf(deps, bearerToken(c.req.header("authorization")));
-    if (!credential) throw new DomainError("unauthorized", NO_TOKEN);
-    let body: HeartbeatBody;
-    try {
-      body = await readJson(c, HeartbeatBody);
-    } catch (error) {
-      if (credential.kind === "token" && !(await registry.isCurrentToken(credential.tokenHash))) {
-        throw new DomainError("unauthorized", NO_TOKEN);
-      }
-      throw error;
-    }
-    return c.json(await registry.heartbeat(credential, body));
-  });
+  app.post("/heartbeat", async (c) =>
+    c.json(
+      await answerHeartbeat(deps, registry, {
+        authorization: c.req.header("authorization"),
+        contentType: c.req.header("content-type"),
+        text: () => c.req.text(),
+      }),
+    ),
+  );
 
   return app;
 }

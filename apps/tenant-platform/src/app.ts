@@ -8,7 +8,7 @@ import { a2aRawRoute, a2aRoutes } from "./routes/a2a.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
-import { heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
+import { heartbeatRawRoute, heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
 import type { TenantBackups } from "./services/backups.ts";
@@ -37,8 +37,10 @@ export interface AppHooks {
  */
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
   const a2a = new A2AService(deps);
-  const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a)];
-  return { app: createHonoApp(deps, hooks, a2a), rawRoutes };
+  const registry = new RegistryService(deps, hooks.heartbeats ?? null);
+  // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
+  const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a), heartbeatRawRoute(deps, registry)];
+  return { app: createHonoApp(deps, hooks, a2a, registry), rawRoutes };
 }
 
 /** The Hono app alone, for tests that call it in process. */
@@ -46,10 +48,9 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   return createPlatform(deps, hooks).app;
 }
 
-function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService) {
+function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService, registry: RegistryService) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
-  const registry = new RegistryService(deps, hooks.heartbeats ?? null);
 
   const app = new Hono<AppEnv>();
 

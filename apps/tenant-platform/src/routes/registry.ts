@@ -1,4 +1,5 @@
 import { DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
+import { type RawRoute, readBody, writeJson } from "@molecule/service-kit/http";
 import { Hono } from "hono";
 import { bearerToken } from "../http/auth.ts";
 import { parseJsonText, parseWith, readJson } from "../http/body.ts";
@@ -56,7 +57,29 @@ export async function answerHeartbeat(
   return registry.heartbeat(credential, body);
 }
 
-/** The heartbeat for `app.request()` and any server without the raw route; mounted before `identify`. */
+/**
+ * The heartbeat as served: on Node's request and response in front of the Hono app (service-kit `frontDoor`, which
+ * gives it the request id, the log line at debug when successful, and the error envelope), the body read straight
+ * from the request within the body limit. No fetch `Request`, web stream or Hono context is built for it.
+ */
+export function heartbeatRawRoute(deps: PlatformDeps, registry: RegistryService): RawRoute {
+  const limit = deps.settings.maxBodyBytes;
+  return {
+    method: "POST",
+    path: "/registry/heartbeat",
+    quiet: true,
+    handler: async (req, res) => {
+      const answer = await answerHeartbeat(deps, registry, {
+        authorization: req.headers.authorization,
+        contentType: req.headers["content-type"],
+        text: async () => (await readBody(req, res, limit, `body exceeds ${limit} bytes`)).toString("utf8"),
+      });
+      writeJson(res, 200, answer);
+    },
+  };
+}
+
+/** The heartbeat for `app.request()` (the Hono app alone); mounted before `identify`. */
 export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService) {
   const app = new Hono<AppEnv>();
 

@@ -150,8 +150,9 @@ async function measure(count: number, bareUrl: string): Promise<Row> {
       const b = pool(second.url, CONCURRENCY / 2);
       pools.push(a, b);
       const onTwo = beater([a, b], agents);
-      // The second replica starts with nothing in memory: every agent beats there once before measuring.
-      await drive({ concurrency: CONCURRENCY, count: 2 * count, send: onTwo });
+      // The second replica starts with nothing in memory: a pass over all agents before measuring (with an even
+      // count, agent k always goes to replica k % 2, as an agent's keep-alive connection stays on one replica).
+      await drive({ concurrency: CONCURRENCY, count, send: onTwo });
       await run(onTwo, WARMUP_MS);
       const twoRuns = [await run(onTwo, half)];
       const oneAgain = [await run(onOne, half)];

@@ -3,16 +3,12 @@ import { type ServerType, serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
+import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
 import { createPlatform } from "@molecule/tenant-platform";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
-import {
-  HeartbeatBatcher,
-  heartbeatFlushIntervalMs,
-  SINGLE_PROCESS,
-  type WorkspaceChangeSource,
-} from "@molecule/tenant-platform/heartbeats";
+import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "@molecule/tenant-platform/heartbeats";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
 import pino from "pino";
@@ -108,10 +104,10 @@ export async function createTestPlatform(
      */
     database?: TestDatabase;
     /**
-     * How this process hears other processes' changes to workspaces and tokens (default: it is alone on its database,
-     * so only its own changes count).
+     * Without the change feed (`false`), nothing is answered from memory: every heartbeat is written at once. By
+     * default the platform listens to its database's change notifications as `main()` does.
      */
-    changes?: WorkspaceChangeSource | null;
+    changeFeed?: boolean;
     /** Database backups, for the backup routes (built with `buildTenantBackups` over this platform's deps). */
     backups?: (deps: PlatformDeps, database: TestDatabase) => TenantBackups | null;
   } = {},
@@ -159,10 +155,11 @@ export async function createTestPlatform(
   const runner = new OperationRunner(deps, "test-runner", 100);
   let server: ServerType | undefined;
   let served: string | undefined;
+  const changes = options.changeFeed === false ? null : await ChangeFeed.start(database);
   const heartbeats = new HeartbeatBatcher(
     deps,
     heartbeatFlushIntervalMs(deps.settings.staleAfterMs),
-    options.changes === undefined ? SINGLE_PROCESS : options.changes,
+    changes,
   );
   heartbeats.start({ timer: false });
   const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000, heartbeats);
@@ -216,6 +213,7 @@ export async function createTestPlatform(
       await runner.stop();
       await sweeper.stop();
       await heartbeats.stop();
+      await changes?.close();
       if (!options.database) await database.drop();
     },
   };

@@ -9,6 +9,7 @@ import {
   fetchTenantConfig,
   postBootEvent,
 } from "@molecule/provisioner-core";
+import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
@@ -24,7 +25,7 @@ import {
 } from "./provisioner.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus } from "./services/events.ts";
-import { HeartbeatBatcher, heartbeatFlushIntervalMs, SINGLE_PROCESS } from "./services/heartbeats.ts";
+import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "./services/heartbeats.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
@@ -220,11 +221,12 @@ async function run(
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;
   const runner = new OperationRunner(deps, instanceId);
-  // Without a way to hear other replicas' changes, a PostgreSQL-backed process writes every heartbeat itself.
+  // Row changes from every replica on this database (this one's too): what memory kept between requests must forget.
+  const changes = await ChangeFeed.start(database);
   const heartbeats = new HeartbeatBatcher(
     deps,
     heartbeatFlushIntervalMs(config.liveness.staleAfterMs),
-    database.driver === "pglite" ? SINGLE_PROCESS : null,
+    changes,
   );
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs, heartbeats);
   const reconciler = createTenantReconciler(deps, instanceId);
@@ -284,7 +286,15 @@ async function run(
     server,
     beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
     // The heartbeat batcher's stop writes what it still holds, before the database closes.
-    loops: [heartbeats, runner, sweeper, reconciler, retention, ...(backups ? [backups] : [])],
+    loops: [
+      heartbeats,
+      { stop: () => changes.close() },
+      runner,
+      sweeper,
+      reconciler,
+      retention,
+      ...(backups ? [backups] : []),
+    ],
     database,
   });
 }

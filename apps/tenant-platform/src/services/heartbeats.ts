@@ -1,32 +1,27 @@
-import { workspaces } from "@molecule/db";
+import { type Db, workspaces, workspaceTokens } from "@molecule/db";
+import { type ChangeFeed, InvalidatedCache } from "@molecule/service-kit/cluster";
 import { and, eq, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 
 /** The statuses a steady-state heartbeat keeps a workspace in; any other status takes the synchronous path. */
 export type LiveStatus = "online" | "degraded";
 
-/**
- * Where changes made by other processes on the same database are heard of. While `live` is false (the listening
- * connection is down, or not yet up) a change may go unheard, so nothing in memory is trusted; `onChange(null)` says
- * changes may have been missed (a reconnect) and everything is forgotten.
- */
-export interface WorkspaceChangeSource {
-  readonly live: boolean;
-  onChange(listener: (workspaceId: string | null) => void): () => void;
-}
-
-/** One process alone on its database (the embedded one): every change is made here, and the event bus hears it. */
-export const SINGLE_PROCESS: WorkspaceChangeSource = { live: true, onChange: () => () => {} };
+const LIVE: ReadonlySet<string> = new Set<LiveStatus>(["online", "degraded"]);
 
 /** How long a steady-state heartbeat waits in memory at most: a tenth of the stale threshold, and at most 1 s. */
 export function heartbeatFlushIntervalMs(staleAfterMs: number): number {
   return Math.max(10, Math.min(1000, Math.floor(staleAfterMs / 10)));
 }
 
-interface Known {
+/** A bearer token's workspace and that workspace's status, as the database had them. */
+interface TokenView {
   workspaceId: string;
-  status: LiveStatus;
+  orgId: string;
+  status: string;
 }
+
+/** What memory says of a heartbeat: answered (buffered), a token that is nobody's, or "ask the database". */
+export type Recorded = { answered: LiveStatus } | { unknownToken: true } | null;
 
 interface Pending {
   tokenHash: string;
@@ -41,51 +36,62 @@ interface Pending {
  * Steady-state heartbeats, answered from memory and written in one statement per flush interval.
  *
  * Most heartbeats change nothing but `last_heartbeat_at`: the workspace is already online (or degraded) and the
- * agent says the same. Once a heartbeat has gone through the synchronous path (`RegistryService.heartbeat`: token
- * checked in the statement that records it), this remembers its token's hash → workspace and status, and the next
- * ones with that token, for that workspace and reporting the same state, are answered at once; their times are kept
- * (the newest per workspace) and written together every `intervalMs` by one `UPDATE … FROM jsonb_to_recordset(…)`.
+ * agent says the same. Memory holds, per bearer token's hash, its workspace and that workspace's status (an
+ * `InvalidatedCache` fed by the database's change notifications: any change to the workspace's row other than
+ * heartbeat bookkeeping, or to its tokens, drops it, from whichever replica it came). A heartbeat whose token memory
+ * knows, for that workspace and reporting the state it is in, is answered at once; its time is kept (the newest per
+ * workspace) and written with the others every `intervalMs` by one `UPDATE … FROM jsonb_to_recordset(…)`.
  *
- * - Liveness is correct to within the interval (default a tenth of HEARTBEAT_STALE_AFTER, at most 1 s): a beat's own
- *   arrival time is written, not the flush's, so the sweep's cutoff sees it as it was, at most one interval late,
- *   far inside the stale threshold. This process's sweep flushes first; `stop()` flushes on shutdown.
+ * - A token memory does not know is looked up once (token → workspace and status, one indexed read); an unknown one
+ *   is refused at once, a known one is remembered while its workspace is online or degraded.
+ * - Liveness is correct to within the interval (a tenth of HEARTBEAT_STALE_AFTER, at most 1 s): a beat's own arrival
+ *   time is written, not the flush's, so the sweep's cutoff sees it at most one interval late, far inside the stale
+ *   threshold. This process's sweep flushes first; `stop()` flushes on shutdown.
  * - Anything that may change the status (a first beat, one after `offline`, degraded ↔ online, a workspace being
- *   removed, an unknown token) is not in memory and takes the synchronous path.
- * - Memory is forgotten for a workspace as soon as a change to its status or tokens is heard of: from this process's
- *   event bus at once (`watchWorkspaceChanges`), from other processes through `changes`; while `changes` is not live
- *   nothing is answered from memory. A synchronous beat remembers only if nothing was forgotten while it ran, so a
- *   revoke that overtakes it is not undone.
+ *   removed) takes the synchronous path (`RegistryService.heartbeat`), which checks the token in the statement that
+ *   records the beat.
+ * - A change is forgotten in this process at once (its event bus, `watchWorkspaceChanges`) and in the others when the
+ *   notification arrives; while the feed is disconnected memory is not used at all, and it starts empty on reconnect.
  * - The batch writes a workspace's beat only while its status is still the one answered and the token is still its
- *   current bearer token: a beat that raced a revoke (rotated by registering again, or the workspace deleted)
- *   writes nothing, and the workspace is forgotten so its next beat takes the synchronous path.
+ *   current bearer token: a beat that raced a revoke (rotated by registering again, or the workspace deleted) writes
+ *   nothing, and its workspace is forgotten so the next beat takes the synchronous path.
  * - `workspace.heartbeat` events for these beats are published after each batch, one per workspace written (its
  *   newest beat), instead of one per beat.
  */
 export class HeartbeatBatcher {
-  private readonly known = new Map<string, Known>();
-  private readonly tokenOf = new Map<string, string>();
+  private readonly tokens: InvalidatedCache<string, TokenView | null> | null;
+  private readonly feed: ChangeFeed | null;
   private pending = new Map<string, Pending>();
-  private generation = 0;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private accepting = false;
-  private readonly unwatch: Array<() => void> = [];
+  private unwatch: (() => void) | null = null;
+  private lookupQuery: ReturnType<typeof prepareLookup> | null = null;
 
+  /** Without `feed` (no way to hear other replicas' changes) nothing is answered from memory: every beat is written. */
   constructor(
-    private readonly deps: Pick<PlatformDeps, "db" | "events" | "clock" | "logger">,
+    private readonly deps: Pick<PlatformDeps, "db" | "events" | "clock" | "logger" | "settings">,
     readonly intervalMs: number,
-    private readonly changes: WorkspaceChangeSource | null,
-  ) {}
+    feed: ChangeFeed | null,
+  ) {
+    this.feed = feed;
+    this.tokens = feed
+      ? new InvalidatedCache<string, TokenView | null>({
+          feed,
+          tagTopics: ["workspaces", "workspace_tokens"],
+          tagOf: (view) => view?.workspaceId ?? null,
+          // Unknown tokens (anyone can make them up) and workspaces a beat would move are not kept.
+          keep: (view) => view !== null && LIVE.has(view.status),
+        })
+      : null;
+  }
 
   /** Starts answering from memory and the flush loop (`timer: false` leaves flushing to the caller, for tests). */
   start(options: { timer?: boolean } = {}): void {
-    if (!this.changes) return;
+    const tokens = this.tokens;
+    if (!tokens) return;
     if (!this.accepting) {
-      const changes = this.changes;
-      this.unwatch.push(
-        this.deps.events.watchWorkspaceChanges((id) => this.forget(id)),
-        changes.onChange((id) => (id === null ? this.forgetAll() : this.forget(id))),
-      );
+      this.unwatch = this.deps.events.watchWorkspaceChanges((id) => tokens.invalidateTag(id));
       this.accepting = true;
     }
     if (options.timer === false || this.timer) return;
@@ -98,41 +104,37 @@ export class HeartbeatBatcher {
     this.accepting = false;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (const unwatch of this.unwatch.splice(0)) unwatch();
-    this.forgetAll();
+    this.unwatch?.();
+    this.unwatch = null;
+    this.tokens?.clear();
     await this.flush();
   }
 
   /**
-   * The answer to a heartbeat with this token for this workspace reporting `target`, when memory can give it (the
-   * beat is then buffered); null when it must take the synchronous path.
+   * Memory's answer to a heartbeat with this token for this workspace reporting `target` (the beat is then buffered),
+   * or that the token is nobody's; null when the synchronous path must decide.
    */
-  record(tokenHash: string, workspaceId: string, target: LiveStatus, reported: string): LiveStatus | null {
-    if (!this.trusted()) return null;
-    const known = this.known.get(tokenHash);
-    if (!known || known.workspaceId !== workspaceId || known.status !== target) return null;
-    this.pending.set(workspaceId, { tokenHash, status: known.status, reported, at: this.deps.clock.now() });
-    return known.status;
+  async record(
+    tokenHash: string,
+    workspaceId: string,
+    target: LiveStatus,
+    reported: string,
+  ): Promise<Recorded> {
+    const tokens = this.tokens;
+    if (!tokens || !this.accepting) return null;
+    if (!this.feed?.connected) return null;
+    const view = tokens.peek(tokenHash) ?? (await tokens.get(tokenHash, () => this.lookup(tokenHash)));
+    if (view === null) return { unknownToken: true };
+    const steady =
+      view.workspaceId === workspaceId && view.orgId === this.deps.settings.orgId && view.status === target;
+    if (!steady || !this.accepting) return null;
+    this.pending.set(workspaceId, { tokenHash, status: target, reported, at: this.deps.clock.now() });
+    return { answered: target };
   }
 
   /** Whether memory vouches for this token (a bad body sent with it is then a 400, not a 401). */
   vouchesFor(tokenHash: string): boolean {
-    return this.trusted() && this.known.has(tokenHash);
-  }
-
-  /** Taken before a synchronous heartbeat's statement; `remember` with it is ignored if anything was forgotten since. */
-  mark(): number {
-    return this.generation;
-  }
-
-  /** After a synchronous heartbeat left the workspace `status` with this (then current) token. */
-  remember(mark: number, tokenHash: string, workspaceId: string, status: string): void {
-    if (mark !== this.generation || !this.trusted()) return;
-    if (status !== "online" && status !== "degraded") return;
-    const previous = this.tokenOf.get(workspaceId);
-    if (previous !== undefined && previous !== tokenHash) this.known.delete(previous);
-    this.known.set(tokenHash, { workspaceId, status });
-    this.tokenOf.set(workspaceId, tokenHash);
+    return this.accepting && this.tokens?.peek(tokenHash) != null;
   }
 
   /** Writes the buffered beats now (one statement), then publishes their events. Flushes never overlap. */
@@ -148,22 +150,10 @@ export class HeartbeatBatcher {
     return this.pending.size;
   }
 
-  private trusted(): boolean {
-    return this.accepting && this.changes !== null && this.changes.live;
-  }
-
-  private forget(workspaceId: string): void {
-    this.generation++;
-    const tokenHash = this.tokenOf.get(workspaceId);
-    if (tokenHash === undefined) return;
-    this.tokenOf.delete(workspaceId);
-    this.known.delete(tokenHash);
-  }
-
-  private forgetAll(): void {
-    this.generation++;
-    this.known.clear();
-    this.tokenOf.clear();
+  private async lookup(tokenHash: string): Promise<TokenView | null> {
+    this.lookupQuery ??= prepareLookup(this.deps.db);
+    const [row] = await this.lookupQuery.execute({ tokenHash });
+    return row ?? null;
   }
 
   private async writeBatch(): Promise<void> {
@@ -206,7 +196,7 @@ export class HeartbeatBatcher {
     for (const [id, beat] of batch) {
       if (!done.has(id)) {
         // Its status moved or its token was revoked since: the next beat must take the synchronous path.
-        if (this.tokenOf.get(id) === beat.tokenHash) this.forget(id);
+        this.tokens?.invalidateTag(id);
         continue;
       }
       this.deps.events.publish({
@@ -216,4 +206,14 @@ export class HeartbeatBatcher {
       });
     }
   }
+}
+
+/** A current bearer (`auth`) token's workspace, its org and its status. */
+function prepareLookup(db: Db) {
+  return db
+    .select({ workspaceId: workspaces.id, orgId: workspaces.orgId, status: workspaces.status })
+    .from(workspaceTokens)
+    .innerJoin(workspaces, eq(workspaces.id, workspaceTokens.workspaceId))
+    .where(and(eq(workspaceTokens.tokenHash, sql.placeholder("tokenHash")), eq(workspaceTokens.kind, "auth")))
+    .prepare("heartbeat_token_view");
 }

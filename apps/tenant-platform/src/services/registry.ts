@@ -123,7 +123,9 @@ export class RegistryService {
   }
 
   /**
-   * Records liveness; the first heartbeat (or the first after silence) moves the workspace online. The admin may
+   * Records liveness; the first heartbeat (or the first after silence) moves the workspace online. A steady-state beat
+   * of a token memory knows is answered by the batcher (services/heartbeats.ts) and written with the next batch; a
+   * token it knows to be nobody's is refused without a write. The admin may
    * heartbeat any workspace of the org; any other token is checked in the same statement that records the
    * heartbeat (`UPDATE … FROM workspace_tokens`), so the steady state is one round trip. Only when that statement
    * matches nothing is the token looked up again, to say why: 401 unknown or revoked, 403 another workspace's, 404
@@ -133,12 +135,19 @@ export class RegistryService {
     const target = body.status === "degraded" ? "degraded" : "online";
     const interval = heartbeatIntervalSeconds(this.deps.settings.staleAfterMs);
     // The admin's heartbeats (by hand, rare) are always written at once.
-    const batcher = credential.kind === "token" ? this.batcher : null;
-    if (batcher && credential.kind === "token") {
-      const steady = batcher.record(credential.tokenHash, body.workspace_id, target, body.status ?? "ok");
-      if (steady) return { ok: true as const, status: steady, heartbeat_interval_seconds: interval };
+    if (this.batcher && credential.kind === "token") {
+      const memory = await this.batcher.record(
+        credential.tokenHash,
+        body.workspace_id,
+        target,
+        body.status ?? "ok",
+      );
+      if (memory && "answered" in memory) {
+        return { ok: true as const, status: memory.answered, heartbeat_interval_seconds: interval };
+      }
+      if (memory?.unknownToken)
+        throw new DomainError("unauthorized", "heartbeats need the workspace's bearer token");
     }
-    const mark = batcher?.mark() ?? 0;
     const queries = this.heartbeatQueries();
     const values = {
       at: this.deps.clock.now().toISOString(),
@@ -166,11 +175,8 @@ export class RegistryService {
       workspaceId: workspace.id,
       data: { at: workspace.lastHeartbeatAt?.toISOString() ?? null, status: body.status ?? "ok" },
     });
-    // The steady state (already where the heartbeat says) costs one UPDATE, and is remembered so the next beats
-    // with this token are answered from memory; a change (remembered at its next beat) reads back.
+    // The steady state (already where the heartbeat says) costs one UPDATE; only a change reads back.
     if (workspace.status === target) {
-      if (credential.kind === "token")
-        batcher?.remember(mark, credential.tokenHash, workspace.id, workspace.status);
       return { ok: true as const, status: workspace.status, heartbeat_interval_seconds: interval };
     }
     await transitionWorkspace(this.deps, workspace.id, target, {

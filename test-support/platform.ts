@@ -104,7 +104,8 @@ export async function createTestPlatform(
      */
     database?: TestDatabase;
     /**
-     * Without the change feed (`false`), nothing is answered from memory: every heartbeat is written at once. By
+     * Without the change feed (`false`), nothing is answered from memory: every heartbeat is written at once, and the
+     * A2A proxy reads callers and targets from the database on every call. By
      * default the platform listens to its database's change notifications as `main()` does.
      */
     changeFeed?: boolean;
@@ -164,7 +165,12 @@ export async function createTestPlatform(
   heartbeats.start({ timer: false });
   const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000, heartbeats);
   const backups = options.backups?.(deps, database) ?? null;
-  const { app, rawRoutes } = createPlatform(deps, {
+  const {
+    app,
+    rawRoutes,
+    close: closePlatform,
+  } = createPlatform(deps, {
+    ...(changes ? { changes } : {}),
     onOperationQueued: () => runner.wake(),
     heartbeats,
     ...(backups ? { backups } : {}),
@@ -212,6 +218,7 @@ export async function createTestPlatform(
       }
       await runner.stop();
       await sweeper.stop();
+      closePlatform();
       await heartbeats.stop();
       await changes?.close();
       if (!options.database) await database.drop();

@@ -1,3 +1,4 @@
+import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import { handleError, limitBody, notFound, type RawRoute, requestLog } from "@molecule/service-kit/http";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
@@ -11,6 +12,7 @@ import { operationRoutes } from "./routes/operations.ts";
 import { heartbeatRawRoute, heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
+import { cachedDirectory, databaseDirectory } from "./services/a2a-directory.ts";
 import type { TenantBackups } from "./services/backups.ts";
 import type { PlatformDeps } from "./services/deps.ts";
 import type { HeartbeatBatcher } from "./services/heartbeats.ts";
@@ -28,6 +30,11 @@ export interface AppHooks {
   backups?: TenantBackups;
   /** Steady-state heartbeats answered from memory and written in batches (`main()` runs its flush loop). */
   heartbeats?: HeartbeatBatcher;
+  /**
+   * The database's change feed (service-kit cluster): with it the A2A proxy answers callers' tokens and targets'
+   * routes from memory that every replica's changes invalidate; without it, from the database on every call.
+   */
+  changes?: ChangeFeed;
 }
 
 /**
@@ -36,11 +43,14 @@ export interface AppHooks {
  * the Hono app only.
  */
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
-  const a2a = new A2AService(deps);
+  const a2a = new A2AService(
+    deps,
+    hooks.changes ? cachedDirectory(deps, hooks.changes) : databaseDirectory(deps),
+  );
   const registry = new RegistryService(deps, hooks.heartbeats ?? null);
   // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
   const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a), heartbeatRawRoute(deps, registry)];
-  return { app: createHonoApp(deps, hooks, a2a, registry), rawRoutes };
+  return { app: createHonoApp(deps, hooks, a2a, registry), rawRoutes, close: () => a2a.close() };
 }
 
 /** The Hono app alone, for tests that call it in process. */

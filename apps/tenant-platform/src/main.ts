@@ -234,6 +234,7 @@ async function run(
   // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
   const backups = buildTenantBackups(config, deps, database, runtime?.slug ?? config.deployment);
   const { app, rawRoutes } = createPlatform(deps, {
+    changes,
     onOperationQueued: () => runner.wake(),
     reconciler,
     heartbeats,

@@ -11,6 +11,7 @@ import { eq } from "drizzle-orm";
 import type { Agent, Dispatcher } from "undici";
 import { resolveCaller } from "../http/auth.ts";
 import type { Caller } from "../http/types.ts";
+import { type A2ADirectory, type A2ARoute, databaseDirectory } from "./a2a-directory.ts";
 import {
   type AgentUrlPolicy,
   createAgentDispatcher,
@@ -21,7 +22,6 @@ import {
 } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openInboundToken } from "./inbound-token.ts";
-import { workspaceForToken } from "./tokens.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
 export type A2AParty = { kind: "admin"; orgId: string } | { kind: "workspace"; id: string; orgId: string };
@@ -74,47 +74,6 @@ export function a2aLimits(deps: PlatformDeps): A2ALimits {
   };
 }
 
-/** What the proxy needs to know of a workspace at either end of a call (the target's row, the caller's org). */
-export type A2ARoute = Pick<
-  WorkspaceRow,
-  "id" | "orgId" | "status" | "url" | "runtime" | "handle" | "inboundTokenSealed" | "inboundTokenKeyVersion"
->;
-
-const ROUTE_COLUMNS = {
-  id: workspaces.id,
-  orgId: workspaces.orgId,
-  status: workspaces.status,
-  url: workspaces.url,
-  runtime: workspaces.runtime,
-  handle: workspaces.handle,
-  inboundTokenSealed: workspaces.inboundTokenSealed,
-  inboundTokenKeyVersion: workspaces.inboundTokenKeyVersion,
-} as const;
-
-/**
- * Where the proxy looks up who is calling and where a target is. Read from the database each time by default
- * ({@link databaseDirectory}); the cached directory answers from memory what the change feed has not invalidated.
- */
-export interface A2ADirectory {
-  /** The workspace whose current bearer token hashes to `tokenHash`, or null. */
-  tokenOwner(tokenHash: string): Promise<string | null>;
-  /** The workspace's routing facts, or null when there is no such row. */
-  route(workspaceId: string): Promise<A2ARoute | null>;
-}
-
-export function databaseDirectory(deps: PlatformDeps): A2ADirectory {
-  return {
-    tokenOwner: (tokenHash) => workspaceForToken(deps.db, tokenHash),
-    async route(workspaceId) {
-      const [row] = await deps.db
-        .select(ROUTE_COLUMNS)
-        .from(workspaces)
-        .where(eq(workspaces.id, workspaceId));
-      return row ?? null;
-    },
-  };
-}
-
 /**
  * A proxied answer, ready for either HTTP layer to write: a JSON answer read whole (capped), or an event stream
  * passed through chunk by chunk (capped, with an idle timeout). `cancel` stops the stream (the client went away).
@@ -126,9 +85,18 @@ export type A2AAnswer =
 /** The headers a streamed answer goes out with. */
 export const STREAM_HEADERS = { "cache-control": "no-cache", "x-accel-buffering": "no" } as const;
 
+interface Prepared {
+  url: URL;
+  /** Path and query, as the request line carries them. */
+  path: string;
+  assigned: boolean;
+  inboundToken?: string | null;
+}
+
 /** Forwards JSON-RPC A2A requests from an authorised caller to a target workspace's registered URL. */
 export class A2AService {
   private readonly dispatchers = new Map<string, Agent>();
+  private readonly prepared = new WeakMap<A2ARoute, Prepared>();
 
   constructor(
     private readonly deps: PlatformDeps,
@@ -147,6 +115,34 @@ export class A2AService {
       this.dispatchers.set(key, agent);
     }
     return agent;
+  }
+
+  /** What is derived from a route once and kept as long as the directory keeps the route. */
+  private prepare(target: A2ARoute, targetUrl: string): Prepared {
+    let prepared = this.prepared.get(target);
+    if (!prepared) {
+      const url = new URL(targetUrl);
+      prepared = {
+        url,
+        path: `${url.pathname}${url.search}`,
+        assigned: isAssignedAgentUrl(target, targetUrl),
+      };
+      this.prepared.set(target, prepared);
+    }
+    return prepared;
+  }
+
+  /** The target's inbound token, opened once per kept route (a value that does not open is never kept). */
+  private inboundToken(target: A2ARoute, targetUrl: string): string | null {
+    const prepared = this.prepare(target, targetUrl);
+    if (prepared.inboundToken === undefined)
+      prepared.inboundToken = openInboundToken(this.deps.sealer, target);
+    return prepared.inboundToken;
+  }
+
+  /** Stops following the change feed. */
+  close(): void {
+    this.directory.close();
   }
 
   /** Who called, from the bearer token (the admin, a workspace, or nobody), through the directory. */
@@ -223,8 +219,7 @@ export class A2AService {
     }
     // The address the target's backend assigned it is dialled even on a private network (Fly's 6PN, a Docker
     // network, a VPC): the backend chose it. Any other URL is held to the policy, here and at connect time.
-    const url = new URL(target.url);
-    const assigned = isAssignedAgentUrl(target, target.url);
+    const { url, path, assigned } = this.prepare(target, target.url);
     const policy: AgentUrlPolicy = {
       allowInsecure: this.deps.settings.allowInsecureAgentUrls,
       allowPrivate: assigned || this.deps.settings.allowPrivateAgentUrls,
@@ -235,7 +230,7 @@ export class A2AService {
     }
     // Null for an agent registered before inbound tokens existed (it accepts calls without one). A value this process
     // cannot open (its key version is not configured) is a 503 secrets_key_unavailable: the agent is not called.
-    const inboundToken = openInboundToken(this.deps.sealer, target);
+    const inboundToken = this.inboundToken(target, target.url);
     const limits = a2aLimits(this.deps);
     const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
@@ -269,7 +264,7 @@ export class A2AService {
     try {
       upstream = await this.agentFor(policy).request({
         origin: url.origin,
-        path: `${url.pathname}${url.search}`,
+        path,
         method: "POST",
         headers: {
           "content-type": "application/json",

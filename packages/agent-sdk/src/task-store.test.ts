@@ -45,4 +45,21 @@ describe("InMemoryTaskStore", () => {
     expect(store.size).toBe(2);
     expect(() => new InMemoryTaskStore({ maxTasks: 0 })).toThrow(TypeError);
   });
+
+  it("keeps to its byte cap the same way, but keeps the task just saved", async () => {
+    const store = new InMemoryTaskStore({ maxBytes: 1_300 });
+    const big = (id: string, state: TaskState) => ({
+      ...task(id, state),
+      history: [{ role: "user" as const, parts: [{ kind: "text", text: "x".repeat(400) }], messageId: id }],
+    });
+    await store.save(big("a", "completed"));
+    await store.save(big("b", "working"));
+    expect(store.size).toBe(2);
+    await store.save(big("c", "working"));
+    expect((await store.list({})).map((t) => t.id)).toEqual(["c", "b"]);
+    await store.save({ ...big("huge", "working"), metadata: { pad: "y".repeat(2_000) } });
+    expect((await store.list({})).map((t) => t.id)).toEqual(["huge"]);
+    expect(store.bytes).toBe(JSON.stringify(await store.load("huge")).length);
+    expect(() => new InMemoryTaskStore({ maxBytes: 0 })).toThrow(TypeError);
+  });
 });

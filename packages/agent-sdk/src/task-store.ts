@@ -23,34 +23,49 @@ export interface TaskStore {
 export interface InMemoryTaskStoreOptions {
   /** Most tasks kept; past it the longest-finished ones go first, then the least recently updated. Default 10 000. */
   maxTasks?: number;
+  /**
+   * Most bytes of task JSON kept, the same way (a caller sending large messages must not fill the process's memory).
+   * The task just saved stays even when it alone is larger. Default 64 MiB.
+   */
+  maxBytes?: number;
 }
 
 export class InMemoryTaskStore implements TaskStore {
-  readonly #tasks = new Map<string, A2ATask>();
+  readonly #tasks = new Map<string, { task: A2ATask; bytes: number }>();
   readonly #maxTasks: number;
+  readonly #maxBytes: number;
+  #bytes = 0;
 
   constructor(options: InMemoryTaskStoreOptions = {}) {
     this.#maxTasks = options.maxTasks ?? 10_000;
-    if (!Number.isInteger(this.#maxTasks) || this.#maxTasks < 1) {
-      throw new TypeError("maxTasks must be a positive integer");
+    this.#maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    for (const [name, value] of [
+      ["maxTasks", this.#maxTasks],
+      ["maxBytes", this.#maxBytes],
+    ] as const) {
+      if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a positive integer`);
     }
   }
 
   async load(taskId: string): Promise<A2ATask | undefined> {
-    const task = this.#tasks.get(taskId);
-    return task && structuredClone(task);
+    const entry = this.#tasks.get(taskId);
+    return entry && structuredClone(entry.task);
   }
 
   async save(task: A2ATask): Promise<void> {
+    const text = JSON.stringify(task);
+    this.#remove(task.id);
     // Re-inserting keeps the map in update order: the first entries are the least recently updated.
-    this.#tasks.delete(task.id);
-    this.#tasks.set(task.id, structuredClone(task));
-    if (this.#tasks.size > this.#maxTasks) this.#evict();
+    this.#tasks.set(task.id, { task: JSON.parse(text) as A2ATask, bytes: text.length });
+    this.#bytes += text.length;
+    while (this.#tasks.size > 1 && (this.#tasks.size > this.#maxTasks || this.#bytes > this.#maxBytes)) {
+      this.#evict();
+    }
   }
 
   async list(filter: TaskFilter): Promise<A2ATask[]> {
     const matching: A2ATask[] = [];
-    for (const task of this.#tasks.values()) {
+    for (const { task } of this.#tasks.values()) {
       if (filter.contextId !== undefined && task.contextId !== filter.contextId) continue;
       if (filter.state !== undefined && task.status.state !== filter.state) continue;
       matching.push(structuredClone(task));
@@ -62,14 +77,24 @@ export class InMemoryTaskStore implements TaskStore {
     return this.#tasks.size;
   }
 
+  /** Bytes of task JSON held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  #remove(taskId: string): void {
+    const entry = this.#tasks.get(taskId);
+    if (!entry) return;
+    this.#tasks.delete(taskId);
+    this.#bytes -= entry.bytes;
+  }
+
+  /** Drops the least recently updated finished task, else the least recently updated one. */
   #evict(): void {
-    for (const [id, task] of this.#tasks) {
-      if (isTerminal(task.status.state)) {
-        this.#tasks.delete(id);
-        return;
-      }
+    for (const [id, { task }] of this.#tasks) {
+      if (isTerminal(task.status.state)) return this.#remove(id);
     }
     const oldest = this.#tasks.keys().next();
-    if (!oldest.done) this.#tasks.delete(oldest.value);
+    if (!oldest.done) this.#remove(oldest.value);
   }
 }

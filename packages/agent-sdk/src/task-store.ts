@@ -92,7 +92,10 @@ export class InMemoryTaskStore implements TaskStore {
   /** Drops the least recently updated finished task, else the least recently updated one. */
   #evict(): void {
     for (const [id, { task }] of this.#tasks) {
-      if (isTerminal(task.status.state)) return this.#remove(id);
+      if (isTerminal(task.status.state)) {
+        this.#remove(id);
+        return;
+      }
     }
     const oldest = this.#tasks.keys().next();
     if (!oldest.done) this.#remove(oldest.value);

@@ -237,8 +237,10 @@ export class A2AService {
     const callerName = caller.kind === "admin" ? "admin" : caller.workspaceId;
     const logger = this.deps.logger;
     const context = { a2a: { caller: callerName, target: targetId, method: request.method } };
-    const log = (level: "info" | "warn", fields: Record<string, unknown>, message: string) =>
-      logger[level]({ ...context, ...fields }, message);
+    // A delivery is logged at debug: the request line (info) and the `a2a.delivery` event already record it.
+    const log = (level: "debug" | "warn", fields: Record<string, unknown>, message: string) => {
+      if (logger.isLevelEnabled(level)) logger[level]({ ...context, ...fields }, message);
+    };
 
     // Metadata only: never the bodies.
     const delivered = (bytes: number, streamed: boolean) =>
@@ -323,7 +325,7 @@ export class A2AService {
             yield chunk;
           }
           finished = true;
-          log("info", { durationMs: elapsed(started), bytes: size }, "a2a stream done");
+          log("debug", { durationMs: elapsed(started), bytes: size }, "a2a stream done");
           delivered(size, true);
         } catch (err) {
           if (size <= limits.maxResponseBytes) {
@@ -358,7 +360,7 @@ export class A2AService {
       clearTimeout(timer);
     }
     if (bytes === TOO_LARGE) throw tooLarge(targetId, limits.maxResponseBytes);
-    log("info", { durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
+    log("debug", { durationMs: elapsed(started), bytes: bytes.byteLength }, "a2a delivered");
     delivered(bytes.byteLength, false);
     return { kind: "json", contentType: type, body: bytes };
   }

@@ -201,8 +201,11 @@ export function readBody(
       settled = true;
       resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks, size));
     });
-    req.once("error", () => fail(new DomainError("bad_request", "the request body was not completed")));
-    req.once("close", () => fail(new DomainError("bad_request", "the request body was not completed")));
+    const abandoned = () => {
+      if (!settled) fail(new DomainError("bad_request", "the request body was not completed"));
+    };
+    req.once("error", abandoned);
+    req.once("close", abandoned);
   });
 }
 

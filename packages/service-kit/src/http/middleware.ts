@@ -1,13 +1,24 @@
-import { randomBytes } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import type { ServiceEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
 
+/** Random bytes drawn in bulk: one `randomBytes` call per 512 request ids instead of one per request. */
+const ID_BYTES = 8;
+const pool = Buffer.alloc(ID_BYTES * 512);
+let poolOffset = pool.length;
+
 /** `req_` and 16 hex digits: the id every request gets, returned in `x-request-id` and written on its log lines. */
 export function newRequestId(): string {
-  return `req_${randomBytes(8).toString("hex")}`;
+  if (poolOffset === pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const id = `req_${pool.toString("hex", poolOffset, poolOffset + ID_BYTES)}`;
+  poolOffset += ID_BYTES;
+  return id;
 }
 
 /** The request log line's fields, for the Hono middleware and the raw routes alike. */

@@ -153,10 +153,10 @@ export async function createTestPlatform(
       ...settings,
     },
   };
-  const runner = new OperationRunner(deps, "test-runner", 100);
+  const changes = options.changeFeed === false ? null : await ChangeFeed.start(database);
+  const runner = new OperationRunner(deps, "test-runner", 100, changes);
   let server: ServerType | undefined;
   let served: string | undefined;
-  const changes = options.changeFeed === false ? null : await ChangeFeed.start(database);
   const heartbeats = new HeartbeatBatcher(
     deps,
     heartbeatFlushIntervalMs(deps.settings.staleAfterMs),

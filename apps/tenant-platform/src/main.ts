@@ -220,9 +220,9 @@ async function run(
     },
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;
-  const runner = new OperationRunner(deps, instanceId);
   // Row changes from every replica on this database (this one's too): what memory kept between requests must forget.
   const changes = await ChangeFeed.start(database);
+  const runner = new OperationRunner(deps, instanceId, undefined, changes);
   const heartbeats = new HeartbeatBatcher(
     deps,
     heartbeatFlushIntervalMs(config.liveness.staleAfterMs),

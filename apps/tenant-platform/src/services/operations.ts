@@ -19,6 +19,7 @@ import {
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
 import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
+import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import {
   type AttemptContext,
   OperationRunner as DurableOperationRunner,
@@ -82,10 +83,15 @@ const operationTable: OperationTableAdapter<OperationRow, OperationError> = {
  * and each finished operation, and fails the workspace with the reason of an operation that failed for good.
  */
 export class OperationRunner extends DurableOperationRunner<OperationRow, OperationError> {
+  /**
+   * `changes`: the database's change feed, which tells this process of every replica's changes to workspace rows; a
+   * redeploy waiting for its agent re-reads its workspace on each one.
+   */
   constructor(
     private readonly platform: PlatformDeps,
     instanceId: string,
     pollIntervalMs = 500,
+    private readonly changes: ChangeFeed | null = null,
   ) {
     super(
       platform,
@@ -260,8 +266,9 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
 
   /**
    * Waits until the workspace is online, and fails for good when it is not within the redeploy's bound. Any status
-   * change of the workspace this process hears of (the agent's first heartbeat, taken here; or, once its event bus
-   * carries them, by another replica) re-reads the row at once; the poll is for changes it does not hear of.
+   * change of the workspace this process hears of (the agent's first heartbeat taken here, on its event bus; one
+   * taken by another replica, from the change feed) re-reads the row at once; the poll is for changes it does not
+   * hear of (no feed, or one that is down).
    */
   private async awaitOnline(workspaceId: string, step: StepReporter, signal: AbortSignal): Promise<void> {
     const { clock, settings, events } = this.platform;
@@ -272,6 +279,13 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     const subscription = events.subscribe({ workspaceId }, (event) => {
       if (event.type === "workspace.status") changed.wake();
     });
+    const unwatch = [
+      this.changes?.on("workspaces", (id) => {
+        if (id === workspaceId) changed.wake();
+      }),
+      // The feed dropped or came back: a change may have gone unheard.
+      this.changes?.onReset(() => changed.wake()),
+    ];
     try {
       for (;;) {
         // A change heard of while the row is read is not lost: the wait below ends at once.
@@ -294,6 +308,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       }
     } finally {
       subscription.unsubscribe();
+      for (const stop of unwatch) stop?.();
     }
   }
 

@@ -5,6 +5,7 @@ import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
+import { ServiceMetrics } from "@molecule/service-kit/metrics";
 import { createPlatform } from "@molecule/tenant-platform";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
@@ -131,6 +132,7 @@ export async function createTestPlatform(
     ids: createIdGenerator(),
     logger: pino({ level: "debug" }, sink),
     events: new EventBus(),
+    metrics: new ServiceMetrics(),
     ...(options.resolveAgentHost ? { resolveAgentHost: options.resolveAgentHost } : {}),
     settings: {
       orgId: "org_test",
@@ -197,7 +199,7 @@ export async function createTestPlatform(
             fetch: app.fetch,
             port: 0,
             hostname: "127.0.0.1",
-            createServer: frontDoorServer(rawRoutes, deps.logger),
+            createServer: frontDoorServer(rawRoutes, deps.logger, deps.metrics),
           },
           (info) => resolve(`http://127.0.0.1:${info.port}`),
         );

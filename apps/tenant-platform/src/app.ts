@@ -1,9 +1,10 @@
 import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import { handleError, limitBody, notFound, type RawRoute, requestLog } from "@molecule/service-kit/http";
+import { metricsHandler } from "@molecule/service-kit/metrics";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { canvasRoutes } from "./canvas/routes.ts";
-import { identify } from "./http/auth.ts";
+import { identify, requireAdmin } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
 import { a2aRawRoute, a2aRoutes } from "./routes/a2a.ts";
 import { adminRoutes } from "./routes/admin.ts";
@@ -16,6 +17,7 @@ import { cachedDirectory, databaseDirectory } from "./services/a2a-directory.ts"
 import type { TenantBackups } from "./services/backups.ts";
 import type { PlatformDeps } from "./services/deps.ts";
 import type { HeartbeatBatcher } from "./services/heartbeats.ts";
+import { instrumentPlatform } from "./services/metrics.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
@@ -50,7 +52,13 @@ export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
   const registry = new RegistryService(deps, hooks.heartbeats ?? null);
   // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
   const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a), heartbeatRawRoute(deps, registry)];
-  return { app: createHonoApp(deps, hooks, a2a, registry), rawRoutes, close: () => a2a.close() };
+  const reconciler = hooks.reconciler ?? createTenantReconciler(deps);
+  instrumentPlatform(deps.metrics, deps, { reconciler, heartbeats: hooks.heartbeats ?? null });
+  return {
+    app: createHonoApp(deps, hooks, a2a, registry, reconciler),
+    rawRoutes,
+    close: () => a2a.close(),
+  };
 }
 
 /** The Hono app alone, for tests that call it in process. */
@@ -58,7 +66,13 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
   return createPlatform(deps, hooks).app;
 }
 
-function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService, registry: RegistryService) {
+function createHonoApp(
+  deps: PlatformDeps,
+  hooks: AppHooks,
+  a2a: A2AService,
+  registry: RegistryService,
+  reconciler: Reconciler,
+) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
 
@@ -66,7 +80,7 @@ function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService, reg
 
   // Heartbeats come every 30 s from every agent: a successful one is logged at debug. Status changes and missed
   // heartbeats are events (`GET /events`); a refused heartbeat is still logged at info.
-  app.use("*", requestLog(deps.logger, { debugRoutes: ["POST /registry/heartbeat"] }));
+  app.use("*", requestLog(deps.logger, { debugRoutes: ["POST /registry/heartbeat"], metrics: deps.metrics }));
 
   // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
   app.route("/", a2aRoutes(deps, a2a));
@@ -81,14 +95,12 @@ function createHonoApp(deps: PlatformDeps, hooks: AppHooks, a2a: A2AService, reg
   app.route("/registry", heartbeatRoutes(deps, registry));
 
   app.use("*", identify(deps));
+  app.get("/metrics", requireAdmin(), metricsHandler(deps.metrics));
   app.route("/", eventRoutes(deps, workspaces));
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
   app.route("/registry", registryRoutes(registry));
-  app.route(
-    "/admin",
-    adminRoutes(deps, hooks.reconciler ?? createTenantReconciler(deps), hooks.backups ?? null),
-  );
+  app.route("/admin", adminRoutes(deps, reconciler, hooks.backups ?? null));
 
   app.notFound(notFound);
   app.onError(handleError);

@@ -1,3 +1,4 @@
+import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { type BootEventBody, createIdGenerator, type TenantRuntimeConfig } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
@@ -13,6 +14,7 @@ import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
+import { ServiceMetrics, serveMetrics } from "@molecule/service-kit/metrics";
 import pino, { type Logger } from "pino";
 import { createPlatform } from "./app.ts";
 import { buildTenantBackups } from "./backups.ts";
@@ -196,6 +198,7 @@ async function run(
     ids: createIdGenerator(),
     logger,
     events: new EventBus(),
+    metrics: new ServiceMetrics({ processMetrics: true }),
     resolveAgentHost: buildAgentHostResolver(config),
     settings: {
       // in controlplane mode the control plane's word on the org is the one that counts
@@ -252,7 +255,7 @@ async function run(
       fetch: app.fetch,
       port: config.http.port,
       hostname: config.http.host,
-      createServer: frontDoorServer(rawRoutes, logger),
+      createServer: frontDoorServer(rawRoutes, logger, deps.metrics),
     },
     (info) => {
       onListening();
@@ -273,6 +276,11 @@ async function run(
   );
   server.once("error", (error) => onServerError(error));
   await listening;
+  const metricsServer =
+    config.metrics.port === null ? null : await serveMetrics(deps.metrics, config.metrics.port, logger);
+  if (metricsServer) {
+    logger.info({ url: listeningUrl(metricsServer.address() as AddressInfo) }, "metrics listening");
+  }
   void boot?.post("listening");
   heartbeats.start();
   runner.start();
@@ -285,7 +293,10 @@ async function run(
   shutdownOnSignals({
     logger,
     server,
-    beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
+    beforeClose: () => {
+      deps.events.close(); // ends open event streams, which would otherwise hold the server open
+      metricsServer?.close();
+    },
     // The heartbeat batcher's stop writes what it still holds, before the database closes.
     loops: [
       heartbeats,

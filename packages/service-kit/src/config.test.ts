@@ -46,6 +46,7 @@ describe("serviceConfig", () => {
     expect(serviceConfig(values, "http://cp.example")).toEqual({
       environment: "development",
       http: { port: 9000, host: "0.0.0.0", maxBodyBytes: 256 * 1024, publicUrl: "http://cp.example" },
+      metrics: { port: null },
       data: { dir: "./.data/x", databaseUrl: "postgres://db/x" },
       deployment: "local",
       operations: { leaseMs: 12_000, maxAttempts: 5 },
@@ -53,6 +54,17 @@ describe("serviceConfig", () => {
       logLevel: "info",
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     });
+  });
+});
+
+describe("METRICS_PORT", () => {
+  it("is a port, or unset", () => {
+    expect(serviceConfig(parseEnv(Schema, { METRICS_PORT: "9464" }), "http://x").metrics).toEqual({
+      port: 9464,
+    });
+    expect(() => parseEnv(Schema, { METRICS_PORT: "metrics" })).toThrow(
+      /^invalid configuration: METRICS_PORT: /,
+    );
   });
 });
 

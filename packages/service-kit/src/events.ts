@@ -49,6 +49,7 @@ export class EventBus<Type extends string = string> {
   private readonly buffer: BusEvent<Type>[] = [];
   private nextId = 1;
   private readonly subscribers = new Set<Subscriber<Type>>();
+  private readonly publishWatchers = new Set<Listener<Type>>();
 
   constructor(
     readonly capacity = DEFAULT_EVENT_BUFFER,
@@ -65,6 +66,13 @@ export class EventBus<Type extends string = string> {
     };
     this.buffer.push(event);
     if (this.buffer.length > this.capacity) this.buffer.shift();
+    for (const watcher of this.publishWatchers) {
+      try {
+        watcher(event);
+      } catch {
+        // As for subscribers below.
+      }
+    }
     for (const subscriber of this.subscribers) {
       if (!matches(subscriber.filter, event)) continue;
       try {
@@ -97,6 +105,16 @@ export class EventBus<Type extends string = string> {
     const subscriber: Subscriber<Type> = { filter, listener, onClose };
     this.subscribers.add(subscriber);
     return { replay, reset, lastId, unsubscribe: () => this.subscribers.delete(subscriber) };
+  }
+
+  /**
+   * Calls `listener` with each event this process publishes, as it publishes it: what per-process counters (metrics)
+   * count, which must not count another replica's events when the bus carries them too. Not a subscription: neither
+   * counted nor closed with the streams.
+   */
+  watchPublished(listener: Listener<Type>): () => void {
+    this.publishWatchers.add(listener);
+    return () => this.publishWatchers.delete(listener);
   }
 
   /** Ends every subscription (their streams close), so a shutting-down server is not held open. */

@@ -3,6 +3,7 @@ import { and, asc, eq, gte, inArray, lt, lte, ne, notExists, or, type SQL, sql }
 import type { AnyPgColumn, PgDatabase, PgQueryResultHKT, PgTable } from "drizzle-orm/pg-core";
 import { alias } from "drizzle-orm/pg-core";
 import type { Logger } from "pino";
+import type { AttemptOutcome, OperationMetrics } from "./metrics.ts";
 import {
   ClaimGate,
   keepLease,
@@ -129,6 +130,8 @@ export interface OperationRunnerDeps {
   logger: Logger;
   clock: { now(): Date };
   settings: OperationRunnerSettings;
+  /** Each attempt's kind, outcome and duration (`molecule_operation_attempt_duration_seconds`). */
+  metrics?: OperationMetrics;
 }
 
 /**
@@ -347,6 +350,8 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       (error) => log.warn({ err: error }, "lease renewal failed"),
     );
     const deadlineMs = this.deadlineMs(operation.kind);
+    const started = performance.now();
+    let outcome: AttemptOutcome = "failed";
     const abandon = new AbortController();
     let deadlineTimer: NodeJS.Timeout | undefined;
     const deadline = new Promise<typeof HUNG>((resolve) => {
@@ -381,27 +386,33 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
         if (!abandon.signal.aborted) report(name, detail === undefined ? undefined : scrub.text(detail));
       };
       const work = this.handlers.perform(operation, step, scrub, attempt);
-      const outcome = await Promise.race([work.then((stored) => ({ stored })), deadline]);
+      const ended = await Promise.race([work.then((stored) => ({ stored })), deadline]);
       clearTimeout(deadlineTimer);
       if (abandon.signal.aborted) {
         // The late result or error of the abandoned attempt is dropped (and must not end the process).
         work.catch(() => {});
         await recorder.flush().catch(() => {});
+        outcome = "hung";
         await this.hung(operation, deadlineMs, log);
         return;
       }
       await recorder.flush();
-      const stored = outcome === HUNG ? undefined : outcome.stored;
+      const stored = ended === HUNG ? undefined : ended.stored;
       await this.finish(operation, "succeeded", null, stored ?? {});
+      outcome = "succeeded";
       log.info({ attempts: operation.attempts }, "operation succeeded");
     } catch (error) {
       await recorder.flush().catch(() => {});
-      if (abandon.signal.aborted) await this.hung(operation, deadlineMs, log);
-      else if (error instanceof AttemptSuperseded) {
+      if (abandon.signal.aborted) {
+        outcome = "hung";
+        await this.hung(operation, deadlineMs, log);
+      } else if (error instanceof AttemptSuperseded) {
         // Another runner holds the row now: its attempt decides, and this one leaves the row alone.
+        outcome = "overtaken";
         log.warn({ attempts: operation.attempts }, `attempt superseded: ${error.message}`);
-      } else await this.fail(operation, error, log, scrub);
+      } else outcome = await this.fail(operation, error, log, scrub);
     } finally {
+      this.deps.metrics?.observeAttempt(operation.kind, outcome, (performance.now() - started) / 1000);
       clearTimeout(deadlineTimer);
       releaseLease();
       this.gate.finished(operation.id);
@@ -472,7 +483,8 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     }
   }
 
-  private async fail(operation: Row, error: unknown, log: Logger, scrub: Scrubber): Promise<void> {
+  /** Retries, reschedules or fails the operation after an attempt's error; says which. */
+  private async fail(operation: Row, error: unknown, log: Logger, scrub: Scrubber): Promise<AttemptOutcome> {
     const now = this.deps.clock.now();
     if (error instanceof OperationSuperseded) {
       const stored = this.adapter.storedError({
@@ -481,11 +493,11 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
         retryable: false,
       });
       await this.finish(operation, "failed", stored);
-      return;
+      return "superseded";
     }
     if (error instanceof OperationDeferred) {
       await this.reschedule(operation, new Date(now.getTime() + error.delayMs), null, true);
-      return;
+      return "deferred";
     }
     const report = describeFailure(
       error,
@@ -504,12 +516,13 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
         "operation failed; will retry",
       );
       await this.reschedule(operation, new Date(now.getTime() + delay), failure, false);
-      return;
+      return "retrying";
     }
     log.error({ ...report.log, attempts: operation.attempts }, "operation failed");
     if (await this.finish(operation, "failed", failure)) {
       await this.handlers.onFailed?.(operation, failure);
     }
+    return "failed";
   }
 
   private async reschedule(

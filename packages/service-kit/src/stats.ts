@@ -5,6 +5,18 @@ import { countHungOperations, type OperationsTable } from "./runner.ts";
 
 type AnyDb = PgDatabase<PgQueryResultHKT, Record<string, unknown>>;
 
+/** Rows of an operations table by kind and status (one grouped query): the stats and the metrics read it. */
+export async function countOperations(
+  db: AnyDb,
+  table: OperationsTable & { kind: AnyPgColumn },
+): Promise<Array<{ kind: string; status: string; count: number }>> {
+  const rows = await db
+    .select({ kind: table.kind, status: table.status, n: count() })
+    .from(table)
+    .groupBy(table.kind, table.status);
+  return rows.map((row) => ({ kind: String(row.kind), status: String(row.status), count: Number(row.n) }));
+}
+
 /**
  * The operations part of the admin stats, for any operations table the shared runner drives: rows by kind and
  * status, the oldest running one, and how many had an attempt abandoned as hung (the runner's deadline).
@@ -14,15 +26,11 @@ export async function operationStats(
   table: OperationsTable & { kind: AnyPgColumn },
   now: Date,
 ): Promise<Pick<AdminStats, "operations" | "oldestRunning" | "hung">> {
-  const rows = await db
-    .select({ kind: table.kind, status: table.status, n: count() })
-    .from(table)
-    .groupBy(table.kind, table.status);
   const operations: AdminStats["operations"] = {};
-  for (const row of rows) {
-    const byStatus = operations[String(row.kind)] ?? {};
-    byStatus[String(row.status)] = Number(row.n);
-    operations[String(row.kind)] = byStatus;
+  for (const row of await countOperations(db, table)) {
+    const byStatus = operations[row.kind] ?? {};
+    byStatus[row.status] = row.count;
+    operations[row.kind] = byStatus;
   }
   const [oldest] = await db
     .select({ id: table.id, kind: table.kind, updatedAt: table.updatedAt, createdAt: table.createdAt })

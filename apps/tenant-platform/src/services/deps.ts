@@ -2,6 +2,7 @@ import type { IdGenerator } from "@molecule/contracts";
 import type { AdvisoryLock, Db } from "@molecule/db";
 import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
+import type { ServiceMetrics } from "@molecule/service-kit/metrics";
 import type { ReconcileSettings } from "@molecule/service-kit/reconcile";
 import type { Logger } from "pino";
 import type { Resolver } from "./agent-url-policy.ts";
@@ -25,6 +26,8 @@ export interface PlatformDeps {
   logger: Logger;
   /** Status changes, operation steps, liveness and A2A deliveries, streamed at `GET /events`. */
   events: EventBus;
+  /** Served at `GET /metrics` (and on METRICS_PORT); `createPlatform` adds the platform's series to it. */
+  metrics: ServiceMetrics;
   settings: PlatformSettings;
   /** How the A2A proxy resolves agent host names at connect time; tests inject one, default is the system DNS. */
   resolveAgentHost?: Resolver;

@@ -8,6 +8,7 @@ import {
 } from "node:http";
 import { DomainError } from "@molecule/contracts";
 import type { Logger } from "pino";
+import type { RequestMetrics } from "../metrics.ts";
 import { errorEnvelope, shapeError, statusFor } from "./errors.ts";
 import { logRequest, newRequestId } from "./middleware.ts";
 
@@ -105,6 +106,7 @@ export function frontDoor(
   routes: readonly RawRoute[],
   fallback: RequestListener,
   logger: Logger,
+  metrics?: RequestMetrics,
 ): RequestListener {
   const compiled = routes.map(compile);
   return (req, res) => {
@@ -119,7 +121,7 @@ export function frontDoor(
       route.names.forEach((name, i) => {
         params[name] = decode(match[i + 1] ?? "");
       });
-      serveRaw(route, req, res, params, logger);
+      serveRaw(route, req, res, params, logger, metrics);
       return;
     }
     fallback(req, res);
@@ -132,6 +134,7 @@ function serveRaw(
   res: ServerResponse,
   params: Record<string, string>,
   logger: Logger,
+  metrics: RequestMetrics | undefined,
 ): void {
   const started = performance.now();
   const context = new Context(newRequestId(), params, logger);
@@ -147,6 +150,7 @@ function serveRaw(
         started,
       },
       route.quiet === true,
+      metrics,
     );
   route.handler(req, res, context).then(finish, (error: unknown) => {
     if (res.headersSent) {
@@ -213,7 +217,7 @@ export function readBody(
  * A `createServer` for @hono/node-server's `serve({ createServer })`: the server it makes puts {@link frontDoor}
  * with `routes` in front of the listener `serve` built for the Hono app.
  */
-export function frontDoorServer(routes: readonly RawRoute[], logger: Logger) {
+export function frontDoorServer(routes: readonly RawRoute[], logger: Logger, metrics?: RequestMetrics) {
   return ((options: ServerOptions, listener: RequestListener): Server =>
-    createServer(options, frontDoor(routes, listener, logger))) as unknown as typeof createServer;
+    createServer(options, frontDoor(routes, listener, logger, metrics))) as unknown as typeof createServer;
 }

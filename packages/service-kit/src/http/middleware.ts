@@ -2,6 +2,7 @@ import { randomFillSync } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
+import type { RequestMetrics } from "../metrics.ts";
 import type { ServiceEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
 
@@ -21,12 +22,18 @@ export function newRequestId(): string {
   return id;
 }
 
-/** The request log line's fields, for the Hono middleware and the raw routes alike. */
+/**
+ * The request log line's fields, for the Hono middleware and the raw routes alike; the request metrics are recorded
+ * here too, so both kinds of route are counted the same way.
+ */
 export function logRequest(
   logger: Logger,
   line: { requestId: string; method: string; route: string; status: number; started: number },
   quietRoute: boolean,
+  metrics?: RequestMetrics,
 ): void {
+  const elapsedMs = performance.now() - line.started;
+  metrics?.observeRequest(line.method, line.route, line.status, elapsedMs / 1000);
   const quiet = quietRoute && line.status >= 200 && line.status < 300;
   if (quiet && !logger.isLevelEnabled("debug")) return;
   logger[quiet ? "debug" : "info"](
@@ -35,7 +42,7 @@ export function logRequest(
       method: line.method,
       route: line.route,
       status: line.status,
-      durationMs: Math.round((performance.now() - line.started) * 10) / 10,
+      durationMs: Math.round(elapsedMs * 10) / 10,
     },
     "request",
   );
@@ -47,6 +54,8 @@ export interface RequestLogOptions {
    * at debug rather than info: the frequent, uneventful ones. Any other answer on them is logged at info.
    */
   debugRoutes?: readonly string[];
+  /** Where each request is counted (by method, route pattern and status) with its duration. */
+  metrics?: RequestMetrics;
 }
 
 /**
@@ -67,6 +76,7 @@ export function requestLog(logger: Logger, options: RequestLogOptions = {}): Mid
       logger,
       { requestId, method: c.req.method, route, status: c.res.status, started },
       debugRoutes.has(`${c.req.method} ${route}`),
+      options.metrics,
     );
   };
 }

@@ -43,6 +43,8 @@ const recorded: IncomingHttpHeaders[] = [];
 /** Upstream SSE: the second event is written only once the test has read the first through the proxy. */
 let releaseSecond: () => void = () => undefined;
 let upstreamFinishedAt = 0;
+/** Called when the proxy closes an upstream event stream before it ended. */
+let upstreamAbandoned: () => void = () => undefined;
 
 function send(text: string, id: string | number = 1, method = "message/send") {
   return {
@@ -122,6 +124,9 @@ beforeAll(async () => {
       res.on("close", () => clearTimeout(timer));
       return;
     }
+    res.on("close", () => {
+      if (!res.writableFinished) upstreamAbandoned();
+    });
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     res.write(
       `data: ${JSON.stringify({ jsonrpc: "2.0", id: 7, result: { kind: "status-update", n: 1 } })}\n\n`,
@@ -248,6 +253,34 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     }
     expect(rest).toContain('"n":2');
     expect(upstreamFinishedAt).toBeGreaterThanOrEqual(firstAt);
+  });
+
+  it("a client leaving an event stream closes the upstream request at once", async () => {
+    const abandoned = new Promise<void>((resolve) => {
+      upstreamAbandoned = resolve;
+    });
+    const path = `/workspaces/${streamer.id}/a2a`;
+    const client = new AbortController();
+    const init: RequestInit = {
+      method: "POST",
+      headers: { authorization: `Bearer ${caller.token}`, "content-type": "application/json" },
+      body: JSON.stringify(send("leave early", 7, "message/stream")),
+      signal: client.signal,
+    };
+    const response = await (via === "served"
+      ? fetch(`${base}${path}`, init)
+      : platform.app.request(path, init));
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('"n":1');
+    if (via === "served") client.abort();
+    else await reader.cancel();
+    // Well before the upstream's own second event (3 s): the proxy let go of it.
+    const outcome = await Promise.race([
+      abandoned.then(() => "closed"),
+      new Promise((resolve) => setTimeout(() => resolve("still open"), 2_000)),
+    ]);
+    expect(outcome).toBe("closed");
+    releaseSecond();
   });
 
   it("is the only way in: the target's agent refuses a direct call without its inbound token", async () => {

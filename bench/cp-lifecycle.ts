@@ -36,6 +36,7 @@ import { createApp, createOperationRunner } from "../apps/control-plane/src/app.
 import { createExternalTenantBackend } from "../apps/control-plane/src/backends.ts";
 import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "../apps/control-plane/src/services/deps.ts";
+import { controlPlaneMetrics } from "../apps/control-plane/src/services/metrics.ts";
 import type { OperationRunner } from "../apps/control-plane/src/services/runner.ts";
 import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
 import { freePort } from "../test-support/process.ts";
@@ -197,6 +198,7 @@ async function startControlPlane(tenantUrl: string): Promise<string> {
     tenants: createExternalTenantBackend(tenantUrl),
     sealer: Sealer.fromConfig(randomBytes(32).toString("hex"), 1, ""),
     events: new EventBus(),
+    metrics: controlPlaneMetrics(cpDb.db),
     clock: systemClock,
     ids: createIdGenerator(),
     // one line per request at info, as in production, written where nobody reads it

@@ -1,5 +1,6 @@
 import { ORG_OPERATION_KINDS } from "@molecule/contracts";
 import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
+import { metricsHandler } from "@molecule/service-kit/metrics";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { requireAdmin, requireTenant } from "./http/auth.ts";
@@ -61,10 +62,11 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
 
   const app = new Hono<AppEnv>();
 
-  app.use("*", requestLog(deps.logger));
+  app.use("*", requestLog(deps.logger, { metrics: deps.metrics }));
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
+  app.get("/metrics", requireAdmin(deps), metricsHandler(deps.metrics));
 
   // "/x/*" also matches "/x" itself, so each guard is registered once.
   app.use("/cp/orgs/*", requireAdmin(deps));

@@ -1,3 +1,4 @@
+import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { createIdGenerator } from "@molecule/contracts";
 import { createDatabase } from "@molecule/db";
@@ -5,6 +6,7 @@ import { CP_SECRETS_KEY_NAMES, Sealer } from "@molecule/identity";
 import { EventBus } from "@molecule/service-kit/events";
 import { listeningUrl, shutdownOnSignals } from "@molecule/service-kit/lifecycle";
 import { logSerializers } from "@molecule/service-kit/log";
+import { serveMetrics } from "@molecule/service-kit/metrics";
 import pino from "pino";
 import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
 import { buildAwsAccess, buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
@@ -12,6 +14,7 @@ import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
+import { controlPlaneMetrics } from "./services/metrics.ts";
 import { createControlPlaneReconciler } from "./services/reconcile.ts";
 import { createCpRetention } from "./services/retention.ts";
 
@@ -88,6 +91,7 @@ async function main(): Promise<void> {
     tenants,
     sealer,
     events: new EventBus(),
+    metrics: controlPlaneMetrics(database.db, { processMetrics: true }),
     clock: systemClock,
     ids: createIdGenerator(),
     logger,
@@ -139,6 +143,11 @@ async function main(): Promise<void> {
       );
     }
   });
+  const metricsServer =
+    config.metrics.port === null ? null : await serveMetrics(deps.metrics, config.metrics.port, logger);
+  if (metricsServer) {
+    logger.info({ url: listeningUrl(metricsServer.address() as AddressInfo) }, "metrics listening");
+  }
   runner.start();
   rollouts.start();
   reconciler.start();
@@ -150,7 +159,10 @@ async function main(): Promise<void> {
     server,
     loops: [runner, rollouts, reconciler, retention],
     database,
-    beforeClose: () => deps.events.close(), // ends open event streams, which would otherwise hold the server open
+    beforeClose: () => {
+      deps.events.close(); // ends open event streams, which would otherwise hold the server open
+      metricsServer?.close();
+    },
   });
 }
 

@@ -17,6 +17,7 @@ import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts"
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { CP_TABLES, cpRequestNonces } from "./db/schema.ts";
 import type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
+import { controlPlaneMetrics } from "./services/metrics.ts";
 import type { OperationRunner } from "./services/runner.ts";
 import type { TenantBackend } from "./tenants/backend.ts";
 import { createFakeTenantBackend, type FakeTenantBackend } from "./tenants/fake.ts";
@@ -174,6 +175,7 @@ export async function createTestControlPlane(
     tenants: options.tenants ?? tenants,
     sealer: options.sealer ?? Sealer.fromConfig(mintHexKey(), 1, ""),
     events: new EventBus(),
+    metrics: controlPlaneMetrics(db.db),
     clock,
     ids: createIdGenerator(),
     logger: options.logger ?? pino({ level: "silent" }),

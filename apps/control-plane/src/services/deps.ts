@@ -3,6 +3,7 @@ import type { AdvisoryLock, Db } from "@molecule/db";
 import type { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import type { EventBus } from "@molecule/service-kit/events";
+import type { ServiceMetrics } from "@molecule/service-kit/metrics";
 import type { ReconcileSettings } from "@molecule/service-kit/reconcile";
 import type { Logger } from "pino";
 import type { TenantBackend } from "../tenants/backend.ts";
@@ -26,6 +27,8 @@ export interface ControlPlaneDeps {
   sealer: Sealer;
   /** The control plane's event stream (`GET /cp/admin/events`): rollout progress, in this process. */
   events: EventBus<RolloutEventType>;
+  /** Served at `GET /metrics` (admin token) and on METRICS_PORT; made with its series by `controlPlaneMetrics`. */
+  metrics: ServiceMetrics;
   clock: Clock;
   ids: IdGenerator;
   logger: Logger;

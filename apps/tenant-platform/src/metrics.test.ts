@@ -1,7 +1,8 @@
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
-import { serveMetrics } from "@molecule/service-kit/metrics";
+import { ServiceMetrics, serveMetrics } from "@molecule/service-kit/metrics";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labelValues, metricValue } from "../../../test-support/metrics.ts";
 import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
@@ -189,5 +190,20 @@ describe("METRICS_PORT", () => {
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe("docs/grafana-dashboard.json", () => {
+  it("queries only series the services export", async () => {
+    const dashboard = readFileSync(new URL("../../../docs/grafana-dashboard.json", import.meta.url), "utf8");
+    const queried = new Set(
+      [...dashboard.matchAll(/molecule_[a-z0-9_]+/g)].map(([name]) =>
+        name.replace(/_(bucket|count|sum)$/, ""),
+      ),
+    );
+    expect(queried.size).toBeGreaterThan(5);
+    // The tenant platform's series and the process series main() adds.
+    const exported = `${await scrape()}${await new ServiceMetrics({ processMetrics: true }).text()}`;
+    for (const name of queried) expect(exported, name).toContain(`# TYPE ${name} `);
   });
 });

@@ -1,6 +1,8 @@
+import { createDatabase } from "@molecule/db";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { TENANT_LIVENESS_LOCK } from "./services/liveness.ts";
 
 let platform: TestPlatform;
 let fake: FakeProvisioner;
@@ -37,6 +39,24 @@ describe("liveness", () => {
     expect(offline.statusReason).toContain("no heartbeat");
     await heartbeat();
     expect((await statusOf(id)).status).toBe("online");
+  });
+
+  it("another replica holding the sweep's lock makes this one skip the round, and touch nothing", async () => {
+    const { id } = await onlineWorkspace("two-replicas");
+    platform.clock.advance(91_000);
+    const otherReplica = await createDatabase({ url: platform.database.url, maxConnections: 1 });
+    try {
+      const held = await otherReplica.withAdvisoryLock(TENANT_LIVENESS_LOCK, async () => {
+        expect(await platform.sweeper.sweep()).toBe(false);
+        expect(await platform.sweeper.markStale()).toBe(0);
+        return (await statusOf(id)).status;
+      });
+      expect(held).toEqual({ acquired: true, value: "online" });
+    } finally {
+      await otherReplica.close();
+    }
+    expect(await platform.sweeper.sweep()).toBe(true);
+    expect((await statusOf(id)).status).toBe("offline");
   });
 
   it("a process that died is noticed by the status sweep", async () => {

@@ -1,4 +1,5 @@
 import { Writable } from "node:stream";
+import { createDatabase } from "@molecule/db";
 import { ProvisionerError } from "@molecule/provisioner-core";
 import { eq, sql } from "drizzle-orm";
 import { integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
@@ -90,10 +91,11 @@ function runner(
   handlers: OperationHandlers<Job, JobError>,
   instanceId = "runner-a",
   operationDeadlinesMs?: Record<string, number>,
+  db: TestDatabase["db"] = database.db,
 ) {
   const log = logger();
   const run = new OperationRunner<Job, JobError>(
-    { db: database.db, logger: log.logger, clock, settings: { ...settings, operationDeadlinesMs } },
+    { db, logger: log.logger, clock, settings: { ...settings, operationDeadlinesMs } },
     {
       table: jobs as unknown as OperationsTable,
       subject: "queue",
@@ -418,5 +420,37 @@ describe("the durable-operation runner on a table of its own", () => {
       lockedBy: null,
     });
     expect(lines.some((line) => String(line.msg).startsWith("attempt superseded"))).toBe(true);
+  });
+
+  it("two replicas claiming at once on their own connections never take the same operation", async () => {
+    const other = await createDatabase({ url: database.url, maxConnections: 4 });
+    try {
+      await other.db.execute(sql`SELECT 1`); // its connection open, so both start together
+      for (let i = 0; i < 40; i++) await add(`job-${String(i).padStart(2, "0")}`, `q${i}`);
+      const replicas = [
+        runner({ perform: async () => undefined }, "replica-a"),
+        runner({ perform: async () => undefined }, "replica-b", undefined, other.db),
+      ];
+      const claimedBy = await Promise.all(
+        replicas.map(async ({ run }) => {
+          const ids: string[] = [];
+          const claimers = Array.from({ length: 3 }, async () => {
+            for (let row = await run.claim(); row; row = await run.claim()) ids.push(row.id);
+          });
+          await Promise.all(claimers);
+          return ids;
+        }),
+      );
+      const [a = [], b = []] = claimedBy;
+      expect(a.length).toBeGreaterThan(0);
+      expect(b.length).toBeGreaterThan(0);
+      expect([...a, ...b].sort()).toEqual(
+        Array.from({ length: 40 }, (_, i) => `job-${String(i).padStart(2, "0")}`),
+      );
+      const rows = await database.db.select().from(jobs);
+      expect(rows.every((row) => row.attempts === 1)).toBe(true);
+    } finally {
+      await other.close();
+    }
   });
 });

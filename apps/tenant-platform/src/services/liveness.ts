@@ -14,13 +14,17 @@ export function heartbeatIntervalSeconds(staleAfterMs: number): number {
   return Math.min(30, Math.max(1, Math.floor(staleAfterMs / 3000)));
 }
 
+/** The advisory lock of the sweep: with N replicas, one sweeps at a time and the others skip that round. */
+export const TENANT_LIVENESS_LOCK = 74_201_325;
+
 /**
  * Notices workspaces that went quiet: heartbeats older than the stale threshold move `online` to `offline`,
  * and a process the backend reports gone (container exited or removed) is marked `offline` with the reason.
+ * Each replica writes its own buffered heartbeats first; the sweep itself runs on one replica at a time.
  */
 export class LivenessSweeper {
   private timer: NodeJS.Timeout | null = null;
-  private sweeping: Promise<void> | null = null;
+  private sweeping: Promise<unknown> | null = null;
 
   constructor(
     private readonly deps: PlatformDeps,
@@ -46,17 +50,28 @@ export class LivenessSweeper {
     await this.sweeping;
   }
 
-  async sweep(): Promise<void> {
-    await this.markStale();
-    await this.checkBackend();
+  /** One round: false when another replica holds the sweep's lock (it sweeps; this one skips the round). */
+  async sweep(): Promise<boolean> {
+    await this.heartbeats?.flush();
+    const outcome = await this.deps.advisoryLock(TENANT_LIVENESS_LOCK, async () => {
+      await this.markStaleNow();
+      await this.checkBackend();
+    });
+    if (!outcome.acquired) this.deps.logger.debug("status sweep skipped: another replica is sweeping");
+    return outcome.acquired;
   }
 
   /**
    * Heartbeats buffered in this process are written first; other replicas' buffers are at most one flush interval
-   * (≤ 1 s, a tenth of the threshold) behind, which the threshold absorbs.
+   * (≤ 1 s, a tenth of the threshold) behind, which the threshold absorbs. 0 when another replica is sweeping.
    */
   async markStale(): Promise<number> {
     await this.heartbeats?.flush();
+    const outcome = await this.deps.advisoryLock(TENANT_LIVENESS_LOCK, () => this.markStaleNow());
+    return outcome.acquired ? outcome.value : 0;
+  }
+
+  private async markStaleNow(): Promise<number> {
     const { db, clock, settings } = this.deps;
     const cutoff = new Date(clock.now().getTime() - settings.staleAfterMs);
     const reason = `no heartbeat for over ${Math.round(settings.staleAfterMs / 1000)} s`;

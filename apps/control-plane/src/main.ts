@@ -12,11 +12,12 @@ import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts"
 import { buildAwsAccess, buildTenantBackend, buildWorkspaceProvisioner } from "./backends.ts";
 import { resolveSecrets, SECRET_FILES } from "./bootstrap.ts";
 import { loadConfig } from "./config.ts";
-import { CP_MIGRATIONS } from "./db/migrations.ts";
+import { CP_EVENT_SHARING, CP_MIGRATIONS } from "./db/migrations.ts";
 import { type ControlPlaneDeps, systemClock } from "./services/deps.ts";
 import { controlPlaneMetrics } from "./services/metrics.ts";
 import { createControlPlaneReconciler } from "./services/reconcile.ts";
 import { createCpRetention } from "./services/retention.ts";
+import type { RolloutEventType } from "./services/rollout-events.ts";
 
 /** Secrets never reach a log line: the logger drops these paths whatever the call site passes. */
 export const REDACTED_PATHS = [
@@ -83,6 +84,9 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   await database.migrate();
+  // Replicas on one database: every one of them sees every event (docs/operations.md).
+  const events = new EventBus<RolloutEventType>();
+  await events.share({ db: database.db, listen: database.listen, logger, ...CP_EVENT_SHARING });
 
   const deps: ControlPlaneDeps = {
     db: database.db,
@@ -90,7 +94,7 @@ async function main(): Promise<void> {
     provisioner,
     tenants,
     sealer,
-    events: new EventBus(),
+    events,
     metrics: controlPlaneMetrics(database.db, { processMetrics: true }),
     clock: systemClock,
     ids: createIdGenerator(),
@@ -157,7 +161,8 @@ async function main(): Promise<void> {
   shutdownOnSignals({
     logger,
     server,
-    loops: [runner, rollouts, reconciler, retention],
+    // events published until now are sent before the database closes
+    loops: [runner, rollouts, reconciler, retention, { stop: () => events.drain() }],
     database,
     beforeClose: () => {
       deps.events.close(); // ends open event streams, which would otherwise hold the server open

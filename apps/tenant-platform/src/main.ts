@@ -26,7 +26,7 @@ import {
   selectedBackend,
 } from "./provisioner.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
-import { EventBus } from "./services/events.ts";
+import { EventBus, PLATFORM_EVENT_SHARING } from "./services/events.ts";
 import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "./services/heartbeats.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
@@ -188,6 +188,12 @@ async function run(
   );
   await database.migrate();
   void boot?.post("migrated");
+  // Replicas on one database: row changes (what memory kept between requests must forget) and events reach every one
+  // of them, this one included (docs/operations.md).
+  const changes = await ChangeFeed.start(database);
+  const events = new EventBus();
+  await events.share({ db: database.db, listen: database.listen, logger, ...PLATFORM_EVENT_SHARING });
+  events.followChanges(changes);
 
   const deps: PlatformDeps = {
     db: database.db,
@@ -197,7 +203,7 @@ async function run(
     clock: systemClock,
     ids: createIdGenerator(),
     logger,
-    events: new EventBus(),
+    events,
     metrics: new ServiceMetrics({ processMetrics: true }),
     resolveAgentHost: buildAgentHostResolver(config),
     settings: {
@@ -223,8 +229,6 @@ async function run(
     },
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;
-  // Row changes from every replica on this database (this one's too): what memory kept between requests must forget.
-  const changes = await ChangeFeed.start(database);
   const runner = new OperationRunner(deps, instanceId, undefined, changes);
   const heartbeats = new HeartbeatBatcher(
     deps,
@@ -306,6 +310,7 @@ async function run(
       reconciler,
       retention,
       ...(backups ? [backups] : []),
+      { stop: () => events.drain() }, // events published until now are sent before the database closes
     ],
     database,
   });

@@ -7,3 +7,6 @@ export const CP_MIGRATIONS: MigrationSet = {
   lockKey: 74_201_312,
   table: "cp_schema_migrations",
 };
+
+/** Where control-plane replicas share their events (GET /cp/admin/events); migration 0008 makes the sequence. */
+export const CP_EVENT_SHARING = { channel: "cp_events", sequence: "cp_event_ids" } as const;

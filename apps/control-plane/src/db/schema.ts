@@ -24,6 +24,7 @@ import {
   integer,
   jsonb,
   pgEnum,
+  pgSequence,
   pgTable,
   primaryKey,
   text,
@@ -51,6 +52,9 @@ export const cpOperationKind = pgEnum("cp_operation_kind", CP_ALL_OPERATION_KIND
 export const cpOperationStatus = pgEnum("cp_operation_status", OPERATION_STATUSES);
 
 export type StoredHandle = { backend: string } & Record<string, unknown>;
+
+/** Event ids (GET /cp/admin/events), drawn in the NOTIFY that publishes each event: unique on every replica. */
+export const cpEventIds = pgSequence("cp_event_ids");
 
 export const cpOrgs = pgTable(
   "cp_orgs",

@@ -1,7 +1,9 @@
 /**
- * The platform's event stream: service-kit's in-process EventBus with the platform's event types, plus the
- * credential watchers that end a workspace-token stream when that workspace's tokens change.
+ * The platform's event stream: service-kit's EventBus with the platform's event types, plus the credential watchers
+ * that end a workspace-token stream when that workspace's tokens change. With `followChanges(feed)` those watchers
+ * fire for a change committed by any replica (the workspace_tokens triggers), not only by this process.
  */
+import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import {
   type BusEvent,
   type PublishInput as BusPublishInput,
@@ -19,6 +21,9 @@ export type PlatformEventType =
   | "a2a.delivery";
 
 export type PlatformEvent = BusEvent<PlatformEventType>;
+
+/** Where the platform's replicas share their events (packages/db migration 0008 makes the sequence). */
+export const PLATFORM_EVENT_SHARING = { channel: "platform_events", sequence: "platform_event_ids" } as const;
 export type PublishInput = BusPublishInput<PlatformEventType>;
 
 export class EventBus extends ServiceEventBus<PlatformEventType> {
@@ -31,10 +36,29 @@ export class EventBus extends ServiceEventBus<PlatformEventType> {
     super.close();
   }
 
-  override publish(input: PublishInput): PlatformEvent {
-    const event = super.publish(input);
-    if (input.type === "workspace.status" && input.workspaceId) this.workspaceChanged(input.workspaceId);
-    return event;
+  override publishMany(inputs: readonly PublishInput[]): void {
+    super.publishMany(inputs);
+    for (const input of inputs) {
+      if (input.type === "workspace.status" && input.workspaceId) this.workspaceChanged(input.workspaceId);
+    }
+  }
+
+  /**
+   * Token and workspace changes committed by any replica reach the watchers here. After the feed reconnects (changes
+   * may have been missed) every credential watcher fires: each stream checks its token again.
+   */
+  followChanges(feed: ChangeFeed): () => void {
+    const stops = [
+      feed.on("workspace_tokens", (workspaceId) => this.credentialsChanged(workspaceId)),
+      feed.on("workspaces", (workspaceId) => this.workspaceChanged(workspaceId)),
+      feed.onReset(() => {
+        if (!feed.connected) return;
+        for (const workspaceId of [...this.credentialWatchers.keys()]) this.credentialsChanged(workspaceId);
+      }),
+    ];
+    return () => {
+      for (const stop of stops) stop();
+    };
   }
 
   /**

@@ -1,5 +1,6 @@
 export * from "./backups.ts";
 export * from "./credentials.ts";
+export * from "./events.ts";
 export * from "./operations.ts";
 export * from "./reconcile.ts";
 export * from "./resources.ts";

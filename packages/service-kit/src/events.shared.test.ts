@@ -144,3 +144,26 @@ it("a dropped LISTEN connection empties the buffer and ends open streams (their 
   isolated.close();
   await own.close();
 });
+
+it("on the embedded database (one process) the shared bus delivers its own events, ids from the sequence", async () => {
+  const embedded = await createDatabase({ dataDir: "memory://" });
+  const bus = new EventBus();
+  try {
+    await embedded.migrate();
+    await bus.share({ db: embedded.db, listen: embedded.listen, logger, ...SHARING });
+    const seen = collect(bus);
+    bus.publishMany([
+      { type: "one", workspaceId: "ws_1", data: {} },
+      { type: "two", workspaceId: null, data: {} },
+    ]);
+    await waitFor("both events", async () => (seen.length === 2 ? true : undefined));
+    expect(seen.map((event) => [event.id, event.type])).toEqual([
+      [1, "one"],
+      [2, "two"],
+    ]);
+    expect(bus.subscribe({}, () => {}, 1).replay.map((event) => event.type)).toEqual(["two"]);
+  } finally {
+    bus.close();
+    await embedded.close();
+  }
+});

@@ -167,3 +167,18 @@ it("on the embedded database (one process) the shared bus delivers its own event
     await embedded.close();
   }
 });
+
+it("watchPublished sees this replica's own events only, where per-process metrics count them", async () => {
+  const published = { a: [] as string[], b: [] as string[] };
+  const stops = [
+    a.watchPublished((event) => published.a.push(event.type)),
+    b.watchPublished((event) => published.b.push(event.type)),
+  ];
+  const onB = collect(b);
+  a.publish({ type: "counted-once", workspaceId: null, data: {} });
+  await waitFor("the event on b", async () =>
+    onB.some((event) => event.type === "counted-once") ? true : undefined,
+  );
+  for (const stop of stops) stop();
+  expect(published).toEqual({ a: ["counted-once"], b: [] });
+});

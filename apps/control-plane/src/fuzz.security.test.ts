@@ -186,6 +186,13 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  "GET /metrics": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ as: "admin", method: "GET", path: `/metrics?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
   "GET /cp/admin/backups": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>

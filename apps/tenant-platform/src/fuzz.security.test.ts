@@ -311,6 +311,14 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  // The Prometheus exposition takes no input: a hostile query string is ignored.
+  "GET /metrics": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ method: "GET", path: `/metrics?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
   // Backups are not configured here: hostile query strings and bodies get the 409 and change nothing.
   "POST /admin/backup": () =>
     fc.assert(

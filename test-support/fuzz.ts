@@ -3,7 +3,7 @@
  * every route of an app as an attacker holding legitimate credentials would. What every answer must satisfy is in
  * `checkAnswer`; what the database must look like afterwards is compared with `tableDump`.
  */
-import { ErrorEnvelope, ID_PATTERN } from "@molecule/contracts";
+import { A2AProxyError, ErrorEnvelope, ID_PATTERN } from "@molecule/contracts";
 import fc from "fast-check";
 import postgres from "postgres";
 import { expect, it } from "vitest";
@@ -185,13 +185,17 @@ export function checkAnswer(answer: Answer, what: string): void {
     } catch {
       throw new Error(`${what} → ${answer.status} without a JSON envelope: ${answer.text.slice(0, 200)}`);
     }
+    // The service's envelope, or the JSON-RPC error object the A2A proxy answers with.
     const envelope = ErrorEnvelope.safeParse(body);
-    expect(envelope.success, `${what} → ${answer.status} ${answer.text.slice(0, 300)}`).toBe(true);
-    if (envelope.success) {
-      expect(envelope.data.error.requestId, what).toBeTruthy();
-      const header = answer.headers.get("x-request-id");
-      if (header) expect(envelope.data.error.requestId, what).toBe(header);
-    }
+    const proxied = envelope.success ? null : A2AProxyError.safeParse(body);
+    const requestId = envelope.success
+      ? envelope.data.error.requestId
+      : proxied?.success
+        ? proxied.data.error.data.request_id
+        : undefined;
+    expect(requestId, `${what} → ${answer.status} ${answer.text.slice(0, 300)}`).toBeTruthy();
+    const header = answer.headers.get("x-request-id");
+    if (header) expect(requestId, what).toBe(header);
   }
 }
 

@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import { type ServerType, serve } from "@hono/node-server";
-import { createIdGenerator } from "@molecule/contracts";
+import { A2AProxyError, createIdGenerator, ErrorEnvelope } from "@molecule/contracts";
 import { Sealer } from "@molecule/identity";
 import type { Provisioner } from "@molecule/provisioner-core";
 import { ChangeFeed } from "@molecule/service-kit/cluster";
@@ -36,6 +36,19 @@ export interface TestResponse {
   // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field
   body: any;
   headers: Headers;
+}
+
+/**
+ * The error a response carries, checked against its schema: the service's envelope, or the JSON-RPC error object the
+ * A2A proxy answers with (its stable code and request id are in `error.data`).
+ */
+export function errorOf(response: TestResponse): { code: string; message: string; requestId: string } {
+  const proxied = A2AProxyError.safeParse(response.body);
+  if (proxied.success) {
+    const { message, data } = proxied.data.error;
+    return { code: data.code, message, requestId: data.request_id };
+  }
+  return ErrorEnvelope.parse(response.body).error;
 }
 
 export interface TestPlatform {

@@ -132,7 +132,7 @@ describe("the A2A proxy's memory across replicas", () => {
       "the offline target refused",
       (status) => status === 503,
     );
-    expect(refused.body.error.code).toBe("upstream_unavailable");
+    expect(refused.body.error.data.code).toBe("upstream_unavailable");
     expect(refused.headers.get("retry-after")).toBe("30");
   });
 
@@ -148,7 +148,7 @@ describe("the A2A proxy's memory across replicas", () => {
       "the revoked token refused",
       (status) => status === 401,
     );
-    expect(refused.body.error.code).toBe("unauthorized");
+    expect(refused.body.error.data.code).toBe("unauthorized");
     expect((await call(target, fresh.token)).status).toBe(200);
   });
 
@@ -164,7 +164,7 @@ describe("the A2A proxy's memory across replicas", () => {
       "the stopped target refused",
       (status) => status === 503,
     );
-    expect(refused.body.error.details).toMatchObject({ status: "stopped" });
+    expect(refused.body.error.data.details).toMatchObject({ status: "stopped" });
     expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
   });
 

@@ -11,7 +11,7 @@ import { workspaces } from "@molecule/db";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { createTestPlatform, type TestPlatform, type TestResponse } from "../../../test-support/platform.ts";
 import { waitFor } from "../../../test-support/wait.ts";
 import { mayTalk } from "./services/a2a.ts";
 
@@ -108,6 +108,23 @@ function proxyCall(
 
 function a2a(id: string, body: unknown, token: string | null) {
   return proxyCall(id, { token, body });
+}
+
+/**
+ * An error the proxy raised itself, as A2A clients read it: a JSON-RPC error object answering the request's id, our
+ * stable code and the request id in `error.data`. Returns the stable code.
+ */
+function proxyError(response: TestResponse, rpcId: string | number | null = 1): string {
+  expect(response.body).toMatchObject({
+    jsonrpc: "2.0",
+    id: rpcId,
+    error: {
+      code: expect.any(Number),
+      message: expect.any(String),
+      data: { code: expect.any(String), request_id: response.headers.get("x-request-id") },
+    },
+  });
+  return response.body.error.data.code;
 }
 
 beforeAll(async () => {
@@ -360,7 +377,7 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
       .where(eq(workspaces.id, orphan.id));
     const response = await a2a(orphan.id, send("no key"), caller.token);
     expect(response.status).toBe(503);
-    expect(response.body.error.code).toBe("secrets_key_unavailable");
+    expect(proxyError(response)).toBe("secrets_key_unavailable");
     expect(response.body.error.message).toContain("key version 99");
     expect(JSON.stringify(response.body)).not.toContain(orphan.inboundToken);
   });
@@ -382,7 +399,8 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     for (const token of [null, "mwt_not-a-real-token"]) {
       const response = await a2a(target.id, send("x"), token);
       expect(response.status).toBe(401);
-      expect(response.body.error.code).toBe("unauthorized");
+      // Refused before the body is read: no id to answer with.
+      expect(proxyError(response, null)).toBe("unauthorized");
     }
   });
 
@@ -401,7 +419,7 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     for (const token of [caller.token, "test-admin-token-0123456789abcdef"]) {
       const response = await a2a(otherId, send("x"), token);
       expect(response.status).toBe(403);
-      expect(response.body.error.code).toBe("forbidden");
+      expect(proxyError(response)).toBe("forbidden");
     }
     expect(
       (await platform.call("GET", `/registry/discover/${otherId}`, { token: caller.token })).status,
@@ -409,22 +427,50 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     expect((await a2a(caller.id, send("me"), caller.token)).status).toBe(403);
   });
 
-  it("404 for an unknown target, 400 for a malformed id or envelope", async () => {
-    const unknown = await a2a(platform.deps.ids.next("ws"), send("x"), caller.token);
+  it("404 for an unknown target, 400 for a malformed id or envelope, framed as JSON-RPC errors", async () => {
+    const unknown = await a2a(platform.deps.ids.next("ws"), send("x", "u-1"), caller.token);
     expect(unknown.status).toBe(404);
-    expect(unknown.body.error.code).toBe("not_found");
-    expect((await a2a("nope", send("x"), caller.token)).status).toBe(400);
-    for (const body of [
-      { ...send("x"), jsonrpc: "1.0" },
-      { ...send("x"), method: "admin/shutdown" },
-      { jsonrpc: "2.0", method: "message/send", params: {} },
-      [send("x")],
-      "not json",
-    ]) {
-      const response = await a2a(target.id, body, caller.token);
+    expect(proxyError(unknown, "u-1")).toBe("not_found");
+    expect(unknown.body.error.code).toBe(-32042);
+    const badId = await a2a("nope", send("x", 5), caller.token);
+    expect(badId.status).toBe(400);
+    expect(proxyError(badId, null)).toBe("bad_request");
+    // Not a JSON-RPC 2.0 request object: -32600, answering the request's id when it has one.
+    for (const [body, id] of [
+      [{ ...send("x", 3), jsonrpc: "1.0" }, 3],
+      [{ ...send("x", 4), method: 5 }, 4],
+      [{ jsonrpc: "2.0", id: 6, params: {} }, 6],
+      [[send("x")], null],
+      ["not an object", null],
+    ] as const) {
+      const response = await proxyCall(target.id, { token: caller.token, body: JSON.stringify(body) });
       expect(response.status, JSON.stringify(body)).toBe(400);
-      expect(response.body.error.code).toBe("bad_request");
+      expect(proxyError(response, id)).toBe("bad_request");
+      expect(response.body.error.code).toBe(-32600);
     }
+    // Not JSON at all: -32700 with a null id.
+    const garbled = await proxyCall(target.id, { token: caller.token, body: '{"jsonrpc": "2.0", "id": 1,' });
+    expect(garbled.status).toBe(400);
+    expect(proxyError(garbled, null)).toBe("bad_request");
+    expect(garbled.body.error.code).toBe(-32700);
+  });
+
+  it("forwards any method: the target answers one it does not know itself (-32601, with its id)", async () => {
+    const response = await a2a(target.id, send("x", "m-1", "admin/shutdown"), caller.token);
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ jsonrpc: "2.0", id: "m-1", error: { code: -32601 } });
+  });
+
+  it("forwards the caller's A2A-Version header and no other of its headers", async () => {
+    recorded.length = 0;
+    const response = await proxyCall(recorder.id, {
+      token: caller.token,
+      body: send("x", 1, "SendMessage"),
+      headers: { "A2A-Version": "1.0", "x-other": "kept back" },
+    });
+    expect(response.status).toBe(200);
+    expect(recorded[0]?.["a2a-version"]).toBe("1.0");
+    expect(recorded[0]?.["x-other"]).toBeUndefined();
   });
 
   it("reads a body sent as curl's default form type, or with no type, as JSON, like every other route", async () => {
@@ -447,13 +493,13 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
       headers: { "content-type": "text/plain" },
     });
     expect(refused.status).toBe(415);
-    expect(refused.body.error.code).toBe("unsupported_media_type");
+    expect(proxyError(refused, null)).toBe("unsupported_media_type");
   });
 
   it("503 with Retry-After for a stopped or offline target", async () => {
     const response = await a2a(stopped.id, send("x"), caller.token);
     expect(response.status).toBe(503);
-    expect(response.body.error.code).toBe("upstream_unavailable");
+    expect(proxyError(response)).toBe("upstream_unavailable");
     expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
 
     await platform.database.db
@@ -469,13 +515,13 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     const big = send("x".repeat(platform.deps.settings.a2aMaxRequestBytes + 1));
     const response = await a2a(target.id, big, caller.token);
     expect(response.status).toBe(413);
-    expect(response.body.error.code).toBe("payload_too_large");
+    expect(proxyError(response, null)).toBe("payload_too_large");
   });
 
   it("502 when the target's URL does not answer (closed port)", async () => {
     const response = await a2a(down.id, send("x"), caller.token);
     expect(response.status).toBe(502);
-    expect(response.body.error.code).toBe("bad_gateway");
+    expect(proxyError(response)).toBe("bad_gateway");
   });
 
   it("504 when the target is slower than A2A_TIMEOUT_SECONDS", async () => {
@@ -485,7 +531,7 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
       const started = Date.now();
       const response = await a2a(slow.id, send("x"), caller.token);
       expect(response.status).toBe(504);
-      expect(response.body.error.code).toBe("gateway_timeout");
+      expect(proxyError(response)).toBe("gateway_timeout");
       expect(Date.now() - started).toBeLessThan(2_500);
     } finally {
       platform.deps.settings.a2aTimeoutMs = saved;
@@ -498,7 +544,7 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
     try {
       const response = await a2a(target.id, send("y".repeat(200)), caller.token);
       expect(response.status).toBe(502);
-      expect(response.body.error.code).toBe("bad_gateway");
+      expect(proxyError(response)).toBe("bad_gateway");
     } finally {
       platform.deps.settings.a2aMaxResponseBytes = saved;
     }

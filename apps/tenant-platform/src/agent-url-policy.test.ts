@@ -1,7 +1,7 @@
 import type { LookupAddress } from "node:dns";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { createTestPlatform, errorOf, type TestPlatform } from "../../../test-support/platform.ts";
 import { loadConfig } from "./config.ts";
 import {
   checkAgentUrl,
@@ -214,7 +214,9 @@ describe("POST /registry/register and the A2A proxy", () => {
       },
     });
     expect(sent.status).toBe(502);
-    expect(sent.body.error.code).toBe("bad_gateway");
-    expect(sent.body.error.message).toBe("agent URL resolves to a private address");
+    expect(errorOf(sent)).toMatchObject({
+      code: "bad_gateway",
+      message: "agent URL resolves to a private address",
+    });
   });
 });

@@ -7,7 +7,12 @@ import { operations, workspaces as workspaceRows, workspaceSecrets, workspaceTok
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HOSTILE_WORKSPACE_IDS } from "../../../test-support/hostile-ids.ts";
-import { createTestPlatform, type TestPlatform, type TestResponse } from "../../../test-support/platform.ts";
+import {
+  createTestPlatform,
+  errorOf,
+  type TestPlatform,
+  type TestResponse,
+} from "../../../test-support/platform.ts";
 
 let platform: TestPlatform;
 let fake: FakeProvisioner;
@@ -40,8 +45,9 @@ async function world(): Promise<string> {
 
 function expectBadRequest(response: TestResponse, what: string): void {
   expect(response.status, what).toBe(400);
-  expect(response.body.error.code, what).toBe("bad_request");
-  expect(response.body.error.requestId).toMatch(/^req_/);
+  const error = errorOf(response);
+  expect(error.code, what).toBe("bad_request");
+  expect(error.requestId).toMatch(/^req_/);
 }
 
 describe("ids a client sends", () => {
@@ -79,7 +85,7 @@ describe("ids a client sends", () => {
           expect(response.status, what).toBe(404); // an operation id, just not one of ours
         } else {
           expectBadRequest(response, what);
-          expect(response.body.error.message).toMatch(/(workspace|operation) id in the path/);
+          expect(errorOf(response).message).toMatch(/(workspace|operation) id in the path/);
         }
       }
     }

@@ -4,12 +4,16 @@
  * values, agent cards at any depth, heartbeat details, and ids and secret names in paths. Nothing changes and
  * nothing is logged as an unhandled error.
  */
-import { ErrorEnvelope } from "@molecule/contracts";
 import { workspaces } from "@molecule/db";
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlatform, type TestPlatform, type TestResponse } from "../../../test-support/platform.ts";
+import {
+  createTestPlatform,
+  errorOf,
+  type TestPlatform,
+  type TestResponse,
+} from "../../../test-support/platform.ts";
 
 let platform: TestPlatform;
 let fake: FakeProvisioner;
@@ -22,7 +26,7 @@ afterAll(() => platform.close());
 
 function expectBadRequest(response: TestResponse, label: string) {
   expect(response.status, label).toBe(400);
-  expect(ErrorEnvelope.parse(response.body).error.code, label).toBe("bad_request");
+  expect(errorOf(response).code, label).toBe("bad_request");
 }
 
 async function rowCount(): Promise<number> {

@@ -1,12 +1,19 @@
 import { once } from "node:events";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { A2ARequest, DomainError, WorkspaceId } from "@molecule/contracts";
-import { type RawContext, type RawRoute, readBody } from "@molecule/service-kit/http";
-import { Hono, type MiddlewareHandler } from "hono";
+import type { ServerResponse } from "node:http";
+import {
+  A2A_PROXY_ERROR_CODES,
+  A2A_VERSION_HEADER,
+  A2ARequest,
+  DomainError,
+  WorkspaceId,
+} from "@molecule/contracts";
+import { type RawRoute, readBody, shapeError, statusFor } from "@molecule/service-kit/http";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { Logger } from "pino";
 import { bearerToken, identify } from "../http/auth.ts";
-import { parseJsonText, parseWith, readJsonText } from "../http/body.ts";
-import { errorResponse } from "../http/errors.ts";
+import { parseJsonText, parseWith } from "../http/body.ts";
 import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AAnswer, type A2AService, RETRY_AFTER_SECONDS, STREAM_HEADERS } from "../services/a2a.ts";
 import type { PlatformDeps } from "../services/deps.ts";
@@ -31,14 +38,80 @@ function requireCaller(caller: Caller | null): Caller {
 const tooLargeMessage = (deps: PlatformDeps) =>
   `A2A request exceeds ${deps.settings.a2aMaxRequestBytes} bytes`;
 
+type RpcId = string | number | null;
+
 /**
- * The one place a proxy error gets more than the service's error envelope: a stopped or offline target's 503 says
- * when to come back (`Retry-After`). Called with the error before it is rethrown to the envelope's writer.
+ * A request that is not JSON (`-32700`) or not a JSON-RPC 2.0 request object (`-32600`), with the id it carried when
+ * one could be read.
  */
-function proxyFailed(error: unknown, setHeader: (name: string, value: string) => void): void {
-  if (error instanceof DomainError && error.code === "upstream_unavailable") {
-    setHeader("retry-after", String(RETRY_AFTER_SECONDS));
+class FramingError extends DomainError {
+  constructor(
+    readonly rpcCode: -32700 | -32600,
+    message: string,
+    readonly rpcId: RpcId = null,
+  ) {
+    super("bad_request", message);
   }
+}
+
+/** The JSON-RPC request in a body's text, or a FramingError (a type other than JSON stays a 415). */
+function readEnvelope(type: string | undefined, text: string): A2ARequest {
+  let value: unknown;
+  try {
+    value = parseJsonText(type, text);
+  } catch (error) {
+    if (error instanceof DomainError && error.code === "bad_request") {
+      throw new FramingError(-32700, "parse error: the body is not valid JSON");
+    }
+    throw error;
+  }
+  const parsed = A2ARequest.safeParse(value);
+  if (!parsed.success) {
+    const id = (value as { id?: unknown } | null)?.id;
+    throw new FramingError(
+      -32600,
+      "invalid request: expected a JSON-RPC 2.0 request object with a string method",
+      typeof id === "string" || typeof id === "number" ? id : null,
+    );
+  }
+  return parsed.data;
+}
+
+/** The request's id as far as it could be read: an error answers with it (null when there is none to read). */
+function idOf(request: A2ARequest | undefined): RpcId {
+  const id = request?.id;
+  return typeof id === "string" || typeof id === "number" ? id : null;
+}
+
+/**
+ * The one place a proxy error is shaped: every error the proxy raises itself is a JSON-RPC error object with the
+ * request's id, the error's stable name and the request id in `error.data`, so A2A clients read it; the HTTP status
+ * stays the error's own (the official SDK client reads a JSON-RPC error from any status), and a stopped or offline
+ * target's 503 says when to come back (`Retry-After`).
+ */
+function proxyFailed(
+  error: unknown,
+  rpcId: RpcId,
+  requestId: string,
+  logger: Logger | undefined,
+): { status: number; headers: Record<string, string>; body: string } {
+  const shaped = shapeError(error, logger);
+  const id = error instanceof FramingError ? error.rpcId : rpcId;
+  const code =
+    error instanceof FramingError
+      ? error.rpcCode
+      : shaped.code === "bad_request" || shaped.code === "unsupported_media_type"
+        ? A2A_PROXY_ERROR_CODES.invalid_request
+        : ((A2A_PROXY_ERROR_CODES as Record<string, number>)[shaped.code] ?? A2A_PROXY_ERROR_CODES.internal);
+  const data: Record<string, unknown> = { code: shaped.code, request_id: requestId };
+  if (shaped.details !== undefined) data.details = shaped.details;
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (shaped.code === "upstream_unavailable") headers["retry-after"] = String(RETRY_AFTER_SECONDS);
+  return {
+    status: statusFor(shaped.code),
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id, error: { code, message: shaped.message, data } }),
+  };
 }
 
 /** The raw route: `POST /workspaces/:id/a2a` on Node's request and response. */
@@ -47,43 +120,46 @@ export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService): RawRoute {
     method: "POST",
     path: PROXY_PATH,
     handler: async (req, res, context) => {
+      let request: A2ARequest | undefined;
       try {
-        await proxy(deps, a2a, req, res, context);
+        const maxBytes = deps.settings.a2aMaxRequestBytes;
+        if (Number(req.headers["content-length"]) > maxBytes) {
+          // Refused before anything else, as Hono's body limit does for a declared length.
+          await readBody(req, res, maxBytes, tooLargeMessage(deps));
+        }
+        const caller = requireCaller(await a2a.resolveCaller(bearerToken(req.headers.authorization)));
+        const id = targetId(context.params.id ?? "");
+        const type = req.headers["content-type"];
+        parseJsonText(type, null); // the type is refused before the body is read
+        const raw = (await readBody(req, res, maxBytes, tooLargeMessage(deps))).toString("utf8");
+        // As fetch's text() reads it: a leading byte order mark is not part of the text.
+        const text = raw.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw;
+        request = readEnvelope(type, text);
+        const version = req.headers[A2A_VERSION_HEADER];
+        const answer = await a2a.forward(
+          caller,
+          id,
+          request,
+          text,
+          typeof version === "string" ? version : undefined,
+        );
+        if (answer.kind === "json") {
+          res.writeHead(200, {
+            "content-type": answer.contentType,
+            "content-length": answer.body.byteLength,
+          });
+          res.end(answer.body);
+          return;
+        }
+        await relay(answer, res);
       } catch (error) {
-        proxyFailed(error, (name, value) => res.setHeader(name, value));
-        throw error;
+        if (res.headersSent) throw error;
+        const failed = proxyFailed(error, idOf(request), context.requestId, context.logger);
+        res.writeHead(failed.status, { ...failed.headers, "content-length": Buffer.byteLength(failed.body) });
+        res.end(failed.body);
       }
     },
   };
-}
-
-async function proxy(
-  deps: PlatformDeps,
-  a2a: A2AService,
-  req: IncomingMessage,
-  res: ServerResponse,
-  context: RawContext,
-): Promise<void> {
-  const maxBytes = deps.settings.a2aMaxRequestBytes;
-  if (Number(req.headers["content-length"]) > maxBytes) {
-    // Refused before anything else, as Hono's body limit does for a declared length.
-    await readBody(req, res, maxBytes, tooLargeMessage(deps));
-  }
-  const caller = requireCaller(await a2a.resolveCaller(bearerToken(req.headers.authorization)));
-  const id = targetId(context.params.id ?? "");
-  const type = req.headers["content-type"];
-  parseJsonText(type, null); // the type is refused before the body is read
-  const raw = (await readBody(req, res, maxBytes, tooLargeMessage(deps))).toString("utf8");
-  // As fetch's text() reads it: a leading byte order mark is not part of the text.
-  const text = raw.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw;
-  const request = parseWith(A2ARequest, parseJsonText(type, text), "JSON-RPC request");
-  const answer = await a2a.forward(caller, id, request, text);
-  if (answer.kind === "json") {
-    res.writeHead(200, { "content-type": answer.contentType, "content-length": answer.body.byteLength });
-    res.end(answer.body);
-    return;
-  }
-  await relay(answer, res);
 }
 
 /** Writes an event stream as it comes, waiting when the client reads slower; the client leaving cancels it. */
@@ -127,16 +203,11 @@ function toResponse(answer: A2AAnswer): Response {
   });
 }
 
-/** Sets Retry-After on the 503 a stopped or offline target answers, then lets the error handler shape it. */
-const retryAfter: MiddlewareHandler<AppEnv> = async (c, next) => {
-  try {
-    await next();
-  } catch (err) {
-    proxyFailed(err, (name, value) => c.header(name, value));
-    throw err;
-  }
-  if (c.error) proxyFailed(c.error, (name, value) => c.res.headers.set(name, value));
-};
+/** A proxy error as the Hono route answers it (see {@link proxyFailed}). */
+function failedResponse(c: Context<AppEnv>, error: unknown, rpcId: RpcId): Response {
+  const failed = proxyFailed(error, rpcId, c.get("requestId") ?? "unknown", c.get("logger"));
+  return c.body(failed.body, failed.status as ContentfulStatusCode, failed.headers);
+}
 
 /**
  * `POST /workspaces/:id/a2a` (JSON-RPC A2A proxy) and `GET /registry/discover/:id` on Hono. Mounted before the global
@@ -146,16 +217,26 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
   const app = new Hono<AppEnv>();
   const limit = bodyLimit({
     maxSize: deps.settings.a2aMaxRequestBytes,
-    onError: (c) => errorResponse(c as never, "payload_too_large", tooLargeMessage(deps)),
+    onError: (c) =>
+      failedResponse(c as never, new DomainError("payload_too_large", tooLargeMessage(deps)), null),
   });
 
-  app.post(PROXY_PATH, retryAfter, limit, async (c) => {
-    const caller = requireCaller(await a2a.resolveCaller(bearerToken(c.req.header("authorization"))));
-    const id = targetId(c.req.param("id"));
-    // Read like every other route's body (JSON, curl's default form type, or no type); forwarded as sent.
-    const { text, value } = await readJsonText(c);
-    const request = parseWith(A2ARequest, value, "JSON-RPC request");
-    return toResponse(await a2a.forward(caller, id, request, text));
+  app.post(PROXY_PATH, limit, async (c) => {
+    let request: A2ARequest | undefined;
+    try {
+      const caller = requireCaller(await a2a.resolveCaller(bearerToken(c.req.header("authorization"))));
+      const id = targetId(c.req.param("id"));
+      // Read like every other route's body (JSON, curl's default form type, or no type); forwarded as sent.
+      const type = c.req.header("content-type");
+      parseJsonText(type, null);
+      const text = await c.req.text();
+      request = readEnvelope(type, text);
+      return toResponse(await a2a.forward(caller, id, request, text, c.req.header(A2A_VERSION_HEADER)));
+    } catch (error) {
+      // The body limit's own error goes back to its middleware, which answers with onError.
+      if (error instanceof Error && error.name === "BodyLimitError") throw error;
+      return failedResponse(c, error, idOf(request));
+    }
   });
 
   app.get("/registry/discover/:id", identify(deps), async (c) => {

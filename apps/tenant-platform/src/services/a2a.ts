@@ -1,5 +1,5 @@
 import {
-  A2A_STREAMING_METHODS,
+  A2A_VERSION_HEADER,
   type A2ARequest,
   CALLER_HEADER,
   type DiscoverResponse,
@@ -198,14 +198,16 @@ export class A2AService {
   /**
    * Sends the raw JSON-RPC body to the target and returns its answer, ready for the HTTP layer to write. The request
    * to the target is built here from scratch: none of the caller's headers (its token, or an
-   * `x-molecule-inbound-token` of its own) is forwarded. The target's inbound token proves the request comes through
-   * this check; `x-molecule-caller` says who asked.
+   * `x-molecule-inbound-token` of its own) is forwarded, except the `A2A-Version` it asked for (`version`). The
+   * target's inbound token proves the request comes through this check; `x-molecule-caller` says who asked. Any
+   * method is forwarded; whether the answer streams is the target's content type, not the method's name.
    */
   async forward(
     caller: Caller,
     targetId: string,
     request: A2ARequest,
     rawBody: string | Uint8Array,
+    version?: string,
   ): Promise<A2AAnswer> {
     const target = await this.authoriseRoute(caller, targetId);
     if (!RECEIVING.has(target.status) || !target.url) {
@@ -232,7 +234,6 @@ export class A2AService {
     // cannot open (its key version is not configured) is a 503 secrets_key_unavailable: the agent is not called.
     const inboundToken = this.inboundToken(target, target.url);
     const limits = a2aLimits(this.deps);
-    const streaming = A2A_STREAMING_METHODS.includes(request.method);
     const started = performance.now();
     const callerName = caller.kind === "admin" ? "admin" : caller.workspaceId;
     const logger = this.deps.logger;
@@ -270,9 +271,10 @@ export class A2AService {
         method: "POST",
         headers: {
           "content-type": "application/json",
-          accept: streaming ? "text/event-stream, application/json" : "application/json",
+          accept: "application/json, text/event-stream",
           [CALLER_HEADER]: callerName,
           ...(inboundToken ? { [INBOUND_TOKEN_HEADER]: inboundToken } : {}),
+          ...(version ? { [A2A_VERSION_HEADER]: version } : {}),
         },
         body: rawBody,
         signal: controller.signal,
@@ -309,7 +311,7 @@ export class A2AService {
 
     const typeHeader = upstream.headers["content-type"];
     const type = (Array.isArray(typeHeader) ? typeHeader[0] : typeHeader) ?? "application/json";
-    if (streaming && /^text\/event-stream\b/i.test(type)) {
+    if (/^text\/event-stream\b/i.test(type)) {
       armIdle();
       async function* relay(): AsyncGenerator<Uint8Array> {
         let size = 0;

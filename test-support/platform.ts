@@ -81,6 +81,8 @@ export interface TestPlatform {
    * it and starts the loops.
    */
   listen(): Promise<string>;
+  /** Ends every open connection to the served platform at once (event streams too), as a proxy dropping them would. */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -223,6 +225,11 @@ export async function createTestPlatform(
       sweeper.start();
       heartbeats.start();
       return url;
+    },
+    dropConnections() {
+      if (!server || !("closeAllConnections" in server))
+        throw new Error("dropConnections needs listen() first");
+      server.closeAllConnections();
     },
     async close() {
       deps.events.close();

@@ -239,6 +239,14 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
     }
   });
 
+  // The target's card, its interfaces pointing at this proxy as the caller reached it: what an A2A client is given.
+  app.get("/workspaces/:id/.well-known/agent-card.json", identify(deps), async (c) => {
+    const caller = requireCaller(c.get("caller"));
+    const id = targetId(c.req.param("id"));
+    const proxyUrl = `${new URL(c.req.url).origin}/workspaces/${id}/a2a`;
+    return c.json(await a2a.proxiedCard(caller, id, proxyUrl));
+  });
+
   app.get("/registry/discover/:id", identify(deps), async (c) => {
     const caller = requireCaller(c.get("caller"));
     return c.json(await a2a.discover(caller, targetId(c.req.param("id"))));

@@ -196,6 +196,17 @@ export class A2AService {
   }
 
   /**
+   * The target's registered agent card as a caller reaches it through this proxy (`proxyUrl`): its JSON-RPC
+   * interfaces rewritten (see {@link proxiedCard}); 404 when the target registered none.
+   */
+  async proxiedCard(caller: Caller, targetId: string, proxyUrl: string): Promise<Record<string, unknown>> {
+    const target = await this.authorise(caller, targetId);
+    if (!target.agentCard)
+      throw new DomainError("not_found", `workspace ${targetId} registered no agent card`);
+    return proxiedCard(target.agentCard, proxyUrl);
+  }
+
+  /**
    * Sends the raw JSON-RPC body to the target and returns its answer, ready for the HTTP layer to write. The request
    * to the target is built here from scratch: none of the caller's headers (its token, or an
    * `x-molecule-inbound-token` of its own) is forwarded, except the `A2A-Version` it asked for (`version`). The
@@ -366,6 +377,31 @@ export class A2AService {
     delivered(bytes.byteLength, false);
     return { kind: "json", contentType: type, body: bytes };
   }
+}
+
+/**
+ * `card` with every interface a client could dial pointed at `proxyUrl`, the only way in: A2A 1.0's
+ * `supportedInterfaces` keep their JSON-RPC entries (with their protocol versions) and lose the others (gRPC, REST:
+ * the proxy carries JSON-RPC only); A2A 0.3's `url`, `preferredTransport` and `additionalInterfaces` name the proxy's
+ * JSON-RPC endpoint, also on a card that declares neither version's interfaces.
+ */
+export function proxiedCard(card: Record<string, unknown>, proxyUrl: string): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...card };
+  const v1 = card.supportedInterfaces;
+  if (Array.isArray(v1)) {
+    out.supportedInterfaces = v1
+      .filter(
+        (entry) =>
+          typeof entry === "object" && entry !== null && (entry.protocolBinding ?? "JSONRPC") === "JSONRPC",
+      )
+      .map((entry) => ({ ...entry, url: proxyUrl }));
+  }
+  if (!Array.isArray(v1) || "url" in card || "preferredTransport" in card || "additionalInterfaces" in card) {
+    out.url = proxyUrl;
+    out.preferredTransport = "JSONRPC";
+    out.additionalInterfaces = [{ url: proxyUrl, transport: "JSONRPC" }];
+  }
+  return out;
 }
 
 const TOO_LARGE = new Uint8Array(0);

@@ -340,6 +340,12 @@ const ROUTES: Record<string, () => Promise<void>> = {
       (id) => `/registry/discover/${id}`,
       () => agentToken,
     ),
+  "GET /workspaces/:id/.well-known/agent-card.json": () =>
+    idRoute(
+      "GET",
+      (id) => `/workspaces/${id}/.well-known/agent-card.json`,
+      () => agentToken,
+    ),
 };
 
 /** A route whose `:id` segment is hostile: always refused, with or without a hostile body alongside. */

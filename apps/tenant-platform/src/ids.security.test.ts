@@ -72,6 +72,7 @@ describe("ids a client sends", () => {
         { jsonrpc: "2.0", id: 1, method: "message/send", params: {} },
       ],
       ["GET", (id) => `/registry/discover/${id}`],
+      ["GET", (id) => `/workspaces/${id}/.well-known/agent-card.json`],
       ["GET", (id) => `/operations/${id}`],
     ];
     for (const bad of HOSTILE_WORKSPACE_IDS) {

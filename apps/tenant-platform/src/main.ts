@@ -189,10 +189,13 @@ async function run(
   await database.migrate();
   void boot?.post("migrated");
   // Replicas on one database: row changes (what memory kept between requests must forget) and events reach every one
-  // of them, this one included (docs/operations.md).
+  // of them, this one included (docs/operations.md). The embedded database has one process by construction, so its
+  // events stay in process: sharing them would run a statement in this process's own PGlite for every A2A delivery.
   const changes = await ChangeFeed.start(database);
   const events = new EventBus();
-  await events.share({ db: database.db, listen: database.listen, logger, ...PLATFORM_EVENT_SHARING });
+  if (database.driver === "postgres") {
+    await events.share({ db: database.db, listen: database.listen, logger, ...PLATFORM_EVENT_SHARING });
+  }
   events.followChanges(changes);
 
   const deps: PlatformDeps = {

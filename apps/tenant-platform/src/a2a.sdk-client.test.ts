@@ -1,7 +1,8 @@
 /**
  * The protocol's official JavaScript SDK (`@a2a-js/sdk`) as an A2A client of a workspace through the platform's
  * proxy, in A2A 1.0 (its default, discovering the proxy from the card the platform serves) and 0.3 (its compatibility
- * transport), over real HTTP through the raw route, to an agent built with our SDK.
+ * transport), over real HTTP through the raw route, to an agent built with our SDK and to the official SDK's own
+ * server.
  */
 import {
   CancelTaskRequest,
@@ -21,6 +22,7 @@ import {
 } from "@a2a-js/sdk/client";
 import { LegacyJsonRpcTransport } from "@a2a-js/sdk/compat/v0_3/client";
 import { asTask, cardFor, messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
+import { startReference } from "@molecule/agent-sdk/testing/official-reference";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
@@ -28,7 +30,9 @@ import { createTestPlatform, type TestPlatform } from "../../../test-support/pla
 let platform: TestPlatform;
 let base = "";
 let agent: StartedA2AServer;
+let reference: Awaited<ReturnType<typeof startReference>>;
 let targetId = "";
+let referenceId = "";
 let stoppedId = "";
 let callerToken = "";
 /** The A2A-Version header of each request the agent got. */
@@ -95,6 +99,13 @@ beforeAll(async () => {
   targetId = target.id;
   callerToken = (await addWorkspace("caller", "http://127.0.0.1:9/", card)).token;
   stoppedId = (await addWorkspace("stopped", "http://127.0.0.1:9/", card)).id;
+  reference = await startReference();
+  const referenceCard = cardFor(
+    { name: "reference", description: "the official SDK's server" },
+    reference.url,
+    "0.3",
+  );
+  referenceId = (await addWorkspace("reference", reference.url, referenceCard)).id;
   expect((await platform.call("POST", `/workspaces/${stoppedId}/stop`)).status).toBe(202);
   await platform.runner.drain();
   base = await platform.listen();
@@ -105,6 +116,8 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   await agent.close(100);
+  reference.server.closeAllConnections();
+  await new Promise((resolve) => reference.server.close(resolve));
   await platform.close();
 });
 beforeEach(() => {
@@ -269,5 +282,32 @@ describe.each(clients)("the official SDK as an A2A %s client through the proxy",
     expect(refused).toMatchObject({ code: -32050, data: { code: "upstream_unavailable" } });
     const streamRefused = await failure(() => collect(stopped.sendMessageStream(send("anyone there?"))));
     expect(streamRefused).toMatchObject({ code: -32050, data: { code: "upstream_unavailable" } });
+  });
+});
+
+describe.each(
+  clients,
+)("the official SDK as an A2A %s client through the proxy to the official SDK's server", (_, connect) => {
+  let client: Client;
+  beforeAll(async () => {
+    client = await connect(referenceId);
+  });
+
+  it("sends, streams and gets, and the server's own errors pass through", async () => {
+    const direct = await client.sendMessage(send("hi"));
+    expect(textOf((direct as Message).parts)).toBe("echo: hi");
+    const task = await client.sendMessage(send("task: build"));
+    if (!isTask(task)) throw new Error("expected a task");
+    expect([task.status?.state, artifactText(task)]).toEqual([3, "done: build"]);
+    const fetched = await client.getTask(GetTaskRequest.fromJSON({ id: task.id }));
+    expect(artifactText(fetched)).toBe("done: build");
+
+    const events = await collect(client.sendMessageStream(send("task: streamed")));
+    expect(events.map((e) => e.$case)).toEqual(["task", "statusUpdate", "artifactUpdate", "statusUpdate"]);
+
+    expect((await failure(client.getTask(GetTaskRequest.fromJSON({ id: "no-such-task" })))).code).toBe(
+      -32001,
+    );
+    expect((await failure(client.cancelTask(CancelTaskRequest.fromJSON({ id: task.id })))).code).toBe(-32002);
   });
 });

@@ -17,8 +17,18 @@ export interface SseStream {
   close(): void;
 }
 
+export interface SseOptions {
+  /** Every piece of text the server sent, as it arrives (an error answer's body too): what a leak check reads. */
+  onText?: (text: string) => void;
+}
+
 /** GET `url` as an event stream with a bearer `token`, resuming after `lastEventId` when given. */
-export async function openSse(url: string, token: string | null, lastEventId?: string): Promise<SseStream> {
+export async function openSse(
+  url: string,
+  token: string | null,
+  lastEventId?: string,
+  options: SseOptions = {},
+): Promise<SseStream> {
   const controller = new AbortController();
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
@@ -43,6 +53,7 @@ export async function openSse(url: string, token: string | null, lastEventId?: s
         for (;;) {
           const { done, value } = await reader.read();
           if (done) break;
+          options.onText?.(value);
           pending += value;
           let end = pending.indexOf("\n\n");
           while (end >= 0) {
@@ -65,7 +76,7 @@ export async function openSse(url: string, token: string | null, lastEventId?: s
       for (const wake of waiters) wake();
     })();
   } else {
-    await response.text();
+    options.onText?.(await response.text());
     serverEnded(frames);
   }
   return {

@@ -3,6 +3,7 @@ import { handleError, requestLog } from "@molecule/service-kit/http";
 import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { openSse, type SseFrame, type SseStream } from "../../../test-support/sse.ts";
 import { identify } from "./http/auth.ts";
 import type { AppEnv } from "./http/types.ts";
 import { eventRoutes } from "./routes/events.ts";
@@ -16,90 +17,8 @@ const SECRET_VALUE = "sk-live-do-not-leak-4242424242";
 /** Every byte any stream in this file delivered, checked at the end for secrets. */
 const seen: string[] = [];
 
-interface SseFrame {
-  id?: string;
-  event?: string;
-  // biome-ignore lint/suspicious/noExplicitAny: tests read event payloads field by field
-  data?: any;
-}
-
-interface Stream {
-  status: number;
-  frames: SseFrame[];
-  /** Waits until a frame matches (or fails after the timeout); returns every frame so far. */
-  until(match: (frame: SseFrame) => boolean, timeoutMs?: number): Promise<SseFrame[]>;
-  /** Resolves with every frame once the server has ended the stream. */
-  ended: Promise<SseFrame[]>;
-  close(): void;
-}
-
-async function open(path: string, token: string | null = ADMIN_TOKEN, lastEventId?: string): Promise<Stream> {
-  const controller = new AbortController();
-  const headers: Record<string, string> = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (lastEventId !== undefined) headers["last-event-id"] = lastEventId;
-  const response = await fetch(`${base}${path}`, { headers, signal: controller.signal });
-  const frames: SseFrame[] = [];
-  const waiters = new Set<() => void>();
-  let serverEnded: (frames: SseFrame[]) => void = () => {};
-  const ended = new Promise<SseFrame[]>((resolve) => {
-    serverEnded = resolve;
-  });
-  if (response.ok && response.body) {
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let pending = "";
-    void (async () => {
-      try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) {
-            serverEnded(frames);
-            return;
-          }
-          seen.push(value);
-          pending += value;
-          let end = pending.indexOf("\n\n");
-          while (end >= 0) {
-            const frame: SseFrame = {};
-            for (const line of pending.slice(0, end).split("\n")) {
-              if (line.startsWith("id: ")) frame.id = line.slice(4);
-              else if (line.startsWith("event: ")) frame.event = line.slice(7);
-              else if (line.startsWith("data: ")) frame.data = JSON.parse(line.slice(6));
-            }
-            if (frame.event) frames.push(frame);
-            pending = pending.slice(end + 2);
-            end = pending.indexOf("\n\n");
-          }
-          for (const wake of waiters) wake();
-        }
-      } catch {
-        // aborted
-      }
-    })();
-  } else {
-    seen.push(await response.text());
-  }
-  return {
-    status: response.status,
-    frames,
-    async until(match, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!frames.some(match)) {
-        if (Date.now() > deadline) throw new Error(`no matching event; got ${JSON.stringify(frames)}`);
-        await new Promise<void>((resolve) => {
-          const wake = () => {
-            waiters.delete(wake);
-            resolve();
-          };
-          waiters.add(wake);
-          setTimeout(wake, 100);
-        });
-      }
-      return frames;
-    },
-    ended,
-    close: () => controller.abort(),
-  };
+function open(path: string, token: string | null = ADMIN_TOKEN, lastEventId?: string): Promise<SseStream> {
+  return openSse(`${base}${path}`, token, lastEventId, { onText: (text) => seen.push(text) });
 }
 
 async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {

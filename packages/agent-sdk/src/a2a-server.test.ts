@@ -1,15 +1,11 @@
 import { request } from "node:http";
 import { INBOUND_TOKEN_HEADER } from "@molecule/contracts/inbound";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { asTask, type MessageContext, type ReplyChunk } from "./a2a-handler.ts";
+import { type A2AMessage, type A2ATask, messageText } from "./a2a-protocol.ts";
 import {
-  type A2AMessage,
-  type A2ATask,
-  asTask,
   DEFAULT_MAX_BODY_BYTES,
   type InboundAuth,
-  type MessageContext,
-  messageText,
-  type ReplyChunk,
   type StartedA2AServer,
   startA2AServer,
 } from "./a2a-server.ts";

@@ -21,34 +21,6 @@ import { errorFields, type Logger, silentLogger } from "./log.ts";
 import { TaskHub } from "./task-hub.ts";
 import { InMemoryTaskStore, type TaskStore } from "./task-store.ts";
 
-export {
-  type AgentReply,
-  asTask,
-  type HandlerAnswer,
-  type HandlerResult,
-  type MessageContext,
-  type MessageHandler,
-  type ReplyChunk,
-  type TaskReply,
-  type TaskReplyState,
-} from "./a2a-handler.ts";
-export {
-  type A2AMessage,
-  type A2ATask,
-  type Artifact,
-  JSONRPC_ERRORS,
-  messageText,
-  type OtherPart,
-  type Part,
-  type StreamEvent,
-  type TaskArtifactUpdateEvent,
-  type TaskEvent,
-  type TaskState,
-  type TaskStatus,
-  type TaskStatusUpdateEvent,
-  type TextPart,
-} from "./a2a-protocol.ts";
-
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 /**

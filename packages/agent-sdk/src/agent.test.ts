@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { messageText } from "./a2a-server.ts";
+import { messageText } from "./a2a-protocol.ts";
 import { type AgentReadyInfo, type RunAgentOptions, runAgent } from "./agent.ts";
 import { CredentialsError } from "./credentials.ts";
 import { sendText } from "./testing/agent-process.ts";

@@ -9,14 +9,9 @@
  */
 
 import { cardFor } from "./a2a-card.ts";
-import {
-  type A2AMessage,
-  type HandlerAnswer,
-  type InboundAuth,
-  type MessageContext,
-  type StartedA2AServer,
-  startA2AServer,
-} from "./a2a-server.ts";
+import type { HandlerAnswer, MessageContext } from "./a2a-handler.ts";
+import type { A2AMessage } from "./a2a-protocol.ts";
+import { type InboundAuth, type StartedA2AServer, startA2AServer } from "./a2a-server.ts";
 import { backoffDelay, sleep as realSleep, type Sleep } from "./backoff.ts";
 import {
   type AgentCard,

@@ -2,7 +2,8 @@
  * infra/compose.yaml as a self-hoster's compose implementation reads it: `docker compose config` (the plugin) or
  * Debian's docker-compose 1.29 (the gate installs it), which validates the file against the compose schema and prints
  * it resolved. The published images' names, the wiring between the services, the hardening and the refusal to start
- * without the secrets are checked on that output; then the tenant platform service is run from the file.
+ * without the secrets are checked on that output; then the tenant platform and the control plane (its profile) are
+ * run from the file, in one `up`.
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -25,6 +26,12 @@ const SECRETS = {
   SECRETS_ENCRYPTION_KEY: "ab".repeat(32),
   POSTGRES_PASSWORD: "pg-compose-test-pw",
 };
+const CP_SECRETS = {
+  CP_ADMIN_API_TOKEN: "cpadm_compose_test_0123456789",
+  PROVISION_SHARED_SECRET: "cd".repeat(32),
+  CP_SECRETS_ENCRYPTION_KEY: "ef".repeat(32),
+};
+const CONTROL_PLANE = ["--profile", "control-plane"];
 
 let compose: string[];
 
@@ -53,7 +60,8 @@ async function composeRun(
   return stdout;
 }
 
-const config = (env: Record<string, string>) => composeRun("molecule", [COMPOSE_FILE], ["config"], env);
+const config = (env: Record<string, string>, profile: string[] = []) =>
+  composeRun("molecule", [COMPOSE_FILE], [...profile, "config"], env);
 
 /** The lines of one top-level service in the resolved file, up to the next service. */
 function service(resolved: string, name: string): string {
@@ -104,6 +112,38 @@ describe("infra/compose.yaml", () => {
     expect(service(resolved, "postgres")).toContain("image: postgres:15.8");
   });
 
+  it("runs the published control plane image on the same PostgreSQL server, in its own database, with its profile", async () => {
+    const resolved = await config({ ...SECRETS, ...CP_SECRETS }, CONTROL_PLANE);
+    const cp = service(resolved, "control-plane");
+    expect(cp).toContain("image: molecule/control-plane:latest");
+    // Started only with `--profile control-plane` (or when named), it and its database step alike.
+    expect(cp).toMatch(/profiles:\n\s+- control-plane\n/);
+    expect(cp).toContain(
+      `DATABASE_URL: postgres://molecule:${SECRETS.POSTGRES_PASSWORD}@postgres:5432/molecule_cp`,
+    );
+    expect(cp).toContain(`CP_ADMIN_API_TOKEN: ${CP_SECRETS.CP_ADMIN_API_TOKEN}`);
+    expect(cp).toContain(`PROVISION_SHARED_SECRET: ${CP_SECRETS.PROVISION_SHARED_SECRET}`);
+    expect(cp).toContain(`CP_SECRETS_ENCRYPTION_KEY: ${CP_SECRETS.CP_SECRETS_ENCRYPTION_KEY}`);
+    expect(cp).toContain("CP_PUBLIC_URL: http://control-plane:8090");
+    expect(cp).toContain("MOLECULE_ENV: production");
+    // Its own deployment label: the tenant's reconciler never takes the control plane's workspaces for orphans.
+    expect(cp).toContain("MOLECULE_DEPLOYMENT: compose-cp");
+    expect(cp).toContain("TENANT_URL_TEMPLATE: http://tenant-{slug}:8080");
+    expect(cp).toMatch(
+      /depends_on:\n\s+control-plane-database:\n\s+condition: service_completed_successfully/,
+    );
+    expect(cp).toMatch(/ports:\n\s+- 127\.0\.0\.1:8090:8090/);
+    expect(cp).toMatch(/cap_drop:\n\s+- ALL/);
+    expect(cp).toContain("read_only: true");
+    // The database step makes the control plane's database on the same server, as the same user.
+    const database = service(resolved, "control-plane-database");
+    expect(database).toMatch(/profiles:\n\s+- control-plane\n/);
+    expect(database).toMatch(/image: postgres:15\n/);
+    expect(database).toContain("CP_POSTGRES_DB: molecule_cp");
+    expect(database).toContain("PGHOST: postgres");
+    expect(database).toContain(`PGPASSWORD: ${SECRETS.POSTGRES_PASSWORD}`);
+  });
+
   it("refuses to run without each secret, naming it", async () => {
     for (const missing of Object.keys(SECRETS)) {
       const env = Object.fromEntries(Object.entries(SECRETS).filter(([key]) => key !== missing));
@@ -112,11 +152,30 @@ describe("infra/compose.yaml", () => {
   });
 });
 
+async function waitHealthy(what: string, base: string): Promise<void> {
+  await waitFor(
+    `${what} to answer /health`,
+    async () => {
+      const response = await fetch(`${base}/health`, { signal: AbortSignal.timeout(2_000) }).catch(
+        () => null,
+      );
+      return response?.ok ? true : undefined;
+    },
+    180_000,
+    500,
+  );
+}
+
+/** The tenant's token-free metrics port in the run below. */
+const METRICS_PORT = 9464;
+
 /**
- * The tenant-platform service run for real from the file, on the locally built molecule/tenant-platform image, with
- * its docker backend on this engine. There is no registry here for the postgres image, so the file's own switch for an
- * external server is used: POSTGRES_HOST/POSTGRES_PORT name this machine's PostgreSQL (through a forwarder on the
- * Docker bridge's gateway address, as it listens on loopback only) and `up --no-deps` starts the platform alone.
+ * The tenant-platform and control-plane services run for real from the file, on the locally built
+ * molecule/tenant-platform and molecule/control-plane images, with the docker backend on this engine. There is no
+ * registry here for the postgres image, so the file's own switch for an external server is used:
+ * POSTGRES_HOST/POSTGRES_PORT name this machine's PostgreSQL (through a forwarder on the Docker bridge's gateway
+ * address, as it listens on loopback only), the test makes the two databases the server would hold, and
+ * `up --no-deps` starts the two services alone.
  */
 describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
   const suffix = randomBytes(4).toString("hex");
@@ -124,12 +183,15 @@ describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
   const role = `compose_${suffix}`;
   const network = `molecule-compose-${suffix}`;
   const deployment = `compose-e2e-${suffix}`;
+  const cpDeployment = `compose-e2e-cp-${suffix}`;
+  const cpDatabase = `${role}_cp`;
   const docker = new Dockerode();
   const dir = mkdtempSync(join(tmpdir(), "molecule-compose-"));
   const override = join(dir, "compose.override.yaml");
   let forwarder: Server;
   let env: Record<string, string>;
   let url: string;
+  let cpUrl: string;
 
   beforeAll(async () => {
     // host-gateway is the default bridge's address (docker0, listed by `ip` even while the link is down).
@@ -151,17 +213,32 @@ describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
     try {
       await admin.unsafe(`CREATE ROLE ${role} LOGIN`);
       await admin.unsafe(`CREATE DATABASE ${role} OWNER ${role}`);
+      await admin.unsafe(`CREATE DATABASE ${cpDatabase} OWNER ${role}`);
     } finally {
       await admin.end();
     }
     writeFileSync(
       override,
-      'services:\n  tenant-platform:\n    extra_hosts: ["host.docker.internal:host-gateway"]\n',
+      [
+        "services:",
+        ...["tenant-platform", "control-plane"].flatMap((name) => [
+          `  ${name}:`,
+          '    extra_hosts: ["host.docker.internal:host-gateway"]',
+        ]),
+        "",
+      ].join("\n"),
     );
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
+    const cpPort = await freePort();
+    cpUrl = `http://127.0.0.1:${cpPort}`;
     env = {
       ...SECRETS,
+      ...CP_SECRETS,
+      CP_POSTGRES_DB: cpDatabase,
+      CP_PORT: String(cpPort),
+      CP_DEPLOYMENT: cpDeployment,
+      METRICS_PORT: String(METRICS_PORT),
       POSTGRES_HOST: "host.docker.internal",
       POSTGRES_PORT: String(forwarderPort),
       POSTGRES_USER: role,
@@ -171,24 +248,53 @@ describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
       WORKSPACE_NETWORK: network,
       DOCKER_GID: String(statSync("/var/run/docker.sock").gid),
     };
-  }, 120_000);
+    // One `up` for both services (the profile's, named, and the tenant's), then both must answer.
+    await composeRun(
+      project,
+      [COMPOSE_FILE, override],
+      [...CONTROL_PLANE, "up", "-d", "--no-deps", "tenant-platform", "control-plane"],
+      env,
+    );
+    await Promise.all([
+      waitHealthy("the compose tenant platform", url),
+      waitHealthy("the compose control plane", cpUrl),
+    ]).catch(async (error: Error) => {
+      const logs = await composeRun(
+        project,
+        [COMPOSE_FILE, override],
+        [...CONTROL_PLANE, "logs", "--tail", "40"],
+        env,
+      ).catch((e: Error) => e.message);
+      throw new Error(`${error.message}\n${logs}`);
+    });
+  }, 360_000);
 
   afterAll(async () => {
     // Workspace containers are the platform's, not compose's: removed by their deployment label first.
-    const filters = { label: [`molecule.deployment=${deployment}`] };
-    for (const container of await docker.listContainers({ all: true, filters })) {
-      await docker.getContainer(container.Id).remove({ force: true });
-    }
-    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
-      await docker.getVolume(volume.Name).remove({ force: true });
+    for (const label of [deployment, cpDeployment]) {
+      const filters = { label: [`molecule.deployment=${label}`] };
+      for (const container of await docker.listContainers({ all: true, filters })) {
+        await docker.getContainer(container.Id).remove({ force: true });
+      }
+      for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) {
+        await docker.getVolume(volume.Name).remove({ force: true });
+      }
     }
     try {
-      if (env) await composeRun(project, [COMPOSE_FILE, override], ["down", "-v", "--remove-orphans"], env);
+      if (env) {
+        await composeRun(
+          project,
+          [COMPOSE_FILE, override],
+          [...CONTROL_PLANE, "down", "-v", "--remove-orphans"],
+          env,
+        );
+      }
     } finally {
       forwarder?.close();
       const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
       try {
         await admin.unsafe(`DROP DATABASE IF EXISTS ${role} WITH (FORCE)`);
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${cpDatabase} WITH (FORCE)`);
         await admin.unsafe(`DROP ROLE IF EXISTS ${role}`);
       } finally {
         await admin.end();
@@ -198,24 +304,6 @@ describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
   }, 120_000);
 
   it("starts the platform on PostgreSQL; the guide's snippet works against it and a workspace comes online on its network", async () => {
-    await composeRun(project, [COMPOSE_FILE, override], ["up", "-d", "--no-deps", "tenant-platform"], env);
-    await waitFor(
-      "the compose tenant platform to answer /health",
-      async () => {
-        const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) }).catch(
-          () => null,
-        );
-        return response?.ok ? true : undefined;
-      },
-      180_000,
-      500,
-    ).catch(async (error: Error) => {
-      const logs = await composeRun(project, [COMPOSE_FILE, override], ["logs", "--tail", "40"], env).catch(
-        (e: Error) => e.message,
-      );
-      throw new Error(`${error.message}\n${logs}`);
-    });
-
     const { stdout } = await run(
       "bash",
       [
@@ -266,5 +354,62 @@ echo "$WORKSPACE_ID"`,
     });
     const container = await docker.getContainer(workspaceId.replace("_", "-")).inspect();
     expect(Object.keys(container.NetworkSettings.Networks)).toEqual([network]);
+  });
+  it("starts the control plane on the same server, in its own database: /health, and /cp/orgs with its admin token only", async () => {
+    const health = await fetch(`${cpUrl}/health`);
+    expect(await health.json()).toEqual({ ok: true });
+    expect((await fetch(`${cpUrl}/cp/orgs`)).status).toBe(401);
+    const wrong = await fetch(`${cpUrl}/cp/orgs`, {
+      headers: { authorization: `Bearer ${SECRETS.ADMIN_TOKEN}` },
+    });
+    expect(wrong.status).toBe(401);
+    const listed = await fetch(`${cpUrl}/cp/orgs`, {
+      headers: { authorization: `Bearer ${CP_SECRETS.CP_ADMIN_API_TOKEN}` },
+    });
+    expect(listed.status).toBe(200);
+    expect(await listed.json()).toEqual({ orgs: [] });
+    // Its migrations ran in its own database, the tenant's stayed out of it.
+    const db = postgres(`${ADMIN_DATABASE_URL.replace(/\/[^/]*$/, "")}/${cpDatabase}`, {
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      const tables = await db<{ name: string }[]>`
+        SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public'`;
+      const names = tables.map((row) => row.name);
+      expect(names).toContain("cp_schema_migrations");
+      expect(names).toContain("cp_orgs");
+      expect(names).not.toContain("workspaces");
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("serves token-free metrics on the tenant's loopback: a scraper in its network namespace reads them, a container beside it cannot", async () => {
+    const tenant = (
+      await docker.listContainers({
+        filters: {
+          label: [`com.docker.compose.project=${project}`, "com.docker.compose.service=tenant-platform"],
+        },
+      })
+    )[0];
+    if (!tenant) throw new Error("the compose tenant platform container is not running");
+    const scrape = (target: string, network: string) =>
+      run("docker", [
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "--entrypoint",
+        "/usr/local/bin/node",
+        `molecule/workspace-echo:${process.env.WORKSPACE_IMAGE_TAG ?? "latest"}`,
+        "-e",
+        `fetch(${JSON.stringify(`http://${target}:${METRICS_PORT}/metrics`)}).then(async (r) => console.log(r.status, await r.text()), (e) => console.log("error", e.cause?.code ?? e.message))`,
+      ]);
+    const sidecar = await scrape("127.0.0.1", `container:${tenant.Id}`);
+    expect(sidecar.stdout).toMatch(/^200 /);
+    expect(sidecar.stdout).toContain("# TYPE molecule_workspaces gauge");
+    const beside = await scrape("tenant-platform", network);
+    expect(beside.stdout.trim()).toBe("error ECONNREFUSED");
   });
 });

@@ -5,8 +5,8 @@ import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
 import { freePort, killAllPlatformProcesses, startPlatformProcess } from "../test-support/process.ts";
 
 /**
- * Both services' main() with METRICS_PORT: `GET /metrics` without a token on 127.0.0.1 at that port, the admin token
- * still needed on the main port, and the process series main() turns on.
+ * Both services' main() with METRICS_PORT: `GET /metrics` without a token on 127.0.0.1 at that port (or on
+ * METRICS_HOST), the admin token still needed on the main port, and the process series main() turns on.
  */
 let database: TestDatabase;
 const stops: Array<() => Promise<unknown>> = [];
@@ -20,8 +20,13 @@ afterAll(async () => {
   await database?.drop();
 });
 
-async function checkMetricsPort(metricsPort: number, mainUrl: string, adminToken: string): Promise<string> {
-  const open = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+async function checkMetricsPort(
+  metricsPort: number,
+  mainUrl: string,
+  adminToken: string,
+  host = "127.0.0.1",
+): Promise<string> {
+  const open = await fetch(`http://${host}:${metricsPort}/metrics`);
   expect(open.status).toBe(200);
   const text = await open.text();
   expect(metricValue(text, "molecule_process_resident_memory_bytes")).toBeGreaterThan(0);
@@ -45,11 +50,17 @@ describe("METRICS_PORT", () => {
     ).toBeGreaterThan(0);
   }, 120_000);
 
-  it("the control plane serves /metrics there without a token", async () => {
+  it("the control plane serves /metrics there without a token, on the address METRICS_HOST names", async () => {
+    // 127.0.0.2 is loopback too (all of 127/8 is), and a socket bound to it is not reachable at 127.0.0.1.
     const metricsPort = await freePort();
-    const cp = await startControlPlaneProcess({ env: { METRICS_PORT: String(metricsPort) } });
+    const cp = await startControlPlaneProcess({
+      env: { METRICS_PORT: String(metricsPort), METRICS_HOST: "127.0.0.2" },
+    });
     stops.push(() => cp.kill());
-    const text = await checkMetricsPort(metricsPort, cp.url, cp.adminToken);
+    const text = await checkMetricsPort(metricsPort, cp.url, cp.adminToken, "127.0.0.2");
     expect(text).toContain("# TYPE molecule_orgs gauge");
+    await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toMatchObject({
+      cause: { code: "ECONNREFUSED" },
+    });
   }, 120_000);
 });

@@ -43,7 +43,8 @@ hash=$(
   {
     (cd "$work/app" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     echo "node $node_version $arch"
-    sha256sum "${BASH_SOURCE[0]}" "$ROOT/infra/bundle-tenant-platform.sh" "$ROOT/infra/lib/rootfs.sh" | cut -d' ' -f1
+    sha256sum "${BASH_SOURCE[0]}" "$ROOT/infra/bundle-tenant-platform.sh" "$ROOT/infra/lib/bundle.sh" \
+      "$ROOT/infra/lib/rootfs.sh" | cut -d' ' -f1
   } | sha256sum | cut -c1-32
 )
 

@@ -12,7 +12,7 @@ function dockerAvailable(): boolean {
 
 /**
  * Runs once before all test files: checks the real peers tests rely on, migrates the template database and
- * builds the workspace and tenant platform images every container test shares. Under CI a missing peer is a
+ * builds the workspace, tenant platform and control plane images every container test shares. Under CI a missing peer is a
  * failure, never a skip.
  */
 export default async function setup(): Promise<void> {
@@ -24,8 +24,12 @@ export default async function setup(): Promise<void> {
   if (!dockerAvailable()) {
     throw new Error("A running Docker engine is required for the tests: `docker info` failed");
   }
-  // Both images are built once per run (an unchanged build is a hash check); sequentially, to spare the CPUs.
-  for (const script of ["infra/build-workspace-image.sh", "infra/build-tenant-image.sh"]) {
+  // Each image is built once per run (an unchanged build is a hash check); sequentially, to spare the CPUs.
+  for (const script of [
+    "infra/build-workspace-image.sh",
+    "infra/build-tenant-image.sh",
+    "infra/build-control-plane-image.sh",
+  ]) {
     execFileSync("bash", [script], { stdio: "inherit", timeout: 300_000 });
   }
 }

@@ -148,7 +148,9 @@ async function main(): Promise<void> {
     }
   });
   const metricsServer =
-    config.metrics.port === null ? null : await serveMetrics(deps.metrics, config.metrics.port, logger);
+    config.metrics.port === null
+      ? null
+      : await serveMetrics(deps.metrics, config.metrics.port, logger, config.metrics.host);
   if (metricsServer) {
     logger.info({ url: listeningUrl(metricsServer.address() as AddressInfo) }, "metrics listening");
   }

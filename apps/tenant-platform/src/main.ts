@@ -284,7 +284,9 @@ async function run(
   server.once("error", (error) => onServerError(error));
   await listening;
   const metricsServer =
-    config.metrics.port === null ? null : await serveMetrics(deps.metrics, config.metrics.port, logger);
+    config.metrics.port === null
+      ? null
+      : await serveMetrics(deps.metrics, config.metrics.port, logger, config.metrics.host);
   if (metricsServer) {
     logger.info({ url: listeningUrl(metricsServer.address() as AddressInfo) }, "metrics listening");
   }

@@ -46,7 +46,7 @@ describe("serviceConfig", () => {
     expect(serviceConfig(values, "http://cp.example")).toEqual({
       environment: "development",
       http: { port: 9000, host: "0.0.0.0", maxBodyBytes: 256 * 1024, publicUrl: "http://cp.example" },
-      metrics: { port: null },
+      metrics: { port: null, host: "127.0.0.1" },
       data: { dir: "./.data/x", databaseUrl: "postgres://db/x" },
       deployment: "local",
       operations: { leaseMs: 12_000, maxAttempts: 5 },
@@ -57,14 +57,23 @@ describe("serviceConfig", () => {
   });
 });
 
-describe("METRICS_PORT", () => {
-  it("is a port, or unset", () => {
+describe("METRICS_PORT and METRICS_HOST", () => {
+  it("is a port, or unset; bound to loopback unless METRICS_HOST names another address", () => {
     expect(serviceConfig(parseEnv(Schema, { METRICS_PORT: "9464" }), "http://x").metrics).toEqual({
       port: 9464,
+      host: "127.0.0.1",
     });
+    expect(
+      serviceConfig(parseEnv(Schema, { METRICS_PORT: "9464", METRICS_HOST: "::" }), "http://x").metrics,
+    ).toEqual({ port: 9464, host: "::" });
     expect(() => parseEnv(Schema, { METRICS_PORT: "metrics" })).toThrow(
       /^invalid configuration: METRICS_PORT: /,
     );
+    for (const host of ["all", "tenant-platform", "0.0.0.0:9464", " "]) {
+      expect(() => parseEnv(Schema, { METRICS_HOST: host })).toThrow(
+        "invalid configuration: METRICS_HOST: METRICS_HOST must be an IP address such as 127.0.0.1 or 0.0.0.0",
+      );
+    }
   });
 });
 

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 
 export class ConfigError extends Error {}
@@ -44,8 +45,16 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
     MOLECULE_ENV: z.enum(MOLECULE_ENVIRONMENTS).default("development"),
     PORT: z.coerce.number().int().min(0).max(65535).default(defaults.port),
     HOST: z.string().default("0.0.0.0"),
-    /** `GET /metrics` without authentication on this port of 127.0.0.1 (unset: only on PORT, with the admin token). */
+    /** `GET /metrics` without authentication on this port (unset: only on PORT, with the admin token). */
     METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+    /**
+     * The address METRICS_PORT binds: loopback by default, so only the host's own agent or a scraper sharing the
+     * container's network namespace reads it; another address exposes token-free metrics to that whole network.
+     */
+    METRICS_HOST: z
+      .string()
+      .refine((text) => isIP(text) !== 0, "METRICS_HOST must be an IP address such as 127.0.0.1 or 0.0.0.0")
+      .default("127.0.0.1"),
     MOLECULE_DATA_DIR: z.string().default(defaults.dataDir),
     DATABASE_URL: z.string().url().optional(),
     MOLECULE_DEPLOYMENT: z
@@ -115,7 +124,7 @@ export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
   return {
     environment: env.MOLECULE_ENV,
     http: { port: env.PORT, host: env.HOST, maxBodyBytes: env.MAX_BODY_BYTES, publicUrl },
-    metrics: { port: env.METRICS_PORT ?? null },
+    metrics: { port: env.METRICS_PORT ?? null, host: env.METRICS_HOST },
     data: { dir: env.MOLECULE_DATA_DIR, databaseUrl: env.DATABASE_URL },
     deployment: env.MOLECULE_DEPLOYMENT,
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },

@@ -204,8 +204,9 @@ export function metricsHandler(metrics: ServiceMetrics): Handler {
 }
 
 /**
- * `METRICS_PORT`: `GET /metrics` without authentication on its own server, bound to loopback only (a sidecar or
- * node-local agent scrapes it; nothing else can reach it). Resolves once listening.
+ * `METRICS_PORT`: `GET /metrics` without authentication on its own server, bound to `host` (METRICS_HOST; loopback by
+ * default: a sidecar sharing the network namespace or a node-local agent scrapes it, nothing else can reach it).
+ * Resolves once listening.
  */
 export function serveMetrics(
   metrics: ServiceMetrics,

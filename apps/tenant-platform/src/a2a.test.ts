@@ -178,9 +178,12 @@ beforeAll(async () => {
   servers.pop();
 
   caller = await addWorkspace("caller", await echoAgent("caller"));
-  target = await addWorkspace("target", await echoAgent("target"), {
+  const targetUrl = await echoAgent("target");
+  // Its card names its own address, as an agent's does: callers are given the proxy's instead.
+  target = await addWorkspace("target", targetUrl, {
     name: "target",
     skills: [{ id: "echo" }],
+    url: targetUrl,
   });
   streamer = await addWorkspace("streamer", `http://127.0.0.1:${ssePort}/`);
   recorder = await addWorkspace("recorder", `http://127.0.0.1:${recorderPort}/`);
@@ -552,15 +555,29 @@ describe.each(["served", "in process"] as const)("POST /workspaces/:id/a2a, %s",
 });
 
 describe("GET /registry/discover/:id", () => {
-  it("gives an authorised caller the target's card and status", async () => {
+  it("gives an authorised caller the target's card, its interfaces pointing at the proxy, and status", async () => {
     const response = await platform.call("GET", `/registry/discover/${target.id}`, { token: caller.token });
     expect(response.status).toBe(200);
-    expect(response.body).toMatchObject({
+    const proxy = `http://localhost/workspaces/${target.id}/a2a`;
+    expect(response.body).toEqual({
       workspace_id: target.id,
+      name: expect.any(String),
       status: "online",
       reachable: true,
-      agent_card: { name: "target", skills: [{ id: "echo" }] },
+      agent_card: {
+        name: "target",
+        skills: [{ id: "echo" }],
+        url: proxy,
+        preferredTransport: "JSONRPC",
+        additionalInterfaces: [{ url: proxy, transport: "JSONRPC" }],
+      },
     });
+    // The same card the A2A discovery route serves.
+    const card = await platform.call("GET", `/workspaces/${target.id}/.well-known/agent-card.json`, {
+      token: caller.token,
+    });
+    expect((response.body as { agent_card: unknown }).agent_card).toEqual(card.body);
+    expect(JSON.stringify(response.body)).not.toContain(target.url as string);
     const gone = await platform.call("GET", `/registry/discover/${stopped.id}`, { token: caller.token });
     expect(gone.body).toMatchObject({ status: "stopped", reachable: false });
     expect((await platform.call("GET", `/registry/discover/${target.id}`, { token: null })).status).toBe(401);

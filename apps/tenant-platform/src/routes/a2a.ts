@@ -209,6 +209,11 @@ function failedResponse(c: Context<AppEnv>, error: unknown, rpcId: RpcId): Respo
   return c.body(failed.body, failed.status as ContentfulStatusCode, failed.headers);
 }
 
+/** The proxy's JSON-RPC endpoint for workspace `id`, at the origin the caller reached this platform at. */
+function proxyUrlOf(c: Context<AppEnv>, id: string): string {
+  return `${new URL(c.req.url).origin}/workspaces/${id}/a2a`;
+}
+
 /**
  * `POST /workspaces/:id/a2a` (JSON-RPC A2A proxy) and `GET /registry/discover/:id` on Hono. Mounted before the global
  * body limit: the proxy has its own (`A2A_MAX_REQUEST_BYTES`). No middleware here applies to other paths.
@@ -243,13 +248,14 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
   app.get("/workspaces/:id/.well-known/agent-card.json", identify(deps), async (c) => {
     const caller = requireCaller(c.get("caller"));
     const id = targetId(c.req.param("id"));
-    const proxyUrl = `${new URL(c.req.url).origin}/workspaces/${id}/a2a`;
-    return c.json(await a2a.proxiedCard(caller, id, proxyUrl));
+    return c.json(await a2a.proxiedCard(caller, id, proxyUrlOf(c, id)));
   });
 
+  // The same card (same rewrite) with the target's status.
   app.get("/registry/discover/:id", identify(deps), async (c) => {
     const caller = requireCaller(c.get("caller"));
-    return c.json(await a2a.discover(caller, targetId(c.req.param("id"))));
+    const id = targetId(c.req.param("id"));
+    return c.json(await a2a.discover(caller, id, proxyUrlOf(c, id)));
   });
 
   return app;

@@ -184,14 +184,18 @@ export class A2AService {
     return target;
   }
 
-  async discover(caller: Caller, targetId: string): Promise<DiscoverResponse> {
+  /**
+   * What an authorised caller may know about the target; its card as {@link proxiedCard} serves it (interfaces
+   * pointing at `proxyUrl`), never the agent's own address.
+   */
+  async discover(caller: Caller, targetId: string, proxyUrl: string): Promise<DiscoverResponse> {
     const target = await this.authorise(caller, targetId);
     return {
       workspace_id: target.id,
       name: target.name,
       status: target.status,
       reachable: RECEIVING.has(target.status) && !!target.url,
-      agent_card: target.agentCard ?? null,
+      agent_card: target.agentCard ? proxiedCard(target.agentCard, proxyUrl) : null,
     };
   }
 

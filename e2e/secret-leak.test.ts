@@ -469,10 +469,15 @@ describe("a secret sent through every path never comes back out", () => {
       },
       body: JSON.stringify({ id }),
     });
-    const registration = (await registered.json()) as { auth_token: string };
+    const { secrets, ...registration } = (await registered.json()) as {
+      auth_token: string;
+      secrets?: Record<string, string>;
+    };
     seen(`${where}: POST /registry/register → ${registered.status}`, JSON.stringify(registration));
     expect(registered.status).toBe(200);
-    // The one answer that carries the secret: the agent's own pull, with its own token (not searched).
+    // The two answers that carry the secret, both to the agent itself (not searched): its registration with its boot
+    // token, and its own pull with its own token.
+    expect(secrets).toEqual({ LEAK_TOKEN: SECRETS.external });
     const pulled = await fetch(`${dockerTenant.url}/workspaces/${id}/secrets/values`, {
       headers: { authorization: `Bearer ${registration.auth_token}` },
     });

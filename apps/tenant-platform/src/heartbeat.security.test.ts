@@ -16,12 +16,15 @@ beforeAll(async () => {
 });
 afterAll(() => platform.close());
 
-/** A workspace whose agent has registered: its id and bearer token. */
-async function registered(name: string): Promise<{ id: string; token: string }> {
+/**
+ * A workspace whose agent has registered: its id and bearer token. Registered by its agent (the boot token), the
+ * registration counts as its first heartbeat; by the admin (`byAdmin`), it is still awaiting its first heartbeat.
+ */
+async function registered(name: string, byAdmin = false): Promise<{ id: string; token: string }> {
   const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo" } });
   await platform.runner.drain();
   const id: string = created.body.workspace.id;
-  const boot = fake.inspect(id)?.instance?.env.WORKSPACE_BOOT_TOKEN;
+  const boot = byAdmin ? undefined : fake.inspect(id)?.instance?.env.WORKSPACE_BOOT_TOKEN;
   const response = await platform.call("POST", "/registry/register", { token: boot, body: { id } });
   expect(response.status).toBe(200);
   return { id, token: response.body.auth_token };
@@ -36,7 +39,8 @@ async function lastHeartbeat(id: string): Promise<string | null> {
 
 describe("heartbeat credentials", () => {
   it("a workspace's own token records the heartbeat and moves it online", async () => {
-    const agent = await registered("own");
+    const agent = await registered("own", true);
+    expect((await platform.call("GET", `/workspaces/${agent.id}`)).body.status).toBe("awaiting_agent");
     const before = platform.clock.now().getTime();
     const response = await beat(agent.token, { workspace_id: agent.id });
     const after = platform.clock.now().getTime();
@@ -48,7 +52,7 @@ describe("heartbeat credentials", () => {
   });
 
   it("401 without a token, with an unknown one, or with a boot token, before the body is judged", async () => {
-    const agent = await registered("no-token");
+    const agent = await registered("no-token", true);
     const boot = fake.inspect(agent.id)?.instance?.env.WORKSPACE_BOOT_TOKEN ?? "";
     for (const token of [null, "mwt_unknown", boot]) {
       for (const body of [{ workspace_id: agent.id }, { workspace_id: 42 }, "not json"]) {
@@ -69,7 +73,7 @@ describe("heartbeat credentials", () => {
 
   it("403 for another workspace's id, and the other workspace is not touched", async () => {
     const agent = await registered("mine");
-    const other = await registered("theirs");
+    const other = await registered("theirs", true);
     const response = await beat(agent.token, { workspace_id: other.id });
     expect(response.status).toBe(403);
     expect(response.body.error.code).toBe("forbidden");

@@ -130,13 +130,17 @@ describe("GET /metrics", () => {
 
   it("counts heartbeats served by the raw route, and those recorded, batched or not", async () => {
     const { id, token } = await registered("beating");
+    // Registering made it online; `degraded` is a change again (the steady state below stays degraded).
     const beat = () =>
-      platform.callServed("POST", "/registry/heartbeat", { token, body: { workspace_id: id } });
+      platform.callServed("POST", "/registry/heartbeat", {
+        token,
+        body: { workspace_id: id, status: "degraded", detail: "metrics test" },
+      });
     const recorded = (text: string) => metricValue(text, "molecule_heartbeats_recorded_total");
     const served = (text: string) =>
       metricValue(text, REQUESTS, { method: "POST", route: "/registry/heartbeat", status: "200" });
     const start = await scrape();
-    expect((await beat()).body.status).toBe("online"); // a change: written at once
+    expect((await beat()).body.status).toBe("degraded"); // a change: written at once
     const changed = await scrape();
     expect(recorded(changed) - recorded(start)).toBe(1);
     expect(served(changed) - served(start)).toBe(1);

@@ -122,12 +122,20 @@ describe("hostile text on the tenant platform", () => {
 
   it("a degraded heartbeat's detail with NUL is a 400 and records nothing; a multi-line one is kept", async () => {
     const agent = await registered();
+    // What the registration recorded (it counts as the first heartbeat): the refused beat must not change it.
+    const registeredAt = (await platform.call("GET", `/workspaces/${agent.id}`)).body.lastHeartbeatAt;
+    expect(registeredAt).not.toBeNull();
+    platform.clock.advance(1_000);
     const refused = await platform.call("POST", "/registry/heartbeat", {
       token: agent.token,
       body: { workspace_id: agent.id, status: "degraded", detail: "disk\u0000full" },
     });
     expectBadRequest(refused, "NUL in detail");
-    expect((await platform.call("GET", `/workspaces/${agent.id}`)).body.lastHeartbeatAt).toBeNull();
+    await platform.heartbeats.flush();
+    expect((await platform.call("GET", `/workspaces/${agent.id}`)).body).toMatchObject({
+      lastHeartbeatAt: registeredAt,
+      status: "online",
+    });
     const online = await platform.call("POST", "/registry/heartbeat", {
       token: agent.token,
       body: { workspace_id: agent.id },

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { messageText } from "./a2a-protocol.ts";
 import { type AgentReadyInfo, type RunAgentOptions, runAgent } from "./agent.ts";
+import { sleep as realSleep } from "./backoff.ts";
 import { CredentialsError } from "./credentials.ts";
 import { sendText } from "./testing/agent-process.ts";
 import { FakePlatform } from "./testing/fake-platform.ts";
@@ -71,7 +72,7 @@ function listeningPort(lines: string[]): number | undefined {
 }
 
 describe("runAgent", () => {
-  it("registers its real URL, pulls secrets, serves messages, heartbeats, and stops on abort", async () => {
+  it("registers its real URL, gets its secrets with the registration, serves messages, heartbeats, and stops on abort", async () => {
     const boot = platform.addWorkspace("ws_run", { API_KEY: "sk-secret-value" });
     const agent = start({ workspaceId: "ws_run", bootToken: boot });
     const info = await agent.ready;
@@ -79,6 +80,8 @@ describe("runAgent", () => {
     expect(info.port).toBeGreaterThan(0);
     expect(info.url).toBe(`http://127.0.0.1:${info.port}`);
     expect(info.secrets).toEqual({ API_KEY: "sk-secret-value" });
+    // They came in the register answer: the secrets route was never asked.
+    expect(platform.secretPulls).not.toContain("ws_run");
     const ws = platform.workspace("ws_run");
     expect(ws.url).toBe(info.url);
     expect(ws.agentCard).toMatchObject({
@@ -114,6 +117,82 @@ describe("runAgent", () => {
     expect(log).not.toContain(ws.inboundToken ?? "missing");
     expect(log).not.toContain(boot);
     expect(log).not.toContain("sk-secret-value");
+  });
+
+  it("is online once registered: its first heartbeat is due an interval later, not at once", async () => {
+    const boot = platform.addWorkspace("ws_first_beat", { API_KEY: "sk-first" });
+    const delays: number[] = [];
+    const agent = start({
+      workspaceId: "ws_first_beat",
+      bootToken: boot,
+      heartbeatIntervalMs: 60_000,
+      sleep: (ms, signal) => {
+        delays.push(ms);
+        return realSleep(Math.min(ms, 20), signal);
+      },
+    });
+    const info = await agent.ready;
+    expect(info.secrets).toEqual({ API_KEY: "sk-first" });
+    const ws = platform.workspace("ws_first_beat");
+    expect(ws.status).toBe("online");
+    expect(ws.heartbeats).toHaveLength(0);
+    // The loop's first wait is the interval, and nothing else waited before it.
+    expect(delays).toEqual([60_000]);
+    await until(() => ws.heartbeats.length >= 1);
+    agent.controller.abort();
+    await agent.done;
+  });
+
+  it("pulls its secrets when the register answer came without them, retrying the platform's error until it can", async () => {
+    const boot = platform.addWorkspace("ws_unreadable", { API_KEY: "sk-later" });
+    const ws = platform.workspace("ws_unreadable");
+    ws.secretsUnreadable = true;
+    const agent = start({ workspaceId: "ws_unreadable", bootToken: boot });
+    await until(() => agent.lines.filter((l) => l.includes('"event":"secrets_retry"')).length >= 2);
+    // Registered (the boot token is spent), not online, and no heartbeat before the secrets are in hand.
+    expect(ws.registrations).toBe(1);
+    expect(ws.bootToken).toBeNull();
+    expect(ws.status).toBe("awaiting_agent");
+    expect(ws.heartbeats).toHaveLength(0);
+    expect(agent.lines.find((l) => l.includes('"event":"secrets_retry"'))).toContain(
+      "secrets_key_unavailable",
+    );
+
+    ws.secretsUnreadable = false;
+    const info = await agent.ready;
+    expect(info.secrets).toEqual({ API_KEY: "sk-later" });
+    expect(platform.secretPulls).toContain("ws_unreadable");
+    // Not counted as a heartbeat by the platform: the loop beats at once.
+    await until(() => ws.heartbeats.length >= 1);
+    expect(ws.status).toBe("online");
+    expect(ws.registrations).toBe(1);
+    agent.controller.abort();
+    await agent.done;
+    expect(agent.lines.join("\n")).not.toContain("sk-later");
+  });
+
+  it("pulls its secrets and heartbeats at once against a platform whose register answers carry neither", async () => {
+    const old = new FakePlatform();
+    old.registrationIsFirstBeat = false;
+    await old.start();
+    try {
+      const boot = old.addWorkspace("ws_old_platform", { API_KEY: "sk-old" });
+      const agent = start({
+        workspaceId: "ws_old_platform",
+        bootToken: boot,
+        platformUrl: old.url,
+        heartbeatIntervalMs: 60_000,
+      });
+      const info = await agent.ready;
+      expect(info.secrets).toEqual({ API_KEY: "sk-old" });
+      expect(old.secretPulls).toEqual(["ws_old_platform"]);
+      await until(() => old.workspace("ws_old_platform").heartbeats.length >= 1);
+      expect(old.workspace("ws_old_platform").status).toBe("online");
+      agent.controller.abort();
+      await agent.done;
+    } finally {
+      await old.stop();
+    }
   });
 
   it("re-uses the stored token after a restart with the spent boot token", async () => {

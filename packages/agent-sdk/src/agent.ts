@@ -1,7 +1,8 @@
 /**
  * `runAgent`: everything a workspace agent needs beside its own logic. It starts the A2A server, obtains an auth
  * token (explicit, stored, or by registering with the boot token — retried while the platform is not up yet),
- * pulls the workspace's secrets once, heartbeats until stopped, and shuts down cleanly when `signal` aborts.
+ * takes the workspace's secrets from the register answer or pulls them once, heartbeats until stopped, and shuts
+ * down cleanly when `signal` aborts.
  *
  * The A2A server answers JSON-RPC only to the platform's proxy: until the credentials are in hand it answers 503, then
  * 401 to any request without the inbound token that came with the auth token. From a platform that issues no inbound
@@ -26,7 +27,7 @@ import {
   CredentialStore,
   CredentialsError,
 } from "./credentials.ts";
-import { runHeartbeatLoop } from "./heartbeat.ts";
+import { DEFAULT_HEARTBEAT_INTERVAL_MS, runHeartbeatLoop } from "./heartbeat.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
 
 export interface AgentMessageContext extends MessageContext {
@@ -188,12 +189,18 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       // Only a new registration (new boot token) can tell the platform the new URL.
       log("warn", "registered_url_stale", { url: publicUrl });
     }
-    for (let attempt = 1; ; attempt++) {
+    // A registration with the boot token answers with the secrets (one request fewer); otherwise they are pulled.
+    const registered = credentials.takeRegistration();
+    if (registered?.secrets) {
+      secrets = Object.freeze({ ...registered.secrets });
+      // Names are not secret, but the count says enough.
+      log("info", "secrets_loaded", { count: Object.keys(secrets).length, from: "registration" });
+    }
+    for (let attempt = 1; !registered?.secrets; attempt++) {
       try {
         secrets = Object.freeze(
           await credentials.withToken(signal, (token) => client.pullSecrets(token, { signal })),
         );
-        // Names are not secret, but the count says enough.
         log("info", "secrets_loaded", { count: Object.keys(secrets).length });
         break;
       } catch (err) {
@@ -209,9 +216,12 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       }
     }
 
-    // The first heartbeat moves the workspace online: by then what a restart needs is on disk.
     await Promise.all([portSaved, credentials.persisted()]);
+    // A registration that came back `online` counted as the first heartbeat: the next one is due an interval later.
+    const heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
+    const advisedMs = (registered?.heartbeatIntervalSeconds ?? Number.POSITIVE_INFINITY) * 1000;
     const heartbeat = runHeartbeatLoop({
+      firstBeatInMs: registered?.status === "online" ? Math.min(heartbeatIntervalMs, advisedMs) : 0,
       client,
       token: () => credentials.token ?? "",
       onUnauthorized: (s) => credentials.renew(s),

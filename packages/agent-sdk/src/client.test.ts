@@ -69,6 +69,32 @@ describe("PlatformClient against the fake platform", () => {
     expect(gone.retryable).toBe(false);
   });
 
+  it("takes the secrets and the status a register answer carries; malformed secrets are left out, not an error", async () => {
+    const boot = platform.addWorkspace("ws_reg_secrets", { OPENAI_API_KEY: "sk-1" });
+    const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_reg_secrets" });
+    const res = await client.register(boot, { url: null, agentCard: {} });
+    expect(res.secrets).toEqual({ OPENAI_API_KEY: "sk-1" });
+    expect(res.status).toBe("online");
+
+    const answer = (secrets: unknown) =>
+      new PlatformClient({
+        platformUrl: "http://platform.test",
+        workspaceId: "ws_x",
+        fetch: async () =>
+          new Response(
+            JSON.stringify({ auth_token: "mwt_a", workspace_id: "ws_x", inbound_token: "mit_b", secrets }),
+            {
+              status: 200,
+            },
+          ),
+      }).register("mbt_c", { url: null, agentCard: {} });
+    for (const bad of [["sk-in-an-array"], { A: 1 }, "sk-text", null]) {
+      const registered = await answer(bad);
+      expect(registered.authToken).toBe("mwt_a");
+      expect(registered).not.toHaveProperty("secrets");
+    }
+  });
+
   it("pulls secret values with the auth token", async () => {
     const boot = platform.addWorkspace("ws_sec", { OPENAI_API_KEY: "sk-1", EMPTY: "" });
     const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_sec" });

@@ -32,6 +32,13 @@ export interface RegisterResult {
    * refuses requests without it. Null from a platform that issues none.
    */
   inboundToken: string | null;
+  /**
+   * The workspace's secret values, when the platform sent them with the answer (a registration with the boot token,
+   * every secret readable); absent from older platforms and otherwise: pull them with `pullSecrets`. Never log them.
+   */
+  secrets?: Record<string, string>;
+  /** The workspace's status once registered ("online": the registration counted as the first heartbeat). */
+  status?: string;
 }
 
 /** What an agent reports about itself in a heartbeat (the workspace id is added by the client). */
@@ -152,7 +159,15 @@ export class PlatformClient {
     if (inboundToken !== undefined && (typeof inboundToken !== "string" || inboundToken === "")) {
       throw invalidResponse("register", 200);
     }
-    return { authToken, workspaceId, inboundToken: inboundToken ?? null, ...advisedInterval(body) };
+    const secrets = secretValues(answer.secrets);
+    return {
+      authToken,
+      workspaceId,
+      inboundToken: inboundToken ?? null,
+      ...advisedInterval(body),
+      ...(secrets ? { secrets } : {}),
+      ...(typeof answer.status === "string" ? { status: answer.status } : {}),
+    };
   }
 
   async heartbeat(
@@ -177,17 +192,9 @@ export class PlatformClient {
   async pullSecrets(authToken: string, options: CallOptions = {}): Promise<Record<string, string>> {
     const path = `/workspaces/${encodeURIComponent(this.workspaceId)}/secrets/values`;
     const res = await this.#call("GET", path, authToken, options.signal);
-    const secrets = field(res, "secrets");
-    if (secrets === null || typeof secrets !== "object" || Array.isArray(secrets)) {
-      throw invalidResponse("secrets", 200);
-    }
-    const out: Record<string, string> = {};
-    for (const [key, value] of Object.entries(secrets)) {
-      // Never put the value in an error message.
-      if (typeof value !== "string") throw invalidResponse("secrets", 200);
-      out[key] = value;
-    }
-    return out;
+    const secrets = secretValues(field(res, "secrets"));
+    if (!secrets) throw invalidResponse("secrets", 200);
+    return secrets;
   }
 
   async #call(
@@ -250,6 +257,20 @@ export class PlatformClient {
     if (parsed === undefined) throw invalidResponse(path, status);
     return parsed;
   }
+}
+
+/**
+ * A `{name: value}` object of strings, or null for anything else. Never puts a value in an error: a register answer
+ * whose secrets are malformed is used without them (its boot token is spent; the agent pulls them instead).
+ */
+function secretValues(value: unknown): Record<string, string> | null {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const out: Record<string, string> = {};
+  for (const [key, secret] of Object.entries(value)) {
+    if (typeof secret !== "string") return null;
+    out[key] = secret;
+  }
+  return out;
 }
 
 /** One field of an answer, unchecked; `W` names the wire type whose field it is, so a renamed field fails to compile. */

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { backoffDelay, sleep as realSleep, type Sleep } from "./backoff.ts";
-import { type AgentCard, type PlatformClient, PlatformError } from "./client.ts";
+import { type AgentCard, type PlatformClient, PlatformError, type RegisterResult } from "./client.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
 
 export const DEFAULT_STATE_DIR = "/workspace/.molecule";
@@ -149,6 +149,9 @@ export class CredentialsError extends Error {
 
 export type CredentialSource = "explicit" | "stored" | "registered";
 
+/** What a register answer carried beyond the tokens (see `RegisterResult`); absent where the platform sent nothing. */
+export type RegisterOutcome = Pick<RegisterResult, "secrets" | "status" | "heartbeatIntervalSeconds">;
+
 export interface CredentialManagerOptions {
   client: Pick<PlatformClient, "register" | "workspaceId" | "platformUrl">;
   /** Where the auth token is persisted; null keeps it in memory only. */
@@ -180,6 +183,7 @@ export class CredentialManager {
   #explicitUsed = false;
   #bootTokenSpent = false;
   #persisting: Promise<void> = Promise.resolve();
+  #answer: RegisterOutcome | null = null;
 
   constructor(options: CredentialManagerOptions) {
     this.#opts = options;
@@ -200,6 +204,16 @@ export class CredentialManager {
 
   get source(): CredentialSource | null {
     return this.#source;
+  }
+
+  /**
+   * What the last registration's answer said beyond the tokens (the secrets it carried, the workspace's status), once:
+   * null when the current token was not registered since the last call. Never log it.
+   */
+  takeRegistration(): RegisterOutcome | null {
+    const answer = this.#answer;
+    this.#answer = null;
+    return answer;
   }
 
   /**
@@ -288,7 +302,10 @@ export class CredentialManager {
     this.#token = token;
     this.#inboundToken = inboundToken;
     this.#source = source;
-    if (source !== "registered") this.#log("info", "credentials_reused", { source });
+    if (source !== "registered") {
+      this.#answer = null;
+      this.#log("info", "credentials_reused", { source });
+    }
     return token;
   }
 
@@ -310,6 +327,11 @@ export class CredentialManager {
         const res = await client.register(bootToken, registration, { signal });
         this.#bootTokenSpent = true;
         this.#set(res.authToken, res.inboundToken, "registered");
+        this.#answer = {
+          ...(res.secrets ? { secrets: res.secrets } : {}),
+          ...(res.status ? { status: res.status } : {}),
+          ...(res.heartbeatIntervalSeconds ? { heartbeatIntervalSeconds: res.heartbeatIntervalSeconds } : {}),
+        };
         this.#log("info", "registered", { url: registration.url, attempts: attempt });
         if (store) {
           const record = {

@@ -41,6 +41,24 @@ describe("runHeartbeatLoop", () => {
     expect(platform.workspace("ws_hb_ok").status).toBe("online");
   });
 
+  it("waits firstBeatInMs before its first beat when given one", async () => {
+    const { client, authToken } = await registered("ws_hb_later");
+    const controller = new AbortController();
+    const beatsAtSleep: number[] = [];
+    const { delays, sleep } = scriptedSleep(controller, 3, () =>
+      beatsAtSleep.push(platform.workspace("ws_hb_later").heartbeats.length),
+    );
+    await runHeartbeatLoop({
+      client,
+      token: () => authToken,
+      signal: controller.signal,
+      sleep,
+      firstBeatInMs: 12_000,
+    });
+    expect(delays).toEqual([12_000, 30_000, 30_000]);
+    expect(beatsAtSleep).toEqual([0, 1, 2]);
+  });
+
   it("heartbeats as often as the platform's answers ask when that is more often than configured", async () => {
     const { client, authToken } = await registered("ws_hb_advised");
     platform.heartbeatIntervalSeconds = 3;

@@ -1,5 +1,5 @@
 /**
- * The heartbeat loop: one heartbeat at once, then one every `intervalMs` (30 s), or more often when the platform's
+ * The heartbeat loop: one heartbeat at once (or after `firstBeatInMs`), then one every `intervalMs` (30 s), or more often when the platform's
  * answer asks for it (`heartbeat_interval_seconds`: it marks a workspace offline after three silent intervals, so a
  * slower agent would flap). Failures back off exponentially with jitter (1 s doubling, capped at 60 s); a rejected
  * token is renewed once through `onUnauthorized`; 404/410 (workspace removed) ends the loop. Time is injected
@@ -22,6 +22,11 @@ export interface HeartbeatLoopOptions {
   signal: AbortSignal;
   /** The longest wait between heartbeats; a shorter interval the platform asks for wins. */
   intervalMs?: number;
+  /**
+   * How long to wait before the first heartbeat (default 0: at once). A registration the platform counted as the
+   * first heartbeat (its answer said `online`) lets the loop start one interval later.
+   */
+  firstBeatInMs?: number;
   backoff?: { baseMs: number; maxMs: number };
   sleep?: Sleep;
   random?: () => number;
@@ -47,6 +52,7 @@ export async function runHeartbeatLoop(options: HeartbeatLoopOptions): Promise<H
   let renewedSinceSuccess = false;
   let advisedMs: number | undefined;
 
+  if (options.firstBeatInMs) await sleep(options.firstBeatInMs, signal);
   while (!signal.aborted) {
     let delayMs = intervalMs;
     try {

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { WorkspaceId } from "./ids.ts";
+import { WorkspaceStatus } from "./status.ts";
 import { multiLineText, singleLineText, storableJson } from "./text.ts";
 
 /** The agent's own JSON, stored as sent: any fields beyond these, with nothing in them the database refuses. */
@@ -33,6 +34,17 @@ export const RegisterResponse = z.object({
    * JSON-RPC requests without it. Replaced at every registration, like the bearer token.
    */
   inbound_token: z.string(),
+  /**
+   * The workspace's status once registered. A registration with the boot token whose answer carries `secrets` counts
+   * as the agent's first heartbeat: it moves the workspace `online` where a heartbeat would.
+   */
+  status: WorkspaceStatus,
+  /**
+   * The workspace's secret values, only in the answer to a registration with the boot token (never the admin's), and
+   * only when every one of them could be opened; without it the agent pulls them with
+   * `GET /workspaces/:id/secrets/values`, which says what is wrong.
+   */
+  secrets: z.record(z.string(), z.string()).optional(),
 });
 export type RegisterResponse = z.infer<typeof RegisterResponse>;
 

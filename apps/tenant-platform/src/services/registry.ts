@@ -4,19 +4,38 @@ import {
   type HeartbeatBody,
   type RegisterBody,
   type RegisterResponse,
+  sourcesOf,
+  type WorkspaceStatus,
 } from "@molecule/contracts";
-import { type Db, type WorkspaceRow, workspaces, workspaceTokens } from "@molecule/db";
-import { hashToken, mintToken } from "@molecule/identity";
+import { type Db, type WorkspaceRow, workspaceSecrets, workspaces, workspaceTokens } from "@molecule/db";
+import { hashToken, mintToken, SealedValueError } from "@molecule/identity";
 import { and, eq, isNull, sql } from "drizzle-orm";
 import { checkAgentUrl, isAssignedAgentUrl } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import type { HeartbeatBatcher } from "./heartbeats.ts";
 import { mintInboundToken } from "./inbound-token.ts";
 import { heartbeatIntervalSeconds } from "./liveness.ts";
+import { openSecrets } from "./secrets.ts";
 import { type Credential, workspaceForToken } from "./tokens.ts";
 import { transitionWorkspace } from "./transitions.ts";
 
 const GONE = new Set(["removing", "removed"]);
+
+/**
+ * The statuses a heartbeat moves `online` (or `degraded`) from. "provisioning": the agent can be up before the
+ * backend call that started it has returned.
+ */
+const BEAT_SOURCES: readonly WorkspaceStatus[] = [
+  "provisioning",
+  "awaiting_agent",
+  "online",
+  "degraded",
+  "offline",
+];
+/** Where the agent's registration, its first heartbeat, moves the workspace `online` from (the table allows it). */
+const BEAT_MOVES_ONLINE: ReadonlySet<string> = new Set(
+  sourcesOf("online").filter((status) => BEAT_SOURCES.includes(status)),
+);
 
 /**
  * The URL an agent registers replaces the old one; an external workspace whose agent sends none keeps the URL given
@@ -61,12 +80,20 @@ export class RegistryService {
    * Exchanges a one-time boot token (or the admin token, for operators registering an agent by hand) for the
    * workspace's bearer token and its agent's inbound token (what the A2A proxy presents to it). The boot token is
    * spent in the same transaction; earlier bearer and inbound tokens are replaced.
+   *
+   * The agent registering with its boot token also gets the workspace's secrets in the answer (one request fewer on
+   * its way up), and the registration counts as its first heartbeat: `last_heartbeat_at` is set and the workspace
+   * moves `online` from wherever a heartbeat would move it. A secret that cannot be opened does not fail the
+   * registration (the boot token is spent by then): the answer comes without `secrets`, the workspace stays where it
+   * was until the agent's first heartbeat, and the agent's own `GET /workspaces/:id/secrets/values` answers why. The
+   * admin's registration carries no secrets and moves nothing: the agent is not the one calling.
    */
   async register(bearer: string | null, isAdmin: boolean, body: RegisterBody): Promise<RegisterResponse> {
-    const { db, settings, sealer } = this.deps;
+    const { db, settings, sealer, clock } = this.deps;
     const authToken = mintToken("mwt");
     const inbound = mintInboundToken(sealer, body.id);
-    await db.transaction(async (tx) => {
+    const beatAt = clock.now();
+    const registered = await db.transaction(async (tx) => {
       const [workspace] = await tx
         .select()
         .from(workspaces)
@@ -101,25 +128,75 @@ export class RegistryService {
       await tx
         .insert(workspaceTokens)
         .values({ tokenHash: hashToken(authToken), workspaceId: body.id, kind: "auth" });
+      const secrets = isAdmin ? null : await this.secretsFor(tx, body.id);
+      const movesOnline =
+        secrets !== null && workspace.status !== "online" && BEAT_MOVES_ONLINE.has(workspace.status);
       await tx
         .update(workspaces)
         .set({
           url: registeredUrl(workspace, body),
           agentCard: body.agent_card ?? null,
           ...inbound.columns,
+          ...(secrets === null ? {} : { lastHeartbeatAt: beatAt }),
+          ...(movesOnline ? { status: "online" as const, statusReason: null } : {}),
           updatedAt: new Date(),
         })
         .where(eq(workspaces.id, body.id));
+      return { from: workspace.status, to: movesOnline ? ("online" as const) : workspace.status, secrets };
     });
     // Earlier bearer tokens were revoked: streams opened with them end now.
     this.deps.events.credentialsChanged(body.id);
-    this.deps.logger.info({ workspaceId: body.id }, "agent registered");
+    if (registered.secrets !== null) {
+      this.deps.events.publish({
+        type: "workspace.heartbeat",
+        workspaceId: body.id,
+        data: { at: beatAt.toISOString(), status: "ok" },
+      });
+    }
+    if (registered.to !== registered.from) {
+      this.deps.events.publish({
+        type: "workspace.status",
+        workspaceId: body.id,
+        data: { from: registered.from, to: registered.to, reason: null },
+      });
+    }
+    this.deps.logger.info({ workspaceId: body.id, status: registered.to }, "agent registered");
     return {
       auth_token: authToken,
       workspace_id: body.id,
       heartbeat_interval_seconds: heartbeatIntervalSeconds(settings.staleAfterMs),
       inbound_token: inbound.token,
+      status: registered.to,
+      ...(registered.secrets === null ? {} : { secrets: registered.secrets }),
     };
+  }
+
+  /**
+   * The workspace's secret values for its registering agent, or null when one of them cannot be opened (logged with
+   * the secret's name and the reason, never a value).
+   */
+  private async secretsFor(
+    tx: Pick<Db, "select">,
+    workspaceId: string,
+  ): Promise<Record<string, string> | null> {
+    const rows = await tx
+      .select({
+        key: workspaceSecrets.key,
+        sealed: workspaceSecrets.sealed,
+        keyVersion: workspaceSecrets.keyVersion,
+      })
+      .from(workspaceSecrets)
+      .where(eq(workspaceSecrets.workspaceId, workspaceId));
+    try {
+      return openSecrets(this.deps.sealer, workspaceId, rows);
+    } catch (error) {
+      if (!(error instanceof SealedValueError)) throw error;
+      this.deps.logger.warn(
+        { workspaceId, code: error.code, reason: error.message },
+        "registered without its secrets: the agent must pull them, and is not online until its first heartbeat",
+      );
+      return null;
+    }
   }
 
   /**
@@ -180,8 +257,7 @@ export class RegistryService {
       return { ok: true as const, status: workspace.status, heartbeat_interval_seconds: interval };
     }
     await transitionWorkspace(this.deps, workspace.id, target, {
-      // "provisioning": the agent can be up before the backend call that started it has returned.
-      from: ["provisioning", "awaiting_agent", "online", "degraded", "offline"],
+      from: BEAT_SOURCES,
       reason: body.status === "degraded" ? (body.detail ?? "agent reported degraded") : null,
     });
     const [current] = await this.deps.db

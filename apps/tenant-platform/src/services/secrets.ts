@@ -1,7 +1,29 @@
 import { DomainError, EXTERNAL_RUNTIME, LIVE_STATUSES } from "@molecule/contracts";
-import { workspaceSecrets, workspaces } from "@molecule/db";
+import { type WorkspaceSecretRow, workspaceSecrets, workspaces } from "@molecule/db";
+import { SealedValueError, type Sealer } from "@molecule/identity";
 import { and, asc, eq, inArray, ne } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
+
+/** The values of a workspace's secret rows; a `SealedValueError` naming the first secret that cannot be opened. */
+export function openSecrets(
+  sealer: Sealer,
+  workspaceId: string,
+  rows: readonly Pick<WorkspaceSecretRow, "key" | "sealed" | "keyVersion">[],
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const row of rows) {
+    try {
+      out[row.key] = sealer.open(row.sealed, row.keyVersion, `${workspaceId}:${row.key}`);
+    } catch (error) {
+      if (!(error instanceof SealedValueError)) throw error;
+      throw new SealedValueError(
+        error.keyVersion,
+        `secret ${row.key} of workspace ${workspaceId} is ${error.message}`,
+      );
+    }
+  }
+  return out;
+}
 
 /**
  * Workspace secrets, sealed at rest. A change to a running workspace marks it `needsRestart`: the running
@@ -20,16 +42,13 @@ export class SecretService {
     return rows.map((row) => ({ key: row.key, updatedAt: row.updatedAt.toISOString() }));
   }
 
+  /** Every value opened; a `SealedValueError` (503 `secrets_key_unavailable`) naming the secret that cannot be. */
   async values(workspaceId: string): Promise<Record<string, string>> {
     const rows = await this.deps.db
       .select()
       .from(workspaceSecrets)
       .where(eq(workspaceSecrets.workspaceId, workspaceId));
-    const out: Record<string, string> = {};
-    for (const row of rows) {
-      out[row.key] = this.deps.sealer.open(row.sealed, row.keyVersion, `${workspaceId}:${row.key}`);
-    }
-    return out;
+    return openSecrets(this.deps.sealer, workspaceId, rows);
   }
 
   async put(workspaceId: string, key: string, value: string) {

@@ -18,6 +18,8 @@ export interface FakeWorkspace {
   agentCard: unknown;
   status: "awaiting_agent" | "online" | "degraded";
   secrets: Record<string, string>;
+  /** Plays secrets sealed with a key the platform lacks: register answers without them, the secrets route 503. */
+  secretsUnreadable: boolean;
   registrations: number;
   heartbeats: { at: number; status?: string; detail?: string }[];
 }
@@ -34,6 +36,13 @@ export class FakePlatform {
   heartbeatIntervalSeconds: number | undefined;
   /** False plays a platform from before inbound tokens: register answers none. */
   issuesInboundTokens = true;
+  /**
+   * False plays a platform from before registration carried the secrets and counted as the first heartbeat: register
+   * answers neither `secrets` nor `status`, and the workspace waits for its first heartbeat.
+   */
+  registrationIsFirstBeat = true;
+  /** The workspaces whose secrets the secrets route gave out, one entry per pull (register answers are not counted). */
+  readonly secretPulls: string[] = [];
 
   /** Adds a workspace and returns its one-time boot token. */
   addWorkspace(id: string, secrets: Record<string, string> = {}): string {
@@ -48,6 +57,7 @@ export class FakePlatform {
       agentCard: undefined,
       status: "awaiting_agent",
       secrets,
+      secretsUnreadable: false,
       registrations: 0,
       heartbeats: [],
     });
@@ -157,11 +167,15 @@ export class FakePlatform {
       ws.url = (body.url as string | null | undefined) ?? null;
       ws.agentCard = body.agent_card;
       ws.registrations += 1;
+      const firstBeat = this.registrationIsFirstBeat && !ws.secretsUnreadable;
+      if (firstBeat) ws.status = "online";
       return send(res, 200, {
         auth_token: ws.authToken,
         workspace_id: ws.id,
         ...(this.issuesInboundTokens ? { inbound_token: ws.inboundToken } : {}),
         ...this.#interval(),
+        ...(this.registrationIsFirstBeat ? { status: ws.status } : {}),
+        ...(firstBeat ? { secrets: ws.secrets } : {}),
       });
     }
 
@@ -184,6 +198,14 @@ export class FakePlatform {
     const ws = this.workspaces.get(id);
     if (!ws || ws.removed) return send(res, 404, this.#error("not_found", "workspace not found"));
     if (!auth || auth !== ws.authToken) return send(res, 401, this.#error("unauthorized", "invalid token"));
+    if (ws.secretsUnreadable) {
+      return send(
+        res,
+        503,
+        this.#error("secrets_key_unavailable", "sealed with key version 1, which this process does not have"),
+      );
+    }
+    this.secretPulls.push(ws.id);
     return send(res, 200, { secrets: ws.secrets });
   }
 }

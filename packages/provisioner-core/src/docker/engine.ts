@@ -80,6 +80,45 @@ export async function startContainer(
 }
 
 /**
+ * Freezes a running container's processes (the cgroup freezer): memory and connections stay, nothing runs. Already
+ * paused is success. False when the container is not running (there is nothing to freeze).
+ */
+export async function pauseContainer(
+  docker: Dockerode,
+  nameOrId: string,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  throwIfAborted(signal, "pause container");
+  try {
+    await docker.getContainer(nameOrId).pause({ abortSignal: signal });
+    return true;
+  } catch (error) {
+    throwIfAborted(signal, "pause container");
+    const info = await inspectContainer(docker, nameOrId).catch(() => undefined);
+    if (info?.State.Paused) return true; // paused already, or by a concurrent call
+    if (info && !info.State.Running) return false;
+    throw toProvisionerError("pause container", error);
+  }
+}
+
+/** Thaws a paused container; not paused (already thawed, by a concurrent call say) is success. */
+export async function unpauseContainer(
+  docker: Dockerode,
+  nameOrId: string,
+  signal?: AbortSignal,
+): Promise<void> {
+  throwIfAborted(signal, "unpause container");
+  try {
+    await docker.getContainer(nameOrId).unpause({ abortSignal: signal });
+  } catch (error) {
+    throwIfAborted(signal, "unpause container");
+    const info = await inspectContainer(docker, nameOrId).catch(() => undefined);
+    if (info && !info.State.Paused) return;
+    throw toProvisionerError("unpause container", error);
+  }
+}
+
+/**
  * Stops a running container, giving its process `timeoutSeconds` after SIGTERM before the engine kills it; already
  * stopped or gone is success. The engine answers only once the container has stopped: the signal ends the wait.
  */

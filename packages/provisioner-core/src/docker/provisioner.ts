@@ -25,12 +25,14 @@ import {
   type DockerLogger,
   dockerCall,
   noopDockerLogger,
+  pauseContainer,
   pullImage,
   removeContainer as removeContainerOn,
   removeVolume as removeVolumeOn,
   startContainer as startContainerOn,
   stopContainer as stopContainerOn,
   throwIfAborted,
+  unpauseContainer,
 } from "./engine.ts";
 import { containerNetworking, ensureNetwork, isUserDefinedNetwork } from "./network.ts";
 import {
@@ -119,7 +121,7 @@ export function agentEnv(
   return agentUrl ? { ...env, AGENT_PUBLIC_URL: agentUrl } : env;
 }
 
-type Step = "image_ready" | "volume_ready" | "container_created" | "container_started";
+type Step = "image_ready" | "volume_ready" | "container_created" | "container_started" | "container_resumed";
 
 /** Create options with secret env values replaced, safe to log. */
 export function redactCreateOptions(
@@ -297,6 +299,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     };
     claim("volume", volumeName, volume);
     let container: { id: string; image: string };
+    let paused = false;
     try {
       if (!existing) {
         await audit?.intent("container", name);
@@ -306,11 +309,18 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
         step("container_created", made.created ? made.id : `adopted ${made.id}`);
       } else {
         container = { id: existing.Id, image: existing.Config.Image };
+        paused = existing.State.Paused;
         step("container_created", `adopted ${existing.Id}`);
       }
       throwIfAborted(signal, "provision");
-      await startContainer(container.id, signal);
-      step("container_started", container.id);
+      // A suspended workspace's container is paused (the engine counts it as running): it is thawed, not started.
+      if (paused) {
+        await unpauseContainer(docker, container.id, signal);
+        step("container_resumed", container.id);
+      } else {
+        await startContainer(container.id, signal);
+        step("container_started", container.id);
+      }
     } finally {
       // A failed step still waits for the claims it started, and its error is the one reported.
       await Promise.allSettled(claims);
@@ -345,7 +355,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   const removeVolume = (name: string, signal: AbortSignal | undefined) =>
     removeVolumeOn(docker, name, signal);
 
-  const capabilities: Capabilities = { suspend: false };
+  const capabilities: Capabilities = { suspend: true };
 
   return {
     name: DOCKER_BACKEND,
@@ -382,8 +392,13 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     async suspend(ref, ctx): Promise<SuspendResult> {
       assertWorkspaceId(ref.workspaceId);
       throwIfAborted(ctx?.signal, "suspend");
-      await stopWorkspace(ref, ctx?.signal);
-      return { suspended: false, reason: "docker backend cannot suspend; stopped instead" };
+      // Paused, not stopped: the agent keeps its memory and resumes where it was (`start` unpauses it).
+      const info = await inspectOwnedContainer(docker, resourceName(ref.workspaceId), owner(ref.workspaceId));
+      if (info && (await pauseContainer(docker, info.Id, ctx?.signal))) {
+        ctx?.step?.("container_paused", info.Id);
+        return { suspended: true };
+      }
+      return { suspended: false, reason: "the workspace's container is not running; nothing to pause" };
     },
 
     async destroy(ref, ctx) {

@@ -45,7 +45,7 @@ describe("PlatformClient against the fake platform", () => {
     expect(err.requestId).toMatch(/^req_/);
   });
 
-  it("heartbeats with the auth token, sends status and detail, and reports the platform status", async () => {
+  it("heartbeats with the auth token, sends status, detail and activity, and reports the platform status", async () => {
     const boot = platform.addWorkspace("ws_hb");
     const client = new PlatformClient({ platformUrl: platform.url, workspaceId: "ws_hb" });
     const { authToken } = await client.register(boot, { url: null, agentCard: {} });
@@ -54,9 +54,14 @@ describe("PlatformClient against the fake platform", () => {
       ok: true,
       status: "degraded",
     });
-    expect(platform.workspace("ws_hb").heartbeats.map((h) => [h.status, h.detail])).toEqual([
-      [undefined, undefined],
-      ["degraded", "slow"],
+    // `active` (reported activity) is sent only when true: a platform that predates it never sees the field.
+    await client.heartbeat(authToken, { active: true });
+    await client.heartbeat(authToken, { active: false });
+    expect(platform.workspace("ws_hb").heartbeats.map((h) => [h.status, h.detail, h.active])).toEqual([
+      [undefined, undefined, undefined],
+      ["degraded", "slow", undefined],
+      [undefined, undefined, true],
+      [undefined, undefined, undefined],
     ]);
 
     const bad = await caught(client.heartbeat("tok_wrong"));

@@ -42,7 +42,7 @@ export interface RegisterResult {
 }
 
 /** What an agent reports about itself in a heartbeat (the workspace id is added by the client). */
-export type HeartbeatBody = Pick<RegistryHeartbeatBody, "status" | "detail">;
+export type HeartbeatBody = Pick<RegistryHeartbeatBody, "status" | "detail" | "active">;
 export type HeartbeatStatus = NonNullable<HeartbeatBody["status"]>;
 
 export interface HeartbeatResult {
@@ -179,6 +179,8 @@ export class PlatformClient {
       workspace_id: this.workspaceId,
       ...(body.status === undefined ? {} : { status: body.status }),
       ...(body.detail === undefined ? {} : { detail: body.detail }),
+      // Sent only when true: a platform that predates it never sees the field, and false is the default anyway.
+      ...(body.active ? { active: true } : {}),
     };
     const res = await this.#call("POST", "/registry/heartbeat", authToken, options.signal, sent);
     const status = field<HeartbeatResponse>(res, "status");

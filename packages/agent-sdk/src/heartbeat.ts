@@ -17,7 +17,11 @@ export interface HeartbeatLoopOptions {
   token: () => string;
   /** Called when the platform answers 401; returns a new token or throws to end the loop. */
   onUnauthorized?: (signal: AbortSignal) => Promise<string>;
-  /** What each heartbeat reports (status ok/degraded and a detail). Default: nothing (the platform assumes ok). */
+  /**
+   * What each heartbeat reports (status ok/degraded and a detail; `active: true` when the agent worked since the last
+   * beat without an A2A message through the platform, which keeps an idle-suspending platform from suspending it).
+   * Default: nothing (the platform assumes ok, not active).
+   */
   health?: () => HeartbeatBody | Promise<HeartbeatBody>;
   signal: AbortSignal;
   /** The longest wait between heartbeats; a shorter interval the platform asks for wins. */

@@ -34,6 +34,7 @@ export const A2A_PROXY_ERROR_CODES = {
   secrets_key_unavailable: -32050,
   bad_gateway: -32051,
   gateway_timeout: -32052,
+  wake_timeout: -32053,
 } as const;
 
 /** `GET /registry/discover/:id`: what an authorised caller may know about a target. */

@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   "upstream_unavailable",
   "bad_gateway",
   "gateway_timeout",
+  /** A request to a suspended workspace woke it, and its agent was not back within the wake timeout. */
+  "wake_timeout",
   /** A stored value was sealed with a secrets key this process is not configured with (or that does not open it). */
   "secrets_key_unavailable",
   "internal",

@@ -54,6 +54,11 @@ export const HeartbeatBody = z
     workspace_id: WorkspaceId,
     status: z.enum(["ok", "degraded"]).optional(),
     detail: multiLineText().max(1000).optional(),
+    /**
+     * The agent did something since its last heartbeat (or is still at it) without an A2A message through the
+     * platform: work on a task, a scheduled job. It keeps the workspace from being suspended as idle.
+     */
+    active: z.boolean().optional(),
   })
   .passthrough();
 export type HeartbeatBody = z.infer<typeof HeartbeatBody>;

@@ -67,6 +67,9 @@ export function isExternalCreate(body: {
   return body.external === true || (body.external === undefined && body.runtime === EXTERNAL_RUNTIME);
 }
 
+/** The longest idle time a workspace may ask for (30 days). */
+export const MAX_IDLE_SUSPEND_SECONDS = 30 * 24 * 3600;
+
 export const CreateWorkspaceBody = z
   .strictObject({
     name: singleLineText().trim().min(1).max(100),
@@ -82,9 +85,27 @@ export const CreateWorkspaceBody = z
     tier: Tier.default(2),
     secrets: WorkspaceSecrets.optional(),
     metadata: Metadata.optional(),
+    /**
+     * Suspend the workspace after this many seconds with no A2A message to or from it and no activity reported in
+     * its heartbeats; 0 or null: never. Absent: the platform's IDLE_SUSPEND_AFTER (off unless set).
+     */
+    idle_suspend_seconds: z
+      .number()
+      .int("idle_suspend_seconds must be a whole number of seconds")
+      .min(0)
+      .max(MAX_IDLE_SUSPEND_SECONDS, `idle_suspend_seconds is at most ${MAX_IDLE_SUSPEND_SECONDS} (30 days)`)
+      .nullable()
+      .optional(),
   })
   .superRefine((body, ctx) => {
     const external = isExternalCreate(body);
+    if (external && body.idle_suspend_seconds) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["idle_suspend_seconds"],
+        message: "an external workspace runs outside the platform and is never suspended by it",
+      });
+    }
     if (external && body.runtime !== undefined && body.runtime !== EXTERNAL_RUNTIME) {
       ctx.addIssue({
         code: "custom",
@@ -121,6 +142,10 @@ export const WorkspaceView = z.object({
   url: z.string().nullable(),
   metadata: z.record(z.string(), z.unknown()),
   lastHeartbeatAt: z.string().nullable(),
+  /** Seconds of idleness before the platform suspends it: 0 never, null the platform's IDLE_SUSPEND_AFTER. */
+  idleSuspendSeconds: z.number().nullable(),
+  /** The last A2A message to or from it, or activity its agent reported (written within a second or so). */
+  lastActivityAt: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
 });

@@ -49,7 +49,7 @@ const row = (id: string) => ({
 });
 
 describe("row-change notifications (triggers)", () => {
-  it("a workspace's insert, status change and delete each announce it; a heartbeat write announces nothing", async () => {
+  it("a workspace's insert, status change and delete each announce it; a heartbeat or activity write announces nothing", async () => {
     expect(await changesOf(() => other.insert(workspaces).values(row("ws_a")))).toEqual(["workspaces:ws_a"]);
     expect(
       await changesOf(() =>
@@ -57,6 +57,12 @@ describe("row-change notifications (triggers)", () => {
           .update(workspaces)
           .set({ lastHeartbeatAt: new Date(), updatedAt: new Date() })
           .where(eq(workspaces.id, "ws_a")),
+      ),
+    ).toEqual([]);
+    // Activity bookkeeping (A2A messages, reported activity) is written in batches like heartbeats.
+    expect(
+      await changesOf(() =>
+        other.update(workspaces).set({ lastActivityAt: new Date() }).where(eq(workspaces.id, "ws_a")),
       ),
     ).toEqual([]);
     expect(

@@ -21,7 +21,7 @@ export interface FakeWorkspace {
   /** Plays secrets sealed with a key the platform lacks: register answers without them, the secrets route 503. */
   secretsUnreadable: boolean;
   registrations: number;
-  heartbeats: { at: number; status?: string; detail?: string }[];
+  heartbeats: { at: number; status?: string; detail?: string; active?: boolean }[];
 }
 
 type Route = "register" | "heartbeat" | "secrets";
@@ -190,6 +190,7 @@ export class FakePlatform {
         at: Date.now(),
         status: body.status as string | undefined,
         detail: body.detail as string | undefined,
+        ...(body.active === undefined ? {} : { active: body.active as boolean }),
       });
       return send(res, 200, { ok: true, status: ws.status, ...this.#interval() });
     }

@@ -27,6 +27,10 @@ export const workspaces = pgTable(
     inboundTokenSealed: text("inbound_token_sealed"),
     inboundTokenKeyVersion: integer("inbound_token_key_version"),
     lastHeartbeatAt: timestamp("last_heartbeat_at", { withTimezone: true }),
+    /** Seconds idle before it is suspended: 0 never, null the platform's IDLE_SUSPEND_AFTER. */
+    idleSuspendSeconds: integer("idle_suspend_seconds"),
+    /** The last A2A message to or from it, or activity its agent reported; bookkeeping like last_heartbeat_at. */
+    lastActivityAt: timestamp("last_activity_at", { withTimezone: true }),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },

@@ -30,6 +30,7 @@ export function statusFor(code: ErrorCode): ContentfulStatusCode {
     case "backend_unavailable":
     case "upstream_unavailable":
     case "secrets_key_unavailable":
+    case "wake_timeout":
       return 503;
     case "bad_gateway":
       return 502;

@@ -21,6 +21,8 @@ export async function createDockerTestPlatform(options: {
   resolveAgentHost?: PlatformDeps["resolveAgentHost"];
   /** Settings over the test defaults (the org a control plane created for it and that org's admin token, say). */
   settings?: Partial<PlatformDeps["settings"]>;
+  /** Runs the idle sweep on this interval once `listen()` has started the loops. */
+  idleSweepIntervalMs?: number;
 }): Promise<TestPlatform> {
   const { docker, deployment, network = "host" } = options;
   const provisioner = createDockerProvisioner({
@@ -40,7 +42,11 @@ export async function createDockerTestPlatform(options: {
       workspaceEnv: options.workspaceEnv ?? { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" },
       ...options.settings,
     },
-    { sweepIntervalMs: 1_000, resolveAgentHost: options.resolveAgentHost },
+    {
+      sweepIntervalMs: 1_000,
+      resolveAgentHost: options.resolveAgentHost,
+      ...(options.idleSweepIntervalMs ? { idleSweepIntervalMs: options.idleSweepIntervalMs } : {}),
+    },
   );
 }
 

@@ -7,9 +7,11 @@ import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
 import { ServiceMetrics } from "@molecule/service-kit/metrics";
 import { createPlatform } from "@molecule/tenant-platform";
+import type { ActivityTracker } from "@molecule/tenant-platform/activity";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
 import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "@molecule/tenant-platform/heartbeats";
+import type { IdleSuspender } from "@molecule/tenant-platform/idle";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
 import pino from "pino";
@@ -62,6 +64,10 @@ export interface TestPlatform {
    * once `listen()` has started the loops.
    */
   heartbeats: HeartbeatBatcher;
+  /** A2A messages and reported activity, buffered: written by `activity.flush()` or an idle sweep. */
+  activity: ActivityTracker;
+  /** The idle sweep: `idle.sweep()` runs one round (its loop runs only when `listen()` is given an interval). */
+  idle: IdleSuspender;
   clock: TestClock;
   /** Every log line the platform wrote, for checking that no secret leaks into logs. */
   logs: string[];
@@ -111,6 +117,8 @@ export async function createTestPlatform(
   settings: Partial<PlatformSettings> = {},
   options: {
     sweepIntervalMs?: number;
+    /** Runs the idle sweep on this interval once `listen()` has started the loops (default: only by hand). */
+    idleSweepIntervalMs?: number;
     resolveAgentHost?: PlatformDeps["resolveAgentHost"];
     /** The key ring (default: `SECRETS_KEY` as version 1). */
     sealer?: Sealer;
@@ -185,6 +193,8 @@ export async function createTestPlatform(
   const {
     app,
     rawRoutes,
+    idle,
+    activity,
     close: closePlatform,
   } = createPlatform(deps, {
     ...(changes ? { changes } : {}),
@@ -199,6 +209,8 @@ export async function createTestPlatform(
     runner,
     sweeper,
     heartbeats,
+    activity,
+    idle,
     clock,
     logs,
     call: (method, path, options = {}) => testCall((init) => app.request(path, init), method, options),
@@ -224,6 +236,8 @@ export async function createTestPlatform(
       runner.start();
       sweeper.start();
       heartbeats.start();
+      activity.start();
+      if (options.idleSweepIntervalMs) idle.start(options.idleSweepIntervalMs);
       return url;
     },
     dropConnections() {
@@ -240,6 +254,8 @@ export async function createTestPlatform(
       }
       await runner.stop();
       await sweeper.stop();
+      await idle.stop();
+      await activity.stop();
       closePlatform();
       await heartbeats.stop();
       await changes?.close();

@@ -14,13 +14,16 @@ import { heartbeatRawRoute, heartbeatRoutes, registryRoutes } from "./routes/reg
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
 import { cachedDirectory, databaseDirectory } from "./services/a2a-directory.ts";
+import { ActivityTracker } from "./services/activity.ts";
 import type { TenantBackups } from "./services/backups.ts";
 import type { PlatformDeps } from "./services/deps.ts";
 import type { HeartbeatBatcher } from "./services/heartbeats.ts";
+import { IdleSuspender } from "./services/idle.ts";
 import { instrumentPlatform } from "./services/metrics.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
+import { WorkspaceWaker } from "./services/wake.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
 
 export interface AppHooks {
@@ -37,6 +40,11 @@ export interface AppHooks {
    * routes from memory that every replica's changes invalidate; without it, from the database on every call.
    */
   changes?: ChangeFeed;
+  /**
+   * Where A2A messages and reported activity are recorded (`main()` runs its flush loop); one is made if absent,
+   * written only by the idle sweep's flush.
+   */
+  activity?: ActivityTracker;
 }
 
 /**
@@ -45,18 +53,25 @@ export interface AppHooks {
  * the Hono app only.
  */
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
+  const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
+  const activity = hooks.activity ?? new ActivityTracker(deps, 1_000);
   const a2a = new A2AService(
     deps,
     hooks.changes ? cachedDirectory(deps, hooks.changes) : databaseDirectory(deps),
+    new WorkspaceWaker(deps, workspaces, hooks.changes ?? null),
+    activity,
   );
-  const registry = new RegistryService(deps, hooks.heartbeats ?? null);
+  const registry = new RegistryService(deps, hooks.heartbeats ?? null, activity);
   // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
   const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a), heartbeatRawRoute(deps, registry)];
   const reconciler = hooks.reconciler ?? createTenantReconciler(deps);
   instrumentPlatform(deps.metrics, deps, { reconciler, heartbeats: hooks.heartbeats ?? null });
   return {
-    app: createHonoApp(deps, hooks, a2a, registry, reconciler),
+    app: createHonoApp(deps, hooks, workspaces, a2a, registry, reconciler),
     rawRoutes,
+    /** The idle sweep (`main()` runs it on the status sweep's interval). */
+    idle: new IdleSuspender(deps, workspaces, activity),
+    activity,
     close: () => a2a.close(),
   };
 }
@@ -69,11 +84,11 @@ export function createApp(deps: PlatformDeps, hooks: AppHooks = {}) {
 function createHonoApp(
   deps: PlatformDeps,
   hooks: AppHooks,
+  workspaces: WorkspaceService,
   a2a: A2AService,
   registry: RegistryService,
   reconciler: Reconciler,
 ) {
-  const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
   const secrets = new SecretService(deps);
 
   const app = new Hono<AppEnv>();

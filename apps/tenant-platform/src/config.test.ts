@@ -23,6 +23,19 @@ describe("loadConfig", () => {
     expect(config.liveness.staleAfterMs).toBe(5_000);
   });
 
+  it("idle suspend is off unless IDLE_SUSPEND_AFTER is a duration; A2A waits 60 s for a wake by default", () => {
+    expect(loadConfig({}).idle.suspendAfterMs).toBeNull();
+    for (const off of ["", "0", "off"])
+      expect(loadConfig({ IDLE_SUSPEND_AFTER: off }).idle.suspendAfterMs).toBeNull();
+    expect(loadConfig({ IDLE_SUSPEND_AFTER: "15m" }).idle.suspendAfterMs).toBe(900_000);
+    expect(loadConfig({ IDLE_SUSPEND_AFTER: "600" }).idle.suspendAfterMs).toBe(600_000);
+    expect(() => loadConfig({ IDLE_SUSPEND_AFTER: "soon" })).toThrow(/IDLE_SUSPEND_AFTER/);
+    expect(() => loadConfig({ IDLE_SUSPEND_AFTER: "10ms" })).toThrow(/IDLE_SUSPEND_AFTER/);
+    expect(loadConfig({}).a2a.wakeTimeoutMs).toBe(60_000);
+    expect(loadConfig({ A2A_WAKE_TIMEOUT_SECONDS: "5" }).a2a.wakeTimeoutMs).toBe(5_000);
+    expect(() => loadConfig({ A2A_WAKE_TIMEOUT_SECONDS: "0" })).toThrow(/A2A_WAKE_TIMEOUT_SECONDS/);
+  });
+
   it("stops with one line naming the variable", () => {
     expect(() => loadConfig({ PORT: "http" })).toThrow(/PORT/);
     expect(() => loadConfig({ ADMIN_TOKEN: "short" })).toThrow(/ADMIN_TOKEN/);

@@ -61,6 +61,13 @@ const EnvSchema = z.object({
   REDEPLOY_ONLINE_TIMEOUT_SECONDS: z.coerce.number().positive().default(300),
   STATUS_SWEEP_INTERVAL: z.coerce.number().positive().default(15),
   A2A_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
+  /** How long a workspace may be idle before it is suspended, unless it was created with its own; off by default. */
+  IDLE_SUSPEND_AFTER: z
+    .string()
+    .trim()
+    .pipe(z.union([z.enum(["", "0", "off"]).transform(() => null), duration("IDLE_SUSPEND_AFTER", 1_000)]))
+    .optional(),
+  A2A_WAKE_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
   A2A_MAX_REQUEST_BYTES: z.coerce
     .number()
     .int()
@@ -200,8 +207,10 @@ function shape(env: z.infer<typeof EnvSchema>) {
       redeployOnlineTimeoutMs: env.REDEPLOY_ONLINE_TIMEOUT_SECONDS * 1000,
       sweepIntervalMs: env.STATUS_SWEEP_INTERVAL * 1000,
     },
+    idle: { suspendAfterMs: env.IDLE_SUSPEND_AFTER ?? null },
     a2a: {
       timeoutMs: env.A2A_TIMEOUT_SECONDS * 1000,
+      wakeTimeoutMs: env.A2A_WAKE_TIMEOUT_SECONDS * 1000,
       maxRequestBytes: env.A2A_MAX_REQUEST_BYTES,
       maxResponseBytes: env.A2A_MAX_RESPONSE_BYTES,
     },

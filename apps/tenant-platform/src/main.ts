@@ -25,6 +25,7 @@ import {
   buildProvisioner,
   selectedBackend,
 } from "./provisioner.ts";
+import { ActivityTracker } from "./services/activity.ts";
 import { type PlatformDeps, systemClock } from "./services/deps.ts";
 import { EventBus, PLATFORM_EVENT_SHARING } from "./services/events.ts";
 import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "./services/heartbeats.ts";
@@ -220,6 +221,8 @@ async function run(
       a2aTimeoutMs: config.a2a.timeoutMs,
       a2aMaxRequestBytes: config.a2a.maxRequestBytes,
       a2aMaxResponseBytes: config.a2a.maxResponseBytes,
+      a2aWakeTimeoutMs: config.a2a.wakeTimeoutMs,
+      idleSuspendAfterMs: config.idle.suspendAfterMs,
       allowInsecureAgentUrls: config.agentUrls.allowInsecure,
       allowPrivateAgentUrls: config.agentUrls.allowPrivate,
       staleAfterMs: config.liveness.staleAfterMs,
@@ -239,12 +242,14 @@ async function run(
     changes,
   );
   const sweeper = new LivenessSweeper(deps, config.liveness.sweepIntervalMs, heartbeats);
+  const activity = new ActivityTracker(deps, heartbeatFlushIntervalMs(config.liveness.staleAfterMs));
   const reconciler = createTenantReconciler(deps, instanceId);
   const retention = createTenantRetention(deps, config.retention);
   // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
   const backups = buildTenantBackups(config, deps, database, runtime?.slug ?? config.deployment);
-  const { app, rawRoutes } = createPlatform(deps, {
+  const { app, rawRoutes, idle } = createPlatform(deps, {
     changes,
+    activity,
     onOperationQueued: () => runner.wake(),
     reconciler,
     heartbeats,
@@ -294,6 +299,8 @@ async function run(
   heartbeats.start();
   runner.start();
   sweeper.start();
+  activity.start();
+  idle.start(config.liveness.sweepIntervalMs);
   reconciler.start();
   retention.start();
   backups?.start();
@@ -312,6 +319,8 @@ async function run(
       { stop: () => changes.close() },
       runner,
       sweeper,
+      idle,
+      activity, // after the idle sweep: what it still holds is written before the database closes
       reconciler,
       retention,
       ...(backups ? [backups] : []),

@@ -17,6 +17,7 @@ import { parseJsonText, parseWith } from "../http/body.ts";
 import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AAnswer, type A2AService, RETRY_AFTER_SECONDS, STREAM_HEADERS } from "../services/a2a.ts";
 import type { PlatformDeps } from "../services/deps.ts";
+import { WAKE_RETRY_AFTER_SECONDS } from "../services/wake.ts";
 
 /**
  * `POST /workspaces/:id/a2a`, the JSON-RPC A2A proxy, is served twice over one A2AService: as a raw route in front of
@@ -87,7 +88,7 @@ function idOf(request: A2ARequest | undefined): RpcId {
  * The one place a proxy error is shaped: every error the proxy raises itself is a JSON-RPC error object with the
  * request's id, the error's stable name and the request id in `error.data`, so A2A clients read it; the HTTP status
  * stays the error's own (the official SDK client reads a JSON-RPC error from any status), and a stopped or offline
- * target's 503 says when to come back (`Retry-After`).
+ * target's 503 says when to come back (`Retry-After`), as does a `wake_timeout` (the target is still waking).
  */
 function proxyFailed(
   error: unknown,
@@ -107,6 +108,7 @@ function proxyFailed(
   if (shaped.details !== undefined) data.details = shaped.details;
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (shaped.code === "upstream_unavailable") headers["retry-after"] = String(RETRY_AFTER_SECONDS);
+  if (shaped.code === "wake_timeout") headers["retry-after"] = String(WAKE_RETRY_AFTER_SECONDS);
   return {
     status: statusFor(shaped.code),
     headers,

@@ -12,6 +12,7 @@ import type { Agent, Dispatcher } from "undici";
 import { resolveCaller } from "../http/auth.ts";
 import type { Caller } from "../http/types.ts";
 import { type A2ADirectory, type A2ARoute, databaseDirectory } from "./a2a-directory.ts";
+import type { ActivityTracker } from "./activity.ts";
 import {
   type AgentUrlPolicy,
   createAgentDispatcher,
@@ -22,6 +23,7 @@ import {
 } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openInboundToken } from "./inbound-token.ts";
+import type { WorkspaceWaker } from "./wake.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
 export type A2AParty = { kind: "admin"; orgId: string } | { kind: "workspace"; id: string; orgId: string };
@@ -101,6 +103,10 @@ export class A2AService {
   constructor(
     private readonly deps: PlatformDeps,
     readonly directory: A2ADirectory = databaseDirectory(deps),
+    /** Wakes a suspended target and holds its requests until it is back; without one they are 503 at once. */
+    private readonly waker: WorkspaceWaker | null = null,
+    /** Records the message as activity of both ends (what keeps them from being suspended as idle). */
+    private readonly activity: ActivityTracker | null = null,
   ) {}
 
   /**
@@ -224,7 +230,13 @@ export class A2AService {
     rawBody: string | Uint8Array,
     version?: string,
   ): Promise<A2AAnswer> {
-    const target = await this.authoriseRoute(caller, targetId);
+    let target = await this.authoriseRoute(caller, targetId);
+    const activity = this.activity;
+    activity?.touch(targetId);
+    if (caller.kind === "workspace") activity?.touch(caller.workspaceId);
+    if (!RECEIVING.has(target.status) && this.waker && (await this.waker.shouldWait(target))) {
+      target = await this.waker.untilReceiving(targetId);
+    }
     if (!RECEIVING.has(target.status) || !target.url) {
       throw new DomainError(
         "upstream_unavailable",
@@ -259,12 +271,16 @@ export class A2AService {
     };
 
     // Metadata only: never the bodies.
-    const delivered = (bytes: number, streamed: boolean) =>
+    const delivered = (bytes: number, streamed: boolean) => {
+      // The answer counts too: a long call (a stream) keeps both ends from looking idle from its start.
+      activity?.touch(targetId);
+      if (caller.kind === "workspace") activity?.touch(caller.workspaceId);
       this.deps.events.publish({
         type: "a2a.delivery",
         workspaceId: targetId,
         data: { caller: callerName, method: request.method, durationMs: elapsed(started), bytes, streamed },
       });
+    };
 
     const controller = new AbortController();
     let timedOut = false;

@@ -60,6 +60,16 @@ export interface PlatformSettings {
   operationMaxAttempts: number;
   /** OPERATION_DEADLINES: per kind, how long one attempt may run before it is abandoned as hung (default 15 min). */
   operationDeadlinesMs?: Readonly<Record<string, number>>;
+  /**
+   * IDLE_SUSPEND_AFTER: how long a workspace created without `idle_suspend_seconds` may be idle before it is
+   * suspended; null (the default) never.
+   */
+  idleSuspendAfterMs?: number | null;
+  /**
+   * A2A_WAKE_TIMEOUT_SECONDS: how long an A2A request to a suspended (or starting) workspace waits for its agent to be
+   * back before it is answered 503 `wake_timeout` (default 60 s).
+   */
+  a2aWakeTimeoutMs?: number;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

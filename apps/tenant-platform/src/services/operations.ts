@@ -1,4 +1,4 @@
-import { EXTERNAL_RUNTIME, type WorkspaceStatus } from "@molecule/contracts";
+import { EXTERNAL_RUNTIME } from "@molecule/contracts";
 import {
   type OperationRow,
   operations,
@@ -190,10 +190,12 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
           idempotencyKey: callKey("suspend"),
         });
         if (!result.suspended) step("stopped_instead", result.reason);
-        const to: WorkspaceStatus = result.suspended ? "suspended" : "stopped";
-        await transitionWorkspace(this.platform, workspace.id, to, {
+        // `suspended` either way: a backend that stopped instead (EC2 without hibernation, a Fly machine too large
+        // to suspend) is woken the same way, by `start` or an A2A request, only more slowly. The reason the suspend
+        // was asked for (the idle sweep's) stays unless the backend has its own.
+        await transitionWorkspace(this.platform, workspace.id, "suspended", {
           from: ["stopping"],
-          reason: result.reason,
+          reason: result.reason ?? workspace.statusReason,
           within,
         });
         return;

@@ -10,6 +10,7 @@ import {
 import { type Db, type WorkspaceRow, workspaceSecrets, workspaces, workspaceTokens } from "@molecule/db";
 import { hashToken, mintToken, SealedValueError } from "@molecule/identity";
 import { and, eq, isNull, sql } from "drizzle-orm";
+import type { ActivityTracker } from "./activity.ts";
 import { checkAgentUrl, isAssignedAgentUrl } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import type { HeartbeatBatcher } from "./heartbeats.ts";
@@ -74,6 +75,8 @@ export class RegistryService {
     private readonly deps: PlatformDeps,
     /** Steady-state heartbeats answered from memory and written in batches; without it every beat is written. */
     private readonly batcher: HeartbeatBatcher | null = null,
+    /** Where a heartbeat's `active: true` is recorded (it keeps the workspace from being suspended as idle). */
+    private readonly activity: ActivityTracker | null = null,
   ) {}
 
   /**
@@ -220,6 +223,7 @@ export class RegistryService {
         body.status ?? "ok",
       );
       if (memory && "answered" in memory) {
+        if (body.active) this.activity?.touch(body.workspace_id);
         return { ok: true as const, status: memory.answered, heartbeat_interval_seconds: interval };
       }
       if (memory?.unknownToken)
@@ -247,6 +251,7 @@ export class RegistryService {
     }
     if (GONE.has(workspace.status))
       throw new DomainError("not_found", `workspace ${body.workspace_id} was removed`);
+    if (body.active) this.activity?.touch(workspace.id);
     this.deps.events.publish({
       type: "workspace.heartbeat",
       workspaceId: workspace.id,

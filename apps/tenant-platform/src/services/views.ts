@@ -15,6 +15,8 @@ export function toWorkspaceView(row: WorkspaceRow): WorkspaceView {
     url: row.url,
     metadata: row.metadata,
     lastHeartbeatAt: row.lastHeartbeatAt?.toISOString() ?? null,
+    idleSuspendSeconds: row.idleSuspendSeconds,
+    lastActivityAt: row.lastActivityAt?.toISOString() ?? null,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
   };

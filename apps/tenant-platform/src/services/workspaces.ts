@@ -214,11 +214,15 @@ export class WorkspaceService {
     return this.accepted(workspaceId, operationId);
   }
 
-  /** stop, start, restart, redeploy, suspend, destroy: validated against the status now, then queued durably. */
+  /**
+   * stop, start, restart, redeploy, suspend, destroy: validated against the status now, then queued durably.
+   * `reason` is the status reason of the move it makes (the idle sweep's suspend says why).
+   */
   async requestLifecycle(
     workspaceId: string,
     kind: LifecycleKind,
     idempotencyKey: string | undefined,
+    options: { reason?: string } = {},
   ): Promise<AcceptedOperation> {
     const { db, ids } = this.deps;
     const idempotency = { key: idempotencyKey, scope: `POST /workspaces/${workspaceId}/${kind}`, body: {} };
@@ -266,7 +270,7 @@ export class WorkspaceService {
       }
       await tx
         .update(workspaces)
-        .set({ status: entry, statusReason: null, updatedAt: new Date() })
+        .set({ status: entry, statusReason: options.reason ?? null, updatedAt: new Date() })
         .where(eq(workspaces.id, workspaceId));
       await this.queueOperation(tx, { operationId, workspaceId, kind, idempotency, bootToken });
       return {
@@ -279,7 +283,7 @@ export class WorkspaceService {
       this.deps.events.publish({
         type: "workspace.status",
         workspaceId,
-        data: { ...outcome.moved, reason: null },
+        data: { ...outcome.moved, reason: options.reason ?? null },
       });
     }
     this.onOperationQueued();
@@ -301,6 +305,8 @@ export class WorkspaceService {
         name: body.name,
         tier: body.tier,
         metadata: body.metadata ?? {},
+        // Absent follows IDLE_SUSPEND_AFTER (stored null); null or 0 turns idle suspend off for this one.
+        idleSuspendSeconds: body.idle_suspend_seconds === undefined ? null : (body.idle_suspend_seconds ?? 0),
       });
       const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
         const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);

@@ -1,0 +1,306 @@
+/**
+ * Idle suspend and wake on request over the fake backend (the real Docker engine and the Fly emulator have their own
+ * tests: e2e/idle-docker.test.ts, idle.flyio.test.ts). Agents are SDK A2A servers in this process; their heartbeats
+ * are sent by the test (`beating`), as an agent's loop would, so a woken workspace comes back online.
+ */
+import { messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
+import { A2A_PROXY_ERROR_CODES } from "@molecule/contracts";
+import { operations, workspaces } from "@molecule/db";
+import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { and, eq } from "drizzle-orm";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createTestPlatform, errorOf, type TestPlatform } from "../../../test-support/platform.ts";
+import { waitFor } from "../../../test-support/wait.ts";
+
+let platform: TestPlatform;
+let replica: TestPlatform;
+const agents: StartedA2AServer[] = [];
+const inbound = new Map<string, string>();
+const stopBeats: Array<() => void> = [];
+
+interface Ws {
+  id: string;
+  token: string;
+}
+
+beforeAll(async () => {
+  platform = await createTestPlatform(createFakeProvisioner(), { idleSuspendAfterMs: 120_000 });
+  await platform.listen();
+  // A second replica on the same database: it serves requests but runs no operations of its own.
+  replica = await createTestPlatform(
+    createFakeProvisioner(),
+    { idleSuspendAfterMs: 120_000 },
+    {
+      database: platform.database,
+    },
+  );
+});
+
+afterEach(() => {
+  for (const stop of stopBeats.splice(0)) stop();
+});
+
+afterAll(async () => {
+  for (const stop of stopBeats.splice(0)) stop();
+  await Promise.all(agents.map((agent) => agent.close()));
+  await replica?.close();
+  await platform?.close();
+});
+
+function send(text: string, method = "message/send") {
+  return {
+    jsonrpc: "2.0",
+    id: 1,
+    method,
+    params: { message: { role: "user", messageId: `m-${text}`, parts: [{ kind: "text", text }] } },
+  };
+}
+
+async function echoAgent(name: string): Promise<string> {
+  const agent = await startA2AServer({
+    host: "127.0.0.1",
+    port: 0,
+    card: { name, description: `${name} echoes`, skills: [] },
+    inbound: () => {
+      const token = inbound.get(url);
+      return token ? { token } : "pending";
+    },
+    onMessage: async (message) => ({ parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] }),
+  });
+  agents.push(agent);
+  const url = `http://127.0.0.1:${agent.port}/`;
+  return url;
+}
+
+async function addWorkspace(name: string, extra: Record<string, unknown> = {}): Promise<Ws> {
+  const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo", ...extra } });
+  expect(created.status).toBe(202);
+  const id = created.body.workspace.id as string;
+  await statusBecomes(id, "awaiting_agent");
+  const url = await echoAgent(name);
+  const registered = await platform.call("POST", "/registry/register", { body: { id, url } });
+  expect(registered.status).toBe(200);
+  inbound.set(url, registered.body.inbound_token);
+  const token = registered.body.auth_token as string;
+  // Reporting activity starts its idle time on the test's clock (its status change is on the database's).
+  const beat = await platform.call("POST", "/registry/heartbeat", {
+    token,
+    body: { workspace_id: id, active: true },
+  });
+  expect(beat.body.status).toBe("online");
+  return { id, token };
+}
+
+/** The agent's heartbeat loop, every 50 ms, until the test ends: it brings a started workspace back online. */
+function beating(ws: Ws): void {
+  let stopped = false;
+  const loop = async () => {
+    while (!stopped) {
+      await platform
+        .callServed("POST", "/registry/heartbeat", { token: ws.token, body: { workspace_id: ws.id } })
+        .catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  void loop();
+  stopBeats.push(() => {
+    stopped = true;
+  });
+}
+
+async function row(id: string) {
+  const [found] = await platform.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
+  if (!found) throw new Error(`no workspace ${id}`);
+  return found;
+}
+
+/** Waits for the workspace's status (the listening platform's runner runs its operations). */
+function statusBecomes(id: string, status: string) {
+  return waitFor(`${id} to be ${status}`, async () => ((await row(id)).status === status ? true : undefined));
+}
+
+async function startOperations(id: string): Promise<number> {
+  const rows = await platform.deps.db
+    .select({ id: operations.id })
+    .from(operations)
+    .where(and(eq(operations.workspaceId, id), eq(operations.kind, "start")));
+  return rows.length;
+}
+
+/** Idles `ws` past `seconds` on the platform's clock and runs the sweep until it is suspended. */
+async function suspendIdle(ws: Ws, seconds: number): Promise<void> {
+  platform.clock.advance((seconds + 1) * 1000);
+  expect(await platform.idle.sweep()).toContain(ws.id);
+  await statusBecomes(ws.id, "suspended");
+}
+
+describe("idle suspend", () => {
+  it("suspends a workspace idle past its idle_suspend_seconds, not before; A2A and `active` heartbeats count", async () => {
+    const ws = await addWorkspace("idler", { idle_suspend_seconds: 600 });
+    const other = await addWorkspace("busy-caller", { idle_suspend_seconds: 0 });
+    expect((await platform.call("GET", `/workspaces/${ws.id}`)).body.idleSuspendSeconds).toBe(600);
+
+    platform.clock.advance(400_000);
+    // A message from another workspace to it: activity of both ends.
+    const answered = await platform.callServed("POST", `/workspaces/${ws.id}/a2a`, {
+      token: other.token,
+      body: send("still there?"),
+    });
+    expect(answered.status).toBe(200);
+    platform.clock.advance(400_000);
+    expect(await platform.idle.sweep()).not.toContain(ws.id);
+    const view = (await platform.call("GET", `/workspaces/${ws.id}`)).body;
+    expect(view.status).toBe("online");
+    expect(view.lastActivityAt).not.toBeNull();
+
+    // The agent reports work of its own: it is not idle either.
+    const beat = await platform.call("POST", "/registry/heartbeat", {
+      token: ws.token,
+      body: { workspace_id: ws.id, active: true },
+    });
+    expect(beat.status).toBe(200);
+    platform.clock.advance(400_000);
+    expect(await platform.idle.sweep()).not.toContain(ws.id);
+
+    platform.clock.advance(201_000);
+    expect(await platform.idle.sweep()).toEqual([ws.id]);
+    await statusBecomes(ws.id, "suspended");
+    const suspended = await row(ws.id);
+    expect(suspended.status).toBe("suspended");
+    expect(suspended.statusReason).toBe("idle for 600 s");
+    // idle_suspend_seconds 0 is never suspended, whatever IDLE_SUSPEND_AFTER says
+    expect((await row(other.id)).status).toBe("online");
+  });
+
+  it("a workspace created without idle_suspend_seconds follows IDLE_SUSPEND_AFTER; with the setting off, never", async () => {
+    const ws = await addWorkspace("default-idle");
+    expect((await platform.call("GET", `/workspaces/${ws.id}`)).body.idleSuspendSeconds).toBeNull();
+    platform.clock.advance(60_000);
+    expect(await platform.idle.sweep()).not.toContain(ws.id);
+    platform.deps.settings.idleSuspendAfterMs = null;
+    platform.clock.advance(3_600_000);
+    try {
+      expect(await platform.idle.sweep()).not.toContain(ws.id);
+    } finally {
+      platform.deps.settings.idleSuspendAfterMs = 120_000;
+    }
+    expect(await platform.idle.sweep()).toContain(ws.id);
+    await statusBecomes(ws.id, "suspended");
+  });
+
+  it("a suspended workspace is not marked offline by the liveness sweep, however old its last heartbeat", async () => {
+    const ws = await addWorkspace("sleeper", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    platform.clock.advance(10 * platform.deps.settings.staleAfterMs);
+    await platform.sweeper.markStale();
+    await platform.sweeper.checkBackend();
+    expect((await row(ws.id)).status).toBe("suspended");
+  });
+
+  it("refuses a bad idle_suspend_seconds with a 400 naming the field, and creates nothing", async () => {
+    const before = (await platform.call("GET", "/workspaces")).body.workspaces.length;
+    for (const value of [-1, 1.5, "60", 31 * 24 * 3600, true]) {
+      const refused = await platform.call("POST", "/workspaces", {
+        body: { name: "bad", runtime: "echo", idle_suspend_seconds: value },
+      });
+      expect(refused.status, String(value)).toBe(400);
+      expect(errorOf(refused).code).toBe("bad_request");
+      expect(errorOf(refused).message).toContain("idle_suspend_seconds");
+    }
+    const external = await platform.call("POST", "/workspaces", {
+      body: { name: "remote", external: true, idle_suspend_seconds: 60 },
+    });
+    expect(external.status).toBe(400);
+    expect(errorOf(external).message).toContain("idle_suspend_seconds");
+    expect((await platform.call("GET", "/workspaces")).body.workspaces.length).toBe(before);
+    // null: off, like 0
+    const off = await platform.call("POST", "/workspaces", {
+      body: { name: "never-idle", runtime: "echo", idle_suspend_seconds: null },
+    });
+    expect(off.status).toBe(202);
+    expect(off.body.idleSuspendSeconds).toBe(0);
+  });
+});
+
+describe("wake on request", () => {
+  it("concurrent A2A requests on two replicas wake a suspended workspace with one start and are all delivered", async () => {
+    const ws = await addWorkspace("wake-me", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    beating(ws);
+    const asks = Array.from({ length: 6 }, (_, i) =>
+      (i % 2 === 0 ? platform : replica).call("POST", `/workspaces/${ws.id}/a2a`, {
+        body: send(`ping ${i}`),
+      }),
+    );
+    asks.push(platform.callServed("POST", `/workspaces/${ws.id}/a2a`, { body: send("ping served") }));
+    const answers = await Promise.all(asks);
+    for (const [i, answer] of answers.entries()) {
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+      expect(JSON.stringify(answer.body)).toContain(i === 6 ? "wake-me: ping served" : `wake-me: ping ${i}`);
+    }
+    expect(await startOperations(ws.id)).toBe(1);
+    expect((await row(ws.id)).status).toBe("online");
+  });
+
+  it("a stream to a suspended workspace waits for the wake, then streams", async () => {
+    const ws = await addWorkspace("stream-me", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    beating(ws);
+    const response = await fetch(`${platform.deps.settings.publicUrl}/workspaces/${ws.id}/a2a`, {
+      method: "POST",
+      headers: {
+        authorization: "Bearer test-admin-token-0123456789abcdef",
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(send("stream please", "message/stream")),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(await response.text()).toContain("stream-me: stream please");
+    expect(await startOperations(ws.id)).toBe(1);
+  });
+
+  it("past A2A_WAKE_TIMEOUT_SECONDS the caller gets 503 wake_timeout with Retry-After; the wake goes on", async () => {
+    const ws = await addWorkspace("slow-waker", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    platform.deps.settings.a2aWakeTimeoutMs = 300;
+    let timedOut: Awaited<ReturnType<TestPlatform["callServed"]>>;
+    try {
+      // No heartbeats: the agent does not come back in time.
+      timedOut = await platform.callServed("POST", `/workspaces/${ws.id}/a2a`, { body: send("anyone?") });
+    } finally {
+      delete platform.deps.settings.a2aWakeTimeoutMs;
+    }
+    expect(timedOut.status).toBe(503);
+    expect(timedOut.headers.get("retry-after")).toBe("5");
+    expect(timedOut.body.error.code).toBe(A2A_PROXY_ERROR_CODES.wake_timeout);
+    expect(errorOf(timedOut).code).toBe("wake_timeout");
+    expect(timedOut.body.id).toBe(1);
+    expect(await startOperations(ws.id)).toBe(1);
+    // The agent comes back: the next request is delivered without another start.
+    beating(ws);
+    const later = await platform.callServed("POST", `/workspaces/${ws.id}/a2a`, { body: send("now?") });
+    expect(later.status).toBe(200);
+    expect(JSON.stringify(later.body)).toContain("slow-waker: now?");
+    expect(await startOperations(ws.id)).toBe(1);
+  });
+
+  it("POST /workspaces/:id/start wakes it too; a stopped workspace is not woken by A2A (503 at once)", async () => {
+    const ws = await addWorkspace("started", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    beating(ws);
+    const started = await platform.call("POST", `/workspaces/${ws.id}/start`);
+    expect(started.status).toBe(202);
+    const answer = await platform.callServed("POST", `/workspaces/${ws.id}/a2a`, { body: send("hello") });
+    expect(answer.status).toBe(200);
+    expect(await startOperations(ws.id)).toBe(1);
+
+    const stopped = await addWorkspace("stopped-for-good");
+    expect((await platform.call("POST", `/workspaces/${stopped.id}/stop`)).status).toBe(202);
+    await statusBecomes(stopped.id, "stopped");
+    const refused = await platform.callServed("POST", `/workspaces/${stopped.id}/a2a`, { body: send("hi") });
+    expect(refused.status).toBe(503);
+    expect(errorOf(refused).code).toBe("upstream_unavailable");
+    expect(await startOperations(stopped.id)).toBe(0);
+  });
+});

@@ -320,6 +320,49 @@ describe("docker backend specifics", () => {
     await provisioner.destroy({ ...spec, handle });
   });
 
+  it("writes each resource's audit intent before the engine has it and claims it after; none for a missing image", async () => {
+    // An audit that holds rows as the tenant's table does, noting whether the engine already had the resource when
+    // its intent was written (it must not: the intent is what lets a crash between create and claim be found).
+    const rows = new Map<string, { state: string; providerId: string | null; existedAtIntent: boolean }>();
+    const exists = (kind: string, name: string) =>
+      (kind === "volume" ? docker.getVolume(name) : docker.getContainer(name)).inspect().then(
+        () => true,
+        () => false,
+      );
+    const audit = {
+      intent: async (kind: string, name: string) => {
+        rows.set(`${kind}:${name}`, {
+          state: "intent",
+          providerId: null,
+          existedAtIntent: await exists(kind, name),
+        });
+      },
+      claim: async (kind: string, name: string, providerId: string) => {
+        const row = rows.get(`${kind}:${name}`);
+        rows.set(`${kind}:${name}`, {
+          state: "claimed",
+          providerId,
+          existedAtIntent: row?.existedAtIntent ?? true,
+        });
+      },
+    };
+    const spec = makeSpec();
+    const handle = (await provisioner.provision(spec, null, { audit })) as DockerHandle;
+    const name = resourceName(spec.workspaceId);
+    expect(Object.fromEntries(rows)).toEqual({
+      [`volume:${name}`]: { state: "claimed", providerId: handle.volumeName, existedAtIntent: false },
+      [`container:${name}`]: { state: "claimed", providerId: handle.containerId, existedAtIntent: false },
+    });
+    await provisioner.destroy({ ...spec, handle });
+
+    rows.clear();
+    const missing = makeSpec({ runtime: "doesnotexist" });
+    await expect(provisioner.provision(missing, null, { audit })).rejects.toMatchObject({
+      code: "image_unavailable",
+    });
+    expect(rows.size).toBe(0);
+  });
+
   it("fails fast with image_unavailable for a missing image and creates nothing", async () => {
     const spec = makeSpec({ runtime: "doesnotexist" });
     const started = Date.now();

@@ -257,8 +257,11 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
 
   /**
    * Image, volume, container, running: creates only what is missing. Shared by provision and start. Every engine
-   * request is on the path to a running agent, so the look-ups that do not depend on each other go together, each
-   * audit claim goes alongside the next engine request, and nothing is inspected that the engine already said.
+   * request is on the path to a running agent, so what does not depend on each other goes together: the container and
+   * image look-ups and the network; once the image is known to be there, the volume (its audit intent, then its
+   * create) and, when there is no container yet, the container's audit intent. A missing image is pulled first, so
+   * one that cannot be pulled still leaves nothing made. Each audit claim goes alongside the next engine request, and
+   * nothing is inspected that the engine already said.
    */
   async function converge(spec: WorkspaceSpec, ctx: ProvisionContext | undefined): Promise<DockerHandle> {
     validate(spec);
@@ -267,16 +270,32 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     const image = imageFor(spec.runtime);
     const signal = ctx?.signal;
     const audit = ctx?.audit;
+    const volumeName = resourceName(spec.workspaceId);
+    const makeVolume = async () => {
+      await audit?.intent("volume", volumeName);
+      return ensureVolume(spec);
+    };
 
     throwIfAborted(signal, "provision");
-    const [existing, present] = await Promise.all([
-      inspectOwnedContainer(docker, name, owner(spec.workspaceId)),
-      imagePresent(image, signal),
+    const present = imagePresent(image, signal);
+    // All settle before any error is reported, so nothing this attempt started is still under way after it ends.
+    const looked = await Promise.allSettled([
+      Promise.all([inspectOwnedContainer(docker, name, owner(spec.workspaceId)), present]).then(
+        async ([found, imageThere]) => {
+          if (!found && imageThere) await audit?.intent("container", name);
+          return found;
+        },
+      ),
+      present.then((found) => (found ? makeVolume() : null)),
       isUserDefinedNetwork(opts.network) ? ensureNetwork(docker, opts.network) : undefined,
     ]);
+    for (const outcome of looked) if (outcome.status === "rejected") throw outcome.reason;
+    const [existing, madeVolume] = looked.map((outcome) =>
+      outcome.status === "fulfilled" ? outcome.value : undefined,
+    ) as [Awaited<ReturnType<typeof inspectOwnedContainer>>, string | null];
     if (existing) {
       step("image_ready", `container exists (${existing.Config.Image})`);
-    } else if (present) {
+    } else if (madeVolume !== null) {
       step("image_ready", `${image} present`);
     } else {
       log.info({ image }, "docker: pulling missing image");
@@ -284,9 +303,11 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
       step("image_ready", `${image} pulled`);
     }
     throwIfAborted(signal, "provision");
-    const volumeName = resourceName(spec.workspaceId);
-    await audit?.intent("volume", volumeName);
-    const volume = await ensureVolume(spec);
+    // After a pull: the volume, and the container's intent when there is no container yet.
+    const [volume] =
+      madeVolume === null
+        ? await Promise.all([makeVolume(), existing ? undefined : audit?.intent("container", name)])
+        : [madeVolume];
     step("volume_ready", volume);
     throwIfAborted(signal, "provision");
     // Each claim (a database write) rides along with the next engine request; all are awaited before returning.
@@ -302,7 +323,6 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     let paused = false;
     try {
       if (!existing) {
-        await audit?.intent("container", name);
         const made = await ensureContainer(spec, image, volume);
         claim("container", name, made.id);
         container = made;

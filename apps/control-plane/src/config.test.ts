@@ -394,9 +394,16 @@ describe("control plane config for EC2", () => {
     expect(loadConfig(base).retention).toEqual({
       operationsMs: 30 * 86_400_000,
       eventsMs: 7 * 86_400_000,
+      backupRecordsMs: 90 * 86_400_000,
       sweepIntervalMs: 3_600_000,
     });
     expect(loadConfig({ ...base, EVENT_RETENTION_DAYS: "1" }).retention.eventsMs).toBe(86_400_000);
+    expect(loadConfig({ ...base, BACKUP_RECORD_RETENTION_DAYS: "400" }).retention.backupRecordsMs).toBe(
+      400 * 86_400_000,
+    );
+    expect(() => loadConfig({ ...base, BACKUP_RECORD_RETENTION_DAYS: "-1" })).toThrow(
+      /^invalid configuration: BACKUP_RECORD_RETENTION_DAYS: /,
+    );
     expect(() => loadConfig({ ...base, OPERATION_RETENTION_DAYS: "0" })).toThrow(
       /^invalid configuration: OPERATION_RETENTION_DAYS: /,
     );

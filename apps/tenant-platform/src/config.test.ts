@@ -82,7 +82,11 @@ describe("operation deadlines and retention", () => {
       suspend: 600_000,
       destroy: 600_000,
     });
-    expect(config.retention).toEqual({ operationsMs: 30 * 86_400_000, sweepIntervalMs: 3_600_000 });
+    expect(config.retention).toEqual({
+      operationsMs: 30 * 86_400_000,
+      backupRecordsMs: 90 * 86_400_000,
+      sweepIntervalMs: 3_600_000,
+    });
   });
 
   it("OPERATION_DEADLINES overrides some kinds; a bad pair stops start-up with one line", () => {

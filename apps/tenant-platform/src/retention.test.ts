@@ -1,9 +1,10 @@
 /**
- * Retention: finished operations and reconcile passes older than OPERATION_RETENTION_DAYS are deleted, once across
- * replicas; pending and running operations, the newest reconcile pass and every workspace row (removed ones included)
- * stay, whatever their age.
+ * Retention: finished operations and reconcile passes older than OPERATION_RETENTION_DAYS, and backup runs older than
+ * BACKUP_RECORD_RETENTION_DAYS, are deleted, once across replicas; pending and running operations, the newest
+ * reconcile pass, the newest and newest good backup run and every workspace row (removed ones included) stay,
+ * whatever their age.
  */
-import { operations, reconcileRuns, workspaces } from "@molecule/db";
+import { backupRuns, operations, reconcileRuns, workspaces } from "@molecule/db";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +14,8 @@ import { createTenantRetention, TENANT_RETENTION_LOCK } from "./services/retenti
 
 const DAY = 86_400_000;
 const RETENTION = 30 * DAY;
+const BACKUP_RETENTION = 90 * DAY;
+const settings = { operationsMs: RETENTION, backupRecordsMs: BACKUP_RETENTION, sweepIntervalMs: 60_000 };
 let platform: TestPlatform;
 
 beforeAll(async () => {
@@ -81,30 +84,24 @@ describe("retention of finished operations", () => {
     const workspacesBefore = await platform.deps.db.select().from(workspaces).orderBy(workspaces.id);
     expect(workspacesBefore.find((row) => row.id === oldSucceeded.workspaceId)?.status).toBe("removed");
 
-    const retention = createTenantRetention(platform.deps, {
-      operationsMs: RETENTION,
-      sweepIntervalMs: 60_000,
-    });
-    expect(await retention.sweep()).toEqual({ operations: 3, reconcileRuns: 0 });
+    const retention = createTenantRetention(platform.deps, settings);
+    expect(await retention.sweep()).toEqual({ operations: 3, reconcileRuns: 0, backupRecords: 0 });
     expect(await operationIds()).toEqual(
       [recent.operationId, oldPending.operationId, oldRunning.operationId].sort(),
     );
     expect(await platform.deps.db.select().from(workspaces).orderBy(workspaces.id)).toEqual(workspacesBefore);
-    expect(await retention.sweep()).toEqual({ operations: 0, reconcileRuns: 0 });
+    expect(await retention.sweep()).toEqual({ operations: 0, reconcileRuns: 0, backupRecords: 0 });
   });
 
   it("skips its pass while another replica holds the retention lock", async () => {
     const { operationId } = await create("held");
     await platform.runner.drain();
     await age(operationId, RETENTION + DAY);
-    const retention = createTenantRetention(platform.deps, {
-      operationsMs: RETENTION,
-      sweepIntervalMs: 60_000,
-    });
+    const retention = createTenantRetention(platform.deps, settings);
     const outcome = await platform.deps.advisoryLock(TENANT_RETENTION_LOCK, () => retention.sweep());
     expect(outcome).toEqual({ acquired: true, value: null });
     expect(await operationIds()).toContain(operationId);
-    expect(await retention.sweep()).toEqual({ operations: 1, reconcileRuns: 0 });
+    expect(await retention.sweep()).toEqual({ operations: 1, reconcileRuns: 0, backupRecords: 0 });
     expect(await operationIds()).not.toContain(operationId);
   });
 
@@ -114,10 +111,7 @@ describe("retention of finished operations", () => {
     platform.clock.advance(DAY);
     const newest = await reconciler.run();
     platform.clock.advance(RETENTION + DAY);
-    const retention = createTenantRetention(platform.deps, {
-      operationsMs: RETENTION,
-      sweepIntervalMs: 60_000,
-    });
+    const retention = createTenantRetention(platform.deps, settings);
     // Both are past the retention now: the older goes, the newest stays.
     expect((await retention.sweep())?.reconcileRuns).toBe(1);
     const kept = await platform.deps.db.select().from(reconcileRuns);
@@ -129,5 +123,46 @@ describe("retention of finished operations", () => {
     expect(
       (await platform.deps.db.select().from(reconcileRuns)).map((run) => run.startedAt.toISOString()),
     ).toEqual([latest.at]);
+  });
+});
+
+describe("retention of backup runs", () => {
+  /** A run started `ageMs` ago that took a minute (still running when `status` is running). */
+  async function run(location: string, status: "running" | "succeeded" | "failed", ageMs: number) {
+    const startedAt = new Date(platform.clock.now().getTime() - ageMs);
+    await platform.deps.db.insert(backupRuns).values({
+      status,
+      location,
+      format: "pg_dump_custom",
+      startedAt,
+      finishedAt: status === "running" ? null : new Date(startedAt.getTime() + 60_000),
+    });
+  }
+  const locations = async () =>
+    (await platform.deps.db.select({ location: backupRuns.location }).from(backupRuns))
+      .map((row) => row.location)
+      .sort();
+
+  it("deletes finished runs past the retention, but keeps the newest run, the newest good one and any running one", async () => {
+    const retention = createTenantRetention(platform.deps, settings);
+    await run("stuck-running", "running", 300 * DAY);
+    await run("old-good", "succeeded", 200 * DAY);
+    await run("old-failed", "failed", 150 * DAY);
+    await run("newest-good", "succeeded", 120 * DAY);
+    await run("newer-failed", "failed", 100 * DAY);
+    await run("newest", "failed", 10 * DAY);
+    // The newest run (what says a backup is due) is inside the retention; the newest good one is past it and stays.
+    expect((await retention.sweep())?.backupRecords).toBe(3);
+    expect(await locations()).toEqual(["newest", "newest-good", "stuck-running"]);
+    expect((await retention.sweep())?.backupRecords).toBe(0);
+
+    // Past the retention, the newest run stays too, whatever its outcome.
+    platform.clock.advance(BACKUP_RETENTION);
+    expect((await retention.sweep())?.backupRecords).toBe(0);
+    // A newer good run and one running now take their places: the two they replace go, the stuck running one stays.
+    await run("latest-good", "succeeded", DAY);
+    await run("latest", "running", 0);
+    expect((await retention.sweep())?.backupRecords).toBe(2);
+    expect(await locations()).toEqual(["latest", "latest-good", "stuck-running"]);
   });
 });

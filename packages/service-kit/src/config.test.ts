@@ -50,7 +50,11 @@ describe("serviceConfig", () => {
       data: { dir: "./.data/x", databaseUrl: "postgres://db/x" },
       deployment: "local",
       operations: { leaseMs: 12_000, maxAttempts: 5 },
-      retention: { operationsMs: 2 * 24 * 3_600_000, sweepIntervalMs: 3_600_000 },
+      retention: {
+        operationsMs: 2 * 24 * 3_600_000,
+        backupRecordsMs: 90 * 24 * 3_600_000,
+        sweepIntervalMs: 3_600_000,
+      },
       logLevel: "info",
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     });

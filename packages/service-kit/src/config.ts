@@ -64,6 +64,8 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
     OPERATION_LEASE_SECONDS: z.coerce.number().positive().default(30),
     OPERATION_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(5),
     OPERATION_RETENTION_DAYS: z.coerce.number().positive().default(30),
+    /** Backup records (not the backups) older than this are deleted; the newest and newest good one are kept. */
+    BACKUP_RECORD_RETENTION_DAYS: z.coerce.number().positive().default(90),
     RETENTION_SWEEP_INTERVAL_SECONDS: z.coerce.number().positive().default(3600),
     MAX_BODY_BYTES: z.coerce
       .number()
@@ -130,6 +132,7 @@ export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
     operations: { leaseMs: env.OPERATION_LEASE_SECONDS * 1000, maxAttempts: env.OPERATION_MAX_ATTEMPTS },
     retention: {
       operationsMs: env.OPERATION_RETENTION_DAYS * DAY_MS,
+      backupRecordsMs: env.BACKUP_RECORD_RETENTION_DAYS * DAY_MS,
       sweepIntervalMs: env.RETENTION_SWEEP_INTERVAL_SECONDS * 1000,
     },
     logLevel: env.LOG_LEVEL,

@@ -1,5 +1,5 @@
-import { and, inArray, sql } from "drizzle-orm";
-import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { and, desc, eq, inArray, lt, notInArray, type SQL, sql } from "drizzle-orm";
+import type { AnyPgColumn, PgDatabase, PgQueryResultHKT, PgTable } from "drizzle-orm/pg-core";
 import type { Logger } from "pino";
 import type { OperationsTable } from "./runner.ts";
 
@@ -45,6 +45,61 @@ export function finishedOperations(
           ),
         )
         .returning({ id: table.id });
+      return deleted.length;
+    },
+  };
+}
+
+/**
+ * A table of backup records, one row per attempt: `status` is `succeeded` for a good one (`running`, `failed`, …
+ * otherwise), `finishedAt` is null while it runs, `startedAt` orders the attempts, and `partition` (the org, for
+ * the control plane's table of every tenant's reports) groups them when the table holds more than one subject's.
+ */
+export interface BackupRecords {
+  table: PgTable;
+  id: AnyPgColumn;
+  status: AnyPgColumn;
+  startedAt: AnyPgColumn;
+  finishedAt: AnyPgColumn;
+  partition?: AnyPgColumn;
+}
+
+/**
+ * Deletes backup records that finished before `now - retentionMs`, except, per partition, the newest attempt and the
+ * newest succeeded one: what "is a backup due" and "when was the last good one" read, however old. A running
+ * attempt is never deleted. The backups themselves (objects in the bucket) are not touched.
+ */
+export function pruneBackupRecords(db: AnyDb, records: BackupRecords, retentionMs: number): RetentionTarget {
+  const newest = async (where: SQL | undefined): Promise<unknown[]> => {
+    const order = [desc(records.startedAt), desc(records.id)];
+    const rows = records.partition
+      ? await db
+          .selectDistinctOn([records.partition], { id: records.id })
+          .from(records.table)
+          .where(where)
+          .orderBy(records.partition, ...order)
+      : await db
+          .select({ id: records.id })
+          .from(records.table)
+          .where(where)
+          .orderBy(...order)
+          .limit(1);
+    return rows.map((row) => row.id);
+  };
+  return {
+    name: "backupRecords",
+    prune: async (now) => {
+      const cutoff = new Date(now.getTime() - retentionMs);
+      const keep = [...(await newest(undefined)), ...(await newest(eq(records.status, "succeeded")))];
+      const deleted = await db
+        .delete(records.table)
+        .where(
+          and(
+            lt(records.finishedAt, sql`${cutoff.toISOString()}::timestamptz`),
+            keep.length > 0 ? notInArray(records.id, keep) : undefined,
+          ),
+        )
+        .returning({ id: records.id });
       return deleted.length;
     },
   };

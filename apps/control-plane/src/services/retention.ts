@@ -1,8 +1,14 @@
 import { pruneReconcileRuns } from "@molecule/service-kit/reconcile-runs";
-import { finishedOperations, RetentionSweeper } from "@molecule/service-kit/retention";
+import { finishedOperations, pruneBackupRecords, RetentionSweeper } from "@molecule/service-kit/retention";
 import type { OperationsTable } from "@molecule/service-kit/runner";
 import { lt } from "drizzle-orm";
-import { cpBootEvents, cpOperations, cpReconcileRuns, cpRequestNonces } from "../db/schema.ts";
+import {
+  cpBootEvents,
+  cpOperations,
+  cpReconcileRuns,
+  cpRequestNonces,
+  cpTenantBackups,
+} from "../db/schema.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 
 /** The control plane's retention lock key (its migrations take 74_201_312). */
@@ -13,13 +19,16 @@ export interface CpRetentionSettings {
   operationsMs: number;
   /** EVENT_RETENTION_DAYS: tenant boot events older than this are deleted. */
   eventsMs: number;
+  /** BACKUP_RECORD_RETENTION_DAYS: tenants' backup reports older than this are deleted (per org, the newest stay). */
+  backupRecordsMs: number;
   sweepIntervalMs: number;
 }
 
 /**
  * Prunes finished operations and reconcile passes (the newest pass is kept) past OPERATION_RETENTION_DAYS, tenant
- * boot events past theirs, and request nonces past their replay window (the signature check also prunes those it
- * passes, but only while requests arrive). Orgs are never deleted:
+ * boot events past theirs, tenants' backup reports past BACKUP_RECORD_RETENTION_DAYS (per org the newest report and
+ * the newest good one stay: GET /cp/admin/backups reads them), and request nonces past their replay window (the
+ * signature check also prunes those it passes, but only while requests arrive). Orgs are never deleted:
  * a deleted org keeps its row (`deleted`) as a tombstone for audit; workspace rows are never deleted either, nor a
  * pending or running operation.
  */
@@ -36,6 +45,18 @@ export function createCpRetention(deps: ControlPlaneDeps, settings: CpRetentionS
     [
       finishedOperations(db, cpOperations as unknown as OperationsTable, settings.operationsMs),
       pruneReconcileRuns(db, cpReconcileRuns, settings.operationsMs),
+      pruneBackupRecords(
+        db,
+        {
+          table: cpTenantBackups,
+          id: cpTenantBackups.id,
+          status: cpTenantBackups.outcome,
+          startedAt: cpTenantBackups.startedAt,
+          finishedAt: cpTenantBackups.finishedAt,
+          partition: cpTenantBackups.orgId,
+        },
+        settings.backupRecordsMs,
+      ),
       {
         name: "nonces",
         prune: async (now) =>

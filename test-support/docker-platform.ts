@@ -25,20 +25,22 @@ export async function createDockerTestPlatform(options: {
   idleSweepIntervalMs?: number;
 }): Promise<TestPlatform> {
   const { docker, deployment, network = "host" } = options;
+  // The tag global-setup built (infra/build-workspace-image.sh reads the same variable): checkouts sharing one
+  // engine can each run their own agent code.
+  const image = { prefix: "molecule/workspace-", tag: process.env.WORKSPACE_IMAGE_TAG ?? "latest" };
   const provisioner = createDockerProvisioner({
     docker,
     deployment,
     ...(options.environment ? { environment: options.environment } : {}),
-    imagePrefix: "molecule/workspace-",
-    // The tag global-setup built (infra/build-workspace-image.sh reads the same variable): checkouts sharing one
-    // engine can each run their own agent code.
-    imageTag: process.env.WORKSPACE_IMAGE_TAG ?? "latest",
+    imagePrefix: image.prefix,
+    imageTag: image.tag,
     network,
   });
   return createTestPlatform(
     provisioner,
     {
       deployment,
+      workspaceImage: image,
       workspaceEnv: options.workspaceEnv ?? { AGENT_PORT: "0", HEARTBEAT_INTERVAL_MS: "1000" },
       ...options.settings,
     },

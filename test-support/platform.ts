@@ -14,6 +14,7 @@ import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "@molecule/tenant-pla
 import type { IdleSuspender } from "@molecule/tenant-platform/idle";
 import { LivenessSweeper } from "@molecule/tenant-platform/liveness";
 import { OperationRunner } from "@molecule/tenant-platform/operations";
+import { PoolFiller } from "@molecule/tenant-platform/pools";
 import pino from "pino";
 import { EventBus } from "../apps/tenant-platform/src/services/events.ts";
 import { createTestDatabase, type TestDatabase } from "./pg.ts";
@@ -59,6 +60,8 @@ export interface TestPlatform {
   database: TestDatabase;
   runner: OperationRunner;
   sweeper: LivenessSweeper;
+  /** Keeps the warm pools at their targets: rounds on demand with `fill()`, and on its own once `listen()` ran. */
+  pools: PoolFiller;
   /**
    * Steady-state heartbeats, buffered: written by `heartbeats.flush()` (or the sweep's `markStale`), and by its timer
    * once `listen()` has started the loops.
@@ -190,6 +193,7 @@ export async function createTestPlatform(
   heartbeats.start({ timer: false });
   const sweeper = new LivenessSweeper(deps, options.sweepIntervalMs ?? 60_000, heartbeats);
   const backups = options.backups?.(deps, database) ?? null;
+  const pools = new PoolFiller(deps, 1_000);
   const {
     app,
     rawRoutes,
@@ -199,6 +203,7 @@ export async function createTestPlatform(
   } = createPlatform(deps, {
     ...(changes ? { changes } : {}),
     onOperationQueued: () => runner.wake(),
+    onPoolChanged: () => pools.wake(),
     heartbeats,
     ...(backups ? { backups } : {}),
   });
@@ -208,6 +213,7 @@ export async function createTestPlatform(
     database,
     runner,
     sweeper,
+    pools,
     heartbeats,
     activity,
     idle,
@@ -238,6 +244,7 @@ export async function createTestPlatform(
       heartbeats.start();
       activity.start();
       if (options.idleSweepIntervalMs) idle.start(options.idleSweepIntervalMs);
+      pools.start();
       return url;
     },
     dropConnections() {
@@ -256,6 +263,7 @@ export async function createTestPlatform(
       await sweeper.stop();
       await idle.stop();
       await activity.stop();
+      await pools.stop();
       closePlatform();
       await heartbeats.stop();
       await changes?.close();

@@ -10,6 +10,7 @@ import { a2aRawRoute, a2aRoutes } from "./routes/a2a.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { operationRoutes } from "./routes/operations.ts";
+import { poolRoutes } from "./routes/pools.ts";
 import { heartbeatRawRoute, heartbeatRoutes, registryRoutes } from "./routes/registry.ts";
 import { workspaceRoutes } from "./routes/workspaces.ts";
 import { A2AService } from "./services/a2a.ts";
@@ -20,6 +21,7 @@ import type { PlatformDeps } from "./services/deps.ts";
 import type { HeartbeatBatcher } from "./services/heartbeats.ts";
 import { IdleSuspender } from "./services/idle.ts";
 import { instrumentPlatform } from "./services/metrics.ts";
+import { PoolService } from "./services/pools.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { RegistryService } from "./services/registry.ts";
 import { SecretService } from "./services/secrets.ts";
@@ -45,6 +47,8 @@ export interface AppHooks {
    * written only by the idle sweep's flush.
    */
   activity?: ActivityTracker;
+  /** A pool's target changed or a member was claimed: `main()` wakes the pool filler. */
+  onPoolChanged?: () => void;
 }
 
 /**
@@ -53,7 +57,7 @@ export interface AppHooks {
  * the Hono app only.
  */
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
-  const workspaces = new WorkspaceService(deps, hooks.onOperationQueued);
+  const workspaces = new WorkspaceService(deps, hooks.onOperationQueued, hooks.onPoolChanged);
   const activity = hooks.activity ?? new ActivityTracker(deps, 1_000);
   const a2a = new A2AService(
     deps,
@@ -90,6 +94,7 @@ function createHonoApp(
   reconciler: Reconciler,
 ) {
   const secrets = new SecretService(deps);
+  const pools = new PoolService(deps, hooks.onPoolChanged, hooks.changes ?? null);
 
   const app = new Hono<AppEnv>();
 
@@ -114,8 +119,9 @@ function createHonoApp(
   app.route("/", eventRoutes(deps, workspaces));
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
-  app.route("/registry", registryRoutes(registry));
-  app.route("/admin", adminRoutes(deps, reconciler, hooks.backups ?? null));
+  app.route("/registry", registryRoutes(registry, pools));
+  app.route("/pools", poolRoutes(pools));
+  app.route("/admin", adminRoutes(deps, reconciler, hooks.backups ?? null, pools));
 
   app.notFound(notFound);
   app.onError(handleError);

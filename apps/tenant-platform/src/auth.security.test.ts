@@ -43,6 +43,8 @@ const adminRoutes = (): [string, string, unknown?][] => [
   ["GET", "/admin/stats"],
   ["POST", "/admin/backup"],
   ["GET", "/admin/backups"],
+  ["GET", "/pools"],
+  ["PUT", "/pools", { runtime: "echo", tier: 2, size: 1 }],
 ];
 
 describe("admin routes", () => {

@@ -137,6 +137,8 @@ const register = () => ({
   agent_card: { name: "fuzz", skills: [] },
 });
 const heartbeat = () => ({ workspace_id: agentId, status: "ok", detail: "fine" });
+const POOL = { runtime: "echo", tier: 2, size: 1 };
+const CLAIM = { id: "ws_0000000000aaaaaaaaaaaaaaaa", wait_seconds: 0 };
 
 /** Each served route and the hostile requests made for it. */
 const ROUTES: Record<string, () => Promise<void>> = {
@@ -296,6 +298,29 @@ const ROUTES: Record<string, () => Promise<void>> = {
       fuzzParameters(),
     );
   },
+  // A pool's target: refused unless it is a runtime of this platform, a tier and a size; the filler is not running.
+  "PUT /pools": () =>
+    fc.assert(
+      fc.asyncProperty(hostileBody(POOL), async (body) =>
+        probe({ method: "PUT", path: "/pools", body }, holdsUnstorableText(storedPart(body, POOL))),
+      ),
+      fuzzParameters(),
+    ),
+  "GET /pools": () =>
+    fc.assert(
+      fc.asyncProperty(hostileString, async (junk) =>
+        probe({ method: "GET", path: `/pools?x=${enc(junk)}` }, false),
+      ),
+      fuzzParameters(),
+    ),
+  // No pool member has this token (nor any other: no pool is filled here), whatever the body says.
+  "POST /registry/claim": () =>
+    fc.assert(
+      fc.asyncProperty(hostileBody(CLAIM), async (body) =>
+        probe({ method: "POST", path: "/registry/claim", token: "mpt_not-a-member", body }, true),
+      ),
+      fuzzParameters(),
+    ),
   // The admin routes take no input: hostile query strings and bodies are ignored, never stored.
   "POST /admin/reconcile": () =>
     fc.assert(

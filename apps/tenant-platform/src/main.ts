@@ -31,6 +31,7 @@ import { EventBus, PLATFORM_EVENT_SHARING } from "./services/events.ts";
 import { HeartbeatBatcher, heartbeatFlushIntervalMs } from "./services/heartbeats.ts";
 import { LivenessSweeper } from "./services/liveness.ts";
 import { OperationRunner } from "./services/operations.ts";
+import { PoolFiller } from "./services/pool-filler.ts";
 import { createTenantReconciler } from "./services/reconcile.ts";
 import { createTenantRetention } from "./services/retention.ts";
 
@@ -231,6 +232,7 @@ async function run(
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,
       workspaceEnv: config.workspaces.env,
+      workspaceImage: { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
       reconcile: config.reconcile,
     },
   };
@@ -245,12 +247,14 @@ async function run(
   const activity = new ActivityTracker(deps, heartbeatFlushIntervalMs(config.liveness.staleAfterMs));
   const reconciler = createTenantReconciler(deps, instanceId);
   const retention = createTenantRetention(deps, config.retention);
+  const poolFiller = new PoolFiller(deps);
   // The org's slug names the tenant's folder under TENANT_BACKUP_S3_PREFIX; a standalone platform uses its deployment.
   const backups = buildTenantBackups(config, deps, database, runtime?.slug ?? config.deployment);
   const { app, rawRoutes, idle } = createPlatform(deps, {
     changes,
     activity,
     onOperationQueued: () => runner.wake(),
+    onPoolChanged: () => poolFiller.wake(),
     reconciler,
     heartbeats,
     ...(backups ? { backups } : {}),
@@ -303,6 +307,7 @@ async function run(
   idle.start(config.liveness.sweepIntervalMs);
   reconciler.start();
   retention.start();
+  poolFiller.start();
   backups?.start();
   void boot?.post("ready");
 
@@ -323,6 +328,7 @@ async function run(
       activity, // after the idle sweep: what it still holds is written before the database closes
       reconciler,
       retention,
+      poolFiller,
       ...(backups ? [backups] : []),
       { stop: () => events.drain() }, // events published until now are sent before the database closes
     ],

@@ -29,6 +29,7 @@ import {
 } from "./credentials.ts";
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, runHeartbeatLoop } from "./heartbeat.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
+import { waitForClaim } from "./pool-claim.ts";
 
 export interface AgentMessageContext extends MessageContext {
   /** The workspace's secrets; empty until they have been pulled (start-up). */
@@ -46,6 +47,13 @@ export interface RunAgentOptions {
   workspaceId: string;
   /** One-time token from provisioning; needed unless an auth token is given or stored. */
   bootToken?: string;
+  /**
+   * A warm pool member's token (`WORKSPACE_POOL_TOKEN`): with no boot token and nothing stored, the agent waits for a
+   * create to claim it and registers with the boot token the claim brings (see `pool-claim.ts`).
+   */
+  poolToken?: string;
+  /** Called when a pool member's claim arrives: the name and metadata the workspace was created with. */
+  onClaimed?: (claim: { name: string; metadata: Record<string, unknown> }) => void;
   /** An auth token obtained elsewhere; used before the stored one. */
   authToken?: string;
   /** The inbound token from the same register answer as `authToken`; without it the agent serves anyone. */
@@ -166,10 +174,21 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       workspaceId: options.workspaceId,
       fetch: options.fetch,
     });
+    let bootToken = options.bootToken;
+    if (bootToken === undefined && options.authToken === undefined && options.poolToken) {
+      // Stored credentials mean this member was claimed and registered before a restart: they are used as they are.
+      const stored = store ? await store.load(options.workspaceId).catch(() => null) : null;
+      if (!stored) {
+        const outcome = await waitForClaim(client, options.poolToken, { signal, retry, sleep, log });
+        if ("removed" in outcome) return { reason: "removed" };
+        bootToken = outcome.claim.bootToken;
+        options.onClaimed?.({ name: outcome.claim.name, metadata: outcome.claim.metadata });
+      }
+    }
     const credentials = new CredentialManager({
       client,
       store,
-      bootToken: options.bootToken,
+      bootToken,
       authToken: options.authToken,
       inboundToken: options.inboundToken,
       registration: () => ({ url: publicUrl, agentCard: registeredCard() }),

@@ -6,6 +6,8 @@
  * sent is checked against those types when this compiles, and answers are checked field by field here.
  */
 import type {
+  AwaitClaimBody,
+  ClaimAnswer,
   HeartbeatResponse,
   RegisterBody,
   RegisterResponse,
@@ -114,6 +116,14 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** A warm pool member's claim: the workspace it now is, and the boot token it registers with. */
+export interface PoolClaim {
+  workspaceId: string;
+  bootToken: string;
+  name: string;
+  metadata: Record<string, unknown>;
+}
+
 export class PlatformClient {
   readonly platformUrl: string;
   readonly workspaceId: string;
@@ -170,6 +180,39 @@ export class PlatformClient {
     };
   }
 
+  /**
+   * A warm pool member's agent waits (up to `waitSeconds`, on the platform) for a create to claim it: the claim, or
+   * null when none came in that time (ask again). 404 once the member was removed from its pool.
+   */
+  async awaitClaim(
+    poolToken: string,
+    waitSeconds: number,
+    options: CallOptions = {},
+  ): Promise<PoolClaim | null> {
+    const sent: AwaitClaimBody = { id: this.workspaceId, wait_seconds: waitSeconds };
+    // The platform holds the request for up to the wait: the call's own bound is the wait and then some.
+    const timeoutMs = this.#timeoutMs + waitSeconds * 1000;
+    const answer = await this.#call("POST", "/registry/claim", poolToken, options.signal, sent, timeoutMs);
+    const claimed = field<ClaimAnswer>(answer, "claimed");
+    if (claimed === false) return null;
+    const workspaceId = field(answer, "workspace_id");
+    const bootToken = field(answer, "boot_token");
+    const name = field(answer, "name");
+    const metadata = field(answer, "metadata");
+    if (
+      claimed !== true ||
+      workspaceId !== this.workspaceId ||
+      typeof bootToken !== "string" ||
+      bootToken === "" ||
+      typeof name !== "string" ||
+      metadata === null ||
+      typeof metadata !== "object"
+    ) {
+      throw invalidResponse("claim", 200);
+    }
+    return { workspaceId, bootToken, name, metadata: metadata as Record<string, unknown> };
+  }
+
   async heartbeat(
     authToken: string,
     body: HeartbeatBody = {},
@@ -205,9 +248,10 @@ export class PlatformClient {
     token: string,
     signal: AbortSignal | undefined,
     body?: unknown,
+    timeoutMs = this.#timeoutMs,
   ): Promise<unknown> {
     if (signal?.aborted) throw aborted();
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const timeout = AbortSignal.timeout(timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
@@ -227,7 +271,7 @@ export class PlatformClient {
         throw new PlatformError({
           status: null,
           code: "timeout",
-          message: `${method} ${path}: no response within ${this.#timeoutMs} ms`,
+          message: `${method} ${path}: no response within ${timeoutMs} ms`,
         });
       }
       throw new PlatformError({

@@ -34,7 +34,12 @@ async function main(): Promise<number> {
         workspaceId: config.workspaceId,
         platformUrl: config.platformUrl,
         port: config.port,
-        registration: config.bootToken === undefined ? "no boot token given" : "boot token given",
+        registration:
+          config.bootToken !== undefined
+            ? "boot token given"
+            : config.poolToken !== undefined
+              ? "warm pool member: waits for its claim"
+              : "no boot token given",
       },
     });
     log("info", "exit", { reason: stop.reason });

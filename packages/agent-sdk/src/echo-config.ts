@@ -6,6 +6,8 @@ export interface EchoConfig {
   workspaceId: string;
   platformUrl: string;
   bootToken: string | undefined;
+  /** A warm pool member's token: the agent waits for its claim before it registers. */
+  poolToken?: string | undefined;
   port: number;
   host: string;
   /** undefined: `http://127.0.0.1:<real port>`. */
@@ -32,6 +34,7 @@ export function loadEchoConfig(env: Env): EchoConfig {
     workspaceId,
     platformUrl,
     bootToken: optional(env, "WORKSPACE_BOOT_TOKEN"),
+    poolToken: optional(env, "WORKSPACE_POOL_TOKEN"),
     port: integer(env, "AGENT_PORT", 8000, 0, 65_535),
     host: optional(env, "AGENT_HOST") ?? "0.0.0.0",
     publicUrl: publicUrl === undefined ? undefined : url(env, "AGENT_PUBLIC_URL", publicUrl),

@@ -43,6 +43,7 @@ export async function runEchoProcess(options: EchoProcessOptions): Promise<Agent
       platformUrl: options.platformUrl,
       workspaceId: options.workspaceId,
       bootToken: options.bootToken,
+      poolToken: options.poolToken,
       stateDir: options.stateDir,
       port: options.port,
       host: options.host,

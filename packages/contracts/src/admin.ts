@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { PoolView } from "./pools.ts";
 
 /** A live resource of this deployment and environment that no live claim (workspace, org or audit row) owns. */
 export const OrphanResource = z.object({
@@ -48,6 +49,8 @@ export const ReconcileReport = z.object({
   resources: z.object({
     byBackend: z.record(z.string(), z.number().int().nonnegative()),
     byOrg: z.record(z.string(), z.number().int().nonnegative()),
+    /** A tenant's unclaimed warm pool members (their machine or container), per pool (`<runtime>-t<tier>`). */
+    byPool: z.record(z.string(), z.number().int().nonnegative()).optional(),
   }),
   /** Backends whose listing failed: nothing of theirs was judged in this pass. */
   errors: z.array(z.object({ backend: z.string(), message: z.string() })),
@@ -69,5 +72,7 @@ export const AdminStats = z.object({
   lastReconcile: ReconcileReport.omit({ orphanList: true, ghostList: true, resources: true }).nullable(),
   /** Operations that had at least one attempt abandoned as hung past their kind's deadline (OPERATION_DEADLINES). */
   hung: z.number().int().nonnegative(),
+  /** A tenant's warm pools (`GET /pools`); the control plane has none. */
+  pools: z.array(PoolView).optional(),
 });
 export type AdminStats = z.infer<typeof AdminStats>;

@@ -6,6 +6,7 @@ export * from "./controlplane.ts";
 export * from "./errors.ts";
 export * from "./ids.ts";
 export * from "./inbound.ts";
+export * from "./pools.ts";
 export * from "./registry.ts";
 export * from "./rollouts.ts";
 export * from "./status.ts";

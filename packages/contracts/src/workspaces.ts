@@ -29,6 +29,7 @@ export const RESERVED_ENV_KEYS = [
   "PLATFORM_URL",
   "WORKSPACE_BOOT_TOKEN",
   "HEARTBEAT_INTERVAL_SECONDS",
+  "WORKSPACE_POOL_TOKEN",
 ] as const;
 
 export function isReservedEnvKey(key: string): boolean {

@@ -8,12 +8,13 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
  * What a token is, by its prefix. A token is `<prefix>_<43 url-safe characters>` (32 random bytes):
  * - `mbt` a workspace's one-time boot (registration) token
  * - `mwt` a workspace's bearer token for its platform
+ * - `mpt` a warm pool member's token, good only for waiting for its claim (`POST /registry/claim`)
  * - `mit` what a platform presents to a workspace's A2A server (the inbound token)
  * - `mat` a tenant platform's ADMIN_TOKEN
  * - `mct` a tenant's credential for the control plane
  * - `mca` the control plane's admin bearer (CP_ADMIN_API_TOKEN)
  */
-export type TokenPrefix = "mbt" | "mwt" | "mit" | "mat" | "mct" | "mca";
+export type TokenPrefix = "mbt" | "mpt" | "mwt" | "mit" | "mat" | "mct" | "mca";
 
 /** A new bearer token: 32 random bytes, url-safe, with a prefix saying what it is. */
 export function mintToken(prefix: TokenPrefix): string {

@@ -32,4 +32,11 @@ export const LABELS = {
   environment: "molecule.environment",
   /** What the resource is, where one engine holds more than workspaces (the control plane's `tenant`). */
   kind: "molecule.kind",
+  /** A warm pool member's pool (`WorkspaceSpec.pool`). */
+  pool: "molecule.pool",
 } as const;
+
+/** The pool label's value for a pool of `runtime` and `tier`. */
+export function poolLabel(runtime: string, tier: number): string {
+  return `${runtime}-t${tier}`;
+}

@@ -13,6 +13,11 @@ export interface WorkspaceSpec {
   /** Names of `env` entries whose values are secret: never logged, never put in labels or metadata. */
   secretKeys: readonly string[];
   metadata: Record<string, unknown>;
+  /**
+   * Set when the workspace is started as a warm pool member (`<runtime>-t<tier>`): labelled on what the backend
+   * creates, so a listing tells pool members from workspaces. The label stays after the member is claimed.
+   */
+  pool?: string;
 }
 
 /**
@@ -51,6 +56,8 @@ export interface ManagedResource {
   workspaceId: string | null;
   orgId: string | null;
   state?: string;
+  /** The warm pool it was started for (`WorkspaceSpec.pool`), where the backend labels it. */
+  pool?: string | null;
 }
 
 export interface Capabilities {

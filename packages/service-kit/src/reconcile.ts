@@ -38,6 +38,8 @@ export interface ReconcileSource {
   judge(resources: readonly ManagedResource[]): Promise<{
     claimed(resource: ManagedResource): boolean;
     ghosts: GhostClaim[];
+    /** The warm pool an unclaimed pool member's resource belongs to (counted in `resources.byPool`), else null. */
+    poolMember?(resource: ManagedResource): string | null;
   }>;
   /** Removes an orphan through the backend's own destroy path, which refuses what is not this deployment's. */
   destroy(resource: ManagedResource): Promise<void>;
@@ -144,6 +146,7 @@ export class Reconciler {
     const errors: ReconcileReport["errors"] = [];
     const byBackend: Record<string, number> = {};
     const byOrg: Record<string, number> = {};
+    const byPool: Record<string, number> = {};
     const seenNow = new Set<string>();
     for (const source of this.deps.sources()) {
       let resources: ManagedResource[];
@@ -163,7 +166,9 @@ export class Reconciler {
       for (const resource of resources) {
         const org = resource.orgId ?? "none";
         byOrg[org] = (byOrg[org] ?? 0) + 1;
-        if (judged.claimed(resource)) continue;
+        const pool = judged.poolMember?.(resource) ?? null;
+        if (pool !== null && COMPUTE_KINDS.has(resource.kind)) byPool[pool] = (byPool[pool] ?? 0) + 1;
+        if (pool !== null || judged.claimed(resource)) continue;
         const key = resourceKey(source.backend, resource);
         seenNow.add(key);
         const sighting = firstSeen.get(key) ?? {
@@ -224,7 +229,7 @@ export class Reconciler {
       deleted: orphanList.filter((orphan) => orphan.deleted).length,
       deleteOrphans: settings.deleteOrphans,
       orphanGraceMs: settings.orphanGraceMs,
-      resources: { byBackend, byOrg },
+      resources: { byBackend, byOrg, byPool },
       errors,
     };
     await store.recordRun(this.deps.ids.next("rcn"), report, clock.now());

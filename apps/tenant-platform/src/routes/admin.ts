@@ -5,6 +5,7 @@ import { requireAdmin } from "../http/auth.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { TenantBackups } from "../services/backups.ts";
 import type { PlatformDeps } from "../services/deps.ts";
+import type { PoolService } from "../services/pools.ts";
 import { tenantStats } from "../services/reconcile.ts";
 
 /**
@@ -12,11 +13,18 @@ import { tenantStats } from "../services/reconcile.ts";
  * /admin/stats`, `POST /admin/backup` (a database backup now, answered with its record; 409 while one runs, or when
  * backups are not configured) and `GET /admin/backups` (the latest attempts).
  */
-export function adminRoutes(deps: PlatformDeps, reconciler: Reconciler, backups: TenantBackups | null) {
+export function adminRoutes(
+  deps: PlatformDeps,
+  reconciler: Reconciler,
+  backups: TenantBackups | null,
+  pools: PoolService,
+) {
   const app = new Hono<AppEnv>();
   app.use("*", requireAdmin());
   app.post("/reconcile", async (c) => c.json(await reconciler.run()));
-  app.get("/stats", async (c) => c.json(await tenantStats(deps, reconciler)));
+  app.get("/stats", async (c) =>
+    c.json({ ...(await tenantStats(deps, reconciler)), pools: await pools.list() }),
+  );
   const configured = () => {
     if (!backups) {
       throw new DomainError("conflict", "backups are not configured: TENANT_BACKUP_S3_PREFIX is empty");

@@ -1,16 +1,28 @@
-import { DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
+import { AwaitClaimBody, DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
 import { type RawRoute, readBody, writeJson } from "@molecule/service-kit/http";
 import { Hono } from "hono";
 import { bearerToken } from "../http/auth.ts";
 import { parseJsonText, parseWith, readJson } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { PlatformDeps } from "../services/deps.ts";
+import type { PoolService } from "../services/pools.ts";
 import type { RegistryService } from "../services/registry.ts";
 import { credentialOf } from "../services/tokens.ts";
 
-/** `POST /registry/register`; mounted behind `identify` (the admin may register an agent by hand). */
-export function registryRoutes(registry: RegistryService) {
+/**
+ * `POST /registry/register`; mounted behind `identify` (the admin may register an agent by hand). `POST
+ * /registry/claim`: a warm pool member's agent waits there for its claim, with its pool token.
+ */
+export function registryRoutes(registry: RegistryService, pools: PoolService) {
   const app = new Hono<AppEnv>();
+
+  app.post("/claim", async (c) => {
+    const token = bearerToken(c.req.header("authorization"));
+    if (!token)
+      throw new DomainError("unauthorized", "waiting for a claim needs a bearer token (the pool token)");
+    const body = await readJson(c, AwaitClaimBody);
+    return c.json(await pools.awaitClaim(token, body, c.req.raw.signal));
+  });
 
   app.post("/register", async (c) => {
     const token = bearerToken(c.req.header("authorization"));

@@ -70,6 +70,11 @@ export interface PlatformSettings {
    * back before it is answered 503 `wake_timeout` (default 60 s).
    */
   a2aWakeTimeoutMs?: number;
+  /**
+   * WORKSPACE_IMAGE_PREFIX and WORKSPACE_IMAGE_TAG: what a runtime's new workspaces start on (docker, flyio), so a warm
+   * pool member started on another image is replaced. Absent where the backend chooses (the control plane's).
+   */
+  workspaceImage?: { prefix: string; tag: string };
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

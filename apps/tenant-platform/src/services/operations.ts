@@ -31,9 +31,9 @@ import {
 import { eq } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import { NO_INBOUND_TOKEN } from "./inbound-token.ts";
-import { heartbeatIntervalSeconds } from "./liveness.ts";
 import { openOperationInput } from "./operation-input.ts";
 import { transitionWorkspace } from "./transitions.ts";
+import { workspaceEnv } from "./workspace-env.ts";
 
 type OperationError = { code: string; message: string };
 
@@ -380,13 +380,11 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       .select()
       .from(workspaceSecrets)
       .where(eq(workspaceSecrets.workspaceId, workspace.id));
-    const env: Record<string, string> = { ...settings.workspaceEnv };
+    const opened: Record<string, string> = {};
     for (const secret of secrets) {
-      env[secret.key] = sealer.open(secret.sealed, secret.keyVersion, `${workspace.id}:${secret.key}`);
+      opened[secret.key] = sealer.open(secret.sealed, secret.keyVersion, `${workspace.id}:${secret.key}`);
     }
-    env.WORKSPACE_ID = workspace.id;
-    env.PLATFORM_URL = settings.publicUrl;
-    env.HEARTBEAT_INTERVAL_SECONDS = String(heartbeatIntervalSeconds(settings.staleAfterMs));
+    const env = workspaceEnv(settings, workspace.id, opened);
     const bootToken = openOperationInput(sealer, operation);
     if (bootToken) env.WORKSPACE_BOOT_TOKEN = bootToken;
     return {

@@ -5,8 +5,15 @@ import {
   LIVE_STATUSES,
   type WorkspaceStatus,
 } from "@molecule/contracts";
-import { operations, orphanSightings, reconcileRuns, workspaceResources, workspaces } from "@molecule/db";
-import type { ManagedResource } from "@molecule/provisioner-core";
+import {
+  operations,
+  orphanSightings,
+  poolMembers,
+  reconcileRuns,
+  workspaceResources,
+  workspaces,
+} from "@molecule/db";
+import { type ManagedResource, poolLabel } from "@molecule/provisioner-core";
 import { openProviderIds, resolveIntents } from "@molecule/service-kit/audit";
 import {
   missingCompute,
@@ -55,6 +62,12 @@ function workspaceSource(deps: PlatformDeps): ReconcileSource {
         .from(workspaces)
         .where(and(eq(workspaces.orgId, settings.orgId), ne(workspaces.status, "removed")));
       const claimed = new Set(rows.map((row) => row.id));
+      // Unclaimed warm pool members are the pool filler's: counted, never orphans. A claimed one is a workspace row.
+      const members = await db
+        .select({ id: poolMembers.id, runtime: poolMembers.runtime, tier: poolMembers.tier })
+        .from(poolMembers)
+        .where(and(eq(poolMembers.orgId, settings.orgId), ne(poolMembers.state, "claimed")));
+      const poolOf = new Map(members.map((member) => [member.id, poolLabel(member.runtime, member.tier)]));
       const quiet = await db
         .select({ id: workspaces.id, status: workspaces.status })
         .from(workspaces)
@@ -101,6 +114,8 @@ function workspaceSource(deps: PlatformDeps): ReconcileSource {
         claimed: (resource: ManagedResource) =>
           (!!resource.workspaceId && claimed.has(resource.workspaceId)) || audited.has(resource.id),
         ghosts,
+        poolMember: (resource: ManagedResource) =>
+          (resource.workspaceId && poolOf.get(resource.workspaceId)) || null,
       };
     },
     async destroy(resource) {

@@ -29,6 +29,7 @@ import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openOperationInput, sealOperationInput } from "./operation-input.ts";
+import { claimReadyMember } from "./pools.ts";
 import { toAcceptedOperation, toOperationView, toWorkspaceView } from "./views.ts";
 
 export type LifecycleKind = Exclude<OperationKind, "provision">;
@@ -67,6 +68,8 @@ function isUniqueViolation(error: unknown): boolean {
   return false;
 }
 
+type WorkspaceInsert = Pick<NewWorkspaceRow, "id" | "runtime" | "backend" | "status" | "url" | "handle">;
+
 interface QueuedOperation {
   operationId: string;
   workspaceId: string;
@@ -81,6 +84,8 @@ export class WorkspaceService {
   constructor(
     private readonly deps: PlatformDeps,
     private readonly onOperationQueued: () => void = () => {},
+    /** A create took a warm pool member: the pool's filler starts its replacement. */
+    private readonly onPoolClaimed: () => void = () => {},
   ) {}
 
   async list(status?: WorkspaceStatus): Promise<WorkspaceView[]> {
@@ -191,12 +196,17 @@ export class WorkspaceService {
     const workspaceId = ids.next("ws");
     const operationId = ids.next("op");
     const bootToken = mintToken("mbt");
+    let claimed: { workspaceId: string } | null;
     try {
-      await this.insertWorkspace(
-        body,
-        { id: workspaceId, runtime, backend: provisioner.name, status: "provisioning" },
-        { operationId, workspaceId, kind: "provision", idempotency, bootToken },
-      );
+      // A ready warm pool member of this runtime and tier becomes the workspace; without one, a cold provision.
+      claimed = await this.claimFromPool(body, runtime, { operationId, idempotency, bootToken });
+      if (!claimed) {
+        await this.insertWorkspace(
+          body,
+          { id: workspaceId, runtime, backend: provisioner.name, status: "provisioning" },
+          { operationId, workspaceId, kind: "provision", idempotency, bootToken },
+        );
+      }
     } catch (error) {
       // Two requests with one key raced: the loser answers with the winner's workspace.
       if (idempotencyKey && isUniqueViolation(error)) {
@@ -205,6 +215,19 @@ export class WorkspaceService {
       }
       throw error;
     }
+    if (claimed) {
+      this.deps.events.publish({
+        type: "workspace.status",
+        workspaceId: claimed.workspaceId,
+        data: { to: "awaiting_agent", reason: "claimed from a warm pool" },
+      });
+      this.deps.logger.info(
+        { workspaceId: claimed.workspaceId, runtime, tier: body.tier },
+        "pool member claimed",
+      );
+      this.onPoolClaimed();
+      return this.accepted(claimed.workspaceId, operationId);
+    }
     this.deps.events.publish({
       type: "workspace.status",
       workspaceId,
@@ -212,6 +235,50 @@ export class WorkspaceService {
     });
     this.onOperationQueued();
     return this.accepted(workspaceId, operationId);
+  }
+
+  /**
+   * Claims a ready member of the (runtime, tier) pool and writes the workspace under the member's id, in one
+   * transaction: the workspace is `awaiting_agent` at once, on the member's resources (its handle), with a fresh boot
+   * token its waiting agent receives through `POST /registry/claim`. Its provision operation is recorded as done.
+   * Null when the pool has no ready member (or there is no pool).
+   */
+  private async claimFromPool(
+    body: CreateWorkspaceBody,
+    runtime: string,
+    input: Pick<QueuedOperation, "operationId" | "idempotency" | "bootToken">,
+  ): Promise<{ workspaceId: string } | null> {
+    const { db, settings, provisioner, clock } = this.deps;
+    const now = clock.now();
+    return db.transaction(async (tx) => {
+      const member = await claimReadyMember(tx, settings.orgId, runtime, body.tier, now);
+      if (!member) return null;
+      await this.writeWorkspace(
+        tx,
+        body,
+        {
+          id: member.id,
+          runtime,
+          backend: provisioner.name,
+          status: "awaiting_agent",
+          handle: member.handle,
+        },
+        {
+          ...input,
+          workspaceId: member.id,
+          kind: "provision",
+          finishedSteps: [
+            {
+              name: "pool_member_claimed",
+              startedAt: now.toISOString(),
+              durationMs: 0,
+              detail: `warm pool ${runtime} tier ${body.tier}: a started workspace whose agent waited for its claim`,
+            },
+          ],
+        },
+      );
+      return { workspaceId: member.id };
+    });
   }
 
   /**
@@ -293,28 +360,35 @@ export class WorkspaceService {
   /** The new workspace row, its sealed secrets and its first operation, in one transaction. */
   private async insertWorkspace(
     body: CreateWorkspaceBody,
-    row: Pick<NewWorkspaceRow, "id" | "runtime" | "backend" | "status" | "url">,
+    row: WorkspaceInsert,
     operation: QueuedOperation,
   ): Promise<void> {
-    const { db, sealer, settings } = this.deps;
+    await this.deps.db.transaction((tx) => this.writeWorkspace(tx, body, row, operation));
+  }
+
+  private async writeWorkspace(
+    tx: Pick<PlatformDeps["db"], "insert">,
+    body: CreateWorkspaceBody,
+    row: WorkspaceInsert,
+    operation: QueuedOperation,
+  ): Promise<void> {
+    const { sealer, settings } = this.deps;
     const workspaceId = row.id;
-    await db.transaction(async (tx) => {
-      await tx.insert(workspaces).values({
-        ...row,
-        orgId: settings.orgId,
-        name: body.name,
-        tier: body.tier,
-        metadata: body.metadata ?? {},
-        // Absent follows IDLE_SUSPEND_AFTER (stored null); null or 0 turns idle suspend off for this one.
-        idleSuspendSeconds: body.idle_suspend_seconds === undefined ? null : (body.idle_suspend_seconds ?? 0),
-      });
-      const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
-        const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
-        return { workspaceId, key, sealed, keyVersion };
-      });
-      if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
-      await this.queueOperation(tx, operation);
+    await tx.insert(workspaces).values({
+      ...row,
+      orgId: settings.orgId,
+      name: body.name,
+      tier: body.tier,
+      metadata: body.metadata ?? {},
+      // Absent follows IDLE_SUSPEND_AFTER (stored null); null or 0 turns idle suspend off for this one.
+      idleSuspendSeconds: body.idle_suspend_seconds === undefined ? null : (body.idle_suspend_seconds ?? 0),
     });
+    const secretRows = Object.entries(body.secrets ?? {}).map(([key, value]) => {
+      const { sealed, keyVersion } = sealer.seal(value, `${workspaceId}:${key}`);
+      return { workspaceId, key, sealed, keyVersion };
+    });
+    if (secretRows.length > 0) await tx.insert(workspaceSecrets).values(secretRows);
+    await this.queueOperation(tx, operation);
   }
 
   /**

@@ -227,6 +227,7 @@ export async function listManagedResources(
       workspaceId: c.Labels[LABELS.workspaceId] ?? null,
       orgId: c.Labels[LABELS.orgId] ?? null,
       state: c.State,
+      pool: c.Labels[LABELS.pool] ?? null,
     });
   }
   for (const v of volumes?.Volumes ?? []) {
@@ -237,6 +238,7 @@ export async function listManagedResources(
       id: v.Name,
       workspaceId: labels[LABELS.workspaceId] ?? null,
       orgId: labels[LABELS.orgId] ?? null,
+      pool: labels[LABELS.pool] ?? null,
     });
   }
   return out;

@@ -138,13 +138,14 @@ export function redactCreateOptions(
 }
 
 export function labelsFor(
-  spec: Pick<WorkspaceSpec, "workspaceId" | "orgId" | "deployment">,
+  spec: Pick<WorkspaceSpec, "workspaceId" | "orgId" | "deployment" | "pool">,
 ): Record<string, string> {
   return {
     [LABELS.managed]: "true",
     [LABELS.workspaceId]: spec.workspaceId,
     [LABELS.orgId]: spec.orgId,
     [LABELS.deployment]: spec.deployment,
+    ...(spec.pool ? { [LABELS.pool]: spec.pool } : {}),
   };
 }
 

@@ -1,0 +1,269 @@
+import type { Tier } from "@molecule/contracts";
+import { type PoolMemberRow, poolMembers, pools, workspaceResources } from "@molecule/db";
+import { hashToken, mintToken } from "@molecule/identity";
+import {
+  describeFailure,
+  type Handle,
+  poolLabel,
+  specScrubber,
+  type WorkspaceSpec,
+} from "@molecule/provisioner-core";
+import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
+import { and, desc, eq, inArray, ne, sql } from "drizzle-orm";
+import type { PlatformDeps } from "./deps.ts";
+import { becomesReady, LIVE_MEMBER_STATES, MEMBER_QUIET_MS } from "./pools.ts";
+import { workspaceEnv, workspaceImage } from "./workspace-env.ts";
+
+/** The advisory lock of the filler: with N replicas, one fills at a time and the others skip the round. */
+export const TENANT_POOL_LOCK = 74_201_333;
+/** How long a member may take from its start to its agent's first wait before it is replaced. */
+export const MEMBER_START_TIMEOUT_MS = 5 * 60_000;
+/** Members started (or destroyed) side by side in one round. */
+const PARALLEL = 4;
+
+export interface FillReport {
+  started: number;
+  failed: number;
+  removed: number;
+}
+
+async function inBatches<T>(
+  items: readonly T[],
+  size: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
+}
+
+/**
+ * Keeps every warm pool at its target: starts members it lacks, and destroys those it no longer wants (the pool
+ * shrank, its image changed, the member's agent went quiet or never came up). One replica at a time, under an
+ * advisory lock; a round finishes every start it began before it lets the lock go, so a `starting` member without a
+ * handle found at the start of a round is one a dead process left: it is destroyed (by its labels) and replaced.
+ *
+ * Each member is started as the workspace its id names, with its own fresh volume (docker) or machine and volume
+ * (flyio), an environment with no secret of anyone's and a pool token as its only credential. The volume is never
+ * shared: it goes to the one create that claims the member, or is destroyed with it.
+ */
+export class PoolFiller {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<unknown> | null = null;
+  private again = false;
+
+  constructor(
+    private readonly deps: PlatformDeps,
+    private readonly intervalMs = 5_000,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.wake(), this.intervalMs);
+    this.wake();
+  }
+
+  /** A round now (or right after the one under way); nothing when the loop is not started. */
+  wake(): void {
+    if (!this.timer) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.fill()
+      .catch((error: unknown) => this.deps.logger.error({ err: error }, "pool fill failed"))
+      .finally(() => {
+        this.running = null;
+        if (this.again && this.timer) {
+          this.again = false;
+          this.wake();
+        }
+      });
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  /** One round; null when another replica holds the filler's lock. */
+  async fill(): Promise<FillReport | null> {
+    const outcome = await this.deps.advisoryLock(TENANT_POOL_LOCK, () => this.fillNow());
+    if (!outcome.acquired) this.deps.logger.debug("pool fill skipped: another replica is filling");
+    return outcome.acquired ? outcome.value : null;
+  }
+
+  private async fillNow(): Promise<FillReport> {
+    await this.retireUnwanted();
+    const removed = await this.destroyRemoving();
+    const { started, failed } = await this.startMissing();
+    return { started, failed, removed };
+  }
+
+  /** Marks `removing` every live member the pools no longer want; a member claimed meanwhile is left alone. */
+  private async retireUnwanted(): Promise<void> {
+    const { db, clock, settings } = this.deps;
+    const now = clock.now().getTime();
+    const members = await db
+      .select()
+      .from(poolMembers)
+      .where(and(eq(poolMembers.orgId, settings.orgId), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])))
+      .orderBy(desc(poolMembers.createdAt));
+    const targets = await db.select().from(pools).where(eq(pools.orgId, settings.orgId));
+    const size = new Map(targets.map((pool) => [`${pool.runtime}\u0000${pool.tier}`, pool.size]));
+    const unwanted: string[] = [];
+    const kept = new Map<string, PoolMemberRow[]>();
+    for (const member of members) {
+      const broken =
+        member.image !== workspaceImage(settings, member.runtime) ||
+        (member.handle === null && member.state === "starting") ||
+        (member.state === "starting" && now - member.createdAt.getTime() > MEMBER_START_TIMEOUT_MS) ||
+        (member.agentWaitingAt !== null && now - member.agentWaitingAt.getTime() > MEMBER_QUIET_MS);
+      if (broken) {
+        unwanted.push(member.id);
+        continue;
+      }
+      const key = `${member.runtime}\u0000${member.tier}`;
+      kept.set(key, [...(kept.get(key) ?? []), member]);
+    }
+    for (const [key, live] of kept) {
+      const surplus = live.length - (size.get(key) ?? 0);
+      if (surplus <= 0) continue;
+      // The ones not ready yet go first, then the newest ready ones: the oldest ready are claimed first anyway.
+      const order = [
+        ...live.filter((m) => m.state === "starting"),
+        ...live.filter((m) => m.state === "ready"),
+      ];
+      unwanted.push(...order.slice(0, surplus).map((member) => member.id));
+    }
+    if (unwanted.length === 0) return;
+    await db
+      .update(poolMembers)
+      .set({ state: "removing" })
+      .where(and(inArray(poolMembers.id, unwanted), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])));
+  }
+
+  /** Destroys each `removing` member on the backend, then forgets it. A failure is retried next round. */
+  private async destroyRemoving(): Promise<number> {
+    const { db, provisioner, settings, logger, clock } = this.deps;
+    const removing = await db
+      .select()
+      .from(poolMembers)
+      .where(and(eq(poolMembers.orgId, settings.orgId), eq(poolMembers.state, "removing")));
+    let removed = 0;
+    await inBatches(removing, PARALLEL, async (member) => {
+      try {
+        await provisioner.destroy({
+          workspaceId: member.id,
+          orgId: member.orgId,
+          handle: member.handle as Handle | null,
+        });
+        await db.transaction(async (tx) => {
+          await releaseAudited(tx, workspaceResources, { subjectId: member.id }, clock.now());
+          await tx
+            .delete(poolMembers)
+            .where(and(eq(poolMembers.id, member.id), eq(poolMembers.state, "removing")));
+        });
+        removed++;
+        logger.info(
+          { workspaceId: member.id, runtime: member.runtime, tier: member.tier },
+          "pool member destroyed",
+        );
+      } catch (error) {
+        const failure = describeFailure(error, "the backend refused the destroy");
+        logger.warn(
+          { workspaceId: member.id, ...failure.log },
+          "pool member not destroyed; retried next round",
+        );
+      }
+    });
+    return removed;
+  }
+
+  /** Starts the members each pool lacks, side by side within a bound; each start is finished before returning. */
+  private async startMissing(): Promise<{ started: number; failed: number }> {
+    const { db, settings } = this.deps;
+    const targets = await db
+      .select()
+      .from(pools)
+      .where(and(eq(pools.orgId, settings.orgId), ne(pools.size, 0)));
+    const live = await db
+      .select({ runtime: poolMembers.runtime, tier: poolMembers.tier, n: sql<number>`count(*)::int` })
+      .from(poolMembers)
+      .where(and(eq(poolMembers.orgId, settings.orgId), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])))
+      .groupBy(poolMembers.runtime, poolMembers.tier);
+    const have = new Map(live.map((row) => [`${row.runtime}\u0000${row.tier}`, row.n]));
+    const wanted: { runtime: string; tier: Tier }[] = [];
+    for (const pool of targets) {
+      if (!settings.allowedRuntimes.includes(pool.runtime)) continue;
+      const missing = pool.size - (have.get(`${pool.runtime}\u0000${pool.tier}`) ?? 0);
+      for (let i = 0; i < missing; i++) wanted.push({ runtime: pool.runtime, tier: pool.tier as Tier });
+    }
+    let started = 0;
+    let failed = 0;
+    await inBatches(wanted, PARALLEL, async (pool) => {
+      if (await this.startMember(pool.runtime, pool.tier)) started++;
+      else failed++;
+    });
+    return { started, failed };
+  }
+
+  /** One new member: its row (with its pool token's hash) first, then the backend call, then its handle. */
+  private async startMember(runtime: string, tier: Tier): Promise<boolean> {
+    const { db, provisioner, settings, ids, clock, logger } = this.deps;
+    const id = ids.next("ws");
+    const poolToken = mintToken("mpt");
+    await db.insert(poolMembers).values({
+      id,
+      orgId: settings.orgId,
+      runtime,
+      tier,
+      state: "starting",
+      image: workspaceImage(settings, runtime),
+      waitTokenHash: hashToken(poolToken),
+      createdAt: clock.now(),
+    });
+    const spec: WorkspaceSpec = {
+      workspaceId: id,
+      orgId: settings.orgId,
+      deployment: settings.deployment,
+      runtime,
+      tier,
+      env: { ...workspaceEnv(settings, id), WORKSPACE_POOL_TOKEN: poolToken },
+      secretKeys: ["WORKSPACE_POOL_TOKEN"],
+      metadata: {},
+      pool: poolLabel(runtime, tier),
+    };
+    const poolOf = and(eq(pools.orgId, settings.orgId), eq(pools.runtime, runtime), eq(pools.tier, tier));
+    try {
+      const handle = await provisioner.provision(spec, null, {
+        operationId: id,
+        idempotencyKey: `pool:${id}`,
+        audit: tableAudit(
+          db,
+          workspaceResources,
+          { subjectId: id, orgId: settings.orgId, backend: provisioner.name },
+          () => clock.now(),
+        ),
+      });
+      await db
+        .update(poolMembers)
+        .set({ handle, ...becomesReady })
+        .where(and(eq(poolMembers.id, id), eq(poolMembers.state, "starting")));
+      await db.update(pools).set({ lastError: null }).where(poolOf);
+      logger.info({ workspaceId: id, runtime, tier }, "pool member started");
+      return true;
+    } catch (error) {
+      // The backend scrubs the spec's values (the pool token) from its errors; this scrubs them again all the same.
+      const failure = describeFailure(error, "the backend could not start a pool member", specScrubber(spec));
+      logger.warn(
+        { workspaceId: id, runtime, tier, ...failure.log },
+        "pool member failed to start; replaced next round",
+      );
+      await db.update(pools).set({ lastError: failure.message }).where(poolOf);
+      await db
+        .update(poolMembers)
+        .set({ state: "removing" })
+        .where(and(eq(poolMembers.id, id), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])));
+      return false;
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import { sql } from "drizzle-orm";
+import { check, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+
+/** A warm pool's target, set by the operator (`PUT /pools`): `size` members of (runtime, tier) kept ready. */
+export const pools = pgTable(
+  "pools",
+  {
+    orgId: text("org_id").notNull(),
+    runtime: text("runtime").notNull(),
+    tier: integer("tier").notNull(),
+    size: integer("size").notNull(),
+    /** Why the filler's last attempt to start a member failed; cleared by the next success. */
+    lastError: text("last_error"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ columns: [table.orgId, table.runtime, table.tier] })],
+);
+
+/**
+ * One pre-started workspace of a pool. Its id is the workspace id it was started as (its container, volume and
+ * agent address are named from it) and, once claimed, the id of the workspace row the claim creates: a member is
+ * claimed at most once and never returns to its pool. `starting` until both its backend call returned (`handle`) and
+ * its agent asked for its claim (`agent_waiting_at`); then `ready`; `claimed` by a create; `removing` while the filler
+ * destroys it (shrink, image change, agent gone quiet, failed start).
+ */
+export const poolMembers = pgTable(
+  "pool_members",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id").notNull(),
+    runtime: text("runtime").notNull(),
+    tier: integer("tier").notNull(),
+    state: text("state").notNull(),
+    /** The image reference it was started on: a member on another than the pool's current one is replaced. */
+    image: text("image").notNull(),
+    handle: jsonb("handle").$type<({ backend: string } & Record<string, unknown>) | null>(),
+    /** SHA-256 of the pool token injected into it, the only credential its agent has until it is claimed. */
+    waitTokenHash: text("wait_token_hash").notNull(),
+    /** The last time its agent asked for its claim (each long poll renews it). */
+    agentWaitingAt: timestamp("agent_waiting_at", { withTimezone: true }),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    readyAt: timestamp("ready_at", { withTimezone: true }),
+    claimedAt: timestamp("claimed_at", { withTimezone: true }),
+  },
+  (table) => [
+    index("pool_members_pool_state_idx").on(table.orgId, table.runtime, table.tier, table.state),
+    check("pool_members_state_check", sql`${table.state} IN ('starting', 'ready', 'claimed', 'removing')`),
+  ],
+);
+
+export type PoolRow = typeof pools.$inferSelect;
+export type PoolMemberRow = typeof poolMembers.$inferSelect;

@@ -55,7 +55,7 @@ export type AwaitClaimBody = z.infer<typeof AwaitClaimBody>;
 
 /**
  * What the waiting agent gets: nothing yet (ask again), or its identity. The boot token is registered with as any
- * workspace's is (`POST /registry/register`); its secrets are then pulled like any workspace's.
+ * workspace's is (`POST /registry/register`), whose answer carries its secrets.
  */
 export const ClaimAnswer = z.discriminatedUnion("claimed", [
   z.object({ claimed: z.literal(false) }),

@@ -217,7 +217,7 @@ export class PoolService {
    * A pool member's agent waits here for its claim, with the pool token it was started with. Each call renews the
    * member's liveness (and makes it `ready` once its backend call has returned), then waits up to `wait_seconds` for a
    * create to claim it. A claimed member's agent gets its workspace's name, metadata and one-time boot token, which
-   * it registers with like any workspace (its secrets are then pulled with its own bearer token, never sent here).
+   * it registers with like any workspace (its secrets come in the registration's answer, never here).
    * The same answer is given again until the boot token is spent, so an answer lost on the way is not fatal.
    */
   async awaitClaim(token: string, body: AwaitClaimBody, signal?: AbortSignal): Promise<ClaimAnswer> {

@@ -244,8 +244,11 @@ describe("warm pools on the real Docker engine", () => {
       });
       return containers.length + (volumes.Volumes ?? []).length === 0 ? true : undefined;
     });
-    const rows = await platform.database.db.select().from(poolMembers);
-    expect(rows.filter((row) => row.state !== "claimed")).toEqual([]);
+    // A member's row goes once its resources are destroyed.
+    await waitFor("the drained members' rows to be gone", async () => {
+      const rows = await platform.database.db.select().from(poolMembers);
+      return rows.every((row) => row.state === "claimed") ? true : undefined;
+    });
     expect((await platform.call("GET", "/pools")).body.pools).toEqual([
       expect.objectContaining({ runtime: "echo", tier: 2, size: 0, ready: 0, starting: 0 }),
     ]);

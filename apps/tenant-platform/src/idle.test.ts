@@ -3,20 +3,17 @@
  * tests: e2e/idle-docker.test.ts, idle.flyio.test.ts). Agents are SDK A2A servers in this process; their heartbeats
  * are sent by the test (`beating`), as an agent's loop would, so a woken workspace comes back online.
  */
-import { messageText, type StartedA2AServer, startA2AServer } from "@molecule/agent-sdk";
 import { A2A_PROXY_ERROR_CODES } from "@molecule/contracts";
 import { operations, workspaces } from "@molecule/db";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { and, eq } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { HandAgents, workspaceStatusBecomes } from "../../../test-support/hand-agents.ts";
 import { createTestPlatform, errorOf, type TestPlatform } from "../../../test-support/platform.ts";
-import { waitFor } from "../../../test-support/wait.ts";
 
 let platform: TestPlatform;
 let replica: TestPlatform;
-const agents: StartedA2AServer[] = [];
-const inbound = new Map<string, string>();
-const stopBeats: Array<() => void> = [];
+let agents: HandAgents;
 
 interface Ws {
   id: string;
@@ -26,23 +23,19 @@ interface Ws {
 beforeAll(async () => {
   platform = await createTestPlatform(createFakeProvisioner(), { idleSuspendAfterMs: 120_000 });
   await platform.listen();
+  agents = new HandAgents(platform);
   // A second replica on the same database: it serves requests but runs no operations of its own.
   replica = await createTestPlatform(
     createFakeProvisioner(),
     { idleSuspendAfterMs: 120_000 },
-    {
-      database: platform.database,
-    },
+    { database: platform.database },
   );
 });
 
-afterEach(() => {
-  for (const stop of stopBeats.splice(0)) stop();
-});
+afterEach(() => agents.stopBeating());
 
 afterAll(async () => {
-  for (const stop of stopBeats.splice(0)) stop();
-  await Promise.all(agents.map((agent) => agent.close()));
+  await agents?.close();
   await replica?.close();
   await platform?.close();
 });
@@ -56,67 +49,21 @@ function send(text: string, method = "message/send") {
   };
 }
 
-async function echoAgent(name: string): Promise<string> {
-  const agent = await startA2AServer({
-    host: "127.0.0.1",
-    port: 0,
-    card: { name, description: `${name} echoes`, skills: [] },
-    inbound: () => {
-      const token = inbound.get(url);
-      return token ? { token } : "pending";
-    },
-    onMessage: async (message) => ({ parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] }),
-  });
-  agents.push(agent);
-  const url = `http://127.0.0.1:${agent.port}/`;
-  return url;
-}
-
 async function addWorkspace(name: string, extra: Record<string, unknown> = {}): Promise<Ws> {
   const created = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo", ...extra } });
   expect(created.status).toBe(202);
   const id = created.body.workspace.id as string;
   await statusBecomes(id, "awaiting_agent");
-  const url = await echoAgent(name);
-  const registered = await platform.call("POST", "/registry/register", { body: { id, url } });
-  expect(registered.status).toBe(200);
-  inbound.set(url, registered.body.inbound_token);
-  const token = registered.body.auth_token as string;
-  // Reporting activity starts its idle time on the test's clock (its status change is on the database's).
-  const beat = await platform.call("POST", "/registry/heartbeat", {
-    token,
-    body: { workspace_id: id, active: true },
-  });
-  expect(beat.body.status).toBe("online");
-  return { id, token };
+  return agents.register(id, name);
 }
 
-/** The agent's heartbeat loop, every 50 ms, until the test ends: it brings a started workspace back online. */
-function beating(ws: Ws): void {
-  let stopped = false;
-  const loop = async () => {
-    while (!stopped) {
-      await platform
-        .callServed("POST", "/registry/heartbeat", { token: ws.token, body: { workspace_id: ws.id } })
-        .catch(() => undefined);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  };
-  void loop();
-  stopBeats.push(() => {
-    stopped = true;
-  });
-}
+const beating = (ws: Ws) => agents.beating(ws);
+const statusBecomes = (id: string, status: string) => workspaceStatusBecomes(platform, id, status);
 
 async function row(id: string) {
   const [found] = await platform.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
   if (!found) throw new Error(`no workspace ${id}`);
   return found;
-}
-
-/** Waits for the workspace's status (the listening platform's runner runs its operations). */
-function statusBecomes(id: string, status: string) {
-  return waitFor(`${id} to be ${status}`, async () => ((await row(id)).status === status ? true : undefined));
 }
 
 async function startOperations(id: string): Promise<number> {

@@ -37,6 +37,7 @@ export const UNIT_TESTS = [
   "packages/service-kit/src/config.test.ts",
   "packages/service-kit/src/http/*.test.ts",
   "packages/service-kit/src/operations.test.ts",
+  "packages/service-kit/src/rate-limit.test.ts",
 ];
 
 /** Everything else beside the code: real PostgreSQL (a database per file) and, for some, the Docker engine. */

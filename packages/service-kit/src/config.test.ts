@@ -7,6 +7,7 @@ import {
   MOLECULE_ENVIRONMENTS,
   operationDeadlines,
   parseEnv,
+  ratePerMinute,
   serviceConfig,
   serviceEnv,
 } from "./config.ts";
@@ -56,8 +57,25 @@ describe("serviceConfig", () => {
         sweepIntervalMs: 3_600_000,
       },
       logLevel: "info",
+      rateLimitMaxKeys: 100_000,
       reconcile: { intervalMs: 30 * 60_000, deleteOrphans: false, orphanGraceMs: 60 * 60_000 },
     });
+  });
+});
+
+describe("ratePerMinute", () => {
+  const Limits = z.object({ RATE_LIMIT_X_PER_MINUTE: ratePerMinute("RATE_LIMIT_X_PER_MINUTE", 600) });
+
+  it("defaults, takes a whole number, and 0 (no limit)", () => {
+    expect(parseEnv(Limits, {}).RATE_LIMIT_X_PER_MINUTE).toBe(600);
+    expect(parseEnv(Limits, { RATE_LIMIT_X_PER_MINUTE: "30" }).RATE_LIMIT_X_PER_MINUTE).toBe(30);
+    expect(parseEnv(Limits, { RATE_LIMIT_X_PER_MINUTE: "0" }).RATE_LIMIT_X_PER_MINUTE).toBe(0);
+  });
+
+  it.each(["-1", "1.5", "lots"])("refuses %j naming the variable", (value) => {
+    expect(() => parseEnv(Limits, { RATE_LIMIT_X_PER_MINUTE: value })).toThrow(
+      /^invalid configuration: RATE_LIMIT_X_PER_MINUTE: RATE_LIMIT_X_PER_MINUTE must be/,
+    );
   });
 });
 

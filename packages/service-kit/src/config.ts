@@ -81,7 +81,21 @@ export function serviceEnv(defaults: { port: number; dataDir: string }) {
       })
       .default("false"),
     ORPHAN_GRACE: duration("ORPHAN_GRACE", 0).default(60 * 60_000),
+    /** Credentials each rate-limit budget remembers at most (idle ones are forgotten first). */
+    RATE_LIMIT_MAX_KEYS: z.coerce.number().int().min(1).default(100_000),
   };
+}
+
+/**
+ * `RATE_LIMIT_<BUDGET>_PER_MINUTE`: requests a minute one credential may make within a budget, all at once if it likes
+ * (the budget then refills evenly over the minute); 0 turns the budget off.
+ */
+export function ratePerMinute(name: string, fallback: number) {
+  return z.coerce
+    .number({ message: `${name} must be a whole number of requests a minute (0: no limit)` })
+    .int(`${name} must be a whole number of requests a minute (0: no limit)`)
+    .min(0, `${name} must be 0 (no limit) or more`)
+    .default(fallback);
 }
 
 export const DAY_MS = 24 * 60 * 60 * 1000;
@@ -136,6 +150,7 @@ export function serviceConfig(env: ServiceEnvValues, publicUrl: string) {
       sweepIntervalMs: env.RETENTION_SWEEP_INTERVAL_SECONDS * 1000,
     },
     logLevel: env.LOG_LEVEL,
+    rateLimitMaxKeys: env.RATE_LIMIT_MAX_KEYS,
     reconcile: {
       intervalMs: env.RECONCILE_INTERVAL,
       deleteOrphans: env.RECONCILE_DELETE_ORPHANS === "true",

@@ -25,8 +25,13 @@ export const SECRETS_KEY = "00112233445566778899aabbccddeeff00112233445566778899
 /** A clock tests can move forward. */
 export class TestClock implements Clock {
   private offsetMs = 0;
+  private frozenAt: number | null = null;
   now(): Date {
-    return new Date(Date.now() + this.offsetMs);
+    return new Date((this.frozenAt ?? Date.now()) + this.offsetMs);
+  }
+  /** Stops the clock where it is: from then on only `advance` moves it, so no real time leaks into what a test counts. */
+  freeze(): void {
+    this.frozenAt ??= Date.now();
   }
   advance(ms: number): void {
     this.offsetMs += ms;

@@ -5,6 +5,7 @@ import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { canvasRoutes } from "./canvas/routes.ts";
 import { identify, requireAdmin } from "./http/auth.ts";
+import { type PlatformLimiters, platformLimiters } from "./http/rate-limits.ts";
 import type { AppEnv } from "./http/types.ts";
 import { a2aRawRoute, a2aRoutes } from "./routes/a2a.ts";
 import { adminRoutes } from "./routes/admin.ts";
@@ -66,12 +67,17 @@ export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
     activity,
   );
   const registry = new RegistryService(deps, hooks.heartbeats ?? null, activity);
+  // One set of budgets for both ways a route is served, so a raw route and its Hono twin count against the same.
+  const limiters = platformLimiters(deps);
   // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
-  const rawRoutes: RawRoute[] = [a2aRawRoute(deps, a2a), heartbeatRawRoute(deps, registry)];
+  const rawRoutes: RawRoute[] = [
+    a2aRawRoute(deps, a2a, limiters.a2a),
+    heartbeatRawRoute(deps, registry, limiters.agent),
+  ];
   const reconciler = hooks.reconciler ?? createTenantReconciler(deps);
   instrumentPlatform(deps.metrics, deps, { reconciler, heartbeats: hooks.heartbeats ?? null });
   return {
-    app: createHonoApp(deps, hooks, workspaces, a2a, registry, reconciler),
+    app: createHonoApp(deps, hooks, workspaces, a2a, registry, reconciler, limiters),
     rawRoutes,
     /** The idle sweep (`main()` runs it on the status sweep's interval). */
     idle: new IdleSuspender(deps, workspaces, activity),
@@ -92,6 +98,7 @@ function createHonoApp(
   a2a: A2AService,
   registry: RegistryService,
   reconciler: Reconciler,
+  limiters: PlatformLimiters,
 ) {
   const secrets = new SecretService(deps);
   const pools = new PoolService(deps, hooks.onPoolChanged, hooks.changes ?? null);
@@ -103,7 +110,7 @@ function createHonoApp(
   app.use("*", requestLog(deps.logger, { debugRoutes: ["POST /registry/heartbeat"], metrics: deps.metrics }));
 
   // The A2A proxy has its own body limit and auth, so it is mounted before the global ones.
-  app.route("/", a2aRoutes(deps, a2a));
+  app.route("/", a2aRoutes(deps, a2a, limiters));
 
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 
@@ -111,15 +118,17 @@ function createHonoApp(
   // The canvas page and its assets are public; it calls the API below with the admin token like any client.
   app.route("/", canvasRoutes());
 
-  // Heartbeats check their token in the statement that records them, so they are mounted before `identify`.
-  app.route("/registry", heartbeatRoutes(deps, registry));
+  // Heartbeats check their token in the statement that records them, so they are mounted before `identify`; they,
+  // registration and a pool member's wait for its claim count in the `agent` budget, not the API's (`identify` counts
+  // the rest in `api`).
+  app.route("/registry", heartbeatRoutes(deps, registry, limiters.agent));
+  app.route("/registry", registryRoutes(deps, registry, pools, limiters.agent));
 
-  app.use("*", identify(deps));
+  app.use("*", identify(deps, limiters.api));
   app.get("/metrics", requireAdmin(), metricsHandler(deps.metrics));
   app.route("/", eventRoutes(deps, workspaces));
   app.route("/workspaces", workspaceRoutes(workspaces, secrets));
   app.route("/operations", operationRoutes(workspaces));
-  app.route("/registry", registryRoutes(registry, pools));
   app.route("/pools", poolRoutes(pools));
   app.route("/admin", adminRoutes(deps, reconciler, hooks.backups ?? null, pools));
 

@@ -70,6 +70,31 @@ describe("loadConfig", () => {
   });
 });
 
+describe("rate limits", () => {
+  it("default to budgets per credential a minute: api 3000, agent 600, a2a 6000, 100,000 credentials kept", () => {
+    expect(loadConfig({}).rateLimits).toEqual({ api: 3000, agent: 600, a2a: 6000, maxKeys: 100_000 });
+  });
+
+  it("take each budget as given, 0 turning it off", () => {
+    const config = loadConfig({
+      RATE_LIMIT_API_PER_MINUTE: "60",
+      RATE_LIMIT_AGENT_PER_MINUTE: "0",
+      RATE_LIMIT_A2A_PER_MINUTE: "120",
+      RATE_LIMIT_MAX_KEYS: "5000",
+    });
+    expect(config.rateLimits).toEqual({ api: 60, agent: 0, a2a: 120, maxKeys: 5000 });
+  });
+
+  it("stop start-up with one line naming a bad value", () => {
+    expect(() => loadConfig({ RATE_LIMIT_AGENT_PER_MINUTE: "-5" })).toThrow(
+      /^invalid configuration: RATE_LIMIT_AGENT_PER_MINUTE: /,
+    );
+    expect(() => loadConfig({ RATE_LIMIT_MAX_KEYS: "0" })).toThrow(
+      /^invalid configuration: RATE_LIMIT_MAX_KEYS: /,
+    );
+  });
+});
+
 describe("operation deadlines and retention", () => {
   it("gives every kind a deadline (15 min for what creates, 10 min for the rest) and 30 days of finished operations", () => {
     const config = loadConfig({});

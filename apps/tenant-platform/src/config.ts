@@ -13,10 +13,12 @@ import {
   isStrictEnvironment,
   operationDeadlines,
   parseEnv,
+  ratePerMinute,
   serviceConfig,
   serviceEnv,
 } from "@molecule/service-kit/config";
 import { z } from "zod";
+import { DEFAULT_RATE_LIMITS } from "./http/rate-limits.ts";
 
 export { ConfigError };
 
@@ -109,6 +111,9 @@ const EnvSchema = z.object({
   TENANT_BACKUP_S3_ENDPOINT: z.string().url("TENANT_BACKUP_S3_ENDPOINT must be a URL").optional(),
   TENANT_BACKUP_S3_ACCESS_KEY_ID: z.string().optional(),
   TENANT_BACKUP_S3_SECRET_ACCESS_KEY: z.string().optional(),
+  RATE_LIMIT_API_PER_MINUTE: ratePerMinute("RATE_LIMIT_API_PER_MINUTE", DEFAULT_RATE_LIMITS.api),
+  RATE_LIMIT_AGENT_PER_MINUTE: ratePerMinute("RATE_LIMIT_AGENT_PER_MINUTE", DEFAULT_RATE_LIMITS.agent),
+  RATE_LIMIT_A2A_PER_MINUTE: ratePerMinute("RATE_LIMIT_A2A_PER_MINUTE", DEFAULT_RATE_LIMITS.a2a),
   /** Where pg_dump is looked for. */
   PATH: z.string().default(""),
 });
@@ -219,6 +224,13 @@ function shape(env: z.infer<typeof EnvSchema>) {
       allowPrivate: flag(env.ALLOW_PRIVATE_AGENT_URLS),
     },
     backups: backupSettings(env),
+    /** Per credential, per process (docs/operations.md): with N replicas a credential may make N times as many. */
+    rateLimits: {
+      api: env.RATE_LIMIT_API_PER_MINUTE,
+      agent: env.RATE_LIMIT_AGENT_PER_MINUTE,
+      a2a: env.RATE_LIMIT_A2A_PER_MINUTE,
+      maxKeys: base.rateLimitMaxKeys,
+    },
   };
 }
 

@@ -1,5 +1,6 @@
 import { createFakeProvisioner, type FakeProvisioner } from "@molecule/provisioner-core/fake";
 import { handleError, requestLog } from "@molecule/service-kit/http";
+import { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { Hono } from "hono";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
@@ -267,7 +268,7 @@ describe("a stream opened with a workspace's token ends with that token", () => 
     const replica = new Hono<AppEnv>();
     const deps = { ...platform.deps, events: new EventBus() };
     replica.use("*", requestLog(deps.logger));
-    replica.use("*", identify(deps));
+    replica.use("*", identify(deps, new RateLimiter("api", 0, { now: () => 0 }))); // no limit here
     replica.route("/", eventRoutes(deps, new WorkspaceService(deps), 20));
     replica.onError(handleError);
     const response = await replica.request(`/workspaces/${agent.id}/events`, {

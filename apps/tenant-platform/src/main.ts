@@ -234,6 +234,7 @@ async function run(
       workspaceEnv: config.workspaces.env,
       workspaceImage: { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
       reconcile: config.reconcile,
+      rateLimits: config.rateLimits,
     },
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;

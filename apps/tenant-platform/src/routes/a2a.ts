@@ -8,23 +8,26 @@ import {
   WorkspaceId,
 } from "@molecule/contracts";
 import { type RawRoute, readBody, shapeError, statusFor } from "@molecule/service-kit/http";
+import type { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import { bearerToken, identify } from "../http/auth.ts";
 import { parseJsonText, parseWith } from "../http/body.ts";
+import type { PlatformLimiters } from "../http/rate-limits.ts";
 import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AAnswer, type A2AService, RETRY_AFTER_SECONDS, STREAM_HEADERS } from "../services/a2a.ts";
 import type { PlatformDeps } from "../services/deps.ts";
+import { credentialKey, credentialOf } from "../services/tokens.ts";
 import { WAKE_RETRY_AFTER_SECONDS } from "../services/wake.ts";
 
 /**
  * `POST /workspaces/:id/a2a`, the JSON-RPC A2A proxy, is served twice over one A2AService: as a raw route in front of
  * the Hono app (`a2aRawRoute`, what a served platform answers with: no fetch Request or Response is built per call),
  * and as a Hono route (`a2aRoutes`, what `app.request()` reaches in process). Both check in the same order (a declared
- * body over the limit, the caller, the target id, the body's type, its size, its JSON, the envelope), forward with
- * `forward`, and shape errors in `proxyFailed`.
+ * body over the limit, the caller's `a2a` budget, the caller, the target id, the body's type, its size, its JSON, the
+ * envelope), forward with `forward`, and shape errors in `proxyFailed`.
  */
 
 const PROXY_PATH = "/workspaces/:id/a2a";
@@ -34,6 +37,22 @@ const targetId = (raw: string) => parseWith(WorkspaceId, raw, "workspace id in t
 function requireCaller(caller: Caller | null): Caller {
   if (!caller) throw new DomainError("unauthorized", "a workspace or admin bearer token is required");
   return caller;
+}
+
+/**
+ * The caller, once its credential was counted in the `a2a` budget (before any lookup, so a credential over its
+ * budget costs nothing more): the rate-limit fields go through `setHeader`, on the answer or the error alike.
+ */
+async function limitedCaller(
+  deps: PlatformDeps,
+  a2a: A2AService,
+  limiter: RateLimiter,
+  authorization: string | undefined,
+  setHeader: (name: string, value: string) => void,
+): Promise<Caller> {
+  const credential = credentialOf(deps, bearerToken(authorization));
+  if (credential) limiter.enforce(credentialKey(credential), setHeader);
+  return requireCaller(await a2a.resolveCaller(credential));
 }
 
 const tooLargeMessage = (deps: PlatformDeps) =>
@@ -117,7 +136,7 @@ function proxyFailed(
 }
 
 /** The raw route: `POST /workspaces/:id/a2a` on Node's request and response. */
-export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService): RawRoute {
+export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService, limiter: RateLimiter): RawRoute {
   return {
     method: "POST",
     path: PROXY_PATH,
@@ -129,7 +148,9 @@ export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService): RawRoute {
           // Refused before anything else, as Hono's body limit does for a declared length.
           await readBody(req, res, maxBytes, tooLargeMessage(deps));
         }
-        const caller = requireCaller(await a2a.resolveCaller(bearerToken(req.headers.authorization)));
+        const caller = await limitedCaller(deps, a2a, limiter, req.headers.authorization, (name, value) =>
+          res.setHeader(name, value),
+        );
         const id = targetId(context.params.id ?? "");
         const type = req.headers["content-type"];
         parseJsonText(type, null); // the type is refused before the body is read
@@ -177,10 +198,13 @@ async function relay(answer: A2AAnswer & { kind: "stream" }, res: ServerResponse
   res.end();
 }
 
-/** The answer as a fetch Response, for the Hono route. */
-function toResponse(answer: A2AAnswer): Response {
+/** The answer as a fetch Response, for the Hono route, with `headers` (the rate-limit fields). */
+function toResponse(answer: A2AAnswer, headers: Record<string, string>): Response {
   if (answer.kind === "json") {
-    return new Response(answer.body, { status: 200, headers: { "content-type": answer.contentType } });
+    return new Response(answer.body, {
+      status: 200,
+      headers: { ...headers, "content-type": answer.contentType },
+    });
   }
   const chunks = answer.chunks[Symbol.asyncIterator]();
   const body = new ReadableStream<Uint8Array>({
@@ -201,7 +225,7 @@ function toResponse(answer: A2AAnswer): Response {
   });
   return new Response(body, {
     status: 200,
-    headers: { "content-type": answer.contentType, ...STREAM_HEADERS },
+    headers: { ...headers, "content-type": answer.contentType, ...STREAM_HEADERS },
   });
 }
 
@@ -220,7 +244,7 @@ function proxyUrlOf(c: Context<AppEnv>, id: string): string {
  * `POST /workspaces/:id/a2a` (JSON-RPC A2A proxy) and `GET /registry/discover/:id` on Hono. Mounted before the global
  * body limit: the proxy has its own (`A2A_MAX_REQUEST_BYTES`). No middleware here applies to other paths.
  */
-export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
+export function a2aRoutes(deps: PlatformDeps, a2a: A2AService, limiters: PlatformLimiters) {
   const app = new Hono<AppEnv>();
   const limit = bodyLimit({
     maxSize: deps.settings.a2aMaxRequestBytes,
@@ -231,14 +255,28 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
   app.post(PROXY_PATH, limit, async (c) => {
     let request: A2ARequest | undefined;
     try {
-      const caller = requireCaller(await a2a.resolveCaller(bearerToken(c.req.header("authorization"))));
+      // A Response the route builds itself does not carry headers set on the context: they are passed to it.
+      const limitHeaders: Record<string, string> = {};
+      const caller = await limitedCaller(
+        deps,
+        a2a,
+        limiters.a2a,
+        c.req.header("authorization"),
+        (name, value) => {
+          limitHeaders[name] = value;
+          c.header(name, value);
+        },
+      );
       const id = targetId(c.req.param("id"));
       // Read like every other route's body (JSON, curl's default form type, or no type); forwarded as sent.
       const type = c.req.header("content-type");
       parseJsonText(type, null);
       const text = await c.req.text();
       request = readEnvelope(type, text);
-      return toResponse(await a2a.forward(caller, id, request, text, c.req.header(A2A_VERSION_HEADER)));
+      return toResponse(
+        await a2a.forward(caller, id, request, text, c.req.header(A2A_VERSION_HEADER)),
+        limitHeaders,
+      );
     } catch (error) {
       // The body limit's own error goes back to its middleware, which answers with onError.
       if (error instanceof Error && error.name === "BodyLimitError") throw error;
@@ -247,14 +285,14 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService) {
   });
 
   // The target's card, its interfaces pointing at this proxy as the caller reached it: what an A2A client is given.
-  app.get("/workspaces/:id/.well-known/agent-card.json", identify(deps), async (c) => {
+  app.get("/workspaces/:id/.well-known/agent-card.json", identify(deps, limiters.api), async (c) => {
     const caller = requireCaller(c.get("caller"));
     const id = targetId(c.req.param("id"));
     return c.json(await a2a.proxiedCard(caller, id, proxyUrlOf(c, id)));
   });
 
   // The same card (same rewrite) with the target's status.
-  app.get("/registry/discover/:id", identify(deps), async (c) => {
+  app.get("/registry/discover/:id", identify(deps, limiters.api), async (c) => {
     const caller = requireCaller(c.get("caller"));
     const id = targetId(c.req.param("id"));
     return c.json(await a2a.discover(caller, id, proxyUrlOf(c, id)));

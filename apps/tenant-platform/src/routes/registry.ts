@@ -1,5 +1,6 @@
 import { AwaitClaimBody, DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
 import { type RawRoute, readBody, writeJson } from "@molecule/service-kit/http";
+import type { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { Hono } from "hono";
 import { bearerToken } from "../http/auth.ts";
 import { parseJsonText, parseWith, readJson } from "../http/body.ts";
@@ -7,28 +8,40 @@ import type { AppEnv } from "../http/types.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import type { PoolService } from "../services/pools.ts";
 import type { RegistryService } from "../services/registry.ts";
-import { credentialOf } from "../services/tokens.ts";
+import { credentialKey, credentialOf } from "../services/tokens.ts";
 
 /**
- * `POST /registry/register`; mounted behind `identify` (the admin may register an agent by hand). `POST
- * /registry/claim`: a warm pool member's agent waits there for its claim, with its pool token.
+ * `POST /registry/register` (the admin may register an agent by hand), and `POST /registry/claim` (a warm pool
+ * member's agent waits there for its claim, with its pool token): both counted in the `agent` budget by the token
+ * presented (a boot, pool or admin token); mounted before `identify`, so the API's budget is not spent on them.
  */
-export function registryRoutes(registry: RegistryService, pools: PoolService) {
+export function registryRoutes(
+  deps: PlatformDeps,
+  registry: RegistryService,
+  pools: PoolService,
+  limiter: RateLimiter,
+) {
   const app = new Hono<AppEnv>();
 
   app.post("/claim", async (c) => {
     const token = bearerToken(c.req.header("authorization"));
-    if (!token)
+    const credential = credentialOf(deps, token);
+    if (!token || !credential)
       throw new DomainError("unauthorized", "waiting for a claim needs a bearer token (the pool token)");
+    limiter.enforce(credentialKey(credential), (name, value) => c.header(name, value));
     const body = await readJson(c, AwaitClaimBody);
     return c.json(await pools.awaitClaim(token, body, c.req.raw.signal));
   });
 
   app.post("/register", async (c) => {
     const token = bearerToken(c.req.header("authorization"));
-    if (!token) throw new DomainError("unauthorized", "registration needs a bearer token (the boot token)");
+    const credential = credentialOf(deps, token);
+    if (!token || !credential) {
+      throw new DomainError("unauthorized", "registration needs a bearer token (the boot token)");
+    }
+    limiter.enforce(credentialKey(credential), (name, value) => c.header(name, value));
     const body = await readJson(c, RegisterBody);
-    return c.json(await registry.register(token, c.get("caller")?.kind === "admin", body));
+    return c.json(await registry.register(token, credential.kind === "admin", body));
   });
 
   return app;
@@ -42,20 +55,25 @@ export interface HeartbeatRequest {
   contentType: string | undefined;
   /** The body's text, within the body limit (a longer one throws `payload_too_large`). */
   text(): Promise<string>;
+  /** Sets a header of the answer, whether it succeeds or fails (the rate-limit fields). */
+  setHeader(name: string, value: string): void;
 }
 
 /**
  * `POST /registry/heartbeat`, the same rules whichever way it is served: 401 before the body is read when there is
- * no token, and 401 rather than 400 (or 413, 415) for a bad body sent with an unknown token. The token is checked in
- * the statement that records the heartbeat, or by memory for the steady state (`RegistryService.heartbeat`).
+ * no token, 429 past the token's `agent` budget before anything else is done, and 401 rather than 400 (or 413, 415)
+ * for a bad body sent with an unknown token. The token is checked in the statement that records the heartbeat, or by
+ * memory for the steady state (`RegistryService.heartbeat`).
  */
 export async function answerHeartbeat(
   deps: PlatformDeps,
   registry: RegistryService,
+  limiter: RateLimiter,
   request: HeartbeatRequest,
 ) {
   const credential = credentialOf(deps, bearerToken(request.authorization));
   if (!credential) throw new DomainError("unauthorized", NO_TOKEN);
+  limiter.enforce(credentialKey(credential), request.setHeader);
   let body: HeartbeatBody;
   try {
     parseJsonText(request.contentType, null); // the type is refused before the body is read
@@ -74,17 +92,22 @@ export async function answerHeartbeat(
  * gives it the request id, the log line at debug when successful, and the error envelope), the body read straight
  * from the request within the body limit. No fetch `Request`, web stream or Hono context is built for it.
  */
-export function heartbeatRawRoute(deps: PlatformDeps, registry: RegistryService): RawRoute {
+export function heartbeatRawRoute(
+  deps: PlatformDeps,
+  registry: RegistryService,
+  limiter: RateLimiter,
+): RawRoute {
   const limit = deps.settings.maxBodyBytes;
   return {
     method: "POST",
     path: "/registry/heartbeat",
     quiet: true,
     handler: async (req, res) => {
-      const answer = await answerHeartbeat(deps, registry, {
+      const answer = await answerHeartbeat(deps, registry, limiter, {
         authorization: req.headers.authorization,
         contentType: req.headers["content-type"],
         text: async () => (await readBody(req, res, limit, `body exceeds ${limit} bytes`)).toString("utf8"),
+        setHeader: (name, value) => res.setHeader(name, value),
       });
       writeJson(res, 200, answer);
     },
@@ -92,15 +115,16 @@ export function heartbeatRawRoute(deps: PlatformDeps, registry: RegistryService)
 }
 
 /** The heartbeat for `app.request()` (the Hono app alone); mounted before `identify`. */
-export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService) {
+export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService, limiter: RateLimiter) {
   const app = new Hono<AppEnv>();
 
   app.post("/heartbeat", async (c) =>
     c.json(
-      await answerHeartbeat(deps, registry, {
+      await answerHeartbeat(deps, registry, limiter, {
         authorization: c.req.header("authorization"),
         contentType: c.req.header("content-type"),
         text: () => c.req.text(),
+        setHeader: (name, value) => c.header(name, value),
       }),
     ),
   );

@@ -9,7 +9,7 @@ import {
 import { type WorkspaceRow, workspaces } from "@molecule/db";
 import { eq } from "drizzle-orm";
 import type { Agent, Dispatcher } from "undici";
-import { resolveCaller } from "../http/auth.ts";
+import { callerOf } from "../http/auth.ts";
 import type { Caller } from "../http/types.ts";
 import { type A2ADirectory, type A2ARoute, databaseDirectory } from "./a2a-directory.ts";
 import type { ActivityTracker } from "./activity.ts";
@@ -23,6 +23,7 @@ import {
 } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
 import { openInboundToken } from "./inbound-token.ts";
+import type { Credential } from "./tokens.ts";
 import type { WorkspaceWaker } from "./wake.ts";
 
 /** Who is on either end of an A2A call, as the rule table sees them. */
@@ -151,9 +152,9 @@ export class A2AService {
     this.directory.close();
   }
 
-  /** Who called, from the bearer token (the admin, a workspace, or nobody), through the directory. */
-  resolveCaller(token: string | null): Promise<Caller | null> {
-    return resolveCaller(this.deps, token, (tokenHash) => this.directory.tokenOwner(tokenHash));
+  /** Who called, from the bearer token's credential (the admin, a workspace, or nobody), through the directory. */
+  resolveCaller(credential: Credential | null): Promise<Caller | null> {
+    return callerOf(this.deps, credential, (tokenHash) => this.directory.tokenOwner(tokenHash));
   }
 
   /** The target's route once the caller may reach it: 404 unknown or removed, 403 not allowed. */

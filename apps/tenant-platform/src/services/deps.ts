@@ -79,4 +79,17 @@ export interface PlatformSettings {
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */
   reconcile: ReconcileSettings;
+  /** RATE_LIMIT_*: requests a minute per credential in each budget (0: none); the defaults when absent. */
+  rateLimits?: PlatformRateLimits;
+}
+
+/**
+ * The platform's rate-limit budgets, each counted per credential: `api` (the admin and workspace tokens on the API),
+ * `agent` (registration and heartbeats), `a2a` (calls through the A2A proxy), and how many credentials each keeps.
+ */
+export interface PlatformRateLimits {
+  api: number;
+  agent: number;
+  a2a: number;
+  maxKeys: number;
 }

@@ -10,6 +10,14 @@ import type { PlatformDeps } from "./deps.ts";
  */
 export type Credential = { kind: "admin" } | { kind: "token"; tokenHash: string };
 
+/**
+ * What a credential is counted as by the rate limits: the admin, or its token's hash (never the token itself, and the
+ * same whether or not the token turns out to belong to anyone).
+ */
+export function credentialKey(credential: Credential): string {
+  return credential.kind === "admin" ? "admin" : credential.tokenHash;
+}
+
 /** The admin token's hash, computed once per configured value rather than on every request. */
 let adminHash: { token: string; hash: Buffer } | null = null;
 

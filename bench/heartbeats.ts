@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { Pool } from "undici";
 import { type PlatformProcess, REPO_ROOT, startPlatformProcess } from "../test-support/process.ts";
 import {
+  BENCH_RATE_LIMITS,
   type BenchPlatform,
   combine,
   drive,
@@ -143,6 +144,7 @@ async function measure(count: number, bareUrl: string): Promise<Row> {
           DATABASE_URL: platform.database.url,
           CONTAINER_BACKEND: "docker",
           STATUS_SWEEP_INTERVAL: "3600",
+          ...BENCH_RATE_LIMITS,
         },
       });
       replicas.push(second);

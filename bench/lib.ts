@@ -54,6 +54,16 @@ function profiling(): Record<string, string> {
 }
 
 /**
+ * Every rate-limit budget on and far above any load a bench makes: the limiter's cost is in what is measured, its
+ * refusals are not (one caller token drives the A2A bench at thousands of requests a second).
+ */
+export const BENCH_RATE_LIMITS: Record<string, string> = {
+  RATE_LIMIT_API_PER_MINUTE: "1000000000",
+  RATE_LIMIT_AGENT_PER_MINUTE: "1000000000",
+  RATE_LIMIT_A2A_PER_MINUTE: "1000000000",
+};
+
+/**
  * The platform on its embedded database (PGlite in its data folder, no `DATABASE_URL`), as `pnpm start` runs it,
  * with the same settings as {@link startBenchPlatform}. Fixtures go through its API.
  */
@@ -63,6 +73,7 @@ export async function startEmbeddedBenchPlatform(env: Record<string, string> = {
     ALLOW_INSECURE_AGENT_URLS: "true",
     ALLOW_PRIVATE_AGENT_URLS: "true",
     STATUS_SWEEP_INTERVAL: "3600",
+    ...BENCH_RATE_LIMITS,
     ...profiling(),
     ...env,
   };
@@ -96,6 +107,7 @@ export async function startBenchPlatform(env: Record<string, string> = {}): Prom
     ALLOW_INSECURE_AGENT_URLS: "true",
     ALLOW_PRIVATE_AGENT_URLS: "true",
     STATUS_SWEEP_INTERVAL: "3600",
+    ...BENCH_RATE_LIMITS,
     ...profiling(),
     ...env,
   };

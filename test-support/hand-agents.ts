@@ -13,8 +13,15 @@ export class HandAgents {
 
   constructor(private readonly platform: TestPlatform) {}
 
-  /** Registers workspace `id` at a new echo agent (`<name>: <text>`) and heartbeats it online; answers its token. */
-  async register(id: string, name: string): Promise<{ id: string; token: string }> {
+  /**
+   * Registers workspace `id` at a new echo agent (`<name>: <text>`, after `before` resolves when given) and heartbeats
+   * it online; answers its token.
+   */
+  async register(
+    id: string,
+    name: string,
+    before: () => Promise<void> = async () => undefined,
+  ): Promise<{ id: string; token: string }> {
     const server = await startA2AServer({
       host: "127.0.0.1",
       port: 0,
@@ -23,7 +30,10 @@ export class HandAgents {
         const token = this.inbound.get(url);
         return token ? { token } : "pending";
       },
-      onMessage: async (message) => ({ parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] }),
+      onMessage: async (message) => {
+        await before();
+        return { parts: [{ kind: "text", text: `${name}: ${messageText(message)}` }] };
+      },
     });
     this.servers.push(server);
     const url = `http://127.0.0.1:${server.port}/`;

@@ -119,6 +119,37 @@ describe("idle suspend", () => {
     expect((await row(other.id)).status).toBe("online");
   });
 
+  it("a call longer than the idle time keeps both ends from being suspended until it ends", async () => {
+    let answerNow: () => void = () => undefined;
+    const answering = new Promise<void>((resolve) => {
+      answerNow = resolve;
+    });
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "slow-thinker", runtime: "echo", idle_suspend_seconds: 60 },
+    });
+    const id = created.body.workspace.id as string;
+    await statusBecomes(id, "awaiting_agent");
+    const slow = await agents.register(id, "slow-thinker", () => answering);
+    const caller = await addWorkspace("patient-caller", { idle_suspend_seconds: 60 });
+    const call = platform.callServed("POST", `/workspaces/${slow.id}/a2a`, {
+      token: caller.token,
+      body: send("take your time"),
+    });
+    // The agent has the message (its answer is held): time passes far beyond both idle times.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    platform.clock.advance(300_000);
+    const during = await platform.idle.sweep();
+    expect(during).not.toContain(slow.id);
+    expect(during).not.toContain(caller.id);
+    answerNow();
+    const answer = await call;
+    expect(answer.status).toBe(200);
+    expect(JSON.stringify(answer.body)).toContain("slow-thinker: take your time");
+    // Idle from the answer on.
+    platform.clock.advance(61_000);
+    expect(await platform.idle.sweep()).toEqual(expect.arrayContaining([slow.id, caller.id]));
+  });
+
   it("a workspace created without idle_suspend_seconds follows IDLE_SUSPEND_AFTER; with the setting off, never", async () => {
     const ws = await addWorkspace("default-idle");
     expect((await platform.call("GET", `/workspaces/${ws.id}`)).body.idleSuspendSeconds).toBeNull();

@@ -232,12 +232,42 @@ export class A2AService {
     version?: string,
   ): Promise<A2AAnswer> {
     let target = await this.authoriseRoute(caller, targetId);
-    const activity = this.activity;
-    activity?.touch(targetId);
-    if (caller.kind === "workspace") activity?.touch(caller.workspaceId);
     if (!RECEIVING.has(target.status) && this.waker && (await this.waker.shouldWait(target))) {
       target = await this.waker.untilReceiving(targetId);
     }
+    // Both ends are busy while the call is open (however long a stream runs), and were active when it ended.
+    const release = this.activity?.hold(targetId, caller.kind === "workspace" ? caller.workspaceId : null);
+    if (!release) return this.deliver(caller, target, request, rawBody, version);
+    let answer: A2AAnswer;
+    try {
+      answer = await this.deliver(caller, target, request, rawBody, version);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    if (answer.kind === "json") {
+      release();
+      return answer;
+    }
+    const { chunks, cancel } = answer;
+    return {
+      ...answer,
+      chunks: releasedAtEnd(chunks, release),
+      cancel: () => {
+        cancel();
+        release();
+      },
+    };
+  }
+
+  private async deliver(
+    caller: Caller,
+    target: A2ARoute,
+    request: A2ARequest,
+    rawBody: string | Uint8Array,
+    version: string | undefined,
+  ): Promise<A2AAnswer> {
+    const targetId = target.id;
     if (!RECEIVING.has(target.status) || !target.url) {
       throw new DomainError(
         "upstream_unavailable",
@@ -272,16 +302,12 @@ export class A2AService {
     };
 
     // Metadata only: never the bodies.
-    const delivered = (bytes: number, streamed: boolean) => {
-      // The answer counts too: a long call (a stream) keeps both ends from looking idle from its start.
-      activity?.touch(targetId);
-      if (caller.kind === "workspace") activity?.touch(caller.workspaceId);
+    const delivered = (bytes: number, streamed: boolean) =>
       this.deps.events.publish({
         type: "a2a.delivery",
         workspaceId: targetId,
         data: { caller: callerName, method: request.method, durationMs: elapsed(started), bytes, streamed },
       });
-    };
 
     const controller = new AbortController();
     let timedOut = false;
@@ -423,6 +449,18 @@ export function proxiedCard(card: Record<string, unknown>, proxyUrl: string): Re
     out.additionalInterfaces = [{ url: proxyUrl, transport: "JSONRPC" }];
   }
   return out;
+}
+
+/** `chunks`, calling `release` once they end, fail or are abandoned. */
+async function* releasedAtEnd(
+  chunks: AsyncIterable<Uint8Array>,
+  release: () => void,
+): AsyncGenerator<Uint8Array> {
+  try {
+    yield* chunks;
+  } finally {
+    release();
+  }
 }
 
 const TOO_LARGE = new Uint8Array(0);

@@ -141,6 +141,10 @@ export async function createTestPlatform(
      * default the platform listens to its database's change notifications as `main()` does.
      */
     changeFeed?: boolean;
+    /** How often the runner looks for operations nobody woke it for (default 100 ms). */
+    runnerPollMs?: number;
+    /** The runner's instance id (default "test-runner"): replicas on one database need their own. */
+    runnerId?: string;
     /** Database backups, for the backup routes (built with `buildTenantBackups` over this platform's deps). */
     backups?: (deps: PlatformDeps, database: TestDatabase) => TenantBackups | null;
   } = {},
@@ -187,7 +191,12 @@ export async function createTestPlatform(
     },
   };
   const changes = options.changeFeed === false ? null : await ChangeFeed.start(database);
-  const runner = new OperationRunner(deps, "test-runner", 100, changes);
+  const runner = new OperationRunner(
+    deps,
+    options.runnerId ?? "test-runner",
+    options.runnerPollMs ?? 100,
+    changes,
+  );
   let server: ServerType | undefined;
   let served: string | undefined;
   const heartbeats = new HeartbeatBatcher(

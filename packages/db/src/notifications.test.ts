@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_DATABASE_URL, createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
 import { waitFor } from "../../../test-support/wait.ts";
 import { createDatabase } from "./client.ts";
-import { workspaces, workspaceTokens } from "./schema/index.ts";
+import { operations, workspaces, workspaceTokens } from "./schema/index.ts";
 
 const CHANNEL = "molecule_changes";
 
@@ -104,6 +104,33 @@ describe("row-change notifications (triggers)", () => {
     expect(await changesOf(() => other.delete(workspaces).where(eq(workspaces.id, "ws_t")))).toEqual([
       "workspaces:ws_t",
     ]);
+  });
+
+  it("a queued operation announces its workspace; the runner's writes to it announce nothing", async () => {
+    expect(await changesOf(() => other.insert(workspaces).values(row("ws_op")))).toEqual([
+      "workspaces:ws_op",
+    ]);
+    expect(
+      await changesOf(() =>
+        other.insert(operations).values({ id: "op_1", workspaceId: "ws_op", kind: "provision" }),
+      ),
+    ).toEqual(["operations:ws_op"]);
+    expect(
+      await changesOf(() =>
+        other
+          .update(operations)
+          .set({ status: "running", lockedBy: "runner", attempts: 1 })
+          .where(eq(operations.id, "op_1")),
+      ),
+    ).toEqual([]);
+    expect(
+      await changesOf(() =>
+        other
+          .update(operations)
+          .set({ status: "succeeded", finishedAt: new Date() })
+          .where(eq(operations.id, "op_1")),
+      ),
+    ).toEqual([]);
   });
 
   it("a rolled back change announces nothing; many in one transaction are folded", async () => {

@@ -2,11 +2,13 @@
  * What lets N replicas on one PostgreSQL keep things in memory and still behave as one: a feed of row changes and a
  * cache that the feed invalidates.
  *
- * The change feed. Database triggers (packages/db/drizzle/0007_change_notifications.sql, and the control plane's
- * migration of the same name) send `pg_notify('molecule_changes', '<table>:<key>')` for every committed change that a
- * replica may have cached, so no code path can forget to invalidate:
+ * The change feed. Database triggers (packages/db/drizzle/0007_change_notifications.sql and
+ * 0011_operation_notifications.sql; the control plane's 0007 of the same name) send
+ * `pg_notify('molecule_changes', '<table>:<key>')` for every committed change that a replica may have cached (and for
+ * an operation queued), so no code path can forget to invalidate:
  *   tenant platform  `workspaces:<workspace id>` (insert, delete, any update except heartbeat bookkeeping:
- *                    last_heartbeat_at / updated_at alone notify nothing), `workspace_tokens:<workspace id>` (any)
+ *                    last_heartbeat_at / updated_at alone notify nothing), `workspace_tokens:<workspace id>` (any),
+ *                    `operations:<workspace id>` (insert only: an operation queued, which wakes every runner)
  *   control plane    `cp_orgs:<org id>` (any change but updated_at alone), `cp_tenant_credentials:<org id>` (any)
  *
  *   const feed = await ChangeFeed.start(database);         // one per process: one LISTEN connection

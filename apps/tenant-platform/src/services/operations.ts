@@ -122,6 +122,30 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     );
   }
 
+  private unwatchQueued: Array<() => void> = [];
+
+  /**
+   * Also woken by every operation queued on any replica (its insert's `operations` change notification, a few
+   * milliseconds after the commit), and when the feed reconnects (one may have gone unheard), so that a replica whose
+   * own runner is busy or stopped does not leave the operation to the others' next poll. Claiming stays
+   * `FOR UPDATE SKIP LOCKED`: every runner woken tries, one gets it.
+   */
+  override start(): void {
+    super.start();
+    if (this.changes && this.unwatchQueued.length === 0) {
+      this.unwatchQueued = [
+        this.changes.on("operations", () => this.wake()),
+        this.changes.onReset(() => this.wake()),
+      ];
+    }
+  }
+
+  override async stop(): Promise<void> {
+    for (const unwatch of this.unwatchQueued) unwatch();
+    this.unwatchQueued = [];
+    await super.stop();
+  }
+
   /**
    * Every backend call gets the attempt's signal, and every write of the workspace's row is fenced by the attempt
    * (`attempt.fenced`), so an attempt abandoned at its deadline, or overtaken by another replica after its lease

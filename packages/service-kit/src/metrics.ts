@@ -25,7 +25,8 @@ export const OPERATION_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600
 /**
  * How one attempt of an operation ended: `retrying` (a retryable failure, attempts left), `hung` (abandoned at its
  * deadline), `deferred` (waits for something else, no attempt used), `superseded` (its subject is going away: the
- * operation failed as such), `overtaken` (another runner took the row over; its attempt decides).
+ * operation failed as such), `overtaken` (another runner took the row over; its attempt decides), `released` (given
+ * back when the process stopped, no attempt used).
  */
 export type AttemptOutcome =
   | "succeeded"
@@ -34,7 +35,8 @@ export type AttemptOutcome =
   | "hung"
   | "deferred"
   | "superseded"
-  | "overtaken";
+  | "overtaken"
+  | "released";
 
 /** What the operation runner reports to (the runner's deps carry it when metrics are on). */
 export interface OperationMetrics {

@@ -4,7 +4,7 @@ import { ProvisionerError } from "@molecule/provisioner-core";
 import { eq, sql } from "drizzle-orm";
 import { integer, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import pino from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
 import { QUARANTINED, retryDelayMs } from "./operations.ts";
 import {
@@ -16,6 +16,8 @@ import {
   OperationRunner,
   OperationSuperseded,
   type OperationsTable,
+  RELEASED,
+  RunnerStopping,
 } from "./runner.ts";
 
 // A table of its own: the runner knows nothing of either service's operations.
@@ -335,6 +337,66 @@ describe("the durable-operation runner on a table of its own", () => {
     expect(done).toMatchObject({ status: "succeeded", attempts: 2, error: null, result: { done: 2 } });
     expect(done.steps).toEqual([expect.objectContaining({ name: HUNG, detail: "attempt 1 of 3 abandoned" })]);
     expect(await countHungOperations(database.db, jobs as unknown as OperationsTable)).toBe(1);
+  });
+
+  it("stop gives an attempt in flight back at once, even one that ignores its signal; another runner resumes it", async () => {
+    await add("job-1", "q1");
+    const signals: AbortSignal[] = [];
+    let started: () => void = () => {};
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let lateReturn: () => void = () => {};
+    let lateFenced: "written" | "refused" | "failed" | null = null;
+    const handlers: OperationHandlers<Job, JobError> = {
+      perform: async (row, step, _scrub, attempt) => {
+        signals.push(attempt.signal);
+        if (signals.length > 1) return { result: { done: row.attempts } };
+        step("first_step");
+        started();
+        // A long backend call that ignores its signal (the deadline is the default 15 minutes).
+        await new Promise<void>((resolve) => {
+          lateReturn = resolve;
+        });
+        try {
+          await attempt.fenced((tx) => tx.insert(subjects).values({ queue: row.queue, state: "late" }));
+          lateFenced = "written";
+        } catch (error) {
+          lateFenced = error instanceof AttemptSuperseded ? "refused" : "failed";
+        }
+        return { result: "late" };
+      },
+    };
+    const first = runner(handlers, "runner-a");
+    first.run.start();
+    await running;
+    expect(await job("job-1")).toMatchObject({ status: "running", lockedBy: "runner-a", attempts: 1 });
+    // Resolves although the attempt never returns: no wait for the lease or the deadline.
+    await first.run.stop();
+    expect(signals[0]?.aborted).toBe(true);
+    expect(signals[0]?.reason).toBeInstanceOf(RunnerStopping);
+    const released = await job("job-1");
+    expect(released).toMatchObject({
+      status: "pending",
+      lockedBy: null,
+      lockedUntil: null,
+      attempts: 0,
+      error: null,
+    });
+    expect(released.runAfter).toEqual(clock.now());
+    expect(released.steps).toEqual([
+      expect.objectContaining({ name: "first_step" }),
+      expect.objectContaining({ name: RELEASED, detail: "attempt 1 given back: the process stopped" }),
+    ]);
+    expect(first.lines).toContainEqual(expect.objectContaining({ msg: "operation released at shutdown" }));
+
+    const second = runner(handlers, "runner-b");
+    expect(await second.run.drain()).toBe(1);
+    expect(await job("job-1")).toMatchObject({ status: "succeeded", attempts: 1, result: { done: 1 } });
+    // The given-back attempt comes back late: its fenced write is refused.
+    lateReturn();
+    await vi.waitFor(() => expect(lateFenced).toBe("refused"));
+    expect(await database.db.select().from(subjects)).toEqual([]);
   });
 
   it("fails a hung operation once its attempts are spent, with an error naming the kind and the deadline", async () => {

@@ -101,6 +101,16 @@ function duration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
+/** The step recorded on an operation's row when its attempt was given back at shutdown. */
+export const RELEASED = "released";
+
+/** The reason an attempt's signal aborts with when its runner stops: the operation is left for the next runner. */
+export class RunnerStopping extends Error {
+  constructor() {
+    super("the process is shutting down; the operation is left for another runner");
+  }
+}
+
 /**
  * A write of an attempt that is no longer its operation's (abandoned at its deadline, or its row claimed by another
  * runner since): it was not made, and the attempt ends without touching the row.
@@ -173,9 +183,16 @@ type Claimed<Row> =
  * `hung` step and error on the row, and retries it like a retryable failure or fails it once its attempts are spent.
  * Whatever the abandoned attempt does later is fenced off: its steps are dropped, `ensureCurrent` throws, and every
  * write the runner makes for an attempt matches the row's attempt number as well as the lease holder.
+ *
+ * `stop` (SIGTERM) does not wait for attempts in flight: it aborts their signals with `RunnerStopping` and gives
+ * their rows back (pending, unlocked, the attempt refunded, a `released` step recorded), fenced like a hung attempt,
+ * so another replica or the next start resumes them at once instead of after the lease or the deadline.
  */
 export class OperationRunner<Row extends OperationRowBase, StoredError> extends WorkLoop<Row> {
   private readonly gate = new ClaimGate();
+  /** The abort controllers of the attempts in flight, for `stop`. */
+  private readonly inFlight = new Set<AbortController>();
+  private stopping = false;
 
   constructor(
     private readonly deps: OperationRunnerDeps,
@@ -191,6 +208,18 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       pollIntervalMs,
       name: "operation",
     });
+  }
+
+  /** Gives back every attempt in flight (see the class comment), then stops claiming. */
+  override async stop(): Promise<void> {
+    this.stopping = true;
+    for (const attempt of this.inFlight) attempt.abort(new RunnerStopping());
+    await super.stop();
+  }
+
+  override start(): void {
+    this.stopping = false;
+    super.start();
   }
 
   private get t(): OperationsTable {
@@ -353,13 +382,18 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     const started = performance.now();
     let outcome: AttemptOutcome = "failed";
     const abandon = new AbortController();
-    let deadlineTimer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<typeof HUNG>((resolve) => {
-      deadlineTimer = setTimeout(() => {
-        abandon.abort(new OperationHung(operation.kind, deadlineMs));
-        resolve(HUNG);
-      }, deadlineMs);
+    this.inFlight.add(abandon);
+    // Claimed while the runner was stopping: given back without running.
+    if (this.stopping) abandon.abort(new RunnerStopping());
+    // Settles when the attempt is abandoned: at its deadline, or when the runner stops.
+    const abandoned = new Promise<typeof HUNG>((resolve) => {
+      abandon.signal.addEventListener("abort", () => resolve(HUNG), { once: true });
+      if (abandon.signal.aborted) resolve(HUNG);
     });
+    const deadlineTimer = setTimeout(
+      () => abandon.abort(new OperationHung(operation.kind, deadlineMs)),
+      deadlineMs,
+    );
     const attempt: AttemptContext = {
       signal: abandon.signal,
       ensureCurrent: () => abandon.signal.throwIfAborted(),
@@ -385,15 +419,16 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       const step: StepReporter = (name, detail) => {
         if (!abandon.signal.aborted) report(name, detail === undefined ? undefined : scrub.text(detail));
       };
-      const work = this.handlers.perform(operation, step, scrub, attempt);
-      const ended = await Promise.race([work.then((stored) => ({ stored })), deadline]);
+      const work = abandon.signal.aborted
+        ? Promise.reject(abandon.signal.reason)
+        : this.handlers.perform(operation, step, scrub, attempt);
+      const ended = await Promise.race([work.then((stored) => ({ stored })), abandoned]);
       clearTimeout(deadlineTimer);
       if (abandon.signal.aborted) {
         // The late result or error of the abandoned attempt is dropped (and must not end the process).
         work.catch(() => {});
         await recorder.flush().catch(() => {});
-        outcome = "hung";
-        await this.hung(operation, deadlineMs, log);
+        outcome = await this.abandoned(operation, abandon.signal, deadlineMs, log);
         return;
       }
       await recorder.flush();
@@ -404,8 +439,7 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     } catch (error) {
       await recorder.flush().catch(() => {});
       if (abandon.signal.aborted) {
-        outcome = "hung";
-        await this.hung(operation, deadlineMs, log);
+        outcome = await this.abandoned(operation, abandon.signal, deadlineMs, log);
       } else if (error instanceof AttemptSuperseded) {
         // Another runner holds the row now: its attempt decides, and this one leaves the row alone.
         outcome = "overtaken";
@@ -415,8 +449,52 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
       this.deps.metrics?.observeAttempt(operation.kind, outcome, (performance.now() - started) / 1000);
       clearTimeout(deadlineTimer);
       releaseLease();
+      this.inFlight.delete(abandon);
       this.gate.finished(operation.id);
     }
+  }
+
+  /** An attempt whose signal aborted: given back when its runner stopped, else hung at its deadline. */
+  private async abandoned(
+    operation: Row,
+    signal: AbortSignal,
+    deadlineMs: number,
+    log: Logger,
+  ): Promise<AttemptOutcome> {
+    if (signal.reason instanceof RunnerStopping) {
+      await this.release(operation, log);
+      return "released";
+    }
+    await this.hung(operation, deadlineMs, log);
+    return "hung";
+  }
+
+  /**
+   * Gives an attempt back at shutdown: a `released` step on the row, then pending again at once, unlocked, with the
+   * attempt refunded (it did not fail; the process stopped). Only while this attempt still holds the row.
+   */
+  private async release(operation: Row, log: Logger): Promise<void> {
+    const now = this.deps.clock.now();
+    const released = await this.update(
+      {
+        status: "pending",
+        lockedBy: null,
+        lockedUntil: null,
+        runAfter: now,
+        attempts: sql`${this.t.attempts} - 1`,
+        steps: sql`${this.t.steps} || ${JSON.stringify([
+          {
+            name: RELEASED,
+            startedAt: now.toISOString(),
+            durationMs: 0,
+            detail: `attempt ${operation.attempts} given back: the process stopped`,
+          },
+        ])}::jsonb`,
+        updatedAt: now,
+      },
+      this.held(operation),
+    ).returning({ id: this.t.id });
+    if (released.length > 0) log.info({ attempts: operation.attempts }, "operation released at shutdown");
   }
 
   /** See `AttemptContext.fenced`. */

@@ -7,7 +7,7 @@
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -152,6 +152,30 @@ describe("infra/compose.yaml", () => {
   });
 });
 
+/**
+ * The shell command of compose.yaml's control-plane-database service (compose's `$$` is a literal `$`), run by `sh`
+ * with its PG* variables naming this machine's server, as `user`, with CP_POSTGRES_DB `database`.
+ */
+async function runDatabaseStep(user: string, database: string): Promise<void> {
+  const file = readFileSync(COMPOSE_FILE, "utf8");
+  const command =
+    /\n {2}control-plane-database:\n(?: {4}.*\n)*? {4}command:\n {6}- sh\n {6}- -c\n {6}- (.+)\n/.exec(
+      file,
+    )?.[1];
+  if (!command) throw new Error("no sh -c command in the control-plane-database service");
+  const server = new URL(ADMIN_DATABASE_URL);
+  await run("sh", ["-c", command.replaceAll("$$", "$")], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      PGHOST: server.hostname,
+      PGPORT: server.port || "5432",
+      PGUSER: user,
+      PGDATABASE: user,
+      CP_POSTGRES_DB: database,
+    },
+  });
+}
+
 async function waitHealthy(what: string, base: string): Promise<void> {
   await waitFor(
     `${what} to answer /health`,
@@ -211,12 +235,16 @@ describe("infra/compose.yaml, run", { timeout: 600_000 }, () => {
     const forwarderPort = (forwarder.address() as { port: number }).port;
     const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
     try {
-      await admin.unsafe(`CREATE ROLE ${role} LOGIN`);
+      // CREATEDB, as the image's POSTGRES_USER (a superuser) has it, for the file's control plane database step.
+      await admin.unsafe(`CREATE ROLE ${role} LOGIN CREATEDB`);
       await admin.unsafe(`CREATE DATABASE ${role} OWNER ${role}`);
-      await admin.unsafe(`CREATE DATABASE ${cpDatabase} OWNER ${role}`);
     } finally {
       await admin.end();
     }
+    // The control plane's database is made by the file's own step (control-plane-database), its command run here with
+    // this machine's psql and createdb against the same server (the postgres image that runs it in compose cannot be
+    // pulled here); twice, as every `up` runs it: the second finds the database and changes nothing.
+    for (let run = 0; run < 2; run++) await runDatabaseStep(role, cpDatabase);
     writeFileSync(
       override,
       [
@@ -380,6 +408,10 @@ echo "$WORKSPACE_ID"`,
       expect(names).toContain("cp_schema_migrations");
       expect(names).toContain("cp_orgs");
       expect(names).not.toContain("workspaces");
+      // Made by the file's database step, as the compose user.
+      const [owner] = await db<{ owner: string }[]>`
+        SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database()`;
+      expect(owner?.owner).toBe(role);
     } finally {
       await db.end();
     }

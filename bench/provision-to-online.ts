@@ -97,11 +97,13 @@ function phases(marks: Record<string, number>, spans: [string, string, string][]
 const AGENT_START: [string, string, string][] = [
   ["  process start → listening", "process_started", "a2a_listening"],
 ];
+// The platform moves a workspace online when its agent registers with the secrets in the answer (the registration is
+// its first heartbeat), or at its first heartbeat otherwise: "online" is the platform's status event either way.
 const AGENT_ARRIVAL: [string, string, string][] = [
   ...AGENT_START,
-  ["  listening → registered", "a2a_listening", "registered"],
-  ["  registered → ready (secrets)", "registered", "agent_ready"],
-  ["  ready → online (heartbeat)", "agent_ready", "online"],
+  ["  listening → online (platform)", "a2a_listening", "online"],
+  ["  listening → registered (agent)", "a2a_listening", "registered"],
+  ["  registered → ready (agent)", "registered", "agent_ready"],
 ];
 
 interface BaselineRun {

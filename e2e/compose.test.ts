@@ -396,6 +396,24 @@ echo "$WORKSPACE_ID"`,
     });
     expect(listed.status).toBe(200);
     expect(await listed.json()).toEqual({ orgs: [] });
+    // The operator CLI in the image, inside the container, with the container's URL and token.
+    const cpContainer = (
+      await docker.listContainers({
+        filters: {
+          label: [`com.docker.compose.project=${project}`, "com.docker.compose.service=control-plane"],
+        },
+      })
+    )[0];
+    if (!cpContainer) throw new Error("the compose control plane container is not running");
+    const cli = await run("docker", [
+      "exec",
+      cpContainer.Id,
+      "node",
+      "/app/dist/cp/molecule-cp.mjs",
+      "orgs",
+      "list",
+    ]);
+    expect(cli.stdout).toBe("no orgs\n");
     // Its migrations ran in its own database, the tenant's stayed out of it.
     const db = postgres(`${ADMIN_DATABASE_URL.replace(/\/[^/]*$/, "")}/${cpDatabase}`, {
       max: 1,

@@ -7,12 +7,14 @@
 #   <out>/dist/cp/main.mjs                    apps/control-plane/src/main.ts bundled by esbuild (ESM, node20), two
 #                                             levels below <out> as src/db/migrations.ts is below apps/control-plane,
 #                                             so its ../../drizzle/ is <out>/drizzle/
+#   <out>/dist/cp/molecule-cp.mjs             the operator CLI (apps/control-plane/src/cli.ts): `node` runs it
 #   <out>/drizzle/*.sql                       the control plane's migrations
 #   <out>/node_modules/@electric-sql/pglite   the embedded database (without DATABASE_URL), kept out of the bundle
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENTRY="$ROOT/apps/control-plane/src/main.ts"
+CLI="$ROOT/apps/control-plane/src/cli.ts"
 MIGRATIONS="$ROOT/apps/control-plane/drizzle"
 
 log() { printf 'bundle-control-plane: %s\n' "$*" >&2; }
@@ -28,6 +30,7 @@ bundle_check_out "$out"
 
 mkdir -p "$out"/{dist/cp,drizzle}
 bundle_entry "$ENTRY" "$out/dist/cp/main.mjs"
+bundle_entry "$CLI" "$out/dist/cp/molecule-cp.mjs"
 cp "$MIGRATIONS"/*.sql "$out/drizzle/"
 bundle_pglite "$out"
 chmod -R a+rX,go-w "$out"

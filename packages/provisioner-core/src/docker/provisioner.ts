@@ -358,6 +358,30 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     };
   }
 
+  /**
+   * A suspended workspace's paused container, thawed: the one engine look-up and the unpause are all a wake needs
+   * (its image, volume and network are in use by it). Null when the container is not paused: `converge` decides.
+   */
+  async function resumePaused(
+    spec: WorkspaceSpec,
+    ctx: ProvisionContext | undefined,
+  ): Promise<DockerHandle | null> {
+    const name = resourceName(spec.workspaceId);
+    const info = await inspectOwnedContainer(docker, name, owner(spec.workspaceId));
+    if (!info?.State.Paused) return null;
+    await unpauseContainer(docker, info.Id, ctx?.signal);
+    ctx?.step?.("container_resumed", info.Id);
+    const agentUrl = assignedAgentUrl(opts.network, spec.workspaceId, spec.env);
+    return {
+      backend: DOCKER_BACKEND,
+      containerId: info.Id,
+      containerName: name,
+      volumeName: name,
+      image: info.Config.Image,
+      ...(agentUrl ? { agentUrl } : {}),
+    };
+  }
+
   async function stopWorkspace(ref: WorkspaceRef, signal: AbortSignal | undefined): Promise<void> {
     const info = await inspectOwnedContainer(docker, resourceName(ref.workspaceId), owner(ref.workspaceId));
     if (!info) return;
@@ -399,6 +423,9 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
           const { containerIds } = await findResources(spec.workspaceId);
           for (const id of containerIds) await removeContainer(id, scrubbed.signal);
           scrubbed.step?.("container_removed", "recreating from the current spec");
+        } else {
+          const resumed = await resumePaused(spec, scrubbed);
+          if (resumed) return resumed;
         }
         return converge(spec, scrubbed);
       });

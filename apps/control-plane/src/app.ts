@@ -4,6 +4,7 @@ import { metricsHandler } from "@molecule/service-kit/metrics";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { requireAdmin, requireTenant } from "./http/auth.ts";
+import { controlPlaneLimiters } from "./http/rate-limits.ts";
 import type { AppEnv } from "./http/types.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { orgRoutes } from "./routes/orgs.ts";
@@ -66,19 +67,22 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
-  app.get("/metrics", requireAdmin(deps), metricsHandler(deps.metrics));
+  // Budgets per credential: the operator's admin token and each tenant's credential, counted apart.
+  const limiters = controlPlaneLimiters(deps);
+  const admin = requireAdmin(deps, limiters.admin);
+  app.get("/metrics", admin, metricsHandler(deps.metrics));
 
   // "/x/*" also matches "/x" itself, so each guard is registered once.
-  app.use("/cp/orgs/*", requireAdmin(deps));
+  app.use("/cp/orgs/*", admin);
   app.route("/cp/orgs", orgRoutes(orgs));
-  app.use("/cp/admin/*", requireAdmin(deps));
+  app.use("/cp/admin/*", admin);
   app.route(
     "/cp/admin",
     adminRoutes(deps, hooks.reconciler ?? createControlPlaneReconciler(deps), lifecycle),
   );
   app.route("/cp/admin", rolloutRoutes(new RolloutService(deps, hooks.onRolloutQueued), deps.events));
 
-  const tenant = requireTenant(deps);
+  const tenant = requireTenant(deps, limiters.tenant);
   for (const prefix of ["/cp/workspaces", "/cp/operations", "/cp/tenants"]) app.use(`${prefix}/*`, tenant);
   app.route("/cp", tenantRoutes(deps, workspaces, orgs));
 

@@ -33,6 +33,17 @@ describe("control plane config", () => {
     );
   });
 
+  it("rate limits: admin 3000 and tenant 3000 a minute per credential by default, each settable, 0 off", () => {
+    expect(loadConfig(base).rateLimits).toEqual({ admin: 3000, tenant: 3000, maxKeys: 100_000 });
+    expect(
+      loadConfig({ ...base, RATE_LIMIT_ADMIN_PER_MINUTE: "0", RATE_LIMIT_TENANT_PER_MINUTE: "120" })
+        .rateLimits,
+    ).toEqual({ admin: 0, tenant: 120, maxKeys: 100_000 });
+    expect(() => loadConfig({ ...base, RATE_LIMIT_TENANT_PER_MINUTE: "many" })).toThrow(
+      /^invalid configuration: RATE_LIMIT_TENANT_PER_MINUTE: /,
+    );
+  });
+
   it("stops with one line naming the variable", () => {
     const cases: [Record<string, string>, string][] = [
       [{ ...base, PROVISION_SHARED_SECRET: "short" }, "PROVISION_SHARED_SECRET must be at least 32"],

@@ -8,11 +8,13 @@ import {
   isStrictEnvironment,
   operationDeadlines,
   parseEnv,
+  ratePerMinute,
   serviceConfig,
   serviceEnv,
 } from "@molecule/service-kit/config";
 import { z } from "zod";
 import type { CpAnyOperationKind } from "./db/schema.ts";
+import { DEFAULT_RATE_LIMITS } from "./http/rate-limits.ts";
 
 export { ConfigError };
 
@@ -135,6 +137,8 @@ const EnvSchema = z.object({
     .pipe(z.array(awsId("CANARY_TENANT_INGRESS_SG_IDS", "sg")))
     .default([]),
   BACKUP_STALE_AFTER: duration("BACKUP_STALE_AFTER", 60_000).default(36 * 60 * 60_000),
+  RATE_LIMIT_ADMIN_PER_MINUTE: ratePerMinute("RATE_LIMIT_ADMIN_PER_MINUTE", DEFAULT_RATE_LIMITS.admin),
+  RATE_LIMIT_TENANT_PER_MINUTE: ratePerMinute("RATE_LIMIT_TENANT_PER_MINUTE", DEFAULT_RATE_LIMITS.tenant),
   TENANT_BACKUP_S3_PREFIX: z
     .string()
     .trim()
@@ -192,6 +196,12 @@ function shape(env: z.infer<typeof EnvSchema>) {
   const base = serviceConfig(env, env.CP_PUBLIC_URL ?? dockerHostUrl(env.TENANT_NETWORK, env.PORT));
   return {
     ...base,
+    /** Per credential, per process (docs/operations.md): with N replicas a credential may make N times as many. */
+    rateLimits: {
+      admin: env.RATE_LIMIT_ADMIN_PER_MINUTE,
+      tenant: env.RATE_LIMIT_TENANT_PER_MINUTE,
+      maxKeys: base.rateLimitMaxKeys,
+    },
     operations: { ...base.operations, deadlinesMs: env.OPERATION_DEADLINES },
     /** Finished operations and tenant boot events older than these are pruned; org tombstones are kept. */
     retention: { ...base.retention, eventsMs: env.EVENT_RETENTION_DAYS * DAY_MS },

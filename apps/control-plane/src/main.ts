@@ -111,6 +111,7 @@ async function main(): Promise<void> {
       tenantReadyDeadlineMs: config.tenantBackend.readyDeadlineMs,
       reconcile: config.reconcile,
       backups: config.backups,
+      rateLimits: config.rateLimits,
     },
   };
   const instanceId = `${process.pid}-${deps.ids.next("req")}`;

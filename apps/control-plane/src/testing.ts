@@ -90,6 +90,7 @@ export interface Reply {
   // biome-ignore lint/suspicious/noExplicitAny: test replies are read field by field
   body: any;
   text: string;
+  headers: Headers;
 }
 
 export interface SignedCall {
@@ -146,7 +147,7 @@ async function reply(response: Response): Promise<Reply> {
   } catch {
     body = null;
   }
-  return { status: response.status, body, text };
+  return { status: response.status, body, text, headers: response.headers };
 }
 
 export async function createTestControlPlane(

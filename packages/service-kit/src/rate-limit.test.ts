@@ -1,5 +1,6 @@
 import { DomainError } from "@molecule/contracts";
 import { describe, expect, it } from "vitest";
+import { metricValue } from "../../../test-support/metrics.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { createRateLimiters, RateLimiter } from "./rate-limit.ts";
 
@@ -148,5 +149,17 @@ describe("createRateLimiters", () => {
     expect(text).toContain('molecule_rate_limited_total{budget="api"} 2');
     expect(text).toContain('molecule_rate_limited_total{budget="agent"} 0');
     expect(text).not.toContain("secret-looking-key");
+  });
+
+  it("shares the one series when built twice over one registry (an app made twice)", async () => {
+    const metrics = new ServiceMetrics();
+    const clock = manualClock();
+    const first = createRateLimiters({ admin: 1 }, { now: clock.now, metrics });
+    const second = createRateLimiters({ admin: 1 }, { now: clock.now, metrics });
+    first.admin.take("k");
+    first.admin.take("k");
+    second.admin.take("k");
+    second.admin.take("k");
+    expect(metricValue(await metrics.text(), "molecule_rate_limited_total", { budget: "admin" })).toBe(2);
   });
 });

@@ -10,6 +10,7 @@
  * request would be accepted, and is the `rate_limited` error (429).
  */
 import { DomainError } from "@molecule/contracts";
+import type { Counter } from "prom-client";
 import type { ServiceMetrics } from "./metrics.ts";
 
 /** The window every budget is counted over; a budget is set per minute. */
@@ -136,19 +137,25 @@ export class RateLimiter {
   }
 }
 
+const LIMITED_SERIES = "molecule_rate_limited_total";
+
 /**
  * One limiter per budget (requests a minute per credential, 0 for none), all counting their refusals in
- * `molecule_rate_limited_total{budget}` on `metrics`.
+ * `molecule_rate_limited_total{budget}` on `metrics` (the one series, when an app is built twice over one registry).
  */
 export function createRateLimiters<Budget extends string>(
   budgets: Readonly<Record<Budget, number>>,
   options: { now: () => number; maxKeys?: number; metrics?: ServiceMetrics },
 ): Record<Budget, RateLimiter> {
-  const limited = options.metrics?.counter(
-    "molecule_rate_limited_total",
-    "Requests refused with 429 because their credential was over its budget, by budget",
-    ["budget"],
-  );
+  const metrics = options.metrics;
+  const limited = metrics
+    ? ((metrics.registry.getSingleMetric(LIMITED_SERIES) as Counter<"budget"> | undefined) ??
+      metrics.counter(
+        LIMITED_SERIES,
+        "Requests refused with 429 because their credential was over its budget, by budget",
+        ["budget"],
+      ))
+    : undefined;
   const limiters = {} as Record<Budget, RateLimiter>;
   for (const name of Object.keys(budgets) as Budget[]) {
     const counted = limited?.labels(name);

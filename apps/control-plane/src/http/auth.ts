@@ -7,6 +7,7 @@ import {
   signatureMatches,
   withinSignatureWindow,
 } from "@molecule/identity";
+import type { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { and, eq, inArray, lt } from "drizzle-orm";
 import type { MiddlewareHandler } from "hono";
 import { cpOrgs, cpRequestNonces, cpTenantCredentials } from "../db/schema.ts";
@@ -19,8 +20,11 @@ export function bearerToken(header: string | undefined): string | null {
   return match?.[1] ?? null;
 }
 
-/** `Authorization: Bearer CP_ADMIN_API_TOKEN`, compared in constant time. No token configured: every call refused. */
-export function requireAdmin(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv> {
+/**
+ * `Authorization: Bearer CP_ADMIN_API_TOKEN`, compared in constant time, then counted in the `admin` budget. No token
+ * configured: every call refused.
+ */
+export function requireAdmin(deps: ControlPlaneDeps, limiter: RateLimiter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const expected = deps.settings.adminToken;
     if (!expected) {
@@ -30,6 +34,7 @@ export function requireAdmin(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv> 
     if (!presented || !secretsEqual(presented, expected)) {
       throw new DomainError("unauthorized", "an admin bearer token is required");
     }
+    limiter.enforce("admin", (name, value) => c.header(name, value));
     await next();
   };
 }
@@ -39,23 +44,26 @@ const NONCE_PATTERN = /^[A-Za-z0-9._~+/=-]{8,200}$/;
 const refuse = (why: string) => new DomainError("unauthorized", why);
 
 /**
- * Tenant calls: the bearer credential names the org; the timestamp, nonce and signature headers must each be present
+ * Tenant calls: the bearer credential is counted in the `tenant` budget by its hash, before anything else (a tenant
+ * over its budget, or a flood of made-up credentials, costs no database work); it names the org; the timestamp, nonce and signature headers must each be present
  * (each missing one is named); the timestamp must be within the signature window of the control plane's clock
  * (`withinSignatureWindow`, in milliseconds); the HMAC (the org's derived key) must cover method, path with query,
  * timestamp, nonce and the exact body bytes; the nonce must be new. Any failure is a 401 that changes nothing. On
  * success the body bytes are kept for the route to parse, and nonces no request can use any more are pruned.
  */
-export function requireTenant(deps: ControlPlaneDeps): MiddlewareHandler<AppEnv> {
+export function requireTenant(deps: ControlPlaneDeps, limiter: RateLimiter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const credential = bearerToken(c.req.header("authorization"));
     if (!credential) throw refuse("a tenant credential is required");
+    const credentialHash = hashToken(credential);
+    limiter.enforce(credentialHash, (name, value) => c.header(name, value));
     const [org] = await deps.db
       .select({ id: cpOrgs.id, slug: cpOrgs.slug })
       .from(cpTenantCredentials)
       .innerJoin(cpOrgs, eq(cpOrgs.id, cpTenantCredentials.orgId))
       .where(
         and(
-          eq(cpTenantCredentials.tokenHash, hashToken(credential)),
+          eq(cpTenantCredentials.tokenHash, credentialHash),
           inArray(cpOrgs.status, ["provisioning", "ready", "failed"]),
         ),
       );

@@ -56,6 +56,18 @@ export interface ControlPlaneSettings {
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */
   reconcile: ReconcileSettings;
   backups: BackupSettings;
+  /** RATE_LIMIT_*: requests a minute per credential in each budget (0: none); the defaults when absent. */
+  rateLimits?: ControlPlaneRateLimits;
+}
+
+/**
+ * The control plane's rate-limit budgets, each counted per credential: `admin` (CP_ADMIN_API_TOKEN) and `tenant`
+ * (each tenant's credential on `/cp/workspaces`, `/cp/operations`, `/cp/tenants`), and how many credentials each keeps.
+ */
+export interface ControlPlaneRateLimits {
+  admin: number;
+  tenant: number;
+  maxKeys: number;
 }
 
 export interface BackupSettings {

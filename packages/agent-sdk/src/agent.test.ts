@@ -119,6 +119,41 @@ describe("runAgent", () => {
     expect(log).not.toContain("sk-secret-value");
   });
 
+  it("reports active in its heartbeats while a message is being answered and in the beat after, not otherwise", async () => {
+    const boot = platform.addWorkspace("ws_busy");
+    let finish: () => void = () => {};
+    const working = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const agent = start({
+      workspaceId: "ws_busy",
+      bootToken: boot,
+      onMessage: async (message) => {
+        await working;
+        return { parts: [{ kind: "text", text: `done: ${messageText(message)}` }] };
+      },
+    });
+    const info = await agent.ready;
+    const ws = platform.workspace("ws_busy");
+    await until(() => ws.heartbeats.length >= 2);
+    expect(ws.heartbeats.every((beat) => beat.active === undefined)).toBe(true);
+
+    const reply = send(`http://127.0.0.1:${info.port}/`, "long job", ws.inboundToken);
+    await until(() => ws.heartbeats.some((beat) => beat.active === true));
+    const first = ws.heartbeats.findIndex((beat) => beat.active === true);
+    await until(() => ws.heartbeats.length >= first + 3);
+    // Every beat while the handler runs says so.
+    expect(ws.heartbeats.slice(first).every((beat) => beat.active === true)).toBe(true);
+    finish();
+    expect((await reply).result.parts[0]?.text).toBe("done: long job");
+    const after = ws.heartbeats.length;
+    await until(() => ws.heartbeats.length >= after + 4);
+    // A beat on its way as the answer went, and the one after, may still say so; the later ones do not.
+    expect(ws.heartbeats.slice(after + 2).every((beat) => beat.active === undefined)).toBe(true);
+    agent.controller.abort();
+    await agent.done;
+  });
+
   it("is online once registered: its first heartbeat is due an interval later, not at once", async () => {
     const boot = platform.addWorkspace("ws_first_beat", { API_KEY: "sk-first" });
     const delays: number[] = [];

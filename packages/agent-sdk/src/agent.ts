@@ -30,6 +30,7 @@ import {
 import { DEFAULT_HEARTBEAT_INTERVAL_MS, runHeartbeatLoop } from "./heartbeat.ts";
 import { errorFields, type Logger, silentLogger } from "./log.ts";
 import { waitForClaim } from "./pool-claim.ts";
+import { WorkTracker } from "./work-tracker.ts";
 
 export interface AgentMessageContext extends MessageContext {
   /** The workspace's secrets; empty until they have been pulled (start-up). */
@@ -71,7 +72,11 @@ export interface RunAgentOptions {
   card: AgentCard;
   onMessage: AgentMessageHandler;
   heartbeatIntervalMs?: number;
-  /** What each heartbeat reports. */
+  /**
+   * What each heartbeat reports. `active: true` is added while a message is being answered (a streamed reply, a task
+   * running on) and in the first heartbeat after, so an idle-suspending platform does not suspend the agent mid-work;
+   * report it here for work of the agent's own (a scheduled job).
+   */
   health?: () => HeartbeatBody | Promise<HeartbeatBody>;
   signal: AbortSignal;
   log?: Logger;
@@ -136,14 +141,17 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
     const token = current.inboundToken;
     return token ? { token } : "open";
   };
+  // Work that outlives its message (a stream, a task) is reported in the heartbeats as `active`.
+  const work = new WorkTracker();
   const serverOptions = {
     host: options.host,
     maxBodyBytes: options.maxBodyBytes,
     card,
     inbound,
     log,
-    onMessage: (message: A2AMessage, context: MessageContext) =>
+    onMessage: work.wrap((message: A2AMessage, context: MessageContext) =>
       options.onMessage(message, { ...context, secrets }),
+    ),
   };
   // With port 0, come back on the port used last time: the registered URL only changes by registering again.
   const previousPort = options.port === 0 && store ? await store.loadPort(options.workspaceId) : null;
@@ -244,7 +252,7 @@ export async function runAgent(options: RunAgentOptions): Promise<AgentStop> {
       client,
       token: () => credentials.token ?? "",
       onUnauthorized: (s) => credentials.renew(s),
-      health: options.health,
+      health: async () => work.report(options.health ? await options.health() : {}),
       signal,
       intervalMs: options.heartbeatIntervalMs,
       backoff: options.heartbeatBackoff,

@@ -144,6 +144,25 @@ describe("infra/compose.yaml", () => {
     expect(database).toContain(`PGPASSWORD: ${SECRETS.POSTGRES_PASSWORD}`);
   });
 
+  it("the control plane's secrets are checked by the control plane: empty, as the file passes them unset, it exits naming the first", async () => {
+    const env = [
+      "MOLECULE_ENV=production",
+      "CP_ADMIN_API_TOKEN=",
+      "PROVISION_SHARED_SECRET=",
+      "CP_SECRETS_ENCRYPTION_KEY=",
+    ];
+    const refused = await run("docker", [
+      "run",
+      "--rm",
+      ...env.flatMap((pair) => ["-e", pair]),
+      "molecule/control-plane:latest",
+    ]).catch((error: { code: number; stderr: string }) => error);
+    expect(refused).toMatchObject({
+      code: 1,
+      stderr: "molecule control plane: CP_ADMIN_API_TOKEN is required when MOLECULE_ENV=production\n",
+    });
+  });
+
   it("refuses to run without each secret, naming it", async () => {
     for (const missing of Object.keys(SECRETS)) {
       const env = Object.fromEntries(Object.entries(SECRETS).filter(([key]) => key !== missing));

@@ -9,7 +9,13 @@ import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { and, eq } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { HandAgents, workspaceStatusBecomes } from "../../../test-support/hand-agents.ts";
-import { createTestPlatform, errorOf, type TestPlatform } from "../../../test-support/platform.ts";
+import { metricValue } from "../../../test-support/metrics.ts";
+import {
+  ADMIN_TOKEN,
+  createTestPlatform,
+  errorOf,
+  type TestPlatform,
+} from "../../../test-support/platform.ts";
 
 let platform: TestPlatform;
 let replica: TestPlatform;
@@ -64,6 +70,15 @@ async function row(id: string) {
   const [found] = await platform.deps.db.select().from(workspaces).where(eq(workspaces.id, id));
   if (!found) throw new Error(`no workspace ${id}`);
   return found;
+}
+
+/** How many A2A requests waited for a wake and ended `outcome`, by the platform's own metrics. */
+async function wakeWaits(outcome: string): Promise<number> {
+  const response = await platform.app.request("/metrics", {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  const text = await response.text();
+  return metricValue(text, "molecule_a2a_wake_wait_seconds_count", { outcome });
 }
 
 async function startOperations(id: string): Promise<number> {
@@ -205,6 +220,7 @@ describe("wake on request", () => {
     const ws = await addWorkspace("wake-me", { idle_suspend_seconds: 30 });
     await suspendIdle(ws, 30);
     beating(ws);
+    const wokenBefore = await wakeWaits("woken");
     const asks = Array.from({ length: 6 }, (_, i) =>
       (i % 2 === 0 ? platform : replica).call("POST", `/workspaces/${ws.id}/a2a`, {
         body: send(`ping ${i}`),
@@ -218,6 +234,8 @@ describe("wake on request", () => {
     }
     expect(await startOperations(ws.id)).toBe(1);
     expect((await row(ws.id)).status).toBe("online");
+    // The requests this process served each waited (the replica counts its own).
+    expect(await wakeWaits("woken")).toBe(wokenBefore + 4);
   });
 
   it("a stream to a suspended workspace waits for the wake, then streams", async () => {
@@ -241,6 +259,7 @@ describe("wake on request", () => {
   it("past A2A_WAKE_TIMEOUT_SECONDS the caller gets 503 wake_timeout with Retry-After; the wake goes on", async () => {
     const ws = await addWorkspace("slow-waker", { idle_suspend_seconds: 30 });
     await suspendIdle(ws, 30);
+    const timeoutsBefore = await wakeWaits("timeout");
     platform.deps.settings.a2aWakeTimeoutMs = 300;
     let timedOut: Awaited<ReturnType<TestPlatform["callServed"]>>;
     try {
@@ -254,6 +273,7 @@ describe("wake on request", () => {
     expect(timedOut.body.error.code).toBe(A2A_PROXY_ERROR_CODES.wake_timeout);
     expect(errorOf(timedOut).code).toBe("wake_timeout");
     expect(timedOut.body.id).toBe(1);
+    expect(await wakeWaits("timeout")).toBe(timeoutsBefore + 1);
     expect(await startOperations(ws.id)).toBe(1);
     // The agent comes back: the next request is delivered without another start.
     beating(ws);

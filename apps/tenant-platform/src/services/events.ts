@@ -18,7 +18,8 @@ export type PlatformEventType =
   | "workspace.heartbeat_missed"
   | "operation.step"
   | "operation.finished"
-  | "a2a.delivery";
+  | "a2a.delivery"
+  | "a2a.wake_wait";
 
 export type PlatformEvent = BusEvent<PlatformEventType>;
 

@@ -66,6 +66,12 @@ export function instrumentPlatform(
     "Bytes of A2A answers relayed from targets to callers",
     ["streamed"],
   );
+  const wakeWait = metrics.histogram(
+    "molecule_a2a_wake_wait_seconds",
+    "A2A requests that found their target suspended or waking, by how the wait ended (woken, timeout, failed): how long each waited",
+    ["outcome"],
+    [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+  );
   // Bound once: a delivery is counted without making a label object.
   const byStreamed = {
     true: { duration: a2aDuration.labels("true"), bytes: a2aBytes.labels("true") },
@@ -88,6 +94,11 @@ export function instrumentPlatform(
         const series = streamed ? byStreamed.true : byStreamed.false;
         series.duration.observe(durationMs / 1000);
         series.bytes.inc(bytes);
+        return;
+      }
+      case "a2a.wake_wait": {
+        const { outcome, waitedMs } = event.data as { outcome: string; waitedMs: number };
+        wakeWait.labels(outcome).observe(waitedMs / 1000);
         return;
       }
     }

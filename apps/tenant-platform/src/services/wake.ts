@@ -65,7 +65,15 @@ export class WorkspaceWaker {
   async untilReceiving(workspaceId: string): Promise<A2ARoute> {
     const { settings } = this.deps;
     const timeoutMs = settings.a2aWakeTimeoutMs ?? DEFAULT_A2A_WAKE_TIMEOUT_MS;
-    const deadline = performance.now() + timeoutMs;
+    const started = performance.now();
+    const deadline = started + timeoutMs;
+    // One event per request that waited: how long, and how it ended (the metrics count them).
+    const waited = (outcome: "woken" | "timeout" | "failed") =>
+      this.deps.events.publish({
+        type: "a2a.wake_wait",
+        workspaceId,
+        data: { outcome, waitedMs: Math.round(performance.now() - started) },
+      });
     let changed = false;
     let wakeUp: (() => void) | null = null;
     const onChange = (id?: string) => {
@@ -83,12 +91,22 @@ export class WorkspaceWaker {
         // A change heard while the row is read is not lost: the wait below ends at once.
         changed = false;
         const route = await this.database.route(workspaceId);
-        if (!route) throw new DomainError("not_found", `workspace ${workspaceId} not found`);
-        if (RECEIVING.has(route.status) && route.url) return route;
-        if (!WAKING.has(route.status) && !RECEIVING.has(route.status)) throw notReceiving(route);
+        if (!route) {
+          waited("failed");
+          throw new DomainError("not_found", `workspace ${workspaceId} not found`);
+        }
+        if (RECEIVING.has(route.status) && route.url) {
+          waited("woken");
+          return route;
+        }
+        if (!WAKING.has(route.status) && !RECEIVING.has(route.status)) {
+          waited("failed");
+          throw notReceiving(route);
+        }
         if (route.status === "suspended") await this.startOnce(workspaceId);
         const left = deadline - performance.now();
         if (left <= 0) {
+          waited("timeout");
           throw new DomainError(
             "wake_timeout",
             `workspace ${workspaceId} is waking (it is ${route.status}) and its agent was not back within ${Math.round(timeoutMs / 1000)} s; retry shortly`,

@@ -45,6 +45,8 @@ export function describeEvent(event) {
       return `${data.kind} ${data.status}${data.error?.message ? `: ${data.error.message}` : ""}`;
     case "a2a.delivery":
       return `A2A ${data.method ?? "delivery"}${data.durationMs !== undefined ? ` · ${duration(data.durationMs)}` : ""}`;
+    case "a2a.wake_wait":
+      return `A2A waited for a wake · ${data.outcome ?? ""}${data.waitedMs !== undefined ? ` · ${duration(data.waitedMs)}` : ""}`;
     default:
       return "";
   }

@@ -222,7 +222,7 @@ export class PoolService {
    */
   async awaitClaim(token: string, body: AwaitClaimBody, signal?: AbortSignal): Promise<ClaimAnswer> {
     const member = await this.member(token, body.id);
-    if (member.state === "claimed") return this.delivery(member.id);
+    if (member.state === "claimed") return this.delivery(member.id, true);
     await this.deps.db
       .update(poolMembers)
       .set({ agentWaitingAt: this.deps.clock.now(), ...becomesReady })
@@ -241,8 +241,10 @@ export class PoolService {
     try {
       for (;;) {
         claimed.reset();
-        const current = await this.member(token, member.id);
-        if (current.state === "claimed") return await this.delivery(current.id);
+        // The claim writes the workspace row under the member's id: once it is there, this is the answer.
+        const delivered = await this.delivery(member.id, false);
+        if (delivered) return delivered;
+        await this.member(token, member.id); // still the pool's (404 once it is being removed)
         const left = deadline - Date.now();
         if (left <= 0 || signal?.aborted) return { claimed: false };
         await claimed.within(Math.min(left, CLAIM_POLL_MS), signal);
@@ -268,19 +270,30 @@ export class PoolService {
     return member;
   }
 
-  /** What the claimed member's agent needs to become its workspace: name, metadata, the unspent boot token. */
-  private async delivery(workspaceId: string): Promise<ClaimAnswer> {
+  /**
+   * What the claimed member's agent needs to become its workspace: name, metadata, the unspent boot token. Null when
+   * the member is not claimed yet (no workspace row under its id) and `claimed` is false.
+   */
+  private async delivery(workspaceId: string, claimed: true): Promise<ClaimAnswer>;
+  private async delivery(workspaceId: string, claimed: false): Promise<ClaimAnswer | null>;
+  private async delivery(workspaceId: string, claimed: boolean): Promise<ClaimAnswer | null> {
     const { db, sealer } = this.deps;
-    const [workspace] = await db.select().from(workspaces).where(eq(workspaces.id, workspaceId));
+    const [[workspace], [provision]] = await Promise.all([
+      db
+        .select()
+        .from(workspaces)
+        .where(and(eq(workspaces.id, workspaceId), eq(workspaces.orgId, this.deps.settings.orgId))),
+      db
+        .select()
+        .from(operations)
+        .where(and(eq(operations.workspaceId, workspaceId), eq(operations.kind, "provision")))
+        .orderBy(asc(operations.createdAt))
+        .limit(1),
+    ]);
+    if (!workspace && !claimed) return null;
     if (!workspace || workspace.status === "removing" || workspace.status === "removed") {
       throw new DomainError("not_found", `workspace ${workspaceId} was removed`);
     }
-    const [provision] = await db
-      .select()
-      .from(operations)
-      .where(and(eq(operations.workspaceId, workspaceId), eq(operations.kind, "provision")))
-      .orderBy(asc(operations.createdAt))
-      .limit(1);
     const bootToken = provision ? openOperationInput(sealer, provision) : null;
     const [unspent] = bootToken
       ? await db

@@ -272,6 +272,7 @@ describe("wake on request", () => {
     expect(timedOut.headers.get("retry-after")).toBe("5");
     expect(timedOut.body.error.code).toBe(A2A_PROXY_ERROR_CODES.wake_timeout);
     expect(errorOf(timedOut).code).toBe("wake_timeout");
+    expect(errorOf(timedOut).message).toContain("was not back within 0.3 s");
     expect(timedOut.body.id).toBe(1);
     expect(await wakeWaits("timeout")).toBe(timeoutsBefore + 1);
     expect(await startOperations(ws.id)).toBe(1);

@@ -109,7 +109,7 @@ export class WorkspaceWaker {
           waited("timeout");
           throw new DomainError(
             "wake_timeout",
-            `workspace ${workspaceId} is waking (it is ${route.status}) and its agent was not back within ${Math.round(timeoutMs / 1000)} s; retry shortly`,
+            `workspace ${workspaceId} is waking (it is ${route.status}) and its agent was not back within ${timeoutMs / 1000} s; retry shortly`,
             { status: route.status, retryAfterSeconds: WAKE_RETRY_AFTER_SECONDS },
           );
         }

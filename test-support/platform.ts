@@ -6,7 +6,7 @@ import type { Provisioner } from "@molecule/provisioner-core";
 import { ChangeFeed } from "@molecule/service-kit/cluster";
 import { frontDoorServer } from "@molecule/service-kit/http";
 import { ServiceMetrics } from "@molecule/service-kit/metrics";
-import { createPlatform } from "@molecule/tenant-platform";
+import { createPlatform, tenantOpenApi } from "@molecule/tenant-platform";
 import type { ActivityTracker } from "@molecule/tenant-platform/activity";
 import type { TenantBackups } from "@molecule/tenant-platform/backups";
 import type { Clock, PlatformDeps, PlatformSettings } from "@molecule/tenant-platform/deps";
@@ -17,6 +17,7 @@ import { OperationRunner } from "@molecule/tenant-platform/operations";
 import { PoolFiller } from "@molecule/tenant-platform/pools";
 import pino from "pino";
 import { EventBus } from "../apps/tenant-platform/src/services/events.ts";
+import { AnswerChecker } from "./openapi.ts";
 import { createTestDatabase, type TestDatabase } from "./pg.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
@@ -61,6 +62,8 @@ export function errorOf(response: TestResponse): { code: string; message: string
 
 export interface TestPlatform {
   app: ReturnType<typeof createPlatform>["app"];
+  /** The raw routes `listen()` serves in front of the app. */
+  rawRoutes: ReturnType<typeof createPlatform>["rawRoutes"];
   deps: PlatformDeps;
   database: TestDatabase;
   runner: OperationRunner;
@@ -100,10 +103,16 @@ export interface TestPlatform {
   close(): Promise<void>;
 }
 
-/** One test request, with the admin token unless another (or null) is given, the body sent as JSON. */
+let answers: AnswerChecker | undefined;
+
+/**
+ * One test request, with the admin token unless another (or null) is given, the body sent as JSON. Its answer, when
+ * JSON, must match the schema the platform's OpenAPI document gives for its route and status, or the call throws.
+ */
 async function testCall(
   send: (init: RequestInit) => Response | Promise<Response>,
   method: string,
+  path: string,
   options: { token?: string | null; body?: unknown; headers?: Record<string, string> },
 ): Promise<TestResponse> {
   const headers: Record<string, string> = { ...options.headers };
@@ -116,7 +125,10 @@ async function testCall(
   }
   const response = await send({ method, headers, body });
   const text = await response.text();
-  return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
+  const answer = text ? JSON.parse(text) : null;
+  answers ??= new AnswerChecker(tenantOpenApi());
+  answers.check(method, path, response.status, response.headers.get("content-type"), answer);
+  return { status: response.status, body: answer, headers: response.headers };
 }
 
 /** The tenant platform in process, on a fresh real PostgreSQL database, with the given backend. */
@@ -223,6 +235,7 @@ export async function createTestPlatform(
   });
   return {
     app,
+    rawRoutes,
     deps,
     database,
     runner,
@@ -233,10 +246,10 @@ export async function createTestPlatform(
     idle,
     clock,
     logs,
-    call: (method, path, options = {}) => testCall((init) => app.request(path, init), method, options),
+    call: (method, path, options = {}) => testCall((init) => app.request(path, init), method, path, options),
     callServed(method, path, options = {}) {
       if (!served) throw new Error("callServed needs listen() first");
-      return testCall((init) => fetch(`${served}${path}`, init), method, options);
+      return testCall((init) => fetch(`${served}${path}`, init), method, path, options);
     },
     async listen() {
       const url = await new Promise<string>((resolve) => {

@@ -1,8 +1,13 @@
 import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import { handleError, limitBody, notFound, type RawRoute, requestLog } from "@molecule/service-kit/http";
 import { metricsHandler } from "@molecule/service-kit/metrics";
+import { openApiRoutes } from "@molecule/service-kit/openapi";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
+import { tenantOpenApi } from "./api.ts";
+
+export { tenantOpenApi };
+
 import { canvasRoutes } from "./canvas/routes.ts";
 import { identify, requireAdmin } from "./http/auth.ts";
 import { type PlatformLimiters, platformLimiters } from "./http/rate-limits.ts";
@@ -57,6 +62,7 @@ export interface AppHooks {
  * (service-kit `frontDoor`) for the hottest paths. `main()` and the test platform serve both; `app.request()` reaches
  * the Hono app only.
  */
+
 export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
   const workspaces = new WorkspaceService(deps, hooks.onOperationQueued, hooks.onPoolChanged);
   const activity = hooks.activity ?? new ActivityTracker(deps, 1_000);
@@ -115,6 +121,8 @@ function createHonoApp(
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
+  // Public: the API's description holds no secret.
+  app.route("/", openApiRoutes<AppEnv>(tenantOpenApi));
   // The canvas page and its assets are public; it calls the API below with the admin token like any client.
   app.route("/", canvasRoutes());
 

@@ -135,3 +135,6 @@ export const TenantBackupRun = z.object({
   reported_at: z.string().nullable(),
 });
 export type TenantBackupRun = z.infer<typeof TenantBackupRun>;
+
+/** `GET /admin/backups` on the tenant platform: the latest attempts, newest first. */
+export const TenantBackupRunList = z.object({ backups: z.array(TenantBackupRun) });

@@ -211,3 +211,20 @@ export const CreatedWorkspace = AcceptedOperation.extend({ connection: Connectio
 export type CreatedWorkspace = z.infer<typeof CreatedWorkspace>;
 
 export const PutSecretBody = z.strictObject({ value: SecretValue });
+
+/** `GET /workspaces` (the `status` query filters). */
+export const WorkspaceList = z.object({ workspaces: z.array(WorkspaceView) });
+/** `GET /workspaces/:id/operations`, newest first. */
+export const OperationList = z.object({ operations: z.array(OperationView) });
+
+/** `GET /workspaces/:id/secrets`: the names and when each was last set, never the values. */
+export const SecretKeyList = z.object({
+  secrets: z.array(z.object({ key: z.string(), updatedAt: z.string() })),
+});
+/** `GET /workspaces/:id/secrets/values`, for the workspace's own token only. */
+export const SecretValues = z.object({ secrets: z.record(z.string(), z.string()) });
+/** `PUT` and `DELETE /workspaces/:id/secrets/:key`: a running workspace needs a restart to see the change. */
+export const SecretChange = z.object({ key: z.string(), needsRestart: z.boolean() });
+
+/** `GET /health` on both services. */
+export const HealthResponse = z.object({ ok: z.literal(true) });

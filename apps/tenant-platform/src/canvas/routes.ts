@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import { type Context, Hono } from "hono";
+import { z } from "zod";
 import type { AppEnv } from "../http/types.ts";
 
 /**
@@ -86,3 +88,25 @@ export function canvasRoutes() {
   });
   return app;
 }
+
+export const canvasApi: ApiRoute[] = [
+  {
+    method: "GET",
+    path: "/",
+    summary: "The canvas (web UI)",
+    description: "Signs in with the admin token and calls this API like any client.",
+    tag: "canvas",
+    auth: [],
+    responses: { 200: { description: "Its page", contentType: "text/html" } },
+  },
+  {
+    method: "GET",
+    path: "/canvas/:file",
+    summary: "A script, style or image of the canvas",
+    tag: "canvas",
+    auth: [],
+    params: z.object({ file: z.enum(CANVAS_ASSETS.filter((name) => name !== "index.html")) }),
+    responses: { 200: { description: "The file", contentType: "text/javascript" } },
+    errors: [404],
+  },
+];

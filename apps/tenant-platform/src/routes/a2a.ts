@@ -3,16 +3,21 @@ import type { ServerResponse } from "node:http";
 import {
   A2A_PROXY_ERROR_CODES,
   A2A_VERSION_HEADER,
+  A2AProxyError,
   A2ARequest,
+  AgentCard,
+  DiscoverResponse,
   DomainError,
   WorkspaceId,
 } from "@molecule/contracts";
 import { type RawRoute, readBody, shapeError, statusFor } from "@molecule/service-kit/http";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import type { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
+import { z } from "zod";
 import { bearerToken, identify } from "../http/auth.ts";
 import { parseJsonText, parseWith } from "../http/body.ts";
 import type { PlatformLimiters } from "../http/rate-limits.ts";
@@ -300,3 +305,51 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService, limiters: Platfor
 
   return app;
 }
+
+const TargetPath = z.object({ id: WorkspaceId });
+
+export const a2aApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: PROXY_PATH,
+    summary: "Send a JSON-RPC request to a workspace's agent (A2A proxy)",
+    description:
+      "Any JSON-RPC 2.0 method is forwarded as sent, with the caller's A2A-Version header; the target's answer comes " +
+      "back as it sent it (JSON, or an event stream). Errors the proxy raises itself are JSON-RPC error objects with " +
+      "the stable code and request id in error.data.",
+    tag: "a2a",
+    auth: ["workspace", "admin"],
+    params: TargetPath,
+    headers: z.object({ [A2A_VERSION_HEADER]: z.string().optional() }),
+    body: A2ARequest,
+    responses: {
+      200: { description: "The target agent's JSON-RPC answer, as it sent it", schema: z.unknown() },
+    },
+    errors: [400, 403, 404, 413, 415, 502, 503, 504],
+    errorSchema: A2AProxyError,
+  },
+  {
+    method: "GET",
+    path: "/workspaces/:id/.well-known/agent-card.json",
+    summary: "A workspace's agent card, pointing at the proxy",
+    tag: "a2a",
+    auth: ["workspace", "admin"],
+    params: TargetPath,
+    responses: {
+      200: { description: "The registered card, its interfaces at this proxy", schema: AgentCard },
+    },
+    errors: [400, 403, 404],
+  },
+  {
+    method: "GET",
+    path: "/registry/discover/:id",
+    summary: "What the caller may know of another workspace",
+    tag: "a2a",
+    auth: ["workspace", "admin"],
+    params: TargetPath,
+    responses: {
+      200: { description: "The target's name, status, reachability and card", schema: DiscoverResponse },
+    },
+    errors: [400, 403, 404],
+  },
+];

@@ -1,4 +1,11 @@
-import { DomainError } from "@molecule/contracts";
+import {
+  AdminStats,
+  DomainError,
+  ReconcileReport,
+  TenantBackupRun,
+  TenantBackupRunList,
+} from "@molecule/contracts";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
 import { requireAdmin } from "../http/auth.ts";
@@ -35,3 +42,43 @@ export function adminRoutes(
   app.get("/backups", async (c) => c.json({ backups: await configured().list() }));
   return app;
 }
+
+export const adminApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: "/admin/reconcile",
+    summary: "Reconcile now",
+    description: "One pass comparing the database with the backend's resources, answered with its report.",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "The pass's report", schema: ReconcileReport } },
+    errors: [403, 409],
+  },
+  {
+    method: "GET",
+    path: "/admin/stats",
+    summary: "Operation and reconcile figures",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "The figures", schema: AdminStats } },
+    errors: [403],
+  },
+  {
+    method: "POST",
+    path: "/admin/backup",
+    summary: "Back the database up now",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "The attempt's record", schema: TenantBackupRun } },
+    errors: [403, 409],
+  },
+  {
+    method: "GET",
+    path: "/admin/backups",
+    summary: "The latest backup attempts",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "Newest first", schema: TenantBackupRunList } },
+    errors: [403, 409],
+  },
+];

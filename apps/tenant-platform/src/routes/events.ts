@@ -1,6 +1,8 @@
 import { WorkspaceId } from "@molecule/contracts";
 import { KEEPALIVE_MS, streamEvents, type TokenBound } from "@molecule/service-kit/http";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import { Hono } from "hono";
+import { z } from "zod";
 import { requireAdmin, requireWorkspaceOrAdmin } from "../http/auth.ts";
 import { parseWith } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
@@ -38,3 +40,33 @@ export function eventRoutes(
 
   return app;
 }
+
+const STREAM = {
+  description:
+    "Server-sent events, each `id:` resumable with `Last-Event-ID`; a keepalive comment every 15 s (see docs/api.md)",
+  contentType: "text/event-stream",
+};
+
+export const eventApi: ApiRoute[] = [
+  {
+    method: "GET",
+    path: "/events",
+    summary: "Every event of the org, live",
+    tag: "events",
+    auth: ["admin"],
+    responses: { 200: STREAM },
+    errors: [403],
+  },
+  {
+    method: "GET",
+    path: "/workspaces/:id/events",
+    summary: "One workspace's events, live",
+    description:
+      "With the workspace's own token the stream ends (`event: revoked`) when that token is replaced.",
+    tag: "events",
+    auth: ["workspace", "admin"],
+    params: z.object({ id: WorkspaceId }),
+    responses: { 200: STREAM },
+    errors: [400, 403, 404],
+  },
+];

@@ -1,5 +1,7 @@
-import { OperationId } from "@molecule/contracts";
+import { OperationId, OperationView } from "@molecule/contracts";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import { Hono } from "hono";
+import { z } from "zod";
 import { requireAdmin } from "../http/auth.ts";
 import { parseWith } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
@@ -14,3 +16,18 @@ export function operationRoutes(workspaces: WorkspaceService) {
   });
   return app;
 }
+
+export const operationApi: ApiRoute[] = [
+  {
+    method: "GET",
+    path: "/operations/:id",
+    summary: "Get an operation",
+    description:
+      "Its status, attempts, the steps finished so far with their durations, and its error if it failed.",
+    tag: "workspaces",
+    auth: ["admin"],
+    params: z.object({ id: OperationId }),
+    responses: { 200: { description: "The operation", schema: OperationView } },
+    errors: [400, 404],
+  },
+];

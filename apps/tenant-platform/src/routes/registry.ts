@@ -1,5 +1,13 @@
-import { AwaitClaimBody, DomainError, HeartbeatBody, RegisterBody } from "@molecule/contracts";
+import {
+  AwaitClaimBody,
+  DomainError,
+  HeartbeatBody,
+  HeartbeatResponse,
+  RegisterBody,
+  RegisterResponse,
+} from "@molecule/contracts";
 import { type RawRoute, readBody, writeJson } from "@molecule/service-kit/http";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import type { RateLimiter } from "@molecule/service-kit/rate-limit";
 import { Hono } from "hono";
 import { bearerToken } from "../http/auth.ts";
@@ -131,3 +139,30 @@ export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService, l
 
   return app;
 }
+
+export const registryApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: "/registry/register",
+    summary: "Register an agent",
+    description:
+      "Spends the workspace's one-time boot token (or the admin's, by hand) and answers the workspace's bearer token.",
+    tag: "registry",
+    auth: ["bootToken", "admin"],
+    body: RegisterBody,
+    responses: { 200: { description: "Registered", schema: RegisterResponse } },
+    errors: [400, 403, 404, 409, 413, 415],
+  },
+  {
+    method: "POST",
+    path: "/registry/heartbeat",
+    summary: "Send a heartbeat",
+    description:
+      "Marks the workspace online (or degraded); silence beyond HEARTBEAT_STALE_AFTER marks it offline.",
+    tag: "registry",
+    auth: ["workspace", "admin"],
+    body: HeartbeatBody,
+    responses: { 200: { description: "Recorded", schema: HeartbeatResponse } },
+    errors: [400, 403, 404, 409, 413, 415],
+  },
+];

@@ -1,0 +1,43 @@
+import { Hono } from "hono";
+import type { ServiceEnv } from "../http/env.ts";
+import type { OpenApiDocument } from "./document.ts";
+import { DOCS_CONTENT_SECURITY_POLICY, renderDocsPage } from "./page.ts";
+
+export {
+  type ApiDescription,
+  type ApiResponse,
+  type ApiRoute,
+  buildOpenApiDocument,
+  type HttpMethod,
+  type OpenApiDocument,
+  openApiPath,
+} from "./document.ts";
+export { DOCS_CONTENT_SECURITY_POLICY, renderDocsPage } from "./page.ts";
+
+/**
+ * `GET /openapi.json` and `GET /docs`, public: they describe the API and hold no secret. The document is built on the
+ * first request (converting every schema takes a while, and most processes are never asked) and kept.
+ */
+export function openApiRoutes<E extends ServiceEnv>(build: () => OpenApiDocument) {
+  let built: { json: string; page: string } | undefined;
+  const get = () => {
+    if (!built) {
+      const document = build();
+      built = { json: JSON.stringify(document), page: renderDocsPage(document) };
+    }
+    return built;
+  };
+  const app = new Hono<E>();
+  app.get("/openapi.json", (c) => {
+    c.header("cache-control", "no-cache");
+    return c.body(get().json, 200, { "content-type": "application/json" });
+  });
+  app.get("/docs", (c) => {
+    c.header("content-security-policy", DOCS_CONTENT_SECURITY_POLICY);
+    c.header("x-content-type-options", "nosniff");
+    c.header("referrer-policy", "no-referrer");
+    c.header("cache-control", "no-cache");
+    return c.html(get().page);
+  });
+  return app;
+}

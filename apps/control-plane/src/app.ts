@@ -1,8 +1,10 @@
 import { ORG_OPERATION_KINDS } from "@molecule/contracts";
 import { handleError, limitBody, notFound, requestLog } from "@molecule/service-kit/http";
 import { metricsHandler } from "@molecule/service-kit/metrics";
+import { openApiRoutes } from "@molecule/service-kit/openapi";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { Hono } from "hono";
+import { controlPlaneOpenApi } from "./api.ts";
 import { requireAdmin, requireTenant } from "./http/auth.ts";
 import { controlPlaneLimiters } from "./http/rate-limits.ts";
 import type { AppEnv } from "./http/types.ts";
@@ -21,6 +23,7 @@ import { performTenantLifecycle } from "./services/tenant-operations.ts";
 import { performWorkspaceOperation, workspaceOperationFailed } from "./services/workspace-operations.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
 
+export { controlPlaneOpenApi } from "./api.ts";
 export type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
 export { systemClock } from "./services/deps.ts";
 export { createRolloutRunner } from "./services/runner.ts";
@@ -67,6 +70,8 @@ export function createApp(deps: ControlPlaneDeps, hooks: AppHooks = {}) {
   app.use("*", limitBody(deps.settings.maxBodyBytes));
 
   app.get("/health", (c) => c.json({ ok: true }));
+  // Public: the API's description holds no secret.
+  app.route("/", openApiRoutes<AppEnv>(controlPlaneOpenApi));
   // Budgets per credential: the operator's admin token and each tenant's credential, counted apart.
   const limiters = controlPlaneLimiters(deps);
   const admin = requireAdmin(deps, limiters.admin);

@@ -15,7 +15,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../../test-support/net.ts";
 import { REPO_ROOT } from "../../../test-support/process.ts";
-import { createApp, createOperationRunner } from "./app.ts";
+import { controlPlaneOpenApi, createApp, createOperationRunner } from "./app.ts";
 import { TOKEN_FLAG_WARNING } from "./cli/command.ts";
 import { runCli } from "./cli.ts";
 import { cpOrgs } from "./db/schema.ts";
@@ -204,6 +204,12 @@ describe("molecule-cp against a control plane over HTTP", { timeout: 180_000 }, 
       expect(none.stderr).toBe("molecule-cp: no admin token: set CP_ADMIN_API_TOKEN or pass --token\n");
     },
   );
+
+  it("openapi prints the control plane's OpenAPI document", async () => {
+    const printed = await cpcli(["openapi"]);
+    expect(printed).toMatchObject({ code: 0, stderr: "" });
+    expect(JSON.parse(printed.stdout)).toEqual(JSON.parse(JSON.stringify(controlPlaneOpenApi())));
+  });
 
   it("stats and reconcile print tables, and JSON that the contracts read", async () => {
     const stats = await cpcli(["stats"]);

@@ -144,6 +144,19 @@ async function victimState(): Promise<string> {
 }
 
 const ROUTES: Record<string, () => Promise<void>> = {
+  // The API's description and its page are public and take no input: a hostile query string is ignored.
+  ...Object.fromEntries(
+    ["/openapi.json", "/docs"].map((path) => [
+      `GET ${path}`,
+      () =>
+        fc.assert(
+          fc.asyncProperty(hostileString, async (junk) =>
+            probe({ as: "admin", method: "GET", path: `${path}?x=${enc(junk)}` }, false),
+          ),
+          fuzzParameters(),
+        ),
+    ]),
+  ),
   "GET /health": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>

@@ -12,8 +12,9 @@ import { EventBus } from "@molecule/service-kit/events";
 import { getTableName } from "drizzle-orm";
 import pino from "pino";
 import type { AwsNetwork } from "../../../packages/provisioner-core/src/ec2/testkit.ts";
+import { AnswerChecker } from "../../../test-support/openapi.ts";
 import { createTestDatabase, type TestDatabase } from "../../../test-support/pg.ts";
-import { createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
+import { controlPlaneOpenApi, createApp, createOperationRunner, createRolloutRunner } from "./app.ts";
 import { CP_MIGRATIONS } from "./db/migrations.ts";
 import { CP_TABLES, cpRequestNonces } from "./db/schema.ts";
 import type { ControlPlaneDeps, ControlPlaneSettings } from "./services/deps.ts";
@@ -139,7 +140,13 @@ export interface TestControlPlane {
   close(): Promise<void>;
 }
 
-async function reply(response: Response): Promise<Reply> {
+let answers: AnswerChecker | undefined;
+
+/**
+ * A response as tests read it. Its JSON must match the schema the control plane's OpenAPI document gives for its route
+ * and status, or this throws.
+ */
+async function reply(method: string, path: string, response: Response): Promise<Reply> {
   const text = await response.text();
   let body: unknown = null;
   try {
@@ -147,6 +154,8 @@ async function reply(response: Response): Promise<Reply> {
   } catch {
     body = null;
   }
+  answers ??= new AnswerChecker(controlPlaneOpenApi());
+  answers.check(method, path, response.status, response.headers.get("content-type"), body);
   return { status: response.status, body, text, headers: response.headers };
 }
 
@@ -201,6 +210,8 @@ export async function createTestControlPlane(
 
   const admin: TestControlPlane["admin"] = async (method, path, body, headers = {}) =>
     reply(
+      method,
+      path,
       await app.request(path, {
         method,
         headers: {
@@ -236,7 +247,7 @@ export async function createTestControlPlane(
     if (idempotency) headers["idempotency-key"] = idempotency;
     const sent = call.sendBody ?? raw;
     if (sent) headers["content-type"] = "application/json";
-    return reply(await app.request(path, { method, headers, ...(sent ? { body: sent } : {}) }));
+    return reply(method, path, await app.request(path, { method, headers, ...(sent ? { body: sent } : {}) }));
   };
 
   return {

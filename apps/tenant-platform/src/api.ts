@@ -35,7 +35,7 @@ const serviceApi: ApiRoute[] = [
     summary: "This document",
     tag: "service",
     auth: [],
-    responses: { 200: { description: "OpenAPI 3.1", contentType: "application/json" } },
+    responses: { 200: { description: "OpenAPI 3.1, as JSON", contentType: "application/json" } },
   },
   {
     method: "GET",

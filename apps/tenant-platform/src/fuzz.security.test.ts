@@ -142,6 +142,26 @@ const CLAIM = { id: "ws_0000000000aaaaaaaaaaaaaaaa", wait_seconds: 0 };
 
 /** Each served route and the hostile requests made for it. */
 const ROUTES: Record<string, () => Promise<void>> = {
+  // The API's description and its page are public and take no input: a hostile query string or token is ignored.
+  ...Object.fromEntries(
+    ["/openapi.json", "/docs"].map((path) => [
+      `GET ${path}`,
+      () =>
+        fc.assert(
+          fc.asyncProperty(hostileString, hostileString, async (junk, token) =>
+            probe(
+              {
+                method: "GET",
+                path: `${path}?x=${enc(junk)}`,
+                token: token.replace(/[^\x21-\x7e]/g, "") || null,
+              },
+              false,
+            ),
+          ),
+          fuzzParameters(),
+        ),
+    ]),
+  ),
   "GET /health": () =>
     fc.assert(
       fc.asyncProperty(hostileString, async (junk) =>
@@ -402,7 +422,8 @@ describe("fuzzing every tenant-platform route with hostile input", () => {
 
   it("refuses hostile bearer tokens on every route that needs one, changing nothing", async () => {
     const routes = servedRoutes(platform.app).filter(
-      (route) => !["GET /health", "GET /", "GET /canvas/:file"].includes(route),
+      (route) =>
+        !["GET /health", "GET /", "GET /canvas/:file", "GET /openapi.json", "GET /docs"].includes(route),
     );
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...routes), hostileString, async (route, token) => {

@@ -219,3 +219,6 @@ export const TenantRuntimeConfig = z.object({
   settings: z.record(z.string(), z.unknown()),
 });
 export type TenantRuntimeConfig = z.infer<typeof TenantRuntimeConfig>;
+
+/** `GET /cp/workspaces`: the calling tenant's workspaces that are not destroyed. */
+export const CpWorkspaceList = z.object({ workspaces: z.array(CpManagedWorkspace) });

@@ -56,3 +56,8 @@ export type AmiPin = z.infer<typeof AmiPin>;
 
 /** `GET /cp/admin/ami-pins`, ordered by runtime then region. */
 export const AmiPinList = z.object({ pins: z.array(AmiPin) });
+
+/** `PUT /cp/admin/ami-pins/:runtime/:region`. */
+export const AmiPinAnswer = z.object({ pin: AmiPin });
+/** `PATCH /cp/admin/orgs/:slug`. */
+export const OrgAnswer = z.object({ org: OrgView });

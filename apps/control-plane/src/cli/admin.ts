@@ -1,5 +1,9 @@
-/** `molecule-cp reconcile` and `molecule-cp stats`: the reconciler's pass and the control plane's counters. */
+/**
+ * `molecule-cp reconcile` and `molecule-cp stats`: the reconciler's pass and the control plane's counters;
+ * `molecule-cp openapi`: the API's OpenAPI document.
+ */
 import { AdminStats, type GhostClaim, type OrphanResource, ReconcileReport } from "@molecule/contracts";
+import { z } from "zod";
 import type { Command } from "./command.ts";
 import { duration, json, keyValues, table } from "./output.ts";
 
@@ -127,4 +131,20 @@ const stats: Command = {
   },
 };
 
-export const ADMIN_COMMANDS: readonly Command[] = [reconcile, stats];
+/** Enough of an OpenAPI document to know the answer is one. */
+const OpenApiAnswer = z.looseObject({
+  openapi: z.string().startsWith("3."),
+  paths: z.record(z.string(), z.unknown()),
+});
+
+const openapi: Command = {
+  name: ["openapi"],
+  summary: "the control plane's OpenAPI 3.1 document (GET /openapi.json), as JSON",
+  async run(io) {
+    const { raw } = await io.client.call("GET", "/openapi.json", OpenApiAnswer);
+    io.stdout(json(raw));
+    return 0;
+  },
+};
+
+export const ADMIN_COMMANDS: readonly Command[] = [reconcile, stats, openapi];

@@ -1,14 +1,23 @@
 import {
+  AdminStats,
+  AmiPinAnswer,
+  AmiPinList,
   AmiRuntime,
   AwsRegionName,
+  BackupsOverview,
+  OrgAnswer,
   OrgSlug,
   PatchOrgBody,
   PutAmiPinBody,
+  ReconcileReport,
   RedeployTenantBody,
+  TenantOperationAccepted,
 } from "@molecule/contracts";
 import { parseWith } from "@molecule/service-kit/http";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import type { Reconciler } from "@molecule/service-kit/reconcile";
 import { type Context, Hono } from "hono";
+import { z } from "zod";
 import { parseJsonBytes, readBytes } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import { AmiPins } from "../services/ami.ts";
@@ -71,3 +80,103 @@ export function adminRoutes(
 
   return app;
 }
+
+const SlugPath = z.object({ slug: OrgSlug });
+const PinPath = z.object({ runtime: AmiRuntime, region: AwsRegionName });
+const queued = { 202: { description: "The org operation is queued", schema: TenantOperationAccepted } };
+
+export const adminApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: "/cp/admin/reconcile",
+    summary: "Reconcile now",
+    description: "One pass comparing the database with the backends' resources, answered with its report.",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "The pass's report", schema: ReconcileReport } },
+    errors: [403, 409],
+  },
+  {
+    method: "GET",
+    path: "/cp/admin/stats",
+    summary: "Operation and reconcile figures",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "The figures", schema: AdminStats } },
+    errors: [403],
+  },
+  {
+    method: "GET",
+    path: "/cp/admin/backups",
+    summary: "Every tenant's last backup",
+    tag: "admin",
+    auth: ["admin"],
+    responses: { 200: { description: "Stale and failed ones flagged", schema: BackupsOverview } },
+    errors: [403],
+  },
+  ...(["stop", "start"] as const).map(
+    (kind): ApiRoute => ({
+      method: "POST",
+      path: `/cp/admin/tenants/:slug/${kind}`,
+      summary: `${kind === "stop" ? "Stop" : "Start"} an org's tenant`,
+      tag: "tenants",
+      auth: ["admin"],
+      params: SlugPath,
+      responses: queued,
+      errors: [400, 403, 404, 409],
+    }),
+  ),
+  {
+    method: "POST",
+    path: "/cp/admin/tenants/:slug/redeploy",
+    summary: "Redeploy an org's tenant",
+    description: "With the given image, or the configured one.",
+    tag: "tenants",
+    auth: ["admin"],
+    params: SlugPath,
+    body: RedeployTenantBody,
+    responses: queued,
+    errors: [400, 403, 404, 409],
+  },
+  {
+    method: "PATCH",
+    path: "/cp/admin/orgs/:slug",
+    summary: "Mark an org as canary (or not)",
+    tag: "orgs",
+    auth: ["admin"],
+    params: SlugPath,
+    body: PatchOrgBody,
+    responses: { 200: { description: "The org", schema: OrgAnswer } },
+    errors: [400, 403, 404, 409],
+  },
+  {
+    method: "GET",
+    path: "/cp/admin/ami-pins",
+    summary: "List AMI pins",
+    tag: "ami-pins",
+    auth: ["admin"],
+    responses: { 200: { description: "Every pin", schema: AmiPinList } },
+    errors: [403],
+  },
+  {
+    method: "PUT",
+    path: "/cp/admin/ami-pins/:runtime/:region",
+    summary: "Pin a runtime's AMI in a region",
+    tag: "ami-pins",
+    auth: ["admin"],
+    params: PinPath,
+    body: PutAmiPinBody,
+    responses: { 200: { description: "The pin", schema: AmiPinAnswer } },
+    errors: [400, 403],
+  },
+  {
+    method: "DELETE",
+    path: "/cp/admin/ami-pins/:runtime/:region",
+    summary: "Remove an AMI pin",
+    tag: "ami-pins",
+    auth: ["admin"],
+    params: PinPath,
+    responses: { 204: { description: "Removed (or there was none)", contentType: "text/plain" } },
+    errors: [400, 403],
+  },
+];

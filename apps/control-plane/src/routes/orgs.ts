@@ -1,6 +1,16 @@
-import { CreateOrgBody, DeleteOrgBody, OrgSlug } from "@molecule/contracts";
+import {
+  CreatedOrg,
+  CreateOrgBody,
+  DeletedOrg,
+  DeleteOrgBody,
+  OrgDetail,
+  OrgList,
+  OrgSlug,
+} from "@molecule/contracts";
 import { parseWith } from "@molecule/service-kit/http";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import { Hono } from "hono";
+import { z } from "zod";
 import { idempotencyKey, parseJsonBytes, readBytes } from "../http/body.ts";
 import type { AppEnv } from "../http/types.ts";
 import type { OrgService } from "../services/orgs.ts";
@@ -31,3 +41,51 @@ export function orgRoutes(orgs: OrgService) {
 
   return app;
 }
+
+const SlugPath = z.object({ slug: OrgSlug });
+
+export const orgApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: "/cp/orgs",
+    summary: "Create an org",
+    description: "Queues its tenant's provision; answers the tenant's credential once.",
+    tag: "orgs",
+    auth: ["admin"],
+    headers: z.object({ "idempotency-key": z.string().max(200).optional() }),
+    body: CreateOrgBody,
+    responses: { 201: { description: "Created; its tenant's provision is queued", schema: CreatedOrg } },
+    errors: [400, 403, 409, 413, 415],
+  },
+  {
+    method: "GET",
+    path: "/cp/orgs",
+    summary: "List orgs",
+    tag: "orgs",
+    auth: ["admin"],
+    responses: { 200: { description: "Every org", schema: OrgList } },
+    errors: [403],
+  },
+  {
+    method: "GET",
+    path: "/cp/orgs/:slug",
+    summary: "Get an org",
+    tag: "orgs",
+    auth: ["admin"],
+    params: SlugPath,
+    responses: { 200: { description: "The org, its tenant and its latest operations", schema: OrgDetail } },
+    errors: [400, 403, 404],
+  },
+  {
+    method: "DELETE",
+    path: "/cp/orgs/:slug",
+    summary: "Delete an org",
+    description: "The body repeats the slug to confirm; the tenant and its workspaces are torn down.",
+    tag: "orgs",
+    auth: ["admin"],
+    params: SlugPath,
+    body: DeleteOrgBody,
+    responses: { 202: { description: "Its deletion is queued", schema: DeletedOrg } },
+    errors: [400, 403, 404, 409],
+  },
+];

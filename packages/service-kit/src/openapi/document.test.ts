@@ -9,7 +9,12 @@ const ItemId = z.string().regex(/^it_[0-9a-z]{4}$/);
 const Item = z.object({ id: ItemId, size: z.number().default(1) });
 const Unused = z.object({ never: z.string() });
 type Tree = { name: string; children: Tree[] };
-const Tree: z.ZodType<Tree> = z.object({ name: z.string(), get children() { return z.array(Tree); } });
+const Tree: z.ZodType<Tree> = z.object({
+  name: z.string(),
+  get children() {
+    return z.array(Tree);
+  },
+});
 
 const api = (routes: ApiDescription["routes"]): ApiDescription => ({
   title: "Items",
@@ -58,7 +63,9 @@ describe("buildOpenApiDocument", () => {
 
   it("writes each named schema once, as a component, and only those something uses", () => {
     const put = document.paths["/items/{id}"].put;
-    expect(put.responses["200"].content["application/json"].schema).toEqual({ $ref: "#/components/schemas/Item" });
+    expect(put.responses["200"].content["application/json"].schema).toEqual({
+      $ref: "#/components/schemas/Item",
+    });
     expect(put.parameters).toEqual([
       { name: "id", in: "path", required: true, schema: { $ref: "#/components/schemas/ItemId" } },
       { name: "dry", in: "query", required: false, schema: { type: "string", enum: ["yes", "no"] } },
@@ -73,7 +80,9 @@ describe("buildOpenApiDocument", () => {
 
   it("publishes a request's schema apart when its input differs from the answer's (a default)", () => {
     const put = document.paths["/items/{id}"].put;
-    expect(put.requestBody.content["application/json"].schema).toEqual({ $ref: "#/components/schemas/ItemInput" });
+    expect(put.requestBody.content["application/json"].schema).toEqual({
+      $ref: "#/components/schemas/ItemInput",
+    });
     expect(document.components.schemas.Item.required).toEqual(["id", "size"]);
     expect(document.components.schemas.ItemInput.required).toEqual(["id"]);
   });
@@ -93,9 +102,9 @@ describe("buildOpenApiDocument", () => {
 
   it("refuses a route described twice or naming an unknown auth", () => {
     expect(() => buildOpenApiDocument(api([...routes, routes[0] as (typeof routes)[0]]))).toThrow(/twice/);
-    expect(() => buildOpenApiDocument(api([{ ...(routes[1] as (typeof routes)[1]), auth: ["nobody"] }]))).toThrow(
-      /unknown auth nobody/,
-    );
+    expect(() =>
+      buildOpenApiDocument(api([{ ...(routes[1] as (typeof routes)[1]), auth: ["nobody"] }])),
+    ).toThrow(/unknown auth nobody/);
   });
 });
 
@@ -111,7 +120,7 @@ describe("openApiRoutes", () => {
     );
     const json = await app.request("/openapi.json");
     expect(json.headers.get("content-type")).toBe("application/json");
-    expect((await json.json()).paths["/tree"]).toBeDefined();
+    expect(((await json.json()) as { paths: Record<string, unknown> }).paths["/tree"]).toBeDefined();
     const page = await app.request("/docs");
     const csp = page.headers.get("content-security-policy") ?? "";
     expect(csp).toMatch(/^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]+'; /);

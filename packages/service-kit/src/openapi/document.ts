@@ -260,7 +260,8 @@ export function buildOpenApiDocument(api: ApiDescription): OpenApiDocument {
     const responses: Record<string, Json> = {};
     for (const { status, response, id } of plan.responses) {
       const contentType = response.contentType ?? "application/json";
-      const schema = id ? rootOf(outputs.roots, id) : { type: "string" };
+      // Without a schema: any JSON, or text.
+      const schema = id ? rootOf(outputs.roots, id) : contentType.endsWith("json") ? {} : { type: "string" };
       responses[status] = { description: response.description, content: { [contentType]: { schema } } };
     }
     const errorStatuses = new Set(route.errors ?? []);

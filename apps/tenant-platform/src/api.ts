@@ -6,6 +6,7 @@ import { a2aApi } from "./routes/a2a.ts";
 import { adminApi } from "./routes/admin.ts";
 import { eventApi } from "./routes/events.ts";
 import { operationApi } from "./routes/operations.ts";
+import { poolApi } from "./routes/pools.ts";
 import { registryApi } from "./routes/registry.ts";
 import { workspaceApi } from "./routes/workspaces.ts";
 
@@ -57,6 +58,7 @@ export const TENANT_API_ROUTES: readonly ApiRoute[] = [
   ...a2aApi,
   ...eventApi,
   ...adminApi,
+  ...poolApi,
   ...canvasApi,
 ];
 
@@ -76,6 +78,7 @@ export function tenantOpenApi(): OpenApiDocument {
         "A workspace's own token (from POST /registry/register): its heartbeats, secrets, events, A2A calls",
       bootToken:
         "The one-time registration token a workspace is given at creation, spent by POST /registry/register",
+      poolToken: "A warm pool member's only credential, for POST /registry/claim",
     },
     errorSchema: contracts.ErrorEnvelope,
     named: contracts,

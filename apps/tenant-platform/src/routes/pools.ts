@@ -1,4 +1,5 @@
-import { PutPoolBody } from "@molecule/contracts";
+import { PoolList, PoolView, PutPoolBody } from "@molecule/contracts";
+import type { ApiRoute } from "@molecule/service-kit/openapi";
 import { Hono } from "hono";
 import { requireAdmin } from "../http/auth.ts";
 import { readJson } from "../http/body.ts";
@@ -13,3 +14,26 @@ export function poolRoutes(pools: PoolService) {
   app.get("/", async (c) => c.json({ pools: await pools.list() }));
   return app;
 }
+
+export const poolApi: ApiRoute[] = [
+  {
+    method: "PUT",
+    path: "/pools",
+    summary: "Set a warm pool's size",
+    description: "Members are started ahead of creates of that runtime and tier; size 0 drains the pool.",
+    tag: "pools",
+    auth: ["admin"],
+    body: PutPoolBody,
+    responses: { 200: { description: "The pool", schema: PoolView } },
+    errors: [400, 403, 413, 415],
+  },
+  {
+    method: "GET",
+    path: "/pools",
+    summary: "List warm pools",
+    tag: "pools",
+    auth: ["admin"],
+    responses: { 200: { description: "Every pool with its members counted", schema: PoolList } },
+    errors: [403],
+  },
+];

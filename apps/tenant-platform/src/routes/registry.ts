@@ -1,5 +1,6 @@
 import {
   AwaitClaimBody,
+  ClaimAnswer,
   DomainError,
   HeartbeatBody,
   HeartbeatResponse,
@@ -141,6 +142,20 @@ export function heartbeatRoutes(deps: PlatformDeps, registry: RegistryService, l
 }
 
 export const registryApi: ApiRoute[] = [
+  {
+    method: "POST",
+    path: "/registry/claim",
+    summary: "Wait for a warm pool member's claim",
+    description:
+      "A long poll with the member's pool token: answers when a create claims the member, or when it times out.",
+    tag: "pools",
+    auth: ["poolToken"],
+    body: AwaitClaimBody,
+    responses: {
+      200: { description: "Claimed (with what the agent needs), or not yet", schema: ClaimAnswer },
+    },
+    errors: [400, 403, 404, 413, 415],
+  },
   {
     method: "POST",
     path: "/registry/register",

@@ -90,7 +90,8 @@ export class AnswerChecker {
 
   check(method: string, url: string, status: number, contentType: string | null, body: unknown): void {
     if (!contentType || !/^application\/(.+\+)?json\b/i.test(contentType)) return;
-    const path = (url.startsWith("http") ? new URL(url).pathname : url.split(/[?#]/)[0]) || "/";
+    // As the service saw it: the URL parser resolves dot segments (`/workspaces/%2e%2e` is `/`) before the app does.
+    const path = new URL(url, "http://service.test").pathname;
     const operation = this.operations.get(method.toUpperCase())?.find((op) => op.pattern.test(path));
     let pointer: string;
     let where: string;
@@ -123,6 +124,25 @@ export class AnswerChecker {
       );
     }
   }
+}
+
+/** `check` for an answer read as text: JSON is parsed first (text that is not JSON under a JSON type fails). */
+export function checkAnswerText(
+  checker: AnswerChecker,
+  method: string,
+  url: string,
+  status: number,
+  contentType: string | null,
+  text: string,
+): void {
+  if (!text || !contentType || !/^application\/(.+\+)?json\b/i.test(contentType)) return;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`${method} ${url} -> ${status}: ${contentType} that is not JSON: ${text.slice(0, 200)}`);
+  }
+  checker.check(method, url, status, contentType, body);
 }
 
 function escapeRegExp(text: string): string {

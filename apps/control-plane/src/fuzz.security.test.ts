@@ -22,6 +22,8 @@ import {
   storedPart,
   tableDump,
 } from "../../../test-support/fuzz.ts";
+import { AnswerChecker, checkAnswerText } from "../../../test-support/openapi.ts";
+import { controlPlaneOpenApi } from "./app.ts";
 import {
   ADMIN_TOKEN,
   createTestControlPlane,
@@ -67,6 +69,8 @@ interface Sent {
 }
 
 /** Admin requests carry the admin token; tenant requests are signed by the attacker org over the exact bytes. */
+let documented: AnswerChecker | undefined;
+
 async function send(request: Sent): Promise<Answer> {
   if (request.as === "tenant") {
     const reply = await cp.tenant(attacker, request.method, request.path, {
@@ -89,6 +93,17 @@ async function probe(request: Sent, mustRefuse: boolean): Promise<void> {
   const before = await tables.dump();
   const answer = await send(request);
   const what = `${request.as} ${request.method} ${JSON.stringify(request.path)} body=${JSON.stringify(request.body?.slice(0, 200))}`;
+  // Every answer, refusals included, is what the OpenAPI document says for its route and status (the tenant caller
+  // checks its own).
+  documented ??= new AnswerChecker(controlPlaneOpenApi());
+  checkAnswerText(
+    documented,
+    request.method,
+    request.path,
+    answer.status,
+    answer.headers.get("content-type"),
+    answer.text,
+  );
   checkAnswer(answer, what);
   const normalised = resolvedByUrlParser(request.path);
   if (mustRefuse && !normalised) {

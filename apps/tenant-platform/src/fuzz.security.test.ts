@@ -23,7 +23,9 @@ import {
   storedPart,
   tableDump,
 } from "../../../test-support/fuzz.ts";
+import { AnswerChecker, checkAnswerText } from "../../../test-support/openapi.ts";
 import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
+import { tenantOpenApi } from "./api.ts";
 
 let platform: TestPlatform;
 let tables: ReturnType<typeof tableDump>;
@@ -39,6 +41,8 @@ interface Sent {
   body?: string;
   headers?: Record<string, string>;
 }
+
+let documented: AnswerChecker | undefined;
 
 async function send(request: Sent): Promise<Answer> {
   const headers: Record<string, string> = { ...request.headers };
@@ -76,6 +80,16 @@ async function probe(
   const before = await tables.dump();
   const answer = await send(request);
   const what = describeRequest(request);
+  // Every answer, refusals included, is what the OpenAPI document says for its route and status.
+  documented ??= new AnswerChecker(tenantOpenApi());
+  checkAnswerText(
+    documented,
+    request.method,
+    request.path,
+    answer.status,
+    answer.headers.get("content-type"),
+    answer.text,
+  );
   if (options.upstream && [502, 504].includes(answer.status)) {
     // The A2A proxy answers 502/504 when the agent cannot be reached: still the envelope, still nothing stored.
     checkAnswer({ ...answer, status: 499 }, what);

@@ -133,10 +133,14 @@ describe("two tenant platform replicas on one database", () => {
     // A third party holds the sweep's lock: neither replica may sweep, however stale the workspace gets.
     const holder = await createDatabase({ url: database.url, maxConnections: 1 });
     try {
-      const held = await holder.withAdvisoryLock(TENANT_LIVENESS_LOCK, async () => {
-        await heartbeat(a, id, await register(a, id));
-        await new Promise((resolve) => setTimeout(resolve, 3500)); // past HEARTBEAT_STALE_AFTER, several sweeps
-        return (await b.call("GET", `/workspaces/${id}`)).body.status;
+      // The replicas take the lock every 0.3 s for a moment, so the holder may have to try more than once.
+      const held = await waitFor("the sweep's lock", async () => {
+        const attempt = await holder.withAdvisoryLock(TENANT_LIVENESS_LOCK, async () => {
+          await heartbeat(a, id, await register(a, id));
+          await new Promise((resolve) => setTimeout(resolve, 3500)); // past HEARTBEAT_STALE_AFTER, several sweeps
+          return (await b.call("GET", `/workspaces/${id}`)).body.status;
+        });
+        return attempt.acquired ? attempt : undefined;
       });
       expect(held).toEqual({ acquired: true, value: "online" });
     } finally {

@@ -323,7 +323,12 @@ export const a2aApi: ApiRoute[] = [
     headers: z.object({ [A2A_VERSION_HEADER]: z.string().optional() }),
     body: A2ARequest,
     responses: {
-      200: { description: "The target agent's JSON-RPC answer, as it sent it", schema: z.unknown() },
+      200: {
+        description:
+          "The target agent's JSON-RPC answer as it sent it: JSON, or an event stream relayed as it comes",
+        schema: z.unknown(),
+        alsoAs: ["text/event-stream"],
+      },
     },
     errors: [400, 403, 404, 413, 415, 502, 503, 504],
     errorSchema: A2AProxyError,

@@ -47,7 +47,7 @@ const routes: ApiDescription["routes"] = [
     auth: [],
     responses: {
       200: { description: "It", schema: z.object({ root: Tree }) },
-      204: { description: "None", contentType: "text/plain" },
+      204: { description: "None", contentType: "text/plain", alsoAs: ["text/event-stream"] },
     },
   },
 ];
@@ -97,7 +97,10 @@ describe("buildOpenApiDocument", () => {
     const tree = document.paths["/tree"].get;
     expect(tree.security).toEqual([]);
     expect(Object.keys(tree.responses)).toEqual(["200", "204", "default"]);
-    expect(tree.responses["204"].content).toEqual({ "text/plain": { schema: { type: "string" } } });
+    expect(tree.responses["204"].content).toEqual({
+      "text/plain": { schema: { type: "string" } },
+      "text/event-stream": { schema: { type: "string" } },
+    });
   });
 
   it("refuses a route described twice or naming an unknown auth", () => {

@@ -15,6 +15,8 @@ export interface ApiResponse {
   schema?: z.ZodType;
   /** A body that is not JSON (an event stream, a page, metrics text); default `application/json` with a schema. */
   contentType?: string;
+  /** Other types the same answer may come as, each a stream of text (the A2A proxy relays an event stream). */
+  alsoAs?: readonly string[];
 }
 
 /** One operation, described beside the route that serves it. */
@@ -262,7 +264,9 @@ export function buildOpenApiDocument(api: ApiDescription): OpenApiDocument {
       const contentType = response.contentType ?? "application/json";
       // Without a schema: any JSON, or text.
       const schema = id ? rootOf(outputs.roots, id) : contentType.endsWith("json") ? {} : { type: "string" };
-      responses[status] = { description: response.description, content: { [contentType]: { schema } } };
+      const content: Record<string, Json> = { [contentType]: { schema } };
+      for (const other of response.alsoAs ?? []) content[other] = { schema: { type: "string" } };
+      responses[status] = { description: response.description, content };
     }
     const errorStatuses = new Set(route.errors ?? []);
     if (route.auth.length > 0) errorStatuses.add(401);

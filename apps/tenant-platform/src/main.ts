@@ -233,6 +233,7 @@ async function run(
       operationDeadlinesMs: config.operations.deadlinesMs,
       workspaceEnv: config.workspaces.env,
       workspaceImage: { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
+      suspendPoolMembers: config.backend.selection.backend === "flyio",
       reconcile: config.reconcile,
       rateLimits: config.rateLimits,
     },

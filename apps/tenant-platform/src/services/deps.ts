@@ -75,6 +75,12 @@ export interface PlatformSettings {
    * pool member started on another image is replaced. Absent where the backend chooses (the control plane's).
    */
   workspaceImage?: { prefix: string; tag: string };
+  /**
+   * Whether warm pool members are suspended once their agent waits (and resumed at their claim): on for flyio, where
+   * a started machine is billed and a suspended one resumes in well under a second; off elsewhere, where a running
+   * member's claim needs no backend call at all.
+   */
+  suspendPoolMembers?: boolean;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

@@ -9,7 +9,7 @@ import {
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
 import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
-import { and, desc, eq, inArray, ne, sql } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, ne, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import { becomesReady, LIVE_MEMBER_STATES, MEMBER_QUIET_MS } from "./pools.ts";
 import { workspaceEnv, workspaceImage } from "./workspace-env.ts";
@@ -95,6 +95,7 @@ export class PoolFiller {
     await this.retireUnwanted();
     const removed = await this.destroyRemoving();
     const { started, failed } = await this.startMissing();
+    await this.suspendReady();
     return { started, failed, removed };
   }
 
@@ -116,7 +117,11 @@ export class PoolFiller {
         member.image !== workspaceImage(settings, member.runtime) ||
         (member.handle === null && member.state === "starting") ||
         (member.state === "starting" && now - member.createdAt.getTime() > MEMBER_START_TIMEOUT_MS) ||
-        (member.agentWaitingAt !== null && now - member.agentWaitingAt.getTime() > MEMBER_QUIET_MS);
+        // A suspended member's agent is frozen mid-wait: its silence is by design.
+        (member.suspendedAt === null &&
+          member.state !== "suspending" &&
+          member.agentWaitingAt !== null &&
+          now - member.agentWaitingAt.getTime() > MEMBER_QUIET_MS);
       if (broken) {
         unwanted.push(member.id);
         continue;
@@ -204,6 +209,43 @@ export class PoolFiller {
       else failed++;
     });
     return { started, failed };
+  }
+
+  /**
+   * With `suspendPoolMembers` (flyio) and a backend that can suspend, ready members are suspended: they wait at no
+   * CPU cost and a claim resumes them. Each is `suspending` meanwhile, which claims pass by; one the backend stopped instead is replaced.
+   */
+  private async suspendReady(): Promise<void> {
+    const { db, provisioner, settings, logger, clock } = this.deps;
+    if (!settings.suspendPoolMembers || !provisioner.capabilities().suspend) return;
+    const taken = await db
+      .update(poolMembers)
+      .set({ state: "suspending" })
+      .where(
+        and(
+          eq(poolMembers.orgId, settings.orgId),
+          eq(poolMembers.state, "ready"),
+          isNull(poolMembers.suspendedAt),
+        ),
+      )
+      .returning();
+    await inBatches(taken, PARALLEL, async (member) => {
+      const ref = { workspaceId: member.id, orgId: member.orgId, handle: member.handle as Handle | null };
+      let suspended = false;
+      try {
+        const result = await provisioner.suspend(ref);
+        suspended = result.suspended;
+        if (!suspended)
+          logger.warn({ workspaceId: member.id, reason: result.reason }, "pool member not suspended");
+      } catch (error) {
+        const failure = describeFailure(error, "the backend could not suspend a pool member");
+        logger.warn({ workspaceId: member.id, ...failure.log }, "pool member not suspended; replaced");
+      }
+      await db
+        .update(poolMembers)
+        .set(suspended ? { state: "ready", suspendedAt: clock.now() } : { state: "removing" })
+        .where(and(eq(poolMembers.id, member.id), eq(poolMembers.state, "suspending")));
+    });
   }
 
   /** One new member: its row (with its pool token's hash) first, then the backend call, then its handle. */

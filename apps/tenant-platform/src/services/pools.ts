@@ -20,7 +20,7 @@ import { hashToken } from "@molecule/identity";
 import type { Handle } from "@molecule/provisioner-core";
 import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import type { RunnerDb } from "@molecule/service-kit/runner";
-import { and, asc, count, eq, gt, inArray, isNull, ne, sql } from "drizzle-orm";
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, ne, or, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import { openOperationInput } from "./operation-input.ts";
 
@@ -35,7 +35,7 @@ export const MEMBER_QUIET_MS = 3 * DEFAULT_CLAIM_WAIT_SECONDS * 1000;
 const CLAIM_POLL_MS = 2_000;
 
 /** The statuses of a member that a pool still holds (claimed and removing ones are no longer its). */
-export const LIVE_MEMBER_STATES = ["starting", "ready"] as const;
+export const LIVE_MEMBER_STATES = ["starting", "ready", "suspending"] as const;
 
 /**
  * Moves a member from `starting` to `ready` once both halves are in: its backend call returned (`handle`) and its
@@ -58,9 +58,9 @@ export async function claimReadyMember(
   runtime: string,
   tier: number,
   now: Date,
-): Promise<{ id: string; handle: Handle | null } | null> {
+): Promise<{ id: string; handle: Handle | null; suspended: boolean } | null> {
   const [candidate] = await tx
-    .select({ id: poolMembers.id, handle: poolMembers.handle })
+    .select({ id: poolMembers.id, handle: poolMembers.handle, suspendedAt: poolMembers.suspendedAt })
     .from(poolMembers)
     .where(
       and(
@@ -68,8 +68,11 @@ export async function claimReadyMember(
         eq(poolMembers.runtime, runtime),
         eq(poolMembers.tier, tier),
         eq(poolMembers.state, "ready"),
-        // A member whose agent went quiet may be dead: the filler replaces it.
-        gt(poolMembers.agentWaitingAt, new Date(now.getTime() - MEMBER_QUIET_MS)),
+        // A member whose agent went quiet may be dead (the filler replaces it); a suspended one is quiet by design.
+        or(
+          isNotNull(poolMembers.suspendedAt),
+          gt(poolMembers.agentWaitingAt, new Date(now.getTime() - MEMBER_QUIET_MS)),
+        ),
       ),
     )
     .orderBy(asc(poolMembers.readyAt))
@@ -80,7 +83,11 @@ export async function claimReadyMember(
     .update(poolMembers)
     .set({ state: "claimed", claimedAt: now })
     .where(eq(poolMembers.id, candidate.id));
-  return { id: candidate.id, handle: candidate.handle as Handle | null };
+  return {
+    id: candidate.id,
+    handle: candidate.handle as Handle | null,
+    suspended: candidate.suspendedAt !== null,
+  };
 }
 
 /** A wait that ends after its time, or at once when woken (a wake while nobody waits is kept until `reset`). */
@@ -283,10 +290,11 @@ export class PoolService {
         .select()
         .from(workspaces)
         .where(and(eq(workspaces.id, workspaceId), eq(workspaces.orgId, this.deps.settings.orgId))),
+      // The claim's operation (a recorded provision, or the start that resumes a suspended member) holds the token.
       db
         .select()
         .from(operations)
-        .where(and(eq(operations.workspaceId, workspaceId), eq(operations.kind, "provision")))
+        .where(eq(operations.workspaceId, workspaceId))
         .orderBy(asc(operations.createdAt))
         .limit(1),
     ]);

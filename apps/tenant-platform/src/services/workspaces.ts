@@ -196,7 +196,7 @@ export class WorkspaceService {
     const workspaceId = ids.next("ws");
     const operationId = ids.next("op");
     const bootToken = mintToken("mbt");
-    let claimed: { workspaceId: string } | null;
+    let claimed: { workspaceId: string; resuming: boolean } | null;
     try {
       // A ready warm pool member of this runtime and tier becomes the workspace; without one, a cold provision.
       claimed = await this.claimFromPool(body, runtime, { operationId, idempotency, bootToken });
@@ -219,12 +219,16 @@ export class WorkspaceService {
       this.deps.events.publish({
         type: "workspace.status",
         workspaceId: claimed.workspaceId,
-        data: { to: "awaiting_agent", reason: "claimed from a warm pool" },
+        data: {
+          to: claimed.resuming ? "provisioning" : "awaiting_agent",
+          reason: "claimed from a warm pool",
+        },
       });
       this.deps.logger.info(
         { workspaceId: claimed.workspaceId, runtime, tier: body.tier },
         "pool member claimed",
       );
+      if (claimed.resuming) this.onOperationQueued();
       this.onPoolClaimed();
       return this.accepted(claimed.workspaceId, operationId);
     }
@@ -240,19 +244,22 @@ export class WorkspaceService {
   /**
    * Claims a ready member of the (runtime, tier) pool and writes the workspace under the member's id, in one
    * transaction: the workspace is `awaiting_agent` at once, on the member's resources (its handle), with a fresh boot
-   * token its waiting agent receives through `POST /registry/claim`. Its provision operation is recorded as done.
+   * token its waiting agent receives through `POST /registry/claim`. Its provision operation is recorded as done; a
+   * suspended member's workspace is `provisioning` instead, with a `start` operation that resumes it.
    * Null when the pool has no ready member (or there is no pool).
    */
   private async claimFromPool(
     body: CreateWorkspaceBody,
     runtime: string,
     input: Pick<QueuedOperation, "operationId" | "idempotency" | "bootToken">,
-  ): Promise<{ workspaceId: string } | null> {
+  ): Promise<{ workspaceId: string; resuming: boolean } | null> {
     const { db, settings, provisioner, clock } = this.deps;
     const now = clock.now();
     return db.transaction(async (tx) => {
       const member = await claimReadyMember(tx, settings.orgId, runtime, body.tier, now);
       if (!member) return null;
+      // A suspended member (Fly) is resumed by a start operation before its agent can take the claim.
+      const resuming = member.suspended;
       await this.writeWorkspace(
         tx,
         body,
@@ -260,24 +267,26 @@ export class WorkspaceService {
           id: member.id,
           runtime,
           backend: provisioner.name,
-          status: "awaiting_agent",
+          status: resuming ? "provisioning" : "awaiting_agent",
           handle: member.handle,
         },
-        {
-          ...input,
-          workspaceId: member.id,
-          kind: "provision",
-          finishedSteps: [
-            {
-              name: "pool_member_claimed",
-              startedAt: now.toISOString(),
-              durationMs: 0,
-              detail: `warm pool ${runtime} tier ${body.tier}: a started workspace whose agent waited for its claim`,
+        resuming
+          ? { ...input, workspaceId: member.id, kind: "start" }
+          : {
+              ...input,
+              workspaceId: member.id,
+              kind: "provision",
+              finishedSteps: [
+                {
+                  name: "pool_member_claimed",
+                  startedAt: now.toISOString(),
+                  durationMs: 0,
+                  detail: `warm pool ${runtime} tier ${body.tier}: a started workspace whose agent waited for its claim`,
+                },
+              ],
             },
-          ],
-        },
       );
-      return { workspaceId: member.id };
+      return { workspaceId: member.id, resuming };
     });
   }
 

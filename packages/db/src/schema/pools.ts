@@ -21,7 +21,8 @@ export const pools = pgTable(
  * One pre-started workspace of a pool. Its id is the workspace id it was started as (its container, volume and
  * agent address are named from it) and, once claimed, the id of the workspace row the claim creates: a member is
  * claimed at most once and never returns to its pool. `starting` until both its backend call returned (`handle`) and
- * its agent asked for its claim (`agent_waiting_at`); then `ready`; `claimed` by a create; `removing` while the filler
+ * its agent asked for its claim (`agent_waiting_at`); then `ready` (`suspending` for the while the filler suspends it,
+ * where the backend can); `claimed` by a create; `removing` while the filler
  * destroys it (shrink, image change, agent gone quiet, failed start).
  */
 export const poolMembers = pgTable(
@@ -42,10 +43,18 @@ export const poolMembers = pgTable(
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     readyAt: timestamp("ready_at", { withTimezone: true }),
     claimedAt: timestamp("claimed_at", { withTimezone: true }),
+    /**
+     * When the filler suspended it, ready, on a backend that can suspend (Fly): its agent is frozen mid-wait, so its
+     * silence is not taken for death, and a claim resumes it (a `start` operation) before its agent is answered.
+     */
+    suspendedAt: timestamp("suspended_at", { withTimezone: true }),
   },
   (table) => [
     index("pool_members_pool_state_idx").on(table.orgId, table.runtime, table.tier, table.state),
-    check("pool_members_state_check", sql`${table.state} IN ('starting', 'ready', 'claimed', 'removing')`),
+    check(
+      "pool_members_state_check",
+      sql`${table.state} IN ('starting', 'ready', 'suspending', 'claimed', 'removing')`,
+    ),
   ],
 );
 

@@ -384,6 +384,7 @@ export class FlyProvisioner implements Provisioner {
         workspaceId: m.config?.metadata?.[LABELS.workspaceId] ?? null,
         orgId: m.config?.metadata?.[LABELS.orgId] ?? null,
         state: m.state,
+        pool: m.config?.metadata?.[LABELS.pool] ?? null,
       }));
     for (const volume of await this.listVolumes()) {
       const owner = volume.attached_machine_id ? byId.get(volume.attached_machine_id) : undefined;
@@ -397,6 +398,7 @@ export class FlyProvisioner implements Provisioner {
         workspaceId: owner?.config?.metadata?.[LABELS.workspaceId] ?? fromName,
         orgId: owner?.config?.metadata?.[LABELS.orgId] ?? null,
         state: volume.state,
+        pool: owner?.config?.metadata?.[LABELS.pool] ?? null,
       });
     }
     return out;
@@ -505,6 +507,7 @@ export class FlyProvisioner implements Provisioner {
         [LABELS.orgId]: spec.orgId,
         [LABELS.deployment]: spec.deployment,
         ...(this.options.environment ? { [LABELS.environment]: this.options.environment } : {}),
+        ...(spec.pool ? { [LABELS.pool]: spec.pool } : {}),
       },
       restart: { policy: "on-failure", max_retries: 3 },
       auto_destroy: false,

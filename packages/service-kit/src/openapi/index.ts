@@ -1,6 +1,7 @@
+import { HealthResponse } from "@molecule/contracts";
 import { Hono } from "hono";
 import type { ServiceEnv } from "../http/env.ts";
-import type { OpenApiDocument } from "./document.ts";
+import type { ApiRoute, OpenApiDocument } from "./document.ts";
 import { DOCS_CONTENT_SECURITY_POLICY, renderDocsPage } from "./page.ts";
 
 export {
@@ -41,3 +42,43 @@ export function openApiRoutes<E extends ServiceEnv>(build: () => OpenApiDocument
   });
   return app;
 }
+
+/** The routes every service's `createApp` registers itself: health, metrics and this document in both forms. */
+export const SERVICE_API_ROUTES: readonly ApiRoute[] = [
+  {
+    method: "GET",
+    path: "/health",
+    summary: "Liveness",
+    tag: "service",
+    auth: [],
+    responses: { 200: { description: "The process is serving", schema: HealthResponse } },
+  },
+  {
+    method: "GET",
+    path: "/metrics",
+    summary: "Prometheus metrics",
+    description: "Also served without a token on METRICS_PORT when that is set.",
+    tag: "service",
+    auth: ["admin"],
+    responses: { 200: { description: "Prometheus text exposition", contentType: "text/plain" } },
+    errors: [403],
+  },
+  {
+    method: "GET",
+    path: "/openapi.json",
+    summary: "This document",
+    tag: "service",
+    auth: [],
+    responses: { 200: { description: "OpenAPI 3.1, as JSON", contentType: "application/json" } },
+  },
+  {
+    method: "GET",
+    path: "/docs",
+    summary: "This document as a page",
+    tag: "service",
+    auth: [],
+    responses: {
+      200: { description: "HTML, with nothing loaded from another origin", contentType: "text/html" },
+    },
+  },
+];

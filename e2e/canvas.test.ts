@@ -329,6 +329,22 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     await screenshot("after-delete");
   }, 180_000);
 
+  it("shows the warm pools under the fleet, their counts as the pool fills and drains", async () => {
+    await page.goto(`${baseUrl}/`);
+    await page.getByRole("heading", { name: /^Workspaces/ }).waitFor();
+    expect(await page.getByTestId("pools").isHidden()).toBe(true);
+    expect(
+      (await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 1 } })).status,
+    ).toBe(200);
+    const row = page.getByTestId("pool-row").filter({ hasText: "echo" });
+    await textBecomes(row.getByTestId("pool-size"), "1");
+    await textBecomes(row.getByTestId("pool-ready"), "1", ONLINE_TIMEOUT_MS);
+    await screenshot("warm-pools");
+    await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 0 } });
+    await textBecomes(row.getByTestId("pool-size"), "0");
+    await textBecomes(row.getByTestId("pool-ready"), "0");
+  }, 180_000);
+
   it("loaded nothing from elsewhere, put no token in a URL and raised no script or CSP errors", () => {
     expect(requestedUrls.length).toBeGreaterThan(0);
     expect(requestedUrls.filter((url) => !url.startsWith(`${baseUrl}/`))).toEqual([]);

@@ -59,6 +59,7 @@ export function createApi(token, { onUnauthorized } = {}) {
   return {
     token,
     listWorkspaces: async () => (await request("GET", "/workspaces")).workspaces,
+    listPools: async () => (await request("GET", "/pools")).pools,
     getWorkspace: (id) => request("GET", ws(id)),
     listOperations: async (id) => (await request("GET", `${ws(id)}/operations`)).operations,
     createWorkspace: (body, idempotencyKey) =>

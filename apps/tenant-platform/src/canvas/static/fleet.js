@@ -1,8 +1,71 @@
 import { fill, h } from "./dom.js";
 import { errorBanner, heartbeatAge, isRemote, remoteBadge, statusBadge } from "./parts.js";
 
-/** The fleet: every workspace in one table, kept current by the store. */
-export function mountFleet(main, { store }) {
+/** How often the warm pools card is read again while the fleet is shown (pools publish no events of their own). */
+const POOLS_REFRESH_MS = 5_000;
+
+/** The warm pools, one row each (`GET /pools`), below the fleet; hidden while there is none. */
+function poolsCard(api) {
+  const body = h("tbody");
+  const card = h(
+    "section",
+    {
+      class: "card table-card",
+      hidden: true,
+      "aria-labelledby": "pools-title",
+      dataset: { testid: "pools" },
+    },
+    h("h2", { id: "pools-title" }, "Warm pools"),
+    h(
+      "table",
+      { class: "fleet" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Runtime", "Tier", "Size", "Ready", "Starting", "Claimed", "Last error"].map((title) =>
+            h("th", { scope: "col" }, title),
+          ),
+        ),
+      ),
+      body,
+    ),
+  );
+  const refresh = async () => {
+    let pools;
+    try {
+      pools = await api.listPools();
+    } catch {
+      return; // the fleet's own banner reports an unreachable platform
+    }
+    card.hidden = pools.length === 0;
+    fill(
+      body,
+      pools.map((pool) =>
+        h(
+          "tr",
+          { dataset: { testid: "pool-row", runtime: pool.runtime, tier: String(pool.tier) } },
+          h("th", { scope: "row" }, pool.runtime),
+          h("td", {}, String(pool.tier)),
+          h("td", { dataset: { testid: "pool-size" } }, String(pool.size)),
+          h("td", { dataset: { testid: "pool-ready" } }, String(pool.ready)),
+          h("td", {}, String(pool.starting)),
+          h("td", {}, String(pool.claimed)),
+          h("td", { class: "muted" }, pool.last_error ?? ""),
+        ),
+      ),
+    );
+  };
+  void refresh();
+  const timer = setInterval(refresh, POOLS_REFRESH_MS);
+  return { card, refresh, stop: () => clearInterval(timer) };
+}
+
+/** The fleet: every workspace in one table, kept current by the store; the warm pools below it. */
+export function mountFleet(main, { store, api }) {
+  const pools = poolsCard(api);
   const body = h("tbody");
   const feedback = h("div", { class: "feedback" });
   const count = h("span", { class: "count", "aria-live": "polite" });
@@ -41,6 +104,7 @@ export function mountFleet(main, { store }) {
       ),
       feedback,
       h("div", { class: "card table-card" }, table, empty),
+      pools.card,
     ),
   );
 
@@ -73,5 +137,5 @@ export function mountFleet(main, { store }) {
     );
   };
   update();
-  return { update, unmount() {} };
+  return { update, unmount: () => pools.stop() };
 }

@@ -20,12 +20,13 @@ export const poolApi: ApiRoute[] = [
     method: "PUT",
     path: "/pools",
     summary: "Set a warm pool's size",
-    description: "Members are started ahead of creates of that runtime and tier; size 0 drains the pool.",
+    description:
+      "Members are started ahead of creates of that runtime and tier; size 0 drains the pool. 409 on the controlplane backend, which has no pools yet.",
     tag: "pools",
     auth: ["admin"],
     body: PutPoolBody,
     responses: { 200: { description: "The pool", schema: PoolView } },
-    errors: [400, 403, 413, 415],
+    errors: [400, 403, 409, 413, 415],
   },
   {
     method: "GET",

@@ -143,6 +143,13 @@ export class PoolService {
         { field: "runtime" },
       );
     }
+    if (this.deps.provisioner.name === "controlplane" && body.size > 0) {
+      // The filler would start members through the control plane's workspace API, a path not verified yet.
+      throw new DomainError(
+        "conflict",
+        "warm pools are not available on the controlplane backend yet; creates provision cold",
+      );
+    }
     const now = clock.now();
     await db
       .insert(pools)

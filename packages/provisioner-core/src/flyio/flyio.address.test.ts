@@ -117,9 +117,17 @@ describe("flyio: the agent's address", () => {
       description: "not ours",
       expiresAt: Math.floor(Date.now() / 1000) + 30,
     };
-    setTimeout(() => {
-      machine.lease = null;
-    }, 50);
+    // The holder lets go once we have been refused and have asked who holds it (not on a timer: on a loaded machine a
+    // timer can fire before our first update, which then needs no wait at all).
+    h.emulator.inject({
+      operation: "Machines_show_lease",
+      kind: "slow",
+      delayMs: 0,
+      when: () => {
+        machine.lease = null;
+        return true;
+      },
+    });
     h.emulator.resetCounts();
     const started = await h.provisioner.start(spec, null);
     expect(envOf(spec).AGENT_PUBLIC_URL).toBe(started.agentUrl);

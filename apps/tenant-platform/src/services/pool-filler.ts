@@ -288,7 +288,7 @@ export class PoolFiller {
       });
       await db
         .update(poolMembers)
-        .set({ handle, ...becomesReady })
+        .set({ handle, ...becomesReady("agentWaitingAt") })
         .where(and(eq(poolMembers.id, id), eq(poolMembers.state, "starting")));
       await db.update(pools).set({ lastError: null }).where(poolOf);
       logger.info({ workspaceId: id, runtime, tier }, "pool member started");

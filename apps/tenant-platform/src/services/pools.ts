@@ -39,12 +39,17 @@ export const LIVE_MEMBER_STATES = ["starting", "ready", "suspending"] as const;
 
 /**
  * Moves a member from `starting` to `ready` once both halves are in: its backend call returned (`handle`) and its
- * agent asked for its claim (`agent_waiting_at`). Whichever arrives second makes the move, in its own UPDATE.
+ * agent asked for its claim (`agent_waiting_at`). Whichever arrives second makes the move, in the UPDATE that writes
+ * its own half: `other` is the column the other side writes (a SET expression sees the row as it was before).
  */
-export const becomesReady = {
-  state: sql`CASE WHEN ${poolMembers.state} = 'starting' AND ${poolMembers.handle} IS NOT NULL AND ${poolMembers.agentWaitingAt} IS NOT NULL THEN 'ready' ELSE ${poolMembers.state} END`,
-  readyAt: sql`CASE WHEN ${poolMembers.state} = 'starting' AND ${poolMembers.handle} IS NOT NULL AND ${poolMembers.agentWaitingAt} IS NOT NULL THEN now() ELSE ${poolMembers.readyAt} END`,
-};
+export function becomesReady(other: "handle" | "agentWaitingAt") {
+  const otherIn = other === "handle" ? poolMembers.handle : poolMembers.agentWaitingAt;
+  const moves = sql`${poolMembers.state} = 'starting' AND ${otherIn} IS NOT NULL`;
+  return {
+    state: sql`CASE WHEN ${moves} THEN 'ready' ELSE ${poolMembers.state} END`,
+    readyAt: sql`CASE WHEN ${moves} THEN now() ELSE ${poolMembers.readyAt} END`,
+  };
+}
 
 /**
  * Takes one ready member of the pool of `runtime` and `tier` for a create, inside the create's transaction: the row is
@@ -239,13 +244,24 @@ export class PoolService {
     if (member.state === "claimed") return this.delivery(member.id, true);
     await this.deps.db
       .update(poolMembers)
-      .set({ agentWaitingAt: this.deps.clock.now(), ...becomesReady })
+      .set({ agentWaitingAt: this.deps.clock.now(), ...becomesReady("handle") })
       .where(and(eq(poolMembers.id, member.id), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])));
 
     const waitMs = (body.wait_seconds ?? DEFAULT_CLAIM_WAIT_SECONDS) * 1000;
     const deadline = Date.now() + waitMs;
     const claimed = new Wakeup();
-    const subscription = this.deps.events.subscribe({ workspaceId: member.id }, () => claimed.wake());
+    // The subscription ends when the bus closes (shutdown: no claim wait holds up the drain) or missed events (a
+    // reconnect): the wait answers "nothing yet" then, and the agent asks again at once.
+    let closing = false;
+    const subscription = this.deps.events.subscribe(
+      { workspaceId: member.id },
+      () => claimed.wake(),
+      undefined,
+      () => {
+        closing = true;
+        claimed.wake();
+      },
+    );
     const unwatch = [
       this.changes?.on("workspaces", (id) => {
         if (id === member.id) claimed.wake();
@@ -260,7 +276,7 @@ export class PoolService {
         if (delivered) return delivered;
         await this.member(token, member.id); // still the pool's (404 once it is being removed)
         const left = deadline - Date.now();
-        if (left <= 0 || signal?.aborted) return { claimed: false };
+        if (left <= 0 || closing || signal?.aborted) return { claimed: false };
         await claimed.within(Math.min(left, CLAIM_POLL_MS), signal);
       }
     } finally {

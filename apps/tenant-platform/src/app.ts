@@ -73,6 +73,7 @@ export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
     activity,
   );
   const registry = new RegistryService(deps, hooks.heartbeats ?? null, activity);
+  const pools = new PoolService(deps, hooks.onPoolChanged, hooks.changes ?? null);
   // One set of budgets for both ways a route is served, so a raw route and its Hono twin count against the same.
   const limiters = platformLimiters(deps);
   // The hottest routes (A2A, and heartbeats from every agent) are served raw, answering as their Hono routes.
@@ -81,9 +82,9 @@ export function createPlatform(deps: PlatformDeps, hooks: AppHooks = {}) {
     heartbeatRawRoute(deps, registry, limiters.agent),
   ];
   const reconciler = hooks.reconciler ?? createTenantReconciler(deps);
-  instrumentPlatform(deps.metrics, deps, { reconciler, heartbeats: hooks.heartbeats ?? null });
+  instrumentPlatform(deps.metrics, deps, { reconciler, heartbeats: hooks.heartbeats ?? null, pools });
   return {
-    app: createHonoApp(deps, hooks, workspaces, a2a, registry, reconciler, limiters),
+    app: createHonoApp(deps, hooks, workspaces, a2a, registry, pools, reconciler, limiters),
     rawRoutes,
     /** The idle sweep (`main()` runs it on the status sweep's interval). */
     idle: new IdleSuspender(deps, workspaces, activity),
@@ -103,11 +104,11 @@ function createHonoApp(
   workspaces: WorkspaceService,
   a2a: A2AService,
   registry: RegistryService,
+  pools: PoolService,
   reconciler: Reconciler,
   limiters: PlatformLimiters,
 ) {
   const secrets = new SecretService(deps);
-  const pools = new PoolService(deps, hooks.onPoolChanged, hooks.changes ?? null);
 
   const app = new Hono<AppEnv>();
 

@@ -128,6 +128,26 @@ describe("GET /metrics", () => {
     ).toBeGreaterThan(0);
   });
 
+  it("shows each warm pool's target and its members by state", async () => {
+    const pool = { runtime: "echo", tier: "2" };
+    const set = await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 2 } });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    expect(metricValue(await scrape(), "molecule_pool_target_size", pool)).toBe(2);
+    // The filler starts two members; on the fake backend no agent asks for a claim, so they stay starting.
+    const filled = await waitFor("the filler starts the members", async () => {
+      const text = await scrape();
+      return metricValue(text, "molecule_pool_members", { ...pool, state: "starting" }) === 2
+        ? text
+        : undefined;
+    });
+    expect(metricValue(filled, "molecule_pool_members", { ...pool, state: "ready" })).toBe(0);
+    expect(metricValue(filled, "molecule_pool_members", { ...pool, state: "claimed" })).toBe(0);
+    expect(
+      (await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 0 } })).status,
+    ).toBe(200);
+    expect(metricValue(await scrape(), "molecule_pool_target_size", pool)).toBe(0);
+  });
+
   it("counts heartbeats served by the raw route, and those recorded, batched or not", async () => {
     const { id, token } = await registered("beating");
     // Registering made it online; `degraded` is a change again (the steady state below stays degraded).

@@ -5,6 +5,7 @@ import { countOperations } from "@molecule/service-kit/stats";
 import { count } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import type { HeartbeatBatcher } from "./heartbeats.ts";
+import type { PoolService } from "./pools.ts";
 
 /**
  * The tenant platform's own series, beside service-kit's requests and operation attempts. A2A deliveries and
@@ -14,7 +15,7 @@ import type { HeartbeatBatcher } from "./heartbeats.ts";
 export function instrumentPlatform(
   metrics: ServiceMetrics,
   deps: PlatformDeps,
-  sources: { reconciler: Reconciler; heartbeats: HeartbeatBatcher | null },
+  sources: { reconciler: Reconciler; heartbeats: HeartbeatBatcher | null; pools: Pick<PoolService, "list"> },
 ): void {
   registerServiceState(metrics, {
     operations: () => countOperations(deps.db, operations),
@@ -34,6 +35,28 @@ export function instrumentPlatform(
         value: Number(row.n),
       }));
     },
+  );
+  metrics.scrapedGauge(
+    "molecule_pool_target_size",
+    "Warm pools: how many ready members each pool keeps (PUT /pools)",
+    ["runtime", "tier"],
+    async () =>
+      (await sources.pools.list()).map((pool) => ({
+        labels: { runtime: pool.runtime, tier: String(pool.tier) },
+        value: pool.size,
+      })),
+  );
+  metrics.scrapedGauge(
+    "molecule_pool_members",
+    "Warm pool members by state: ready (waiting for a claim), starting, claimed (a workspace now, not removed)",
+    ["runtime", "tier", "state"],
+    async () =>
+      (await sources.pools.list()).flatMap((pool) =>
+        (["ready", "starting", "claimed"] as const).map((state) => ({
+          labels: { runtime: pool.runtime, tier: String(pool.tier), state },
+          value: pool[state],
+        })),
+      ),
   );
   const { heartbeats } = sources;
   if (heartbeats) {

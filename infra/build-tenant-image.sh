@@ -1,74 +1,23 @@
 #!/usr/bin/env bash
 # Builds the tenant platform image (default molecule/tenant-platform:latest) WITHOUT any registry, the way
-# build-workspace-image.sh builds the workspace image: apps/tenant-platform/src/main.ts is bundled with esbuild, and
-# the root filesystem is this machine's own node binary, the shared libraries it links, the bundle, the database
-# migrations and the embedded database package, loaded with `docker import`. An image whose content hash label
+# build-workspace-image.sh builds the workspace image: apps/tenant-platform/src/main.ts bundled with esbuild
+# (bundle-tenant-platform.sh: the bundle, the database migrations, the canvas and the embedded database package), in
+# a root filesystem of this machine's own node binary and the libraries it links, loaded with `docker import`. The
+# steps are lib/service-image.sh's, shared with build-control-plane-image.sh. An image whose content hash label
 # matches is reused, so repeated test runs build once. Safe to run concurrently (flock). Prints the image name as its
 # last line on stdout.
 #
-#   TENANT_IMAGE   default "molecule/tenant-platform:latest"
+#   TENANT_IMAGE     default "molecule/tenant-platform:latest"
 #   FORCE_REBUILD=1  build even when an image with the same hash exists
 #
-# Layout inside the image:
-#   /usr/local/bin/node   the host's node binary (+ its libraries under /lib*, /usr/lib*)
-#   /app                  infra/bundle-tenant-platform.sh's output; the entrypoint is node /app/dist/main.mjs
-#   /data                 MOLECULE_DATA_DIR (embedded database, generated tokens); owned by uid 1000
+# The entrypoint is node /app/dist/main.mjs; PORT 8080; /data is MOLECULE_DATA_DIR, owned by uid 1000.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-IMAGE=${TENANT_IMAGE:-molecule/tenant-platform:latest}
-BUILD_DIR="$ROOT/infra/.build"
-APP_UID=1000
-APP_GID=1000
-
 log() { printf 'build-tenant-image: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# shellcheck source=lib/rootfs.sh
-source "$ROOT/infra/lib/rootfs.sh"
-rootfs_preflight
-
-mkdir -p "$BUILD_DIR"
-work=$(mktemp -d "$BUILD_DIR/tenant.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-# 1. Bundle (outside the lock: each process bundles into its own temp dir).
-bash "$ROOT/infra/bundle-tenant-platform.sh" "$work/app"
-
-rootfs_node
-pglite_version=$(node -p 'require(process.argv[1]).version' "$work/app/node_modules/@electric-sql/pglite/package.json")
-
-# Everything under /app (bundle, migrations, canvas, pglite), the node binary's version, and the scripts.
-hash=$(
-  {
-    (cd "$work/app" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    echo "node $node_version $arch"
-    sha256sum "${BASH_SOURCE[0]}" "$ROOT/infra/bundle-tenant-platform.sh" "$ROOT/infra/lib/bundle.sh" \
-      "$ROOT/infra/lib/rootfs.sh" | cut -d' ' -f1
-  } | sha256sum | cut -c1-32
-)
-
-# 2. Serialise the check-and-import so two concurrent runs build once.
-rootfs_lock_or_reuse "$IMAGE" "$hash" "$BUILD_DIR/tenant-platform.lock"
-
-# 3. Assemble the root filesystem.
-rootfs="$work/rootfs"
-rootfs_base "$rootfs" molecule "$APP_UID" "$APP_GID" /data
-mkdir -p "$rootfs/data"
-chmod 0700 "$rootfs/data"
-mv "$work/app" "$rootfs/app"
-rootfs_tar "$rootfs" "$work/rootfs.tar" data "$APP_UID" "$APP_GID"
-
-# 4. Import.
-log "importing $IMAGE (node $node_version, pglite $pglite_version, hash $hash)"
-rootfs_import "$IMAGE" "$work/rootfs.tar" "$hash" tenant-platform \
-  --change 'ENTRYPOINT ["/usr/local/bin/node","/app/dist/main.mjs"]' \
-  --change 'WORKDIR /data' \
-  --change 'ENV NODE_ENV=production' \
-  --change 'ENV HOME=/data' \
-  --change 'ENV MOLECULE_DATA_DIR=/data' \
-  --change 'ENV PORT=8080' \
-  --change 'EXPOSE 8080' \
-  --change "USER $APP_UID:$APP_GID"
-
-echo "$IMAGE"
+# shellcheck source=lib/service-image.sh
+source "$ROOT/infra/lib/service-image.sh"
+service_image tenant-platform "${TENANT_IMAGE:-molecule/tenant-platform:latest}" \
+  "$ROOT/infra/bundle-tenant-platform.sh" /app/dist/main.mjs 8080

@@ -1,4 +1,4 @@
-# Root-filesystem image steps shared by build-tenant-image.sh and build-workspace-image.sh (sourced, not run).
+# Root-filesystem image steps shared by build-workspace-image.sh and lib/service-image.sh (sourced, not run).
 # An image is this machine's own node binary, the shared libraries it links, a minimal /etc and the app, loaded with
 # `docker import`; a content hash label lets repeated builds reuse it, and a lock serialises concurrent builds.
 # The sourcing script defines log() and die() first.

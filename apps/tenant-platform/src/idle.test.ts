@@ -16,6 +16,7 @@ import {
   errorOf,
   type TestPlatform,
 } from "../../../test-support/platform.ts";
+import { waitFor } from "../../../test-support/wait.ts";
 
 let platform: TestPlatform;
 let replica: TestPlatform;
@@ -282,6 +283,61 @@ describe("wake on request", () => {
     expect(later.status).toBe(200);
     expect(JSON.stringify(later.body)).toContain("slow-waker: now?");
     expect(await startOperations(ws.id)).toBe(1);
+  });
+
+  it("a caller that hangs up mid-wake stops waiting (caller_gone) long before the timeout; the wake completes for the others", async () => {
+    const ws = await addWorkspace("left-waiting", { idle_suspend_seconds: 30 });
+    await suspendIdle(ws, 30);
+    const goneBefore = await wakeWaits("caller_gone");
+    const timeoutsBefore = await wakeWaits("timeout");
+    // Long enough that a wait the hang-up did not end could not pass for one it did.
+    platform.deps.settings.a2aWakeTimeoutMs = 45_000;
+    try {
+      // A real HTTP client asks for a stream, then aborts once its request has queued the wake.
+      const hangUp = new AbortController();
+      const started = performance.now();
+      const leaving = fetch(`${platform.deps.settings.publicUrl}/workspaces/${ws.id}/a2a`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify(send("never mind", "message/stream")),
+        signal: hangUp.signal,
+      });
+      await waitFor("the wake to be queued", async () =>
+        (await startOperations(ws.id)) === 1 ? true : undefined,
+      );
+      // Another caller waits for the same wake.
+      const staying = platform.callServed("POST", `/workspaces/${ws.id}/a2a`, { body: send("still here") });
+      hangUp.abort();
+      await expect(leaving).rejects.toThrow();
+      await waitFor(
+        "the abandoned wait to end as caller_gone",
+        async () => ((await wakeWaits("caller_gone")) === goneBefore + 1 ? true : undefined),
+        15_000,
+        50,
+      );
+      expect(performance.now() - started).toBeLessThan(45_000);
+      // The in-process route (Hono) hears its request's signal the same way, and answers nobody with 499.
+      const leavingInProcess = new AbortController();
+      const inProcess = platform.app.request(`/workspaces/${ws.id}/a2a`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify(send("bye")),
+        signal: leavingInProcess.signal,
+      });
+      leavingInProcess.abort();
+      expect((await inProcess).status).toBe(499);
+      expect(await wakeWaits("timeout")).toBe(timeoutsBefore);
+      // The agent comes back: the wake the departed caller queued completes, and the other caller is answered.
+      beating(ws);
+      const answered = await staying;
+      expect(answered.status).toBe(200);
+      expect(JSON.stringify(answered.body)).toContain("left-waiting: still here");
+      expect((await row(ws.id)).status).toBe("online");
+      expect(await startOperations(ws.id)).toBe(1);
+      expect(await wakeWaits("caller_gone")).toBe(goneBefore + 2);
+    } finally {
+      delete platform.deps.settings.a2aWakeTimeoutMs;
+    }
   });
 
   it("POST /workspaces/:id/start wakes it too; a stopped workspace is not woken by A2A (503 at once)", async () => {

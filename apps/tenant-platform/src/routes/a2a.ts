@@ -25,15 +25,19 @@ import type { AppEnv, Caller } from "../http/types.ts";
 import { type A2AAnswer, type A2AService, RETRY_AFTER_SECONDS, STREAM_HEADERS } from "../services/a2a.ts";
 import type { PlatformDeps } from "../services/deps.ts";
 import { credentialKey, credentialOf } from "../services/tokens.ts";
-import { WAKE_RETRY_AFTER_SECONDS } from "../services/wake.ts";
+import { CallerGone, WAKE_RETRY_AFTER_SECONDS } from "../services/wake.ts";
 
 /**
  * `POST /workspaces/:id/a2a`, the JSON-RPC A2A proxy, is served twice over one A2AService: as a raw route in front of
  * the Hono app (`a2aRawRoute`, what a served platform answers with: no fetch Request or Response is built per call),
  * and as a Hono route (`a2aRoutes`, what `app.request()` reaches in process). Both check in the same order (a declared
  * body over the limit, the caller's `a2a` budget, the caller, the target id, the body's type, its size, its JSON, the
- * envelope), forward with `forward`, and shape errors in `proxyFailed`.
+ * envelope), forward with `forward`, and shape errors in `proxyFailed`. A caller whose connection closed before its
+ * answer (while its target woke) is logged with nginx's 499, and nothing is written.
  */
+
+/** The status a request is logged with when its caller went away before it was answered. */
+const CALLER_GONE_STATUS = 499;
 
 const PROXY_PATH = "/workspaces/:id/a2a";
 
@@ -147,6 +151,12 @@ export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService, limiter: RateLi
     path: PROXY_PATH,
     handler: async (req, res, context) => {
       let request: A2ARequest | undefined;
+      // The response closing before it finished is the caller's connection closing.
+      const callerGone = new AbortController();
+      const onClose = () => {
+        if (!res.writableFinished) callerGone.abort();
+      };
+      res.once("close", onClose);
       try {
         const maxBytes = deps.settings.a2aMaxRequestBytes;
         if (Number(req.headers["content-length"]) > maxBytes) {
@@ -170,6 +180,7 @@ export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService, limiter: RateLi
           request,
           text,
           typeof version === "string" ? version : undefined,
+          callerGone.signal,
         );
         if (answer.kind === "json") {
           res.writeHead(200, {
@@ -179,8 +190,14 @@ export function a2aRawRoute(deps: PlatformDeps, a2a: A2AService, limiter: RateLi
           res.end(answer.body);
           return;
         }
+        res.off("close", onClose);
         await relay(answer, res);
       } catch (error) {
+        if (error instanceof CallerGone) {
+          res.statusCode = CALLER_GONE_STATUS;
+          res.destroy();
+          return;
+        }
         if (res.headersSent) throw error;
         const failed = proxyFailed(error, idOf(request), context.requestId, context.logger);
         res.writeHead(failed.status, { ...failed.headers, "content-length": Buffer.byteLength(failed.body) });
@@ -279,10 +296,11 @@ export function a2aRoutes(deps: PlatformDeps, a2a: A2AService, limiters: Platfor
       const text = await c.req.text();
       request = readEnvelope(type, text);
       return toResponse(
-        await a2a.forward(caller, id, request, text, c.req.header(A2A_VERSION_HEADER)),
+        await a2a.forward(caller, id, request, text, c.req.header(A2A_VERSION_HEADER), c.req.raw.signal),
         limitHeaders,
       );
     } catch (error) {
+      if (error instanceof CallerGone) return c.body(null, CALLER_GONE_STATUS as ContentfulStatusCode);
       // The body limit's own error goes back to its middleware, which answers with onError.
       if (error instanceof Error && error.name === "BodyLimitError") throw error;
       return failedResponse(c, error, idOf(request));

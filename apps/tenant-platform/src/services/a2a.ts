@@ -223,6 +223,7 @@ export class A2AService {
    * `x-molecule-inbound-token` of its own) is forwarded, except the `A2A-Version` it asked for (`version`). The
    * target's inbound token proves the request comes through this check; `x-molecule-caller` says who asked. Any
    * method is forwarded; whether the answer streams is the target's content type, not the method's name.
+   * `callerGone` aborts when the caller's connection closes: a wait for a waking target then ends (`CallerGone`).
    */
   async forward(
     caller: Caller,
@@ -230,10 +231,11 @@ export class A2AService {
     request: A2ARequest,
     rawBody: string | Uint8Array,
     version?: string,
+    callerGone?: AbortSignal,
   ): Promise<A2AAnswer> {
     let target = await this.authoriseRoute(caller, targetId);
     if (!RECEIVING.has(target.status) && this.waker && (await this.waker.shouldWait(target))) {
-      target = await this.waker.untilReceiving(targetId);
+      target = await this.waker.untilReceiving(targetId, callerGone);
     }
     // Both ends are busy while the call is open (however long a stream runs), and were active when it ended.
     const release = this.activity?.hold(targetId, caller.kind === "workspace" ? caller.workspaceId : null);

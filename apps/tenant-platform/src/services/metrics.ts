@@ -91,7 +91,7 @@ export function instrumentPlatform(
   );
   const wakeWait = metrics.histogram(
     "molecule_a2a_wake_wait_seconds",
-    "A2A requests that found their target suspended or waking, by how the wait ended (woken, timeout, failed): how long each waited",
+    "A2A requests that found their target suspended or waking, by how the wait ended (woken, timeout, failed, caller_gone: the caller's connection closed first): how long each waited",
     ["outcome"],
     [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
   );

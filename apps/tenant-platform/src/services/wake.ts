@@ -12,6 +12,17 @@ export const DEFAULT_A2A_WAKE_TIMEOUT_MS = 60_000;
 export const WAKE_RETRY_AFTER_SECONDS = 5;
 
 const RECEIVING: ReadonlySet<WorkspaceStatus> = new Set(["online", "degraded"]);
+/**
+ * Thrown to a request whose caller went away (its connection closed) while it waited for a wake: there is nobody to
+ * answer. The start it queued goes on.
+ */
+export class CallerGone extends Error {
+  constructor(workspaceId: string) {
+    super(`the caller went away while workspace ${workspaceId} was waking`);
+    this.name = "CallerGone";
+  }
+}
+
 /** Statuses a wake passes through (a suspend finishing first, then the start): a request waits through them. */
 const WAKING: ReadonlySet<WorkspaceStatus> = new Set([
   "suspended",
@@ -31,6 +42,8 @@ const WAKING: ReadonlySet<WorkspaceStatus> = new Set([
  *   every replica's (the database's change feed); each re-reads the row. Without a connected feed (changes could go
  *   unheard) it also re-reads every second.
  * - Past the wake timeout the caller gets `wake_timeout` (503 with Retry-After); the wake itself goes on.
+ * - A caller that goes away (`signal`: its connection closed) stops waiting at once (`CallerGone`), freeing what its
+ *   request holds; the start is queued apart from any request, so it completes and other waiters are not touched.
  */
 export class WorkspaceWaker {
   private readonly starting = new Map<string, Promise<void>>();
@@ -61,14 +74,14 @@ export class WorkspaceWaker {
     return latest?.kind === "start" || latest?.kind === "suspend";
   }
 
-  /** The target's route once it receives messages again, waking it if it is suspended. */
-  async untilReceiving(workspaceId: string): Promise<A2ARoute> {
+  /** The target's route once it receives messages again, waking it if it is suspended; `signal`: the caller left. */
+  async untilReceiving(workspaceId: string, signal?: AbortSignal): Promise<A2ARoute> {
     const { settings } = this.deps;
     const timeoutMs = settings.a2aWakeTimeoutMs ?? DEFAULT_A2A_WAKE_TIMEOUT_MS;
     const started = performance.now();
     const deadline = started + timeoutMs;
     // One event per request that waited: how long, and how it ended (the metrics count them).
-    const waited = (outcome: "woken" | "timeout" | "failed") =>
+    const waited = (outcome: "woken" | "timeout" | "failed" | "caller_gone") =>
       this.deps.events.publish({
         type: "a2a.wake_wait",
         workspaceId,
@@ -85,9 +98,15 @@ export class WorkspaceWaker {
       this.deps.events.watchWorkspaceChanges(onChange),
       this.changes?.on("workspaces", onChange),
       this.changes?.onReset(() => onChange()),
+      listenAbort(signal, () => onChange()),
     ];
+    const callerGone = () => {
+      waited("caller_gone");
+      return new CallerGone(workspaceId);
+    };
     try {
       for (;;) {
+        if (signal?.aborted) throw callerGone();
         // A change heard while the row is read is not lost: the wait below ends at once.
         changed = false;
         const route = await this.database.route(workspaceId);
@@ -104,6 +123,7 @@ export class WorkspaceWaker {
           throw notReceiving(route);
         }
         if (route.status === "suspended") await this.startOnce(workspaceId);
+        if (signal?.aborted) throw callerGone();
         const left = deadline - performance.now();
         if (left <= 0) {
           waited("timeout");
@@ -154,6 +174,13 @@ export class WorkspaceWaker {
     }
     return queuing;
   }
+}
+
+/** Calls `listener` once when `signal` aborts; the returned function stops listening. */
+function listenAbort(signal: AbortSignal | undefined, listener: () => void): (() => void) | undefined {
+  if (!signal) return undefined;
+  signal.addEventListener("abort", listener, { once: true });
+  return () => signal.removeEventListener("abort", listener);
 }
 
 function notReceiving(route: A2ARoute): DomainError {

@@ -294,6 +294,56 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     await expect.poll(() => row.getByRole("cell").last().textContent(), { timeout: 10_000 }).not.toBe(first);
   });
 
+  it("creates a workspace with an idle time (the form refuses what the API refuses), shows it suspended with its reason, and wakes it", async () => {
+    await page.goto(`${baseUrl}/#/new`);
+    await page.getByLabel("Name").fill("canvas-sleeper");
+    const idle = page.getByLabel("Suspend when idle (seconds)");
+    const create = page.getByRole("button", { name: "Create workspace" });
+    const countBefore = (await platform.call("GET", "/workspaces")).body.workspaces.length;
+    // Negative, fractional and over 30 days: the browser refuses them before any request, as the API would.
+    for (const refused of ["-1", "1.5", String(30 * 24 * 3600 + 1)]) {
+      await idle.fill(refused);
+      await create.click();
+      expect(await idle.evaluate((input) => (input as HTMLInputElement).validity.valid), refused).toBe(false);
+      expect(page.url()).toMatch(/#\/new$/);
+    }
+    expect((await platform.call("GET", "/workspaces")).body.workspaces.length).toBe(countBefore);
+    // An external workspace is never suspended by the platform: no idle field for it.
+    await page.getByLabel(/External/).check();
+    expect(await idle.isHidden()).toBe(true);
+    await page.getByLabel(/External/).uncheck();
+    await idle.fill("1");
+    await create.click();
+
+    await page.waitForURL(/#\/workspaces\/ws_/);
+    const sleeperId = decodeURIComponent(page.url().split("#/workspaces/")[1] ?? "");
+    expect((await platform.call("GET", `/workspaces/${sleeperId}`)).body.idleSuspendSeconds).toBe(1);
+    const status = page.getByTestId("workspace-status");
+    await textBecomes(status, "online", ONLINE_TIMEOUT_MS);
+    await textBecomes(page.locator("dt:text-is('Suspend when idle') + dd"), "after 1.0 s idle");
+
+    // The idle sweep (run here by hand) suspends it once it has been idle a second.
+    await waitFor("the idle sweep to suspend it", async () =>
+      (await platform.idle.sweep()).includes(sleeperId) ? true : undefined,
+    );
+    await textBecomes(status, "suspended", ONLINE_TIMEOUT_MS);
+    await textBecomes(page.getByTestId("suspended-note"), /^Suspended \(idle for 1 s\): .*wake it now\.$/);
+    await textBecomes(page.locator("dt:text-is('Status reason') + dd"), "idle for 1 s");
+    expect(await page.getByRole("button", { name: "Start", exact: true }).isHidden()).toBe(true);
+    await screenshot("workspace-suspended");
+
+    await page.getByRole("button", { name: "Wake", exact: true }).click();
+    await page
+      .getByRole("dialog", { name: /Wake workspace “canvas-sleeper”\?/ })
+      .getByRole("button", { name: "Wake workspace" })
+      .click();
+    await textBecomes(status, "online", ONLINE_TIMEOUT_MS);
+    expect(await page.getByTestId("suspended-note").isHidden()).toBe(true);
+    const start = page.getByTestId("operation").filter({ hasText: "start" });
+    await textBecomes(start.locator(".op-status"), "succeeded");
+    await screenshot("workspace-woken");
+  }, 180_000);
+
   it("deletes a workspace only after the confirmation dialog", async () => {
     await page.goto(`${baseUrl}/#/workspaces/${dockerId}`);
     await textBecomes(page.getByTestId("workspace-status"), "online");

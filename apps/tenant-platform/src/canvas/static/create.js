@@ -19,6 +19,9 @@ const FIELD_LABELS = {
   agent_url: "Agent URL",
 };
 
+/** The API's ceiling for idle_suspend_seconds (30 days); the field's own constraints mirror the API's. */
+const MAX_IDLE_SUSPEND_SECONDS = 30 * 24 * 3600;
+
 const SNIPPET_LABELS = { curl: "curl", python: "Python", typescript: "TypeScript", cli: "CLI" };
 
 /** The create form; an external workspace's connection details are shown once, here, after it is made. */
@@ -54,6 +57,32 @@ export function mountCreate(main, { store, api, navigate }) {
     { id: "ws-tier", name: "tier" },
     TIERS.map((option) => h("option", { value: String(option.value) }, option.label)),
   );
+  // A whole number of seconds from 0 (never) to 30 days, as the API takes it; empty leaves it to the platform's
+  // IDLE_SUSPEND_AFTER. The browser refuses anything else before a request is made.
+  const idle = h("input", {
+    id: "ws-idle",
+    name: "idle_suspend_seconds",
+    type: "number",
+    min: 0,
+    max: MAX_IDLE_SUSPEND_SECONDS,
+    step: 1,
+    inputmode: "numeric",
+    placeholder: "platform default",
+    autocomplete: "off",
+    "aria-describedby": "ws-idle-help",
+  });
+  const idleField = h(
+    "div",
+    { class: "field" },
+    h("label", { for: "ws-idle" }, "Suspend when idle (seconds)"),
+    idle,
+    h(
+      "p",
+      { class: "hint", id: "ws-idle-help" },
+      "After this long with no A2A message and no activity reported, the workspace is suspended; the next message " +
+        "wakes it. 0: never. Empty: the platform's IDLE_SUSPEND_AFTER. At most 30 days.",
+    ),
+  );
   const submit = h("button", { type: "submit", class: "button primary" }, "Create workspace");
   const runtimeField = h(
     "div",
@@ -84,6 +113,9 @@ export function mountCreate(main, { store, api, navigate }) {
     runtime.disabled = external.checked;
     urlField.hidden = !external.checked;
     url.disabled = !external.checked;
+    // An external agent runs elsewhere: the platform never suspends it.
+    idleField.hidden = external.checked;
+    idle.disabled = external.checked;
   };
   external.addEventListener("change", syncExternal);
   // A changed form is a different request: it gets a new idempotency key.
@@ -105,6 +137,7 @@ export function mountCreate(main, { store, api, navigate }) {
           if (url.value.trim()) body.url = url.value.trim();
         } else {
           body.runtime = runtime.value.trim();
+          if (idle.value !== "") body.idle_suspend_seconds = idle.valueAsNumber;
         }
         submit.disabled = true;
         fill(feedback);
@@ -135,6 +168,7 @@ export function mountCreate(main, { store, api, navigate }) {
     runtimeField,
     urlField,
     h("div", { class: "field" }, h("label", { for: "ws-tier" }, "Tier"), tier),
+    idleField,
     submit,
   );
   const section = h(

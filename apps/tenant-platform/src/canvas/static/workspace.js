@@ -12,6 +12,14 @@ const ACTIONS = {
     explain: "The agent's process stops; its volume is kept and Start brings it back.",
   },
   start: { label: "Start", confirm: "Start workspace", explain: "The agent's process starts again." },
+  // The same `start`, for a suspended workspace: it resumes where it was paused.
+  wake: {
+    label: "Wake",
+    confirm: "Wake workspace",
+    explain:
+      "The suspended workspace resumes (its container unpaused, its machine resumed) and is online once its agent is back. The next A2A message to it would wake it too.",
+    action: "start",
+  },
   restart: {
     label: "Restart",
     confirm: "Restart workspace",
@@ -55,6 +63,12 @@ export function mountWorkspace(main, { store, api, id }) {
     { class: "hint", hidden: true },
     "The agent runs outside the platform: start, stop and restart it where it runs.",
   );
+  const suspendedNote = h("div", {
+    class: "banner info",
+    role: "status",
+    hidden: true,
+    "data-testid": "suspended-note",
+  });
   const actions = h(
     "div",
     { class: "actions", role: "group", "aria-label": "Workspace actions" },
@@ -69,7 +83,7 @@ export function mountWorkspace(main, { store, api, id }) {
       h("a", { class: "back", href: "#/" }, "← Workspaces"),
       head,
       feedback,
-      h("div", { class: "card" }, details, actions),
+      h("div", { class: "card" }, suspendedNote, details, actions),
       h(
         "div",
         { class: "columns" },
@@ -103,7 +117,7 @@ export function mountWorkspace(main, { store, api, id }) {
     });
     if (!confirmed || unmounted) return;
     try {
-      const accepted = await api.lifecycle(id, action, crypto.randomUUID());
+      const accepted = await api.lifecycle(id, spec.action ?? action, crypto.randomUUID());
       store.put(accepted.workspace);
       show(noticeBanner(`${spec.label} requested (operation ${accepted.operation.id}).`));
       loadOperations();
@@ -142,9 +156,22 @@ export function mountWorkspace(main, { store, api, id }) {
     );
     // An external workspace's process is not the platform's to start or stop; it can only be deleted here.
     const remote = isRemote(workspace);
+    const suspended = workspace.status === "suspended";
     for (const action of ["stop", "start", "restart"]) buttons[action].hidden = remote;
+    // A suspended workspace is woken (a start) rather than started: one button or the other.
+    buttons.start.hidden = remote || suspended;
+    buttons.wake.hidden = remote || !suspended;
     for (const button of Object.values(buttons)) button.disabled = workspace.status === "removed";
     remoteNote.hidden = !remote;
+    suspendedNote.hidden = !suspended;
+    if (suspended) {
+      fill(
+        suspendedNote,
+        h("strong", {}, "Suspended"),
+        workspace.statusReason ? ` (${workspace.statusReason})` : "",
+        ": its agent is not running. The next A2A message wakes it, or wake it now.",
+      );
+    }
     const rows = [
       ["ID", h("code", {}, workspace.id)],
       ["Runtime", workspace.runtime],
@@ -155,8 +182,10 @@ export function mountWorkspace(main, { store, api, id }) {
         workspace.url ? h("code", {}, workspace.url) : h("span", { class: "muted" }, "not registered"),
       ],
       ["Last heartbeat", heartbeatAge(workspace.lastHeartbeatAt)],
+      ["Last activity", heartbeatAge(workspace.lastActivityAt)],
       ["Created", dateTime(workspace.createdAt)],
     ];
+    if (!remote) rows.push(["Suspend when idle", idleSetting(workspace.idleSuspendSeconds)]);
     if (workspace.statusReason) rows.push(["Status reason", workspace.statusReason]);
     if (workspace.needsRestart) rows.push(["Needs restart", "yes: secrets changed since it started"]);
     fill(
@@ -220,6 +249,13 @@ export function mountWorkspace(main, { store, api, id }) {
       dialog.cancel();
     },
   };
+}
+
+/** A workspace's idle_suspend_seconds as people read it. */
+function idleSetting(seconds) {
+  if (seconds === null || seconds === undefined) return "platform default (IDLE_SUSPEND_AFTER)";
+  if (seconds === 0) return "never";
+  return `after ${duration(seconds * 1000)} idle`;
 }
 
 function renderOperation(operation) {

@@ -233,7 +233,10 @@ async function run(
       operationDeadlinesMs: config.operations.deadlinesMs,
       workspaceEnv: config.workspaces.env,
       workspaceImage: { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
-      suspendPoolMembers: config.backend.selection.backend === "flyio",
+      // Through the control plane, members always wait suspended: a claim's start is how the control plane hears of it.
+      suspendPoolMembers:
+        config.backend.selection.backend === "flyio" ||
+        (provisioner.name === "controlplane" && provisioner.capabilities().suspend),
       reconcile: config.reconcile,
       rateLimits: config.rateLimits,
     },

@@ -49,7 +49,10 @@ export const ReconcileReport = z.object({
   resources: z.object({
     byBackend: z.record(z.string(), z.number().int().nonnegative()),
     byOrg: z.record(z.string(), z.number().int().nonnegative()),
-    /** A tenant's unclaimed warm pool members (their machine or container), per pool (`<runtime>-t<tier>`). */
+    /**
+     * Unclaimed warm pool members (their machine or container), per pool: `<runtime>-t<tier>` on a tenant,
+     * `<org id>/<runtime>-t<tier>` on the control plane.
+     */
     byPool: z.record(z.string(), z.number().int().nonnegative()).optional(),
   }),
   /** Backends whose listing failed: nothing of theirs was judged in this pass. */

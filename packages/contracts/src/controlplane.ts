@@ -151,6 +151,9 @@ export type OrgDetail = z.infer<typeof OrgDetail>;
 
 // ---- workspaces (tenant, signed) ----
 
+/** A warm pool's label, `<runtime>-t<tier>` (provisioner-core's `poolLabel`). */
+export const CpPoolLabel = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}-t[234]$/);
+
 /** The workspace spec a tenant asks the control plane to run; mirrors provisioner-core's WorkspaceSpec. */
 export const CpWorkspaceSpec = z.strictObject({
   /** A workspace id the tenant minted (`ws_…`); the control plane names resources after it, so nothing else passes. */
@@ -160,6 +163,11 @@ export const CpWorkspaceSpec = z.strictObject({
   env: z.record(SecretKey, EnvValue),
   secret_keys: z.array(SecretKey).max(200),
   metadata: storableJson(z.record(z.string(), z.unknown())).default({}),
+  /**
+   * Set when the tenant starts the workspace as a warm pool member (`<runtime>-t<tier>`): the control plane labels
+   * what its backend makes with it and counts the member in the org's pools until a start claims it.
+   */
+  pool: CpPoolLabel.optional(),
 });
 export type CpWorkspaceSpec = z.infer<typeof CpWorkspaceSpec>;
 
@@ -219,6 +227,26 @@ export const TenantRuntimeConfig = z.object({
   settings: z.record(z.string(), z.unknown()),
 });
 export type TenantRuntimeConfig = z.infer<typeof TenantRuntimeConfig>;
+
+/**
+ * One warm pool of an org as the control plane holds it (`GET /cp/orgs/:id/pools`): the pool members its tenant had
+ * it make, by what the control plane last made them. The tenant owns the pool (its target, the claims); the control
+ * plane learns of a claim from the start that resumes the member.
+ */
+export const CpOrgPool = z.object({
+  pool: CpPoolLabel,
+  runtime: z.string(),
+  tier: z.number().int(),
+  /** Members not claimed yet, counted by state (provisioning, running, suspended, stopped, failed). */
+  members: z.record(z.string(), z.number().int().nonnegative()),
+  /** Members not claimed yet, all states together. */
+  unclaimed: z.number().int().nonnegative(),
+  /** Members a create claimed whose workspace is not destroyed (ordinary workspaces now). */
+  claimed: z.number().int().nonnegative(),
+});
+export type CpOrgPool = z.infer<typeof CpOrgPool>;
+export const CpOrgPoolList = z.object({ org_id: z.string(), pools: z.array(CpOrgPool) });
+export type CpOrgPoolList = z.infer<typeof CpOrgPoolList>;
 
 /** `GET /cp/workspaces`: the calling tenant's workspaces that are not destroyed. */
 export const CpWorkspaceList = z.object({ workspaces: z.array(CpManagedWorkspace) });

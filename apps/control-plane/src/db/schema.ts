@@ -157,6 +157,10 @@ export const cpWorkspaces = pgTable(
     /** What the control plane last made it: provisioning, running, stopped, suspended, destroyed, failed. */
     state: text("state").notNull(),
     handle: jsonb("handle").$type<StoredHandle | null>(),
+    /** The warm pool (`<runtime>-t<tier>`) the tenant had it made for, as a member; kept after its claim. */
+    pool: text("pool"),
+    /** When a start claimed the pool member (the tenant resumes a member only for the create that claimed it). */
+    poolClaimedAt: ts("pool_claimed_at"),
     createdAt: ts("created_at").notNull().defaultNow(),
     updatedAt: ts("updated_at").notNull().defaultNow(),
   },

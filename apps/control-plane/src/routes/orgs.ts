@@ -1,4 +1,5 @@
 import {
+  CpOrgPoolList,
   CreatedOrg,
   CreateOrgBody,
   DeletedOrg,
@@ -32,6 +33,8 @@ export function orgRoutes(orgs: OrgService) {
   app.get("/", async (c) => c.json({ orgs: await orgs.list() }));
 
   app.get("/:slug", async (c) => c.json(await orgs.get(slugParam(c.req.param("slug")))));
+
+  app.get("/:slug/pools", async (c) => c.json(await orgs.pools(slugParam(c.req.param("slug")))));
 
   app.delete("/:slug", async (c) => {
     const slug = slugParam(c.req.param("slug"));
@@ -74,6 +77,18 @@ export const orgApi: ApiRoute[] = [
     auth: ["admin"],
     params: SlugPath,
     responses: { 200: { description: "The org, its tenant and its latest operations", schema: OrgDetail } },
+    errors: [400, 403, 404],
+  },
+  {
+    method: "GET",
+    path: "/cp/orgs/:slug/pools",
+    summary: "An org's warm pool members",
+    description:
+      "The pool members the org's tenant had this control plane make (its `PUT /pools` sets the targets), per pool: the unclaimed ones by state, and how many a create claimed whose workspace is not destroyed.",
+    tag: "orgs",
+    auth: ["admin"],
+    params: SlugPath,
+    responses: { 200: { description: "Its pools, as the control plane holds them", schema: CpOrgPoolList } },
     errors: [400, 403, 404],
   },
   {

@@ -1,5 +1,6 @@
 import {
   type BootEventBody,
+  type CpOrgPoolList,
   type CreatedOrg,
   type CreateOrgBody,
   type DeletedOrg,
@@ -14,6 +15,7 @@ import { and, asc, desc, eq, inArray, isNull, ne } from "drizzle-orm";
 import { type CpOrgRow, cpBootEvents, cpOperations, cpOrgs, cpTenantCredentials } from "../db/schema.ts";
 import { isUniqueViolation } from "./db-errors.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
+import { orgPools } from "./pools.ts";
 import { tenantEnvAad } from "./sealing.ts";
 import { orgOperationView, orgView } from "./views.ts";
 
@@ -141,6 +143,12 @@ export class OrgService {
     const row = rows[0];
     if (!row) throw new DomainError("not_found", `no org with slug "${slug}"`);
     return row;
+  }
+
+  /** The org's warm pool members on the workspace backend (none once the org is deleted: its deletion destroyed them). */
+  async pools(slug: string): Promise<CpOrgPoolList> {
+    const org = await this.bySlug(slug);
+    return { org_id: org.id, pools: await orgPools(this.deps, org.id) };
   }
 
   async get(slug: string): Promise<OrgDetail> {

@@ -64,10 +64,21 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
       );
       const audited = await openProviderIds(db, cpTenantResources, provisioner.name);
       const rows = await db
-        .select({ id: cpWorkspaces.id })
+        .select({
+          id: cpWorkspaces.id,
+          orgId: cpWorkspaces.orgId,
+          pool: cpWorkspaces.pool,
+          poolClaimedAt: cpWorkspaces.poolClaimedAt,
+        })
         .from(cpWorkspaces)
         .where(ne(cpWorkspaces.state, "destroyed"));
       const claimed = new Set(rows.map((row) => row.id));
+      // A tenant's unclaimed warm pool members, counted per org and pool: claimed by their row all the same.
+      const poolOf = new Map(
+        rows
+          .filter((row) => row.pool !== null && row.poolClaimedAt === null)
+          .map((row) => [row.id, `${row.orgId}/${row.pool}`]),
+      );
       const quiet = await db
         .select({ id: cpWorkspaces.id, orgId: cpWorkspaces.orgId, state: cpWorkspaces.state })
         .from(cpWorkspaces)
@@ -94,6 +105,8 @@ function workspaceSource(deps: ControlPlaneDeps): ReconcileSource {
       return {
         claimed: (resource: ManagedResource) =>
           (!!resource.workspaceId && claimed.has(resource.workspaceId)) || audited.has(resource.id),
+        poolMember: (resource: ManagedResource) =>
+          (resource.workspaceId && poolOf.get(resource.workspaceId)) || null,
         ghosts,
       };
     },

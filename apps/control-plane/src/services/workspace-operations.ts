@@ -167,6 +167,7 @@ function toSpec(deps: ControlPlaneDeps, operation: CpOperationRow, spec: CpWorks
     env: spec.env,
     secretKeys: spec.secret_keys,
     metadata: spec.metadata,
+    ...(spec.pool ? { pool: spec.pool } : {}),
   };
 }
 

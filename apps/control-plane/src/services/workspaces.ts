@@ -51,6 +51,7 @@ export class WorkspaceService {
               orgId: caller.orgId,
               runtime: spec.runtime,
               tier: spec.tier,
+              pool: spec.pool ?? null,
               state: "provisioning",
               createdAt: now,
               updatedAt: now,
@@ -73,6 +74,13 @@ export class WorkspaceService {
           await tx
             .update(cpWorkspaces)
             .set({ runtime: spec.runtime, tier: spec.tier, updatedAt: now })
+            .where(eq(cpWorkspaces.id, workspace.id));
+        }
+        if (request.kind === "start" && workspace.pool !== null && workspace.poolClaimedAt === null) {
+          // The tenant keeps its pool members suspended and starts one only for the create that claimed it.
+          await tx
+            .update(cpWorkspaces)
+            .set({ poolClaimedAt: now, updatedAt: now })
             .where(eq(cpWorkspaces.id, workspace.id));
         }
         const id = this.deps.ids.next("op");

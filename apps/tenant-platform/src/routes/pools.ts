@@ -21,7 +21,7 @@ export const poolApi: ApiRoute[] = [
     path: "/pools",
     summary: "Set a warm pool's size",
     description:
-      "Members are started ahead of creates of that runtime and tier; size 0 drains the pool. 409 on the controlplane backend, which has no pools yet.",
+      "Members are started ahead of creates of that runtime and tier; size 0 drains the pool. On a SaaS tenant the control plane makes the members (suspended until a claim resumes them); 409 when its workspace backend cannot suspend.",
     tag: "pools",
     auth: ["admin"],
     body: PutPoolBody,

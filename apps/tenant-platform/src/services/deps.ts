@@ -77,8 +77,9 @@ export interface PlatformSettings {
   workspaceImage?: { prefix: string; tag: string };
   /**
    * Whether warm pool members are suspended once their agent waits (and resumed at their claim): on for flyio, where
-   * a started machine is billed and a suspended one resumes in well under a second; off elsewhere, where a running
-   * member's claim needs no backend call at all.
+   * a started machine is billed and a suspended one resumes in well under a second, and on the controlplane backend
+   * when the control plane's can suspend (the start that resumes a member tells the control plane of its claim); off
+   * elsewhere, where a running member's claim needs no backend call at all.
    */
   suspendPoolMembers?: boolean;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */

@@ -148,11 +148,17 @@ export class PoolService {
         { field: "runtime" },
       );
     }
-    if (this.deps.provisioner.name === "controlplane" && body.size > 0) {
-      // The filler would start members through the control plane's workspace API, a path not verified yet.
+    const { provisioner } = this.deps;
+    if (
+      provisioner.name === "controlplane" &&
+      body.size > 0 &&
+      !(settings.suspendPoolMembers && provisioner.capabilities().suspend)
+    ) {
+      // Members made through the control plane wait suspended, and the start that resumes one for its claim tells
+      // the control plane it is claimed; a member that could not be suspended would be claimed without its knowing.
       throw new DomainError(
         "conflict",
-        "warm pools are not available on the controlplane backend yet; creates provision cold",
+        "warm pools through the control plane need a workspace backend that can suspend (Fly, docker); this org's cannot, so creates provision cold",
       );
     }
     const now = clock.now();

@@ -109,6 +109,7 @@ export function toCpSpec(spec: WorkspaceSpec): CpWorkspaceSpec {
     env: spec.env,
     secret_keys: [...spec.secretKeys],
     metadata: spec.metadata,
+    ...(spec.pool ? { pool: spec.pool } : {}),
   });
   if (!parsed.success) {
     throw new ProvisionerError(

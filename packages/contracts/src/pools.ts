@@ -26,6 +26,16 @@ export const PutPoolBody = z.strictObject({
 });
 export type PutPoolBody = z.infer<typeof PutPoolBody>;
 
+/** Why the last attempt to start a member of a pool failed: the backend's code, its message (scrubbed), when. */
+export const PoolFailure = z.object({
+  code: z.string(),
+  message: z.string(),
+  at: z.string(),
+  /** Attempts in a row that failed so far: the wait before the next one doubles with each (up to a cap). */
+  attempts: z.number().int().positive(),
+});
+export type PoolFailure = z.infer<typeof PoolFailure>;
+
 export const PoolView = z.object({
   runtime: z.string(),
   tier: Tier,
@@ -37,8 +47,10 @@ export const PoolView = z.object({
   starting: z.number().int().nonnegative(),
   /** Members claimed by a create whose workspace is not removed (they are ordinary workspaces now). */
   claimed: z.number().int().nonnegative(),
-  /** Why the last attempt to start a member failed, until one succeeds. */
-  last_error: z.string().nullable(),
+  /** Why the last attempt to start a member failed, until one succeeds (or the pool is PUT again). */
+  last_error: PoolFailure.nullable(),
+  /** After a failure, when the filler tries the pool again (no member is started before); null when not waiting. */
+  next_attempt_at: z.string().nullable(),
   updated_at: z.string(),
 });
 export type PoolView = z.infer<typeof PoolView>;

@@ -1,9 +1,10 @@
-import type { Tier } from "@molecule/contracts";
-import { type PoolMemberRow, poolMembers, pools, workspaceResources } from "@molecule/db";
+import { backoffDelay, type Tier } from "@molecule/contracts";
+import { type PoolMemberRow, type PoolRow, poolMembers, pools, workspaceResources } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
 import {
   describeFailure,
   type Handle,
+  ProvisionerError,
   poolLabel,
   specScrubber,
   type WorkspaceSpec,
@@ -20,12 +21,40 @@ export const TENANT_POOL_LOCK = 74_201_333;
 export const MEMBER_START_TIMEOUT_MS = 5 * 60_000;
 /** Members started (or destroyed) side by side in one round. */
 const PARALLEL = 4;
+/** After a round whose member start failed, the pool waits this long before the next attempt, doubled per failure… */
+export const POOL_RETRY_BASE_MS = 5_000;
+/** …up to this. */
+export const POOL_RETRY_MAX_MS = 5 * 60_000;
+/** A backend's Retry-After is honoured up to this: a bogus one must not stop a pool for days. */
+export const POOL_RETRY_AFTER_CAP_MS = 60 * 60_000;
+
+/**
+ * How long a pool waits after its `failures`-th failed round in a row: the backoff, or the backend's Retry-After when
+ * that asks for longer (capped).
+ */
+export function poolRetryDelay(failures: number, retryAfterMs?: number): number {
+  const backoff = backoffDelay(failures, {
+    baseMs: POOL_RETRY_BASE_MS,
+    maxMs: POOL_RETRY_MAX_MS,
+    jitter: "none",
+  });
+  return Math.max(backoff, Math.min(retryAfterMs ?? 0, POOL_RETRY_AFTER_CAP_MS));
+}
 
 export interface FillReport {
   started: number;
   failed: number;
   removed: number;
 }
+
+/** A failed member start as the pool records it: scrubbed of the member's credential. */
+interface StartFailure {
+  code: string;
+  message: string;
+  retryAfterMs: number | undefined;
+}
+
+const poolKey = (runtime: string, tier: number) => `${runtime}\u0000${tier}`;
 
 async function inBatches<T>(
   items: readonly T[],
@@ -49,11 +78,18 @@ export class PoolFiller {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<unknown> | null = null;
   private again = false;
+  private readonly startFailures;
 
   constructor(
     private readonly deps: PlatformDeps,
     private readonly intervalMs = 5_000,
-  ) {}
+  ) {
+    this.startFailures = deps.metrics.counter(
+      "molecule_pool_member_start_failures_total",
+      "Warm pool members whose start failed, by the backend's error code (the pool then backs off)",
+      ["runtime", "tier", "code"],
+    );
+  }
 
   start(): void {
     this.timer = setInterval(() => this.wake(), this.intervalMs);
@@ -109,7 +145,7 @@ export class PoolFiller {
       .where(and(eq(poolMembers.orgId, settings.orgId), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])))
       .orderBy(desc(poolMembers.createdAt));
     const targets = await db.select().from(pools).where(eq(pools.orgId, settings.orgId));
-    const size = new Map(targets.map((pool) => [`${pool.runtime}\u0000${pool.tier}`, pool.size]));
+    const size = new Map(targets.map((pool) => [poolKey(pool.runtime, pool.tier), pool.size]));
     const unwanted: string[] = [];
     const kept = new Map<string, PoolMemberRow[]>();
     for (const member of members) {
@@ -126,7 +162,7 @@ export class PoolFiller {
         unwanted.push(member.id);
         continue;
       }
-      const key = `${member.runtime}\u0000${member.tier}`;
+      const key = poolKey(member.runtime, member.tier);
       kept.set(key, [...(kept.get(key) ?? []), member]);
     }
     for (const [key, live] of kept) {
@@ -183,9 +219,12 @@ export class PoolFiller {
     return removed;
   }
 
-  /** Starts the members each pool lacks, side by side within a bound; each start is finished before returning. */
+  /**
+   * Starts the members each pool lacks, side by side within a bound; each start is finished before returning. A pool
+   * backing off is passed by until its `next_attempt_at`; after a failure, one member is tried before the rest.
+   */
   private async startMissing(): Promise<{ started: number; failed: number }> {
-    const { db, settings } = this.deps;
+    const { db, settings, clock } = this.deps;
     const targets = await db
       .select()
       .from(pools)
@@ -195,20 +234,83 @@ export class PoolFiller {
       .from(poolMembers)
       .where(and(eq(poolMembers.orgId, settings.orgId), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])))
       .groupBy(poolMembers.runtime, poolMembers.tier);
-    const have = new Map(live.map((row) => [`${row.runtime}\u0000${row.tier}`, row.n]));
-    const wanted: { runtime: string; tier: Tier }[] = [];
+    const have = new Map(live.map((row) => [poolKey(row.runtime, row.tier), row.n]));
+    const now = clock.now();
+    const wanted: PoolRow[] = [];
     for (const pool of targets) {
       if (!settings.allowedRuntimes.includes(pool.runtime)) continue;
-      const missing = pool.size - (have.get(`${pool.runtime}\u0000${pool.tier}`) ?? 0);
-      for (let i = 0; i < missing; i++) wanted.push({ runtime: pool.runtime, tier: pool.tier as Tier });
+      if (pool.nextAttemptAt && pool.nextAttemptAt > now) continue;
+      const missing = pool.size - (have.get(poolKey(pool.runtime, pool.tier)) ?? 0);
+      // A pool that failed last time tries one member: the rest follow once one starts.
+      for (let i = 0; i < (pool.failures > 0 ? Math.min(missing, 1) : missing); i++) wanted.push(pool);
     }
     let started = 0;
     let failed = 0;
+    const outcomes = new Map<PoolRow, { started: number; failure: StartFailure | null }>();
     await inBatches(wanted, PARALLEL, async (pool) => {
-      if (await this.startMember(pool.runtime, pool.tier)) started++;
-      else failed++;
+      const outcome = outcomes.get(pool) ?? { started: 0, failure: null };
+      outcomes.set(pool, outcome);
+      // Once a start of this pool failed in this round, the later ones would fail alike.
+      if (outcome.failure) return;
+      const failure = await this.startMember(pool.runtime, pool.tier as Tier);
+      if (failure) {
+        failed++;
+        outcome.failure = failure;
+      } else {
+        started++;
+        outcome.started++;
+      }
     });
+    for (const [pool, outcome] of outcomes) await this.recordOutcome(pool, outcome);
     return { started, failed };
+  }
+
+  /**
+   * A round's outcome for one pool: a failure makes it wait (longer at each failure in a row), a round with only
+   * successes clears what the failures left. The failure is not recorded when a PUT reset the pool meanwhile.
+   */
+  private async recordOutcome(
+    pool: PoolRow,
+    outcome: { started: number; failure: StartFailure | null },
+  ): Promise<void> {
+    const { db, clock, logger } = this.deps;
+    const poolOf = and(
+      eq(pools.orgId, pool.orgId),
+      eq(pools.runtime, pool.runtime),
+      eq(pools.tier, pool.tier),
+    );
+    const { failure } = outcome;
+    if (!failure) {
+      if (pool.failures === 0 && pool.lastError === null) return;
+      await db
+        .update(pools)
+        .set({ failures: 0, nextAttemptAt: null, lastError: null, lastErrorCode: null, lastErrorAt: null })
+        .where(poolOf);
+      return;
+    }
+    const failures = pool.failures + 1;
+    const now = clock.now();
+    const nextAttemptAt = new Date(now.getTime() + poolRetryDelay(failures, failure.retryAfterMs));
+    await db
+      .update(pools)
+      .set({
+        failures,
+        nextAttemptAt,
+        lastError: failure.message,
+        lastErrorCode: failure.code,
+        lastErrorAt: now,
+      })
+      .where(and(poolOf, eq(pools.failures, pool.failures)));
+    logger.warn(
+      {
+        runtime: pool.runtime,
+        tier: pool.tier,
+        code: failure.code,
+        failures,
+        nextAttemptAt: nextAttemptAt.toISOString(),
+      },
+      "pool backing off after a failed member start",
+    );
   }
 
   /**
@@ -248,8 +350,11 @@ export class PoolFiller {
     });
   }
 
-  /** One new member: its row (with its pool token's hash) first, then the backend call, then its handle. */
-  private async startMember(runtime: string, tier: Tier): Promise<boolean> {
+  /**
+   * One new member: its row (with its pool token's hash) first, then the backend call, then its handle. Null when it
+   * started; else why not (its row is left `removing`, for the next round to destroy what the backend made of it).
+   */
+  private async startMember(runtime: string, tier: Tier): Promise<StartFailure | null> {
     const { db, provisioner, settings, ids, clock, logger } = this.deps;
     const id = ids.next("ws");
     const poolToken = mintToken("mpt");
@@ -274,7 +379,6 @@ export class PoolFiller {
       metadata: {},
       pool: poolLabel(runtime, tier),
     };
-    const poolOf = and(eq(pools.orgId, settings.orgId), eq(pools.runtime, runtime), eq(pools.tier, tier));
     try {
       const handle = await provisioner.provision(spec, null, {
         operationId: id,
@@ -290,22 +394,23 @@ export class PoolFiller {
         .update(poolMembers)
         .set({ handle, ...becomesReady("agentWaitingAt") })
         .where(and(eq(poolMembers.id, id), eq(poolMembers.state, "starting")));
-      await db.update(pools).set({ lastError: null }).where(poolOf);
       logger.info({ workspaceId: id, runtime, tier }, "pool member started");
-      return true;
+      return null;
     } catch (error) {
       // The backend scrubs the spec's values (the pool token) from its errors; this scrubs them again all the same.
       const failure = describeFailure(error, "the backend could not start a pool member", specScrubber(spec));
-      logger.warn(
-        { workspaceId: id, runtime, tier, ...failure.log },
-        "pool member failed to start; replaced next round",
-      );
-      await db.update(pools).set({ lastError: failure.message }).where(poolOf);
+      logger.warn({ workspaceId: id, runtime, tier, ...failure.log }, "pool member failed to start");
+      this.startFailures.labels(runtime, String(tier), failure.code).inc();
       await db
         .update(poolMembers)
         .set({ state: "removing" })
         .where(and(eq(poolMembers.id, id), inArray(poolMembers.state, [...LIVE_MEMBER_STATES])));
-      return false;
+      const retryAfterMs = error instanceof ProvisionerError ? error.details.retryAfterMs : undefined;
+      return {
+        code: failure.code,
+        message: failure.message,
+        retryAfterMs: typeof retryAfterMs === "number" ? retryAfterMs : undefined,
+      };
     }
   }
 }

@@ -173,7 +173,16 @@ export class PoolService {
       })
       .onConflictDoUpdate({
         target: [pools.orgId, pools.runtime, pools.tier],
-        set: { size: body.size, updatedAt: now },
+        // A PUT is also the operator's "try again now": the backoff after failed starts is reset.
+        set: {
+          size: body.size,
+          updatedAt: now,
+          failures: 0,
+          nextAttemptAt: null,
+          lastError: null,
+          lastErrorCode: null,
+          lastErrorAt: null,
+        },
       });
     this.deps.logger.info({ runtime: body.runtime, tier: body.tier, size: body.size }, "pool target set");
     this.onPoolChanged();
@@ -233,7 +242,16 @@ export class PoolService {
       tier: row.tier as Tier,
       size: row.size,
       ...(counts.get(key(row.runtime, row.tier)) ?? { ready: 0, starting: 0, claimed: 0 }),
-      last_error: row.lastError,
+      last_error:
+        row.lastError === null
+          ? null
+          : {
+              code: row.lastErrorCode ?? "internal",
+              message: row.lastError,
+              at: (row.lastErrorAt ?? row.updatedAt).toISOString(),
+              attempts: Math.max(1, row.failures),
+            },
+      next_attempt_at: row.nextAttemptAt?.toISOString() ?? null,
       updated_at: row.updatedAt.toISOString(),
     }));
   }

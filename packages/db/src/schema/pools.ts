@@ -9,8 +9,15 @@ export const pools = pgTable(
     runtime: text("runtime").notNull(),
     tier: integer("tier").notNull(),
     size: integer("size").notNull(),
-    /** Why the filler's last attempt to start a member failed; cleared by the next success. */
+    /** Why the filler's last attempt to start a member failed (scrubbed); cleared by the next success or PUT. */
     lastError: text("last_error"),
+    /** That failure's code (the backend's, e.g. `image_unavailable`, `rate_limited`) and when it happened. */
+    lastErrorCode: text("last_error_code"),
+    lastErrorAt: timestamp("last_error_at", { withTimezone: true }),
+    /** Rounds in a row whose member start failed: the filler's backoff grows with it. */
+    failures: integer("failures").notNull().default(0),
+    /** The filler starts no member of this pool before this (its backoff, or the backend's Retry-After). */
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },

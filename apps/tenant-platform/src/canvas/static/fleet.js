@@ -1,8 +1,17 @@
 import { fill, h } from "./dom.js";
+import { clockTime } from "./format.js";
 import { errorBanner, heartbeatAge, isRemote, remoteBadge, statusBadge } from "./parts.js";
 
 /** How often the warm pools card is read again while the fleet is shown (pools publish no events of their own). */
 const POOLS_REFRESH_MS = 5_000;
+
+/** Why the pool's last member start failed, and when it is tried again; empty when nothing failed. */
+function lastError(pool) {
+  if (!pool.last_error) return "";
+  const { code, message } = pool.last_error;
+  const retry = pool.next_attempt_at ? ` (retried at ${clockTime(pool.next_attempt_at)})` : "";
+  return `${code}: ${message}${retry}`;
+}
 
 /** The warm pools, one row each (`GET /pools`), below the fleet; hidden while there is none. */
 function poolsCard(api) {
@@ -53,7 +62,7 @@ function poolsCard(api) {
           h("td", { dataset: { testid: "pool-ready" } }, String(pool.ready)),
           h("td", {}, String(pool.starting)),
           h("td", {}, String(pool.claimed)),
-          h("td", { class: "muted" }, pool.last_error ?? ""),
+          h("td", { class: "muted" }, lastError(pool)),
         ),
       ),
     );

@@ -61,6 +61,11 @@ async function textBecomes(locator: Locator, expected: string | RegExp, timeout 
     .toMatch(expected instanceof RegExp ? expected : new RegExp(`^${expected}$`));
 }
 
+/** What the test reads of a form field's constraint validation (the DOM's types are not in this project's lib). */
+interface ValidatedInput {
+  validity: { valid: boolean };
+}
+
 function fleetRow(name: string): Locator {
   return page.getByTestId("workspace-row").filter({ has: page.getByRole("link", { name, exact: true }) });
 }
@@ -304,7 +309,10 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     for (const refused of ["-1", "1.5", String(30 * 24 * 3600 + 1)]) {
       await idle.fill(refused);
       await create.click();
-      expect(await idle.evaluate((input) => (input as HTMLInputElement).validity.valid), refused).toBe(false);
+      expect(
+        await idle.evaluate((input) => (input as unknown as ValidatedInput).validity.valid),
+        refused,
+      ).toBe(false);
       expect(page.url()).toMatch(/#\/new$/);
     }
     expect((await platform.call("GET", "/workspaces")).body.workspaces.length).toBe(countBefore);

@@ -54,6 +54,38 @@ const escapePointer = (part: string) => part.replace(/~/g, "~0").replace(/\//g, 
  * does not match the schema documented for its route and status (or the route has no such status and no default).
  * An answer on a path the document does not have is held to `fallback` (the service's 404 envelope).
  */
+/** The two ways a document and an app can disagree, each as a sorted list (both empty when they agree). */
+export function routeMismatch(
+  document: Document,
+  served: Set<string>,
+): { servedNotDocumented: string[]; documentedNotServed: string[] } {
+  const documented = documentedRoutes(document);
+  return {
+    servedNotDocumented: [...served].filter((route) => !documented.has(route)).sort(),
+    documentedNotServed: [...documented].filter((route) => !served.has(route)).sort(),
+  };
+}
+
+/**
+ * What is wrong with a `/docs` answer for this document (empty when nothing): it must be a 200 HTML page under a
+ * CSP that allows nothing from anywhere, load no script, stylesheet or other-origin resource, and name every path.
+ */
+export async function docsPageProblems(response: Response, document: Document): Promise<string[]> {
+  const problems: string[] = [];
+  if (response.status !== 200) problems.push(`status ${response.status}`);
+  if (!/^text\/html/.test(response.headers.get("content-type") ?? "")) problems.push("not text/html");
+  const csp = response.headers.get("content-security-policy") ?? "";
+  if (!csp.includes("default-src 'none'")) problems.push(`CSP without default-src 'none': ${csp}`);
+  if (/script-src|https?:/.test(csp)) problems.push(`CSP allows scripts or another origin: ${csp}`);
+  const page = await response.text();
+  const loaded = page.match(/<script|<link|src=|href="(https?:)?\/\//i);
+  if (loaded) problems.push(`page loads something: ${loaded[0]}`);
+  for (const path of Object.keys(document.paths ?? {})) {
+    if (!page.includes(`<code>${path}</code>`)) problems.push(`page does not name ${path}`);
+  }
+  return problems;
+}
+
 export class AnswerChecker {
   private readonly ajv: Ajv2020;
   private readonly operations = new Map<string, Operation[]>();

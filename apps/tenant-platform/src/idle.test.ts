@@ -145,14 +145,21 @@ describe("idle suspend", () => {
     });
     const id = created.body.workspace.id as string;
     await statusBecomes(id, "awaiting_agent");
-    const slow = await agents.register(id, "slow-thinker", () => answering);
+    let received: () => void = () => undefined;
+    const agentHasIt = new Promise<void>((resolve) => {
+      received = resolve;
+    });
+    const slow = await agents.register(id, "slow-thinker", () => {
+      received();
+      return answering;
+    });
     const caller = await addWorkspace("patient-caller", { idle_suspend_seconds: 60 });
     const call = platform.callServed("POST", `/workspaces/${slow.id}/a2a`, {
       token: caller.token,
       body: send("take your time"),
     });
     // The agent has the message (its answer is held): time passes far beyond both idle times.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await agentHasIt;
     platform.clock.advance(300_000);
     const during = await platform.idle.sweep();
     expect(during).not.toContain(slow.id);

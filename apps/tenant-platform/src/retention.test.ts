@@ -1,10 +1,13 @@
 /**
- * Retention: finished operations and reconcile passes older than OPERATION_RETENTION_DAYS, and backup runs older than
+ * Retention: finished operations and reconcile passes older than OPERATION_RETENTION_DAYS (and the warm pool members
+ * claimed by workspaces removed as long ago), and backup runs older than
  * BACKUP_RECORD_RETENTION_DAYS, are deleted, once across replicas; pending and running operations, the newest
  * reconcile pass, the newest and newest good backup run and every workspace row (removed ones included) stay,
  * whatever their age.
  */
-import { backupRuns, operations, reconcileRuns, workspaces } from "@molecule/db";
+import { createIdGenerator } from "@molecule/contracts";
+import { backupRuns, operations, poolMembers, reconcileRuns, workspaces } from "@molecule/db";
+import { hashToken, mintToken } from "@molecule/identity";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,12 +88,22 @@ describe("retention of finished operations", () => {
     expect(workspacesBefore.find((row) => row.id === oldSucceeded.workspaceId)?.status).toBe("removed");
 
     const retention = createTenantRetention(platform.deps, settings);
-    expect(await retention.sweep()).toEqual({ operations: 3, reconcileRuns: 0, backupRecords: 0 });
+    expect(await retention.sweep()).toEqual({
+      operations: 3,
+      reconcileRuns: 0,
+      poolMembers: 0,
+      backupRecords: 0,
+    });
     expect(await operationIds()).toEqual(
       [recent.operationId, oldPending.operationId, oldRunning.operationId].sort(),
     );
     expect(await platform.deps.db.select().from(workspaces).orderBy(workspaces.id)).toEqual(workspacesBefore);
-    expect(await retention.sweep()).toEqual({ operations: 0, reconcileRuns: 0, backupRecords: 0 });
+    expect(await retention.sweep()).toEqual({
+      operations: 0,
+      reconcileRuns: 0,
+      poolMembers: 0,
+      backupRecords: 0,
+    });
   });
 
   it("skips its pass while another replica holds the retention lock", async () => {
@@ -101,7 +114,12 @@ describe("retention of finished operations", () => {
     const outcome = await platform.deps.advisoryLock(TENANT_RETENTION_LOCK, () => retention.sweep());
     expect(outcome).toEqual({ acquired: true, value: null });
     expect(await operationIds()).toContain(operationId);
-    expect(await retention.sweep()).toEqual({ operations: 1, reconcileRuns: 0, backupRecords: 0 });
+    expect(await retention.sweep()).toEqual({
+      operations: 1,
+      reconcileRuns: 0,
+      poolMembers: 0,
+      backupRecords: 0,
+    });
     expect(await operationIds()).not.toContain(operationId);
   });
 
@@ -123,6 +141,74 @@ describe("retention of finished operations", () => {
     expect(
       (await platform.deps.db.select().from(reconcileRuns)).map((run) => run.startedAt.toISOString()),
     ).toEqual([latest.at]);
+  });
+});
+
+describe("retention of warm pool members", () => {
+  /** A member row as the filler and a claim leave it: claimed `claimedAgoMs` ago, or still in its pool. */
+  async function member(id: string, state: "claimed" | "ready", claimedAgoMs = 0): Promise<void> {
+    const claimedAt = new Date(platform.clock.now().getTime() - claimedAgoMs);
+    await platform.deps.db.insert(poolMembers).values({
+      id,
+      orgId: "org_test",
+      runtime: "echo",
+      tier: 3,
+      state,
+      image: "echo:backend-default",
+      handle: { backend: "fake" },
+      waitTokenHash: hashToken(mintToken("mpt")),
+      createdAt: new Date(claimedAt.getTime() - 60_000),
+      ...(state === "claimed" ? { readyAt: claimedAt, claimedAt } : {}),
+    });
+  }
+  async function removedAgo(workspaceId: string, ageMs: number): Promise<void> {
+    expect((await platform.call("DELETE", `/workspaces/${workspaceId}`)).status).toBe(202);
+    await platform.runner.drain();
+    await platform.deps.db
+      .update(workspaces)
+      .set({ updatedAt: new Date(platform.clock.now().getTime() - ageMs) })
+      .where(eq(workspaces.id, workspaceId));
+  }
+  const memberIds = async () =>
+    (await platform.deps.db.select({ id: poolMembers.id }).from(poolMembers)).map((row) => row.id).sort();
+  const claimedCount = async () =>
+    (await platform.call("GET", "/pools")).body.pools.find((pool: { tier: number }) => pool.tier === 3)
+      ?.claimed;
+
+  it("deletes the rows of members claimed by workspaces removed past the retention, and keeps what GET /pools counts", async () => {
+    // The pool has no target: its filler must not touch the rows this test writes.
+    await platform.pools.stop();
+    expect(
+      (await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 3, size: 0 } })).status,
+    ).toBe(200);
+    const live = await create("claimed-live");
+    const removedLongAgo = await create("claimed-removed-long-ago");
+    const removedRecently = await create("claimed-removed-recently");
+    await platform.runner.drain();
+    // A claim gives the workspace the member's id: the rows below stand for the members those creates claimed.
+    await member(live.workspaceId, "claimed", RETENTION + DAY);
+    await member(removedLongAgo.workspaceId, "claimed", RETENTION + DAY);
+    await member(removedRecently.workspaceId, "claimed", RETENTION + DAY);
+    await removedAgo(removedLongAgo.workspaceId, RETENTION + 1_000);
+    await removedAgo(removedRecently.workspaceId, RETENTION - 1_000);
+    // Claimed long ago by a workspace whose row is gone, and one still waiting in its pool for as long.
+    const ids = createIdGenerator();
+    const withoutWorkspace = ids.next("ws");
+    const waiting = ids.next("ws");
+    await member(withoutWorkspace, "claimed", RETENTION + DAY);
+    await member(waiting, "ready", RETENTION + DAY);
+    expect(await claimedCount()).toBe(1);
+
+    const retention = createTenantRetention(platform.deps, settings);
+    expect((await retention.sweep())?.poolMembers).toBe(2);
+    expect(await memberIds()).toEqual([live.workspaceId, removedRecently.workspaceId, waiting].sort());
+    expect(await claimedCount()).toBe(1);
+    expect((await retention.sweep())?.poolMembers).toBe(0);
+
+    platform.clock.advance(1_000);
+    expect((await retention.sweep())?.poolMembers).toBe(1);
+    expect(await memberIds()).toEqual([live.workspaceId, waiting].sort());
+    expect(await claimedCount()).toBe(1);
   });
 });
 

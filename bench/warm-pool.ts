@@ -1,29 +1,45 @@
 /**
  * Claim → online from a warm pool against a cold provision of the same image and tier, in the same run, on the real
- * Docker engine. Each round sets the pool of echo/tier 2 to P members and waits for them to be ready, then times P
- * creates one after another, each claiming a member: the first half at rest (the pool refilled before each claim),
- * the second back to back while the filler starts replacements beside them, as it would under a burst; then it
- * drains the pool (size 0), waits for it to be empty, and times C creates that provision cold. Every create is timed
- * from `POST /workspaces` to the platform's `online` status event (exact, not polled); the answer of the POST is timed
- * too. The round's workspaces are deleted untimed. Prints p50/p99/mean of each, and the ratio of the medians.
+ * Docker engine, with where the time of each claim goes.
+ *
+ * The pool of echo/tier 2 is set to P members. First W warm-up claims (the first requests after start: connections,
+ * JIT), reported apart. Then N claims at rest, one at a time, each once the pool is full again (no container is being
+ * started beside it; the refill is not counted); then B claims back to back, P at a time, while the filler starts
+ * replacements beside them, as under a burst; then the pool is drained and C creates provision cold. Claimed
+ * workspaces are deleted, untimed, every P claims. Every create is `POST /workspaces` over HTTP, timed to the
+ * platform's `online` status event; its answer is timed apart. The platform runs in this process, on PostgreSQL with
+ * its events shared through the database as `main()` shares them (so an event reaches subscribers after a NOTIFY).
+ *
+ * Steps of each claim (ms from the POST's start): the claim committed (its `awaiting_agent` event published), the
+ * POST answered, the member's waiting `POST /registry/claim` answered, the agent's `pool_claimed` log line (its clock
+ * is this machine's; 1 ms resolution), its `POST /registry/register` arriving, `online` published by the platform and
+ * `online` received by subscribers; with the garbage collection and the worst event loop delay of this process
+ * during the claim. Prints p50/p90/p99/max/mean of each, each step's share, and the slowest claims step by step.
  * Loopback only; a fresh PostgreSQL database; everything labelled with the bench's deployment is removed at the end
  * (and on error). Builds `molecule/workspace-echo:$WORKSPACE_IMAGE_TAG` from this checkout first (a hash check when
  * unchanged), so the agent measured is this checkout's.
  *
- *   pnpm exec tsx bench/warm-pool.ts      (BENCH_ROUNDS default 4, BENCH_POOL_SIZE default 10, BENCH_COLD default 4)
+ *   pnpm exec tsx bench/warm-pool.ts
+ *     BENCH_CLAIMS (at rest, default 100), BENCH_BUSY_CLAIMS (default 20), BENCH_COLD (default 8),
+ *     BENCH_WARMUP (default 3), BENCH_POOL_SIZE (default 5), BENCH_SLOWEST (claims shown step by step, default 5)
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { createDockerProvisioner } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
+import { PLATFORM_EVENT_SHARING } from "../apps/tenant-platform/src/services/events.ts";
 import { ensureTemplate } from "../test-support/pg.ts";
-import { createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
+import { ADMIN_TOKEN, createTestPlatform, type TestPlatform } from "../test-support/platform.ts";
 import { waitFor } from "../test-support/wait.ts";
-import { envNumber, machine, num, runBench, type Summary, summarize } from "./lib.ts";
+import { envNumber, machine, num, runBench } from "./lib.ts";
 
-const ROUNDS = envNumber("BENCH_ROUNDS", 4);
-const POOL_SIZE = envNumber("BENCH_POOL_SIZE", 10);
-const COLD = envNumber("BENCH_COLD", 4);
+const CLAIMS = envNumber("BENCH_CLAIMS", 100);
+const BUSY_CLAIMS = envNumber("BENCH_BUSY_CLAIMS", 20);
+const COLD = envNumber("BENCH_COLD", 8);
+const WARMUP = envNumber("BENCH_WARMUP", 3);
+const POOL_SIZE = envNumber("BENCH_POOL_SIZE", 5);
+const SLOWEST = envNumber("BENCH_SLOWEST", 5);
 const IMAGE_TAG = process.env.WORKSPACE_IMAGE_TAG ?? "latest";
 const IMAGE = { prefix: "molecule/workspace-", tag: IMAGE_TAG };
 
@@ -47,53 +63,173 @@ async function cleanup(): Promise<void> {
   }
 }
 
-/** Resolves with the time the platform published `online` for each workspace id it is asked about. */
-class OnlineEvents {
-  private readonly seen = new Map<string, number>();
+/** Records, per workspace id, when each step of a claim happened in this process (performance.now()). */
+class StepClock {
+  readonly committed = new Map<string, number>();
+  readonly onlinePublished = new Map<string, number>();
+  readonly claimAnswered = new Map<string, number>();
+  readonly registerArrived = new Map<string, number>();
+  private readonly online = new Map<string, number>();
   private readonly waiting = new Map<string, (at: number) => void>();
 
   constructor(platform: TestPlatform) {
-    platform.deps.events.subscribe({}, (event) => {
+    const { events } = platform.deps;
+    // Published: the platform's own moment (after its commit); subscribed: what a client of the events sees.
+    events.watchPublished((event) => {
+      if (event.type !== "workspace.status" || !event.workspaceId) return;
+      if (event.data.to === "awaiting_agent") this.committed.set(event.workspaceId, performance.now());
+      if (event.data.to === "online") this.onlinePublished.set(event.workspaceId, performance.now());
+    });
+    events.subscribe({}, (event) => {
       if (event.type !== "workspace.status" || event.data.to !== "online" || !event.workspaceId) return;
       const at = performance.now();
-      this.seen.set(event.workspaceId, at);
+      this.online.set(event.workspaceId, at);
       this.waiting.get(event.workspaceId)?.(at);
     });
+    // The agent's two calls, as they reach the platform's HTTP handler (the raw routes in front are not these).
+    const handle = platform.app.fetch;
+    platform.app.fetch = async (request, ...rest) => {
+      const path = new URL(request.url).pathname;
+      const step =
+        request.method !== "POST"
+          ? null
+          : path === "/registry/claim"
+            ? this.claimAnswered
+            : path === "/registry/register"
+              ? this.registerArrived
+              : null;
+      if (!step) return handle(request, ...rest);
+      const arrived = performance.now();
+      const id = request
+        .clone()
+        .json()
+        .then((body: unknown) => (body as { id?: string }).id)
+        .catch(() => undefined);
+      const response = await handle(request, ...rest);
+      const answered = performance.now();
+      void id.then((workspaceId) => {
+        if (workspaceId) step.set(workspaceId, step === this.claimAnswered ? answered : arrived);
+      });
+      return response;
+    };
   }
 
-  at(id: string): Promise<number> {
-    const seen = this.seen.get(id);
+  onlineAt(id: string): Promise<number> {
+    const seen = this.online.get(id);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`workspace ${id} not online within 60 s`)), 60_000);
       this.waiting.set(id, (at) => {
         clearTimeout(timer);
+        this.waiting.delete(id);
         resolve(at);
       });
     });
   }
 }
 
-interface Timed {
-  answeredMs: number;
-  onlineMs: number;
-  id: string;
-  claimed: boolean;
+/** Garbage collection of this process (the platform's), by start time. */
+class GcLog {
+  private readonly pauses: { start: number; ms: number }[] = [];
+  private readonly observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) this.pauses.push({ start: entry.startTime, ms: entry.duration });
+  });
+
+  constructor() {
+    this.observer.observe({ entryTypes: ["gc"] });
+  }
+
+  within(from: number, to: number): number {
+    return this.pauses
+      .filter((p) => p.start + p.ms >= from && p.start <= to)
+      .reduce((sum, p) => sum + p.ms, 0);
+  }
+
+  stop(): void {
+    this.observer.disconnect();
+  }
 }
 
-async function create(platform: TestPlatform, online: OnlineEvents, name: string): Promise<Timed> {
+const STEPS = [
+  ["POST → claim committed", "committed"],
+  ["committed → claim wait answered", "claimAnswered"],
+  ["→ agent has its claim", "agentClaimed"],
+  ["→ its registration arrives", "registerArrived"],
+  ["→ online published", "onlinePublished"],
+  ["→ online received (NOTIFY)", "online"],
+] as const;
+type StepName = (typeof STEPS)[number][1];
+
+interface Timed {
+  id: string;
+  claimed: boolean;
+  answeredMs: number;
+  onlineMs: number;
+  /** Each step's time from the POST's start; missing when it could not be seen. */
+  at: Partial<Record<StepName, number>>;
+  gcMs: number;
+  loopDelayMaxMs: number;
+}
+
+const delay = monitorEventLoopDelay({ resolution: 5 });
+
+/** The agent's own log lines of its claim, on this process's clock. */
+async function agentClaimedAt(id: string): Promise<number | undefined> {
+  const filters = JSON.stringify({ label: [`molecule.workspace_id=${id}`] });
+  const [container] = await docker.listContainers({ all: true, filters });
+  if (!container) return undefined;
+  const raw = (await docker.getContainer(container.Id).logs({ stdout: true, follow: false })) as Buffer;
+  // Without a TTY the log is framed: 8 bytes (stream, 3 zero, size) before each chunk.
+  let text = "";
+  for (let offset = 0; offset + 8 <= raw.length; ) {
+    const size = raw.readUInt32BE(offset + 4);
+    text += raw.subarray(offset + 8, offset + 8 + size).toString("utf8");
+    offset += 8 + size;
+  }
+  for (const line of text.split("\n")) {
+    if (!line.includes('"pool_claimed"')) continue;
+    const time = Date.parse((JSON.parse(line) as { time: string }).time);
+    return time - performance.timeOrigin;
+  }
+  return undefined;
+}
+
+async function create(platform: TestPlatform, url: string, steps: StepClock, gc: GcLog, name: string) {
+  delay.reset();
   const started = performance.now();
-  const answer = await platform.call("POST", "/workspaces", { body: { name, runtime: "echo", tier: 2 } });
+  const response = await fetch(`${url}/workspaces`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ name, runtime: "echo", tier: 2 }),
+  });
+  const body = (await response.json()) as { workspace: { id: string; status: string } };
   const answeredMs = performance.now() - started;
-  if (answer.status !== 202) throw new Error(`POST /workspaces answered ${answer.status}`);
-  const id: string = answer.body.workspace.id;
-  const onlineAt = await online.at(id);
+  if (response.status !== 202) throw new Error(`POST /workspaces answered ${response.status}`);
+  const id = body.workspace.id;
+  const onlineAt = await steps.onlineAt(id);
+  const loopDelayMaxMs = delay.max / 1e6;
+  // A claim answers `awaiting_agent`, or `online` when its agent registered before the answer was read; cold is
+  // `provisioning`.
+  const claimed = body.workspace.status !== "provisioning";
+  const since = (at: number | undefined) => (at === undefined || at < started ? undefined : at - started);
+  const at: Timed["at"] = {
+    committed: since(steps.committed.get(id)),
+    claimAnswered: since(steps.claimAnswered.get(id)),
+    agentClaimed: claimed ? since(await agentClaimedAt(id)) : undefined,
+    registerArrived: since(steps.registerArrived.get(id)),
+    onlinePublished: since(steps.onlinePublished.get(id)),
+    online: onlineAt - started,
+  };
+  platform.logs.length = 0; // the test logger keeps every line in memory
   return {
+    id,
+    claimed,
     answeredMs,
     onlineMs: onlineAt - started,
-    id,
-    claimed: answer.body.workspace.status === "awaiting_agent",
-  };
+    at,
+    gcMs: gc.within(started, onlineAt),
+    loopDelayMaxMs,
+  } satisfies Timed;
 }
 
 async function pool(platform: TestPlatform) {
@@ -115,13 +251,14 @@ async function poolFull(platform: TestPlatform, size: number): Promise<void> {
       return now?.ready === size && now.starting === 0 ? true : undefined;
     },
     180_000,
+    50,
   );
 }
 
 async function removeAll(platform: TestPlatform, ids: string[]): Promise<void> {
   await Promise.all(ids.map((id) => platform.call("DELETE", `/workspaces/${id}`)));
   await waitFor(
-    "the round's workspaces to be removed",
+    "the workspaces to be removed",
     async () => {
       const { body } = await platform.call("GET", "/workspaces");
       return body.workspaces.length === 0 ? true : undefined;
@@ -130,8 +267,58 @@ async function removeAll(platform: TestPlatform, ids: string[]): Promise<void> {
   );
 }
 
-const row = (name: string, s: Summary) =>
-  `${name.padEnd(34)}${num(s.p50, 9, 1)}${num(s.p99, 9, 1)}${num(s.mean, 9, 1)}`;
+interface Stats {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
+
+function stats(values: number[]): Stats {
+  const sorted = Float64Array.from(values).sort();
+  const rank = (p: number) =>
+    sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+  const mean = sorted.reduce((sum, v) => sum + v, 0) / sorted.length;
+  return { p50: rank(50), p90: rank(90), p99: rank(99), max: sorted.at(-1) ?? NaN, mean };
+}
+
+const HEAD = `${"".padEnd(36)}      p50      p90      p99      max     mean`;
+const row = (name: string, s: Stats) =>
+  `${name.padEnd(36)}${num(s.p50, 9, 1)}${num(s.p90, 9, 1)}${num(s.p99, 9, 1)}${num(s.max, 9, 1)}${num(s.mean, 9, 1)}`;
+
+/** Each step's duration (from the step before it that was seen), in order. */
+function durations(t: Timed): [string, number | undefined][] {
+  let before = 0;
+  return STEPS.map(([name, key]) => {
+    const at = t.at[key];
+    if (at === undefined) return [name, undefined];
+    const took = at - before;
+    before = at;
+    return [name, took];
+  });
+}
+
+function printSteps(claims: Timed[]): void {
+  console.log(`\nwhere the time of a claim at rest goes (ms; each step from the one before)`);
+  console.log(HEAD);
+  console.log(row("POST answered (beside the steps)", stats(claims.map((t) => t.answeredMs))));
+  const all = claims.map(durations);
+  STEPS.forEach(([name], i) => {
+    const seen = all.map((d) => d[i]?.[1]).filter((v): v is number => v !== undefined);
+    if (seen.length > 0) console.log(row(`  ${name}`, stats(seen)));
+  });
+  console.log(row("  GC in this process during it", stats(claims.map((t) => t.gcMs))));
+  console.log(row("  worst event loop delay", stats(claims.map((t) => t.loopDelayMaxMs))));
+  const slowest = [...claims].sort((a, b) => b.onlineMs - a.onlineMs).slice(0, SLOWEST);
+  console.log(`\nthe ${slowest.length} slowest claims at rest, step by step (ms)`);
+  for (const t of slowest) {
+    const parts = durations(t).map(([name, ms]) => `${name.replace(/^→ /, "")} ${ms?.toFixed(1) ?? "?"}`);
+    console.log(
+      `  ${t.onlineMs.toFixed(1).padStart(7)}: ${parts.join(", ")}; POST answered ${t.answeredMs.toFixed(1)}; GC ${t.gcMs.toFixed(1)}, loop delay ${t.loopDelayMaxMs.toFixed(1)}`,
+    );
+  }
+}
 
 async function main(): Promise<void> {
   execFileSync("bash", ["infra/build-workspace-image.sh"], { stdio: ["ignore", "ignore", "inherit"] });
@@ -151,59 +338,97 @@ async function main(): Promise<void> {
     },
     { sweepIntervalMs: 1_000 },
   );
+  await platform.deps.events.share({
+    db: platform.database.db,
+    listen: platform.database.listen,
+    logger: platform.deps.logger,
+    ...PLATFORM_EVENT_SHARING,
+  });
   const loadAtStart = machine();
+  const gc = new GcLog();
+  delay.enable();
   try {
-    await platform.listen();
-    const online = new OnlineEvents(platform);
-    const claims: Timed[] = [];
+    const steps = new StepClock(platform);
+    const url = await platform.listen();
+    await setPool(platform, POOL_SIZE);
+
+    // One at a time, each with the pool full; the claimed workspaces are removed (untimed) every pool's worth.
+    const atRest = async (n: number, prefix: string): Promise<Timed[]> => {
+      const timed: Timed[] = [];
+      let made: string[] = [];
+      for (let i = 0; i < n; i++) {
+        await poolFull(platform, POOL_SIZE);
+        const t = await create(platform, url, steps, gc, `${prefix}-${i}`);
+        made.push(t.id);
+        timed.push(t);
+        if (made.length === POOL_SIZE || i === n - 1) {
+          await removeAll(platform, made);
+          made = [];
+          console.error(`${prefix}: ${i + 1}/${n}, last → online ${t.onlineMs.toFixed(1)} ms`);
+        }
+      }
+      return timed;
+    };
+    const warmup = await atRest(WARMUP, "warm-up");
+    const claims = await atRest(CLAIMS, "claim");
+
     const busyClaims: Timed[] = [];
     const colds: Timed[] = [];
-    for (let round = 1; round <= ROUNDS; round++) {
-      await setPool(platform, POOL_SIZE);
+    while (busyClaims.length < BUSY_CLAIMS) {
+      await poolFull(platform, POOL_SIZE);
       const made: string[] = [];
-      for (let i = 0; i < POOL_SIZE; i++) {
-        // The first half at rest (the pool refilled before each claim), the second back to back while it refills.
-        const atRest = i < POOL_SIZE / 2;
-        if (atRest) await poolFull(platform, POOL_SIZE);
-        const timed = await create(platform, online, `claim-${round}-${i}`);
-        made.push(timed.id);
+      for (let i = 0; i < POOL_SIZE && busyClaims.length < BUSY_CLAIMS; i++) {
+        const t = await create(platform, url, steps, gc, `busy-${busyClaims.length}`);
+        made.push(t.id);
         // A create that found no ready member (the refill has not caught up) is not a claim: counted as cold.
-        if (!timed.claimed) colds.push(timed);
-        else (atRest ? claims : busyClaims).push(timed);
-      }
-      await setPool(platform, 0);
-      for (let i = 0; i < COLD; i++) {
-        const timed = await create(platform, online, `cold-${round}-${i}`);
-        if (timed.claimed) throw new Error("a create claimed from a drained pool");
-        made.push(timed.id);
-        colds.push(timed);
+        (t.claimed ? busyClaims : colds).push(t);
       }
       await removeAll(platform, made);
-      console.error(
-        `round ${round}: ${claims.length} claims, ${colds.length} cold so far; last claim → online ${claims.at(-1)?.onlineMs.toFixed(1)} ms, last cold ${colds.at(-1)?.onlineMs.toFixed(1)} ms`,
-      );
     }
-    if (claims.length === 0 || colds.length === 0) throw new Error("no claims or no cold creates were timed");
-    const claimOnline = summarize(claims.map((t) => t.onlineMs));
-    const coldOnline = summarize(colds.map((t) => t.onlineMs));
-    console.log(`\nwarm-pool, molecule/workspace-echo:${IMAGE_TAG}, tier 2, docker (host network)`);
+    console.error(`back to back: ${busyClaims.length} claims (${colds.length} found the pool empty)`);
+
+    await setPool(platform, 0);
+    const made: string[] = [];
+    for (let i = 0; i < COLD; i++) {
+      const t = await create(platform, url, steps, gc, `cold-${i}`);
+      if (t.claimed) throw new Error("a create claimed from a drained pool");
+      made.push(t.id);
+      colds.push(t);
+    }
+    await removeAll(platform, made);
+    if (claims.some((t) => !t.claimed) || warmup.some((t) => !t.claimed)) {
+      throw new Error("a create at rest found no ready member");
+    }
+
+    const claimOnline = stats(claims.map((t) => t.onlineMs));
+    const coldOnline = stats(colds.map((t) => t.onlineMs));
+    console.log(
+      `\nwarm-pool, molecule/workspace-echo:${IMAGE_TAG}, tier 2, docker (host network), pool of ${POOL_SIZE}`,
+    );
     console.log(`${loadAtStart} at start; ${machine()} at end`);
     console.log(
-      `claims at rest N=${claims.length}, back to back N=${busyClaims.length} (pool of ${POOL_SIZE}, ${ROUNDS} rounds), cold N=${colds.length} (ms)`,
+      `warm-up N=${warmup.length}, claims at rest N=${claims.length}, back to back N=${busyClaims.length}, cold N=${colds.length} (ms)`,
     );
-    console.log(`${"".padEnd(34)}      p50      p99     mean`);
-    console.log(row("claim at rest: POST answered", summarize(claims.map((t) => t.answeredMs))));
+    console.log(
+      `warm-up (first claims after start), → online: ${warmup.map((t) => t.onlineMs.toFixed(1)).join(", ")}; POST answered: ${warmup.map((t) => t.answeredMs.toFixed(1)).join(", ")}`,
+    );
+    console.log(HEAD);
+    console.log(row("claim at rest: POST answered", stats(claims.map((t) => t.answeredMs))));
     console.log(row("claim at rest: POST → online", claimOnline));
-    if (busyClaims.length > 0) {
-      console.log(row("claim while refilling: → online", summarize(busyClaims.map((t) => t.onlineMs))));
-    }
-    console.log(row("cold: POST answered", summarize(colds.map((t) => t.answeredMs))));
+    console.log(row("claim while refilling: → online", stats(busyClaims.map((t) => t.onlineMs))));
+    console.log(row("cold: POST answered", stats(colds.map((t) => t.answeredMs))));
     console.log(row("cold: POST → online", coldOnline));
-    console.log(`cold/claim at rest (p50): ${(coldOnline.p50 / claimOnline.p50).toFixed(1)}×`);
-    console.log(`cold/claim at rest (p99): ${(coldOnline.p99 / claimOnline.p99).toFixed(1)}×`);
+    console.log(
+      `cold/claim at rest: p50 ${(coldOnline.p50 / claimOnline.p50).toFixed(1)}×, p99 ${(coldOnline.p99 / claimOnline.p99).toFixed(1)}×`,
+    );
+    const under = claims.filter((t) => t.onlineMs < 100).length;
+    console.log(`claims at rest online within 100 ms: ${under}/${claims.length}`);
+    printSteps(claims);
   } finally {
+    delay.disable();
+    gc.stop();
     await platform.close().catch((error) => console.error(`closing the platform: ${String(error)}`));
   }
 }
 
-await runBench(main, { hardLimitMs: 15 * 60_000, cleanup });
+await runBench(main, { hardLimitMs: 20 * 60_000, cleanup });

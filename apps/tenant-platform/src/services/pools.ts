@@ -64,8 +64,9 @@ export async function claimReadyMember(
   tier: number,
   now: Date,
 ): Promise<{ id: string; handle: Handle | null; suspended: boolean } | null> {
-  const [candidate] = await tx
-    .select({ id: poolMembers.id, handle: poolMembers.handle, suspendedAt: poolMembers.suspendedAt })
+  // One statement (one round trip): the candidate is picked and locked by the subquery, then marked claimed.
+  const candidate = tx
+    .select({ id: poolMembers.id })
     .from(poolMembers)
     .where(
       and(
@@ -83,15 +84,16 @@ export async function claimReadyMember(
     .orderBy(asc(poolMembers.readyAt))
     .limit(1)
     .for("update", { skipLocked: true });
-  if (!candidate) return null;
-  await tx
+  const [claimed] = await tx
     .update(poolMembers)
     .set({ state: "claimed", claimedAt: now })
-    .where(eq(poolMembers.id, candidate.id));
+    .where(sql`${poolMembers.id} = (${candidate})`)
+    .returning({ id: poolMembers.id, handle: poolMembers.handle, suspendedAt: poolMembers.suspendedAt });
+  if (!claimed) return null;
   return {
-    id: candidate.id,
-    handle: candidate.handle as Handle | null,
-    suspended: candidate.suspendedAt !== null,
+    id: claimed.id,
+    handle: claimed.handle as Handle | null,
+    suspended: claimed.suspendedAt !== null,
   };
 }
 
@@ -287,6 +289,10 @@ export class PoolService {
       },
     );
     const unwatch = [
+      // A claim made by this process wakes the wait as soon as it is committed, not after its event's NOTIFY.
+      this.deps.events.watchWorkspaceChanges((id) => {
+        if (id === member.id) claimed.wake();
+      }),
       this.changes?.on("workspaces", (id) => {
         if (id === member.id) claimed.wake();
       }),
@@ -332,7 +338,8 @@ export class PoolService {
   private async delivery(workspaceId: string, claimed: false): Promise<ClaimAnswer | null>;
   private async delivery(workspaceId: string, claimed: boolean): Promise<ClaimAnswer | null> {
     const { db, sealer } = this.deps;
-    const [[workspace], [provision]] = await Promise.all([
+    // One round trip: the unspent boot tokens are read beside the operation that holds the plaintext.
+    const [[workspace], [provision], unspent] = await Promise.all([
       db
         .select()
         .from(workspaces)
@@ -344,25 +351,24 @@ export class PoolService {
         .where(eq(operations.workspaceId, workspaceId))
         .orderBy(asc(operations.createdAt))
         .limit(1),
+      db
+        .select({ hash: workspaceTokens.tokenHash })
+        .from(workspaceTokens)
+        .where(
+          and(
+            eq(workspaceTokens.workspaceId, workspaceId),
+            eq(workspaceTokens.kind, "boot"),
+            isNull(workspaceTokens.spentAt),
+          ),
+        ),
     ]);
     if (!workspace && !claimed) return null;
     if (!workspace || workspace.status === "removing" || workspace.status === "removed") {
       throw new DomainError("not_found", `workspace ${workspaceId} was removed`);
     }
     const bootToken = provision ? openOperationInput(sealer, provision) : null;
-    const [unspent] = bootToken
-      ? await db
-          .select({ hash: workspaceTokens.tokenHash })
-          .from(workspaceTokens)
-          .where(
-            and(
-              eq(workspaceTokens.tokenHash, hashToken(bootToken)),
-              eq(workspaceTokens.kind, "boot"),
-              isNull(workspaceTokens.spentAt),
-            ),
-          )
-      : [];
-    if (!bootToken || !unspent) {
+    const bootHash = bootToken ? hashToken(bootToken) : null;
+    if (!bootToken || !unspent.some((token) => token.hash === bootHash)) {
       throw new DomainError(
         "conflict",
         `workspace ${workspaceId} was claimed and its agent has registered already; it registers again only with its stored credentials`,

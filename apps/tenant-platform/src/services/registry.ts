@@ -9,7 +9,7 @@ import {
 } from "@molecule/contracts";
 import { type Db, type WorkspaceRow, workspaceSecrets, workspaces, workspaceTokens } from "@molecule/db";
 import { hashToken, mintToken, SealedValueError } from "@molecule/identity";
-import { and, eq, isNull, sql } from "drizzle-orm";
+import { and, eq, isNull, ne, sql } from "drizzle-orm";
 import type { ActivityTracker } from "./activity.ts";
 import { checkAgentUrl, isAssignedAgentUrl } from "./agent-url-policy.ts";
 import type { PlatformDeps } from "./deps.ts";
@@ -97,14 +97,16 @@ export class RegistryService {
     const inbound = mintInboundToken(sealer, body.id);
     const beatAt = clock.now();
     const registered = await db.transaction(async (tx) => {
-      const [workspace] = await tx
-        .select()
-        .from(workspaces)
-        .where(and(eq(workspaces.id, body.id), eq(workspaces.orgId, this.deps.settings.orgId)))
-        .for("update");
-      if (!isAdmin) {
-        const spent = bearer
-          ? await tx
+      // Statements sent together are pipelined on the transaction's connection (one round trip each group); what
+      // a check refuses is rolled back with the transaction, the boot token's spending included.
+      const [[workspace], spent] = await Promise.all([
+        tx
+          .select()
+          .from(workspaces)
+          .where(and(eq(workspaces.id, body.id), eq(workspaces.orgId, this.deps.settings.orgId)))
+          .for("update"),
+        !isAdmin && bearer
+          ? tx
               .update(workspaceTokens)
               .set({ spentAt: new Date() })
               .where(
@@ -116,7 +118,9 @@ export class RegistryService {
                 ),
               )
               .returning({ hash: workspaceTokens.tokenHash })
-          : [];
+          : [],
+      ]);
+      if (!isAdmin) {
         if (spent.length === 0 || !workspace) {
           throw new DomainError("unauthorized", "registration needs this workspace's unused boot token");
         }
@@ -125,13 +129,21 @@ export class RegistryService {
       if (GONE.has(workspace.status)) throw new DomainError("not_found", `workspace ${body.id} was removed`);
       // Checked before anything is written: a refused URL leaves the boot token unspent.
       if (body.url) checkRegisteredUrl(workspace, body.url, settings);
-      await tx
-        .delete(workspaceTokens)
-        .where(and(eq(workspaceTokens.workspaceId, body.id), eq(workspaceTokens.kind, "auth")));
-      await tx
-        .insert(workspaceTokens)
-        .values({ tokenHash: hashToken(authToken), workspaceId: body.id, kind: "auth" });
-      const secrets = isAdmin ? null : await this.secretsFor(tx, body.id);
+      const authHash = hashToken(authToken);
+      // The earlier auth tokens go whichever of the two runs first: the delete spares the new one.
+      const [, , secrets] = await Promise.all([
+        tx
+          .delete(workspaceTokens)
+          .where(
+            and(
+              eq(workspaceTokens.workspaceId, body.id),
+              eq(workspaceTokens.kind, "auth"),
+              ne(workspaceTokens.tokenHash, authHash),
+            ),
+          ),
+        tx.insert(workspaceTokens).values({ tokenHash: authHash, workspaceId: body.id, kind: "auth" }),
+        isAdmin ? null : this.secretsFor(tx, body.id),
+      ]);
       const movesOnline =
         secrets !== null && workspace.status !== "online" && BEAT_MOVES_ONLINE.has(workspace.status);
       await tx

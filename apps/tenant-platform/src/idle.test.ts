@@ -223,6 +223,71 @@ describe("idle suspend", () => {
   });
 });
 
+describe("idle suspend with two replicas", () => {
+  /** Moves both replicas' clocks together (the first call also brings the replica's to the platform's). */
+  function advanceBoth(ms: number): void {
+    replica.clock.advance(platform.clock.now().getTime() - replica.clock.now().getTime());
+    platform.clock.advance(ms);
+    replica.clock.advance(ms);
+  }
+
+  it("a message another replica has just delivered, and not yet written, keeps its target from being suspended", async () => {
+    const ws = await addWorkspace("busy-elsewhere", { idle_suspend_seconds: 30 });
+    advanceBoth(31_000);
+    const answered = await replica.call("POST", `/workspaces/${ws.id}/a2a`, {
+      body: send("from the other side"),
+    });
+    expect(answered.status).toBe(200);
+    // The replica has the message in memory only; it writes it on its own timer, as a served replica does.
+    expect(replica.activity.buffered).toBeGreaterThan(0);
+    replica.activity.start();
+    try {
+      expect(await platform.idle.sweep()).not.toContain(ws.id);
+    } finally {
+      await replica.activity.stop();
+    }
+    expect((await row(ws.id)).status).toBe("online");
+    // Idle from that message on, it is suspended.
+    advanceBoth(31_000);
+    expect(await platform.idle.sweep()).toContain(ws.id);
+    await statusBecomes(ws.id, "suspended");
+  });
+
+  it("a call another replica has in flight keeps its target from being suspended", async () => {
+    let answerNow: () => void = () => undefined;
+    const answering = new Promise<void>((resolve) => {
+      answerNow = resolve;
+    });
+    let received: () => void = () => undefined;
+    const agentHasIt = new Promise<void>((resolve) => {
+      received = resolve;
+    });
+    const created = await platform.call("POST", "/workspaces", {
+      body: { name: "thinking-elsewhere", runtime: "echo", idle_suspend_seconds: 30 },
+    });
+    const id = created.body.workspace.id as string;
+    await statusBecomes(id, "awaiting_agent");
+    await agents.register(id, "thinking-elsewhere", () => {
+      received();
+      return answering;
+    });
+    advanceBoth(0);
+    const call = replica.call("POST", `/workspaces/${id}/a2a`, { body: send("take your time") });
+    await agentHasIt;
+    // Far past the idle time while the replica's call is open; the replica has written nothing of it yet.
+    advanceBoth(120_000);
+    replica.activity.start();
+    try {
+      expect(await platform.idle.sweep()).not.toContain(id);
+    } finally {
+      answerNow();
+      expect((await call).status).toBe(200);
+      await replica.activity.stop();
+    }
+    expect((await row(id)).status).toBe("online");
+  });
+});
+
 describe("wake on request", () => {
   it("concurrent A2A requests on two replicas wake a suspended workspace with one start and are all delivered", async () => {
     const ws = await addWorkspace("wake-me", { idle_suspend_seconds: 30 });

@@ -8,8 +8,8 @@ import type { PlatformDeps } from "./deps.ts";
  * stream longer than an idle time is not cut by a suspend. Recording is a few Map writes on the proxy's hot path; the newest time per
  * workspace is written every `intervalMs` (≤ 1 s, as heartbeats are) by one `UPDATE … FROM jsonb_to_recordset(…)`.
  * The column is bookkeeping the change-notification trigger ignores, so a write drops nothing the replicas keep.
- * The idle sweep flushes this process's buffer first; another replica's is at most one interval behind, far inside
- * any idle time worth setting.
+ * The idle sweep flushes this process's buffer first; another replica's is at most one interval behind, which the
+ * sweep waits out before it suspends anything (`IdleSuspender`).
  */
 export class ActivityTracker {
   private pending = new Map<string, Date>();

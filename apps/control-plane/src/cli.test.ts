@@ -5,6 +5,7 @@ import { serve } from "@hono/node-server";
 import {
   AdminStats,
   BackupsOverview,
+  CpOrgPoolList,
   CreatedOrg,
   DeletedOrg,
   OrgList,
@@ -18,9 +19,15 @@ import { REPO_ROOT } from "../../../test-support/process.ts";
 import { controlPlaneOpenApi, createApp, createOperationRunner } from "./app.ts";
 import { TOKEN_FLAG_WARNING } from "./cli/command.ts";
 import { runCli } from "./cli.ts";
-import { cpOrgs } from "./db/schema.ts";
+import { cpOrgs, cpWorkspaces } from "./db/schema.ts";
 import { FAKE_TENANT_IMAGE } from "./tenants/fake.ts";
-import { ADMIN_TOKEN, createTestControlPlane, realClock, type TestControlPlane } from "./testing.ts";
+import {
+  ADMIN_TOKEN,
+  createTestControlPlane,
+  realClock,
+  type TestControlPlane,
+  workspaceSpec,
+} from "./testing.ts";
 
 const ENTRY = fileURLToPath(new URL("./cli.ts", import.meta.url));
 const REQUEST_ID = /req_[0-9a-f]{16}/;
@@ -125,6 +132,33 @@ describe("molecule-cp against a control plane over HTTP", { timeout: 180_000 }, 
     expect(shown.stdout).toMatch(
       /^operation op_\S+ provision_tenant (pending|running|succeeded), \d+ attempt\(s\)$/m,
     );
+  });
+
+  it("orgs pools prints an org's warm pool members per pool, and JSON that the contracts read", async () => {
+    const org = await cp.createOrg("cli-pools");
+    const empty = await cpcli(["orgs", "pools", "cli-pools"]);
+    expect(empty).toMatchObject({ code: 0, stdout: "no pool members\n" });
+    for (const id of ["ws_01jcpclipool00000000000001", "ws_01jcpclipool00000000000002"]) {
+      const member = { ...workspaceSpec(id), pool: "echo-t2" };
+      expect((await cp.tenant(org, "POST", "/cp/workspaces/provision", { body: member })).status).toBe(202);
+    }
+    await until("both members running", async () => {
+      const rows = await cp.deps.db.select().from(cpWorkspaces).where(eq(cpWorkspaces.orgId, org.orgId));
+      return rows.length === 2 && rows.every((row) => row.state === "running");
+    });
+    const shown = await cpcli(["orgs", "pools", "cli-pools"]);
+    expect(shown.code).toBe(0);
+    const lines = shown.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^POOL\s+UNCLAIMED\s+CLAIMED\s+UNCLAIMED BY STATE$/);
+    expect(lines[1]).toMatch(/^echo-t2\s+2\s+0\s+running 2$/);
+    const listed = await cpcli(["orgs", "pools", "cli-pools", "--json"]);
+    expect(CpOrgPoolList.parse(JSON.parse(listed.stdout))).toMatchObject({
+      org_id: org.orgId,
+      pools: [{ pool: "echo-t2", unclaimed: 2, claimed: 0 }],
+    });
+    const missing = await cpcli(["orgs", "pools", "cli-nobody"]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain("cli-nobody");
   });
 
   it("create --json prints the answer, credentials included, for scripts", async () => {
@@ -480,7 +514,7 @@ describe("molecule-cp usage", () => {
   it("refuses bad usage with one line and exit 2, before any request", async () => {
     const cases: [string[], string, Record<string, string>?][] = [
       [[], "missing command (see --help)"],
-      [["orgs"], "orgs needs one of: list, show, create, delete (see --help)"],
+      [["orgs"], "orgs needs one of: list, show, pools, create, delete (see --help)"],
       [["orgs", "frob"], 'unknown command "orgs frob" (see --help)'],
       [["frob"], 'unknown command "frob" (see --help)'],
       [["orgs", "list", "--frob"], "Unknown option '--frob' (see --help)"],

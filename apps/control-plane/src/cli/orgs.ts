@@ -1,5 +1,5 @@
-/** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`. */
-import { CreatedOrg, DeletedOrg, OrgDetail, OrgList, type OrgView } from "@molecule/contracts";
+/** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`, and show an org's warm pools. */
+import { CpOrgPoolList, CreatedOrg, DeletedOrg, OrgDetail, OrgList, type OrgView } from "@molecule/contracts";
 import { type Command, flag, option, UsageError } from "./command.ts";
 import { followOrg, orgPath, progress, suffix } from "./follow.ts";
 import { cell, json, keyValues, table } from "./output.ts";
@@ -75,6 +75,37 @@ const show: Command = {
         `\noperation ${cell(operation.id)} ${cell(operation.kind)} ${cell(operation.status)}, ${operation.attempts} attempt(s)${suffix(error)}\n`,
       );
     }
+    return 0;
+  },
+};
+
+const pools: Command = {
+  name: ["orgs", "pools"],
+  synopsis: "<slug>",
+  summary: "the warm pool members the org's tenant had the control plane make, per pool",
+  args: ["slug"],
+  async run(io, input) {
+    const { data, raw } = await io.client.call("GET", `${orgPath(input.args[0] ?? "")}/pools`, CpOrgPoolList);
+    if (io.json) io.stdout(json(raw));
+    else if (data.pools.length === 0) io.stdout("no pool members\n");
+    else
+      io.stdout(
+        table(
+          [
+            { header: "POOL", value: (pool) => pool.pool },
+            { header: "UNCLAIMED", value: (pool) => pool.unclaimed },
+            { header: "CLAIMED", value: (pool) => pool.claimed },
+            {
+              header: "UNCLAIMED BY STATE",
+              value: (pool) =>
+                Object.entries(pool.members)
+                  .map(([state, n]) => `${state} ${n}`)
+                  .join(", "),
+            },
+          ],
+          data.pools,
+        ),
+      );
     return 0;
   },
 };
@@ -161,4 +192,4 @@ const remove: Command = {
   },
 };
 
-export const ORG_COMMANDS: readonly Command[] = [list, show, create, remove];
+export const ORG_COMMANDS: readonly Command[] = [list, show, pools, create, remove];

@@ -1,0 +1,235 @@
+/**
+ * Warm pools on a SaaS tenant, every part its own process over real HTTP: the control plane (main.ts on PostgreSQL,
+ * the Fly emulator as its workspace backend) and the org's tenant platform in SaaS mode. The tenant's `PUT /pools`
+ * has the control plane make created-and-suspended machines labelled with the pool; a create claims one, which the
+ * control plane resumes (the same machine); its agent takes the claim from the tenant and comes online with its own
+ * secrets. The operator sees the org's members on the control plane; draining destroys them there; deleting the org
+ * leaves no machine.
+ */
+import { randomBytes } from "node:crypto";
+import { deriveTenantSigningKey } from "@molecule/identity";
+import { LABELS } from "@molecule/provisioner-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";
+import { type FlyHarness, startFlyHarness } from "../packages/provisioner-core/src/flyio/testkit.ts";
+import { type ControlPlaneProcess, startControlPlaneProcess } from "../test-support/control-plane.ts";
+import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
+import {
+  freePort,
+  killAllPlatformProcesses,
+  type PlatformProcess,
+  startPlatformProcess,
+  uniqueDeployment,
+} from "../test-support/process.ts";
+import { waitFor } from "../test-support/wait.ts";
+
+const FLY_APP = "molecule-ws-saas-pool";
+const FLY_TOKEN = `fly-e2e-${randomBytes(8).toString("hex")}`;
+const SHARED_SECRET = randomBytes(32).toString("hex");
+const SLUG = "acme-pool";
+
+let harness: FlyHarness;
+let fly: FlyHarness["emulator"];
+let cpDb: TestDatabase;
+let tenantDb: TestDatabase;
+let cp: ControlPlaneProcess;
+let tenant: PlatformProcess;
+let org: { id: string; credential: string; adminToken: string };
+
+beforeAll(async () => {
+  harness = await startFlyHarness({ emulator: { token: FLY_TOKEN, apps: [FLY_APP] } });
+  fly = harness.emulator;
+  cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
+  tenantDb = await createTestDatabase();
+  const tenantPort = await freePort();
+  cp = await startControlPlaneProcess({
+    env: {
+      DATABASE_URL: cpDb.url,
+      PROVISION_SHARED_SECRET: SHARED_SECRET,
+      MOLECULE_DEPLOYMENT: uniqueDeployment(),
+      CP_WORKSPACE_BACKEND: "flyio",
+      FLY_API_TOKEN: FLY_TOKEN,
+      FLY_WORKSPACE_APP: FLY_APP,
+      FLY_API_BASE_URL: fly.url,
+      CP_TENANT_BACKEND: "external",
+      TENANT_URL_TEMPLATE: `http://127.0.0.1:${tenantPort}`,
+    },
+  });
+  const created = await cp.admin("POST", "/cp/orgs", { slug: SLUG, name: "Acme with a pool" });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  org = {
+    id: created.body.org.id,
+    credential: created.body.tenant_credential,
+    adminToken: created.body.tenant_admin_token,
+  };
+  tenant = await startPlatformProcess({
+    env: {
+      PORT: String(tenantPort),
+      DATABASE_URL: tenantDb.url,
+      MOLECULE_ENV: "production",
+      MOLECULE_ORG_ID: org.id,
+      CP_PROVISION_URL: cp.url,
+      CP_TENANT_TOKEN: org.credential,
+      PROVISION_SHARED_SECRET: deriveTenantSigningKey(SHARED_SECRET, org.id),
+      ADMIN_TOKEN: org.adminToken,
+    },
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await killAllPlatformProcesses();
+  await harness?.close();
+  await cpDb?.drop();
+  await tenantDb?.drop();
+});
+
+type Machine = ReturnType<FlyHarness["emulator"]["machines"]>[number];
+const liveMachines = () => fly.machines(FLY_APP).filter((machine) => machine.state !== "destroyed");
+const envOf = (machine: Machine | undefined) => (machine?.config.env ?? {}) as Record<string, string>;
+const poolLabelOf = (machine: Machine) =>
+  ((machine.config.metadata ?? {}) as Record<string, string>)[LABELS.pool];
+const machineOf = (id: string) => liveMachines().find((machine) => envOf(machine).WORKSPACE_ID === id);
+
+/** The agent inside a machine, played by the test: it calls the tenant it was pointed at, as the machine's env says. */
+async function agentCall(env: Record<string, string>, path: string, token: string, body: unknown) {
+  const response = await fetch(`${env.PLATFORM_URL}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: answers are asserted on field by field
+  return { status: response.status, body: (await response.json().catch(() => null)) as any };
+}
+
+async function tenantPool() {
+  const { body } = await tenant.call("GET", "/pools");
+  return body.pools.find(
+    (pool: { runtime: string; tier: number }) => pool.runtime === "echo" && pool.tier === 2,
+  );
+}
+
+/** Plays every started member's agent (one claim wait, nothing yet) until `ready` members wait on suspended machines. */
+function poolSuspended(ready: number, except: readonly string[] = []) {
+  return waitFor(
+    `${ready} pool members on suspended machines`,
+    async () => {
+      const members = liveMachines().filter(
+        (machine) =>
+          poolLabelOf(machine) === "echo-t2" && !except.includes(envOf(machine).WORKSPACE_ID ?? ""),
+      );
+      for (const machine of members) {
+        const env = envOf(machine);
+        if (machine.state !== "started" || !env.WORKSPACE_POOL_TOKEN) continue;
+        await agentCall(env, "/registry/claim", env.WORKSPACE_POOL_TOKEN, {
+          id: env.WORKSPACE_ID,
+          wait_seconds: 0,
+        });
+      }
+      const pool = await tenantPool();
+      const suspended = members.filter((machine) => machine.state === "suspended");
+      return pool?.ready === ready &&
+        pool.starting === 0 &&
+        suspended.length === ready &&
+        members.length === ready
+        ? suspended
+        : undefined;
+    },
+    90_000,
+    200,
+  );
+}
+
+const statusBecomes = (id: string, status: string) =>
+  waitFor(`workspace ${id} to be ${status}`, async () => {
+    const { body } = await tenant.call("GET", `/workspaces/${id}`);
+    return body.status === status ? body : undefined;
+  });
+
+describe("SaaS: warm pools through the control plane, on Fly", () => {
+  it("keeps suspended member machines made by the control plane; a claim resumes one, its agent comes online with its own secrets; the pool refills; draining and deleting the org leave no machine", async () => {
+    await waitFor("the org to be ready", async () => {
+      const { body } = await cp.admin("GET", `/cp/orgs/${SLUG}`);
+      return body.org.status === "ready" ? true : undefined;
+    });
+    const put = await tenant.call("PUT", "/pools", { runtime: "echo", tier: 2, size: 2 });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const members = await poolSuspended(2);
+    const memberIds = members.map((machine) => envOf(machine).WORKSPACE_ID as string).sort();
+    for (const machine of members) {
+      expect(JSON.stringify(machine.config.metadata)).toContain(org.id);
+      expect(envOf(machine).WORKSPACE_BOOT_TOKEN).toBeUndefined();
+      expect(envOf(machine).PLATFORM_URL).toBe(tenant.url);
+    }
+    const onCp = await cp.admin("GET", `/cp/orgs/${SLUG}/pools`);
+    expect(onCp.body).toEqual({
+      org_id: org.id,
+      pools: [
+        { pool: "echo-t2", runtime: "echo", tier: 2, members: { suspended: 2 }, unclaimed: 2, claimed: 0 },
+      ],
+    });
+    const reconciled = await cp.admin("POST", "/cp/admin/reconcile");
+    expect(reconciled.body.orphans).toBe(0);
+    expect(reconciled.body.resources.byPool).toEqual({ [`${org.id}/echo-t2`]: 2 });
+
+    const created = await tenant.call("POST", "/workspaces", {
+      name: "from-the-pool",
+      runtime: "echo",
+      tier: 2,
+      secrets: { ONLY_MINE: "claimant-secret" },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(202);
+    expect(created.body.operation.kind).toBe("start");
+    const id: string = created.body.workspace.id;
+    expect(memberIds).toContain(id);
+    const before = members.find((machine) => envOf(machine).WORKSPACE_ID === id);
+    await statusBecomes(id, "awaiting_agent");
+    // Resumed by the control plane: the machine the member was made as, not a new one.
+    expect(machineOf(id)).toMatchObject({ id: before?.id, state: "started" });
+
+    const env = envOf(machineOf(id));
+    const claim = await agentCall(env, "/registry/claim", env.WORKSPACE_POOL_TOKEN ?? "", {
+      id,
+      wait_seconds: 5,
+    });
+    expect(claim.status, JSON.stringify(claim.body)).toBe(200);
+    expect(claim.body).toMatchObject({ claimed: true, workspace_id: id, name: "from-the-pool" });
+    const registered = await agentCall(env, "/registry/register", claim.body.boot_token, {
+      id,
+      url: env.AGENT_PUBLIC_URL,
+    });
+    expect(registered.status, JSON.stringify(registered.body)).toBe(200);
+    expect(registered.body.secrets).toEqual({ ONLY_MINE: "claimant-secret" });
+    await statusBecomes(id, "online");
+
+    // The pool refills through the control plane, which now counts the claimed member as a workspace.
+    const refilled = await poolSuspended(2, [id]);
+    expect(refilled.map((machine) => envOf(machine).WORKSPACE_ID)).not.toContain(id);
+    const after = (await cp.admin("GET", `/cp/orgs/${SLUG}/pools`)).body.pools;
+    expect(after).toEqual([expect.objectContaining({ members: { suspended: 2 }, unclaimed: 2, claimed: 1 })]);
+
+    expect((await tenant.call("PUT", "/pools", { runtime: "echo", tier: 2, size: 0 })).status).toBe(200);
+    await waitFor("the drained members' machines to be destroyed", async () =>
+      liveMachines().every((machine) => envOf(machine).WORKSPACE_ID === id) ? true : undefined,
+    );
+    expect((await cp.admin("GET", `/cp/orgs/${SLUG}/pools`)).body.pools).toEqual([
+      expect.objectContaining({ unclaimed: 0, claimed: 1 }),
+    ]);
+
+    // Another pool member made for the org, then the org deleted: nothing of it is left on Fly.
+    expect((await tenant.call("PUT", "/pools", { runtime: "echo", tier: 2, size: 1 })).status).toBe(200);
+    await poolSuspended(1, [id]);
+    expect((await cp.admin("DELETE", `/cp/orgs/${SLUG}`, { confirm: SLUG })).status).toBe(202);
+    await waitFor("the org to be deleted", async () => {
+      const { body } = await cp.admin("GET", `/cp/orgs/${SLUG}`);
+      return body.org.status === "deleted" ? true : undefined;
+    });
+    expect(liveMachines()).toEqual([]);
+    expect(fly.volumes(FLY_APP)).toHaveLength(0);
+    expect(fly.violations).toEqual([]);
+    for (const secret of [FLY_TOKEN, SHARED_SECRET, org.credential, org.adminToken, "claimant-secret"]) {
+      expect(cp.output()).not.toContain(secret);
+      expect(tenant.output()).not.toContain(secret);
+    }
+  }, 240_000);
+});

@@ -4,7 +4,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { controlPlaneOpenApi } from "@molecule/control-plane";
+import { tenantOpenApi } from "@molecule/tenant-platform";
 import { freePort } from "./net.ts";
+import { AnswerChecker, checkAnswerText } from "./openapi.ts";
 
 export { freePort };
 
@@ -189,7 +192,23 @@ export async function waitUntilHealthy(
   }
 }
 
-/** One JSON call with a bearer token; the body is parsed JSON when there is one, else the text. */
+let tenantAnswers: AnswerChecker | undefined;
+let controlPlaneAnswers: AnswerChecker | undefined;
+
+/** The document a real process's answer is held to: the control plane's for `/cp/…`, else the tenant platform's. */
+function answersFor(path: string): AnswerChecker {
+  if (path.startsWith("/cp/")) {
+    controlPlaneAnswers ??= new AnswerChecker(controlPlaneOpenApi());
+    return controlPlaneAnswers;
+  }
+  tenantAnswers ??= new AnswerChecker(tenantOpenApi());
+  return tenantAnswers;
+}
+
+/**
+ * One JSON call with a bearer token; the body is parsed JSON when there is one, else the text. A JSON answer must
+ * match the schema its service's OpenAPI document gives for the route and status, or the call throws.
+ */
 export async function callJson(
   url: string,
   token: string,
@@ -208,6 +227,14 @@ export async function callJson(
     signal: AbortSignal.timeout(15_000),
   });
   const text = await response.text();
+  checkAnswerText(
+    answersFor(path),
+    method,
+    path,
+    response.status,
+    response.headers.get("content-type"),
+    text,
+  );
   let parsed: unknown = text;
   try {
     parsed = text ? JSON.parse(text) : null;

@@ -127,6 +127,14 @@ describe("a remote agent run with molecule-agent", () => {
     const agent = startCli(args, { WORKSPACE_BOOT_TOKEN: created.connection.registration_token });
     await waitForStatus(id, "online", agent);
     expect((await platform.call("GET", `/workspaces/${id}`)).body.url).toBe(`http://127.0.0.1:${port}`);
+    // Online comes with the registration, before the agent has written its token down: killed in between, it could
+    // not start again without a new boot token. It says agent_ready once the token is on disk.
+    await waitFor(
+      "the agent's agent_ready",
+      async () => agent.output().includes('"event":"agent_ready"') || undefined,
+      30_000,
+      50,
+    );
 
     agent.child.kill("SIGKILL");
     await agent.exited;

@@ -257,7 +257,8 @@ export class CredentialManager {
   /**
    * Resolves once the token registered last is in the store, or failed to get there (logged, never thrown). An agent
    * starting up acquires with `persistInBackground`, so its next requests overlap that write (an fsync), and waits
-   * for this before its first heartbeat: an agent seen online has its token on disk.
+   * for this before its heartbeat loop and its `agent_ready`: an agent that said `agent_ready` has its token on disk. (The
+   * platform may show it online a moment earlier: a registration answered `online` counts as its first heartbeat.)
    */
   persisted(): Promise<void> {
     return this.#persisting;

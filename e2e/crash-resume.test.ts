@@ -109,6 +109,22 @@ async function waitWithOutput<T>(
   }
 }
 
+/**
+ * Leaves the process frozen (SIGSTOP) at the first look that finds `reached` true, so the SIGKILL that follows lands
+ * exactly there: each look freezes the process first and lets it go on (SIGCONT) when not there yet. Without the
+ * freeze a busy machine can finish the provision between seeing the container and the kill.
+ */
+async function freezeOnceReached(platform: PlatformProcess, what: string, reached: () => Promise<boolean>) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    process.kill(platform.pid, "SIGSTOP");
+    if (await reached()) return;
+    process.kill(platform.pid, "SIGCONT");
+    if (Date.now() > deadline) throw new Error(`never ${what}:\n${platform.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 type KillPoint = "after 202" | "claimed" | "volume exists" | "container exists";
 
 /**
@@ -129,19 +145,12 @@ async function crashAndResume(killAt: KillPoint) {
 
   if (killAt === "claimed") {
     // As soon as a runner holds the operation: usually before any docker resource exists.
-    const deadline = Date.now() + 60_000;
-    while ((await operationRow(operationId)).attempts < 1) {
-      if (Date.now() > deadline)
-        throw new Error(`operation ${operationId} never claimed:\n${first.output()}`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await freezeOnceReached(first, `operation ${operationId} claimed`, async () => {
+      return (await operationRow(operationId)).attempts >= 1;
+    });
   } else if (killAt !== "after 202") {
     const kind = killAt === "volume exists" ? "volume" : "container";
-    const deadline = Date.now() + 60_000;
-    while (!(await exists(kind, name))) {
-      if (Date.now() > deadline) throw new Error(`${kind} ${name} never appeared:\n${first.output()}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await freezeOnceReached(first, `${kind} ${name} made`, () => exists(kind, name));
   }
   const exit = await first.kill("SIGKILL");
   expect(exit.signal).toBe("SIGKILL");

@@ -13,6 +13,7 @@ import {
   CONTROL_PLANE_MAIN,
   callJson,
   type PlatformExit,
+  prepareAnswerChecks,
   spawnPlatform,
   waitUntilHealthy,
 } from "./process.ts";
@@ -66,6 +67,7 @@ export async function startControlPlaneProcess(
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
   const spawned = spawnPlatform(env, CONTROL_PLANE_MAIN, { imports: options.imports ?? [] });
+  prepareAnswerChecks("control-plane");
   const token = await waitUntilHealthy(spawned, {
     name: "control plane",
     url,

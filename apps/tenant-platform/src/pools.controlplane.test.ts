@@ -77,6 +77,10 @@ describe("warm pools through the control plane", () => {
       expect(member?.spec.env.WORKSPACE_BOOT_TOKEN).toBeUndefined();
       expect(member?.spec.secret_keys).toEqual(["WORKSPACE_POOL_TOKEN"]);
     }
+    // The control plane lists the members as the org's workspaces: this tenant's reconciler counts them in their pool.
+    const report = (await platform.call("POST", "/admin/reconcile")).body;
+    expect(report.orphans).toBe(0);
+    expect(report.resources.byPool).toEqual({ "echo-t2": 2 });
 
     const created = await platform.call("POST", "/workspaces", {
       body: { name: "saas-claimed", runtime: "echo", tier: 2, secrets: { ONLY_MINE: "claimant-value" } },

@@ -41,6 +41,11 @@ export const PoolView = z.object({
   tier: Tier,
   /** The target: how many members the pool keeps ready. */
   size: z.number().int().nonnegative(),
+  /**
+   * The image the pool fills with: the one the newest running replica starts workspaces on (null until a filler
+   * first ran). Members on another image are replaced.
+   */
+  image: z.string().nullable(),
   /** Members whose agent is up and waiting for a claim. */
   ready: z.number().int().nonnegative(),
   /** Members being started (or whose agent has not asked for its claim yet). */

@@ -10,7 +10,7 @@ import {
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
 import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
-import { and, desc, eq, inArray, isNull, ne, sql } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, lt, ne, or, sql } from "drizzle-orm";
 import type { PlatformDeps } from "./deps.ts";
 import { becomesReady, LIVE_MEMBER_STATES, MEMBER_QUIET_MS } from "./pools.ts";
 import { workspaceEnv, workspaceImage } from "./workspace-env.ts";
@@ -47,6 +47,12 @@ export interface FillReport {
   removed: number;
 }
 
+/**
+ * A filler that has not renewed its claim on a pool's image for this long is taken for gone (its replicas were
+ * stopped): any other filler may then claim the pool for its own image.
+ */
+export const POOL_IMAGE_OWNER_QUIET_MS = 60_000;
+
 /** A failed member start as the pool records it: scrubbed of the member's credential. */
 interface StartFailure {
   code: string;
@@ -79,6 +85,8 @@ export class PoolFiller {
   private running: Promise<unknown> | null = null;
   private again = false;
   private readonly startFailures;
+  /** When this filler first ran: the newest filler's image is its pools'. */
+  private startedAt: Date | null = null;
 
   constructor(
     private readonly deps: PlatformDeps,
@@ -122,6 +130,8 @@ export class PoolFiller {
 
   /** One round; null when another replica holds the filler's lock. */
   async fill(): Promise<FillReport | null> {
+    // Outside the lock, so a filler renews its claim even while another replica's long round holds the lock.
+    await this.claimImages();
     const outcome = await this.deps.advisoryLock(TENANT_POOL_LOCK, () => this.fillNow());
     if (!outcome.acquired) this.deps.logger.debug("pool fill skipped: another replica is filling");
     return outcome.acquired ? outcome.value : null;
@@ -135,6 +145,51 @@ export class PoolFiller {
     return { started, failed, removed };
   }
 
+  /**
+   * Decides each pool's image, the one place replicas on different WORKSPACE_IMAGE_TAGs (a rolling upgrade) agree on:
+   * this filler's own image when the pool has none yet, when this filler started after the one whose image it has
+   * (the newest replica's wins: a rollback is a newer start too), or when that one has not renewed its claim for
+   * POOL_IMAGE_OWNER_QUIET_MS (its replicas are gone). A filler on the pool's image renews the claim. Each UPDATE is a
+   * compare-and-set, so replicas claiming at once leave the newest's.
+   */
+  private async claimImages(): Promise<void> {
+    const { db, clock, settings, logger } = this.deps;
+    const now = clock.now();
+    this.startedAt ??= now;
+    const startedAt = this.startedAt;
+    const rows = await db.select().from(pools).where(eq(pools.orgId, settings.orgId));
+    for (const row of rows) {
+      const mine = workspaceImage(settings, row.runtime);
+      const claimed = await db
+        .update(pools)
+        .set({
+          image: mine,
+          imageSince: sql`CASE WHEN ${pools.image} = ${mine} AND ${pools.imageSince} > ${startedAt.toISOString()}::timestamptz THEN ${pools.imageSince} ELSE ${startedAt.toISOString()}::timestamptz END`,
+          imageSeenAt: now,
+        })
+        .where(
+          and(
+            eq(pools.orgId, row.orgId),
+            eq(pools.runtime, row.runtime),
+            eq(pools.tier, row.tier),
+            or(
+              isNull(pools.image),
+              eq(pools.image, mine),
+              lt(pools.imageSince, startedAt),
+              lt(pools.imageSeenAt, new Date(now.getTime() - POOL_IMAGE_OWNER_QUIET_MS)),
+            ),
+          ),
+        )
+        .returning({ runtime: pools.runtime });
+      if (claimed.length > 0 && row.image !== null && row.image !== mine) {
+        logger.info(
+          { runtime: row.runtime, tier: row.tier, from: row.image, to: mine },
+          "pool image taken over: members on the other image are replaced",
+        );
+      }
+    }
+  }
+
   /** Marks `removing` every live member the pools no longer want; a member claimed meanwhile is left alone. */
   private async retireUnwanted(): Promise<void> {
     const { db, clock, settings } = this.deps;
@@ -146,11 +201,13 @@ export class PoolFiller {
       .orderBy(desc(poolMembers.createdAt));
     const targets = await db.select().from(pools).where(eq(pools.orgId, settings.orgId));
     const size = new Map(targets.map((pool) => [poolKey(pool.runtime, pool.tier), pool.size]));
+    const image = new Map(targets.map((pool) => [poolKey(pool.runtime, pool.tier), pool.image]));
     const unwanted: string[] = [];
     const kept = new Map<string, PoolMemberRow[]>();
     for (const member of members) {
       const broken =
-        member.image !== workspaceImage(settings, member.runtime) ||
+        member.image !==
+          (image.get(poolKey(member.runtime, member.tier)) ?? workspaceImage(settings, member.runtime)) ||
         (member.handle === null && member.state === "starting") ||
         (member.state === "starting" && now - member.createdAt.getTime() > MEMBER_START_TIMEOUT_MS) ||
         // A suspended member's agent is frozen mid-wait: its silence is by design.
@@ -240,6 +297,8 @@ export class PoolFiller {
     for (const pool of targets) {
       if (!settings.allowedRuntimes.includes(pool.runtime)) continue;
       if (pool.nextAttemptAt && pool.nextAttemptAt > now) continue;
+      // Members of a pool on another image are started by the replicas on that image.
+      if (pool.image !== null && pool.image !== workspaceImage(settings, pool.runtime)) continue;
       const missing = pool.size - (have.get(poolKey(pool.runtime, pool.tier)) ?? 0);
       // A pool that failed last time tries one member: the rest follow once one starts.
       for (let i = 0; i < (pool.failures > 0 ? Math.min(missing, 1) : missing); i++) wanted.push(pool);

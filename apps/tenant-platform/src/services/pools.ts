@@ -243,6 +243,7 @@ export class PoolService {
       runtime: row.runtime,
       tier: row.tier as Tier,
       size: row.size,
+      image: row.image,
       ...(counts.get(key(row.runtime, row.tier)) ?? { ready: 0, starting: 0, claimed: 0 }),
       last_error:
         row.lastError === null

@@ -18,6 +18,14 @@ export const pools = pgTable(
     failures: integer("failures").notNull().default(0),
     /** The filler starts no member of this pool before this (its backoff, or the backend's Retry-After). */
     nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }),
+    /**
+     * The image the pool fills with (null until a filler claims it): the newest running filler's, so replicas on two
+     * WORKSPACE_IMAGE_TAGs agree on which members are old. `imageSince` is when that filler started, `imageSeenAt`
+     * when it last renewed its claim.
+     */
+    image: text("image"),
+    imageSince: timestamp("image_since", { withTimezone: true }),
+    imageSeenAt: timestamp("image_seen_at", { withTimezone: true }),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },

@@ -111,4 +111,37 @@ describe("a warm pool across an image change", () => {
       await after.close();
     }
   }, 300_000);
+
+  it("two replicas on different tags side by side (a rolling upgrade) replace the pool once, then leave it be", async () => {
+    // Started in this order: the second is the newest replica, and its image is the pool's.
+    const old = await platformOn(TAG);
+    const next = await platformOn(NEXT_TAG);
+    try {
+      // Their rounds are driven by hand here, so the test sees each one's report.
+      await old.pools.stop();
+      await next.pools.stop();
+      await old.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 2 } });
+      await old.pools.fill();
+      await next.pools.fill();
+      const settled = await readyIds(next, 2);
+      expect([...settled.values()]).toEqual([
+        `molecule/workspace-echo:${NEXT_TAG}`,
+        `molecule/workspace-echo:${NEXT_TAG}`,
+      ]);
+      for (let round = 0; round < 3; round++) {
+        expect(await old.pools.fill()).toEqual({ started: 0, failed: 0, removed: 0 });
+        expect(await next.pools.fill()).toEqual({ started: 0, failed: 0, removed: 0 });
+      }
+      expect(await poolContainers()).toEqual(settled);
+
+      await old.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 0 } });
+      await old.pools.fill();
+      await waitFor("the pool to be drained", async () =>
+        (await poolContainers()).size === 0 ? true : undefined,
+      );
+    } finally {
+      await next.close();
+      await old.close();
+    }
+  }, 300_000);
 });

@@ -228,7 +228,7 @@ export async function createTestPlatform(
     close: closePlatform,
   } = createPlatform(deps, {
     ...(changes ? { changes } : {}),
-    onOperationQueued: () => runner.wake(),
+    onOperationQueued: (operationId) => void runner.runQueued(operationId),
     onPoolChanged: () => pools.wake(),
     heartbeats,
     ...(backups ? { backups } : {}),

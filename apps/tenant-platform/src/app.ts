@@ -35,8 +35,8 @@ import { WorkspaceWaker } from "./services/wake.ts";
 import { WorkspaceService } from "./services/workspaces.ts";
 
 export interface AppHooks {
-  /** Called when a request queued an operation, so the runner starts it at once. */
-  onOperationQueued?: () => void;
+  /** Called with the id of an operation a request queued (committed), so the runner starts it at once. */
+  onOperationQueued?: (operationId: string) => void;
   /** The reconciler `main()` runs on its interval; the admin routes run it on demand (one is made if absent). */
   reconciler?: Reconciler;
   /** Database backups (TENANT_BACKUP_S3_PREFIX); absent, the backup routes answer 409. */

@@ -258,7 +258,7 @@ async function run(
   const { app, rawRoutes, idle } = createPlatform(deps, {
     changes,
     activity,
-    onOperationQueued: () => runner.wake(),
+    onOperationQueued: (operationId) => void runner.runQueued(operationId),
     onPoolChanged: () => poolFiller.wake(),
     reconciler,
     heartbeats,

@@ -50,6 +50,25 @@ export class WorkLoop<T> {
     this.schedule(0);
   }
 
+  /**
+   * Runs an item `claim` takes outside the loop's own search (a claim of one known item, say), beside the others, when
+   * the loop is started and has a free slot; otherwise, or when `claim` takes nothing, wakes the loop as `wake` does.
+   * `stop` waits for it like for any running item. Resolves with what `claim` took (null: nothing) once it has.
+   */
+  offer(claim: () => Promise<T | null>): Promise<T | null> {
+    if (this.stopped || this.executing.size >= this.maxConcurrent) {
+      this.wake();
+      return Promise.resolve(null);
+    }
+    const taken = claim().catch((error: unknown) => {
+      this.options.logger.error({ err: error }, `${this.options.name} claim failed; the loop looks instead`);
+      return null;
+    });
+    // Whatever happens, its end wakes the loop (see `track`): what was not taken is looked for there.
+    this.track(taken.then((claimed) => (claimed ? this.options.execute(claimed) : undefined)));
+    return taken;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -83,17 +102,22 @@ export class WorkLoop<T> {
     }, delayMs);
   }
 
+  /** Counts a running item until it ends, then wakes the loop to fill its slot. */
+  private track(work: Promise<void>): void {
+    const execution = work.finally(() => {
+      this.executing.delete(execution);
+      this.wake();
+    });
+    this.executing.add(execution);
+  }
+
   private async loop(): Promise<void> {
     try {
       while (!this.stopped) {
         const claimed = await this.options.claim();
         if (!claimed) return;
         // Items run side by side; one slow item does not hold up the rest.
-        const execution = this.options.execute(claimed).finally(() => {
-          this.executing.delete(execution);
-          this.wake();
-        });
-        this.executing.add(execution);
+        this.track(this.options.execute(claimed));
         if (this.executing.size >= this.maxConcurrent) return;
       }
     } catch (error) {

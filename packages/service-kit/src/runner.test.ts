@@ -94,6 +94,7 @@ function runner(
   instanceId = "runner-a",
   operationDeadlinesMs?: Record<string, number>,
   db: TestDatabase["db"] = database.db,
+  pollIntervalMs?: number,
 ) {
   const log = logger();
   const run = new OperationRunner<Job, JobError>(
@@ -106,8 +107,24 @@ function runner(
     },
     instanceId,
     handlers,
+    pollIntervalMs,
   );
   return { run, lines: log.lines };
+}
+
+/** A started runner whose loop has made its first pass and looks again only when woken (or in an hour). */
+async function startedRunner(
+  handlers: OperationHandlers<Job, JobError>,
+  instanceId = "runner-a",
+  db: TestDatabase["db"] = database.db,
+) {
+  const made = runner(handlers, instanceId, undefined, db, 3_600_000);
+  const passes = vi.spyOn(made.run, "claim");
+  made.run.start();
+  await vi.waitFor(() => expect(passes).toHaveBeenCalled());
+  await passes.mock.results[0]?.value;
+  passes.mockRestore();
+  return made;
 }
 
 async function add(id: string, queue: string, values: Partial<Job> = {}): Promise<void> {
@@ -482,6 +499,83 @@ describe("the durable-operation runner on a table of its own", () => {
       lockedBy: null,
     });
     expect(lines.some((line) => String(line.msg).startsWith("attempt superseded"))).toBe(true);
+  });
+
+  it("runs an operation handed over as just queued at once, claimed by its id, once across replicas", async () => {
+    const performed: string[] = [];
+    const perform = async (row: Job) => {
+      performed.push(row.id);
+      return undefined;
+    };
+    await add("job-1", "q1");
+    const { run: notStarted } = runner({ perform });
+    expect(await notStarted.runQueued("job-1")).toBe(false);
+    expect(await job("job-1")).toMatchObject({ status: "pending", attempts: 0, lockedBy: null });
+    await database.db.delete(jobs);
+
+    const other = await createDatabase({ url: database.url, maxConnections: 2 });
+    const { run: a } = await startedRunner({ perform }, "replica-a");
+    const { run: b } = await startedRunner({ perform }, "replica-b", other.db);
+    try {
+      await add("job-2", "q1");
+      // The loops are idle for an hour: only the hand-over can take it now.
+      expect(await a.runQueued("job-2")).toBe(true);
+      expect(await job("job-2")).toMatchObject({ lockedBy: "replica-a", attempts: 1 });
+      await vi.waitFor(async () => expect((await job("job-2")).status).toBe("succeeded"));
+
+      // Fewer than a runner's slots (8): with none free, the hand-over wakes the loop instead.
+      for (let i = 0; i < 5; i++) await add(`job-3-${i}`, `q3-${i}`);
+      const taken = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => [a, b].map((run) => run.runQueued(`job-3-${i}`))).flat(),
+      );
+      // A loop woken by a finished operation may take one first: never two takers, and each runs once.
+      for (let i = 0; i < 5; i++) {
+        expect([taken[2 * i], taken[2 * i + 1]].filter(Boolean).length).toBeLessThanOrEqual(1);
+      }
+      await vi.waitFor(async () => {
+        const rows = await database.db.select().from(jobs);
+        expect(rows.every((row) => row.status === "succeeded" && row.attempts === 1)).toBe(true);
+      });
+      expect(performed.sort()).toEqual(["job-2", ...Array.from({ length: 5 }, (_, i) => `job-3-${i}`)]);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await other.close();
+    }
+  });
+
+  it("leaves a queued operation to the loop while a lease has lapsed or an earlier one of its subject waits", async () => {
+    const performed: string[] = [];
+    const { run } = await startedRunner({
+      perform: async (row) => {
+        performed.push(row.id);
+        return undefined;
+      },
+    });
+    try {
+      const expired = new Date(clock.now().getTime() - 1);
+      await add("job-recovered", "q1", {
+        status: "running",
+        attempts: 1,
+        lockedBy: "dead",
+        lockedUntil: expired,
+      });
+      clock.advance(1);
+      await add("job-new", "q2");
+      // The loop, woken instead, recovers the lapsed one first, alone.
+      expect(await run.runQueued("job-new")).toBe(false);
+      await vi.waitFor(async () => expect((await job("job-new")).status).toBe("succeeded"));
+      expect(performed).toEqual(["job-recovered", "job-new"]);
+
+      clock.advance(1);
+      await add("job-earlier", "q3");
+      clock.advance(1);
+      await add("job-later", "q3");
+      expect(await run.runQueued("job-later")).toBe(false);
+      await vi.waitFor(async () => expect((await job("job-later")).status).toBe("succeeded"));
+      expect(performed).toEqual(["job-recovered", "job-new", "job-earlier", "job-later"]);
+    } finally {
+      await run.stop();
+    }
   });
 
   it("two replicas claiming at once on their own connections never take the same operation", async () => {

@@ -270,12 +270,87 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
     }
   }
 
-  private claimOne(): Promise<Claimed<Row>> {
+  /**
+   * An operation this process has just queued (its row committed): claimed by its id in one statement and run at
+   * once, beside what runs already, instead of being found by the loop after a wake (a claim transaction of its own).
+   * The claim is the loop's, narrowed to that row: it must be pending and due, and first of its subject, and it is
+   * left to the loop (woken instead) while this runner runs an operation alone, or while any operation's lease has
+   * lapsed (the loop recovers those first, alone). Claimed once all the same: a replica that took it first leaves it
+   * `running`, and this statement then changes nothing. Resolves true once this runner has claimed it.
+   */
+  async runQueued(id: string): Promise<boolean> {
+    const taken = await this.offer(async () => {
+      if (!this.gate.open) return null;
+      // Held from here, so that a claim by the loop meanwhile neither takes the row nor runs a recovered one alone.
+      this.gate.claimed(id, "run");
+      const row = await this.claimQueued(id).catch((error: unknown) => {
+        this.gate.finished(id);
+        throw error;
+      });
+      if (!row) this.gate.finished(id);
+      return row;
+    });
+    return taken !== null;
+  }
+
+  private async claimQueued(id: string): Promise<Row | null> {
     const { db, settings, clock } = this.deps;
+    const t = this.t;
+    const now = clock.now();
+    const lapsed = alias(t, "lapsed") as unknown as OperationsTable;
+    const [claimed] = await this.update(
+      {
+        status: "running",
+        lockedBy: this.instanceId,
+        lockedUntil: new Date(now.getTime() + settings.operationLeaseMs),
+        attempts: sql`${t.attempts} + 1`,
+        updatedAt: now,
+      },
+      and(
+        eq(t.id, id),
+        eq(t.status, "pending"),
+        lte(t.runAfter, now),
+        this.firstOfSubject(db, now),
+        notExists(
+          db
+            .select({ one: sql`1` })
+            .from(lapsed)
+            .where(and(eq(lapsed.status, "running"), lt(lapsed.lockedUntil, now))),
+        ),
+      ),
+    ).returning();
+    return (claimed as Row | undefined) ?? null;
+  }
+
+  /** The row's subject has no earlier operation pending or running, and none running under a live lease. */
+  private firstOfSubject(db: RunnerDb, now: Date): SQL {
     const t = this.t;
     const subject = this.column(t, this.adapter.subject);
     const earlier = alias(t, "earlier") as unknown as OperationsTable;
     const earlierSubject = this.column(earlier, this.adapter.subject);
+    return notExists(
+      db
+        .select({ one: sql`1` })
+        .from(earlier)
+        .where(
+          and(
+            eq(earlierSubject, subject),
+            ne(earlier.id, t.id),
+            inArray(earlier.status, ["pending", "running"]),
+            or(
+              lt(earlier.createdAt, t.createdAt),
+              // Ids sort by time too: they order requests made in the same millisecond.
+              and(eq(earlier.createdAt, t.createdAt), lt(earlier.id, t.id)),
+              and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
+            ),
+          ),
+        ),
+    );
+  }
+
+  private claimOne(): Promise<Claimed<Row>> {
+    const { db, settings, clock } = this.deps;
+    const t = this.t;
     return db.transaction(async (tx) => {
       const now = clock.now();
       const [candidate] = await tx
@@ -288,24 +363,7 @@ export class OperationRunner<Row extends OperationRowBase, StoredError> extends 
               and(eq(t.status, "running"), lt(t.lockedUntil, now)),
             ),
             // One operation per subject at a time, in the order they were asked for.
-            notExists(
-              tx
-                .select({ one: sql`1` })
-                .from(earlier)
-                .where(
-                  and(
-                    eq(earlierSubject, subject),
-                    ne(earlier.id, t.id),
-                    inArray(earlier.status, ["pending", "running"]),
-                    or(
-                      lt(earlier.createdAt, t.createdAt),
-                      // Ids sort by time too: they order requests made in the same millisecond.
-                      and(eq(earlier.createdAt, t.createdAt), lt(earlier.id, t.id)),
-                      and(eq(earlier.status, "running"), gte(earlier.lockedUntil, now)),
-                    ),
-                  ),
-                ),
-            ),
+            this.firstOfSubject(tx, now),
           ),
         )
         .orderBy(asc(t.createdAt), asc(t.id))

@@ -37,6 +37,9 @@ import { workspaceEnv } from "./workspace-env.ts";
 
 type OperationError = { code: string; message: string };
 
+/** The kinds that build the workspace's spec (its secrets opened) for the backend. */
+const SPEC_KINDS: ReadonlySet<OperationRow["kind"]> = new Set(["provision", "start", "restart", "redeploy"]);
+
 /** How long a redeploy waits for its agent to be online again (REDEPLOY_ONLINE_TIMEOUT_SECONDS overrides). */
 export const DEFAULT_REDEPLOY_ONLINE_TIMEOUT_MS = 300_000;
 /** How often a redeploy re-reads its workspace for a change it was not told of (`redeployOnlinePollMs`). */
@@ -157,6 +160,9 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     scrub: Scrubber,
     attempt: AttemptContext,
   ): Promise<void> {
+    // The secrets a spec needs are read beside the workspace: one round trip before the backend call, not two.
+    const secrets = SPEC_KINDS.has(operation.kind) ? this.secretRows(operation.workspaceId) : null;
+    secrets?.catch(() => {}); // awaited with the spec; when the workspace's read fails, that error is the one reported
     const workspace = await this.workspace(operation.workspaceId);
     if (operation.kind !== "destroy" && (workspace.status === "removing" || workspace.status === "removed")) {
       throw new OperationSuperseded("the workspace is being deleted");
@@ -176,7 +182,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
     );
     switch (operation.kind) {
       case "provision": {
-        const spec = scrub.learn(await this.spec(workspace, operation));
+        const spec = scrub.learn(await this.spec(workspace, operation, secrets));
         const handle = await provisioner.provision(spec, workspace.handle, {
           step,
           signal,
@@ -188,7 +194,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
         return;
       }
       case "start": {
-        const spec = scrub.learn(await this.spec(workspace, operation));
+        const spec = scrub.learn(await this.spec(workspace, operation, secrets));
         await attempt.fenced((tx) => this.forgetHeartbeat(tx, workspace.id));
         // Changed secrets reach the process only through a new one built from the current spec.
         const handle = await provisioner.start(spec, workspace.handle, {
@@ -226,7 +232,7 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       }
       case "restart":
       case "redeploy": {
-        const spec = scrub.learn(await this.spec(workspace, operation));
+        const spec = scrub.learn(await this.spec(workspace, operation, secrets));
         // A fresh process from the current spec (secrets included) on the backend's current image; the volume stays.
         const handle = await rebuildWorkspace(provisioner, spec, workspace.handle, {
           step,
@@ -397,13 +403,25 @@ export class OperationRunner extends DurableOperationRunner<OperationRow, Operat
       .where(eq(workspaces.id, workspaceId));
   }
 
-  /** The full spec, secrets opened and the operation's boot token unsealed, built fresh for every attempt. */
-  private async spec(workspace: WorkspaceRow, operation: OperationRow): Promise<WorkspaceSpec> {
-    const { db, sealer, settings } = this.platform;
-    const secrets = await db
+  private secretRows(workspaceId: string): Promise<(typeof workspaceSecrets.$inferSelect)[]> {
+    return this.platform.db
       .select()
       .from(workspaceSecrets)
-      .where(eq(workspaceSecrets.workspaceId, workspace.id));
+      .where(eq(workspaceSecrets.workspaceId, workspaceId))
+      .execute();
+  }
+
+  /**
+   * The full spec, secrets opened and the operation's boot token unsealed, built fresh for every attempt (`rows`: the
+   * workspace's secrets, read with it).
+   */
+  private async spec(
+    workspace: WorkspaceRow,
+    operation: OperationRow,
+    rows: Promise<(typeof workspaceSecrets.$inferSelect)[]> | null,
+  ): Promise<WorkspaceSpec> {
+    const { sealer, settings } = this.platform;
+    const secrets = await (rows ?? this.secretRows(workspace.id));
     const opened: Record<string, string> = {};
     for (const secret of secrets) {
       opened[secret.key] = sealer.open(secret.sealed, secret.keyVersion, `${workspace.id}:${secret.key}`);

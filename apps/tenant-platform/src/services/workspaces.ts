@@ -24,6 +24,7 @@ import {
   workspaceTokens,
 } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
+import type { RunnerDb } from "@molecule/service-kit/runner";
 import { and, desc, eq, isNull, ne } from "drizzle-orm";
 import { assertAgentUrl } from "./agent-url-policy.ts";
 import { connectionBundle } from "./connection-bundle.ts";
@@ -83,7 +84,8 @@ interface QueuedOperation {
 export class WorkspaceService {
   constructor(
     private readonly deps: PlatformDeps,
-    private readonly onOperationQueued: () => void = () => {},
+    /** An operation was queued (its row committed): the runner may take it at once. */
+    private readonly onOperationQueued: (operationId: string) => void = () => {},
     /** A create took a warm pool member: the pool's filler starts its replacement. */
     private readonly onPoolClaimed: () => void = () => {},
   ) {}
@@ -198,15 +200,20 @@ export class WorkspaceService {
     const bootToken = mintToken("mbt");
     let claimed: { workspaceId: string; resuming: boolean } | null;
     try {
-      // A ready warm pool member of this runtime and tier becomes the workspace; without one, a cold provision.
-      claimed = await this.claimFromPool(body, runtime, { operationId, idempotency, bootToken });
-      if (!claimed) {
-        await this.insertWorkspace(
-          body,
-          { id: workspaceId, runtime, backend: provisioner.name, status: "provisioning" },
-          { operationId, workspaceId, kind: "provision", idempotency, bootToken },
-        );
-      }
+      // A ready warm pool member of this runtime and tier becomes the workspace; without one, a cold provision, in
+      // the same transaction (one commit on the way to the runner).
+      claimed = await this.deps.db.transaction(async (tx) => {
+        const member = await this.claimFromPool(tx, body, runtime, { operationId, idempotency, bootToken });
+        if (!member) {
+          await this.writeWorkspace(
+            tx,
+            body,
+            { id: workspaceId, runtime, backend: provisioner.name, status: "provisioning" },
+            { operationId, workspaceId, kind: "provision", idempotency, bootToken },
+          );
+        }
+        return member;
+      });
     } catch (error) {
       // Two requests with one key raced: the loser answers with the winner's workspace.
       if (idempotencyKey && isUniqueViolation(error)) {
@@ -228,7 +235,7 @@ export class WorkspaceService {
         { workspaceId: claimed.workspaceId, runtime, tier: body.tier },
         "pool member claimed",
       );
-      if (claimed.resuming) this.onOperationQueued();
+      if (claimed.resuming) this.onOperationQueued(operationId);
       this.onPoolClaimed();
       return this.accepted(claimed.workspaceId, operationId);
     }
@@ -237,57 +244,56 @@ export class WorkspaceService {
       workspaceId,
       data: { to: "provisioning", reason: null },
     });
-    this.onOperationQueued();
+    this.onOperationQueued(operationId);
     return this.accepted(workspaceId, operationId);
   }
 
   /**
-   * Claims a ready member of the (runtime, tier) pool and writes the workspace under the member's id, in one
+   * Claims a ready member of the (runtime, tier) pool and writes the workspace under the member's id, in the caller's
    * transaction: the workspace is `awaiting_agent` at once, on the member's resources (its handle), with a fresh boot
    * token its waiting agent receives through `POST /registry/claim`. Its provision operation is recorded as done; a
    * suspended member's workspace is `provisioning` instead, with a `start` operation that resumes it.
    * Null when the pool has no ready member (or there is no pool).
    */
   private async claimFromPool(
+    tx: RunnerDb,
     body: CreateWorkspaceBody,
     runtime: string,
     input: Pick<QueuedOperation, "operationId" | "idempotency" | "bootToken">,
   ): Promise<{ workspaceId: string; resuming: boolean } | null> {
-    const { db, settings, provisioner, clock } = this.deps;
+    const { settings, provisioner, clock } = this.deps;
     const now = clock.now();
-    return db.transaction(async (tx) => {
-      const member = await claimReadyMember(tx, settings.orgId, runtime, body.tier, now);
-      if (!member) return null;
-      // A suspended member (Fly) is resumed by a start operation before its agent can take the claim.
-      const resuming = member.suspended;
-      await this.writeWorkspace(
-        tx,
-        body,
-        {
-          id: member.id,
-          runtime,
-          backend: provisioner.name,
-          status: resuming ? "provisioning" : "awaiting_agent",
-          handle: member.handle,
-        },
-        resuming
-          ? { ...input, workspaceId: member.id, kind: "start" }
-          : {
-              ...input,
-              workspaceId: member.id,
-              kind: "provision",
-              finishedSteps: [
-                {
-                  name: "pool_member_claimed",
-                  startedAt: now.toISOString(),
-                  durationMs: 0,
-                  detail: `warm pool ${runtime} tier ${body.tier}: a started workspace whose agent waited for its claim`,
-                },
-              ],
-            },
-      );
-      return { workspaceId: member.id, resuming };
-    });
+    const member = await claimReadyMember(tx, settings.orgId, runtime, body.tier, now);
+    if (!member) return null;
+    // A suspended member (Fly) is resumed by a start operation before its agent can take the claim.
+    const resuming = member.suspended;
+    await this.writeWorkspace(
+      tx,
+      body,
+      {
+        id: member.id,
+        runtime,
+        backend: provisioner.name,
+        status: resuming ? "provisioning" : "awaiting_agent",
+        handle: member.handle,
+      },
+      resuming
+        ? { ...input, workspaceId: member.id, kind: "start" }
+        : {
+            ...input,
+            workspaceId: member.id,
+            kind: "provision",
+            finishedSteps: [
+              {
+                name: "pool_member_claimed",
+                startedAt: now.toISOString(),
+                durationMs: 0,
+                detail: `warm pool ${runtime} tier ${body.tier}: a started workspace whose agent waited for its claim`,
+              },
+            ],
+          },
+    );
+    return { workspaceId: member.id, resuming };
   }
 
   /**
@@ -362,7 +368,7 @@ export class WorkspaceService {
         data: { ...outcome.moved, reason: options.reason ?? null },
       });
     }
-    this.onOperationQueued();
+    this.onOperationQueued(operationId);
     return this.accepted(workspaceId, operationId);
   }
 

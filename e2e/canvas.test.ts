@@ -397,7 +397,15 @@ describe.skipIf(!HAVE_CHROMIUM && !IN_CI)("the canvas in a real browser", () => 
     const row = page.getByTestId("pool-row").filter({ hasText: "echo" });
     await textBecomes(row.getByTestId("pool-size"), "1");
     await textBecomes(row.getByTestId("pool-ready"), "1", ONLINE_TIMEOUT_MS);
+    // A pool whose image does not exist: its row says why, and when the pool, backing off, is tried again.
+    await platform.call("PUT", "/pools", { body: { runtime: "doesnotexist", tier: 2, size: 1 } });
+    const broken = page.getByTestId("pool-row").filter({ hasText: "doesnotexist" });
+    await textBecomes(
+      broken.getByTestId("pool-error"),
+      /^image_unavailable: .*molecule\/workspace-doesnotexist.*\(retried at \d/,
+    );
     await screenshot("warm-pools");
+    await platform.call("PUT", "/pools", { body: { runtime: "doesnotexist", tier: 2, size: 0 } });
     await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 0 } });
     await textBecomes(row.getByTestId("pool-size"), "0");
     await textBecomes(row.getByTestId("pool-ready"), "0");

@@ -62,7 +62,7 @@ function poolsCard(api) {
           h("td", { dataset: { testid: "pool-ready" } }, String(pool.ready)),
           h("td", {}, String(pool.starting)),
           h("td", {}, String(pool.claimed)),
-          h("td", { class: "muted" }, lastError(pool)),
+          h("td", { class: "muted", dataset: { testid: "pool-error" } }, lastError(pool)),
         ),
       ),
     );

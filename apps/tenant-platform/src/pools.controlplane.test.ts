@@ -67,8 +67,13 @@ describe("warm pools through the control plane", () => {
     });
 
   it("the control plane makes each member labelled with its pool; a claim resumes one with a start, its agent comes online with its own secrets; size 0 destroys the rest there", async () => {
+    // Tier 4 is above the control plane's suspend limit (2048 MB, as Fly's): its members could not wait suspended.
+    const tooBig = await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 4, size: 1 } });
+    expect(tooBig.status).toBe(409);
+    expect(errorOf(tooBig).message).toMatch(/cannot suspend a tier 4 workspace/);
     const put = await platform.call("PUT", "/pools", { body: { runtime: "echo", tier: 2, size: 2 } });
     expect(put.status, JSON.stringify(put.body)).toBe(200);
+    expect((await platform.call("GET", "/pools")).body.pools).toHaveLength(1);
     const members = await poolSuspended(2);
     const memberIds = members.map((row) => row.id).sort();
     for (const id of memberIds) {

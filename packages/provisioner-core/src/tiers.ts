@@ -1,4 +1,5 @@
 import type { Tier } from "@molecule/contracts";
+import type { Capabilities } from "./provisioner.ts";
 
 export interface TierLimits {
   memoryMb: number;
@@ -17,6 +18,12 @@ export const TIER_LIMITS: Readonly<Record<Tier, TierLimits>> = {
 
 export function tierLimits(tier: Tier): TierLimits {
   return TIER_LIMITS[tier];
+}
+
+/** Whether a backend with these capabilities suspends a workspace of `tier` (Fly stops one above its memory limit). */
+export function suspendsTier(capabilities: Capabilities, tier: Tier): boolean {
+  const max = capabilities.suspendMaxMemoryMb;
+  return capabilities.suspend && (max === undefined || tierLimits(tier).memoryMb <= max);
 }
 
 /** EC2 sizes per tier (the EC2 guide): an instance type and a root volume. */

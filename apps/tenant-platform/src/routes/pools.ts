@@ -21,7 +21,7 @@ export const poolApi: ApiRoute[] = [
     path: "/pools",
     summary: "Set a warm pool's size",
     description:
-      "Members are started ahead of creates of that runtime and tier; size 0 drains the pool. On a SaaS tenant the control plane makes the members (suspended until a claim resumes them); 409 when its workspace backend cannot suspend.",
+      "Members are started ahead of creates of that runtime and tier; size 0 drains the pool. On a SaaS tenant the control plane makes the members (suspended until a claim resumes them); 409 when its workspace backend cannot suspend that tier.",
     tag: "pools",
     auth: ["admin"],
     body: PutPoolBody,

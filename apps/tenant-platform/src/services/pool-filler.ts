@@ -1,4 +1,4 @@
-import { backoffDelay, type Tier } from "@molecule/contracts";
+import { backoffDelay, TIERS, type Tier } from "@molecule/contracts";
 import { type PoolMemberRow, type PoolRow, poolMembers, pools, workspaceResources } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
 import {
@@ -7,6 +7,7 @@ import {
   ProvisionerError,
   poolLabel,
   specScrubber,
+  suspendsTier,
   type WorkspaceSpec,
 } from "@molecule/provisioner-core";
 import { releaseAudited, tableAudit } from "@molecule/service-kit/audit";
@@ -375,10 +376,15 @@ export class PoolFiller {
   /**
    * With `suspendPoolMembers` (flyio) and a backend that can suspend, ready members are suspended: they wait at no
    * CPU cost and a claim resumes them. Each is `suspending` meanwhile, which claims pass by; one the backend stopped instead is replaced.
+   * Members of a tier the backend would stop instead (Fly, above its memory limit) are left running: stopping and
+   * replacing them would start a new member every round.
    */
   private async suspendReady(): Promise<void> {
     const { db, provisioner, settings, logger, clock } = this.deps;
-    if (!settings.suspendPoolMembers || !provisioner.capabilities().suspend) return;
+    if (!settings.suspendPoolMembers) return;
+    const capabilities = provisioner.capabilities();
+    const tiers = TIERS.filter((tier) => suspendsTier(capabilities, tier));
+    if (tiers.length === 0) return;
     const taken = await db
       .update(poolMembers)
       .set({ state: "suspending" })
@@ -387,6 +393,7 @@ export class PoolFiller {
           eq(poolMembers.orgId, settings.orgId),
           eq(poolMembers.state, "ready"),
           isNull(poolMembers.suspendedAt),
+          inArray(poolMembers.tier, tiers),
         ),
       )
       .returning();

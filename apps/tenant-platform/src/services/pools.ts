@@ -17,7 +17,7 @@ import {
   workspaceTokens,
 } from "@molecule/db";
 import { hashToken } from "@molecule/identity";
-import type { Handle } from "@molecule/provisioner-core";
+import { type Handle, suspendsTier } from "@molecule/provisioner-core";
 import type { ChangeFeed } from "@molecule/service-kit/cluster";
 import type { RunnerDb } from "@molecule/service-kit/runner";
 import { and, asc, count, eq, gt, inArray, isNotNull, isNull, ne, or, sql } from "drizzle-orm";
@@ -154,13 +154,14 @@ export class PoolService {
     if (
       provisioner.name === "controlplane" &&
       body.size > 0 &&
-      !(settings.suspendPoolMembers && provisioner.capabilities().suspend)
+      !(settings.suspendPoolMembers && suspendsTier(provisioner.capabilities(), body.tier))
     ) {
       // Members made through the control plane wait suspended, and the start that resumes one for its claim tells
       // the control plane it is claimed; a member that could not be suspended would be claimed without its knowing.
       throw new DomainError(
         "conflict",
-        "warm pools through the control plane need a workspace backend that can suspend (Fly, docker); this org's cannot, so creates provision cold",
+        `warm pools through the control plane keep their members suspended, and this org's workspace backend cannot suspend a tier ${body.tier} workspace; creates provision cold`,
+        { field: "tier" },
       );
     }
     const now = clock.now();

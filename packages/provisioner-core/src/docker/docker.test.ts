@@ -376,6 +376,62 @@ describe("docker backend specifics", () => {
     expect(mine).toEqual([]);
   });
 
+  it("asks the engine for an image only until it has found it; one removed since is asked for (and pulled) again", async () => {
+    // A tag of the test image that only this test uses, so it can be removed.
+    const prefix = `molecule-test/seen-${randomBytes(3).toString("hex")}-`;
+    const source = docker.getImage(`${image.imagePrefix}${image.runtime}:${image.imageTag}`);
+    await source.tag({ repo: `${prefix}${image.runtime}`, tag: image.imageTag });
+    const inspected: string[] = [];
+    const counting = new Proxy(docker, {
+      get(target, prop) {
+        if (prop === "getImage")
+          return (name: string) => {
+            const got = target.getImage(name);
+            return new Proxy(got, {
+              get(imageTarget, imageProp) {
+                if (imageProp === "inspect") inspected.push(name);
+                const value = Reflect.get(imageTarget, imageProp, imageTarget);
+                return typeof value === "function" ? value.bind(imageTarget) : value;
+              },
+            });
+          };
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const seeing = createDockerProvisioner({
+      docker: counting,
+      deployment,
+      imagePrefix: prefix,
+      imageTag: image.imageTag,
+      network: "host",
+      pullTimeoutMs: 15_000,
+    });
+    const steps = () => {
+      const names: string[] = [];
+      return { names, step: (name: string, detail?: string) => void names.push(`${name}: ${detail ?? ""}`) };
+    };
+    const first = makeSpec();
+    await seeing.destroy({ ...first, handle: await seeing.provision(first, null) });
+    expect(inspected).toHaveLength(1);
+    const second = makeSpec();
+    const secondSteps = steps();
+    await seeing.destroy({
+      ...second,
+      handle: await seeing.provision(second, null, { step: secondSteps.step }),
+    });
+    expect(inspected).toHaveLength(1);
+    expect(secondSteps.names[0]).toMatch(/^image_ready: .* present$/);
+
+    await docker.getImage(`${prefix}${image.runtime}:${image.imageTag}`).remove();
+    const third = makeSpec();
+    await expect(seeing.provision(third, null)).rejects.toMatchObject({ code: "image_unavailable" });
+    expect(inspected).toHaveLength(2);
+    await seeing.destroy({ ...third, handle: null });
+    const left = (await seeing.listManaged()).filter((r) => r.workspaceId === third.workspaceId);
+    expect(left).toEqual([]);
+  });
+
   it("bounds a pull that never finishes by pullTimeoutMs, and by the caller's signal", async () => {
     // an engine whose pull stream never ends (a registry that accepts the connection and goes silent)
     const silentPull = new Proxy(docker, {

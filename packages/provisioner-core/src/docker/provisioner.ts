@@ -252,14 +252,26 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
   const startContainer = (name: string, signal: AbortSignal | undefined) =>
     startContainerOn(docker, name, signal);
 
-  /** Present already (the engine's answer to an inspect), without pulling: undefined when it is not. */
-  const imagePresent = (image: string, signal: AbortSignal | undefined) =>
-    dockerCall("inspect image", () => docker.getImage(image).inspect(), [404], signal);
+  /**
+   * Images this backend has found on the engine (or pulled): a later provision does not ask again, one engine request
+   * fewer before its container. One removed since is found by the container create's 404, which forgets it and goes
+   * through the steps again asking (and pulling). An image never found here is asked for every time, so a missing one
+   * still leaves nothing made.
+   */
+  const imagesFound = new Set<string>();
+
+  /** Whether the image is on the engine (an inspect, unless it was found before), without pulling. */
+  async function imagePresent(image: string, signal: AbortSignal | undefined): Promise<boolean> {
+    if (imagesFound.has(image)) return true;
+    const found = await dockerCall("inspect image", () => docker.getImage(image).inspect(), [404], signal);
+    if (found) imagesFound.add(image);
+    return found !== undefined;
+  }
 
   /**
    * Image, volume, container, running: creates only what is missing. Shared by provision and start. Every engine
    * request is on the path to a running agent, so what does not depend on each other goes together: the container and
-   * image look-ups and the network; once the image is known to be there, the volume (its audit intent, then its
+   * image look-ups (the image's only until it was found once, see `imagesFound`) and the network; once the image is known to be there, the volume (its audit intent, then its
    * create) and, when there is no container yet, the container's audit intent. A missing image is pulled first, so
    * one that cannot be pulled still leaves nothing made. Each audit claim goes alongside the next engine request, and
    * nothing is inspected that the engine already said.
@@ -278,6 +290,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     };
 
     throwIfAborted(signal, "provision");
+    const assumed = imagesFound.has(image);
     const present = imagePresent(image, signal);
     // All settle before any error is reported, so nothing this attempt started is still under way after it ends.
     const looked = await Promise.allSettled([
@@ -301,6 +314,7 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     } else {
       log.info({ image }, "docker: pulling missing image");
       await pullImage(docker, image, { timeoutMs: pullTimeoutMs, signal, logger: log });
+      imagesFound.add(image);
       step("image_ready", `${image} pulled`);
     }
     throwIfAborted(signal, "provision");
@@ -324,7 +338,13 @@ export function createDockerProvisioner(opts: DockerProvisionerOptions): Provisi
     let paused = false;
     try {
       if (!existing) {
-        const made = await ensureContainer(spec, image, volume);
+        const made = await ensureContainer(spec, image, volume).catch((error: unknown) => {
+          if (!(assumed && error instanceof ProvisionerError && error.code === "not_found")) throw error;
+          // The image was taken to be there from an earlier provision; it may have been removed since.
+          imagesFound.delete(image);
+          return null;
+        });
+        if (!made) return converge(spec, ctx);
         claim("container", name, made.id);
         container = made;
         step("container_created", made.created ? made.id : `adopted ${made.id}`);

@@ -171,6 +171,8 @@ describe("SaaS: warm pools through the control plane, on Fly", () => {
     const put = await tenant.call("PUT", "/pools", { runtime: "echo", tier: 2, size: 2 });
     expect(put.status, JSON.stringify(put.body)).toBe(200);
     const members = await poolSuspended(2);
+    // The control plane chooses the image; the tenant does not claim to know it.
+    expect((await tenantPool()).image).toBe("echo:backend-default");
     const memberIds = members.map((machine) => envOf(machine).WORKSPACE_ID as string).sort();
     for (const machine of members) {
       expect(JSON.stringify(machine.config.metadata)).toContain(org.id);

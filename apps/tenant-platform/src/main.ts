@@ -232,7 +232,11 @@ async function run(
       operationMaxAttempts: config.operations.maxAttempts,
       operationDeadlinesMs: config.operations.deadlinesMs,
       workspaceEnv: config.workspaces.env,
-      workspaceImage: { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
+      // The control plane picks its workspaces' image: this tenant's WORKSPACE_IMAGE_* would name one it never runs.
+      workspaceImage:
+        provisioner.name === "controlplane"
+          ? undefined
+          : { prefix: config.workspaces.imagePrefix, tag: config.workspaces.imageTag },
       // Through the control plane, members always wait suspended: a claim's start is how the control plane hears of it.
       suspendPoolMembers:
         config.backend.selection.backend === "flyio" ||

@@ -111,6 +111,18 @@ describe("warm pool members on the control plane (flyio)", () => {
     expect((await cp.tenant(acme, "GET", "/cp/orgs/pool-acme/pools")).status).toBe(401);
   });
 
+  it("a pool label that is not <runtime>-t<tier> is a 400 before anything is stored", async () => {
+    const id = "ws_01jcppool00000000000000009";
+    for (const pool of ["Echo-T2", "echo-t5", "echo", "../echo-t2", "x".repeat(70)]) {
+      const refused = await cp.tenant(acme, "POST", "/cp/workspaces/provision", {
+        body: memberSpec(id, pool),
+      });
+      expect(refused.status, pool).toBe(400);
+      expect(refused.body.error.code).toBe("bad_request");
+    }
+    expect(await cp.deps.db.select().from(cpWorkspaces).where(eq(cpWorkspaces.id, id))).toEqual([]);
+  });
+
   it("nothing of one org reaches another's members: its id cannot be taken, started, suspended or destroyed", async () => {
     const taken = await cp.tenant(other, "POST", "/cp/workspaces/provision", {
       body: memberSpec(first, "echo-t2"),

@@ -98,8 +98,9 @@ export class RegistryService {
     const beatAt = clock.now();
     const registered = await db.transaction(async (tx) => {
       // Statements sent together are pipelined on the transaction's connection (one round trip each group); what
-      // a check refuses is rolled back with the transaction, the boot token's spending included.
-      const [[workspace], spent] = await Promise.all([
+      // a check refuses is rolled back with the transaction, the boot token's spending included. The secrets are read
+      // with the first group (opened only once the checks pass), so the writes all go in the second.
+      const [[workspace], spent, sealedSecrets] = await Promise.all([
         tx
           .select()
           .from(workspaces)
@@ -119,6 +120,7 @@ export class RegistryService {
               )
               .returning({ hash: workspaceTokens.tokenHash })
           : [],
+        isAdmin ? null : secretRows(tx, body.id),
       ]);
       if (!isAdmin) {
         if (spent.length === 0 || !workspace) {
@@ -130,8 +132,11 @@ export class RegistryService {
       // Checked before anything is written: a refused URL leaves the boot token unspent.
       if (body.url) checkRegisteredUrl(workspace, body.url, settings);
       const authHash = hashToken(authToken);
+      const secrets = sealedSecrets === null ? null : this.openFor(body.id, sealedSecrets);
+      const movesOnline =
+        secrets !== null && workspace.status !== "online" && BEAT_MOVES_ONLINE.has(workspace.status);
       // The earlier auth tokens go whichever of the two runs first: the delete spares the new one.
-      const [, , secrets] = await Promise.all([
+      await Promise.all([
         tx
           .delete(workspaceTokens)
           .where(
@@ -142,21 +147,18 @@ export class RegistryService {
             ),
           ),
         tx.insert(workspaceTokens).values({ tokenHash: authHash, workspaceId: body.id, kind: "auth" }),
-        isAdmin ? null : this.secretsFor(tx, body.id),
+        tx
+          .update(workspaces)
+          .set({
+            url: registeredUrl(workspace, body),
+            agentCard: body.agent_card ?? null,
+            ...inbound.columns,
+            ...(secrets === null ? {} : { lastHeartbeatAt: beatAt }),
+            ...(movesOnline ? { status: "online" as const, statusReason: null } : {}),
+            updatedAt: new Date(),
+          })
+          .where(eq(workspaces.id, body.id)),
       ]);
-      const movesOnline =
-        secrets !== null && workspace.status !== "online" && BEAT_MOVES_ONLINE.has(workspace.status);
-      await tx
-        .update(workspaces)
-        .set({
-          url: registeredUrl(workspace, body),
-          agentCard: body.agent_card ?? null,
-          ...inbound.columns,
-          ...(secrets === null ? {} : { lastHeartbeatAt: beatAt }),
-          ...(movesOnline ? { status: "online" as const, statusReason: null } : {}),
-          updatedAt: new Date(),
-        })
-        .where(eq(workspaces.id, body.id));
       return { from: workspace.status, to: movesOnline ? ("online" as const) : workspace.status, secrets };
     });
     // Earlier bearer tokens were revoked: streams opened with them end now.
@@ -190,18 +192,7 @@ export class RegistryService {
    * The workspace's secret values for its registering agent, or null when one of them cannot be opened (logged with
    * the secret's name and the reason, never a value).
    */
-  private async secretsFor(
-    tx: Pick<Db, "select">,
-    workspaceId: string,
-  ): Promise<Record<string, string> | null> {
-    const rows = await tx
-      .select({
-        key: workspaceSecrets.key,
-        sealed: workspaceSecrets.sealed,
-        keyVersion: workspaceSecrets.keyVersion,
-      })
-      .from(workspaceSecrets)
-      .where(eq(workspaceSecrets.workspaceId, workspaceId));
+  private openFor(workspaceId: string, rows: SealedSecretRow[]): Record<string, string> | null {
     try {
       return openSecrets(this.deps.sealer, workspaceId, rows);
     } catch (error) {
@@ -300,6 +291,21 @@ export class RegistryService {
     this.prepared ??= prepareHeartbeats(this.deps.db);
     return this.prepared;
   }
+}
+
+type SealedSecretRow = { key: string; sealed: string; keyVersion: number };
+
+/** A workspace's secrets as stored (sealed). */
+function secretRows(tx: Pick<Db, "select">, workspaceId: string): Promise<SealedSecretRow[]> {
+  return tx
+    .select({
+      key: workspaceSecrets.key,
+      sealed: workspaceSecrets.sealed,
+      keyVersion: workspaceSecrets.keyVersion,
+    })
+    .from(workspaceSecrets)
+    .where(eq(workspaceSecrets.workspaceId, workspaceId))
+    .execute();
 }
 
 function prepareHeartbeats(db: Db) {

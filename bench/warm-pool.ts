@@ -21,10 +21,12 @@
  *
  *   pnpm exec tsx bench/warm-pool.ts
  *     BENCH_CLAIMS (at rest, default 100), BENCH_BUSY_CLAIMS (default 20), BENCH_COLD (default 8),
- *     BENCH_WARMUP (default 3), BENCH_POOL_SIZE (default 5), BENCH_SLOWEST (claims shown step by step, default 5)
+ *     BENCH_WARMUP (default 3), BENCH_POOL_SIZE (default 5), BENCH_SLOWEST (claims shown step by step, default 5),
+ *     BENCH_OUT (a file for every create's steps as JSON, to pool runs)
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { createDockerProvisioner } from "@molecule/provisioner-core";
 import Dockerode from "dockerode";
@@ -71,6 +73,9 @@ class StepClock {
   readonly registerArrived = new Map<string, number>();
   private readonly online = new Map<string, number>();
   private readonly waiting = new Map<string, (at: number) => void>();
+  /** How often the bus lost events (printed: a create timed across one is timed to its publish). */
+  gaps = 0;
+  closed = false;
 
   constructor(platform: TestPlatform) {
     const { events } = platform.deps;
@@ -80,12 +85,27 @@ class StepClock {
       if (event.data.to === "awaiting_agent") this.committed.set(event.workspaceId, performance.now());
       if (event.data.to === "online") this.onlinePublished.set(event.workspaceId, performance.now());
     });
-    events.subscribe({}, (event) => {
-      if (event.type !== "workspace.status" || event.data.to !== "online" || !event.workspaceId) return;
-      const at = performance.now();
-      this.online.set(event.workspaceId, at);
-      this.waiting.get(event.workspaceId)?.(at);
-    });
+    const subscribe = () =>
+      events.subscribe(
+        {},
+        (event) => {
+          if (event.type !== "workspace.status" || event.data.to !== "online" || !event.workspaceId) return;
+          const at = performance.now();
+          this.online.set(event.workspaceId, at);
+          this.waiting.get(event.workspaceId)?.(at);
+        },
+        undefined,
+        () => {
+          // The bus lost events (its LISTEN connection came back): a create waiting now is timed to its publish.
+          this.gaps++;
+          for (const [id, resolve] of this.waiting) {
+            const published = this.onlinePublished.get(id);
+            if (published !== undefined) resolve(published);
+          }
+          if (!this.closed) subscribe();
+        },
+      );
+    subscribe();
     // The agent's two calls, as they reach the platform's HTTP handler (the raw routes in front are not these).
     const handle = platform.app.fetch;
     platform.app.fetch = async (request, ...rest) => {
@@ -118,7 +138,12 @@ class StepClock {
     const seen = this.online.get(id);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`workspace ${id} not online within 60 s`)), 60_000);
+      const timer = setTimeout(() => {
+        const published = this.onlinePublished.has(id) ? "published, never received" : "never published";
+        reject(
+          new Error(`workspace ${id} not online within 60 s (online ${published}; ${this.gaps} bus gaps)`),
+        );
+      }, 60_000);
       this.waiting.set(id, (at) => {
         clearTimeout(timer);
         this.waiting.delete(id);
@@ -346,9 +371,9 @@ async function main(): Promise<void> {
   });
   const loadAtStart = machine();
   const gc = new GcLog();
+  const steps = new StepClock(platform);
   delay.enable();
   try {
-    const steps = new StepClock(platform);
     const url = await platform.listen();
     await setPool(platform, POOL_SIZE);
 
@@ -424,7 +449,14 @@ async function main(): Promise<void> {
     const under = claims.filter((t) => t.onlineMs < 100).length;
     console.log(`claims at rest online within 100 ms: ${under}/${claims.length}`);
     printSteps(claims);
+    if (steps.gaps > 0)
+      console.log(`the event bus lost events ${steps.gaps} times (creates then timed to the publish)`);
+    if (process.env.BENCH_OUT) {
+      writeFileSync(process.env.BENCH_OUT, JSON.stringify({ warmup, claims, busyClaims, colds }));
+      console.log(`every create's steps written to ${process.env.BENCH_OUT}`);
+    }
   } finally {
+    steps.closed = true;
     delay.disable();
     gc.stop();
     await platform.close().catch((error) => console.error(`closing the platform: ${String(error)}`));

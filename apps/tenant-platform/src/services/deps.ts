@@ -82,6 +82,11 @@ export interface PlatformSettings {
    * elsewhere, where a running member's claim needs no backend call at all.
    */
   suspendPoolMembers?: boolean;
+  /**
+   * The longest a claimed member's replacement waits for the claimed workspace to come online before the filler is
+   * told to start it (default `REFILL_AFTER_CLAIM_MAX_MS`, 2 s; see `WorkspaceService.refillOnceOnline`).
+   */
+  refillAfterClaimMaxMs?: number;
   /** Non-secret environment every workspace gets (e.g. AGENT_PORT=0 when workspaces share the host network). */
   workspaceEnv: Record<string, string>;
   /** RECONCILE_INTERVAL, RECONCILE_DELETE_ORPHANS, ORPHAN_GRACE. */

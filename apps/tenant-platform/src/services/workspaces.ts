@@ -81,6 +81,9 @@ interface QueuedOperation {
   finishedSteps?: OperationStep[];
 }
 
+/** The longest a claimed member's replacement waits for the claimed workspace's agent (see `refillOnceOnline`). */
+export const REFILL_AFTER_CLAIM_MAX_MS = 2_000;
+
 export class WorkspaceService {
   constructor(
     private readonly deps: PlatformDeps,
@@ -236,7 +239,7 @@ export class WorkspaceService {
         "pool member claimed",
       );
       if (claimed.resuming) this.onOperationQueued(operationId);
-      this.onPoolClaimed();
+      this.refillOnceOnline(claimed.workspaceId);
       return this.accepted(claimed.workspaceId, operationId);
     }
     this.deps.events.publish({
@@ -246,6 +249,34 @@ export class WorkspaceService {
     });
     this.onOperationQueued(operationId);
     return this.accepted(workspaceId, operationId);
+  }
+
+  /**
+   * Tells the filler to start the claimed member's replacement once the claimed workspace is online (its agent
+   * registered, on any replica) or anything but on its way there, or after `refillAfterClaimMaxMs`: a replacement
+   * started at the claim competes for the host with the claimed agent's registration (on docker, a container and a
+   * runtime starting beside it), which is the claim's own latency. The filler's own rounds go on meanwhile.
+   */
+  private refillOnceOnline(workspaceId: string): void {
+    let done = false;
+    const refill = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      subscription.unsubscribe();
+      this.onPoolClaimed();
+    };
+    const timer = setTimeout(refill, this.deps.settings.refillAfterClaimMaxMs ?? REFILL_AFTER_CLAIM_MAX_MS);
+    timer.unref?.();
+    const subscription = this.deps.events.subscribe(
+      { workspaceId },
+      (event) => {
+        const to = event.type === "workspace.status" ? event.data.to : null;
+        if (to !== null && to !== "awaiting_agent" && to !== "provisioning") refill();
+      },
+      undefined,
+      refill,
+    );
   }
 
   /**

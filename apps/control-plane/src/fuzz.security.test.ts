@@ -364,6 +364,13 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  "GET /cp/orgs/:slug/pools": () =>
+    fc.assert(
+      fc.asyncProperty(slugSegment, async (slug) =>
+        probe({ as: "admin", method: "GET", path: `/cp/orgs/${slug}/pools` }, true),
+      ),
+      fuzzParameters(),
+    ),
   "DELETE /cp/orgs/:slug": () =>
     fc.assert(
       fc.asyncProperty(slugSegment, rawBody(mutatedBody({ confirm: "x" })), async (slug, body) =>

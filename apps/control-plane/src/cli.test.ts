@@ -514,7 +514,7 @@ describe("molecule-cp usage", () => {
   it("refuses bad usage with one line and exit 2, before any request", async () => {
     const cases: [string[], string, Record<string, string>?][] = [
       [[], "missing command (see --help)"],
-      [["orgs"], "orgs needs one of: list, show, pools, create, delete (see --help)"],
+      [["orgs"], "orgs needs one of: list, show, pools, set-pool, create, delete (see --help)"],
       [["orgs", "frob"], 'unknown command "orgs frob" (see --help)'],
       [["frob"], 'unknown command "frob" (see --help)'],
       [["orgs", "list", "--frob"], "Unknown option '--frob' (see --help)"],

@@ -371,6 +371,29 @@ const ROUTES: Record<string, () => Promise<void>> = {
       ),
       fuzzParameters(),
     ),
+  "PUT /cp/orgs/:slug/pools": async () => {
+    await fc.assert(
+      fc.asyncProperty(slugSegment, async (slug) =>
+        probe(
+          {
+            as: "admin",
+            method: "PUT",
+            path: `/cp/orgs/${slug}/pools`,
+            body: JSON.stringify({ runtime: "echo", tier: 2, size: 1 }),
+          },
+          true,
+        ),
+      ),
+      fuzzParameters(),
+    );
+    // A slug that could be an org's but is none: a bad body is a 400, a good one a 404; no tenant is asked.
+    await fc.assert(
+      fc.asyncProperty(rawBody(mutatedBody({ runtime: "echo", tier: 2, size: 1 })), async (body) =>
+        probe({ as: "admin", method: "PUT", path: "/cp/orgs/no-such-org/pools", body }, true),
+      ),
+      fuzzParameters(),
+    );
+  },
   "DELETE /cp/orgs/:slug": () =>
     fc.assert(
       fc.asyncProperty(slugSegment, rawBody(mutatedBody({ confirm: "x" })), async (slug, body) =>

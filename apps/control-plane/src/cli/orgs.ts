@@ -1,5 +1,13 @@
-/** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`, and show an org's warm pools. */
-import { CpOrgPoolList, CreatedOrg, DeletedOrg, OrgDetail, OrgList, type OrgView } from "@molecule/contracts";
+/** `molecule-cp orgs …`: list, show, create and delete orgs through `/cp/orgs`, and show and set an org's warm pools. */
+import {
+  CpOrgPoolList,
+  CreatedOrg,
+  DeletedOrg,
+  OrgDetail,
+  OrgList,
+  type OrgView,
+  PoolView,
+} from "@molecule/contracts";
 import { type Command, flag, option, UsageError } from "./command.ts";
 import { followOrg, orgPath, progress, suffix } from "./follow.ts";
 import { cell, json, keyValues, table } from "./output.ts";
@@ -110,6 +118,43 @@ const pools: Command = {
   },
 };
 
+/** A whole number from an option, or a UsageError naming it. */
+function wholeNumber(input: Parameters<Command["run"]>[1], name: string): number {
+  const text = option(input, name);
+  if (text === undefined || !/^\d+$/.test(text)) {
+    throw new UsageError(`orgs set-pool needs --${name} N, a whole number (see --help)`);
+  }
+  return Number(text);
+}
+
+const setPool: Command = {
+  name: ["orgs", "set-pool"],
+  synopsis: "<slug> --runtime RUNTIME --tier N --size N",
+  summary: "sets the target size of one of the org's warm pools on its tenant (size 0 drains it)",
+  details: `  --runtime RUNTIME  the pool's runtime (one the tenant runs)
+  --tier N           the pool's tier
+  --size N           how many ready members the tenant keeps (0 drains the pool)`,
+  args: ["slug"],
+  options: { runtime: { type: "string" }, tier: { type: "string" }, size: { type: "string" } },
+  async run(io, input) {
+    const runtime = option(input, "runtime");
+    if (runtime === undefined) throw new UsageError("orgs set-pool needs --runtime RUNTIME (see --help)");
+    const body = { runtime, tier: wholeNumber(input, "tier"), size: wholeNumber(input, "size") };
+    const { data, raw } = await io.client.call(
+      "PUT",
+      `${orgPath(input.args[0] ?? "")}/pools`,
+      PoolView,
+      body,
+    );
+    if (io.json) io.stdout(json(raw));
+    else
+      io.stdout(
+        `pool ${cell(data.runtime)} tier ${data.tier}: size ${data.size}, ready ${data.ready}, starting ${data.starting}, claimed ${data.claimed}\n`,
+      );
+    return 0;
+  },
+};
+
 const create: Command = {
   name: ["orgs", "create"],
   synopsis: "<slug> --name NAME [--canary] [--wait]",
@@ -192,4 +237,4 @@ const remove: Command = {
   },
 };
 
-export const ORG_COMMANDS: readonly Command[] = [list, show, pools, create, remove];
+export const ORG_COMMANDS: readonly Command[] = [list, show, pools, setPool, create, remove];

@@ -7,6 +7,8 @@ import {
   OrgDetail,
   OrgList,
   OrgSlug,
+  PoolView,
+  PutPoolBody,
 } from "@molecule/contracts";
 import { parseWith } from "@molecule/service-kit/http";
 import type { ApiRoute } from "@molecule/service-kit/openapi";
@@ -35,6 +37,12 @@ export function orgRoutes(orgs: OrgService) {
   app.get("/:slug", async (c) => c.json(await orgs.get(slugParam(c.req.param("slug")))));
 
   app.get("/:slug/pools", async (c) => c.json(await orgs.pools(slugParam(c.req.param("slug")))));
+
+  app.put("/:slug/pools", async (c) => {
+    const slug = slugParam(c.req.param("slug"));
+    const body = parseJsonBytes(await readBytes(c), PutPoolBody);
+    return c.json(await orgs.setPool(slug, body));
+  });
 
   app.delete("/:slug", async (c) => {
     const slug = slugParam(c.req.param("slug"));
@@ -90,6 +98,19 @@ export const orgApi: ApiRoute[] = [
     params: SlugPath,
     responses: { 200: { description: "Its pools, as the control plane holds them", schema: CpOrgPoolList } },
     errors: [400, 403, 404],
+  },
+  {
+    method: "PUT",
+    path: "/cp/orgs/:slug/pools",
+    summary: "Set one of an org's warm pools",
+    description:
+      "Sets the target size of the org's pool of `runtime` and `tier` through its tenant's own `PUT /pools` (size 0 drains it) and answers the tenant's view of that pool. The tenant keeps the pool and its claims; this control plane makes and destroys its members. The tenant's refusals keep their status and reason (400: a runtime it does not run; 409: a tier its backend cannot keep suspended); 409 also when the org is not ready; 502/503 when the tenant answers wrongly or not at all.",
+    tag: "orgs",
+    auth: ["admin"],
+    params: SlugPath,
+    body: PutPoolBody,
+    responses: { 200: { description: "The pool as its tenant now holds it", schema: PoolView } },
+    errors: [400, 403, 404, 409, 413, 415, 502, 503],
   },
   {
     method: "DELETE",

@@ -8,15 +8,19 @@ import {
   ORG_OPERATION_KINDS,
   type OrgDetail,
   type OrgView,
+  type PoolView,
+  type PutPoolBody,
   type TenantRuntimeConfig,
 } from "@molecule/contracts";
 import { deriveTenantSigningKey, hashToken, mintHexKey, mintToken, sha256Hex } from "@molecule/identity";
+import { ProvisionerError, Scrubber } from "@molecule/provisioner-core";
 import { and, asc, desc, eq, inArray, isNull, ne } from "drizzle-orm";
 import { type CpOrgRow, cpBootEvents, cpOperations, cpOrgs, cpTenantCredentials } from "../db/schema.ts";
 import { isUniqueViolation } from "./db-errors.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
 import { orgPools } from "./pools.ts";
 import { tenantEnvAad } from "./sealing.ts";
+import { tenantApi } from "./tenant-api.ts";
 import { orgOperationView, orgView } from "./views.ts";
 
 /** Orgs and their tenants: create (queues the tenant's provision), read, delete (queues the cascade), boot events. */
@@ -149,6 +153,33 @@ export class OrgService {
   async pools(slug: string): Promise<CpOrgPoolList> {
     const org = await this.bySlug(slug);
     return { org_id: org.id, pools: await orgPools(this.deps, org.id) };
+  }
+
+  /**
+   * Sets one warm pool of the org through its tenant's own `PUT /pools` (with the org's admin token, which never
+   * leaves the call): the tenant keeps the pool and its claims, this control plane makes its members. The tenant's
+   * refusals keep their status and reason (400: a runtime it does not run; 409: a tier its backend cannot keep
+   * suspended); a tenant that does not answer is a 503.
+   */
+  async setPool(slug: string, body: PutPoolBody): Promise<PoolView> {
+    const org = await this.bySlug(slug);
+    if (org.status !== "ready") {
+      throw new DomainError(
+        "conflict",
+        `org "${slug}" is ${org.status}: its tenant is not running to hold pools`,
+      );
+    }
+    const scrub = new Scrubber();
+    try {
+      return await tenantApi(this.deps, org, scrub).setPool(body);
+    } catch (error) {
+      if (!(error instanceof ProvisionerError)) throw error;
+      const message = scrub.text(error.message);
+      const status = error.details.httpStatus;
+      if (status === 400) throw new DomainError("bad_request", message);
+      if (status === 409) throw new DomainError("conflict", message);
+      throw new DomainError(error.retryable ? "upstream_unavailable" : "bad_gateway", message);
+    }
   }
 
   async get(slug: string): Promise<OrgDetail> {

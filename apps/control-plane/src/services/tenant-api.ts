@@ -5,7 +5,7 @@
  * to the caller's scrubber, sent only in the Authorization header, never stored elsewhere, logged or returned.
  * Every mutation carries an Idempotency-Key, so a retried or resumed call replays the tenant's first answer.
  */
-import { OperationView, WorkspaceView } from "@molecule/contracts";
+import { OperationView, PoolView, type PutPoolBody, WorkspaceView } from "@molecule/contracts";
 import {
   abortableSleep,
   DEFAULT_CP_RETRY,
@@ -33,6 +33,8 @@ export interface TenantApi {
   redeploy(workspaceId: string, idempotencyKey: string, signal?: AbortSignal): Promise<OperationView>;
   operation(operationId: string, signal?: AbortSignal): Promise<OperationView>;
   workspace(workspaceId: string, signal?: AbortSignal): Promise<WorkspaceView>;
+  /** Sets one warm pool's target on the tenant (its own `PUT /pools`; the same body again changes nothing). */
+  setPool(body: PutPoolBody, signal?: AbortSignal): Promise<PoolView>;
 }
 
 const WorkspaceList = z.object({ workspaces: z.array(WorkspaceView) });
@@ -134,6 +136,10 @@ export function tenantApi(
         signal,
       });
       return parsed(slug, "redeploy", Accepted, reply.body).operation;
+    },
+    async setPool(body, signal) {
+      const reply = await client.call({ op: "set pool", method: "PUT", path: "/pools", body, signal });
+      return parsed(slug, "set pool", PoolView, reply.body);
     },
   };
 }

@@ -6,89 +6,32 @@
  * deleted; then deleting the org with a workspace still present leaves nothing in the emulator and no row of the org
  * in the control plane's tables.
  */
-import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { deriveTenantSigningKey } from "@molecule/identity";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";
-import { type FlyHarness, startFlyHarness } from "../packages/provisioner-core/src/flyio/testkit.ts";
-import { type ControlPlaneProcess, startControlPlaneProcess } from "../test-support/control-plane.ts";
-import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
-import {
-  freePort,
-  killAllPlatformProcesses,
-  type PlatformProcess,
-  startPlatformProcess,
-  uniqueDeployment,
-} from "../test-support/process.ts";
+import { type SaasFly, startSaasFly } from "../test-support/saas-fly.ts";
 import { waitFor } from "../test-support/wait.ts";
 
-const FLY_APP = "molecule-ws-saas";
-const FLY_TOKEN = `fly-e2e-${randomBytes(8).toString("hex")}`;
-const SHARED_SECRET = randomBytes(32).toString("hex");
 const SLUG = "acme-fly";
 
-let harness: FlyHarness;
-let fly: FlyHarness["emulator"];
-let cpDb: TestDatabase;
-let tenantDb: TestDatabase;
-let cp: ControlPlaneProcess;
-let tenant: PlatformProcess;
-let org: { id: string; credential: string; adminToken: string };
+let saas: SaasFly;
+let fly: SaasFly["fly"];
+let cp: SaasFly["cp"];
+let tenant: SaasFly["tenant"];
+let org: SaasFly["org"];
+let flyApp: string;
+let flyToken: string;
+let sharedSecret: string;
 
 beforeAll(async () => {
-  // Only the harness's emulator (validated against Fly's OpenAPI document) is used: the control plane is the client.
-  harness = await startFlyHarness({ emulator: { token: FLY_TOKEN, apps: [FLY_APP] } });
-  fly = harness.emulator;
-  cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
-  tenantDb = await createTestDatabase();
-  const tenantPort = await freePort();
-  cp = await startControlPlaneProcess({
-    env: {
-      DATABASE_URL: cpDb.url,
-      PROVISION_SHARED_SECRET: SHARED_SECRET,
-      MOLECULE_DEPLOYMENT: uniqueDeployment(),
-      CP_WORKSPACE_BACKEND: "flyio",
-      FLY_API_TOKEN: FLY_TOKEN,
-      FLY_WORKSPACE_APP: FLY_APP,
-      FLY_API_BASE_URL: fly.url,
-      CP_TENANT_BACKEND: "external",
-      TENANT_URL_TEMPLATE: `http://127.0.0.1:${tenantPort}`,
-    },
-  });
-
-  const created = await cp.admin("POST", "/cp/orgs", { slug: SLUG, name: "Acme on Fly" });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  org = {
-    id: created.body.org.id,
-    credential: created.body.tenant_credential,
-    adminToken: created.body.tenant_admin_token,
-  };
-
-  // What the control plane's tenant backend would inject (docs/control-plane.md), started here by the test.
-  tenant = await startPlatformProcess({
-    env: {
-      PORT: String(tenantPort),
-      DATABASE_URL: tenantDb.url,
-      MOLECULE_ENV: "production",
-      MOLECULE_ORG_ID: org.id,
-      CP_PROVISION_URL: cp.url,
-      CP_TENANT_TOKEN: org.credential,
-      PROVISION_SHARED_SECRET: deriveTenantSigningKey(SHARED_SECRET, org.id),
-      ADMIN_TOKEN: org.adminToken,
-    },
-  });
+  saas = await startSaasFly({ flyApp: "molecule-ws-saas", slug: SLUG, name: "Acme on Fly" });
+  ({ fly, cp, tenant, org, flyApp, flyToken, sharedSecret } = saas);
 }, 180_000);
 
-afterAll(async () => {
-  await killAllPlatformProcesses();
-  await harness?.close();
-  await cpDb?.drop();
-  await tenantDb?.drop();
-});
+afterAll(() => saas?.close());
 
-const liveMachines = () => fly.machines(FLY_APP).filter((machine) => machine.state !== "destroyed");
+const liveMachines = () => fly.machines(flyApp).filter((machine) => machine.state !== "destroyed");
 
 const statusBecomes = (id: string, status: string) =>
   waitFor(`workspace ${id} to be ${status}`, async () => {
@@ -141,12 +84,12 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     // The process environments as the kernel holds them: the Fly token is in the control plane's only.
     // (A tenant given FLY_API_TOKEN refuses to start: e2e/tenant-saas-startup.test.ts.)
-    expect(environOf(cp.pid).get("FLY_API_TOKEN")).toBe(FLY_TOKEN);
+    expect(environOf(cp.pid).get("FLY_API_TOKEN")).toBe(flyToken);
     const tenantEnv = environOf(tenant.pid);
     expect(tenantEnv.get("CP_TENANT_TOKEN")).toBe(org.credential);
     expect([...tenantEnv.keys()].filter((key) => /^(FLY_|AWS_)/.test(key))).toEqual([]);
-    expect([...tenantEnv.values()]).not.toContain(FLY_TOKEN);
-    expect([...tenantEnv.values()]).not.toContain(SHARED_SECRET);
+    expect([...tenantEnv.values()]).not.toContain(flyToken);
+    expect([...tenantEnv.values()]).not.toContain(sharedSecret);
   });
 
   it("runs a workspace's whole lifecycle on Fly through the tenant and the control plane", async () => {
@@ -163,7 +106,7 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     // The machine was made by the control plane with the env the tenant minted.
     expect(liveMachines()).toHaveLength(1);
-    expect(fly.volumes(FLY_APP)).toHaveLength(1);
+    expect(fly.volumes(flyApp)).toHaveLength(1);
     const machine = liveMachines()[0];
     expect(JSON.stringify(machine?.config.metadata)).toContain(org.id);
     const env = machineEnv(id);
@@ -177,9 +120,9 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     // The machine's address on Fly's private network, assigned by the control plane's backend, reached the tenant
     // through the operation's answer: the tenant (strict agent URL policy) accepts exactly it, and no other private URL.
-    expect(env.AGENT_PUBLIC_URL).toBe(`http://${machine?.id}.vm.${FLY_APP}.internal:8000`);
+    expect(env.AGENT_PUBLIC_URL).toBe(`http://${machine?.id}.vm.${flyApp}.internal:8000`);
     const boot = env.WORKSPACE_BOOT_TOKEN ?? "";
-    for (const url of ["http://127.0.0.1:8000", `http://ffffffffffffff.vm.${FLY_APP}.internal:8000`]) {
+    for (const url of ["http://127.0.0.1:8000", `http://ffffffffffffff.vm.${flyApp}.internal:8000`]) {
       const refused = await agentCall(env, "/registry/register", boot, { id, url });
       expect(refused.status, url).toBe(400);
     }
@@ -192,7 +135,7 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     expect((await tenant.call("POST", `/workspaces/${id}/stop`)).status).toBe(202);
     await statusBecomes(id, "stopped");
-    expect(fly.machines(FLY_APP).find((m) => m.id === machine?.id)?.state).toBe("stopped");
+    expect(fly.machines(flyApp).find((m) => m.id === machine?.id)?.state).toBe("stopped");
     const listed = await cp.tenantClient(org.id, org.credential).call<{ workspaces: unknown[] }>({
       op: "list",
       method: "GET",
@@ -202,7 +145,7 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     expect((await tenant.call("POST", `/workspaces/${id}/start`)).status).toBe(202);
     await statusBecomes(id, "awaiting_agent");
-    expect(fly.machines(FLY_APP).find((m) => m.id === machine?.id)?.state).toBe("started");
+    expect(fly.machines(flyApp).find((m) => m.id === machine?.id)?.state).toBe("started");
     // the same machine, started again with the same env; the agent's stored token keeps working
     expect(machineEnv(id)).toEqual(env);
     const beat = await agentCall(env, "/registry/heartbeat", authToken, { workspace_id: id });
@@ -212,7 +155,7 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
     expect((await tenant.call("DELETE", `/workspaces/${id}`)).status).toBe(202);
     await statusBecomes(id, "removed");
     expect(liveMachines()).toHaveLength(0);
-    expect(fly.volumes(FLY_APP)).toHaveLength(0);
+    expect(fly.volumes(flyApp)).toHaveLength(0);
     expect(fly.violations).toEqual([]);
   });
 
@@ -226,7 +169,7 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
     const id: string = created.body.workspace.id;
     await statusBecomes(id, "awaiting_agent");
     expect(liveMachines()).toHaveLength(1);
-    expect(fly.volumes(FLY_APP)).toHaveLength(1);
+    expect(fly.volumes(flyApp)).toHaveLength(1);
 
     const refused = await cp.admin("DELETE", `/cp/orgs/${SLUG}`, { confirm: "not-the-slug" });
     expect(refused.status).toBe(400);
@@ -242,12 +185,12 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
     expect(tombstone.provision_status).toBeNull();
 
     expect(liveMachines()).toHaveLength(0);
-    expect(fly.volumes(FLY_APP)).toHaveLength(0);
+    expect(fly.volumes(flyApp)).toHaveLength(0);
     expect(fly.violations).toEqual([]);
 
     // Every control-plane table with an org_id column holds no row of the org; cp_orgs keeps only the tombstone, and
     // the resource audit keeps the org's rows for audit, every one released.
-    const sql = postgres(cpDb.url, { max: 1, onnotice: () => {} });
+    const sql = postgres(saas.cpDb.url, { max: 1, onnotice: () => {} });
     try {
       const tables = await sql<{ table_name: string }[]>`
         SELECT table_name FROM information_schema.columns
@@ -290,11 +233,11 @@ describe("SaaS: control plane with the Fly backend, a tenant platform for one or
 
     // No secret reached either process's output.
     const secrets = [
-      FLY_TOKEN,
-      SHARED_SECRET,
+      flyToken,
+      sharedSecret,
       org.credential,
       org.adminToken,
-      deriveTenantSigningKey(SHARED_SECRET, org.id),
+      deriveTenantSigningKey(sharedSecret, org.id),
     ];
     for (const secret of secrets) {
       expect(cp.output()).not.toContain(secret);

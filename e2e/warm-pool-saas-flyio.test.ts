@@ -6,85 +6,31 @@
  * secrets. The operator sees the org's members on the control plane; draining destroys them there; deleting the org
  * leaves no machine.
  */
-import { randomBytes } from "node:crypto";
-import { deriveTenantSigningKey } from "@molecule/identity";
 import { LABELS } from "@molecule/provisioner-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CP_MIGRATIONS } from "../apps/control-plane/src/db/migrations.ts";
-import { type FlyHarness, startFlyHarness } from "../packages/provisioner-core/src/flyio/testkit.ts";
-import { type ControlPlaneProcess, startControlPlaneProcess } from "../test-support/control-plane.ts";
-import { createTestDatabase, type TestDatabase } from "../test-support/pg.ts";
-import {
-  freePort,
-  killAllPlatformProcesses,
-  type PlatformProcess,
-  startPlatformProcess,
-  uniqueDeployment,
-} from "../test-support/process.ts";
+import { type SaasFly, startSaasFly } from "../test-support/saas-fly.ts";
 import { waitFor } from "../test-support/wait.ts";
 
-const FLY_APP = "molecule-ws-saas-pool";
-const FLY_TOKEN = `fly-e2e-${randomBytes(8).toString("hex")}`;
-const SHARED_SECRET = randomBytes(32).toString("hex");
 const SLUG = "acme-pool";
 
-let harness: FlyHarness;
-let fly: FlyHarness["emulator"];
-let cpDb: TestDatabase;
-let tenantDb: TestDatabase;
-let cp: ControlPlaneProcess;
-let tenant: PlatformProcess;
-let org: { id: string; credential: string; adminToken: string };
+let saas: SaasFly;
+let fly: SaasFly["fly"];
+let cp: SaasFly["cp"];
+let tenant: SaasFly["tenant"];
+let org: SaasFly["org"];
+let flyApp: string;
+let flyToken: string;
+let sharedSecret: string;
 
 beforeAll(async () => {
-  harness = await startFlyHarness({ emulator: { token: FLY_TOKEN, apps: [FLY_APP] } });
-  fly = harness.emulator;
-  cpDb = await createTestDatabase({ migrations: CP_MIGRATIONS });
-  tenantDb = await createTestDatabase();
-  const tenantPort = await freePort();
-  cp = await startControlPlaneProcess({
-    env: {
-      DATABASE_URL: cpDb.url,
-      PROVISION_SHARED_SECRET: SHARED_SECRET,
-      MOLECULE_DEPLOYMENT: uniqueDeployment(),
-      CP_WORKSPACE_BACKEND: "flyio",
-      FLY_API_TOKEN: FLY_TOKEN,
-      FLY_WORKSPACE_APP: FLY_APP,
-      FLY_API_BASE_URL: fly.url,
-      CP_TENANT_BACKEND: "external",
-      TENANT_URL_TEMPLATE: `http://127.0.0.1:${tenantPort}`,
-    },
-  });
-  const created = await cp.admin("POST", "/cp/orgs", { slug: SLUG, name: "Acme with a pool" });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  org = {
-    id: created.body.org.id,
-    credential: created.body.tenant_credential,
-    adminToken: created.body.tenant_admin_token,
-  };
-  tenant = await startPlatformProcess({
-    env: {
-      PORT: String(tenantPort),
-      DATABASE_URL: tenantDb.url,
-      MOLECULE_ENV: "production",
-      MOLECULE_ORG_ID: org.id,
-      CP_PROVISION_URL: cp.url,
-      CP_TENANT_TOKEN: org.credential,
-      PROVISION_SHARED_SECRET: deriveTenantSigningKey(SHARED_SECRET, org.id),
-      ADMIN_TOKEN: org.adminToken,
-    },
-  });
+  saas = await startSaasFly({ flyApp: "molecule-ws-saas-pool", slug: SLUG, name: "Acme with a pool" });
+  ({ fly, cp, tenant, org, flyApp, flyToken, sharedSecret } = saas);
 }, 180_000);
 
-afterAll(async () => {
-  await killAllPlatformProcesses();
-  await harness?.close();
-  await cpDb?.drop();
-  await tenantDb?.drop();
-});
+afterAll(() => saas?.close());
 
-type Machine = ReturnType<FlyHarness["emulator"]["machines"]>[number];
-const liveMachines = () => fly.machines(FLY_APP).filter((machine) => machine.state !== "destroyed");
+type Machine = ReturnType<SaasFly["fly"]["machines"]>[number];
+const liveMachines = () => fly.machines(flyApp).filter((machine) => machine.state !== "destroyed");
 const envOf = (machine: Machine | undefined) => (machine?.config.env ?? {}) as Record<string, string>;
 const poolLabelOf = (machine: Machine) =>
   ((machine.config.metadata ?? {}) as Record<string, string>)[LABELS.pool];
@@ -240,9 +186,9 @@ describe("SaaS: warm pools through the control plane, on Fly", () => {
       return body.org.status === "deleted" ? true : undefined;
     });
     expect(liveMachines()).toEqual([]);
-    expect(fly.volumes(FLY_APP)).toHaveLength(0);
+    expect(fly.volumes(flyApp)).toHaveLength(0);
     expect(fly.violations).toEqual([]);
-    for (const secret of [FLY_TOKEN, SHARED_SECRET, org.credential, org.adminToken, "claimant-secret"]) {
+    for (const secret of [flyToken, sharedSecret, org.credential, org.adminToken, "claimant-secret"]) {
       expect(cp.output()).not.toContain(secret);
       expect(tenant.output()).not.toContain(secret);
     }

@@ -1,7 +1,8 @@
 import { createIdGenerator } from "@molecule/contracts";
-import { poolMembers } from "@molecule/db";
+import { poolMembers, pools } from "@molecule/db";
 import { hashToken, mintToken } from "@molecule/identity";
 import { createFakeProvisioner } from "@molecule/provisioner-core/fake";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestPlatform, type TestPlatform } from "../../../test-support/platform.ts";
 import { waitFor } from "../../../test-support/wait.ts";
@@ -85,5 +86,25 @@ describe("the replacement of a claimed pool member", () => {
       10_000,
       20,
     );
+  });
+
+  it("is never a member on an image the pool has moved off: that create provisions cold", async () => {
+    const stale = await readyMember();
+    // A newer replica took the pool over on another image (its filler retires the old members next round).
+    await platform.database.db
+      .insert(pools)
+      .values({ orgId: "org_test", runtime: "echo", tier: 2, size: 1, image: "echo:newer" })
+      .onConflictDoUpdate({ target: [pools.orgId, pools.runtime, pools.tier], set: { image: "echo:newer" } });
+    const cold = await platform.call("POST", "/workspaces", {
+      body: { name: "cold-while-the-pool-moves", runtime: "echo", tier: 2 },
+    });
+    expect(cold.status).toBe(202);
+    expect(cold.body.workspace.id).not.toBe(stale.id);
+    expect(cold.body.workspace.status).toBe("provisioning");
+    const [row] = await platform.database.db.select().from(poolMembers).where(eq(poolMembers.id, stale.id));
+    expect(row?.state).toBe("ready");
+    // Back on its image, the same member is claimed.
+    await platform.database.db.update(pools).set({ image: "echo:backend-default" });
+    expect(await claim("warm-again")).toBe(stale.id);
   });
 });

@@ -79,6 +79,9 @@ export async function claimReadyMember(
           isNotNull(poolMembers.suspendedAt),
           gt(poolMembers.agentWaitingAt, new Date(now.getTime() - MEMBER_QUIET_MS)),
         ),
+        // Not on an image the pool has moved off (a newer replica took it over): the filler retires those, and a
+        // create must not get the old image in the meantime.
+        sql`not exists (select 1 from ${pools} where ${pools.orgId} = ${poolMembers.orgId} and ${pools.runtime} = ${poolMembers.runtime} and ${pools.tier} = ${poolMembers.tier} and ${pools.image} is not null and ${pools.image} <> ${poolMembers.image})`,
       ),
     )
     .orderBy(asc(poolMembers.readyAt))

@@ -503,8 +503,14 @@ describe("the durable-operation runner on a table of its own", () => {
 
   it("runs an operation handed over as just queued at once, claimed by its id, once across replicas", async () => {
     const performed: string[] = [];
+    // job-2 is held until the test has seen who holds it (it would finish, unlocked, before a busy test looked).
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     const perform = async (row: Job) => {
       performed.push(row.id);
+      if (row.id === "job-2") await held;
       return undefined;
     };
     await add("job-1", "q1");
@@ -521,6 +527,7 @@ describe("the durable-operation runner on a table of its own", () => {
       // The loops are idle for an hour: only the hand-over can take it now.
       expect(await a.runQueued("job-2")).toBe(true);
       expect(await job("job-2")).toMatchObject({ lockedBy: "replica-a", attempts: 1 });
+      release();
       await vi.waitFor(async () => expect((await job("job-2")).status).toBe("succeeded"));
 
       // Fewer than a runner's slots (8): with none free, the hand-over wakes the loop instead.
@@ -538,6 +545,7 @@ describe("the durable-operation runner on a table of its own", () => {
       });
       expect(performed.sort()).toEqual(["job-2", ...Array.from({ length: 5 }, (_, i) => `job-3-${i}`)]);
     } finally {
+      release();
       await Promise.all([a.stop(), b.stop()]);
       await other.close();
     }
